@@ -1,0 +1,242 @@
+"""The command line: ``heyim-desktop`` (the window) and its subcommands.
+
+Same code paths as the GUI: requests are validated by GenerationRequest, images are made by
+the engines in ``core`` and written by ``core.output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from heyim_desktop import __version__
+
+log = logging.getLogger("heyim_desktop.cli")
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_MODEL = 3
+EXIT_RUNTIME = 4
+EXIT_CANCELLED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(EXIT_USAGE, f"heyim-desktop: error: {message}\n")
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size must look like 512x512, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="heyim-desktop", description="Local Stable Diffusion image generation.")
+    parser.add_argument("--version", action="version", version=f"HeyIm Desktop {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--data-dir", help="keep history, models and settings in this folder")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="make images from a prompt (and optionally an input image)")
+    gen.add_argument("--prompt", "-p", required=True, help="what to draw")
+    gen.add_argument("--negative", "-n", default="", help="what to avoid")
+    src = gen.add_mutually_exclusive_group()
+    src.add_argument("--model", "-m", help="a diffusers-format model folder")
+    src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
+    gen.add_argument("--image", "-i", help="input image for image-to-image")
+    gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
+    gen.add_argument("--steps", type=int, default=30, help="denoising steps, 1 to 150 (default 30)")
+    gen.add_argument("--cfg", type=float, default=7.5, help="guidance scale, 0 to 30 (default 7.5; 1 or less: off)")
+    gen.add_argument("--seed", type=int, default=None, help="0 to 4294967295 (default: random)")
+    gen.add_argument("--scheduler", "-s", default=None, help="DPM++ 2M (default), DPM++ 2M Karras, Euler, Euler a, DDIM, PNDM, LMS, UniPC, LCM")
+    gen.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, multiples of 8 (default: the model's size)")
+    gen.add_argument("--count", type=int, default=1, help="images to make, 1 to 16 (seeds seed, seed+1, ...)")
+    gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
+    gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
+    demo.add_argument("dir", help="destination folder (must not exist or be empty)")
+    demo.add_argument("--force", action="store_true", help="replace an existing folder")
+    return parser
+
+
+class _ProgressBar:
+    def __init__(self, stream: "object", enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.started = time.perf_counter()
+
+    def status(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=self.stream, flush=True)  # type: ignore[call-overload]
+
+    def __call__(self, progress: "object") -> None:
+        if not self.enabled:
+            return
+        step, total = progress.step, progress.total  # type: ignore[attr-defined]
+        width = 30
+        filled = int(width * step / max(1, total))
+        elapsed = time.perf_counter() - self.started
+        rate = step / elapsed if elapsed > 0 else 0.0
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if step >= total else ""
+        print(f"\r[{bar}] {step}/{total} steps  {rate:.1f} it/s  {elapsed:.1f}s", end=end, file=self.stream, flush=True)  # type: ignore[call-overload]
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"heyim-desktop: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
+    from heyim_desktop.core.errors import InvalidRequest, UserFacingError
+
+    init_image = None
+    if args.image:
+        from heyim_desktop.core.images import load_image
+
+        init_image = load_image(args.image)
+    if not args.model and not args.demo:
+        raise InvalidRequest("model", "pass --model FOLDER, or --demo for the built-in tiny random model")
+    width, height = args.size or (512, 512)
+    request = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        steps=args.steps,
+        guidance=args.cfg,
+        seed=args.seed,
+        width=width,
+        height=height,
+        scheduler=args.scheduler,
+        count=args.count,
+        init_image=init_image,
+        strength=args.strength,
+        model=args.model,
+    )
+    out_dir = Path(args.out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidRequest("out", f"{out_dir} exists and is not a folder")
+
+    bar = _ProgressBar(sys.stderr, not args.quiet)
+    from heyim_desktop.core import paths
+    from heyim_desktop.core.thirdparty import quiet_third_party
+
+    quiet_third_party()
+    if args.demo:
+        bar.status("Preparing the demo model (tiny, random weights: expect abstract noise)...")
+        model_path = paths.ensure_demo_model()
+    else:
+        model_path = Path(args.model).expanduser()
+    bar.status(f"Loading model {model_path.name}...")
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    t0 = time.perf_counter()
+    engine = load_torch_engine(model_path, device=args.device)
+    bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
+    if args.size is None:
+        w, h = engine.default_size
+        request = request.replace(width=w, height=h)
+    request = request.with_seed()
+
+    cancel = CancelToken()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        cancel.cancel()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        bar.started = time.perf_counter()
+        result = engine.generate(request, progress=bar, cancel=cancel)
+    except Cancelled:
+        print("\nCancelled; nothing was saved.", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        engine.close()
+    for warning in result.warnings:
+        print(f"heyim-desktop: warning: {warning}", file=sys.stderr)
+    from heyim_desktop.core.output import save_result
+
+    for path in save_result(result, out_dir):
+        print(path)
+    t = result.timings
+    bar.status(
+        f"Done: {len(result.images)} image(s), seed {request.seed}, {t.get('total', 0):.2f}s "
+        f"({t.get('per_step', 0) * 1000:.0f} ms/step)."
+    )
+    return EXIT_OK
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from heyim_desktop.core.demo_model import build_demo_model
+    from heyim_desktop.core.thirdparty import quiet_third_party
+
+    quiet_third_party()
+    try:
+        path = build_demo_model(args.dir, overwrite=args.force)
+    except FileExistsError:
+        return _fail(f"{args.dir} exists and is not empty (use --force to replace it)", EXIT_USAGE)
+    print(path)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "generate": cmd_generate,
+    "demo-model": cmd_demo_model,
+}
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    try:
+        from heyim_desktop.ui.app import run_app
+    except ImportError as exc:
+        return _fail(f"the desktop window is not available ({exc})", EXIT_BUG)
+    return run_app(sys.argv[:1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "heyim-desktop: %(message)s",
+    )
+    if args.data_dir:
+        from heyim_desktop.core.paths import DATA_DIR_ENV
+
+        os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).expanduser().resolve())
+    from heyim_desktop.core.errors import ModelError, OutOfMemory, StorageError, UserFacingError
+
+    handler = COMMANDS.get(args.command) if args.command else run_gui
+    assert handler is not None
+    try:
+        return handler(args)
+    except ModelError as exc:
+        return _fail(str(exc), EXIT_MODEL)
+    except (OutOfMemory, StorageError) as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
+    except UserFacingError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The engine's owner: loads models on demand, one at a time, and runs jobs from a queue.
+
+Exactly one thread calls an :class:`EngineHost` (the GUI's QThread worker, or the headless
+server's worker thread). Switching models closes the old engine before the new one loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Protocol
+
+from heyim_desktop.core.cancel import Cancelled
+from heyim_desktop.core.engine import Engine
+from heyim_desktop.core.jobs import Job, JobQueue
+from heyim_desktop.core.result import GenerationResult, Progress
+
+log = logging.getLogger(__name__)
+
+#: Turns a model reference (a path, a library name, "demo") into a loaded engine.
+EngineLoader = Callable[[str], Engine]
+
+
+class ResultSink(Protocol):
+    """Where finished images go (the history store, or a folder). Returns what it saved."""
+
+    def __call__(self, result: GenerationResult, job: Job) -> tuple[object, ...]: ...
+
+
+class HostListener(Protocol):
+    def model_loading(self, ref: str) -> None: ...
+
+    def model_ready(self, ref: str, engine: Engine, seconds: float) -> None: ...
+
+    def model_failed(self, ref: str, error: BaseException) -> None: ...
+
+
+class EngineHost:
+    def __init__(self, loader: EngineLoader, default_model: str | None = None) -> None:
+        self._loader = loader
+        self.default_model = default_model
+        self.engine: Engine | None = None
+        self.model_ref: str | None = None
+        self.listener: HostListener | None = None
+
+    def ensure_model(self, ref: str | None) -> Engine:
+        ref = ref or self.default_model
+        if not ref:
+            from heyim_desktop.core.errors import ModelError
+
+            raise ModelError("No model is selected. Add a model folder, download one, or try the demo model.")
+        if self.engine is not None and ref == self.model_ref:
+            return self.engine
+        self.unload()
+        if self.listener:
+            self.listener.model_loading(ref)
+        t0 = time.perf_counter()
+        try:
+            engine = self._loader(ref)
+        except BaseException as exc:
+            if self.listener:
+                self.listener.model_failed(ref, exc)
+            raise
+        self.engine, self.model_ref = engine, ref
+        seconds = time.perf_counter() - t0
+        log.info("model %s ready in %.2fs (%s)", ref, seconds, engine.name)
+        if self.listener:
+            self.listener.model_ready(ref, engine, seconds)
+        return engine
+
+    def unload(self) -> None:
+        if self.engine is not None:
+            log.info("unloading %s", self.model_ref)
+            self.engine.close()
+        self.engine, self.model_ref = None, None
+
+    def run_job(self, queue: JobQueue, job: Job, sink: ResultSink | None = None) -> None:
+        """Run one taken job to its end; every outcome is recorded on the job, nothing raises."""
+        try:
+            job.cancel.raise_if_cancelled()
+            engine = self.ensure_model(job.request.model)
+            job.cancel.raise_if_cancelled()
+
+            def on_progress(p: Progress) -> None:
+                queue.report_progress(job, p)
+
+            result = engine.generate(job.request, progress=on_progress, cancel=job.cancel)
+            saved = sink(result, job) if sink is not None else ()
+            queue.finish(job, result=result, saved=saved)
+        except Cancelled:
+            queue.finish(job, cancelled=True)
+        except Exception as exc:
+            from heyim_desktop.core.errors import UserFacingError
+
+            if isinstance(exc, UserFacingError):
+                log.warning("job %s failed: %s", job.id, exc)
+            else:
+                log.exception("job %s failed with an unexpected error", job.id)
+            queue.finish(job, error=exc)
+
+
+class WorkerThread(threading.Thread):
+    """A plain thread that owns an EngineHost and drains a JobQueue (headless server, CLI)."""
+
+    def __init__(self, queue: JobQueue, host: EngineHost, sink: ResultSink | None = None) -> None:
+        super().__init__(name="heyim-engine", daemon=True)
+        self.queue, self.host, self.sink = queue, host, sink
+
+    def run(self) -> None:
+        try:
+            while True:
+                job = self.queue.take()
+                if job is None:
+                    break
+                self.host.run_job(self.queue, job, self.sink)
+        finally:
+            self.host.unload()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.queue.close()
+        self.join(timeout)

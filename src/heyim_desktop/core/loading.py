@@ -1,0 +1,27 @@
+"""Turning a model reference into an engine: the default loader used when no library is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from heyim_desktop.core.engine import Engine
+from heyim_desktop.core.errors import ModelError
+
+DEMO_REF = "demo"
+
+
+def load_engine(ref: str, device: str = "auto") -> Engine:
+    """Load ``ref``: ``"demo"`` (the tiny random model) or a diffusers model folder."""
+    from heyim_desktop.core import paths
+    from heyim_desktop.core.thirdparty import quiet_third_party
+
+    quiet_third_party()
+    if ref == DEMO_REF:
+        folder = paths.ensure_demo_model()
+    else:
+        folder = Path(ref).expanduser()
+        if not folder.exists():
+            raise ModelError(f"Model not found: {ref}")
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    return load_torch_engine(folder, device=device)

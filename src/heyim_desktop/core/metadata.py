@@ -1,0 +1,255 @@
+"""AUTOMATIC1111-style ``parameters`` text: writing it, and reading it from any tool's images.
+
+The format is three parts: the prompt (any number of lines), an optional block starting
+``Negative prompt:``, and a last line of ``Key: value`` pairs separated by commas. Values
+containing commas, colons or quotes are JSON-quoted, as AUTOMATIC1111 does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heyim_desktop import __version__
+from heyim_desktop.core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.request import GenerationRequest
+
+NEGATIVE_PREFIX = "Negative prompt:"
+# One "Key: value" pair; the value is either JSON-quoted or runs to the next comma.
+_PARAM_RE = re.compile(r'\s*(\w[\w \-/+.()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+@dataclass(frozen=True)
+class ImageParameters:
+    """Parameters read from an image's metadata, whichever tool wrote them."""
+
+    prompt: str
+    negative_prompt: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+    def get_int(self, key: str) -> int | None:
+        value = self.params.get(key)
+        if value is None:
+            return None
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+
+    def get_float(self, key: str) -> float | None:
+        value = self.params.get(key)
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            return None
+
+    @property
+    def steps(self) -> int | None:
+        return self.get_int("Steps")
+
+    @property
+    def seed(self) -> int | None:
+        return self.get_int("Seed")
+
+    @property
+    def cfg_scale(self) -> float | None:
+        return self.get_float("CFG scale")
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", self.params.get("Size", ""))
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+    @property
+    def sampler(self) -> str | None:
+        sampler = self.params.get("Sampler")
+        if sampler is None:
+            return None
+        schedule = self.params.get("Schedule type", "")
+        if schedule and schedule.lower() not in ("automatic", "normal", "uniform") and schedule.lower() not in sampler.lower():
+            sampler = f"{sampler} {schedule}"
+        return sampler
+
+    @property
+    def denoising_strength(self) -> float | None:
+        return self.get_float("Denoising strength")
+
+    @property
+    def model(self) -> str | None:
+        return self.params.get("Model")
+
+    def request_settings(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`GenerationRequest` that these parameters support.
+
+        Values HeyIm cannot use (an unknown sampler, an out-of-range number) are left out,
+        so reusing another tool's settings never fails; the caller validates the rest.
+        """
+        from heyim_desktop.core.request import (
+            GUIDANCE_RANGE,
+            IMG2IMG_GUIDANCE_BOOST,
+            MAX_SEED,
+            SIZE_RANGE,
+            STEPS_RANGE,
+        )
+        from heyim_desktop.core.schedulers import canonical_name
+
+        out: dict[str, Any] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt}
+        if self.steps is not None and STEPS_RANGE[0] <= self.steps <= STEPS_RANGE[1]:
+            out["steps"] = self.steps
+        boost = self.get_float("Guidance boost")
+        cfg = self.cfg_scale
+        if cfg is not None:
+            if boost is not None and self.denoising_strength is not None:
+                cfg -= boost
+            if GUIDANCE_RANGE[0] <= cfg <= GUIDANCE_RANGE[1]:
+                out["guidance"] = round(cfg, 4)
+        if boost is not None and 0 <= boost <= 10:
+            out["guidance_boost"] = boost
+        elif self.denoising_strength is not None:
+            # Another tool's image-to-image: its CFG was used as is, with no boost.
+            out["guidance_boost"] = 0.0 if cfg is not None else IMG2IMG_GUIDANCE_BOOST
+        if self.seed is not None and 0 <= self.seed <= MAX_SEED:
+            out["seed"] = self.seed
+        if self.size is not None:
+            w, h = self.size
+            if all(SIZE_RANGE[0] <= v <= SIZE_RANGE[1] and v % 8 == 0 for v in (w, h)):
+                out["width"], out["height"] = w, h
+        if self.sampler:
+            try:
+                out["scheduler"] = canonical_name(self.sampler)
+            except InvalidRequest:
+                pass
+        strength = self.denoising_strength
+        if strength is not None and 0 < strength <= 1:
+            out["strength"] = strength
+        if self.model:
+            out["model"] = self.model
+        return out
+
+
+def _quote(value: str) -> str:
+    if any(c in value for c in ',:"\n'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _fmt_number(value: float) -> str:
+    return f"{value:g}" if value != int(value) else str(int(value))
+
+
+def format_parameters(
+    request: "GenerationRequest",
+    seed: int,
+    model_name: str,
+    *,
+    model_hash: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """The ``parameters`` text for one image of ``request`` made with ``seed``."""
+    lines = [request.prompt.strip()]
+    if request.negative_prompt.strip():
+        lines.append(f"{NEGATIVE_PREFIX} {request.negative_prompt.strip()}")
+    pairs: list[tuple[str, str]] = [
+        ("Steps", str(request.steps)),
+        ("Sampler", request.scheduler_name),
+        ("CFG scale", _fmt_number(request.effective_guidance)),
+        ("Seed", str(seed)),
+        ("Size", f"{request.width}x{request.height}"),
+    ]
+    if model_hash:
+        pairs.append(("Model hash", model_hash))
+    pairs.append(("Model", model_name))
+    if request.is_img2img:
+        pairs.append(("Denoising strength", _fmt_number(request.strength)))
+        pairs.append(("Guidance boost", _fmt_number(request.guidance_boost)))
+    for key, value in (extra or {}).items():
+        pairs.append((key, value))
+    pairs.append(("Version", f"HeyIm {__version__}"))
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> ImageParameters:
+    """Parse AUTOMATIC1111-style ``parameters`` text (HeyIm's or another tool's)."""
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        raise ValueError("empty parameters text")
+    lines = text.split("\n")
+    params: dict[str, str] = {}
+    last = lines[-1]
+    found = list(_PARAM_RE.finditer(last))
+    if len(found) >= 3:
+        lines = lines[:-1]
+        for m in found:
+            key, value = m.group(1).strip(), m.group(2).strip()
+            if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    value = value[1:-1]
+            params[key] = value
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
+    for line in lines:
+        if line.startswith(NEGATIVE_PREFIX) and not in_negative:
+            in_negative = True
+            line = line[len(NEGATIVE_PREFIX):].lstrip()
+        (negative_lines if in_negative else prompt_lines).append(line)
+    return ImageParameters(
+        prompt="\n".join(prompt_lines).strip(),
+        negative_prompt="\n".join(negative_lines).strip(),
+        params=params,
+    )
+
+
+def read_parameters_text(path: str | Path) -> str | None:
+    """The raw ``parameters`` text of an image file, or None if it carries none.
+
+    Reads PNG text chunks (AUTOMATIC1111, HeyIm, many others) and the EXIF UserComment that
+    AUTOMATIC1111 writes into JPEG and WebP files.
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        text = img.info.get("parameters")
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if isinstance(text, str) and text.strip():
+            return text
+        exif = img.getexif()
+        comment = exif.get_ifd(0x8769).get(0x9286) if exif else None
+    if isinstance(comment, bytes):
+        return _decode_user_comment(comment)
+    if isinstance(comment, str) and comment.strip():
+        return comment
+    return None
+
+
+def _decode_user_comment(raw: bytes) -> str | None:
+    prefix, body = raw[:8], raw[8:]
+    if prefix.startswith(b"UNICODE"):
+        # piexif writes UTF-16 big-endian; some writers use little-endian.
+        for enc in ("utf-16-be", "utf-16-le"):
+            try:
+                text = body.decode(enc)
+            except UnicodeDecodeError:
+                continue
+            if text.isprintable() or "\n" in text:
+                return text.strip("\x00") or None
+        return None
+    text = body.decode("utf-8", "replace").strip("\x00")
+    return text or None
+
+
+def read_parameters(path: str | Path) -> ImageParameters | None:
+    """Parsed parameters of an image file, or None when it has none."""
+    text = read_parameters_text(path)
+    return parse_parameters(text) if text else None

@@ -1,0 +1,53 @@
+"""What a finished job hands back, and what it reports while it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from heyim_desktop.core.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step done. ``preview`` is a small RGB uint8 array, present at most every ~100 ms."""
+
+    step: int
+    total: int
+    elapsed: float
+    image_index: int = 0
+    image_count: int = 1
+    preview: "np.ndarray | None" = field(default=None, compare=False, repr=False)
+
+    @property
+    def fraction(self) -> float:
+        done = self.image_index * self.total + self.step
+        return done / max(1, self.total * self.image_count)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: "Image.Image"
+    seed: int
+    index: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images with the exact request (seed resolved) and per-stage timings in seconds."""
+
+    request: "GenerationRequest"
+    images: tuple[GeneratedImage, ...]
+    model_name: str
+    engine: str
+    timings: dict[str, float]
+    warnings: tuple[str, ...] = ()
+    truncated_prompt: str | None = None
+    truncated_negative: str | None = None

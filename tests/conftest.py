@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny random model built once per session, isolated data folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import sys
+
+    if sys.platform != "darwin":
+        config.addinivalue_line("markers", "macos: needs macOS")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import sys
+
+    if sys.platform == "darwin":
+        return
+    skip = pytest.mark.skip(reason="needs macOS (real Core ML prediction)")
+    for item in items:
+        if "macos" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    # On a 2-core machine, torch's default thread pool thrashes when the other core is busy.
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random SD model in diffusers format, on disk (built once)."""
+    from heyim_desktop.core.demo_model import build_demo_model
+    from heyim_desktop.core.thirdparty import quiet_third_party
+
+    quiet_third_party()
+    return build_demo_model(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model: Path):  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    engine = load_torch_engine(tiny_model, device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> Path:
+    """A private HEYIM_DATA_DIR whose cache already holds the demo model."""
+    from heyim_desktop.core.paths import DATA_DIR_ENV
+
+    root = tmp_path / "heyim-data"
+    (root / "cache").mkdir(parents=True)
+    shutil.copytree(tiny_model, root / "cache" / "demo-model")
+    monkeypatch.setenv(DATA_DIR_ENV, str(root))
+    return root

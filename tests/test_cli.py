@@ -1,0 +1,119 @@
+"""The command line, end to end on the tiny model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heyim_desktop.cli import main
+from heyim_desktop.core.metadata import read_parameters
+
+
+def test_generate_demo_writes_png_with_metadata(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main(["generate", "--demo", "--prompt", "a red fox", "--seed", "11", "--steps", "3",
+                 "--size", "64x96", "--count", "2", "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    paths = [Path(line) for line in captured.out.split()]
+    assert len(paths) == 2 and all(p.parent == out and p.is_file() for p in paths)
+    params = [read_parameters(p) for p in paths]
+    assert [p.seed for p in params] == [11, 12]  # type: ignore[union-attr]
+    assert params[0].prompt == "a red fox" and params[0].steps == 3 and params[0].size == (64, 96)  # type: ignore[union-attr]
+    assert "6/6 steps" in captured.err and "Done: 2 image(s)" in captured.err
+
+
+def test_img2img_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (100, 80), (200, 30, 30)).save(src)
+    code = main(["generate", "--model", str(tiny_model), "-p", "a cat", "--image", str(src), "--strength", "0.5",
+                 "--steps", "4", "--size", "64x64", "-o", str(tmp_path / "o"), "-q", "--seed", "3"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    params = read_parameters(Path(out.out.strip()))
+    assert params is not None and params.denoising_strength == 0.5 and params.sampler == "PNDM"
+    assert params.cfg_scale == 9.0  # 7.5 + the image-to-image boost
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--prompt", " "], 2, "prompt: must not be empty"),
+        (["--prompt", "x", "--steps", "0"], 2, "steps: must be from 1 to 150"),
+        (["--prompt", "x", "--size", "100x100"], 2, "width: must be a multiple of 8"),
+        (["--prompt", "x", "--size", "big"], 2, "size must look like 512x512"),
+        (["--prompt", "x", "--scheduler", "nope"], 2, "unknown scheduler"),
+        (["--prompt", "x", "--cfg", "31"], 2, "guidance: must be from 0 to 30"),
+        (["--prompt", "x", "--image", "/no/such.png"], 2, "such.png: file not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(data_dir: Path, capsys: pytest.CaptureFixture[str],
+                                           args: list[str], code: int, fragment: str) -> None:
+    assert main(["generate", "--demo", *args]) == code
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--model", str(tmp_path / "nothing"), "-p", "x"]) == 3
+    assert "Model folder not found" in capsys.readouterr().err
+
+
+def test_incomplete_model_folder(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    shutil.rmtree(broken / "vae")
+    assert main(["generate", "--model", str(broken), "-p", "x"]) == 3
+    assert "missing vae/" in capsys.readouterr().err
+
+
+def test_demo_model_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "demo"
+    assert main(["demo-model", str(dest)]) == 0
+    assert (dest / "model_index.json").is_file() and (dest / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert main(["demo-model", str(dest)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HEYIM_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def test_real_process_no_traceback_on_bad_input(data_dir: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "heyim_desktop", "generate", "--demo", "--prompt", ""],
+                          capture_output=True, text=True, env=_env(data_dir), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "heyim-desktop: error: prompt: must not be empty"
+
+
+def test_ctrl_c_mid_run_cancels_and_saves_nothing(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heyim_desktop", "generate", "--demo", "--prompt", "a fox", "--steps", "150",
+         "--size", "64x64", "--out", str(out), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(data_dir),
+    )
+    assert proc.stderr is not None
+    seen = b""
+    while b"2/150" not in seen:
+        chunk = proc.stderr.read1(4096)  # type: ignore[attr-defined]
+        assert chunk, seen.decode()
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert b"Cancelled; nothing was saved." in stderr
+    assert stdout == b""
+    assert not out.exists() or list(out.iterdir()) == []
