@@ -37,9 +37,12 @@ def test_core_layers_do_not_import_qt_or_ui() -> None:
 def test_importing_core_and_cli_does_not_import_torch_or_diffusers() -> None:
     code = (
         "import sys, heyim_desktop.core, heyim_desktop.cli, heyim_desktop.core.metadata, "
-        "heyim_desktop.core.images, heyim_desktop.core.jobs, heyim_desktop.core.host\n"
+        "heyim_desktop.core.images, heyim_desktop.core.jobs, heyim_desktop.core.host, heyim_desktop.core.codec\n"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'PySide6') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(PKG.parent))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == ""

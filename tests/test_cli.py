@@ -87,7 +87,11 @@ def test_demo_model_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def _env(data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"HEYIM_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    import heyim_desktop
+
+    src = str(Path(heyim_desktop.__file__).parent.parent)
+    env.update({"HEYIM_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))})
     return env
 
 

@@ -1,0 +1,93 @@
+"""Requests as JSON-friendly data, for the local API, batch files and job queues.
+
+Decoding is strict: unknown fields, wrong types and out-of-range values raise
+:class:`InvalidRequest` naming the field, with the same rules as :class:`GenerationRequest`.
+An input image travels inline as base64 (never as a path the receiver would read).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any, Mapping
+
+from heyim_desktop.core.errors import ImageError, InvalidRequest
+from heyim_desktop.core.request import GenerationRequest
+
+#: Largest inline input image accepted, in bytes after base64 decoding.
+MAX_INLINE_IMAGE_BYTES = 7 * 1024 * 1024
+
+_FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
+    "prompt": (str,),
+    "negative_prompt": (str,),
+    "steps": (int,),
+    "guidance": (int, float),
+    "seed": (int, type(None)),
+    "width": (int,),
+    "height": (int,),
+    "scheduler": (str, type(None)),
+    "count": (int,),
+    "strength": (int, float),
+    "guidance_boost": (int, float),
+    "model": (str, type(None)),
+    "init_image": (str, type(None)),
+}
+
+
+def encode_image(image: Any) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_image(data: str, field: str = "init_image") -> Any:
+    from heyim_desktop.core.images import load_image
+
+    if "," in data[:100] and data.lstrip().startswith("data:"):
+        data = data.split(",", 1)[1]  # data URL
+    if len(data) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4:
+        raise InvalidRequest(field, f"image is larger than {MAX_INLINE_IMAGE_BYTES // (1024 * 1024)} MB")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(field, "is not valid base64") from None
+    try:
+        return load_image(raw, name=field)
+    except ImageError as exc:
+        raise InvalidRequest(field, str(exc).removeprefix(f"{field} ").strip()) from None
+
+
+def request_to_data(request: GenerationRequest) -> dict[str, Any]:
+    data = {k: v for k, v in request.settings().items() if v is not None}
+    data["seed"] = request.seed
+    if request.init_image is not None:
+        data["init_image"] = encode_image(request.init_image)
+        data["strength"] = request.strength
+        data["guidance_boost"] = request.guidance_boost
+    return data
+
+
+def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
+    if not isinstance(data, Mapping):
+        raise InvalidRequest("request", "must be a JSON object")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise InvalidRequest(unknown[0], f"unknown field; allowed: {', '.join(sorted(_FIELDS))}")
+    merged: dict[str, Any] = dict(defaults or {})
+    merged.update(data)
+    kwargs: dict[str, Any] = {}
+    for key, value in merged.items():
+        types = _FIELDS.get(key)
+        if types is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else {"str": "text", "int": "integer", "float": "number"}.get(t.__name__, t.__name__) for t in types)  # type: ignore[union-attr]
+            raise InvalidRequest(key, f"must be {names}, got {type(value).__name__}")
+        kwargs[key] = value
+    if "prompt" not in kwargs:
+        raise InvalidRequest("prompt", "is required")
+    image_data = kwargs.pop("init_image", None)
+    if image_data:
+        kwargs["init_image"] = decode_image(image_data)
+    return GenerationRequest(**kwargs)
