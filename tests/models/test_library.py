@@ -21,4 +21,5 @@ def test_lists_ready_and_incomplete_models_and_the_demo(data_dir: Path, tmp_path
     assert broken.status is ModelStatus.INCOMPLETE and "missing unet/" in broken.problem
     assert models[-1].ref == "demo" and models[-1].kind == "demo"
     assert str(folder / "not-a-model") not in by_ref
-    assert ModelLibrary([folder]).find("good") == good
+    assert ModelLibrary([folder]).find(str(folder / "good")) == good
+    assert ModelLibrary([folder]).find("broken") == broken
