@@ -33,7 +33,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def count_tokens(text: str, tokenizer: Any | None) -> tuple[int, bool]:
-    """(tokens including start/end markers, exact?)."""
+    """(tokens including start/end markers, exact?); empty text counts 0."""
+    if not text.strip():
+        return 0, tokenizer is not None
     if tokenizer is not None and text:
         try:
             return len(tokenizer(text, truncation=False)["input_ids"]), True

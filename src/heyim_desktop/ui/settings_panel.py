@@ -65,7 +65,7 @@ class SettingsPanel(QWidget):
 
         self.size_preset = QComboBox()
         for label, w, h in SIZE_PRESETS:
-            self.size_preset.addItem(label, (w, h))
+            self.size_preset.addItem(label, f"{w}x{h}")
         self.size_preset.addItem(CUSTOM, None)
         self.width_box = QSpinBox()
         self.height_box = QSpinBox()
@@ -154,10 +154,11 @@ class SettingsPanel(QWidget):
     def _preset_chosen(self, _index: int) -> None:
         size = self.size_preset.currentData()
         if size:
-            self._set_size_boxes(*size)
+            w, h = (int(v) for v in str(size).split("x"))
+            self._set_size_boxes(w, h)
 
     def _size_edited(self, _value: int) -> None:
-        index = self.size_preset.findData((self.width_box.value(), self.height_box.value()))
+        index = self.size_preset.findData(f"{self.width_box.value()}x{self.height_box.value()}")
         self.size_preset.blockSignals(True)
         self.size_preset.setCurrentIndex(index if index >= 0 else self.size_preset.count() - 1)
         self.size_preset.blockSignals(False)
