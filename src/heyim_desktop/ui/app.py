@@ -26,6 +26,15 @@ class AppParts:
     store: Any
     worker: Any
 
+    def shutdown(self) -> None:
+        """Stop the worker (the running job stops within a step), then close the store."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        self.worker.stop()
+        self.window.history.close_model()
+        self.store.close()
+
 
 def list_models(prefs: Any) -> list[Any]:
     from heyim_desktop.models.library import ModelLibrary
@@ -76,12 +85,8 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
                         list_models=list_models, log_file=log_file())
 
-    def shutdown() -> None:
-        worker.stop()
-        window.history.close_model()
-        store.close()
-
-    app.aboutToQuit.connect(shutdown)
+    parts = AppParts(app, window, queue, store, worker)
+    app.aboutToQuit.connect(parts.shutdown)
     if show:
         window.show()
     # The worker starts after the window is on screen; it imports torch when the first job needs it.
@@ -89,7 +94,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
 
     QTimer.singleShot(0, worker.start)
     log.info("window up in %.3f s", time.perf_counter() - _T0)
-    return AppParts(app, window, queue, store, worker)
+    return parts
 
 
 def run_app(argv: Sequence[str] | None = None) -> int:

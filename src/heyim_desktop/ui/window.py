@@ -328,8 +328,9 @@ class MainWindow(QMainWindow):
         if self.banner.isVisible() and self.banner.kind != "info":
             self.banner.dismiss()
         self.state.remember_settings()
-        if self.queue.running is not None:
-            self.status(f"Queued ({len(self.queue.pending())} waiting).")
+        waiting = len(self.queue.pending())
+        if waiting:
+            self.status(f"Queued ({waiting} waiting).")
         return job
 
     def cancel(self) -> None:
