@@ -110,3 +110,20 @@ def test_stop_cancels_the_running_job_and_unloads(qtbot) -> None:  # type: ignor
         job = queue.submit(GenerationRequest("x", steps=150, model="a"))
     assert worker.stop(10_000)
     assert job.wait(5) and log[-1] == "close a"
+
+
+def test_signals_do_not_leak_references_to_true(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """PySide6 6.12.0 dropped a reference to True per emit, aborting Python < 3.12 after a few thousand."""
+    import sys
+
+    from heyim_desktop.ui.qt import QObject, Signal
+
+    class Emitter(QObject):
+        ping = Signal(int)
+
+    emitter = Emitter()
+    emitter.ping.connect(lambda _n: None)
+    before = sys.getrefcount(True)
+    for n in range(3000):
+        emitter.ping.emit(n)
+    assert abs(sys.getrefcount(True) - before) < 100

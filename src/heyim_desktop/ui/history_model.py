@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 THUMB_SIZE = 256  # what the store caches (crisp on 2x screens)
 ICON_SIZE = 128  # what the grid shows
-ROW_CHUNK = 200
+ROW_CHUNK = 64  # about two screenfuls of cells
 ENTRY_CACHE = 2000
 PIXMAP_CACHE = 600  # ~40 MB of 128 px icons at most
 EntryRole = Qt.ItemDataRole.UserRole + 1
@@ -232,6 +232,8 @@ class HistoryModel(QAbstractListModel):
             return self._icon(self._ids[row])
         if role == IdRole:
             return self._ids[row]
+        if role == Qt.ItemDataRole.SizeHintRole:
+            return _CELL  # fixed cells: the prompt is elided to the thumbnail's width
         if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, EntryRole,
                         Qt.ItemDataRole.AccessibleTextRole):
             return None
@@ -296,4 +298,7 @@ class HistoryModel(QAbstractListModel):
 
 
 def icon_grid_size() -> QSize:
-    return QSize(ICON_SIZE + 16, ICON_SIZE + 28)
+    return QSize(ICON_SIZE + 16, ICON_SIZE + 30)
+
+
+_CELL = QSize(ICON_SIZE + 10, ICON_SIZE + 26)

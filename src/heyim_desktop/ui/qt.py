@@ -6,6 +6,8 @@ One place checks the version and one place changes if the binding ever does (Ank
 
 from __future__ import annotations
 
+import sys
+
 import PySide6
 from PySide6.QtCore import (
     QAbstractListModel,
@@ -83,6 +85,8 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QStatusBar,
     QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -102,5 +106,11 @@ if _version_tuple(PySide6.__version__) < MIN_QT:  # pragma: no cover - depends o
     )
 
 QT_VERSION = PySide6.__version__
+
+# PySide6 6.12.0 drops a reference to True on every Signal.emit(); before Python 3.12 (where
+# True became immortal) the interpreter aborts after a few thousand signals ("bool_dealloc").
+if PySide6.__version__ == "6.12.0" and sys.version_info < (3, 12):  # pragma: no cover - depends on the install
+    raise ImportError("PySide6 6.12.0 crashes on this Python (a reference-count bug in Signal.emit); "
+                      "install PySide6-Essentials 6.11.3 (see constraints.txt) or use Python 3.12+")
 
 __all__ = [name for name in dir() if name[0].isupper() and not name.startswith("MIN")] + ["Signal", "Slot", "QT_VERSION"]
