@@ -22,6 +22,11 @@ def setup_logging(level: int = logging.INFO) -> Path:
     global _handler
     path = log_file()
     root = logging.getLogger("heyim_desktop")
+    # The console keeps the level the command line chose (records now reach it at INFO).
+    top = logging.getLogger()
+    for h in top.handlers:
+        if h.level == logging.NOTSET:
+            h.setLevel(top.level)
     if _handler is not None and getattr(_handler, "baseFilename", None) == str(path):
         return path
     if _handler is not None:

@@ -35,7 +35,10 @@ class QueuePanel(QWidget):
         self.title = QLabel()
         self.list = QListWidget()
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.list.setMaximumHeight(110)
+        self.list.setMaximumHeight(88)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setUniformItemSizes(True)
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Take the selected waiting jobs out of the queue")
         self.clear_button = QPushButton("Clear Queue")
@@ -67,7 +70,8 @@ class QueuePanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, int(job.id))
             self.list.addItem(item)
             item.setSelected(int(job.id) in selected)
-        self.title.setText(f"<b>Queue</b>: {len(pending)} waiting" if pending else "<b>Queue</b>: empty")
+        state = "1 running" if running is not None else "idle"
+        self.title.setText(f"<b>Queue</b>: {state}, {len(pending)} waiting")
         self.setVisible(running is not None or bool(pending))
         self._update_buttons()
 

@@ -18,14 +18,13 @@ from heyim_desktop.store.preferences import Preferences, save_preferences
 from heyim_desktop.ui.banners import Banner, NoModelCard
 from heyim_desktop.ui.drop_panel import DropPanel, DroppedImage
 from heyim_desktop.ui.history_panel import HistoryPanel
+from heyim_desktop.ui.menus import build_menus
 from heyim_desktop.ui.prompt_panel import PromptPanel
 from heyim_desktop.ui.qt import (
-    QAction,
     QCloseEvent,
     QDesktopServices,
     QFileDialog,
     QHBoxLayout,
-    QKeySequence,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -113,59 +112,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.statusBar().addPermanentWidget(self.model_state)
 
-        self._build_menus()
+        build_menus(self)
         self._connect()
         self.state = WindowState(self)
         self.refresh_models(initial=True)
         self.state.restore()
-
-    # -- menus and shortcuts -------------------------------------------------------------
-    def _action(self, menu: Any, text: str, slot: Callable[[], Any], shortcut: Any = None,
-                context: Qt.ShortcutContext = Qt.ShortcutContext.WindowShortcut) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
-            action.setShortcutContext(context)
-        action.triggered.connect(lambda _checked=False: slot())
-        menu.addAction(action)
-        return action
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file = bar.addMenu("&File")
-        self._action(file, "Open Input Image...", self.drop_panel.choose_file, QKeySequence.StandardKey.Open)
-        self.save_action = self._action(file, "Save Image As...", self.result_view.save_as, QKeySequence.StandardKey.Save)
-        file.addSeparator()
-        self._action(file, "Add Model Folder...", self.add_model_folder)
-        self.download_action = self._action(file, "Download a Model...", self.no_model.download_model_requested.emit)
-        self.download_action.setEnabled(False)
-        self.download_action.setToolTip("Comes with the Models window")
-        self._action(file, "Use the Demo Model (tiny, random: makes noise)", self.use_demo_model)
-        file.addSeparator()
-        prefs = self._action(file, "Preferences...", self.open_preferences, QKeySequence.StandardKey.Preferences)
-        prefs.setMenuRole(QAction.MenuRole.PreferencesRole)
-        file.addSeparator()
-        quit_action = self._action(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
-        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-
-        edit = bar.addMenu("&Edit")
-        # Window-wide copy/paste act on images; a focused text box keeps its own Ctrl+C/V.
-        self._action(edit, "Copy Image", self.result_view.copy, QKeySequence.StandardKey.Copy)
-        self._action(edit, "Paste Input Image", self.drop_panel.paste, QKeySequence.StandardKey.Paste)
-        self._action(edit, "Clear Input Image", self.drop_panel.clear)
-        edit.addSeparator()
-        self._action(edit, "Search History", self.history.focus_search, QKeySequence.StandardKey.Find)
-
-        gen = bar.addMenu("&Generate")
-        self.generate_action = self._action(
-            gen, "Generate", self.generate,
-            [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], Qt.ShortcutContext.ApplicationShortcut)
-        self.cancel_action = self._action(gen, "Cancel", self.cancel, [QKeySequence("Esc")])
-        self._action(gen, "Clear Queue", self.queue_panel.clear)
-
-        help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "Show Logs", self.show_logs)
-        self._action(help_menu, "About HeyIm", self.about).setMenuRole(QAction.MenuRole.AboutRole)
 
     def _connect(self) -> None:
         self.generate_button.clicked.connect(self.generate)
