@@ -80,10 +80,18 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     store = HistoryStore.open(images_dir=images_dir)
     store.keep_limit = prefs.keep_limit or None
     queue = JobQueue()
-    worker = GenerationWorker(queue, loader or default_loader(prefs.device), history_sink(store))
+    holder: dict[str, Any] = {}
+
+    def preferred_loader(ref: str) -> Any:
+        # Read the device at load time, so a change in Preferences applies to the next model load.
+        current = holder["window"].prefs if "window" in holder else prefs
+        return default_loader(current.device)(ref)
+
+    worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store))
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
     window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
                         list_models=list_models, log_file=log_file())
+    holder["window"] = window
 
     parts = AppParts(app, window, queue, store, worker)
     app.aboutToQuit.connect(parts.shutdown)
