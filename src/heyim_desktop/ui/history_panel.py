@@ -56,6 +56,8 @@ class HistoryView(QListView):
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.setWordWrap(False)
+        self.setLayoutMode(QListView.LayoutMode.Batched)  # the first screenful paints before the rest is laid out
+        self.setBatchSize(300)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.setItemDelegate(ThumbnailDelegate(self))
 
