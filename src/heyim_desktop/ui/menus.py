@@ -51,7 +51,7 @@ def build_menus(window: MainWindow) -> None:
     gen = bar.addMenu("&Generate")
     window.generate_action = _action(
         window, gen, "Generate", window.generate,
-        [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], Qt.ShortcutContext.ApplicationShortcut)
+        [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
     window.cancel_action = _action(window, gen, "Cancel", window.cancel, [QKeySequence("Esc")])
     _action(window, gen, "Clear Queue", window.queue_panel.clear)
 
