@@ -35,8 +35,10 @@ class Task(QRunnable):
         try:
             value = self.fn()
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the UI
-            if not isinstance(exc, Exception) or type(exc).__name__ not in ("ImageError",):
-                log.debug("background task failed", exc_info=True)
+            from heyim_desktop.core.errors import UserFacingError
+
+            if not isinstance(exc, UserFacingError):  # a bug: keep its traceback in the log
+                log.error("background task failed", exc_info=True)
             self.relay.error.emit(exc)
             return
         self.relay.done.emit(value)
