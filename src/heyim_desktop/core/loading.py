@@ -11,7 +11,8 @@ DEMO_REF = "demo"
 
 
 def load_engine(ref: str, device: str = "auto") -> Engine:
-    """Load ``ref``: ``"demo"`` (the tiny random model) or a diffusers model folder."""
+    """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder (also a Hugging
+    Face cache snapshot) or a single-file ``.safetensors`` checkpoint (recognised by content)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.thirdparty import quiet_third_party
 
@@ -22,6 +23,10 @@ def load_engine(ref: str, device: str = "auto") -> Engine:
         folder = Path(ref).expanduser()
         if not folder.exists():
             raise ModelError(f"Model not found: {ref}")
+        if folder.is_file():
+            from heyim_desktop.core.single_file import load_single_file_engine
+
+            return load_single_file_engine(folder, device=device)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device)

@@ -67,7 +67,26 @@ class TorchComponents:
             if "out of memory" in str(exc).lower():
                 raise
             raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-        self.scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        self._finish(json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_modules(
+        cls, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: dict[str, Any],
+        device: torch.device, dtype: torch.dtype,
+    ) -> "TorchComponents":
+        """Wrap models that are already loaded (single-file checkpoints)."""
+        self = cls.__new__(cls)
+        self.device, self.dtype = device, dtype
+        self.unet_model = unet.to(device).eval()
+        self.vae = vae.to(device).eval()
+        self.text_encoder = text_encoder.to(device).eval()
+        self.tokenizer = tokenizer
+        self._finish(scheduler_config)
+        return self
+
+    def _finish(self, scheduler_config: dict[str, Any]) -> None:
+        device = self.device
+        self.scheduler_config = scheduler_config
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_channels = int(self.unet_model.config.in_channels)
         self.scaling_factor = float(self.vae.config.scaling_factor)
