@@ -22,7 +22,8 @@ def load_engine(ref: str, device: str = "auto") -> Engine:
     else:
         folder = Path(ref).expanduser()
         if not folder.exists():
-            raise ModelError(f"Model not found: {ref}")
+            what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
+            raise ModelError(f"Model {what} not found: {ref}")
         if folder.is_file():
             from heyim_desktop.core.single_file import load_single_file_engine
 

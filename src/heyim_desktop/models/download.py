@@ -32,6 +32,8 @@ from heyim_desktop.models.types import ModelInfo, ModelStatus
 log = logging.getLogger(__name__)
 SPACE_MARGIN = 256 * 1024 * 1024
 VERIFIED = ".heyim-verified.json"
+#: Written into a downloaded model: where it came from and every file's hash, for `models verify`.
+MANIFEST = ".heyim-download.json"
 
 
 class DownloadError(ModelError):
@@ -106,7 +108,7 @@ def plan_download(entry: CatalogueEntry, *, endpoint: str | None = None) -> Down
     return DownloadPlan(entry, info.sha, tuple(sorted(files, key=lambda f: f.path)))
 
 
-def _hash_ok(path: Path, remote: RemoteFile) -> bool:
+def hash_ok(path: Path, remote: RemoteFile) -> bool:
     if remote.sha256:
         h = hashlib.sha256()
         expected = remote.sha256
@@ -250,7 +252,7 @@ class Downloader:
         except Exception as exc:  # httpx/hub errors after huggingface_hub's own retries
             raise DownloadError(f"Download of {remote.path} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         self._done = base + remote.size
-        if part.stat().st_size != remote.size or not _hash_ok(part, remote):
+        if part.stat().st_size != remote.size or not hash_ok(part, remote):
             part.unlink(missing_ok=True)
             raise DownloadError(
                 f"{remote.path} failed verification against the hub's checksum and was discarded; try again."
@@ -264,6 +266,10 @@ class Downloader:
         if info is None or info.status is ModelStatus.INCOMPLETE:
             problem = info.problem if info else "the files do not form a model"
             raise DownloadError(f"{self.plan.entry.title} downloaded but is not usable: {problem}")
+        manifest = {"repo_id": self.plan.entry.repo_id, "commit": self.plan.commit, "files": [
+            {"path": f.path[len(self.plan.entry.subfolder) + 1:] if self.plan.entry.subfolder else f.path,
+             "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in self.plan.files]}
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         os.replace(root, self.target)  # the model appears complete, or not at all
         if root != self.staging:
             shutil.rmtree(self.staging, ignore_errors=True)
