@@ -52,7 +52,7 @@ def load_single_file_engine(path: str | Path, *, device: str = "auto", name: str
         common: dict[str, Any] = {"config": str(config), "torch_dtype": dtype, "local_files_only": True}
         unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", **common)
         vae = AutoencoderKL.from_single_file(state, subfolder="vae", **common)
-        text_encoder = create_diffusers_clip_model_from_ldm(
+        text_encoder = create_diffusers_clip_model_from_ldm(  # type: ignore[no-untyped-call]
             CLIPTextModel, checkpoint=state, subfolder="text_encoder", **common
         )
         del state

@@ -84,7 +84,7 @@ class TorchComponents:
         self._finish(scheduler_config)
         return self
 
-    def _finish(self, scheduler_config: dict[str, Any]) -> None:
+    def _finish(self, scheduler_config: Any) -> None:
         device = self.device
         self.scheduler_config = scheduler_config
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -94,7 +94,7 @@ class TorchComponents:
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
         self.max_batch = 4 if device.type != "cpu" else 1
-        self.fixed_size = None
+        self.fixed_size: tuple[int, int] | None = None
         self.supports_img2img = True
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -79,13 +79,13 @@ class ModelLibrary:
         if self.hf_cache is True:
             return hf_cache_dir()
         if self.hf_cache:
-            return Path(self.hf_cache)  # type: ignore[arg-type]
+            return Path(self.hf_cache)
         return None
 
     def _scan_root(self, root: Path, source: str) -> Iterable[ModelInfo]:
-        info = inspect_folder(root, source)
-        if info is not None:  # the folder itself is one model
-            yield info
+        itself = inspect_folder(root, source)
+        if itself is not None:  # the folder itself is one model
+            yield itself
             return
         for entry in sorted(root.iterdir()):
             if _is_partial(entry):
@@ -115,9 +115,9 @@ class ModelLibrary:
         if cache is not None:
             try:
                 for snap, repo_id, _repo in hf_cache_snapshots(cache):
-                    info = inspect_folder(snap, "hf-cache", name=repo_id)
-                    if info is not None:
-                        found.setdefault(str(snap.resolve()), info)
+                    cached = inspect_folder(snap, "hf-cache", name=repo_id)
+                    if cached is not None:
+                        found.setdefault(str(snap.resolve()), cached)
             except OSError as exc:
                 log.warning("cannot read the Hugging Face cache %s: %s", cache, exc)
         models = sorted(found.values(), key=lambda m: (not m.ready, m.name.lower()))
