@@ -91,7 +91,7 @@ def test_cancel_keeps_partial_file_and_next_run_resumes(hub: FakeHub, data_dir: 
             token.cancel()
 
     with pytest.raises(Cancelled):
-        Downloader(plan, progress=cancel_in_unet, cancel=token).run()
+        Downloader(plan, progress=cancel_in_unet, cancel=token, report_every_s=0).run()
     part = data_dir / "models" / ".tiny-sd.partial" / (UNET + ".part")
     kept = part.stat().st_size
     assert 0 < kept < len(hub.files[UNET])
@@ -112,3 +112,21 @@ def test_free_space_is_checked_before_any_byte(hub: FakeHub, data_dir: Path, mon
     with pytest.raises(StorageError, match="Not enough free space"):
         download_model(ENTRY)
     assert hub.requests == []
+
+
+def test_partial_from_another_revision_is_discarded(hub: FakeHub, data_dir: Path) -> None:
+    staging = data_dir / "models" / ".tiny-sd.partial"
+    (staging / "unet").mkdir(parents=True)
+    (staging / (UNET + ".part")).write_bytes(b"stale bytes of an older revision")
+    (staging / ".heyim-verified.json").write_text('{"_commit": "' + "f" * 40 + '"}')
+    info = download_model(ENTRY)
+    assert info.ready and hub.gets(UNET) == [None]  # fetched whole, not resumed from the stale part
+
+
+def test_one_download_at_a_time(hub: FakeHub, data_dir: Path) -> None:
+    from filelock import FileLock
+
+    (data_dir / "models").mkdir(parents=True)
+    with FileLock(str(data_dir / "models" / ".tiny-sd.partial") + ".lock"):
+        with pytest.raises(DownloadError, match="already being downloaded"):
+            download_model(ENTRY)

@@ -147,8 +147,10 @@ class Downloader:
     Cancelled (partial files kept for resuming), DownloadError, or StorageError."""
 
     def __init__(self, plan: DownloadPlan, *, dest_dir: Path | None = None, endpoint: str | None = None,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> None:
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                 report_every_s: float = 0.1) -> None:
         self.plan = plan
+        self.report_every_s = report_every_s  # progress is throttled so a UI is not flooded
         self.dest_dir = dest_dir or app_models_dir()
         self.endpoint = endpoint or hub_endpoint()
         self.progress = progress
@@ -169,12 +171,11 @@ class Downloader:
 
     def _mark_verified(self, done: dict[str, str], path: str) -> None:
         done[path] = "ok"
-        done["_commit"] = self.plan.commit
         (self.staging / VERIFIED).write_text(json.dumps(done), encoding="utf-8")
 
     def _report(self, current: str, force: bool = False) -> None:
         now = time.monotonic()
-        if self.progress is None or (not force and now - self._last_report < 0.1):
+        if self.progress is None or (not force and now - self._last_report < self.report_every_s):
             return
         self._last_report = now
         rate = self._done / max(1e-6, now - self._started)
@@ -198,11 +199,33 @@ class Downloader:
             )
 
     def run(self) -> ModelInfo:
+        from filelock import FileLock, Timeout
+
         if self.target.exists():
             raise ModelError(f"{self.target} already exists; delete it first to download it again.")
+        self.dest_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.staging) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise DownloadError(f"{self.plan.entry.title} is already being downloaded (by another HeyIm window or command).") from None
+        try:
+            return self._run()
+        finally:
+            lock.release()
+            Path(lock.lock_file).unlink(missing_ok=True)
+
+    def _run(self) -> ModelInfo:
         self.check_space()
         self.staging.mkdir(parents=True, exist_ok=True)
         verified = self._verified()
+        if not verified:
+            if any(self.staging.iterdir()):
+                # Leftovers from another revision of the repo: resuming them would mix two versions.
+                shutil.rmtree(self.staging)
+                self.staging.mkdir()
+            verified = {"_commit": self.plan.commit}
+            (self.staging / VERIFIED).write_text(json.dumps(verified), encoding="utf-8")
         for remote in self.plan.files:
             self.cancel.raise_if_cancelled()
             final = self.staging / remote.path
