@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    serve = sub.add_parser("serve", help="serve the local HTTP API (HeyIm and AUTOMATIC1111 routes) without the window")
+    from heyim_desktop.api.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(serve)
     return parser
 
 
@@ -193,9 +198,16 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from heyim_desktop.api.serve import run_serve
+
+    return run_serve(args)
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "demo-model": cmd_demo_model,
+    "serve": cmd_serve,
 }
 
 

@@ -1,0 +1,101 @@
+"""What the routes share: the job queue, the model catalog and the current default model."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from heyim_desktop.api.mapping import ApiError
+from heyim_desktop.core.jobs import JobQueue
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.host import EngineHost
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model the API offers: ``name`` for people and A1111 clients, ``ref`` for jobs."""
+
+    name: str
+    ref: str
+    path: str | None = None
+
+
+ModelCatalog = Callable[[], Sequence[ModelChoice]]
+
+
+def fixed_catalog(*choices: ModelChoice) -> ModelCatalog:
+    return lambda: choices
+
+
+def library_catalog(library: object) -> ModelCatalog:
+    """Adapt ``heyim_desktop.models.library.ModelLibrary`` (its ``list()`` of ModelInfo items)."""
+
+    def catalog() -> list[ModelChoice]:
+        out = []
+        for info in library.list():  # type: ignore[attr-defined]
+            name = str(getattr(info, "name", None) or getattr(info, "id", None) or info)
+            ref = str(getattr(info, "ref", None) or getattr(info, "id", None) or getattr(info, "path", None) or name)
+            path = getattr(info, "path", None)
+            out.append(ModelChoice(name=name, ref=ref, path=str(path) if path is not None else None))
+        return out
+
+    return catalog
+
+
+class ApiContext:
+    """State behind the routes. ``host`` (optional) is only read, to report the loaded model."""
+
+    def __init__(self, queue: JobQueue, *, models: ModelCatalog, default_model: str | None = None,
+                 host: "EngineHost | None" = None) -> None:
+        self.queue = queue
+        self.models = models
+        self.host = host
+        self._lock = threading.Lock()
+        self._default_model = default_model
+
+    @property
+    def default_model(self) -> str | None:
+        """The model reference used when a request names none (None: the worker's own default)."""
+        with self._lock:
+            return self._default_model
+
+    @default_model.setter
+    def default_model(self, ref: str | None) -> None:
+        with self._lock:
+            self._default_model = ref
+
+    def resolve(self, wanted: str | None, field: str) -> str | None:
+        """The reference of the model a client named (by name, title or reference), or the default."""
+        if wanted is None or not wanted.strip():
+            return self.default_model
+        choice = self.find(wanted)
+        if choice is None:
+            names = ", ".join(c.name for c in self.models()) or "none"
+            raise ApiError(422, f"{field}: unknown model {wanted!r}; available: {names}", field)
+        return choice.ref
+
+    def find(self, wanted: str) -> ModelChoice | None:
+        wanted = wanted.strip()
+        # A1111 titles look like "name.safetensors [hash]": match on the part before the hash.
+        bare = wanted.split(" [", 1)[0]
+        for choice in self.models():
+            if wanted in (choice.name, choice.ref, choice.path) or bare == choice.name:
+                return choice
+        return None
+
+    def name_of(self, ref: str | None) -> str | None:
+        if ref is None:
+            return None
+        for choice in self.models():
+            if ref in (choice.ref, choice.path):
+                return choice.name
+        return ref
+
+    @property
+    def loaded_ref(self) -> str | None:
+        host = self.host
+        if host is None or host.engine is None:
+            return None
+        return host.model_ref
