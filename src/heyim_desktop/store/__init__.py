@@ -1,0 +1,3 @@
+"""History and preferences on disk. No Qt."""
+
+from __future__ import annotations
