@@ -11,6 +11,7 @@ from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.models.library import ModelLibrary
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,16 @@ def fixed_catalog(*choices: ModelChoice) -> ModelCatalog:
     return lambda: choices
 
 
-def library_catalog(library: object) -> ModelCatalog:
-    """Adapt ``heyim_desktop.models.library.ModelLibrary`` (its ``list()`` of ModelInfo items)."""
+def library_catalog(library: "ModelLibrary", *, also: Sequence[ModelChoice] = ()) -> ModelCatalog:
+    """The ready models of the model library (read afresh each time), plus ``also``."""
 
     def catalog() -> list[ModelChoice]:
-        out = []
-        for info in library.list():  # type: ignore[attr-defined]
-            name = str(getattr(info, "name", None) or getattr(info, "id", None) or info)
-            ref = str(getattr(info, "ref", None) or getattr(info, "id", None) or getattr(info, "path", None) or name)
-            path = getattr(info, "path", None)
-            out.append(ModelChoice(name=name, ref=ref, path=str(path) if path is not None else None))
+        out = list(also)
+        known = {c.ref for c in out}
+        for info in library.list():
+            if info.ready and info.ref not in known:
+                path = None if info.kind == "demo" else info.ref
+                out.append(ModelChoice(name=info.name, ref=info.ref, path=path))
         return out
 
     return catalog

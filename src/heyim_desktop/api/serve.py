@@ -10,10 +10,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from heyim_desktop.api.context import ModelChoice, fixed_catalog
+from heyim_desktop.api.context import ModelCatalog, ModelChoice, library_catalog
 from heyim_desktop.api.security import resolve_token
 from heyim_desktop.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer
 from heyim_desktop.core.errors import InvalidRequest
+from heyim_desktop.core.loading import DEMO_REF
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
 
 
-def _catalog(args: argparse.Namespace) -> tuple[list[ModelChoice], str]:
+def _catalog(args: argparse.Namespace) -> tuple[ModelCatalog, str | None, str]:
+    """The models offered (the library's, plus --model), the default one, and its name."""
+    from heyim_desktop.models.library import ModelLibrary
+
+    library = ModelLibrary()
     if args.demo:
-        return [ModelChoice(name="demo", ref="demo")], "demo"
-    if not args.model:
-        raise InvalidRequest("model", "pass --model FOLDER, or --demo for the built-in tiny random model")
-    folder = Path(args.model).expanduser().resolve()
-    if not folder.is_dir():
-        raise InvalidRequest("model", f"{folder} is not a folder")
-    return [ModelChoice(name=folder.name, ref=str(folder), path=str(folder))], str(folder)
+        return library_catalog(library), DEMO_REF, "demo"
+    if args.model:
+        folder = Path(args.model).expanduser().resolve()
+        if not folder.is_dir():
+            raise InvalidRequest("model", f"{folder} is not a folder")
+        choice = ModelChoice(name=folder.name, ref=str(folder), path=str(folder))
+        return library_catalog(library, also=[choice]), choice.ref, choice.name
+    ready = [m for m in library.list() if m.ready and m.kind != "demo"]
+    if not ready:
+        log.warning("no model in the library: requests must name one (see GET /api/models), or pass --model or --demo")
+        return library_catalog(library), None, "none"
+    return library_catalog(library), ready[0].ref, ready[0].name
 
 
 def run_serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
@@ -54,7 +64,7 @@ def run_serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
 
     if not 0 <= args.port <= 65535:
         raise InvalidRequest("port", f"must be from 0 to 65535, got {args.port}")
-    choices, default_ref = _catalog(args)
+    catalog, default_ref, default_name = _catalog(args)
     token, token_source = resolve_token(args.token, paths.data_dir())
     store = HistoryStore.open()
     queue = JobQueue()
@@ -64,7 +74,7 @@ def run_serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
         return tuple(store.save_result(result, job))
 
     worker = WorkerThread(queue, host, sink)
-    server = ApiServer(queue, token=token, models=fixed_catalog(*choices), default_model=default_ref,
+    server = ApiServer(queue, token=token, models=catalog, default_model=default_ref,
                        engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host)
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}
@@ -75,7 +85,7 @@ def run_serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
         worker.start()
         server.start()
         where = "the flag" if token_source == "--token" else token_source
-        print(f"HeyIm API on {server.url} (model: {choices[0].name}; token from {where}). Ctrl+C stops.",
+        print(f"HeyIm API on {server.url} (model: {default_name}; token from {where}). Ctrl+C stops.",
               file=sys.stderr, flush=True)
         if ready is not None:
             ready.set()
