@@ -28,11 +28,7 @@ class Running:
 
 
 def _history(root: Path) -> tuple[Any, Any]:
-    try:
-        from heyim_desktop.store import HistoryStore
-    except ImportError:  # TEMP until the history store lands on main
-        saved: list[Any] = []
-        return saved, lambda result, job: tuple(saved.append(result) or [f"tmp-{job.id}-{i.index}" for i in result.images])
+    from heyim_desktop.store import HistoryStore
 
     store = HistoryStore.open(root=root)
 
@@ -58,8 +54,7 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield Running(server, queue, host, store)
     server.stop()
     worker.stop(timeout=30)
-    if hasattr(store, "close"):
-        store.close()
+    store.close()
 
 
 def fake_loader(gate: Gate | None = None):  # type: ignore[no-untyped-def]

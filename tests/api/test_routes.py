@@ -32,13 +32,9 @@ def test_txt2img_returns_pngs_with_parameters_and_lands_in_history(real_api: Run
 
 
 def _assert_in_history(api: Running, ids: list[object], prompt: str) -> None:
-    store = api.store
-    if isinstance(store, list):  # TEMP until the history store lands on main
-        assert any(r.request.prompt == prompt for r in store)
-        return
     for entry_id in ids:
-        entry = store.get(entry_id)
-        assert entry is not None and entry.prompt == prompt and entry.path.is_file()
+        entry = api.store.get(entry_id)
+        assert entry is not None and entry.prompt == prompt and entry.path.is_file() and entry.source == "api"
 
 
 def test_same_seed_same_image(real_api: Running) -> None:
