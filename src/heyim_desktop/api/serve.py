@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from heyim_desktop.api.context import ModelCatalog, ModelChoice, library_catalog
 from heyim_desktop.api.security import resolve_token
@@ -53,7 +53,7 @@ def _catalog(args: argparse.Namespace) -> tuple[ModelCatalog, str | None, str]:
     return library_catalog(library), ready[0].ref, ready[0].name
 
 
-def run_serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
+def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None] | None = None,
               stop: threading.Event | None = None) -> int:
     """Serve until SIGINT/SIGTERM (or ``stop`` is set, for tests). Returns the exit code."""
     from heyim_desktop.core import paths
@@ -87,8 +87,8 @@ def run_serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
         where = "the flag" if token_source == "--token" else token_source
         print(f"HeyIm API on {server.url} (model: {default_name}; token from {where}). Ctrl+C stops.",
               file=sys.stderr, flush=True)
-        if ready is not None:
-            ready.set()
+        if on_ready is not None:
+            on_ready(server)
         stop.wait()
     finally:
         server.stop()
