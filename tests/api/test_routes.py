@@ -223,3 +223,40 @@ def test_a_client_that_hangs_up_cancels_its_job(gated_api: Running, gate) -> Non
     assert job.cancel._event.wait(30)  # the server noticed and cancelled it
     gate.release.set()
     assert finished.wait(30) and job.state is JobState.CANCELLED
+
+
+def test_the_default_model_can_follow_the_apps_selection() -> None:
+    from conftest import start_fake
+
+    selected = ["beta"]
+    running, worker = start_fake(default_model=lambda: selected[0])
+    try:
+        assert call(running.port, "GET", "/api/status").json["defaultModel"] == "Beta"
+        reply = call(running.port, "POST", "/api/generate", body={"prompt": "x", **SMALL})
+        assert reply.json["metadata"]["model"] == "Beta"
+        selected[0] = "alpha"
+        assert call(running.port, "GET", "/sdapi/v1/options").json["sd_model_checkpoint"] == "Alpha"
+    finally:
+        running.server.stop()
+        worker.stop(timeout=10)
+
+
+def test_a_bug_is_answered_as_json_500() -> None:
+    from conftest import start_fake
+
+    def broken() -> list[object]:
+        raise RuntimeError("catalog exploded")
+
+    running, worker = start_fake(models=broken)
+    try:
+        reply = call(running.port, "GET", "/sdapi/v1/sd-models")
+        assert reply.status == 500 and "catalog exploded" in reply.json["error"]
+    finally:
+        running.server.stop()
+        worker.stop(timeout=10)
+
+
+def test_a_model_that_cannot_load_is_a_503(fake_api: Running) -> None:
+    fake_api.server.context.default_model = "gamma"  # not loadable by the fake loader
+    reply = call(fake_api.port, "POST", "/api/generate", body={"prompt": "x", **SMALL})
+    assert reply.status == 503 and "gamma" in reply.json["error"]

@@ -74,8 +74,10 @@ async def _json_body(request: Request) -> Any:
 
 async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
     """Submit the job and wait for it; a client that hangs up cancels its job."""
-    model_ref = ctx.resolve(mapped.model, mapped.model_field)
-    gen_request = build_request(mapped, model_ref)
+    def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
+        return build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+
+    gen_request = await anyio.to_thread.run_sync(prepare)
     try:
         job = ctx.queue.submit(gen_request, source="api")
     except QueueClosed:
@@ -111,6 +113,11 @@ def build_app(ctx: ApiContext) -> FastAPI:
         name = str(first.get("loc", ("", "request"))[-1])
         return _error(ApiError(422, f"{name}: {first.get('msg', 'invalid')}", name))
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so uvicorn logs the traceback once.
+        return _error(ApiError(500, f"Unexpected error: {type(exc).__name__}: {exc}"))
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = _error(ApiError(exc.status_code, str(exc.detail)))
@@ -124,6 +131,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/api/status", response_model=schemas.StatusResponse, responses=_ERRORS)
     async def status() -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(_status)
+
+    def _status() -> dict[str, Any]:
         queue = ctx.queue
         running = queue.running
         loaded = ctx.loaded_ref
@@ -141,6 +151,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/api/models", response_model=schemas.ModelsResponse, responses=_ERRORS)
     async def models() -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(_models)
+
+    def _models() -> dict[str, Any]:
         loaded, default = ctx.loaded_ref, ctx.default_model
         entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default}
                    for c in ctx.models()]
@@ -157,7 +170,8 @@ def build_app(ctx: ApiContext) -> FastAPI:
             raise failure(job, mapped.names)
         assert job.result is not None
         images, _texts = await anyio.to_thread.run_sync(encode_images, job.result)
-        return JSONResponse(heyim_response(job, mapped, images, ctx.name_of(job.request.model)))
+        name = await anyio.to_thread.run_sync(ctx.name_of, job.request.model)
+        return JSONResponse(heyim_response(job, mapped, images, name))
 
     async def _a1111(request: Request, img2img: bool) -> Response:
         body = await _json_body(request)
@@ -169,7 +183,8 @@ def build_app(ctx: ApiContext) -> FastAPI:
         texts: list[str] = []
         if job.result is not None:
             images, texts = await anyio.to_thread.run_sync(encode_images, job.result)
-        return JSONResponse(a1111_response(job, mapped, body, images, texts, ctx.name_of(job.request.model)))
+        name = await anyio.to_thread.run_sync(ctx.name_of, job.request.model)
+        return JSONResponse(a1111_response(job, mapped, body, images, texts, name))
 
     @app.post("/sdapi/v1/txt2img", response_model=schemas.ImagesResponse, responses=_GEN_ERRORS,
               openapi_extra=_body_doc(schemas.Txt2ImgRequest))
@@ -183,8 +198,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/sdapi/v1/sd-models", response_model=list[schemas.SDModelItem], responses=_ERRORS)
     async def sd_models() -> list[dict[str, Any]]:
+        choices = await anyio.to_thread.run_sync(ctx.models)
         return [{"title": c.name, "model_name": c.name, "hash": None, "sha256": None,
-                 "filename": c.path or c.ref, "config": None} for c in ctx.models()]
+                 "filename": c.path or c.ref, "config": None} for c in choices]
 
     @app.get("/sdapi/v1/samplers", response_model=list[schemas.SamplerItem], responses=_ERRORS)
     async def samplers() -> list[dict[str, Any]]:
@@ -205,8 +221,8 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/sdapi/v1/options", responses=_ERRORS)
     async def get_options() -> dict[str, Any]:
-        default = ctx.default_model
-        return {"sd_model_checkpoint": ctx.name_of(default) or "", "samples_format": "png",
+        name = await anyio.to_thread.run_sync(lambda: ctx.name_of(ctx.default_model))
+        return {"sd_model_checkpoint": name or "", "samples_format": "png",
                 "sd_checkpoint_hash": None, "CLIP_stop_at_last_layers": 1}
 
     @app.post("/sdapi/v1/options", responses=_ERRORS, openapi_extra=_body_doc(schemas.OptionsBody),
@@ -219,7 +235,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
         if wanted is not None:
             if not isinstance(wanted, str):
                 raise ApiError(422, "sd_model_checkpoint: must be text", "sd_model_checkpoint")
-            ctx.default_model = ctx.resolve(wanted, "sd_model_checkpoint")
+            ctx.default_model = await anyio.to_thread.run_sync(ctx.resolve, wanted, "sd_model_checkpoint")
             log.info("API default model is now %s", ctx.default_model)
         ignored = sorted(k for k in body if k != "sd_model_checkpoint")
         if ignored:

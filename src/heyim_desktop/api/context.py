@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 from heyim_desktop.api.mapping import ApiError
 from heyim_desktop.core.jobs import JobQueue
@@ -24,6 +24,8 @@ class ModelChoice:
 
 
 ModelCatalog = Callable[[], Sequence[ModelChoice]]
+#: A fixed model reference, or a callable giving the current one (e.g. the window's selection).
+DefaultModel = Union[str, Callable[[], Optional[str]], None]
 
 
 def fixed_catalog(*choices: ModelChoice) -> ModelCatalog:
@@ -48,24 +50,33 @@ def library_catalog(library: "ModelLibrary", *, also: Sequence[ModelChoice] = ()
 class ApiContext:
     """State behind the routes. ``host`` (optional) is only read, to report the loaded model."""
 
-    def __init__(self, queue: JobQueue, *, models: ModelCatalog, default_model: str | None = None,
+    def __init__(self, queue: JobQueue, *, models: ModelCatalog, default_model: DefaultModel = None,
                  host: "EngineHost | None" = None) -> None:
         self.queue = queue
         self.models = models
         self.host = host
         self._lock = threading.Lock()
-        self._default_model = default_model
+        self._follow = default_model if callable(default_model) else None
+        self._chosen = None if callable(default_model) else default_model
 
     @property
     def default_model(self) -> str | None:
-        """The model reference used when a request names none (None: the worker's own default)."""
+        """The model reference used when a request names none.
+
+        A model chosen through ``POST /sdapi/v1/options`` wins; otherwise the fixed reference or
+        the callable given at construction (the app passes "the model selected in the window").
+        None leaves the choice to the worker's EngineHost.
+        """
         with self._lock:
-            return self._default_model
+            chosen, follow = self._chosen, self._follow
+        if chosen is not None:
+            return chosen
+        return follow() if follow is not None else None
 
     @default_model.setter
     def default_model(self, ref: str | None) -> None:
         with self._lock:
-            self._default_model = ref
+            self._chosen = ref
 
     def resolve(self, wanted: str | None, field: str) -> str | None:
         """The reference of the model a client named (by name, title or reference), or the default."""

@@ -8,7 +8,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Iterable
 
-from heyim_desktop.api.context import ApiContext, ModelCatalog, fixed_catalog
+from heyim_desktop.api.context import ApiContext, DefaultModel, ModelCatalog, fixed_catalog
 from heyim_desktop.api.security import MAX_BODY_BYTES, allowed_hosts
 from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.core.jobs import JobQueue
@@ -70,7 +70,7 @@ class ApiServer:
         *,
         token: str,
         models: ModelCatalog | None = None,
-        default_model: str | None = None,
+        default_model: DefaultModel = None,
         engine_host: "EngineHost | None" = None,
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
