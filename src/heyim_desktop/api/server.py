@@ -109,6 +109,9 @@ class ApiServer:
             return
         if not is_loopback(self.host):
             log.warning("the API listens on %s: other machines on the network can reach it (token required)", self.host)
+            if self.host in ("0.0.0.0", "::", "[::]") and not self._extra_hosts:
+                log.warning("other machines must call it by a name or address given with --allow-host "
+                            "(Host headers are checked against DNS rebinding)")
         sock = _bind(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
         extra = list(self._extra_hosts)
