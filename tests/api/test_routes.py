@@ -260,3 +260,24 @@ def test_a_model_that_cannot_load_is_a_503(fake_api: Running) -> None:
     fake_api.server.context.default_model = "gamma"  # not loadable by the fake loader
     reply = call(fake_api.port, "POST", "/api/generate", body={"prompt": "x", **SMALL})
     assert reply.status == 503 and "gamma" in reply.json["error"]
+
+
+def test_stopping_the_server_cancels_its_waiting_jobs_and_nothing_else(gate) -> None:  # type: ignore[no-untyped-def]
+    from conftest import start_fake
+    from heyim_desktop.core.request import GenerationRequest
+
+    running, worker = start_fake(gate)
+    try:
+        pool, api_job = _submit_in_background(running, "/api/generate", {"prompt": "from the api", **SMALL})
+        assert gate.reached.wait(30)
+        app_job = running.queue.submit(GenerationRequest(prompt="from the window", **SMALL), source="app")
+        running.server.stop()
+        reply = api_job.result(30)
+        assert reply.status == 503 and "stopping" in reply.json["error"]
+        gate.release.set()
+        assert app_job.wait(30) and app_job.state is JobState.DONE  # the app's own queue goes on
+        pool.shutdown()
+    finally:
+        gate.release.set()
+        running.server.stop()
+        worker.stop(timeout=10)

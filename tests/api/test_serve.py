@@ -139,3 +139,18 @@ def test_the_real_command_serves_until_interrupted(data_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_server_can_be_switched_off_and_on_again() -> None:
+    # As the Preferences switch does: one ApiServer, stopped and started over the same queue.
+    server = ApiServer(JobQueue(), token=TOKEN, port=0)
+    server.start()
+    first = server.port
+    assert call(first, "GET", "/health", auth=False).status == 200
+    server.stop()
+    assert not server.running
+    server.start()
+    try:
+        assert server.running and call(server.port, "GET", "/api/status").status == 200
+    finally:
+        server.stop()

@@ -86,12 +86,16 @@ async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
         raise ApiError(503, str(exc)) from None
     for note in mapped.notes:
         log.info("api job %s: %s", job.id, note)
+    ctx.waiting.add(job.id)
     try:
         while not await anyio.to_thread.run_sync(job.wait, DISCONNECT_POLL_S):
+            if ctx.stopping.is_set():  # its job is cancelled; answer now rather than at the next step
+                raise ApiError(503, "the API server is stopping; the job was cancelled")
             if await request.is_disconnected():
                 log.info("the client of job %s went away; cancelling it", job.id)
                 ctx.queue.cancel(job.id)
     finally:
+        ctx.waiting.discard(job.id)
         if not job.state.finished:  # the server is stopping: nobody is left to receive the images
             ctx.queue.cancel(job.id)
     return job

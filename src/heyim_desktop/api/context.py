@@ -56,6 +56,8 @@ class ApiContext:
         self.models = models
         self.host = host
         self._lock = threading.Lock()
+        self.waiting: set[int] = set()  # ids of jobs whose HTTP clients are waiting
+        self.stopping = threading.Event()
         self._follow = default_model if callable(default_model) else None
         self._chosen = None if callable(default_model) else default_model
 
@@ -77,6 +79,13 @@ class ApiContext:
     def default_model(self, ref: str | None) -> None:
         with self._lock:
             self._chosen = ref
+
+    def cancel_waiting(self) -> int:
+        """Cancel every job an HTTP client of this server waits for (the server is stopping)."""
+        self.stopping.set()
+        with self._lock:
+            ids = list(self.waiting)
+        return sum(1 for job_id in ids if self.queue.cancel(job_id))
 
     def resolve(self, wanted: str | None, field: str) -> str | None:
         """The reference of the model a client named (by name, title or reference), or the default."""

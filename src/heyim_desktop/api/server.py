@@ -107,6 +107,7 @@ class ApiServer:
 
         if self.running:
             return
+        self.context.stopping.clear()
         if not is_loopback(self.host):
             log.warning("the API listens on %s: other machines on the network can reach it (token required)", self.host)
             if self.host in ("0.0.0.0", "::", "[::]") and not self._extra_hosts:
@@ -155,6 +156,9 @@ class ApiServer:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
+        cancelled = self.context.cancel_waiting()  # their clients get an answer at once, then the socket closes
+        if cancelled:
+            log.info("cancelled %d API job(s) on stop", cancelled)
         server.should_exit = True
         thread.join(timeout)
         if thread.is_alive():
