@@ -47,7 +47,8 @@ schema = schemathesis.openapi.from_dict(_openapi_document())
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same cases on every run (a CI failure reproduces locally); no example database.
+@settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_documented_answers(case, fuzz_api: Running) -> None:  # type: ignore[no-untyped-def]
     response = case.call(base_url=fuzz_api.server.url, headers=AUTH, timeout=60)
     case.validate_response(response, checks=[not_a_server_error, status_code_conformance,
