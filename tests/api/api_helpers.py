@@ -13,6 +13,10 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
+from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.host import EngineHost, WorkerThread
+from heyim_desktop.core.jobs import JobQueue
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress
 
@@ -123,3 +127,40 @@ class FakeEngine:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class Running:
+    server: ApiServer
+    queue: JobQueue
+    host: EngineHost
+    store: Any = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+def fake_loader(gate: Gate | None = None):  # type: ignore[no-untyped-def]
+    def load(ref: str) -> FakeEngine:
+        if ref not in ("alpha", "beta"):
+            raise ModelError(f"Model not found: {ref}")
+        return FakeEngine(ref, gate)
+
+    return load
+
+
+FAKE_MODELS = fixed_catalog(ModelChoice("Alpha", "alpha"), ModelChoice("Beta", "beta", "/models/beta"))
+
+
+def start_fake(gate: Gate | None = None, **server_kw: Any) -> tuple[Running, WorkerThread]:
+    queue = JobQueue()
+    host = EngineHost(fake_loader(gate), default_model="alpha")
+    saved: list[Any] = []
+    worker = WorkerThread(queue, host, lambda result, job: tuple(saved.append(result) or [f"fake-{job.id}"]))
+    worker.start()
+    kw: dict[str, Any] = dict(token=TOKEN, port=0, engine_host=host, default_model="alpha", models=FAKE_MODELS)
+    kw.update(server_kw)
+    server = ApiServer(queue, **kw)
+    server.start()
+    return Running(server, queue, host, saved), worker

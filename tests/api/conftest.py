@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from api_helpers import TOKEN, FakeEngine, Gate
+from api_helpers import TOKEN, Gate, Running, start_fake
 from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
-from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue
-
-
-@dataclass
-class Running:
-    server: ApiServer
-    queue: JobQueue
-    host: EngineHost
-    store: Any = None
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
 
 def _history(root: Path) -> tuple[Any, Any]:
@@ -55,31 +41,6 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server.stop()
     worker.stop(timeout=30)
     store.close()
-
-
-def fake_loader(gate: Gate | None = None):  # type: ignore[no-untyped-def]
-    def load(ref: str) -> FakeEngine:
-        if ref not in ("alpha", "beta"):
-            raise ModelError(f"Model not found: {ref}")
-        return FakeEngine(ref, gate)
-
-    return load
-
-
-FAKE_MODELS = fixed_catalog(ModelChoice("Alpha", "alpha"), ModelChoice("Beta", "beta", "/models/beta"))
-
-
-def start_fake(gate: Gate | None = None, **server_kw: Any) -> tuple[Running, WorkerThread]:
-    queue = JobQueue()
-    host = EngineHost(fake_loader(gate), default_model="alpha")
-    saved: list[Any] = []
-    worker = WorkerThread(queue, host, lambda result, job: tuple(saved.append(result) or [f"fake-{job.id}"]))
-    worker.start()
-    kw: dict[str, Any] = dict(token=TOKEN, port=0, engine_host=host, default_model="alpha", models=FAKE_MODELS)
-    kw.update(server_kw)
-    server = ApiServer(queue, **kw)
-    server.start()
-    return Running(server, queue, host, saved), worker
 
 
 @pytest.fixture()

@@ -19,8 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api_helpers import AUTH, call
-from conftest import Running, start_fake
+from api_helpers import AUTH, FAKE_MODELS, Running, call, start_fake
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +36,6 @@ def _openapi_document() -> dict[str, object]:
     from heyim_desktop.api.app import build_app
     from heyim_desktop.api.context import ApiContext
     from heyim_desktop.core.jobs import JobQueue
-
-    from conftest import FAKE_MODELS
 
     return build_app(ApiContext(JobQueue(), models=FAKE_MODELS)).openapi()
 

@@ -6,8 +6,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from api_helpers import call, decode_png, png_b64
-from conftest import Running
+from api_helpers import Running, call, decode_png, png_b64, start_fake
 from heyim_desktop.core.jobs import Job, JobState
 
 SMALL = {"steps": 4, "width": 64, "height": 64}
@@ -226,8 +225,6 @@ def test_a_client_that_hangs_up_cancels_its_job(gated_api: Running, gate) -> Non
 
 
 def test_the_default_model_can_follow_the_apps_selection() -> None:
-    from conftest import start_fake
-
     selected = ["beta"]
     running, worker = start_fake(default_model=lambda: selected[0])
     try:
@@ -242,8 +239,6 @@ def test_the_default_model_can_follow_the_apps_selection() -> None:
 
 
 def test_a_bug_is_answered_as_json_500() -> None:
-    from conftest import start_fake
-
     def broken() -> list[object]:
         raise RuntimeError("catalog exploded")
 
@@ -263,7 +258,6 @@ def test_a_model_that_cannot_load_is_a_503(fake_api: Running) -> None:
 
 
 def test_stopping_the_server_cancels_its_waiting_jobs_and_nothing_else(gate) -> None:  # type: ignore[no-untyped-def]
-    from conftest import start_fake
     from heyim_desktop.core.request import GenerationRequest
 
     running, worker = start_fake(gate)

@@ -11,8 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from api_helpers import TOKEN, call
-from conftest import Running, start_fake
+from api_helpers import TOKEN, Running, call, start_fake
 from heyim_desktop.api.security import TOKEN_ENV, allowed_hosts, resolve_token, token_file
 
 
