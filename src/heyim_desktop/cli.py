@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     from heyim_desktop.models.cli import add_models_parser
 
     add_models_parser(sub)
+    serve = sub.add_parser("serve", help="serve the local HTTP API (HeyIm and AUTOMATIC1111 routes) without the window")
+    from heyim_desktop.api.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(serve)
     return parser
 
 
@@ -205,10 +209,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from heyim_desktop.api.serve import run_serve
+
+    return run_serve(args)
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "demo-model": cmd_demo_model,
     "models": cmd_models,
+    "serve": cmd_serve,
 }
 
 
