@@ -132,3 +132,34 @@ def test_result_save_as_keeps_the_png_settings(parts, qtbot, tmp_path: Path) -> 
 
     mime = QApplication.clipboard().mimeData()
     assert mime.hasImage() and mime.urls()[0].toLocalFile() == str(window.result_view.current().path)
+
+
+def test_download_opens_the_models_window_and_its_choices_reach_the_picker(window, qtbot, tiny_model: Path) -> None:
+    window.no_model.download_button.click()
+    models = window.models_window
+    assert models is not None and models.isVisible()
+    models.foldersChanged.emit([str(tiny_model.parent)])  # as its "Add folder..." does
+    assert load_preferences().model_folders == (str(tiny_model.parent),)
+    with qtbot.waitSignal(window.worker.model_loading, timeout=10_000):
+        models.modelChosen.emit(str(tiny_model))  # "Use"
+    assert window.settings_panel.model_ref() == str(tiny_model)
+    assert load_preferences().last_model == str(tiny_model) and not window.no_model.isVisible()
+    models.close()
+
+
+def test_a_dropped_model_file_goes_to_the_models_window(window, qtbot, tmp_path: Path) -> None:
+    from heyim_desktop.ui.qt import QDropEvent, QMimeData, QPointF, Qt, QUrl
+
+    bogus = tmp_path / "not-a-model.safetensors"
+    bogus.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(bogus))])
+    event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert event.isAccepted() and window.models_window is not None
+    assert window.drop_panel.image is None  # not treated as a picture
+    models = window.models_window
+    qtbot.waitUntil(lambda: models._thread is None, timeout=30_000)  # the import task finished
+    assert models.status.text()  # it says what happened to the file
+    models.close()

@@ -11,7 +11,7 @@ from heyim_desktop.core.loading import DEMO_REF
 def test_first_launch_without_model_says_so_and_offers_the_demo(window, qtbot) -> None:
     assert window.no_model.isVisible()
     assert "noise" in window.no_model.demo_button.toolTip()
-    assert not window.no_model.download_button.isEnabled()  # until the Models window connects
+    assert window.no_model.download_button.isEnabled()  # opens the Models window
     window.prompt_panel.set_prompt("a red fox")
     assert window.generate() is None  # no model chosen: nothing is queued
     assert "model" in window.banner.message().lower()

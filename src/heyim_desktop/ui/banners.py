@@ -79,7 +79,7 @@ class NoModelCard(QFrame):
     """First launch without a model: say so and offer the three ways forward."""
 
     add_folder_requested = Signal()
-    #: The Models window (model library issue) connects here; until then the button is disabled.
+    #: The window opens the Models window (downloads) from here.
     download_model_requested = Signal()
     demo_requested = Signal()
 

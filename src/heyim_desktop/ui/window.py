@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: What to do with a dropped image that carries generation settings.
 LOAD_SETTINGS, USE_AS_INPUT, CANCEL = "settings", "input", "cancel"
+#: Dropped files with these suffixes go to the Models window instead of the input panel.
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
 class MainWindow(QMainWindow):
@@ -67,6 +69,7 @@ class MainWindow(QMainWindow):
         #: Replaceable in tests: ask what to do with a dropped image that has settings.
         self.ask_dropped_settings: Callable[[DroppedImage], str] = self._ask_dropped_settings
         self.active_job: int | None = None
+        self.models_window: Any = None
 
         self.prompt_panel = PromptPanel()
         self.prompt_panel.recent_source = lambda: self.store.recent_prompts(20)
@@ -145,6 +148,8 @@ class MainWindow(QMainWindow):
         self.history.message.connect(self.status)
         self.result_view.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
+        self.no_model.download_model_requested.connect(self.open_models_window)
+        self.no_model.enable_download(True)
         self.no_model.demo_requested.connect(self.use_demo_model)
 
     # -- status and errors ---------------------------------------------------------------
@@ -217,6 +222,35 @@ class MainWindow(QMainWindow):
         else:
             self.show_error(f"No usable model found in {folder}. A model is a folder with a model_index.json "
                             "(diffusers format).", offer_logs=False, kind="warning")
+
+    def open_models_window(self) -> Any:
+        """The Models window (list, add, import, download, delete); created on first use."""
+        if self.models_window is None:
+            from heyim_desktop.models.library import ModelLibrary
+            from heyim_desktop.ui.models_window import ModelsWindow
+
+            self.models_window = ModelsWindow(ModelLibrary(self.prefs.model_folders), self)
+            self.models_window.modelsChanged.connect(lambda: self.refresh_models())
+            self.models_window.foldersChanged.connect(self._model_folders_changed)
+            self.models_window.modelChosen.connect(self.choose_model)
+        self.models_window.show()
+        self.models_window.raise_()
+        self.models_window.activateWindow()
+        return self.models_window
+
+    def _model_folders_changed(self, folders: list[str]) -> None:
+        self.prefs = self.prefs.replace(model_folders=tuple(folders))
+        self._save_prefs()
+        self.refresh_models()
+
+    def choose_model(self, ref: str) -> None:
+        """Select ``ref`` in the picker and load it (from the Models window's "Use")."""
+        self.prefs = self.prefs.replace(last_model=ref)
+        self._save_prefs()
+        self.refresh_models()
+        if self.settings_panel.select_model(ref):
+            self.worker.request_model(ref)
+            self.status(f"Model selected: {self._model_label(ref)}.")
 
     def _model_loading(self, ref: str) -> None:
         self.model_state.setText(f"Loading model {self._model_label(ref)}...")
@@ -433,6 +467,14 @@ class MainWindow(QMainWindow):
         self.drop_panel.dragMoveEvent(event)
 
     def dropEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        from heyim_desktop.ui.drop_panel import local_files
+
+        files = local_files(event.mimeData())
+        if files and files[0].suffix.lower() in MODEL_SUFFIXES:
+            # A model file, not a picture: the Models window imports it (checked copy, no unpickling).
+            self.open_models_window().import_file(str(files[0]))
+            event.acceptProposedAction()
+            return
         self.drop_panel.dropEvent(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
