@@ -91,7 +91,7 @@ class NoModelCard(QFrame):
         title = QLabel("<b>No model yet</b>")
         body = QLabel(
             "HeyIm needs a Stable Diffusion model to make images. Add a folder that holds models "
-            "(diffusers folders with a model_index.json), download one, or try the built-in demo."
+            "(diffusers folders or .safetensors checkpoints), download one, or try the built-in demo."
         )
         body.setWordWrap(True)
         self.add_button = QPushButton("Add Model Folder...")

@@ -220,8 +220,9 @@ class MainWindow(QMainWindow):
             self.prefs = self.prefs.replace(last_model=found[0].ref)
             self.status(f"Found {len(found)} model(s) in {folder}.")
         else:
-            self.show_error(f"No usable model found in {folder}. A model is a folder with a model_index.json "
-                            "(diffusers format).", offer_logs=False, kind="warning")
+            self.show_error(f"No usable model found in {folder}. HeyIm reads diffusers folders (with a "
+                            "model_index.json) and .safetensors checkpoints; File > Models... lists what it saw.",
+                            offer_logs=False, kind="warning")
 
     def open_models_window(self) -> Any:
         """The Models window (list, add, import, download, delete); created on first use."""
