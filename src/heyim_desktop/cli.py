@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    from heyim_desktop.scale.cli import add_parsers as add_scale_parsers
+
+    add_scale_parsers(sub)  # worker, batch: the Redis job queue
     return parser
 
 
@@ -197,6 +201,15 @@ COMMANDS = {
     "generate": cmd_generate,
     "demo-model": cmd_demo_model,
 }
+
+
+def _scale_command(args: argparse.Namespace) -> int:
+    from heyim_desktop.scale.cli import COMMANDS as SCALE_COMMANDS
+
+    return SCALE_COMMANDS[args.command](args)
+
+
+COMMANDS.update({"worker": _scale_command, "batch": _scale_command})
 
 
 def run_gui(args: argparse.Namespace) -> int:
