@@ -92,9 +92,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if getattr(args, name) <= 0:
             raise InvalidRequest(name.replace("_", "-"), "must be more than 0 seconds")
     logging.getLogger("heyim_desktop.scale").setLevel(logging.INFO)
-    from heyim_desktop.core.thirdparty import quiet_third_party
-
-    quiet_third_party()
     config = WorkerConfig(url=url, model="demo" if args.demo else args.model, device=args.device,
                           dead_after_s=args.dead_after, job_timeout_s=args.job_timeout, worker_id=args.id)
     run_worker(config)
