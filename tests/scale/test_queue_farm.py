@@ -95,7 +95,8 @@ def test_collected_results_land_in_the_history(demo_pair: str, redis_server: Red
     from heyim_desktop.core.request import GenerationRequest
     from heyim_desktop.scale.client import collect_into_history, submit_requests
 
-    store_mod = pytest.importorskip("heyim_desktop.store")
+    from heyim_desktop.store import HistoryStore
+
     records = Records(redis_server.client(DB_FARM))
     submitted = submit_requests(demo_pair, [
         GenerationRequest(prompt="a lighthouse at dusk", negative_prompt="fog", steps=2, width=64, height=64,
@@ -107,7 +108,7 @@ def test_collected_results_land_in_the_history(demo_pair: str, redis_server: Red
     waiter.until(lambda: _finished(records, submitted.batch_id), 120, "the batch to finish", farm.logs)
     waiter.close()
 
-    store = store_mod.HistoryStore.open(root=tmp_path / "history")
+    store = HistoryStore.open(root=tmp_path / "history")
     try:
         got = collect_into_history(demo_pair, submitted.batch_id, store)
         assert len(got.saved) == 3 and got.pending == 0
@@ -116,7 +117,8 @@ def test_collected_results_land_in_the_history(demo_pair: str, redis_server: Red
         assert sorted(e.seed for e in entries) == [5, 6, 7]
         assert {(e.prompt, e.negative_prompt, e.steps, e.width, e.scheduler) for e in entries} == {
             ("a lighthouse at dusk", "fog", 2, 64, "DDIM")}
-        assert all(e.path.is_file() and "Seed: " in e.parameters for e in entries)
+        assert all(e.path.is_file() and f"Seed: {e.seed}," in e.parameters for e in entries)
+        assert read_parameters(entries[0].path) is not None
         again = collect_into_history(demo_pair, submitted.batch_id, store)  # the app may poll: no duplicates
         assert again.saved == () and store.count() == 3
     finally:

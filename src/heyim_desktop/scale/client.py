@@ -161,10 +161,12 @@ def history_consumer_id(store: Any) -> str:
 def collect_into_history(url: str, batch_id: str, store: Any) -> Collected:
     """Add each finished job's images to the desktop app's history store, once.
 
-    ``store`` is a :class:`heyim_desktop.store.HistoryStore` (anything with
-    ``save_result(result, job=None)``). Jobs already imported into this history are skipped,
+    ``store`` is a :class:`heyim_desktop.store.HistoryStore`; entries get the source
+    ``"queue <batch id>"``. Jobs already imported into this history are skipped,
     so the app may call this on every poll.
     """
+    from heyim_desktop.core.jobs import Job, JobId
+
     records = _records(url)
     consumer = history_consumer_id(store)
     done, failed, pending = _scan(records, batch_id, records.imported(batch_id, consumer))
@@ -173,7 +175,9 @@ def collect_into_history(url: str, batch_id: str, store: Any) -> Collected:
         stored, data = records.result(job_id), records.request_data(job_id)
         if stored is None or data is None:
             continue
-        entries = store.save_result(stored.to_result(data), job=None)
+        result = stored.to_result(data)
+        # A stand-in job only to tell the history where the images came from.
+        entries = store.save_result(result, job=Job(id=JobId(0), request=result.request, source=f"queue {batch_id}"))
         saved.extend(entries)
         records.mark_imported(batch_id, consumer, [job_id])
     already = len(records.imported(batch_id, consumer)) - len(done)
