@@ -108,7 +108,7 @@ def _queue(args: argparse.Namespace, url: str, model: str, workers: int, data_di
             assert status is not None
             if status.finished:
                 break
-            time.sleep(0.05)
+            time.sleep(0.5)  # the finish stamps give the time; polling gently leaves the CPUs to the workers
         if status.count("done") != args.jobs:
             raise SystemExit(f"only {status.count('done')} of {args.jobs} jobs finished: {status.jobs[0].error}")
         last = max(float(client.hget(f"heyim:job:{j}", "finished") or 0) for j in batch.job_ids)

@@ -190,3 +190,40 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(
     out = tmp_path / "out"
     assert main(["batch", "collect", "--queue", demo_pair, batch_id, "--out", str(out)]) == 0
     assert len(list(out.glob("*.png"))) == 6
+
+
+def test_a_stopped_worker_puts_its_running_job_back(_pair: dict[str, WorkerProcess], redis_server: RedisServer,
+                                                     farm: Farm) -> None:
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.scale.broker import NAMESPACE, QUEUE_NAME
+    from heyim_desktop.scale.client import submit_requests
+
+    url = redis_server.url(DB_FARM)
+    records = Records(redis_server.client(DB_FARM))
+    waiter = Waiter(records.r)
+    for name, proc in _pair.items():  # only w1 may take the job (w2 is usually dead by now)
+        if name != "w1" and proc.process.poll() is None:
+            proc.process.terminate()
+            proc.process.wait(60)
+    if "w1" not in _pair or _pair["w1"].process.poll() is not None:
+        _pair["w1"] = farm.start(url, "w1", "--demo")
+        waiter.until(lambda: any(w.id == "w1" and w.state == "idle" for w in records.workers()), 120,
+                     "w1 to be ready", farm.logs)
+    worker = _pair["w1"]
+    request = GenerationRequest(prompt="a long one", steps=150, width=256, height=256, seed=9)
+    batch_id = submit_requests(url, [request]).batch_id
+
+    def mid_job() -> bool:
+        status = records.batch(batch_id)
+        return status is not None and status.jobs[0].state == "running" and status.jobs[0].step >= 1
+
+    waiter.until(mid_job, 120, "the job to be rendering", farm.logs)
+    worker.process.send_signal(signal.SIGTERM)  # what Ctrl+C or a service manager sends
+    assert worker.process.wait(60) == 0
+    waiter.close()
+    status = records.batch(batch_id)
+    assert status is not None
+    assert [(j.state, j.attempts) for j in status.jobs] == [("queued", 0)]  # a clean stop is not an attempt
+    messages = sum(records.r.hlen(f"{NAMESPACE}:{q}.msgs") for q in (QUEUE_NAME, f"{QUEUE_NAME}.DQ"))
+    assert messages == 1  # its message is back on the queue for the next worker
+    assert "w1" not in [w.id for w in records.workers()]  # it said goodbye

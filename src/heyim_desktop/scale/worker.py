@@ -45,7 +45,7 @@ class WorkerConfig:
     dead_after_s: float = qb.DEFAULT_DEAD_AFTER_S
     job_timeout_s: float = qb.DEFAULT_JOB_TIMEOUT_S
     #: How often an idle worker polls the queue (ms): the latency between jobs.
-    poll_ms: int = 200
+    poll_ms: int = 100
     worker_id: str = ""
 
 
@@ -70,6 +70,7 @@ class QueueWorker:
         self.config = replace(config, worker_id=config.worker_id or default_worker_id())
         self.id = self.config.worker_id
         self.records = Records(open_redis(config.url))
+
         def load(ref: str) -> Any:
             if ref != "demo" and not Path(ref).expanduser().exists():
                 # Same message as load_engine, without importing torch for a model that is not there.
@@ -93,6 +94,7 @@ class QueueWorker:
                 signal.signal(sig, lambda signum, frame: self.stop())
         self._beat("loading")
         try:
+            # Loaded here, before Dramatiq's thread starts; from then on only that thread uses the host.
             self.host.ensure_model(self.config.model)
         except ModelError as exc:
             # Stay up and fail each job with the reason, so the submitter sees it in `batch status`.
@@ -187,6 +189,7 @@ class QueueWorker:
             self._beat("idle")
         if self.records.store_result(job_id, self.id, result):
             self.jobs_done += 1
+            log.info("job %s done in %.2fs (attempt %d)", job_id, result.timings.get("total", 0.0), attempt)
         else:
             log.info("job %s: another attempt stored its result first; this one is dropped", job_id)
 
