@@ -51,8 +51,8 @@ def _requests(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
                               seed=1000 + i, scheduler="Euler") for i in range(args.jobs)]
 
 
-def _local(args: argparse.Namespace, model: str) -> tuple[float, float]:
-    """(load seconds, render seconds) for all jobs in this process, the PNG encoding included."""
+def _local(args: argparse.Namespace, model: str) -> tuple[float, float, float]:
+    """(load s, wall s, engine s) for all jobs in this process, the PNG encoding included."""
     import io
 
     import torch
@@ -66,16 +66,18 @@ def _local(args: argparse.Namespace, model: str) -> tuple[float, float]:
     requests = _requests(args)
     engine.generate(requests[0].replace(seed=1))  # warm-up, as a worker's first job would be
     t0 = time.perf_counter()
+    engine_s = 0.0
     for request in requests:
         result = engine.generate(request)
+        engine_s += result.timings["total"]
         result.images[0].image.save(io.BytesIO(), format="PNG", compress_level=4)  # workers store PNGs too
-    render_s = time.perf_counter() - t0
+    wall_s = time.perf_counter() - t0
     engine.close()
-    return load_s, render_s
+    return load_s, wall_s, engine_s
 
 
-def _queue(args: argparse.Namespace, url: str, model: str, workers: int, data_dir: Path) -> tuple[float, float]:
-    """(start-up seconds until all workers idle, seconds from submit to the last finish)."""
+def _queue(args: argparse.Namespace, url: str, model: str, workers: int, data_dir: Path) -> tuple[float, float, float]:
+    """(start-up s until all workers idle, s from submit to the last finish, engine s summed)."""
     from heyim_desktop.scale.client import submit_requests
     from heyim_desktop.scale.connection import open_redis
     from heyim_desktop.scale.records import Records
@@ -112,7 +114,8 @@ def _queue(args: argparse.Namespace, url: str, model: str, workers: int, data_di
         if status.count("done") != args.jobs:
             raise SystemExit(f"only {status.count('done')} of {args.jobs} jobs finished: {status.jobs[0].error}")
         last = max(float(client.hget(f"heyim:job:{j}", "finished") or 0) for j in batch.job_ids)
-        return startup_s, last - start
+        engine_s = sum(r.timings["total"] for r in (records.result(j) for j in batch.job_ids) if r)
+        return startup_s, last - start, engine_s
     finally:
         for p in procs:
             p.terminate()
@@ -149,11 +152,14 @@ def main() -> None:
         if not url:
             redis_proc, url = _start_redis(work)
         try:
-            load_s, local_s = _local(args, model)
-            rows = [("local, 1 process", args.threads, None, local_s)]
+            load_s, local_s, local_engine_s = _local(args, model)
+            rows = [("local, 1 process", 1, None, local_s, local_engine_s)]
             for n in (int(x) for x in args.workers.split(",")):
-                startup_s, queue_s = _queue(args, url, model, n, data_dir)
-                rows.append((f"queue, {n} worker(s)", args.threads * n, startup_s, queue_s))
+                startup_s, queue_s, engine_s = _queue(args, url, model, n, data_dir)
+                rows.append((f"queue, {n} worker(s)", n, startup_s, queue_s, engine_s))
+            # Again at the end: on a shared machine the load drifts; the two local runs bracket it.
+            _, local2_s, local2_engine_s = _local(args, model)
+            rows.append(("local again", 1, None, local2_s, local2_engine_s))
         finally:
             if redis_proc is not None:
                 redis_proc.terminate()
@@ -162,12 +168,18 @@ def main() -> None:
     cpus = os.cpu_count()
     print(f"{args.jobs} jobs, {args.size}x{args.size}, {args.steps} steps, model {model}, "
           f"{args.threads} torch thread(s) per process, {cpus} CPU(s); model load {load_s:.2f}s")
-    print(f"{'':22} {'threads':>7} {'start-up s':>10} {'total s':>8} {'jobs/min':>9} {'s/job':>7}")
-    for name, threads, startup, total in rows:
+    print(f"{'':20} {'start-up s':>10} {'total s':>8} {'jobs/min':>9} {'s/job':>7} {'engine s/job':>12} "
+          f"{'other ms/job':>12}")
+    for name, procs, startup, total, engine in rows:
         up = f"{startup:.1f}" if startup is not None else "-"
-        print(f"{name:22} {threads:>7} {up:>10} {total:>8.2f} {args.jobs * 60 / total:>9.1f} {total / args.jobs:>7.3f}")
-    one = next(total for name, _, _, total in rows if name.startswith("queue, 1 "))
-    print(f"queue overhead per job (1 worker vs local): {(one - local_s) / args.jobs * 1000:+.0f} ms")
+        # Per job, what is not the engine's own time: queue round trips, PNG, idle polls.
+        other = (total * procs - engine) / args.jobs * 1000
+        print(f"{name:20} {up:>10} {total:>8.2f} {args.jobs * 60 / total:>9.1f} {total / args.jobs:>7.3f} "
+              f"{engine / args.jobs:>12.3f} {other:>12.0f}")
+    one = next(total for name, _, _, total, _ in rows if name.startswith("queue, 1 "))
+    local_mean = (local_s + local2_s) / 2
+    print(f"queue (1 worker) vs local wall time per job: {(one - local_mean) / args.jobs * 1000:+.0f} ms; "
+          f"'other ms/job' separates queue overhead from CPU contention (engine time is measured in each process)")
 
 
 if __name__ == "__main__":

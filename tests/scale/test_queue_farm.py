@@ -93,25 +93,25 @@ def test_a_batch_of_20_on_two_workers_gives_exactly_20_images(
 def test_collected_results_land_in_the_history(demo_pair: str, redis_server: RedisServer, farm: Farm,
                                                tmp_path: Path) -> None:
     from heyim_desktop.core.request import GenerationRequest
-    from heyim_desktop.scale.client import collect_into_history, submit_requests
-
+    from heyim_desktop.scale.client import RemoteQueue, collect_into_history
     from heyim_desktop.store import HistoryStore
 
     records = Records(redis_server.client(DB_FARM))
-    submitted = submit_requests(demo_pair, [
-        GenerationRequest(prompt="a lighthouse at dusk", negative_prompt="fog", steps=2, width=64, height=64,
-                          seed=5, count=3, scheduler="DDIM"),
-        GenerationRequest(prompt="elsewhere", steps=2, width=64, height=64, seed=1, model="not-on-any-worker"),
-    ])
-    assert len(submitted.job_ids) == 4
-    waiter = Waiter(records.r)
-    waiter.until(lambda: _finished(records, submitted.batch_id), 120, "the batch to finish", farm.logs)
-    waiter.close()
-
     store = HistoryStore.open(root=tmp_path / "history")
     try:
-        got = collect_into_history(demo_pair, submitted.batch_id, store)
-        assert len(got.saved) == 3 and got.pending == 0
+        remote = RemoteQueue(demo_pair, store)  # what the app uses when Preferences name a queue
+        submitted = remote.submit([
+            GenerationRequest(prompt="a lighthouse at dusk", negative_prompt="fog", steps=2, width=64, height=64,
+                              seed=5, count=3, scheduler="DDIM"),
+            GenerationRequest(prompt="elsewhere", steps=2, width=64, height=64, seed=1, model="not-on-any-worker"),
+        ])
+        assert len(submitted.job_ids) == 4 and remote.open_batches == [submitted.batch_id]
+        waiter = Waiter(records.r)
+        waiter.until(lambda: _finished(records, submitted.batch_id), 120, "the batch to finish", farm.logs)
+        waiter.close()
+
+        got = remote.poll()
+        assert len(got.saved) == 3 and got.pending == 0 and remote.open_batches == []
         assert len(got.failed) == 1 and "not-on-any-worker" in got.failed[0][1]
         entries = store.page(0, 10)
         assert sorted(e.seed for e in entries) == [5, 6, 7]
@@ -119,8 +119,8 @@ def test_collected_results_land_in_the_history(demo_pair: str, redis_server: Red
             ("a lighthouse at dusk", "fog", 2, 64, "DDIM")}
         assert all(e.path.is_file() and f"Seed: {e.seed}," in e.parameters for e in entries)
         assert read_parameters(entries[0].path) is not None
-        again = collect_into_history(demo_pair, submitted.batch_id, store)  # the app may poll: no duplicates
-        assert again.saved == () and store.count() == 3
+        again = collect_into_history(demo_pair, submitted.batch_id, store)  # importing twice adds nothing
+        assert again.saved == () and again.already == 3 and store.count() == 3
     finally:
         store.close()
     failed = next(j for j in records.batch(submitted.batch_id).jobs if j.state == "failed")  # type: ignore[union-attr]

@@ -49,13 +49,14 @@ def _records(url: str) -> Records:
     return Records(open_redis(url))
 
 
-def submit_jobs(url: str, jobs: Sequence[NewJob], *, name: str = "", source: str = "cli") -> Submitted:
+def submit_jobs(url: str, jobs: Sequence[NewJob], *, name: str = "", source: str = "cli",
+                records: Records | None = None) -> Submitted:
     """Write the batch's records, then queue one message per job."""
     from heyim_desktop.scale.broker import make_broker, send_job
 
     if not jobs:
         raise ValueError("no jobs to submit")
-    records = _records(url)
+    records = records or _records(url)
     batch_id = new_batch_id()
     ids = records.create_batch(batch_id, jobs, name=name, source=source)
     broker = make_broker(records.r)
@@ -65,7 +66,8 @@ def submit_jobs(url: str, jobs: Sequence[NewJob], *, name: str = "", source: str
     return Submitted(batch_id, tuple(ids))
 
 
-def submit_requests(url: str, requests: Sequence["GenerationRequest"], *, name: str = "", source: str = "app") -> Submitted:
+def submit_requests(url: str, requests: Sequence["GenerationRequest"], *, name: str = "", source: str = "app",
+                    records: Records | None = None) -> Submitted:
     """Send requests to the queue (the desktop app's path): one job per image.
 
     A request for N images becomes N jobs with seeds seed, seed+1, ... (the same images a
@@ -78,7 +80,8 @@ def submit_requests(url: str, requests: Sequence["GenerationRequest"], *, name: 
         request = request.with_seed()
         for seed in request.image_seeds():
             jobs.append(NewJob(request=request_to_data(request.replace(seed=seed, count=1))))
-    return submit_jobs(url, jobs, name=name or f"{len(jobs)} image(s) from {socket.gethostname()}", source=source)
+    return submit_jobs(url, jobs, name=name or f"{len(jobs)} image(s) from {socket.gethostname()}", source=source,
+                       records=records)
 
 
 def submit_file(url: str, path: str | Path) -> Submitted:
@@ -158,7 +161,7 @@ def history_consumer_id(store: Any) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
-def collect_into_history(url: str, batch_id: str, store: Any) -> Collected:
+def collect_into_history(url: str, batch_id: str, store: Any, records: Records | None = None) -> Collected:
     """Add each finished job's images to the desktop app's history store, once.
 
     ``store`` is a :class:`heyim_desktop.store.HistoryStore`; entries get the source
@@ -167,7 +170,7 @@ def collect_into_history(url: str, batch_id: str, store: Any) -> Collected:
     """
     from heyim_desktop.core.jobs import Job, JobId
 
-    records = _records(url)
+    records = records or _records(url)
     consumer = history_consumer_id(store)
     done, failed, pending = _scan(records, batch_id, records.imported(batch_id, consumer))
     saved: list[Any] = []
@@ -182,3 +185,50 @@ def collect_into_history(url: str, batch_id: str, store: Any) -> Collected:
         records.mark_imported(batch_id, consumer, [job_id])
     already = len(records.imported(batch_id, consumer)) - len(done)
     return Collected(tuple(saved), max(0, already), tuple(failed), pending)
+
+
+class RemoteQueue:
+    """The desktop app's side of a remote queue: submit, then poll finished images into history.
+
+    Not thread-safe and blocking on the network: the app owns one and calls it from one
+    non-UI thread (e.g. a timer that hands off to a worker). ``open_batches`` may be saved
+    and restored to keep importing across restarts.
+    """
+
+    def __init__(self, url: str, store: Any, open_batches: Sequence[str] = ()) -> None:
+        from heyim_desktop.scale.connection import check_url
+
+        self.url = check_url(url)
+        self.store = store
+        self.open_batches = list(open_batches)
+        self._records: Records | None = None
+
+    @property
+    def records(self) -> Records:
+        if self._records is None:
+            self._records = _records(self.url)
+        return self._records
+
+    def submit(self, requests: Sequence["GenerationRequest"], name: str = "") -> Submitted:
+        submitted = submit_requests(self.url, requests, name=name, records=self.records)
+        self.open_batches.append(submitted.batch_id)
+        return submitted
+
+    def poll(self) -> Collected:
+        """Import what finished since the last poll; batches with nothing left are closed."""
+        saved: list[Any] = []
+        failed: list[tuple[str, str]] = []
+        pending = already = 0
+        for batch_id in list(self.open_batches):
+            try:
+                got = collect_into_history(self.url, batch_id, self.store, records=self.records)
+            except UnknownBatch:  # expired on the server
+                self.open_batches.remove(batch_id)
+                continue
+            saved += got.saved
+            pending += got.pending
+            already += got.already
+            if got.pending == 0:
+                failed += got.failed  # reported once, when the batch closes
+                self.open_batches.remove(batch_id)
+        return Collected(tuple(saved), already, tuple(failed), pending)
