@@ -48,8 +48,11 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db)
 
 
-def launch_redis(folder: Path, *extra: str) -> RedisServer:
-    """Start redis-server on a free 127.0.0.1 port and return once it accepts connections."""
+def launch_redis(folder: Path, *extra: str, tls: bool = False) -> RedisServer:
+    """Start redis-server on a free 127.0.0.1 port and return once it accepts connections.
+
+    With ``tls`` the port speaks only TLS (pass the certificate options in ``extra``).
+    """
     exe = find_redis_server()
     if exe is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run does it)")
@@ -57,7 +60,7 @@ def launch_redis(folder: Path, *extra: str) -> RedisServer:
     for _ in range(3):  # a free port may be taken between the probe and redis binding it
         port = _free_port()
         proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [exe, *(("--port", "0", "--tls-port", str(port)) if tls else ("--port", str(port))), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(folder), "--notify-keyspace-events", "Kgh$", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )

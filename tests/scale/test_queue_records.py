@@ -20,6 +20,7 @@ DB = 5
 def test_urls_are_checked_and_passwords_never_shown() -> None:
     assert redact("redis://:hunter2@farm:6379/0") == "redis://:***@farm:6379/0"
     assert redact("rediss://render:hunter2@farm:6380/1") == "rediss://render:***@farm:6380/1"
+    assert redact("redis://farm/0?db=1&password=hunter2") == "redis://farm/0?db=1&password=***"
     with pytest.raises(QueueUnavailable, match="must be a redis://"):
         open_redis("http://farm:6379")
     with pytest.raises(QueueUnavailable, match="must be a redis://"):
@@ -54,6 +55,34 @@ def test_a_password_protected_queue(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert "password" in str(info.value) and "wrong" not in str(info.value)
         with pytest.raises(QueueUnavailable, match="refused"):
             open_redis(f"redis://127.0.0.1:{server.port}/0")
+    finally:
+        stop_redis(server)
+
+
+def test_a_tls_queue_with_a_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = launch_redis(tmp_path, "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                          "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--requirepass", "s3cret", tls=True)
+    try:
+        url = f"rediss://:s3cret@127.0.0.1:{server.port}/0?ssl_ca_certs={cert}"
+        batch = tmp_path / "b.csv"
+        batch.write_text("prompt,seed\na fox,1-2\n", encoding="utf-8")
+        assert main(["batch", "submit", "--queue", url, str(batch)]) == 0
+        batch_id = capsys.readouterr().out.strip()
+        assert main(["batch", "status", "--queue", url, batch_id]) == 0
+        assert "2 job(s): 2 queued" in capsys.readouterr().out
+        # An unverifiable certificate is refused, in one line, without the password.
+        assert main(["batch", "status", "--queue", f"rediss://:s3cret@127.0.0.1:{server.port}/0"]) == 4
+        err = capsys.readouterr().err
+        assert "certificate verify failed" in err and "s3cret" not in err and err.count("\n") == 1
     finally:
         stop_redis(server)
 

@@ -24,7 +24,8 @@ SCHEMES = ("redis", "rediss", "unix")
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (for messages and logs)."""
-    return re.sub(r"(://[^:@/]*:)[^@/]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:@/]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
 def check_url(url: str) -> str:
