@@ -77,9 +77,6 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
     pipe = StableDiffusionPipeline.from_pretrained(
         model, dtype=comps.dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
     ).to(comps.device)
-    plain = None
-    if comps.device.type == "cuda":
-        plain = load_torch_engine(model, device=args.device, optimize=False).components
     pipe.set_progress_bar_config(disable=True)
     req = GenerationRequest(prompt="a red fox in the snow, photo", negative_prompt="blurry", steps=args.steps,
                             guidance=7.5, seed=1, width=args.size, height=args.size, scheduler=args.scheduler)
@@ -102,9 +99,7 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
         return time.perf_counter() - t0
 
     ours(), theirs()  # warm-up (kernels, allocator, caches)
-    if plain is not None:
-        ours(plain)
-    t_ours, t_theirs, t_plain = [], [], []
+    t_ours, t_theirs = [], []
     for i in range(args.runs):
         if i % 2 == 0:
             t_ours.append(ours())
@@ -112,8 +107,6 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
         else:
             t_theirs.append(theirs())
             t_ours.append(ours())
-        if plain is not None:
-            t_plain.append(ours(plain))
 
     # Loop overhead: the same run with the UNet timed on its own.
     unet_time = [0.0]
@@ -136,7 +129,6 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
         "ours_median_s": statistics.median(t_ours),
         "diffusers_median_s": statistics.median(t_theirs),
         "ratio": statistics.median(t_ours) / statistics.median(t_theirs),
-        "ours_without_cuda_opts_median_s": statistics.median(t_plain) if t_plain else float("nan"),
         "unet_ms_per_step": unet_time[0] / steps * 1000,
         "outside_unet_ms_per_step": outside * 1000,
         "weights_mb": _weights_bytes(comps) / 2**20,
@@ -145,10 +137,23 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
     }
 
 
-def run_memory_child(args: argparse.Namespace, model: Path, side: str) -> dict[str, float]:
-    """Runs in a child process: load from disk, generate once, report peaks."""
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS. On Linux ru_maxrss also counts the parent's peak before
+    exec (it is carried over), so VmHWM of the current address space is read instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def run_memory_child(args: argparse.Namespace, model: Path, side: str) -> dict[str, float]:
+    """Runs in a child process: load from disk, generate once, report peaks."""
     import torch
 
     from heyim_desktop.core.thirdparty import quiet_third_party
@@ -178,7 +183,7 @@ def run_memory_child(args: argparse.Namespace, model: Path, side: str) -> dict[s
         pipe.scheduler = build_scheduler(args.scheduler, pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         pipe(**kw, generator=torch.Generator("cpu").manual_seed(1))
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"peak_rss_mb": _peak_rss_mb()}
     if device.type == "cuda":
         out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -222,8 +227,6 @@ def main() -> None:
     print(f"{'':<{w}} {'HeyIm':>12} {'diffusers':>12}")
     print(f"{'median s / image':<{w}} {figures['ours_median_s']:>12.3f} {figures['diffusers_median_s']:>12.3f}"
           f"   ratio {figures['ratio']:.3f}")
-    if figures["ours_without_cuda_opts_median_s"] == figures["ours_without_cuda_opts_median_s"]:  # not NaN
-        print(f"{'  HeyIm without CUDA opts':<{w}} {figures['ours_without_cuda_opts_median_s']:>12.3f}")
     if not args.no_memory:
         print(f"{'peak RSS MB':<{w}} {figures['ours_peak_rss_mb']:>12.0f} {figures['diffusers_peak_rss_mb']:>12.0f}")
         if "ours_peak_gpu_allocated_mb" in figures:

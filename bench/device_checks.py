@@ -32,11 +32,17 @@ def main() -> None:
     quiet_third_party()
     req = GenerationRequest(prompt="a red fox", negative_prompt="blurry", steps=args.steps, seed=1234,
                             width=args.size, height=args.size, scheduler="Euler a")
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (1, 4, args.size // 8, args.size // 8)
+    noise_cpu = randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(1234), device=torch.device("cpu"))
+    noise_gpu = randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(1234), device=torch.device("cuda"))
+    print(f"initial noise, same seed, CPU vs CUDA: max abs {(noise_cpu - noise_gpu.cpu()).abs().max().item():.3g}")
     cpu = run_loop(load_torch_engine(args.model, device="cpu").components, req).images
-    for optimize in (True, False):
-        gpu = run_loop(load_torch_engine(args.model, device="cuda", optimize=optimize).components, req).images
+    for precision in ("fp32", "fp16"):
+        gpu = run_loop(load_torch_engine(args.model, device="cuda", precision=precision).components, req).images
         d = np.abs(cpu - gpu)
-        print(f"same seed, CPU fp32 vs CUDA fp16 (optimize={optimize}): max abs {d.max():.4f}, mean abs {d.mean():.5f} "
+        print(f"same seed, CPU fp32 vs CUDA {precision}: max abs {d.max():.4f}, mean abs {d.mean():.5f} "
               f"(images in [0, 1])")
     pipe = StableDiffusionPipeline.from_pretrained(args.model, dtype=torch.float16, safety_checker=None,
                                                    requires_safety_checker=False, local_files_only=True).to("cuda")
@@ -45,9 +51,9 @@ def main() -> None:
     ref = pipe(req.prompt, negative_prompt=req.negative_prompt, num_inference_steps=args.steps, guidance_scale=7.5,
                width=args.size, height=args.size, generator=torch.Generator("cpu").manual_seed(1234),
                output_type="np").images
-    plain = run_loop(load_torch_engine(args.model, device="cuda", optimize=False).components, req).images
-    d = np.abs(plain - ref)
-    print(f"CUDA fp16, HeyIm (no CUDA opts) vs diffusers: max abs {d.max():.6f}, mean abs {d.mean():.6f}")
+    ours = run_loop(load_torch_engine(args.model, device="cuda").components, req).images
+    d = np.abs(ours - ref)
+    print(f"CUDA fp16, HeyIm vs diffusers: max abs {d.max():.6f}, mean abs {d.mean():.6f}")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", "-p", required=True, help="what to draw")
     gen.add_argument("--negative", "-n", default="", help="what to avoid")
     src = gen.add_mutually_exclusive_group()
-    src.add_argument("--model", "-m", help="a diffusers-format model folder")
+    src.add_argument("--model", "-m", help="a diffusers-format model folder or a .safetensors checkpoint")
     src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
     gen.add_argument("--image", "-i", help="input image for image-to-image")
     gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
@@ -63,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, default=1, help="images to make, 1 to 16 (seeds seed, seed+1, ...)")
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
     gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
+                     help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    from heyim_desktop.models.cli import add_models_parser
+
+    add_models_parser(sub)
 
     from heyim_desktop.scale.cli import add_parsers as add_scale_parsers
 
@@ -144,10 +150,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         model_path = Path(args.model).expanduser()
     bar.status(f"Loading model {model_path.name}...")
-    from heyim_desktop.core.torch_engine import load_torch_engine
+    from heyim_desktop.core.loading import load_engine
 
     t0 = time.perf_counter()
-    engine = load_torch_engine(model_path, device=args.device)
+    engine = load_engine(str(model_path), device=args.device, precision=args.precision)  # folders and single files
     bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
     if args.size is None:
         w, h = engine.default_size
@@ -197,9 +203,16 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from heyim_desktop.models.cli import cmd_models as run
+
+    return run(args)
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "demo-model": cmd_demo_model,
+    "models": cmd_models,
 }
 
 

@@ -143,12 +143,12 @@ def test_a_worker_whose_model_is_missing_fails_its_jobs_with_the_reason(
     status = records.batch(batch_id)
     assert status is not None
     assert [(j.state, j.attempts) for j in status.jobs] == [("failed", 1)] * 3
-    assert all(f"Model not found: {tmp_path / 'no-such-model'}" in j.error for j in status.jobs)
+    assert all(f"not found: {tmp_path / 'no-such-model'}" in j.error for j in status.jobs)
     assert worker.process.poll() is None  # the worker stays up
     capsys.readouterr()
     assert main(["batch", "collect", "--queue", url, batch_id, "--out", str(tmp_path / "out")]) == 4
     err = capsys.readouterr().err
-    assert "failed: Model not found" in err and "Collected 0 new image(s)" in err
+    assert "failed: Model folder not found" in err and "Collected 0 new image(s)" in err
 
 
 

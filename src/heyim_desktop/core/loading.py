@@ -10,8 +10,9 @@ from heyim_desktop.core.errors import ModelError
 DEMO_REF = "demo"
 
 
-def load_engine(ref: str, device: str = "auto") -> Engine:
-    """Load ``ref``: ``"demo"`` (the tiny random model) or a diffusers model folder."""
+def load_engine(ref: str, device: str = "auto", precision: str = "auto") -> Engine:
+    """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder (also a Hugging
+    Face cache snapshot) or a single-file ``.safetensors`` checkpoint (recognised by content)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.thirdparty import quiet_third_party
 
@@ -21,7 +22,12 @@ def load_engine(ref: str, device: str = "auto") -> Engine:
     else:
         folder = Path(ref).expanduser()
         if not folder.exists():
-            raise ModelError(f"Model not found: {ref}")
+            what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
+            raise ModelError(f"Model {what} not found: {ref}")
+        if folder.is_file():
+            from heyim_desktop.core.single_file import load_single_file_engine
+
+            return load_single_file_engine(folder, device=device, precision=precision)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
-    return load_torch_engine(folder, device=device)
+    return load_torch_engine(folder, device=device, precision=precision)

@@ -40,7 +40,7 @@ def _has_variant(folder: Path, part: str, variant: str) -> bool:
 class TorchComponents:
     """diffusers UNet and VAE with a transformers CLIP text encoder, behind the loop's contract."""
 
-    def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype, *, optimize: bool = True) -> None:
+    def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -65,9 +65,26 @@ class TorchComponents:
             if "out of memory" in str(exc).lower():
                 raise
             raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-        if optimize and device.type == "cuda":
-            self._optimize_for_cuda()
-        self.scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        self._finish(json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_modules(
+        cls, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: dict[str, Any],
+        device: torch.device, dtype: torch.dtype,
+    ) -> "TorchComponents":
+        """Wrap models that are already loaded (single-file checkpoints)."""
+        self = cls.__new__(cls)
+        self.device, self.dtype = device, dtype
+        self.unet_model = unet.to(device).eval()
+        self.vae = vae.to(device).eval()
+        self.text_encoder = text_encoder.to(device).eval()
+        self.tokenizer = tokenizer
+        self._finish(scheduler_config)
+        return self
+
+    def _finish(self, scheduler_config: Any) -> None:
+        device = self.device
+        self.scheduler_config = scheduler_config
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_channels = int(self.unet_model.config.in_channels)
         self.scaling_factor = float(self.vae.config.scaling_factor)
@@ -75,18 +92,8 @@ class TorchComponents:
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
         self.max_batch = 4 if device.type != "cpu" else 1
-        self.fixed_size = None
+        self.fixed_size: tuple[int, int] | None = None
         self.supports_img2img = True
-
-    def _optimize_for_cuda(self) -> None:
-        # NHWC lets cuDNN use tensor-core convolutions directly; fused QKV makes one matmul of three.
-        # Both keep the arithmetic (up to fp16 rounding); the CPU path stays as diffusers runs it.
-        self.unet_model.to(memory_format=torch.channels_last)
-        self.vae.to(memory_format=torch.channels_last)
-        try:
-            self.unet_model.fuse_qkv_projections()
-        except (AttributeError, NotImplementedError, ValueError) as exc:
-            log.info("fused QKV not available: %s", exc)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask if self._use_attention_mask else None
@@ -115,16 +122,33 @@ class TorchComponents:
                 delattr(self, attr)
 
 
+PRECISIONS = ("auto", "fp16", "fp32")
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """fp16 on a GPU, fp32 on the CPU, unless ``precision`` names one."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and device.type == "cpu":
+        raise ModelError("fp16 is not supported on the CPU; use fp32 (or auto).")
+    half = precision == "fp16" or (precision == "auto" and device.type in ("cuda", "mps"))
+    return torch.float16 if half else torch.float32
+
+
 def load_torch_engine(
-    path: str | Path, *, device: str = "auto", name: str | None = None, optimize: bool = True
+    path: str | Path, *, device: str = "auto", name: str | None = None, precision: str = "auto"
 ) -> PipelineEngine:
-    """Load a diffusers-format Stable Diffusion folder onto the best (or the named) device."""
+    """Load a diffusers-format Stable Diffusion folder onto the best (or the named) device.
+
+    ``precision`` "auto" is fp16 on a GPU and fp32 on the CPU; "fp32" on a GPU avoids the
+    black or NaN images some cards give in fp16.
+    """
     folder = Path(path).expanduser()
     index = check_diffusers_folder(folder)
     dev = pick_device(device)
-    dtype = torch.float16 if dev.type in ("cuda", "mps") else torch.float32
+    dtype = pick_dtype(dev, precision)
     log.info("loading %s on %s (%s)", folder, dev, dtype)
-    components = TorchComponents(folder, dev, dtype, optimize=optimize)
+    components = TorchComponents(folder, dev, dtype)
     size = components.sample_size * components.vae_scale_factor
     model_name = name or (
         "HeyIm demo (tiny random model)" if index.get("_heyim_demo") else folder.name

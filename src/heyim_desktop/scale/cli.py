@@ -29,9 +29,11 @@ def add_parsers(sub: Any) -> None:
     worker = sub.add_parser("worker", help="render jobs from a Redis queue (several machines may share one)")
     _queue_arg(worker)
     src = worker.add_mutually_exclusive_group()
-    src.add_argument("--model", "-m", help="the model this worker serves (a diffusers-format folder), loaded once")
+    src.add_argument("--model", "-m", help="the model this worker serves (a diffusers folder or .safetensors checkpoint), loaded once")
     src.add_argument("--demo", action="store_true", help="serve the built-in tiny random model")
     worker.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    worker.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
+                        help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     worker.add_argument("--dead-after", type=float, default=DEFAULT_DEAD_AFTER_S, metavar="SECONDS",
                         help=f"retry a job whose worker has been silent this long (default {DEFAULT_DEAD_AFTER_S:g})")
     worker.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT_S, metavar="SECONDS",
@@ -93,7 +95,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise InvalidRequest(name.replace("_", "-"), "must be more than 0 seconds")
     logging.getLogger("heyim_desktop.scale").setLevel(logging.INFO)
     config = WorkerConfig(url=url, model="demo" if args.demo else args.model, device=args.device,
-                          dead_after_s=args.dead_after, job_timeout_s=args.job_timeout, worker_id=args.id)
+                          precision=args.precision, dead_after_s=args.dead_after, job_timeout_s=args.job_timeout,
+                          worker_id=args.id)
     run_worker(config)
     return EXIT_OK
 

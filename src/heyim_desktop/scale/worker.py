@@ -42,6 +42,7 @@ class WorkerConfig:
     url: str
     model: str
     device: str = "auto"
+    precision: str = "auto"
     dead_after_s: float = qb.DEFAULT_DEAD_AFTER_S
     job_timeout_s: float = qb.DEFAULT_JOB_TIMEOUT_S
     #: How often an idle worker polls the queue (ms): the latency between jobs.
@@ -71,13 +72,8 @@ class QueueWorker:
         self.id = self.config.worker_id
         self.records = Records(open_redis(config.url))
 
-        def load(ref: str) -> Any:
-            if ref != "demo" and not Path(ref).expanduser().exists():
-                # Same message as load_engine, without importing torch for a model that is not there.
-                raise ModelError(f"Model not found: {ref}")
-            return load_engine(ref, device=config.device)
-
-        self.host = EngineHost(load, default_model=config.model)
+        self.host = EngineHost(lambda ref: load_engine(ref, device=config.device, precision=config.precision),
+                               default_model=config.model)
         self._stop = threading.Event()
         self._cancel: CancelToken | None = None
         self._lock = threading.Lock()
