@@ -31,7 +31,7 @@ CREATE TABLE entries (
     favourite INTEGER NOT NULL DEFAULT 0,
     deleting INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX entries_newest ON entries (created DESC, id DESC);
+CREATE INDEX entries_newest ON entries (deleting, created DESC, id DESC);
 CREATE INDEX entries_favourite ON entries (favourite, created DESC);
 CREATE TABLE tags (
     entry_id INTEGER NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
