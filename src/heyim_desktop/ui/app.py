@@ -31,6 +31,9 @@ class AppParts:
         if getattr(self, "_shut", False):
             return
         self._shut = True
+        for service in (getattr(self.window, "api_service", None), getattr(self.window, "remote_queue", None)):
+            if service is not None:
+                service.shutdown()
         self.worker.stop()
         self.window.history.close_model()
         self.store.close()
@@ -92,6 +95,12 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
                         list_models=list_models, log_file=log_file())
     holder["window"] = window
+    from heyim_desktop.ui.services import LocalApiService, RemoteQueueService
+
+    window.api_service = LocalApiService(window, queue, worker)
+    window.remote_queue = RemoteQueueService(window, store)
+    window.api_service.apply(prefs)
+    window.remote_queue.apply(prefs)
 
     parts = AppParts(app, window, queue, store, worker)
     app.aboutToQuit.connect(parts.shutdown)

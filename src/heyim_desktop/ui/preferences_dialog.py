@@ -8,6 +8,7 @@ from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 from heyim_desktop.core.request import GUIDANCE_RANGE, STEPS_RANGE
 from heyim_desktop.store.preferences import Preferences
 from heyim_desktop.ui.qt import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -18,6 +19,7 @@ from heyim_desktop.ui.qt import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -90,6 +92,14 @@ class PreferencesDialog(QDialog):
         self.keep.setValue(prefs.keep_limit)
         self.keep.setToolTip("Keep only the newest N images (favourites are always kept). 0 = unlimited.")
 
+        self.api_enabled = QCheckBox("Serve the local HTTP API (HeyIm and AUTOMATIC1111 routes) on 127.0.0.1")
+        self.api_enabled.setChecked(prefs.api_enabled)
+        self.api_port = QSpinBox()
+        self.api_port.setRange(1024, 65535)
+        self.api_port.setValue(prefs.api_port)
+        self.remote_queue = QLineEdit(prefs.remote_queue_url)
+        self.remote_queue.setPlaceholderText("redis://host:6379/0 (empty: render on this computer)")
+
         form = QFormLayout()
         form.addRow("Model folders", folder_row)
         form.addRow("Image folder", output_row)
@@ -100,12 +110,31 @@ class PreferencesDialog(QDialog):
         form.addRow("Compute device", self.device)
         form.addRow("", _note("A device change applies the next time a model loads."))
         form.addRow("Keep in history", self.keep)
+        form.addRow("Local API", self.api_enabled)
+        form.addRow("API port", self.api_port)
+        form.addRow("", _note("Every request needs the token kept in the file api-token in HeyIm's data folder."))
+        form.addRow("Render queue", self.remote_queue)
+        form.addRow("", _note("With a Redis URL, Generate sends jobs to the machines running "
+                              "'heyim-desktop worker'; finished images arrive in history."))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(buttons)
+
+    def accept(self) -> None:  # noqa: D102 - Qt override: check the queue URL before closing
+        url = self.remote_queue.text().strip()
+        if url:
+            from heyim_desktop.core.errors import UserFacingError
+            from heyim_desktop.scale.connection import check_url
+
+            try:
+                check_url(url)
+            except UserFacingError as exc:
+                QMessageBox.warning(self, "Render queue", str(exc))
+                return
+        super().accept()
 
     def _add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder with models")
@@ -129,6 +158,9 @@ class PreferencesDialog(QDialog):
             default_guidance=round(self.guidance.value(), 4),
             device=str(self.device.currentData()),
             keep_limit=self.keep.value(),
+            api_enabled=self.api_enabled.isChecked(),
+            api_port=self.api_port.value(),
+            remote_queue_url=self.remote_queue.text().strip(),
         )
 
 

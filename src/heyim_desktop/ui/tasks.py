@@ -58,13 +58,15 @@ def pool() -> QThreadPool:
 
 
 def run_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None],
-                      on_error: Callable[[BaseException], None] | None = None) -> Task:
+                      on_error: Callable[[BaseException], None] | None = None,
+                      on_pool: QThreadPool | None = None) -> Task:
+    """Run ``fn`` on ``on_pool`` (default: HeyIm's I/O pool); callbacks run on the main thread."""
     task = Task(fn, on_done, on_error)
     task.setAutoDelete(False)  # we keep the relay alive until the signal is delivered
     _live.add(task)
     task.relay.done.connect(lambda _v, t=task: _live.discard(t))
     task.relay.error.connect(lambda _e, t=task: _live.discard(t))
-    pool().start(task)
+    (on_pool or pool()).start(task)
     return task
 
 

@@ -306,6 +306,11 @@ class MainWindow(QMainWindow):
 
     def submit(self, request: Any, source: str = "app") -> Job | None:
         """Queue a request (the tray and other front ends may call this too)."""
+        remote = getattr(self, "remote_queue", None)
+        if source == "app" and remote is not None and remote.active:
+            remote.submit(request)  # Preferences: render on a Redis queue; results come back to history
+            self.state.remember_settings()
+            return None
         try:
             job = self.queue.submit(request, source=source)
         except UserFacingError as exc:
@@ -453,6 +458,9 @@ class MainWindow(QMainWindow):
         self.store.keep_limit = prefs.keep_limit or None
         self._save_prefs()
         self.refresh_models()
+        for service in (getattr(self, "api_service", None), getattr(self, "remote_queue", None)):
+            if service is not None:
+                service.apply(prefs)
 
     def _save_prefs(self) -> None:
         try:
