@@ -11,7 +11,8 @@ DEMO_REF = "demo"
 
 
 def load_engine(ref: str, device: str = "auto") -> Engine:
-    """Load ``ref``: ``"demo"`` (the tiny random model) or a diffusers model folder."""
+    """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder, or a Core ML
+    resources folder (``device`` "auto" or "coreml", optionally "coreml:CPU_AND_GPU" etc.)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.thirdparty import quiet_third_party
 
@@ -22,6 +23,26 @@ def load_engine(ref: str, device: str = "auto") -> Engine:
         folder = Path(ref).expanduser()
         if not folder.exists():
             raise ModelError(f"Model not found: {ref}")
+        from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+
+        if looks_like_coreml_folder(folder) or device.startswith("coreml"):
+            return _load_coreml(folder, device)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device)
+
+
+def _load_coreml(folder: Path, device: str) -> Engine:
+    import sys
+
+    from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+    from heyim_desktop.core.coreml.engine import MACOS_ONLY, load_coreml_engine
+
+    kind, _, units = device.partition(":")
+    if kind not in ("auto", "coreml"):
+        raise ModelError(f"{folder.name} is a Core ML model; it runs on the coreml device, not {device}.")
+    if not looks_like_coreml_folder(folder):
+        raise ModelError(f"{folder.name} is not a Core ML model folder (no Unet.mlmodelc or .mlpackage inside).")
+    if sys.platform != "darwin":
+        raise ModelError(MACOS_ONLY)
+    return load_coreml_engine(folder, units or None)

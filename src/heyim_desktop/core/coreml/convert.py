@@ -8,12 +8,15 @@ happens on the Mac at first load (see ``compile_cache``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -56,25 +59,33 @@ def _check_size(size: tuple[int, int], unet: Any) -> tuple[int, int]:
 
 def _convert(module: Any, inputs: list[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]]) -> Any:
     import coremltools as ct
-    import numpy as np
     import torch
 
     examples = tuple(torch.rand(shape) * (76.0 if name == "input_ids" else 1.0) for name, shape, _ in inputs)
-    with torch.no_grad():
-        traced = torch.jit.trace(module.eval(), examples, check_trace=False)
     ct_inputs = [ct.TensorType(name=n, shape=s, dtype=d) for n, s, d in inputs]
     ct_outputs = [ct.TensorType(name=n, dtype=d) for n, d in outputs]
-    model = ct.convert(
-        traced,
-        inputs=ct_inputs,
-        outputs=ct_outputs,
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.macOS13,
-        compute_precision=ct.precision.FLOAT16,
-        skip_model_load=True,  # loading needs macOS; the Mac compiles at first use
-    )
-    del np
+    noise = io.StringIO()
+    # Tracing warns about shape asserts (static shapes are the point here) and coremltools
+    # draws progress bars on stderr; the caller reports progress itself.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(noise), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module.eval(), examples, check_trace=False)
+        model = ct.convert(
+            traced,
+            inputs=ct_inputs,
+            outputs=ct_outputs,
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.macOS13,
+            compute_precision=ct.precision.FLOAT16,
+            skip_model_load=True,  # loading needs macOS; the Mac compiles at first use
+        )
+    log.debug("coremltools: %s", noise.getvalue()[-2000:])
     return model
+
+
+def _quiet_coremltools() -> None:
+    # It warns about untested torch versions and tuple outputs, which are fine here.
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 
 def convert_to_coreml(
@@ -114,6 +125,7 @@ def convert_to_coreml(
     check_diffusers_folder(src)
     cancel = cancel or CancelToken()
     quiet_third_party()
+    _quiet_coremltools()
     t0 = time.perf_counter()
     stages = ["Loading the model", "TextEncoder", "Unet", "VAEDecoder"] + (["VAEEncoder"] if include_encoder else []) + ["Saving"]
     total = len(stages)

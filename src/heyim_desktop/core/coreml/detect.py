@@ -132,7 +132,10 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         found = _find(folder, name)
         if found is not None:
             paths[name] = found
-    specs = tuple(read_model_spec(name, p) for name, p in paths.items())
+    try:
+        specs = tuple(read_model_spec(name, p) for name, p in paths.items())
+    except ModelError as exc:  # the messages start with the model's file name
+        raise ModelError(f"{folder.name}/{exc}") from None
     by_name = {s.name: s for s in specs}
     chunked = "Unet" not in by_name
     first = by_name["UnetChunk1" if chunked else "Unet"]

@@ -44,16 +44,18 @@ class SplitEinsumAttnProcessor:
         v = attn.to_v(context)
         heads = attn.heads
         dim = q.shape[-1] // heads
+        b, sq, _ = q.shape
+        sk = k.shape[1]
+        # One reshape and one split per tensor keeps the converted program small.
+        qs = q.reshape(b, sq, 1, heads * dim).split(dim, dim=3)  # heads x (B, Sq, 1, d)
+        ks = k.transpose(1, 2).reshape(b, heads * dim, 1, sk).split(dim, dim=1)  # heads x (B, d, 1, Sk)
+        vs = v.reshape(b, sk, 1, heads * dim).split(dim, dim=3)  # heads x (B, Sk, 1, d)
         outs = []
-        for h in range(heads):
-            sl = slice(h * dim, (h + 1) * dim)
-            qh = q[:, :, sl].unsqueeze(2)  # (B, Sq, 1, d)
-            kh = k[:, :, sl].transpose(1, 2).unsqueeze(2)  # (B, d, 1, Sk)
-            vh = v[:, :, sl].unsqueeze(2)  # (B, Sk, 1, d)
+        for qh, kh, vh in zip(qs, ks, vs):
             weights = torch.einsum("nchw,nwhu->nchu", qh, kh) * attn.scale
             weights = weights.softmax(dim=-1)
-            outs.append(torch.einsum("nchw,nwhu->nchu", weights, vh).squeeze(2))
-        out = torch.cat(outs, dim=-1)
+            outs.append(torch.einsum("nchw,nwhu->nchu", weights, vh))
+        out = torch.cat(outs, dim=3).reshape(b, sq, heads * dim)
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)
         if attn.residual_connection:
