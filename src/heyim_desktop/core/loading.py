@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from heyim_desktop.core.engine import Engine
 from heyim_desktop.core.errors import ModelError
@@ -10,9 +11,16 @@ from heyim_desktop.core.errors import ModelError
 DEMO_REF = "demo"
 
 
-def load_engine(ref: str, device: str = "auto") -> Engine:
+def load_engine(
+    ref: str,
+    device: str = "auto",
+    *,
+    compute_units: str | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> Engine:
     """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder, or a Core ML
-    resources folder (``device`` "auto" or "coreml", optionally "coreml:CPU_AND_GPU" etc.)."""
+    resources folder (``device`` "auto" or "coreml"; ``compute_units`` or "coreml:UNITS" picks
+    CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears Core ML's load steps)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.thirdparty import quiet_third_party
 
@@ -26,13 +34,13 @@ def load_engine(ref: str, device: str = "auto") -> Engine:
         from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
 
         if looks_like_coreml_folder(folder) or device.startswith("coreml"):
-            return _load_coreml(folder, device)
+            return _load_coreml(folder, device, compute_units, on_status)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device)
 
 
-def _load_coreml(folder: Path, device: str) -> Engine:
+def _load_coreml(folder: Path, device: str, compute_units: str | None, on_status: Callable[[str], None] | None) -> Engine:
     import sys
 
     from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
@@ -45,4 +53,4 @@ def _load_coreml(folder: Path, device: str) -> Engine:
         raise ModelError(f"{folder.name} is not a Core ML model folder (no Unet.mlmodelc or .mlpackage inside).")
     if sys.platform != "darwin":
         raise ModelError(MACOS_ONLY)
-    return load_coreml_engine(folder, units or None)
+    return load_coreml_engine(folder, units or compute_units, on_status=on_status)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
 from heyim_desktop.core.coreml.compute_units import AUTO, ComputeUnitChooser, normalise
@@ -33,6 +35,7 @@ def resolve_compute_units(
     cache: CompiledModelCache | None = None,
     factory: ModelFactory | None = None,
     on_status: StatusCallback | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> str:
     """The model's default, the user's choice, or for AUTO the remembered/measured faster one."""
     units = normalise(compute_units) if compute_units else info.default_compute_units
@@ -44,7 +47,7 @@ def resolve_compute_units(
         on_status("Measuring the Neural Engine and the GPU for this model (first use only)...")
     from heyim_desktop.core.coreml.runtime import unet_step_timer
 
-    return chooser.choose(key, unet_step_timer(info, cache=cache, factory=factory))
+    return chooser.choose(key, unet_step_timer(info, cache=cache, factory=factory, clock=clock))
 
 
 def load_coreml_engine(
