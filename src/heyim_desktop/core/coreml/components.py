@@ -110,7 +110,7 @@ class CoreMLComponents:
         self.unets = tuple(info.model(n) for n in info.unet_names)
         self.decoder = info.model("VAEDecoder")
         self.encoder = info.model("VAEEncoder") if info.img2img else None
-        for spec in (self.te, self.decoder, *( [self.encoder] if self.encoder else [])):
+        for spec in (self.te, self.decoder, *([self.encoder] if self.encoder else [])):
             for name in INPUTS[spec.name]:
                 if spec.input(name) is None:
                     raise ModelError(f"{spec.path.name} has no '{name}' input; it is not a Stable Diffusion {spec.name}.")
