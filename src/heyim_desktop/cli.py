@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--count", type=int, default=1, help="images to make, 1 to 16 (seeds seed, seed+1, ...)")
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
     gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu", "coreml"))
+    gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
+                     help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
@@ -154,7 +156,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core.loading import load_engine
 
     t0 = time.perf_counter()
-    engine = load_engine(str(model_path), device=args.device)
+    engine = load_engine(str(model_path), device=args.device, precision=args.precision)
     bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
     if args.size is None:
         w, h = engine.default_size

@@ -14,6 +14,7 @@ DEMO_REF = "demo"
 def load_engine(
     ref: str,
     device: str = "auto",
+    precision: str = "auto",
     *,
     compute_units: str | None = None,
     on_status: Callable[[str], None] | None = None,
@@ -30,14 +31,14 @@ def load_engine(
     else:
         folder = Path(ref).expanduser()
         if not folder.exists():
-            raise ModelError(f"Model not found: {ref}")
-        from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+            raise ModelError(f"Model folder not found: {ref}")
+    from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
 
-        if looks_like_coreml_folder(folder) or device.startswith("coreml"):
-            return _load_coreml(folder, device, compute_units, on_status)
+    if ref != DEMO_REF and (device.startswith("coreml") or looks_like_coreml_folder(folder)):
+        return _load_coreml(folder, device, compute_units, on_status)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
-    return load_torch_engine(folder, device=device)
+    return load_torch_engine(folder, device=device, precision=precision)
 
 
 def _load_coreml(folder: Path, device: str, compute_units: str | None, on_status: Callable[[str], None] | None) -> Engine:

@@ -3,17 +3,15 @@
 Core ML models can take a while to load (minutes on the Neural Engine the first time), so the
 app starts loading the model the user had last while the window opens. The worker's loader is
 wrapped: asking for the preloaded model waits for (or takes) that load instead of starting
-another one. Any engine works; nothing here is Core ML specific.
+another one. Any engine works; nothing here is Core ML specific. The model to preload is
+``store.preferences``' ``last_model``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 from heyim_desktop.core.engine import Engine
@@ -21,7 +19,6 @@ from heyim_desktop.core.engine import Engine
 log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[str], Engine]
-_LAST_MODEL = "last-model.json"
 
 
 class Preloader:
@@ -41,10 +38,12 @@ class Preloader:
             if self._thread is not None:
                 raise RuntimeError("a preload was already started")
             self.ref, self.started_at = ref, time.monotonic()
+            self._done = threading.Event()
             self._thread = threading.Thread(target=self._run, args=(ref,), name="heyim-preload", daemon=True)
             self._thread.start()
 
     def _run(self, ref: str) -> None:
+        done = self._done
         try:
             engine = self._loader(ref)
         except BaseException as exc:  # reported to whoever takes it; never lost
@@ -53,7 +52,7 @@ class Preloader:
         else:
             self._engine = engine
         finally:
-            self._done.set()
+            done.set()
 
     @property
     def loading(self) -> bool:
@@ -107,27 +106,3 @@ class Preloader:
             return engine if engine is not None else fallback(ref)
 
         return load
-
-
-def last_model_path() -> Path:
-    from heyim_desktop.core import paths
-
-    return paths.data_dir() / _LAST_MODEL
-
-
-def remember_last_model(ref: str, path: Path | None = None) -> None:
-    """Record the model just used, to preload at the next launch."""
-    target = path or last_model_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"model": ref}), encoding="utf-8")
-    os.replace(tmp, target)
-
-
-def last_model(path: Path | None = None) -> str | None:
-    try:
-        data = json.loads((path or last_model_path()).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ref = data.get("model") if isinstance(data, dict) else None
-    return ref if isinstance(ref, str) and ref else None

@@ -11,19 +11,11 @@ import torch
 
 from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.model_folder import check_diffusers_folder
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
-SUPPORTED_PIPELINES = {
-    "StableDiffusionPipeline",
-    "StableDiffusionImg2ImgPipeline",
-    "StableDiffusionInpaintPipelineLegacy",
-    "LatentConsistencyModelPipeline",
-}
-REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-
-
 def pick_device(preference: str = "auto") -> torch.device:
     """CUDA, then MPS, then CPU; a named device that is missing is an error."""
     pref = preference.lower()
@@ -41,49 +33,6 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def check_diffusers_folder(folder: Path) -> dict[str, Any]:
-    """Validate a diffusers-format folder; return its model_index. Raises ModelError naming what is wrong."""
-    if not folder.exists():
-        raise ModelError(f"Model folder not found: {folder}")
-    if not folder.is_dir():
-        raise ModelError(f"{folder} is not a folder. Single-file checkpoints are imported through the model library.")
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise ModelError(f"{folder.name} is not a diffusers model: model_index.json is missing.")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{folder.name}: model_index.json is unreadable ({exc}).") from None
-    if not isinstance(index, dict):
-        raise ModelError(f"{folder.name}: model_index.json is not a JSON object.")
-    kind = index.get("_class_name", "")
-    if "XL" in kind:
-        raise ModelError(f"{folder.name} is an SDXL model ({kind}); the PyTorch engine runs SD 1.x and 2.x models.")
-    if kind not in SUPPORTED_PIPELINES:
-        raise ModelError(f"{folder.name} is a {kind or 'unknown'} model; HeyIm runs Stable Diffusion 1.x/2.x models.")
-    missing = [part for part in REQUIRED_PARTS if not (folder / part).is_dir()]
-    if missing:
-        raise ModelError(f"{folder.name} is incomplete: missing {', '.join(missing)}/.")
-    for part in ("unet", "vae", "text_encoder"):
-        files = list((folder / part).glob("*.safetensors"))
-        if not files:
-            pickles = [p.name for p in (folder / part).glob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
-            if pickles:
-                raise ModelError(
-                    f"{folder.name}/{part} has only pickle weights ({', '.join(pickles)}), which HeyIm never loads "
-                    "because they can run code. Convert the model to .safetensors in the model library."
-                )
-            raise ModelError(f"{folder.name} is incomplete: {part}/ has no .safetensors weights.")
-        if not (folder / part / "config.json").is_file():
-            raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
-    for name in ("vocab.json", "merges.txt"):
-        if not (folder / "tokenizer" / name).is_file():
-            raise ModelError(f"{folder.name} is incomplete: tokenizer/{name} is missing.")
-    if not (folder / "scheduler" / "scheduler_config.json").is_file():
-        raise ModelError(f"{folder.name} is incomplete: scheduler/scheduler_config.json is missing.")
-    return index
-
-
 def _has_variant(folder: Path, part: str, variant: str) -> bool:
     return any((folder / part).glob(f"*.{variant}.safetensors"))
 
@@ -92,7 +41,6 @@ class TorchComponents:
     """diffusers UNet and VAE with a transformers CLIP text encoder, behind the loop's contract."""
 
     def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
-        import transformers
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -100,18 +48,17 @@ class TorchComponents:
         self.dtype = dtype
         variant = "fp16" if dtype == torch.float16 and _has_variant(folder, "unet", "fp16") else None
         common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
-        dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         try:
             self.unet_model = UNet2DConditionModel.from_pretrained(
-                folder, subfolder="unet", torch_dtype=dtype, variant=variant, **common
+                folder, subfolder="unet", dtype=dtype, variant=variant, **common
             ).to(device).eval()
             self.vae = AutoencoderKL.from_pretrained(
-                folder, subfolder="vae", torch_dtype=dtype,
+                folder, subfolder="vae", dtype=dtype,
                 variant=variant if _has_variant(folder, "vae", "fp16") else None, **common,
             ).to(device).eval()
             te_variant = variant if _has_variant(folder, "text_encoder", "fp16") else None
             self.text_encoder = CLIPTextModel.from_pretrained(
-                folder / "text_encoder", variant=te_variant, **{dtype_key: dtype}, **common
+                folder / "text_encoder", variant=te_variant, dtype=dtype, **common
             ).to(device).eval()
             self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -126,7 +73,7 @@ class TorchComponents:
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
         self.max_batch = 4 if device.type != "cpu" else 1
-        self.fixed_size = None
+        self.fixed_size: tuple[int, int] | None = None
         self.supports_img2img = True
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -156,12 +103,26 @@ class TorchComponents:
                 delattr(self, attr)
 
 
-def load_torch_engine(path: str | Path, *, device: str = "auto", name: str | None = None) -> PipelineEngine:
-    """Load a diffusers-format Stable Diffusion folder onto the best (or the named) device."""
+PRECISIONS = ("auto", "fp16", "fp32")
+
+
+def load_torch_engine(
+    path: str | Path, *, device: str = "auto", name: str | None = None, precision: str = "auto"
+) -> PipelineEngine:
+    """Load a diffusers-format Stable Diffusion folder onto the best (or the named) device.
+
+    ``precision`` "auto" is fp16 on a GPU and fp32 on the CPU; "fp32" on a GPU avoids the
+    black or NaN images some cards give in fp16.
+    """
     folder = Path(path).expanduser()
     index = check_diffusers_folder(folder)
     dev = pick_device(device)
-    dtype = torch.float16 if dev.type in ("cuda", "mps") else torch.float32
+    if precision not in PRECISIONS:
+        raise ModelError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and dev.type == "cpu":
+        raise ModelError("fp16 is not supported on the CPU; use fp32 (or auto).")
+    half = precision == "fp16" or (precision == "auto" and dev.type in ("cuda", "mps"))
+    dtype = torch.float16 if half else torch.float32
     log.info("loading %s on %s (%s)", folder, dev, dtype)
     components = TorchComponents(folder, dev, dtype)
     size = components.sample_size * components.vae_scale_factor

@@ -112,7 +112,8 @@ def convert_to_coreml(
 
     from heyim_desktop.core.coreml import modules as M
     from heyim_desktop.core.thirdparty import quiet_third_party
-    from heyim_desktop.core.torch_engine import TorchComponents, check_diffusers_folder
+    from heyim_desktop.core.model_folder import check_diffusers_folder
+    from heyim_desktop.core.torch_engine import TorchComponents
 
     if attention not in ATTENTIONS:
         raise InvalidRequest("attention", f"choose one of {', '.join(ATTENTIONS)}, got {attention!r}")

@@ -1,0 +1,60 @@
+"""Recognising a diffusers-format Stable Diffusion folder without loading it (no torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from heyim_desktop.core.errors import ModelError
+
+SUPPORTED_PIPELINES = {
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipelineLegacy",
+    "LatentConsistencyModelPipeline",
+}
+REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def check_diffusers_folder(folder: Path) -> dict[str, Any]:
+    """Validate a diffusers-format folder; return its model_index. Raises ModelError naming what is wrong."""
+    if not folder.exists():
+        raise ModelError(f"Model folder not found: {folder}")
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a folder. Single-file checkpoints are imported through the model library.")
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelError(f"{folder.name} is not a diffusers model: model_index.json is missing.")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{folder.name}: model_index.json is unreadable ({exc}).") from None
+    if not isinstance(index, dict):
+        raise ModelError(f"{folder.name}: model_index.json is not a JSON object.")
+    kind = index.get("_class_name", "")
+    if "XL" in kind:
+        raise ModelError(f"{folder.name} is an SDXL model ({kind}); the PyTorch engine runs SD 1.x and 2.x models.")
+    if kind not in SUPPORTED_PIPELINES:
+        raise ModelError(f"{folder.name} is a {kind or 'unknown'} model; HeyIm runs Stable Diffusion 1.x/2.x models.")
+    missing = [part for part in REQUIRED_PARTS if not (folder / part).is_dir()]
+    if missing:
+        raise ModelError(f"{folder.name} is incomplete: missing {', '.join(missing)}/.")
+    for part in ("unet", "vae", "text_encoder"):
+        files = list((folder / part).glob("*.safetensors"))
+        if not files:
+            pickles = [p.name for p in (folder / part).glob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+            if pickles:
+                raise ModelError(
+                    f"{folder.name}/{part} has only pickle weights ({', '.join(pickles)}), which HeyIm never loads "
+                    "because they can run code. Convert the model to .safetensors in the model library."
+                )
+            raise ModelError(f"{folder.name} is incomplete: {part}/ has no .safetensors weights.")
+        if not (folder / part / "config.json").is_file():
+            raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
+    for name in ("vocab.json", "merges.txt"):
+        if not (folder / "tokenizer" / name).is_file():
+            raise ModelError(f"{folder.name} is incomplete: tokenizer/{name} is missing.")
+    if not (folder / "scheduler" / "scheduler_config.json").is_file():
+        raise ModelError(f"{folder.name} is incomplete: scheduler/scheduler_config.json is missing.")
+    return index

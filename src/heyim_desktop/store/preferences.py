@@ -1,0 +1,114 @@
+"""User preferences shared by the window, the CLI and the servers: one JSON file, written atomically.
+
+Window geometry and other purely visual state live in QSettings (ui); everything a headless
+front end also needs lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heyim_desktop.core import paths
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "preferences.json"
+DEVICES = ("auto", "cpu", "cuda", "mps", "coreml")
+
+
+@dataclass(frozen=True)
+class Preferences:
+    #: Extra folders scanned for models (besides the app's own models folder).
+    model_folders: tuple[str, ...] = ()
+    #: Where the history keeps its images; empty = the data dir's default.
+    output_folder: str = ""
+    default_scheduler: str = "DPM++ 2M"
+    default_steps: int = 30
+    default_guidance: float = 7.5
+    device: str = "auto"
+    #: Keep only the newest N history entries; 0 = unlimited.
+    keep_limit: int = 0
+    #: The model reference used last (preloaded at launch).
+    last_model: str = ""
+    #: Closing the window keeps the app in the menu bar / tray.
+    keep_running_in_tray: bool = True
+    api_enabled: bool = False
+    api_port: int = 5858
+    #: Send generations to a Redis queue instead of the local worker; empty = local.
+    remote_queue_url: str = ""
+    #: The last settings used in the window (prompt panel and settings panel), restored at launch.
+    last_settings: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def replace(self, **changes: Any) -> Preferences:
+        return dataclasses.replace(self, **changes)
+
+
+def _path(root: Path | None) -> Path:
+    return (root or paths.data_dir()) / FILE_NAME
+
+
+def load_preferences(root: Path | None = None) -> Preferences:
+    """Read preferences; a missing or damaged file gives defaults (a damaged one is kept aside)."""
+    path = _path(root)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Preferences()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("preferences file %s is unreadable (%s); using defaults", path, exc)
+        try:
+            os.replace(path, path.with_suffix(".damaged.json"))
+        except OSError:
+            pass
+        return Preferences()
+    if not isinstance(raw, dict):
+        return Preferences()
+    defaults = Preferences()
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(Preferences):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        default = getattr(defaults, f.name)
+        if isinstance(default, tuple):
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                kwargs[f.name] = tuple(value)
+        elif isinstance(default, bool):
+            if isinstance(value, bool):
+                kwargs[f.name] = value
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                kwargs[f.name] = type(default)(value)
+        elif isinstance(value, type(default)):
+            kwargs[f.name] = value
+    prefs = Preferences(**kwargs)
+    if prefs.device not in DEVICES:
+        prefs = prefs.replace(device="auto")
+    return prefs
+
+
+def save_preferences(prefs: Preferences, root: Path | None = None) -> None:
+    path = _path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.asdict(prefs)
+    data["model_folders"] = list(prefs.model_folders)
+    fd, tmp = tempfile.mkstemp(prefix=".prefs-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
