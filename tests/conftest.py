@@ -70,3 +70,11 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) 
     shutil.copytree(tiny_model, root / "cache" / "demo-model")
     monkeypatch.setenv(DATA_DIR_ENV, str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_single_file(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as an original-layout (A1111) single-file ``.safetensors`` checkpoint."""
+    from ldm_layout import write_single_file
+
+    return write_single_file(tiny_model, tmp_path_factory.mktemp("single") / "tiny-a1111.safetensors")

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", "-p", required=True, help="what to draw")
     gen.add_argument("--negative", "-n", default="", help="what to avoid")
     src = gen.add_mutually_exclusive_group()
-    src.add_argument("--model", "-m", help="a diffusers-format model folder")
+    src.add_argument("--model", "-m", help="a diffusers-format model folder or a .safetensors checkpoint")
     src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
     gen.add_argument("--image", "-i", help="input image for image-to-image")
     gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    from heyim_desktop.models.cli import add_models_parser
+
+    add_models_parser(sub)
+    serve = sub.add_parser("serve", help="serve the local HTTP API (HeyIm and AUTOMATIC1111 routes) without the window")
+    from heyim_desktop.api.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(serve)
     return parser
 
 
@@ -156,7 +164,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core.loading import load_engine
 
     t0 = time.perf_counter()
-    engine = load_engine(str(model_path), device=args.device, precision=args.precision)
+    engine = load_engine(str(model_path), device=args.device, precision=args.precision)  # folders and single files
     bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
     if args.size is None:
         w, h = engine.default_size
@@ -231,10 +239,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from heyim_desktop.models.cli import cmd_models as run
+
+    return run(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from heyim_desktop.api.serve import run_serve
+
+    return run_serve(args)
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "convert": cmd_convert,
     "demo-model": cmd_demo_model,
+    "models": cmd_models,
+    "serve": cmd_serve,
 }
 
 

@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from heyim_desktop.core.cancel import CancelToken
@@ -49,7 +50,7 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "cannot allocate memory" in text
 
 
-def floats_to_pil(images: np.ndarray) -> list[Image.Image]:
+def floats_to_pil(images: npt.NDArray[np.float32]) -> list[Image.Image]:
     """(N, H, W, 3) floats in [0, 1] -> Pillow images (rounded like diffusers)."""
     arr = (images * 255).round().astype(np.uint8)
     return [Image.fromarray(a, mode="RGB") for a in arr]

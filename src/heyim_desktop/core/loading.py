@@ -19,9 +19,11 @@ def load_engine(
     compute_units: str | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> Engine:
-    """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder, or a Core ML
-    resources folder (``device`` "auto" or "coreml"; ``compute_units`` or "coreml:UNITS" picks
-    CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears Core ML's load steps)."""
+    """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder (also a Hugging
+    Face cache snapshot), a single-file ``.safetensors`` checkpoint (recognised by content), or a
+    Core ML resources folder (macOS; ``device`` "auto" or "coreml"; ``compute_units`` or
+    "coreml:UNITS" picks CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears
+    Core ML's load steps)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.thirdparty import quiet_third_party
 
@@ -31,11 +33,16 @@ def load_engine(
     else:
         folder = Path(ref).expanduser()
         if not folder.exists():
-            raise ModelError(f"Model folder not found: {ref}")
-    from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+            what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
+            raise ModelError(f"Model {what} not found: {ref}")
+        if folder.is_file():
+            from heyim_desktop.core.single_file import load_single_file_engine
 
-    if ref != DEMO_REF and (device.startswith("coreml") or looks_like_coreml_folder(folder)):
-        return _load_coreml(folder, device, compute_units, on_status)
+            return load_single_file_engine(folder, device=device, precision=precision)
+        from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+
+        if device.startswith("coreml") or looks_like_coreml_folder(folder):
+            return _load_coreml(folder, device, compute_units, on_status)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device, precision=precision)

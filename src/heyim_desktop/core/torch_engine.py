@@ -59,13 +59,32 @@ class TorchComponents:
             te_variant = variant if _has_variant(folder, "text_encoder", "fp16") else None
             self.text_encoder = CLIPTextModel.from_pretrained(
                 folder / "text_encoder", variant=te_variant, dtype=dtype, **common
-            ).to(device).eval()
+            ).to(device).eval()  # type: ignore[arg-type]  # transformers types .to() narrowly
             self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             if "out of memory" in str(exc).lower():
                 raise
             raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-        self.scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        self._finish(json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_modules(
+        cls, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: dict[str, Any],
+        device: torch.device, dtype: torch.dtype,
+    ) -> "TorchComponents":
+        """Wrap models that are already loaded (single-file checkpoints)."""
+        self = cls.__new__(cls)
+        self.device, self.dtype = device, dtype
+        self.unet_model = unet.to(device).eval()
+        self.vae = vae.to(device).eval()
+        self.text_encoder = text_encoder.to(device).eval()
+        self.tokenizer = tokenizer
+        self._finish(scheduler_config)
+        return self
+
+    def _finish(self, scheduler_config: Any) -> None:
+        device = self.device
+        self.scheduler_config = scheduler_config
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_channels = int(self.unet_model.config.in_channels)
         self.scaling_factor = float(self.vae.config.scaling_factor)
@@ -106,6 +125,16 @@ class TorchComponents:
 PRECISIONS = ("auto", "fp16", "fp32")
 
 
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """fp16 on a GPU, fp32 on the CPU, unless ``precision`` names one."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and device.type == "cpu":
+        raise ModelError("fp16 is not supported on the CPU; use fp32 (or auto).")
+    half = precision == "fp16" or (precision == "auto" and device.type in ("cuda", "mps"))
+    return torch.float16 if half else torch.float32
+
+
 def load_torch_engine(
     path: str | Path, *, device: str = "auto", name: str | None = None, precision: str = "auto"
 ) -> PipelineEngine:
@@ -117,12 +146,7 @@ def load_torch_engine(
     folder = Path(path).expanduser()
     index = check_diffusers_folder(folder)
     dev = pick_device(device)
-    if precision not in PRECISIONS:
-        raise ModelError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
-    if precision == "fp16" and dev.type == "cpu":
-        raise ModelError("fp16 is not supported on the CPU; use fp32 (or auto).")
-    half = precision == "fp16" or (precision == "auto" and dev.type in ("cuda", "mps"))
-    dtype = torch.float16 if half else torch.float32
+    dtype = pick_dtype(dev, precision)
     log.info("loading %s on %s (%s)", folder, dev, dtype)
     components = TorchComponents(folder, dev, dtype)
     size = components.sample_size * components.vae_scale_factor

@@ -1,0 +1,122 @@
+"""What the routes share: the job queue, the model catalog and the current default model."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+
+from heyim_desktop.api.mapping import ApiError
+from heyim_desktop.core.jobs import JobQueue
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.models.library import ModelLibrary
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model the API offers: ``name`` for people and A1111 clients, ``ref`` for jobs."""
+
+    name: str
+    ref: str
+    path: str | None = None
+
+
+ModelCatalog = Callable[[], Sequence[ModelChoice]]
+#: A fixed model reference, or a callable giving the current one (e.g. the window's selection).
+DefaultModel = Union[str, Callable[[], Optional[str]], None]
+
+
+def fixed_catalog(*choices: ModelChoice) -> ModelCatalog:
+    return lambda: choices
+
+
+def library_catalog(library: "ModelLibrary", *, also: Sequence[ModelChoice] = ()) -> ModelCatalog:
+    """The ready models of the model library (read afresh each time), plus ``also``."""
+
+    def catalog() -> list[ModelChoice]:
+        out = list(also)
+        known = {c.ref for c in out}
+        for info in library.list():
+            if info.ready and info.ref not in known:
+                path = None if info.kind == "demo" else info.ref
+                out.append(ModelChoice(name=info.name, ref=info.ref, path=path))
+        return out
+
+    return catalog
+
+
+class ApiContext:
+    """State behind the routes. ``host`` (optional) is only read, to report the loaded model."""
+
+    def __init__(self, queue: JobQueue, *, models: ModelCatalog, default_model: DefaultModel = None,
+                 host: "EngineHost | None" = None) -> None:
+        self.queue = queue
+        self.models = models
+        self.host = host
+        self._lock = threading.Lock()
+        self.waiting: set[int] = set()  # ids of jobs whose HTTP clients are waiting
+        self.stopping = threading.Event()
+        self._follow = default_model if callable(default_model) else None
+        self._chosen = None if callable(default_model) else default_model
+
+    @property
+    def default_model(self) -> str | None:
+        """The model reference used when a request names none.
+
+        A model chosen through ``POST /sdapi/v1/options`` wins; otherwise the fixed reference or
+        the callable given at construction (the app passes "the model selected in the window").
+        None leaves the choice to the worker's EngineHost.
+        """
+        with self._lock:
+            chosen, follow = self._chosen, self._follow
+        if chosen is not None:
+            return chosen
+        return follow() if follow is not None else None
+
+    @default_model.setter
+    def default_model(self, ref: str | None) -> None:
+        with self._lock:
+            self._chosen = ref
+
+    def cancel_waiting(self) -> int:
+        """Cancel every job an HTTP client of this server waits for (the server is stopping)."""
+        self.stopping.set()
+        with self._lock:
+            ids = list(self.waiting)
+        return sum(1 for job_id in ids if self.queue.cancel(job_id))
+
+    def resolve(self, wanted: str | None, field: str) -> str | None:
+        """The reference of the model a client named (by name, title or reference), or the default."""
+        if wanted is None or not wanted.strip():
+            return self.default_model
+        choice = self.find(wanted)
+        if choice is None:
+            names = ", ".join(c.name for c in self.models()) or "none"
+            raise ApiError(422, f"{field}: unknown model {wanted!r}; available: {names}", field)
+        return choice.ref
+
+    def find(self, wanted: str) -> ModelChoice | None:
+        wanted = wanted.strip()
+        # A1111 titles look like "name.safetensors [hash]": match on the part before the hash.
+        bare = wanted.split(" [", 1)[0]
+        for choice in self.models():
+            if wanted in (choice.name, choice.ref, choice.path) or bare == choice.name:
+                return choice
+        return None
+
+    def name_of(self, ref: str | None) -> str | None:
+        if ref is None:
+            return None
+        for choice in self.models():
+            if ref in (choice.ref, choice.path):
+                return choice.name
+        return ref
+
+    @property
+    def loaded_ref(self) -> str | None:
+        host = self.host
+        if host is None or host.engine is None:
+            return None
+        return host.model_ref

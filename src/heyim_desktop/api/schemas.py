@@ -1,0 +1,177 @@
+"""Pydantic models that *describe* the API in /openapi.json.
+
+Bodies are not validated by these models: the routes map them onto GenerationRequest, whose
+rules (and messages naming the field) are the only ones. The ranges here mirror those rules
+so that clients and generated tests see the same limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from heyim_desktop.core.request import COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
+
+_Steps = Field(default=None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
+_Size = Field(default=None, ge=SIZE_RANGE[0], le=SIZE_RANGE[1], multiple_of=8)
+_Guidance = Field(default=None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1])
+
+
+class ErrorResponse(BaseModel):
+    success: bool = False
+    error: str = Field(description="One line a person can act on.")
+    detail: str = Field(description="The same message (the key FastAPI-style clients read).")
+    field: Optional[str] = Field(description="The request field (or header) at fault, when there is one.")
+
+
+# -- HeyIm's original routes ---------------------------------------------------------------
+class GenerateRequest(BaseModel):
+    """HeyIm's original `POST /api/generate` body (camelCase), plus `model`, `count`, `guidanceBoost`."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=10_000)
+    negativePrompt: Optional[str] = Field(default=None, max_length=10_000)
+    steps: Optional[int] = _Steps
+    cfgScale: Optional[float] = _Guidance
+    cfg: Optional[float] = Field(default=None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1], description="Alias of cfgScale.")
+    seed: Optional[int] = Field(default=None, ge=-1, le=MAX_SEED, description="-1 or absent: random.")
+    width: Optional[int] = _Size
+    height: Optional[int] = _Size
+    scheduler: Optional[str] = Field(default=None, description="A name from GET /sdapi/v1/samplers.")
+    strength: Optional[float] = Field(default=None, gt=0, le=1, description="Image-to-image strength.")
+    inputImage: Optional[str] = Field(default=None, description="Base64 (or data URL) input image for image-to-image.")
+    guidanceBoost: Optional[float] = Field(default=None, ge=0, le=10, description="Added to cfg for image-to-image (default 1.5).")
+    count: Optional[int] = Field(default=None, ge=COUNT_RANGE[0], le=COUNT_RANGE[1])
+    model: Optional[str] = Field(default=None, description="A model name from GET /api/models; default: the current model.")
+    modelType: Optional[str] = Field(default=None, description="Accepted for old clients and ignored.")
+
+
+class GenerationMetadata(BaseModel):
+    prompt: str
+    negativePrompt: str
+    steps: int
+    cfgScale: float
+    seed: int
+    seeds: list[int]
+    width: int
+    height: int
+    scheduler: str
+    model: str
+    generationTime: float = Field(description="Seconds from the job's start to its end (model loading included).")
+    hasInputImage: bool
+    strength: Optional[float]
+    historyIds: list[Any] = Field(description="Where the images were saved (history entry ids).")
+    warnings: list[str]
+
+
+class GenerateResponse(BaseModel):
+    success: bool
+    imageBase64: str = Field(description="The first image, PNG, base64.")
+    images: list[str] = Field(description="Every image, PNG, base64.")
+    metadata: GenerationMetadata
+
+
+class StatusResponse(BaseModel):
+    modelStatus: str = Field(description="not_loaded, loading or loaded")
+    currentModel: Optional[str]
+    defaultModel: Optional[str]
+    isGenerating: bool
+    queueSize: int = Field(description="Jobs waiting (not counting the running one).")
+    lastGenerationTime: Optional[float] = Field(description="Seconds the last finished job took.")
+    version: str
+
+
+class ModelEntry(BaseModel):
+    name: str
+    ref: str
+    loaded: bool
+    default: bool
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelEntry]
+    current: Optional[str]
+
+
+# -- AUTOMATIC1111-compatible routes ----------------------------------------------------------
+class Txt2ImgRequest(BaseModel):
+    """AUTOMATIC1111's txt2img body. Fields not listed are ignored (as AUTOMATIC1111 does), with a note in `info`."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str = Field(min_length=1, max_length=10_000)
+    negative_prompt: Optional[str] = Field(default="", max_length=10_000)
+    steps: Optional[int] = _Steps
+    cfg_scale: Optional[float] = _Guidance
+    seed: Optional[int] = Field(default=-1, ge=-1, le=MAX_SEED, description="-1: random.")
+    width: Optional[int] = _Size
+    height: Optional[int] = _Size
+    sampler_name: Optional[str] = None
+    sampler_index: Optional[str] = None
+    scheduler: Optional[str] = Field(default=None, description="Automatic or Karras.")
+    batch_size: Optional[int] = Field(default=1, ge=1, le=COUNT_RANGE[1])
+    n_iter: Optional[int] = Field(default=1, ge=1, le=COUNT_RANGE[1])
+    send_images: Optional[bool] = True
+    save_images: Optional[bool] = Field(default=False, description="Ignored: HeyIm always keeps images in its history.")
+    override_settings: Optional[dict[str, Any]] = Field(
+        default=None, description="Only sd_model_checkpoint is used (for this request); other keys are ignored with a note.")
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    init_images: list[str] = Field(min_length=1, description="Base64 images; the first is used.")
+    denoising_strength: Optional[float] = Field(default=0.75, gt=0, le=1)
+    include_init_images: Optional[bool] = False
+
+
+class ImagesResponse(BaseModel):
+    images: list[str] = Field(description="PNG images, base64, each with its parameters text chunk.")
+    parameters: dict[str, Any] = Field(description="The request as received.")
+    info: str = Field(description="A JSON string: seeds, sizes, infotexts, ... as AUTOMATIC1111 writes it.")
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: Optional[list[str]] = None
+    default_rho: Optional[float] = None
+    need_inner_model: Optional[bool] = None
+
+
+class SDModelItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    title: str
+    model_name: str
+    hash: Optional[str] = None
+    sha256: Optional[str] = None
+    filename: str
+    config: Optional[str] = None
+
+
+class ProgressState(BaseModel):
+    skipped: bool
+    interrupted: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressResponse(BaseModel):
+    progress: float = Field(ge=0, le=1)
+    eta_relative: float
+    state: ProgressState
+    current_image: Optional[str] = Field(default=None, description="A preview of the running job, PNG, base64.")
+    textinfo: Optional[str] = None
+
+
+class OptionsBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    sd_model_checkpoint: Optional[str] = Field(default=None, description="Switches the model used by later jobs.")

@@ -1,0 +1,78 @@
+"""Recommended models HeyIm can download, with their size shown before anything starts.
+
+Sizes here are approximate (for the list); the exact size comes from the hub when a download is
+planned (``download.plan_download``). On macOS the list is Apple's Core ML conversions (Neural
+Engine); elsewhere diffusers-format PyTorch models. fp32 weights are fetched for PyTorch models
+because they load on every device (the engine casts to fp16 on a GPU).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+_TORCH_FILES = (
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "tokenizer/*",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str  # what the user types: `heyim-desktop models download sd15`
+    title: str
+    repo_id: str
+    kind: str  # "diffusers" or "coreml"
+    base: str
+    approx_bytes: int
+    files: tuple[str, ...]  # fnmatch patterns of the repo files to fetch
+    subfolder: str = ""  # the model's root inside the repo (Core ML: "split_einsum/compiled")
+    revision: str = "main"
+    note: str = ""
+    platform: str = "any"  # "darwin" for Core ML entries, "any" otherwise
+
+    @property
+    def folder_name(self) -> str:
+        return self.repo_id.split("/")[-1]
+
+
+CATALOGUE: tuple[CatalogueEntry, ...] = (
+    CatalogueEntry("sd15", "Stable Diffusion 1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", "diffusers",
+                   "SD1", 4_270_000_000, _TORCH_FILES, note="512x512, the classic general-purpose model."),
+    CatalogueEntry("lcm-dreamshaper", "LCM Dreamshaper v7 (4-8 steps)", "SimianLuo/LCM_Dreamshaper_v7", "diffusers",
+                   "SD1", 4_270_000_000, _TORCH_FILES,
+                   note="Few-step model: use the LCM scheduler, 4-8 steps, guidance 1-2."),
+    CatalogueEntry("sd-turbo", "SD-Turbo (1-4 steps)", "stabilityai/sd-turbo", "diffusers", "SD2", 5_210_000_000,
+                   _TORCH_FILES, note="1-4 steps, guidance 0-1, 512x512. Non-commercial licence."),
+    CatalogueEntry("coreml-sd15", "Stable Diffusion 1.5 (Core ML, Neural Engine)", "apple/coreml-stable-diffusion-v1-5",
+                   "coreml", "SD1", 2_580_000_000, ("split_einsum/compiled/*",), subfolder="split_einsum/compiled",
+                   platform="darwin"),
+    CatalogueEntry("coreml-sd21", "Stable Diffusion 2.1 base (Core ML, Neural Engine)",
+                   "apple/coreml-stable-diffusion-2-1-base", "coreml", "SD2", 2_600_000_000,
+                   ("split_einsum/compiled/*",), subfolder="split_einsum/compiled", platform="darwin"),
+    CatalogueEntry("coreml-sdxl", "Stable Diffusion XL base (Core ML)", "apple/coreml-stable-diffusion-xl-base",
+                   "coreml", "SDXL", 6_950_000_000, ("original/compiled/*",), subfolder="original/compiled",
+                   platform="darwin", note="Needs 16 GB of memory or more."),
+)
+
+
+def catalogue(platform: str | None = None) -> list[CatalogueEntry]:
+    """Entries that run on ``platform`` (default: this machine)."""
+    plat = platform or sys.platform
+    if plat == "darwin":
+        return [e for e in CATALOGUE if e.platform == "darwin"] + [e for e in CATALOGUE if e.platform == "any"]
+    return [e for e in CATALOGUE if e.platform == "any"]
+
+
+def find_entry(name: str) -> CatalogueEntry | None:
+    for entry in CATALOGUE:
+        if name.lower() in (entry.name, entry.repo_id.lower()):
+            return entry
+    return None

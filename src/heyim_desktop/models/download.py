@@ -1,0 +1,309 @@
+"""Downloading a catalogue model from the Hugging Face Hub: resumable, verified, all-or-nothing.
+
+huggingface_hub does the HTTP (headers, auth, redirects, Range resume after a dropped
+connection). HeyIm drives it file by file rather than through ``snapshot_download`` because it
+needs what that call does not give: partial files that survive a cancel or a restart (resumed
+next time), a free-space check for the whole model before the first byte, a cancel token,
+verification of every file against the hub's sha256 (LFS files) or git blob sha1 (small files),
+and a model folder that appears only when complete (staged in a hidden folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from heyim_desktop.core.cancel import CancelToken, Cancelled
+from heyim_desktop.core.errors import ModelError, StorageError
+from heyim_desktop.models.catalogue import CatalogueEntry
+from heyim_desktop.models.inspect import inspect_folder
+from heyim_desktop.models.library import app_models_dir
+from heyim_desktop.models.types import ModelInfo, ModelStatus
+
+log = logging.getLogger(__name__)
+SPACE_MARGIN = 256 * 1024 * 1024
+VERIFIED = ".heyim-verified.json"
+#: Written into a downloaded model: where it came from and every file's hash, for `models verify`.
+MANIFEST = ".heyim-download.json"
+
+
+class DownloadError(ModelError):
+    """The download failed (network, hub) or a file failed verification."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None  # LFS files
+    git_sha1: str | None  # small files: the git blob id
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    entry: CatalogueEntry
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    done_bytes: int
+    total_bytes: int
+    file: str
+    files_done: int
+    files_total: int
+    bytes_per_s: float
+
+
+ProgressFn = Callable[[DownloadProgress], None]
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT", constants.ENDPOINT).rstrip("/")
+
+
+def plan_download(entry: CatalogueEntry, *, endpoint: str | None = None) -> DownloadPlan:
+    """Ask the hub for the exact files, sizes and hashes (one small request, no weights)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.is_offline_mode():
+        raise DownloadError("Downloads are off: HF_HUB_OFFLINE is set in the environment.")
+
+    api = HfApi(endpoint=endpoint or hub_endpoint())
+    try:
+        info = api.model_info(entry.repo_id, revision=entry.revision, files_metadata=True)
+    except HfHubHTTPError as exc:
+        raise DownloadError(f"The hub refused {entry.repo_id}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # httpx errors, JSON errors: the world's, not ours
+        raise DownloadError(f"Cannot reach the hub for {entry.repo_id}: {exc}") from None
+    files = []
+    for sib in info.siblings or []:
+        if not any(fnmatch.fnmatch(sib.rfilename, pat) for pat in entry.files):
+            continue
+        lfs = sib.lfs
+        size = lfs.size if lfs else sib.size
+        if size is None:
+            raise DownloadError(f"The hub gave no size for {sib.rfilename}.")
+        files.append(RemoteFile(sib.rfilename, int(size), lfs.sha256 if lfs else None, None if lfs else sib.blob_id))
+    if not files or info.sha is None:
+        raise DownloadError(f"{entry.repo_id} has none of the expected files.")
+    return DownloadPlan(entry, info.sha, tuple(sorted(files, key=lambda f: f.path)))
+
+
+def hash_ok(path: Path, remote: RemoteFile) -> bool:
+    if remote.sha256:
+        h = hashlib.sha256()
+        expected = remote.sha256
+    elif remote.git_sha1:
+        h = hashlib.sha1(f"blob {remote.size}\0".encode())
+        expected = remote.git_sha1
+    else:
+        return True
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == expected
+
+
+class _Meter:
+    """Progress sink handed to huggingface_hub as its ``tqdm_class``: counts bytes, checks cancel."""
+
+    def __init__(self, on_bytes: Callable[[int], None], **_kwargs: Any) -> None:
+        self.on_bytes = on_bytes
+
+    def __enter__(self) -> _Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int | float | None = 1) -> None:
+        self.on_bytes(int(n or 0))
+
+    def close(self) -> None:
+        return None
+
+
+class Downloader:
+    """One model download. ``run()`` returns the complete model's ModelInfo, or raises
+    Cancelled (partial files kept for resuming), DownloadError, or StorageError."""
+
+    def __init__(self, plan: DownloadPlan, *, dest_dir: Path | None = None, endpoint: str | None = None,
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                 report_every_s: float = 0.1) -> None:
+        self.plan = plan
+        self.report_every_s = report_every_s  # progress is throttled so a UI is not flooded
+        self.dest_dir = dest_dir or app_models_dir()
+        self.endpoint = endpoint or hub_endpoint()
+        self.progress = progress
+        self.cancel = cancel or CancelToken()
+        self.target = self.dest_dir / plan.entry.folder_name
+        self.staging = self.dest_dir / f".{plan.entry.folder_name}.partial"
+        self._done = 0
+        self._files_done = 0
+        self._started = time.monotonic()
+        self._last_report = 0.0
+
+    def _verified(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.staging / VERIFIED).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) and data.get("_commit") == self.plan.commit else {}
+
+    def _mark_verified(self, done: dict[str, str], path: str) -> None:
+        done[path] = "ok"
+        (self.staging / VERIFIED).write_text(json.dumps(done), encoding="utf-8")
+
+    def _report(self, current: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self._last_report < self.report_every_s):
+            return
+        self._last_report = now
+        rate = self._done / max(1e-6, now - self._started)
+        self.progress(DownloadProgress(self._done, self.plan.total_bytes, current, self._files_done,
+                                       len(self.plan.files), rate))
+
+    def check_space(self) -> None:
+        """Free space for what is still to fetch (partial files already count), before any byte."""
+        have = 0
+        for f in self.plan.files:
+            for p in (self.staging / f.path, self.staging / (f.path + ".part")):
+                if p.is_file():
+                    have += p.stat().st_size
+        needed = max(0, self.plan.total_bytes - have) + SPACE_MARGIN
+        self.dest_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.dest_dir).free
+        if free < needed:
+            raise StorageError(
+                f"Not enough free space for {self.plan.entry.title}: {needed / 1e9:.2f} GB needed in "
+                f"{self.dest_dir}, {free / 1e9:.2f} GB free."
+            )
+
+    def run(self) -> ModelInfo:
+        from filelock import FileLock, Timeout
+
+        if self.target.exists():
+            raise ModelError(f"{self.target} already exists; delete it first to download it again.")
+        self.dest_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.staging) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise DownloadError(f"{self.plan.entry.title} is already being downloaded (by another HeyIm window or command).") from None
+        try:
+            return self._run()
+        finally:
+            lock.release()
+            Path(lock.lock_file).unlink(missing_ok=True)
+
+    def _run(self) -> ModelInfo:
+        self.check_space()
+        self.staging.mkdir(parents=True, exist_ok=True)
+        verified = self._verified()
+        if not verified:
+            if any(self.staging.iterdir()):
+                # Leftovers from another revision of the repo: resuming them would mix two versions.
+                shutil.rmtree(self.staging)
+                self.staging.mkdir()
+            verified = {"_commit": self.plan.commit}
+            (self.staging / VERIFIED).write_text(json.dumps(verified), encoding="utf-8")
+        for remote in self.plan.files:
+            self.cancel.raise_if_cancelled()
+            final = self.staging / remote.path
+            if verified.get(remote.path) == "ok" and final.is_file() and final.stat().st_size == remote.size:
+                self._done += remote.size
+            else:
+                self._fetch(remote, final)
+                self._mark_verified(verified, remote.path)
+            self._files_done += 1
+            self._report(remote.path, force=True)
+        return self._finish()
+
+    def _fetch(self, remote: RemoteFile, final: Path) -> None:
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.file_download import get_hf_file_metadata, http_get
+
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.with_name(final.name + ".part")
+        resume = part.stat().st_size if part.is_file() else 0
+        if resume > remote.size:
+            part.unlink()
+            resume = 0
+        base = self._done
+
+        def on_bytes(n: int) -> None:
+            self._done += n
+            self.cancel.raise_if_cancelled()  # stops mid-file; the .part file stays for resuming
+            self._report(remote.path)
+
+        meter = lambda **kw: _Meter(on_bytes, **kw)  # noqa: E731 - huggingface_hub calls cls(**kwargs)
+        url = hf_hub_url(self.plan.entry.repo_id, remote.path, revision=self.plan.commit, endpoint=self.endpoint)
+        try:
+            meta = get_hf_file_metadata(url, endpoint=self.endpoint)
+            self._done = base + resume
+            with open(part, "ab") as fh:
+                http_get(meta.location, fh, resume_size=resume, expected_size=remote.size, tqdm_class=meter,  # type: ignore[arg-type]
+                         displayed_filename=remote.path)
+        except Cancelled:
+            raise
+        except OSError as exc:
+            if "Consistency check failed" in str(exc):
+                part.unlink(missing_ok=True)  # wrong length: an error page or a damaged transfer, useless for resuming
+                raise DownloadError(f"{remote.path} did not arrive intact (wrong size); try again.") from None
+            if exc.errno == errno.ENOSPC:
+                raise StorageError(f"The disk filled up while downloading {remote.path}.") from None
+            raise DownloadError(f"Download of {remote.path} failed: {exc}") from None
+        except Exception as exc:  # httpx/hub errors after huggingface_hub's own retries
+            raise DownloadError(f"Download of {remote.path} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        self._done = base + remote.size
+        if part.stat().st_size != remote.size or not hash_ok(part, remote):
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{remote.path} failed verification against the hub's checksum and was discarded; try again."
+            )
+        os.replace(part, final)
+
+    def _finish(self) -> ModelInfo:
+        root = self.staging / self.plan.entry.subfolder if self.plan.entry.subfolder else self.staging
+        (self.staging / VERIFIED).unlink(missing_ok=True)
+        info = inspect_folder(root, "app", name=self.plan.entry.folder_name)
+        if info is None or info.status is ModelStatus.INCOMPLETE:
+            problem = info.problem if info else "the files do not form a model"
+            raise DownloadError(f"{self.plan.entry.title} downloaded but is not usable: {problem}")
+        manifest = {"repo_id": self.plan.entry.repo_id, "commit": self.plan.commit, "files": [
+            {"path": f.path[len(self.plan.entry.subfolder) + 1:] if self.plan.entry.subfolder else f.path,
+             "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in self.plan.files]}
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        os.replace(root, self.target)  # the model appears complete, or not at all
+        if root != self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        log.info("downloaded %s to %s", self.plan.entry.repo_id, self.target)
+        return inspect_folder(self.target, "app", name=self.plan.entry.folder_name) or info
+
+    def discard_partial(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def download_model(entry: CatalogueEntry, *, dest_dir: Path | None = None, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None, endpoint: str | None = None) -> ModelInfo:
+    plan = plan_download(entry, endpoint=endpoint)
+    return Downloader(plan, dest_dir=dest_dir, endpoint=endpoint, progress=progress, cancel=cancel).run()

@@ -1,0 +1,121 @@
+"""Bringing a model file or folder into the app's models folder, safely.
+
+A ``.safetensors`` checkpoint is checked (header, architecture) and copied. A pickle
+checkpoint is never opened here: with ``convert=True`` a separate Python process reads it with
+``torch.load(weights_only=True)`` and writes ``.safetensors``, which is then checked like any
+other. Everything lands under a hidden partial name and is renamed only once complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from heyim_desktop.core.checkpoint import detect_architecture
+from heyim_desktop.core.errors import ModelError, StorageError
+from heyim_desktop.core.model_files import FileKind, UnsafeModel, read_safetensors_header, sniff
+from heyim_desktop.models.inspect import PICKLE_ADVICE, inspect_file, inspect_folder
+from heyim_desktop.models.library import app_models_dir
+from heyim_desktop.models.types import ModelInfo, ModelStatus
+
+log = logging.getLogger(__name__)
+CONVERT_TIMEOUT_S = 1800
+
+
+class ConversionRefused(ModelError):
+    """The restricted loader refused the pickle (it names code, not just tensors)."""
+
+
+def _free_space_check(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed + 64 * 1024 * 1024:
+        raise StorageError(f"Not enough free space in {folder}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free.")
+
+
+def _target(dest_dir: Path, name: str) -> Path:
+    target = dest_dir / name
+    if target.exists():
+        raise ModelError(f"A model named {name} already exists in {dest_dir}.")
+    return target
+
+
+def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_dir: Path | None = None) -> ModelInfo:
+    """Copy (and, for pickles with ``convert``, convert) ``source`` into the models folder."""
+    src = Path(source).expanduser()
+    dest = dest_dir or app_models_dir()
+    if not src.exists():
+        raise ModelError(f"File not found: {src}")
+    dest.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        return _import_folder(src, dest)
+    kind = sniff(src)
+    if kind is FileKind.PICKLE:
+        if not convert:
+            raise UnsafeModel(f"{src.name} is a {PICKLE_ADVICE}")
+        return convert_pickle(src, dest)
+    header = read_safetensors_header(src)  # raises CorruptModel / UnsafeModel
+    arch = detect_architecture(header, src)
+    if not arch.supported:
+        raise ModelError(f"{src.name}: {arch.problem}")
+    target = _target(dest, src.stem + ".safetensors")
+    _free_space_check(dest, src.stat().st_size)
+    partial = dest / f".{target.name}.partial"
+    try:
+        shutil.copyfile(src, partial)
+        read_safetensors_header(partial)  # the copy, not only the source, must be whole
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    sidecar = src.with_suffix(".yaml")
+    if sidecar.is_file():
+        shutil.copyfile(sidecar, target.with_suffix(".yaml"))
+    return inspect_file(target, "app")
+
+
+def _import_folder(src: Path, dest: Path) -> ModelInfo:
+    info = inspect_folder(src, "user")
+    if info is None:
+        raise ModelError(f"{src} is not a model folder (no model_index.json, no Core ML resources).")
+    if info.status is not ModelStatus.READY:
+        raise ModelError(f"{src.name}: {info.problem}")
+    target = _target(dest, src.name)
+    _free_space_check(dest, info.size_bytes)
+    partial = dest / f".{src.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        shutil.copytree(src, partial)
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return inspect_folder(target, "app") or info
+
+
+def convert_pickle(src: Path, dest: Path) -> ModelInfo:
+    """Convert a pickle checkpoint in a child process; the result is checked before it is kept."""
+    target = _target(dest, src.stem + ".safetensors")
+    _free_space_check(dest, src.stat().st_size)
+    partial = dest / f".{target.name}.partial"
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    src_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src_root, env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "heyim_desktop.models.convert_worker", str(src), str(partial)]
+    log.info("converting %s in a separate process", src)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, env=env)
+        if proc.returncode != 0:
+            reason = (proc.stderr.strip().splitlines() or ["the converter crashed"])[-1]
+            raise ConversionRefused(f"{src.name} was not converted ({reason}).")
+        header = read_safetensors_header(partial)
+        arch = detect_architecture(header, src)
+        if not arch.supported:
+            raise ModelError(f"{src.name} converted, but {arch.problem[0].lower()}{arch.problem[1:]}")
+        os.replace(partial, target)
+    except subprocess.TimeoutExpired:
+        raise ConversionRefused(f"{src.name}: conversion took longer than {CONVERT_TIMEOUT_S} s and was stopped.") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return inspect_file(target, "app")

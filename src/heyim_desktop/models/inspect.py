@@ -1,0 +1,161 @@
+"""Describing one candidate (folder or file) as a ModelInfo, by content and without torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from heyim_desktop.core.checkpoint import detect_architecture
+from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.model_files import CorruptModel, FileKind, UnsafeModel, read_safetensors_header, sniff
+from heyim_desktop.core.model_folder import check_diffusers_folder
+from heyim_desktop.models.types import ModelInfo, ModelStatus
+
+log = logging.getLogger(__name__)
+
+DEMO_NAME = "HeyIm demo (tiny random model)"
+PICKLE_ADVICE = (
+    "pickle checkpoint: it can run code when loaded, so HeyIm never opens it. "
+    "Convert it once with `heyim-desktop models import FILE --convert` (a separate, restricted process)."
+)
+
+
+def folder_size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size  # follows HF-cache symlinks to their blobs
+            except OSError:
+                pass
+    return total
+
+
+def _guess_base(folder: Path) -> str:
+    try:
+        cfg = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unknown"
+    hidden = cfg.get("hidden_size")
+    return {768: "SD1", 1024: "SD2"}.get(hidden, "unknown")
+
+
+def inspect_folder(folder: Path, source: str = "", name: str | None = None) -> ModelInfo | None:
+    """Describe ``folder`` if it looks like a model (complete or not); None if it is not one."""
+    if (folder / "model_index.json").exists():
+        return _inspect_diffusers(folder, source, name)
+    return inspect_coreml(folder, source)
+
+
+def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo:
+    size = folder_size(folder)
+    try:
+        index = check_diffusers_folder(folder)
+    except ModelError as exc:
+        text = str(exc)
+        unsupported = "SDXL" in text or "HeyIm runs" in text
+        status = ModelStatus.UNSUPPORTED if unsupported else ModelStatus.UNSAFE if "pickle" in text else ModelStatus.INCOMPLETE
+        base = "SDXL" if "SDXL" in text else _guess_base(folder)
+        return ModelInfo(name or folder.name, str(folder), "diffusers", base, size, status, text, source)
+    label = DEMO_NAME if index.get("_heyim_demo") else (name or folder.name)
+    return ModelInfo(label, str(folder), "diffusers", _guess_base(folder), size, ModelStatus.READY, "", source)
+
+
+def inspect_file(path: Path, source: str = "") -> ModelInfo:
+    """A single-file checkpoint, recognised by its content (never unpickled)."""
+    size = path.stat().st_size
+    name = path.stem
+    try:
+        kind = sniff(path)
+    except OSError as exc:
+        return ModelInfo(name, str(path), "file", "unknown", size, ModelStatus.CORRUPT, f"unreadable: {exc}", source)
+    if kind is FileKind.PICKLE:
+        return ModelInfo(name, str(path), "pickle", "unknown", size, ModelStatus.UNSAFE, PICKLE_ADVICE, source)
+    try:
+        header = read_safetensors_header(path)
+    except UnsafeModel as exc:
+        return ModelInfo(name, str(path), "pickle", "unknown", size, ModelStatus.UNSAFE, str(exc), source)
+    except CorruptModel as exc:
+        return ModelInfo(name, str(path), "safetensors", "unknown", size, ModelStatus.CORRUPT, str(exc), source)
+    arch = detect_architecture(header, path)
+    status = ModelStatus.READY if arch.supported else ModelStatus.UNSUPPORTED
+    return ModelInfo(name, str(path), "safetensors", arch.base, size, status, arch.problem, source)
+
+
+# --- Core ML (Apple's layout) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CoreMLLayout:
+    base: str
+    missing: tuple[str, ...]
+
+
+def _has(folder: Path, stem: str) -> bool:
+    return (folder / f"{stem}.mlmodelc").is_dir() or (folder / f"{stem}.mlpackage").exists()
+
+
+def detect_coreml_layout(folder: Path) -> CoreMLLayout | None:
+    """Minimal recognition of Apple's Core ML Stable Diffusion resources (no coremltools).
+
+    The Core ML engine (core/coreml) owns the full check; this only lists and explains.
+    """
+    if not any(_has(folder, s) for s in ("Unet", "UnetChunk1", "TextEncoder", "VAEDecoder")):
+        return None
+    missing = [s for s in ("TextEncoder", "VAEDecoder") if not _has(folder, s)]
+    if not (_has(folder, "Unet") or (_has(folder, "UnetChunk1") and _has(folder, "UnetChunk2"))):
+        missing.append("Unet")
+    missing += [f for f in ("vocab.json", "merges.txt") if not (folder / f).is_file()]
+    return CoreMLLayout("SDXL" if _has(folder, "TextEncoder2") else "SD", tuple(missing))
+
+
+def inspect_coreml(folder: Path, source: str = "") -> ModelInfo | None:
+    layout = _coreml_hook(folder)
+    if layout is None:
+        return None
+    size = folder_size(folder)
+    if layout.missing:
+        return ModelInfo(folder.name, str(folder), "coreml", layout.base, size, ModelStatus.INCOMPLETE,
+                         f"Core ML model is incomplete: missing {', '.join(layout.missing)}.", source)
+    if sys.platform != "darwin":
+        return ModelInfo(folder.name, str(folder), "coreml", layout.base, size, ModelStatus.UNSUPPORTED,
+                         "Core ML models run on macOS only.", source)
+    return ModelInfo(folder.name, str(folder), "coreml", layout.base, size, ModelStatus.READY, "", source)
+
+
+def _coreml_hook(folder: Path) -> CoreMLLayout | None:
+    # Filled in when the Core ML engine lands: prefer its torch-free check (core/coreml).
+    return detect_coreml_layout(folder)
+
+
+# --- the Hugging Face cache --------------------------------------------------------------------
+
+def hf_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hf_cache_snapshots(cache: Path) -> list[tuple[Path, str, Path]]:
+    """(snapshot folder, "org/name", repo folder) of diffusers models in the HF cache."""
+    found: list[tuple[Path, str, Path]] = []
+    if not cache.is_dir():
+        return found
+    for repo in sorted(cache.glob("models--*")):
+        snapshots = repo / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        try:
+            commit = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+            snap = snapshots / commit
+        except OSError:
+            snap = Path()
+        if not snap.name or not snap.is_dir():
+            candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+            snap = candidates[0] if candidates else Path()
+        if snap.name and (snap / "model_index.json").is_file():
+            found.append((snap, repo.name[len("models--"):].replace("--", "/"), repo))
+    return found

@@ -1,0 +1,45 @@
+"""Values the model library hands out."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ModelStatus(enum.Enum):
+    READY = "ready"
+    INCOMPLETE = "incomplete"  # files missing (half-copied or half-downloaded folder)
+    UNSAFE = "unsafe"  # pickle weights: never loaded in-process; convert them
+    CORRUPT = "corrupt"  # damaged file (truncated, bogus header)
+    UNSUPPORTED = "unsupported"  # valid, but not something this machine's engines run (SDXL, Core ML off macOS)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the library lists it. ``ref`` is what a GenerationRequest's ``model`` holds."""
+
+    name: str
+    ref: str
+    kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo"
+    base: str  # "SD1", "SD2", "SDXL", "SD" (Core ML 1.x/2.x), "unknown"
+    size_bytes: int
+    status: ModelStatus
+    problem: str = ""
+    source: str = ""  # "app", "repo", "user", "hf-cache", "built-in"
+
+    @property
+    def ready(self) -> bool:
+        return self.status is ModelStatus.READY
+
+    @property
+    def summary(self) -> str:
+        return "ready" if self.ready else f"{self.status.value}: {self.problem}"
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"

@@ -1,0 +1,139 @@
+"""The Models window with pytest-qt: listing, adding, importing, downloading, deleting."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from fake_hub import FakeHub
+
+from heyim_desktop.models import catalogue
+from heyim_desktop.models.catalogue import CatalogueEntry
+from heyim_desktop.models.library import ModelLibrary
+
+pytest.importorskip("pytestqt")
+from heyim_desktop.ui.models_window import ModelsWindow  # noqa: E402
+
+TINY = CatalogueEntry("tiny", "Tiny test model", "heyim/tiny-sd", "diffusers", "SD1", 10_000_000, ("*",))
+
+
+@pytest.fixture()
+def window(qtbot, data_dir: Path, tmp_path: Path) -> ModelsWindow:  # type: ignore[no-untyped-def]
+    win = ModelsWindow(ModelLibrary(hf_cache=False))
+    qtbot.addWidget(win)
+    return win
+
+
+def _names(win: ModelsWindow) -> dict[str, str]:
+    return {win.tree.topLevelItem(i).text(0): win.tree.topLevelItem(i).text(4) for i in range(win.tree.topLevelItemCount())}
+
+
+def test_lists_models_with_status_and_adds_a_folder(qtbot, window: ModelsWindow, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                    tiny_single_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _names(window) == {"HeyIm demo (tiny random model)": "ready"}
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(tiny_single_file, folder / "good.safetensors")
+    (folder / "bad.safetensors").write_bytes(b"\xff" * 64)
+    monkeypatch.setattr(window, "ask_folder", lambda: str(folder))
+    with qtbot.waitSignal(window.foldersChanged) as sig:
+        window.add_folder_button.click()
+    assert sig.args == [[str(folder.resolve())]]
+    names = _names(window)
+    assert names["good"] == "ready" and names["bad"].startswith("corrupt: ")
+    window.select(str(folder / "good.safetensors"))
+    with qtbot.waitSignal(window.modelChosen) as chosen:
+        window.use_button.click()
+    assert chosen.args == [str(folder / "good.safetensors")]
+
+
+def test_import_file_runs_off_the_ui_thread(qtbot, window: ModelsWindow, tiny_single_file: Path,  # type: ignore[no-untyped-def]
+                                            monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    monkeypatch.setattr(window, "ask_file", lambda: str(tiny_single_file))
+    with qtbot.waitSignal(window.modelsChanged, timeout=20000):
+        window.import_button.click()
+    assert _names(window)["tiny-a1111"] == "ready"
+    assert window.selected_model().name == "tiny-a1111"  # type: ignore[union-attr]
+    qtbot.waitUntil(lambda: not window.busy())
+
+
+def test_pickle_import_asks_first(qtbot, window: ModelsWindow, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = tmp_path / "m.ckpt"
+    ckpt.write_bytes(pickle.dumps({}, protocol=2))
+    asked: list[str] = []
+    monkeypatch.setattr(window, "confirm", lambda title, text: asked.append(text) or False)
+    window.import_file(str(ckpt))
+    assert "can run code" in asked[0] and "not imported" in window.status.text() and not window.busy()
+
+
+def test_delete_needs_confirmation(qtbot, window: ModelsWindow, tmp_path: Path, tiny_single_file: Path,  # type: ignore[no-untyped-def]
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "del"
+    folder.mkdir()
+    target = folder / "victim.safetensors"
+    shutil.copy(tiny_single_file, target)
+    window.library.add_folder(folder)
+    window.refresh()
+    window.select(str(target))
+    answers = iter([False, True])
+    monkeypatch.setattr(window, "confirm", lambda title, text: next(answers))
+    window.delete_button.click()
+    assert target.exists()
+    with qtbot.waitSignal(window.modelsChanged):
+        window.delete_button.click()
+    assert not target.exists() and "victim" not in _names(window)
+
+
+def test_show_in_file_manager(qtbot, window: ModelsWindow, tiny_single_file: Path,  # type: ignore[no-untyped-def]
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtGui import QDesktopServices
+
+    opened: list[str] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    window.library.add_folder(tiny_single_file.parent)
+    window.refresh()
+    window.select(str(tiny_single_file))
+    window.reveal_button.click()
+    assert opened == [str(tiny_single_file.parent)]
+
+
+@pytest.fixture()
+def hub_window(qtbot, data_dir: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModelsWindow, FakeHub]]:  # type: ignore[no-untyped-def]
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    monkeypatch.setattr(catalogue, "CATALOGUE", (TINY,))
+    monkeypatch.setattr("heyim_desktop.ui.models_window.catalogue", lambda: [TINY])
+    with FakeHub("heyim/tiny-sd", tiny_model) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        win = ModelsWindow(ModelLibrary(hf_cache=False))
+        qtbot.addWidget(win)
+        yield win, hub
+        win.close()
+
+
+def test_download_with_progress(qtbot, hub_window: tuple[ModelsWindow, FakeHub], data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    win, _hub = hub_window
+    assert "about 10.0 MB" in win.catalogue_box.currentText()
+    with qtbot.waitSignal(win.modelsChanged, timeout=30000):
+        win.download_button.click()
+    assert (data_dir / "models" / "tiny-sd" / "model_index.json").is_file()
+    assert "ready" in win.status.text()
+    qtbot.waitUntil(lambda: not win.busy())
+    assert not win.progress.isVisible()
+
+
+def test_download_cancel(qtbot, hub_window: tuple[ModelsWindow, FakeHub], data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    win, _hub = hub_window
+    win.download_button.click()
+    assert win.busy() and win.cancel_button.isEnabled()
+    win.cancel_button.click()
+    qtbot.waitUntil(lambda: not win.busy(), timeout=30000)
+    assert "Cancelled" in win.status.text()
+    assert not (data_dir / "models" / "tiny-sd").exists()
+    assert win.download_button.isEnabled()
