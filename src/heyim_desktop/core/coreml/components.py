@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
 from heyim_desktop.core.coreml.specs import ModelSpec
@@ -21,7 +22,8 @@ from heyim_desktop.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-Arrays = Mapping[str, np.ndarray]
+Array = NDArray[Any]
+Arrays = Mapping[str, Array]
 #: ``predict(model_name, inputs) -> outputs``: one Core ML prediction.
 Predictor = Callable[[str, Arrays], Arrays]
 
@@ -44,9 +46,9 @@ OUTPUTS = {"TextEncoder": "last_hidden_state", "Unet": "noise_pred", "UnetChunk2
 INPUTS = {"TextEncoder": ("input_ids",), "VAEDecoder": ("z",), "VAEEncoder": ("x",)}
 
 
-def check_inputs(spec: ModelSpec, inputs: Arrays) -> dict[str, np.ndarray]:
+def check_inputs(spec: ModelSpec, inputs: Arrays) -> dict[str, Array]:
     """Every input the model declares, with its exact shape, cast to its dtype; clear errors otherwise."""
-    checked: dict[str, np.ndarray] = {}
+    checked: dict[str, Array] = {}
     for t in spec.inputs:
         if t.name not in inputs:
             raise ModelError(f"{spec.path.name}: input '{t.name}' was not supplied (model expects {t.describe()}).")
@@ -60,7 +62,7 @@ def check_inputs(spec: ModelSpec, inputs: Arrays) -> dict[str, np.ndarray]:
     return checked
 
 
-def _output(spec: ModelSpec, outputs: Arrays) -> np.ndarray:
+def _output(spec: ModelSpec, outputs: Arrays) -> Array:
     wanted = OUTPUTS.get(spec.name)
     if wanted and wanted in outputs:
         return np.asarray(outputs[wanted])
@@ -132,11 +134,11 @@ class CoreMLComponents:
         self.vae_scale_factor = 8
         self.latent_channels = int(first.input("sample").shape[1])  # type: ignore[union-attr]
         self.scaling_factor = SD_SCALING_FACTOR
-        self.scheduler_config = _scheduler_config(info)
+        self.scheduler_config: Mapping[str, Any] = _scheduler_config(info)
         self.tokenizer = load_tokenizer(info, self.text_length)
         self.guidance_embedding_dim: int | None = None
         self.max_batch = 1
-        self.fixed_size = info.size
+        self.fixed_size: tuple[int, int] | None = info.size
         self.supports_img2img = info.img2img
 
     def predict(self, spec: ModelSpec, inputs: Arrays) -> Arrays:
@@ -156,8 +158,8 @@ class CoreMLComponents:
             )
         return torch.from_numpy(hidden.astype(np.float32))
 
-    def _unet_call(self, sample: np.ndarray, timestep: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-        values: dict[str, np.ndarray] = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
+    def _unet_call(self, sample: Array, timestep: Array, hidden: Array) -> Array:
+        values: dict[str, Array] = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
         out: Arrays = {}
         for spec in self.unets:
             # A chunked UNet's second half takes the first half's outputs by name.
@@ -185,7 +187,10 @@ class CoreMLComponents:
         elif n < b:
             # No guidance with a batch-2 UNet: fill the batch with copies, keep the first rows.
             reps = -(-b // n)
-            pad = lambda a: np.concatenate([a] * reps)[:b]  # noqa: E731
+
+            def pad(a: Array) -> Array:
+                return np.concatenate([a] * reps)[:b]
+
             pred = self._unet_call(pad(sample), pad(t), pad(hidden))[:n]
         else:
             parts = [self._unet_call(sample[i : i + b], t[i : i + b], hidden[i : i + b]) for i in range(0, n, b)]

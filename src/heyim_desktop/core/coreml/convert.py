@@ -69,7 +69,7 @@ def _convert(module: Any, inputs: list[tuple[str, tuple[int, ...], Any]], output
     # draws progress bars on stderr; the caller reports progress itself.
     with warnings.catch_warnings(), contextlib.redirect_stderr(noise), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module.eval(), examples, check_trace=False)
+        traced = torch.jit.trace(module.eval(), examples, check_trace=False)  # type: ignore[no-untyped-call]
         model = ct.convert(
             traced,
             inputs=ct_inputs,

@@ -60,7 +60,8 @@ class SplitEinsumAttnProcessor:
         out = attn.to_out[1](out)
         if attn.residual_connection:
             out = out + hidden_states
-        return out / attn.rescale_output_factor
+        scaled: torch.Tensor = out / attn.rescale_output_factor
+        return scaled
 
 
 def use_attention(unet: nn.Module, attention: str) -> None:
@@ -98,7 +99,8 @@ class UnetModule(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         ehs = _to_sequence(encoder_hidden_states)
-        return self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
+        pred: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
+        return pred
 
 
 def _crossattn(block: nn.Module) -> bool:
@@ -154,7 +156,8 @@ class UnetChunk2Module(nn.Module):
                 h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size)
         if u.conv_norm_out is not None:
             h = u.conv_act(u.conv_norm_out(h))
-        return u.conv_out(h)
+        pred: torch.Tensor = u.conv_out(h)
+        return pred
 
 
 def chunk_residual_count(unet: nn.Module) -> int:
@@ -172,7 +175,8 @@ class VAEDecoderModule(nn.Module):
         self.vae = vae
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(z, return_dict=False)[0]  # type: ignore[operator]
+        image: torch.Tensor = self.vae.decode(z, return_dict=False)[0]  # type: ignore[operator]
+        return image
 
 
 class VAEEncoderModule(nn.Module):
@@ -185,4 +189,5 @@ class VAEEncoderModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v: Any = self.vae
         h = v.encoder(x)
-        return v.quant_conv(h) if v.quant_conv is not None else h
+        moments: torch.Tensor = v.quant_conv(h) if v.quant_conv is not None else h
+        return moments

@@ -8,10 +8,11 @@ conversion against its source model without a Mac.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from heyim_desktop.core.coreml import modules as M
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
@@ -38,7 +39,7 @@ class TorchReferencePredictor:
         self.calls: list[tuple[str, dict[str, tuple[tuple[int, ...], str]]]] = []
 
     @torch.inference_mode()
-    def __call__(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, name: str, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         spec = self.info.model(name)
         self.calls.append((name, {k: (tuple(v.shape), str(v.dtype)) for k, v in inputs.items()}))
         # Positional order is the spec's input order, which is the traced forward's order.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from numpy.typing import NDArray
 
 from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
@@ -85,7 +86,7 @@ class CoreMLRuntime:
         self.load_seconds[name] = time.perf_counter() - t0
         return model
 
-    def predict(self, name: str, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    def predict(self, name: str, inputs: Mapping[str, NDArray[Any]]) -> Mapping[str, NDArray[Any]]:
         model = self.models.get(name) or self.load(name)
         return model.predict(dict(inputs))  # type: ignore[no-any-return]
 
@@ -93,7 +94,7 @@ class CoreMLRuntime:
         self.models.clear()
 
 
-def zero_inputs(info: CoreMLModelInfo, name: str) -> dict[str, np.ndarray]:
+def zero_inputs(info: CoreMLModelInfo, name: str) -> dict[str, NDArray[Any]]:
     spec = info.model(name)
     return {t.name: np.zeros(t.shape, dtype=np.dtype(t.dtype)) for t in spec.inputs}
 
@@ -110,7 +111,7 @@ def unet_step_timer(
     def time_step(units: str) -> float:
         rt = CoreMLRuntime(info, units, cache=cache, factory=factory, names=info.unet_names)
         try:
-            values: dict[str, np.ndarray] = zero_inputs(info, info.unet_names[0])
+            values: dict[str, NDArray[Any]] = zero_inputs(info, info.unet_names[0])
             for _ in range(2):  # the first call pays for warm-up
                 t0 = clock()
                 for name in info.unet_names:

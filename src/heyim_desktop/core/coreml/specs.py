@@ -82,6 +82,7 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: Any
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
@@ -154,7 +155,7 @@ def _package_spec_path(package: Path) -> Path:
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             entry = data["itemInfoEntries"][data["rootModelIdentifier"]]
-            candidate = package / "Data" / entry["path"]
+            candidate = package / "Data" / str(entry["path"])
             if candidate.is_file():
                 return candidate
         except (OSError, ValueError, KeyError, TypeError):
