@@ -3,7 +3,8 @@
 * ``coreml_model``: through the CLI, Apple's default shape: split_einsum, batch 2, one Unet,
   with VAEEncoder.
 * ``coreml_chunked``: through the API, the other shape: original attention, batch 1,
-  UnetChunk1 + UnetChunk2, no VAEEncoder.
+  UnetChunk1 + UnetChunk2, no VAEEncoder; its TextEncoder and VAEDecoder are reused from
+  ``coreml_model`` (same weights, same size), as a user making a second variant would.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def coreml_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, con
 
 
 @pytest.fixture(scope="session")
-def coreml_chunked(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, conversion_log: dict[str, object]) -> Path:
+def coreml_chunked(
+    tiny_model: Path, coreml_model: Path, tmp_path_factory: pytest.TempPathFactory, conversion_log: dict[str, object]
+) -> Path:
     from heyim_desktop.core.coreml.convert import convert_to_coreml
 
     stages: list[object] = []
@@ -47,6 +50,7 @@ def coreml_chunked(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, c
         batch=1,
         chunk_unet=True,
         include_encoder=False,
+        reuse_from=coreml_model,
         progress=stages.append,
     )
     conversion_log["api"] = stages

@@ -42,11 +42,23 @@ def test_cli_writes_apples_layout(coreml_model: Path, conversion_log: dict[str, 
 def test_api_reports_each_stage(coreml_chunked: Path, conversion_log: dict[str, object]) -> None:
     stages = conversion_log["api"]
     labels = [s.label for s in stages]  # type: ignore[attr-defined]
-    assert labels == ["Loading the model", "TextEncoder", "Unet", "VAEDecoder", "Saving", "Done"]
+    assert labels == ["Loading the model", "TextEncoder (reused)", "Unet", "VAEDecoder (reused)", "Saving", "Done"]
     assert [s.stage for s in stages] == list(range(6))  # type: ignore[attr-defined]
     assert all(s.total == 5 for s in stages)  # type: ignore[attr-defined]
     names = sorted(p.name for p in coreml_chunked.glob("*.mlpackage"))
     assert names == ["TextEncoder.mlpackage", "UnetChunk1.mlpackage", "UnetChunk2.mlpackage", "VAEDecoder.mlpackage"]
+
+
+def test_reuse_needs_same_weights_and_shapes(coreml_model: Path, tiny_model: Path) -> None:
+    from heyim_desktop.core.coreml.convert import _reusable, _weights_id
+
+    vae = _weights_id(tiny_model / "vae")
+    z = [("z", (1, 4, 32, 32), "float16")]
+    assert _reusable(coreml_model, "VAEDecoder", vae, z) == coreml_model / "VAEDecoder.mlpackage"  # type: ignore[arg-type]
+    assert _reusable(coreml_model, "VAEDecoder", _weights_id(tiny_model / "text_encoder"), z) is None  # type: ignore[arg-type]
+    assert _reusable(coreml_model, "VAEDecoder", vae, [("z", (1, 4, 64, 64), "float16")]) is None  # type: ignore[arg-type]
+    assert _reusable(coreml_model, "VAEEncoder", vae, z) is None  # type: ignore[arg-type]
+    assert _reusable(None, "VAEDecoder", vae, z) is None  # type: ignore[arg-type]
 
 
 def test_cancel_leaves_nothing(tiny_model: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ happens on the Mac at first load (see ``compile_cache``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -19,9 +20,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from heyim_desktop.core.cancel import CancelToken
+from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ BATCHES = (1, 2)
 #: Keys HeyIm writes into each model's user-defined metadata (detection prefers them).
 META_ATTENTION = "heyim.attention"
 META_SOURCE = "heyim.source"
+META_WEIGHTS = "heyim.weights"
 SCHEDULER_FILE = "scheduler_config.json"
 
 
@@ -57,7 +60,7 @@ def _check_size(size: tuple[int, int], unet: Any) -> tuple[int, int]:
     return w, h
 
 
-def _convert(module: Any, inputs: list[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]]) -> Any:
+def _convert(module: Any, inputs: Sequence[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]]) -> Any:
     import coremltools as ct
     import torch
 
@@ -83,6 +86,31 @@ def _convert(module: Any, inputs: list[tuple[str, tuple[int, ...], Any]], output
     return model
 
 
+def _weights_id(part: Path) -> str:
+    """A content hash of one component (its config and weights), to know a package is reusable."""
+    digest = hashlib.sha256()
+    for path in sorted(part.glob("*.json")) + sorted(part.glob("*.safetensors")):
+        digest.update(path.name.encode("utf-8") + b"\0")
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _reusable(folder: str | os.PathLike[str] | None, name: str, weights: str, inputs: Sequence[tuple[str, tuple[int, ...], Any]]) -> Path | None:
+    if folder is None:
+        return None
+    package = Path(folder).expanduser() / f"{name}.mlpackage"
+    if not package.is_dir():
+        return None
+    try:
+        spec = read_model_spec(name, package)
+    except ModelError:
+        return None
+    same_shapes = [(t.name, t.shape) for t in spec.inputs] == [(n, tuple(s)) for n, s, _ in inputs]
+    return package if same_shapes and spec.meta(META_WEIGHTS) == weights else None
+
+
 def _quiet_coremltools() -> None:
     # It warns about untested torch versions and tuple outputs, which are fine here.
     logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -98,6 +126,7 @@ def convert_to_coreml(
     chunk_unet: bool = False,
     include_encoder: bool = True,
     overwrite: bool = False,
+    reuse_from: str | os.PathLike[str] | None = None,
     progress: ConversionCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> Path:
@@ -106,6 +135,9 @@ def convert_to_coreml(
     The folder appears complete or not at all (built beside the target and renamed).
     ``cancel`` is checked between models: a running coremltools conversion cannot be
     interrupted, so a cancel takes effect when the current model is done.
+    ``reuse_from``: an earlier conversion of the same model at the same size; its TextEncoder
+    and VAE packages are copied when their weights and shapes match (say, to make a batch-1 or
+    chunked variant without converting everything again).
     """
     import numpy as np
     import torch
@@ -142,7 +174,6 @@ def convert_to_coreml(
     native = parts.sample_size * parts.vae_scale_factor
     w, h = _check_size(size or (native, native), unet)
     lh, lw = h // parts.vae_scale_factor, w // parts.vae_scale_factor
-    hidden = int(text_encoder.config.hidden_size)
     cross = int(unet.config.cross_attention_dim)
     channels = int(unet.config.in_channels)
     f16, f32 = np.float16, np.float32
@@ -151,19 +182,26 @@ def convert_to_coreml(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
     try:
-        def save(model: Any, name: str, description: str) -> None:
+        def save(model: Any, name: str, description: str, extra: dict[str, str] | None = None) -> None:
             model.short_description = description
-            model.user_defined_metadata.update(meta)
+            model.user_defined_metadata.update({**meta, **(extra or {})})
             model.save(str(tmp / f"{name}.mlpackage"))
 
+        def reused(stage: int, name: str, weights: str, inputs: Sequence[tuple[str, tuple[int, ...], Any]]) -> bool:
+            found = _reusable(reuse_from, name, weights, inputs)
+            if found is not None:
+                stages[stage] = f"{name} (reused)"
+                shutil.copytree(found, tmp / found.name)
+            report(stage)
+            return found is not None
+
+        te_weights = _weights_id(src / "text_encoder")
+        vae_weights = _weights_id(src / "vae")
         cancel.raise_if_cancelled()
-        report(1)
-        te = _convert(
-            M.TextEncoderModule(text_encoder),
-            [("input_ids", (1, M.TEXT_LENGTH), f32)],
-            [("last_hidden_state", f32), ("pooled_outputs", f32)],
-        )
-        save(te, "TextEncoder", f"{src.name}: text encoder")
+        te_inputs = [("input_ids", (1, M.TEXT_LENGTH), f32)]
+        if not reused(1, "TextEncoder", te_weights, te_inputs):
+            te = _convert(M.TextEncoderModule(text_encoder), te_inputs, [("last_hidden_state", f32), ("pooled_outputs", f32)])
+            save(te, "TextEncoder", f"{src.name}: text encoder", {META_WEIGHTS: te_weights})
 
         cancel.raise_if_cancelled()
         report(2)
@@ -188,14 +226,16 @@ def convert_to_coreml(
             save(un, "Unet", f"{src.name}: UNet")
 
         cancel.raise_if_cancelled()
-        report(3)
-        dec = _convert(M.VAEDecoderModule(vae), [("z", (1, channels, lh, lw), f16)], [("image", f16)])
-        save(dec, "VAEDecoder", f"{src.name}: VAE decoder")
+        dec_inputs = [("z", (1, channels, lh, lw), f16)]
+        if not reused(3, "VAEDecoder", vae_weights, dec_inputs):
+            dec = _convert(M.VAEDecoderModule(vae), dec_inputs, [("image", f16)])
+            save(dec, "VAEDecoder", f"{src.name}: VAE decoder", {META_WEIGHTS: vae_weights})
         if include_encoder:
             cancel.raise_if_cancelled()
-            report(4)
-            enc = _convert(M.VAEEncoderModule(vae), [("x", (1, 3, h, w), f16)], [("latent", f16)])
-            save(enc, "VAEEncoder", f"{src.name}: VAE encoder")
+            enc_inputs = [("x", (1, 3, h, w), f16)]
+            if not reused(4, "VAEEncoder", vae_weights, enc_inputs):
+                enc = _convert(M.VAEEncoderModule(vae), enc_inputs, [("latent", f16)])
+                save(enc, "VAEEncoder", f"{src.name}: VAE encoder", {META_WEIGHTS: vae_weights})
 
         cancel.raise_if_cancelled()
         report(total - 1)

@@ -145,10 +145,11 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         raise ModelError(f"{first.path.name}: unsupported UNet batch size {batch} (expected 1 or 2).")
     unet_inputs = {t.name for s in specs if s.name.startswith("Unet") for t in s.inputs}
     kind = KIND_SDXL if {"time_ids", "text_embeds"} & unet_inputs or "TextEncoder2" in by_name else KIND_SD
-    tagged = next((s.meta(META_ATTENTION) for s in specs if s.meta(META_ATTENTION)), None)
+    unets = [s for s in specs if s.name.startswith("Unet")]
+    tagged = next((s.meta(META_ATTENTION) for s in unets if s.meta(META_ATTENTION)), None)
     if tagged in ("split_einsum", "original"):
         attention = tagged
-    elif any(s.has_einsum for s in specs if s.name.startswith("Unet")):
+    elif any(s.has_einsum for s in unets):
         attention = "split_einsum"
     else:
         attention = "original"
