@@ -10,16 +10,17 @@ import gc
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
-from PIL import Image
-
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.errors import OutOfMemory
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, ProgressCallback
 
 if TYPE_CHECKING:
+    # numpy and Pillow load with the first result, not when the app starts (launch time).
+    import numpy as np
+    import numpy.typing as npt
+    from PIL import Image
+
     from heyim_desktop.core.components import Components
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def _is_oom(exc: BaseException) -> bool:
 
 def floats_to_pil(images: npt.NDArray[np.float32]) -> list[Image.Image]:
     """(N, H, W, 3) floats in [0, 1] -> Pillow images (rounded like diffusers)."""
+    import numpy as np
+    from PIL import Image
+
     arr = (images * 255).round().astype(np.uint8)
     return [Image.fromarray(a, mode="RGB") for a in arr]
 

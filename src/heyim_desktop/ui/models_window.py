@@ -1,8 +1,7 @@
 """The Models window: list, add a folder, import a file, download, delete, show in the file manager.
 
 Slow work (imports, pickle conversion, downloads) runs on a worker thread; widgets are only
-touched on the UI thread, through queued signals. Qt is imported from PySide6 directly here
-(no ``heyim_desktop.ui.qt`` door existed on this branch).
+touched on the UI thread, through queued signals. Qt comes through ``heyim_desktop.ui.qt``.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Qt, QThread, QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-    QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
+from heyim_desktop.ui.qt import (
+    QAbstractItemView, QComboBox, QDesktopServices, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+    QMessageBox, QObject, QProgressBar, QPushButton, Qt, QThread, QTreeWidget, QTreeWidgetItem, QUrl,
+    QVBoxLayout, QWidget, Signal, Slot,
 )
 
 from heyim_desktop.core.cancel import CancelToken, Cancelled

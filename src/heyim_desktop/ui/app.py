@@ -1,0 +1,121 @@
+"""Starting the desktop app: window first, then the worker; torch loads only in the worker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from heyim_desktop.core import paths
+from heyim_desktop.core.jobs import JobQueue
+
+log = logging.getLogger(__name__)
+
+_T0 = time.perf_counter()
+
+
+@dataclass
+class AppParts:
+    """Everything a running app holds; the tray and the local API take ``queue`` from here."""
+
+    app: Any
+    window: Any
+    queue: JobQueue
+    store: Any
+    worker: Any
+
+    def shutdown(self) -> None:
+        """Stop the worker (the running job stops within a step), then close the store."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        self.worker.stop()
+        self.window.history.close_model()
+        self.store.close()
+
+
+def list_models(prefs: Any) -> list[Any]:
+    from heyim_desktop.models.library import ModelLibrary
+
+    return ModelLibrary(prefs.model_folders).list()
+
+
+def _import_non_qt_first() -> None:
+    """Import the non-Qt modules the window needs before PySide6.
+
+    PySide6 hooks every later import to look for ``__feature__`` use (it reads each module's
+    source), which roughly doubles the cost of importing them after Qt.
+    """
+    import heyim_desktop.core.host  # noqa: F401
+    import heyim_desktop.core.loading  # noqa: F401
+    import heyim_desktop.core.request  # noqa: F401
+    import heyim_desktop.models.library  # noqa: F401
+    import heyim_desktop.store  # noqa: F401
+    import heyim_desktop.store.preferences  # noqa: F401
+
+
+def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bool = True) -> AppParts:
+    """Create the QApplication (if needed), the store, queue, worker and the window."""
+    _import_non_qt_first()
+    from heyim_desktop.store import HistoryStore
+    from heyim_desktop.store.preferences import load_preferences
+    from heyim_desktop.ui.logs import log_file, setup_logging
+    from heyim_desktop.ui.qt import QApplication, QSettings
+    from heyim_desktop.ui.window import MainWindow
+    from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink
+
+    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    app.setApplicationName("HeyIm")
+    app.setOrganizationName("HeyIm")
+    app.setApplicationDisplayName("HeyIm")
+    setup_logging()
+    prefs = load_preferences()
+    images_dir = paths.data_dir() / "history" / "images"
+    if prefs.output_folder:
+        from pathlib import Path
+
+        images_dir = Path(prefs.output_folder).expanduser()
+    store = HistoryStore.open(images_dir=images_dir)
+    store.keep_limit = prefs.keep_limit or None
+    queue = JobQueue()
+    holder: dict[str, Any] = {}
+
+    def preferred_loader(ref: str) -> Any:
+        # Read the device at load time, so a change in Preferences applies to the next model load.
+        current = holder["window"].prefs if "window" in holder else prefs
+        return default_loader(current.device)(ref)
+
+    worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store))
+    settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
+                        list_models=list_models, log_file=log_file())
+    holder["window"] = window
+
+    parts = AppParts(app, window, queue, store, worker)
+    app.aboutToQuit.connect(parts.shutdown)
+    if show:
+        window.show()
+    # The worker starts after the window is on screen; it imports torch when the first job needs it.
+    from heyim_desktop.ui.qt import QTimer
+
+    QTimer.singleShot(0, worker.start)
+    log.info("window up in %.3f s", time.perf_counter() - _T0)
+    return parts
+
+
+def run_app(argv: Sequence[str] | None = None) -> int:
+    from heyim_desktop.core.errors import UserFacingError
+
+    try:
+        parts = build_app(argv)
+    except UserFacingError as exc:  # e.g. a history database from a newer HeyIm
+        from heyim_desktop.ui.qt import QApplication, QMessageBox
+
+        app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+        log.error("cannot start: %s", exc)
+        QMessageBox.critical(None, "HeyIm cannot start", str(exc))
+        del app
+        return 3
+    return int(parts.app.exec())

@@ -1,0 +1,248 @@
+"""The image-to-image input: drop a file, a history thumbnail, or paste from the clipboard.
+
+Files are decoded with :func:`heyim_desktop.core.images.load_image` (size-checked before
+decoding, so a decompression bomb is refused) on a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from heyim_desktop.ui.qt import (
+    QDragEnterEvent,
+    QDropEvent,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QImage,
+    QLabel,
+    QMimeData,
+    QPixmap,
+    QPushButton,
+    QSizePolicy,
+    Qt,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+from heyim_desktop.ui.tasks import pil_to_qimage, qimage_to_pil, run_in_background
+
+log = logging.getLogger(__name__)
+
+#: Marks a drag that started in HeyIm's own history grid (its URLs are history PNGs).
+HISTORY_MIME = "application/x-heyim-history-ids"
+PREVIEW_SIZE = 192
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff *.gif);;All files (*)"
+
+
+@dataclass(frozen=True)
+class DroppedImage:
+    """A decoded input. ``parameters`` is set when a file carries generation settings."""
+
+    image: Any  # PIL.Image.Image, RGB
+    preview: QImage
+    label: str
+    path: Path | None = None
+    parameters: Any = None  # core.metadata.ImageParameters | None
+    from_history: bool = False
+
+
+def _decode_file(path: Path, from_history: bool) -> DroppedImage:
+    from heyim_desktop.core.images import load_image
+    from heyim_desktop.core.metadata import read_parameters
+
+    image = load_image(path)
+    params = None
+    try:
+        params = read_parameters(path)
+    except Exception:  # noqa: BLE001 - metadata is a bonus; the image itself is fine
+        log.info("cannot read parameters of %s", path, exc_info=True)
+    return DroppedImage(image, _preview(image), path.name, path, params, from_history)
+
+
+def _decode_qimage(qimage: QImage, label: str) -> DroppedImage:
+    from heyim_desktop.core.images import MAX_INPUT_PIXELS
+    from heyim_desktop.core.errors import ImageError
+
+    if qimage.width() * qimage.height() > MAX_INPUT_PIXELS:
+        raise ImageError(f"{label} is {qimage.width()}x{qimage.height()} pixels, too large.")
+    image = qimage_to_pil(qimage)
+    return DroppedImage(image, _preview(image), label)
+
+
+def _preview(image: Any) -> QImage:
+    small = image.copy()
+    small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
+    return pil_to_qimage(small)
+
+
+def local_files(mime: QMimeData) -> list[Path]:
+    return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
+
+
+def can_accept(mime: QMimeData) -> bool:
+    return bool(local_files(mime)) or mime.hasImage()
+
+
+class DropPanel(QFrame):
+    """Shows the input image (or how to add one) and emits what was dropped once decoded."""
+
+    #: A file or image was decoded; the window decides (e.g. asks about its settings).
+    decoded = Signal(object)  # DroppedImage
+    #: The input changed: None when cleared.
+    input_changed = Signal(object)
+    #: Something could not be used as an image: a one-line message.
+    failed = Signal(str)
+    busy_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setFrameShadow(QFrame.Shadow.Sunken)
+        self.current: DroppedImage | None = None
+        self._pending = 0
+
+        self.picture = QLabel()
+        self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.picture.setMinimumSize(PREVIEW_SIZE // 2, PREVIEW_SIZE // 2)
+        self.picture.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.picture.setWordWrap(True)
+        self.caption = QLabel()
+        self.caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.caption.setWordWrap(True)
+        self.open_button = QPushButton("Open...")
+        self.open_button.setToolTip("Choose an input image for image-to-image")
+        self.paste_button = QPushButton("Paste")
+        self.paste_button.setToolTip("Use the image on the clipboard as input")
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Back to text-to-image")
+        self.open_button.clicked.connect(self.choose_file)
+        self.paste_button.clicked.connect(self.paste)
+        self.clear_button.clicked.connect(self.clear)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.paste_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.clear_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("<b>Input image</b> (image-to-image)"))
+        layout.addWidget(self.picture, 1)
+        layout.addWidget(self.caption)
+        layout.addLayout(buttons)
+        self._show_empty()
+
+    # -- display --------------------------------------------------------------------------
+    def _show_empty(self) -> None:
+        self.picture.setPixmap(QPixmap())
+        self.picture.setText("Drop an image here, or paste one,\nto start from a picture.")
+        self.picture.setEnabled(False)  # the disabled palette greys the hint in any theme
+        self.caption.setText("")
+        self.clear_button.setEnabled(False)
+
+    def set_input(self, dropped: DroppedImage | None) -> None:
+        self.current = dropped
+        if dropped is None:
+            self._show_empty()
+        else:
+            self.picture.setEnabled(True)
+            self.picture.setPixmap(QPixmap.fromImage(dropped.preview))
+            w, h = dropped.image.size
+            self.caption.setText(f"{dropped.label}  ({w} x {h})")
+            self.clear_button.setEnabled(True)
+        self.input_changed.emit(dropped)
+
+    def clear(self) -> None:
+        self.set_input(None)
+
+    @property
+    def image(self) -> Any | None:
+        return self.current.image if self.current else None
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    # -- sources --------------------------------------------------------------------------
+    def load_file(self, path: Path, from_history: bool = False) -> None:
+        self._start()
+        run_in_background(lambda: _decode_file(path, from_history), self._decoded, self._failed)
+
+    def load_qimage(self, image: QImage, label: str = "Pasted image") -> None:
+        if image.isNull():
+            self.failed.emit("The clipboard has no image to paste.")
+            return
+        self._start()
+        run_in_background(lambda: _decode_qimage(image, label), self._decoded, self._failed)
+
+    def load_mime(self, mime: QMimeData) -> bool:
+        """Use a drop or the clipboard: the first local file, else inline image data."""
+        files = local_files(mime)
+        if files:
+            if len(files) > 1:
+                log.info("%d files dropped; using the first", len(files))
+            self.load_file(files[0], from_history=mime.hasFormat(HISTORY_MIME))
+            return True
+        if mime.hasImage():
+            self.load_qimage(QImage(mime.imageData()), "Dropped image")
+            return True
+        return False
+
+    def paste(self) -> None:
+        from heyim_desktop.ui.qt import QGuiApplication
+
+        mime = QGuiApplication.clipboard().mimeData()
+        if mime is None or not self.load_mime(mime):
+            self.failed.emit("The clipboard holds no image or image file.")
+
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an input image", "", IMAGE_FILTER)
+        if path:
+            self.load_file(Path(path))
+
+    def _start(self) -> None:
+        self._pending += 1
+        self.caption.setText("Reading the image...")
+        self.busy_changed.emit(True)
+
+    def _end(self) -> None:
+        self._pending = max(0, self._pending - 1)
+        if self._pending == 0:
+            self.busy_changed.emit(False)
+
+    def _decoded(self, dropped: DroppedImage) -> None:
+        self._end()
+        self.set_input(self.current)  # restore the caption
+        self.decoded.emit(dropped)
+
+    def _failed(self, exc: BaseException) -> None:
+        from heyim_desktop.core.errors import UserFacingError
+
+        self._end()
+        self.set_input(self.current)
+        if isinstance(exc, UserFacingError):
+            self.failed.emit(str(exc))
+        else:
+            log.error("reading an input image failed", exc_info=exc)
+            self.failed.emit(f"The image could not be read ({type(exc).__name__}: {exc}).")
+
+    # -- drag and drop --------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if can_accept(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        if can_accept(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        if self.load_mime(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()

@@ -1,0 +1,139 @@
+"""Preferences: model folders, output folder, defaults, compute device, history keep-limit."""
+
+from __future__ import annotations
+
+import sys
+
+from heyim_desktop.core.schedulers import SCHEDULER_NAMES
+from heyim_desktop.core.request import GUIDANCE_RANGE, STEPS_RANGE
+from heyim_desktop.store.preferences import Preferences
+from heyim_desktop.ui.qt import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+DEVICE_LABELS = {
+    "auto": "Automatic (GPU when available)",
+    "cpu": "CPU",
+    "cuda": "NVIDIA GPU (CUDA)",
+    "mps": "Apple GPU (Metal)",
+    "coreml": "Core ML (Neural Engine)",
+}
+
+
+def available_devices() -> list[str]:
+    devices = ["auto", "cpu", "cuda"]
+    if sys.platform == "darwin":
+        devices += ["mps", "coreml"]
+    return devices
+
+
+class PreferencesDialog(QDialog):
+    def __init__(self, prefs: Preferences, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.prefs = prefs
+        self.folders = QListWidget()
+        self.folders.addItems(list(prefs.model_folders))
+        self.folders.setMaximumHeight(100)
+        add = QPushButton("Add...")
+        remove = QPushButton("Remove")
+        add.clicked.connect(self._add_folder)
+        remove.clicked.connect(lambda: [self.folders.takeItem(self.folders.row(i)) for i in self.folders.selectedItems()])
+        folder_buttons = QVBoxLayout()
+        folder_buttons.addWidget(add)
+        folder_buttons.addWidget(remove)
+        folder_buttons.addStretch(1)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folders, 1)
+        folder_row.addLayout(folder_buttons)
+
+        self.output = QLineEdit(prefs.output_folder)
+        self.output.setPlaceholderText("Default: HeyIm's data folder")
+        browse = QPushButton("Choose...")
+        browse.clicked.connect(self._choose_output)
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.output, 1)
+        output_row.addWidget(browse)
+
+        self.scheduler = QComboBox()
+        self.scheduler.addItems(SCHEDULER_NAMES)
+        self.scheduler.setCurrentText(prefs.default_scheduler)
+        self.steps = QSpinBox()
+        self.steps.setRange(*STEPS_RANGE)
+        self.steps.setValue(prefs.default_steps)
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(*GUIDANCE_RANGE)
+        self.guidance.setDecimals(1)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setValue(prefs.default_guidance)
+        self.device = QComboBox()
+        for d in available_devices():
+            self.device.addItem(DEVICE_LABELS[d], d)
+        index = self.device.findData(prefs.device)
+        self.device.setCurrentIndex(max(0, index))
+        self.keep = QSpinBox()
+        self.keep.setRange(0, 1_000_000)
+        self.keep.setSpecialValueText("Unlimited")
+        self.keep.setValue(prefs.keep_limit)
+        self.keep.setToolTip("Keep only the newest N images (favourites are always kept). 0 = unlimited.")
+
+        form = QFormLayout()
+        form.addRow("Model folders", folder_row)
+        form.addRow("Image folder", output_row)
+        form.addRow("", _note("A new image folder is used from the next launch."))
+        form.addRow("Default scheduler", self.scheduler)
+        form.addRow("Default steps", self.steps)
+        form.addRow("Default guidance", self.guidance)
+        form.addRow("Compute device", self.device)
+        form.addRow("", _note("A device change applies the next time a model loads."))
+        form.addRow("Keep in history", self.keep)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    def _add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder with models")
+        if folder and folder not in self.folder_list():
+            self.folders.addItem(folder)
+
+    def _choose_output(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for generated images", self.output.text())
+        if folder:
+            self.output.setText(folder)
+
+    def folder_list(self) -> list[str]:
+        return [self.folders.item(i).text() for i in range(self.folders.count())]
+
+    def result_preferences(self) -> Preferences:
+        return self.prefs.replace(
+            model_folders=tuple(self.folder_list()),
+            output_folder=self.output.text().strip(),
+            default_scheduler=self.scheduler.currentText(),
+            default_steps=self.steps.value(),
+            default_guidance=round(self.guidance.value(), 4),
+            device=str(self.device.currentData()),
+            keep_limit=self.keep.value(),
+        )
+
+
+def _note(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setEnabled(False)  # greyed by the palette, readable in both themes
+    label.setWordWrap(True)
+    return label

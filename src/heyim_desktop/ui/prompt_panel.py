@@ -1,0 +1,167 @@
+"""Prompt and negative prompt, a token counter, and recent prompts to pick again."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from heyim_desktop.ui.qt import (
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPlainTextEdit,
+    QSizePolicy,
+    Qt,
+    QTimer,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+
+#: CLIP's context is 77 tokens, two of which are the start and end markers.
+TOKEN_LIMIT = 77
+_WORDISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough CLIP token count without the tokenizer: words, digits and punctuation, long words twice."""
+    count = 0
+    for piece in _WORDISH.findall(text):
+        count += 1 + (len(piece) - 1) // 8 if piece.isalpha() else 1
+    return count
+
+
+def count_tokens(text: str, tokenizer: Any | None) -> tuple[int, bool]:
+    """(tokens including start/end markers, exact?); empty text counts 0."""
+    if not text.strip():
+        return 0, tokenizer is not None
+    if tokenizer is not None and text:
+        try:
+            return len(tokenizer(text, truncation=False)["input_ids"]), True
+        except Exception:  # noqa: BLE001 - a tokenizer quirk must not break typing
+            pass
+    return estimate_tokens(text) + 2, False
+
+
+class PromptEdit(QPlainTextEdit):
+    """A plain-text box that sizes to a few lines; Ctrl/Cmd+Enter is the window's shortcut."""
+
+    def __init__(self, placeholder: str, lines: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText(placeholder)
+        self.setTabChangesFocus(True)
+        height = self.fontMetrics().lineSpacing() * lines + 12
+        self.setMinimumHeight(height)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+
+class TokenCounter(QLabel):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def show_count(self, count: int, exact: bool) -> None:
+        approx = "" if exact else "~"
+        self.setText(f"{approx}{count}/{TOKEN_LIMIT}")
+        over = count > TOKEN_LIMIT
+        how = "counted with the model's tokenizer" if exact else "an estimate: the model's tokenizer is not loaded yet"
+        tip = f"{count} of {TOKEN_LIMIT} tokens ({how})."
+        if over:
+            tip += " Text past 77 tokens is cut off."
+        self.setToolTip(tip)
+        self.setProperty("over", over)
+        # Bold instead of a fixed colour keeps the warning readable in light and dark themes.
+        font = self.font()
+        font.setBold(over)
+        self.setFont(font)
+        if over:
+            self.setText(self.text() + "  too long")
+
+
+class PromptPanel(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tokenizer: Any | None = None
+        self.recent_source: Callable[[], list[str]] = lambda: []
+
+        self.prompt = PromptEdit("Describe the image: a red fox in the snow, golden hour", 3)
+        self.prompt.setAccessibleName("Prompt")
+        self.negative = PromptEdit("What to avoid (optional): blurry, text", 1)
+        self.negative.setAccessibleName("Negative prompt")
+        self.prompt_tokens = TokenCounter()
+        self.negative_tokens = TokenCounter()
+
+        self.recent_button = QToolButton()
+        self.recent_button.setText("Recent")
+        self.recent_button.setToolTip("Pick a prompt you used before")
+        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.recent_menu = QMenu(self.recent_button)
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.recent_button.setMenu(self.recent_menu)
+
+        head = QHBoxLayout()
+        head.addWidget(QLabel("<b>Prompt</b>"))
+        head.addStretch(1)
+        head.addWidget(self.prompt_tokens)
+        head.addWidget(self.recent_button)
+        neg_head = QHBoxLayout()
+        neg_head.addWidget(QLabel("Negative prompt"))
+        neg_head.addStretch(1)
+        neg_head.addWidget(self.negative_tokens)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(head)
+        layout.addWidget(self.prompt, 3)
+        layout.addLayout(neg_head)
+        layout.addWidget(self.negative, 1)
+
+        # Counting on every keystroke is cheap, but debounce so a paste of a page stays smooth.
+        self._count_timer = QTimer(self)
+        self._count_timer.setSingleShot(True)
+        self._count_timer.setInterval(120)
+        self._count_timer.timeout.connect(self.update_counts)
+        self.prompt.textChanged.connect(self._text_changed)
+        self.negative.textChanged.connect(self._text_changed)
+        self.update_counts()
+
+    def _text_changed(self) -> None:
+        self._count_timer.start()
+        self.changed.emit()
+
+    def set_tokenizer(self, tokenizer: Any | None) -> None:
+        self.tokenizer = tokenizer
+        self.update_counts()
+
+    def update_counts(self) -> None:
+        self.prompt_tokens.show_count(*count_tokens(self.prompt.toPlainText(), self.tokenizer))
+        self.negative_tokens.show_count(*count_tokens(self.negative.toPlainText(), self.tokenizer))
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        prompts = self.recent_source()
+        if not prompts:
+            action = self.recent_menu.addAction("No prompts yet")
+            action.setEnabled(False)
+            return
+        for text in prompts:
+            label = text if len(text) <= 80 else text[:77] + "..."
+            action = self.recent_menu.addAction(label.replace("&", "&&").replace("\n", " "))
+            action.setToolTip(text)
+            action.triggered.connect(lambda _checked=False, t=text: self.set_prompt(t))
+
+    # -- values ---------------------------------------------------------------------------
+    def prompt_text(self) -> str:
+        return self.prompt.toPlainText().strip()
+
+    def negative_text(self) -> str:
+        return self.negative.toPlainText().strip()
+
+    def set_prompt(self, prompt: str, negative: str | None = None) -> None:
+        self.prompt.setPlainText(prompt)
+        if negative is not None:
+            self.negative.setPlainText(negative)
+        self.update_counts()

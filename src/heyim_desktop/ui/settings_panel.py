@@ -1,0 +1,240 @@
+"""Generation settings: model, scheduler, steps, guidance, seed, size, count, strength."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from heyim_desktop.core.request import COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
+from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
+from heyim_desktop.ui.qt import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+    Signal,
+)
+
+#: (label, width, height); "Model default" follows the loaded model's own size.
+SIZE_PRESETS: tuple[tuple[str, int, int], ...] = (
+    ("512 x 512 (SD 1.x)", 512, 512),
+    ("768 x 768 (SD 2.x)", 768, 768),
+    ("512 x 768 portrait", 512, 768),
+    ("768 x 512 landscape", 768, 512),
+    ("1024 x 1024 (SDXL)", 1024, 1024),
+    ("256 x 256 quick", 256, 256),
+    ("64 x 64 tiny", 64, 64),
+)
+CUSTOM = "Custom"
+
+
+class SettingsPanel(QWidget):
+    model_changed = Signal(str)  # model reference ("" when none)
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = QComboBox()
+        self.model.setAccessibleName("Model")
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setMinimumContentsLength(18)
+        self.scheduler = QComboBox()
+        self.scheduler.addItems(SCHEDULER_NAMES)
+        self.steps = QSpinBox()
+        self.steps.setRange(*STEPS_RANGE)
+        self.steps.setValue(30)
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(*GUIDANCE_RANGE)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setDecimals(1)
+        self.guidance.setValue(7.5)
+        self.guidance.setToolTip("How closely to follow the prompt (1 or less turns guidance off)")
+
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)  # QSpinBox is 32-bit signed; larger seeds still load via settings
+        self.seed.setEnabled(False)
+        self.random_seed = QCheckBox("Random")
+        self.random_seed.setChecked(True)
+        self.random_seed.setToolTip("Unchecked: the seed is locked, so the same settings make the same image")
+        self.random_seed.toggled.connect(lambda on: self.seed.setEnabled(not on))
+        self._big_seed: int | None = None
+
+        self.size_preset = QComboBox()
+        for label, w, h in SIZE_PRESETS:
+            self.size_preset.addItem(label, f"{w}x{h}")
+        self.size_preset.addItem(CUSTOM, None)
+        self.width_box = QSpinBox()
+        self.height_box = QSpinBox()
+        for box in (self.width_box, self.height_box):
+            box.setRange(*SIZE_RANGE)
+            box.setSingleStep(64)
+            box.setValue(512)
+        self.size_preset.currentIndexChanged.connect(self._preset_chosen)
+        self.width_box.valueChanged.connect(self._size_edited)
+        self.height_box.valueChanged.connect(self._size_edited)
+
+        self.count = QSpinBox()
+        self.count.setRange(*COUNT_RANGE)
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.01, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setDecimals(2)
+        self.strength.setValue(0.75)
+        self.strength.setToolTip("How much of the input image is re-imagined (1 = all of it)")
+        self.strength_label = QLabel("Strength")
+
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.random_seed)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.width_box)
+        size_row.addWidget(QLabel("x"))
+        size_row.addWidget(self.height_box)
+        self.refresh_models_button = QToolButton()
+        self.refresh_models_button.setText("Refresh")
+        self.refresh_models_button.setToolTip("Look for models again")
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.refresh_models_button)
+
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Model", model_row)
+        form.addRow("Scheduler", self.scheduler)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Seed", seed_row)
+        form.addRow("Size", self.size_preset)
+        form.addRow("", size_row)
+        form.addRow("Images", self.count)
+        form.addRow(self.strength_label, self.strength)
+        self.set_img2img(False)
+
+        self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit(self.model_ref()))
+        for box in (self.steps, self.count, self.seed, self.width_box, self.height_box):
+            box.valueChanged.connect(lambda _v: self.changed.emit())
+        self.guidance.valueChanged.connect(lambda _v: self.changed.emit())
+        self.scheduler.currentIndexChanged.connect(lambda _i: self.changed.emit())
+
+    # -- models ---------------------------------------------------------------------------
+    def set_models(self, models: Sequence[Any], current: str | None = None) -> None:
+        """``models``: ModelInfo-like objects (name, ref, ready, problem)."""
+        keep = current if current is not None else self.model_ref()
+        self.model.blockSignals(True)
+        self.model.clear()
+        for info in models:
+            label = info.name if info.ready else f"{info.name} (unusable: {info.problem or info.status.value})"
+            self.model.addItem(label, info.ref)
+            if not info.ready:
+                item = self.model.model().item(self.model.count() - 1)  # type: ignore[attr-defined]
+                if item is not None:
+                    item.setEnabled(False)
+        index = self.model.findData(keep) if keep else -1
+        if index < 0:
+            index = next((i for i, info in enumerate(models) if info.ready), -1)
+        self.model.setCurrentIndex(index)
+        self.model.blockSignals(False)
+        self.model_changed.emit(self.model_ref())
+
+    def model_ref(self) -> str:
+        data = self.model.currentData()
+        return str(data) if data else ""
+
+    def select_model(self, ref: str) -> bool:
+        index = self.model.findData(ref)
+        if index >= 0:
+            self.model.setCurrentIndex(index)
+        return index >= 0
+
+    # -- size -----------------------------------------------------------------------------
+    def _preset_chosen(self, _index: int) -> None:
+        size = self.size_preset.currentData()
+        if size:
+            w, h = (int(v) for v in str(size).split("x"))
+            self._set_size_boxes(w, h)
+
+    def _size_edited(self, _value: int) -> None:
+        index = self.size_preset.findData(f"{self.width_box.value()}x{self.height_box.value()}")
+        self.size_preset.blockSignals(True)
+        self.size_preset.setCurrentIndex(index if index >= 0 else self.size_preset.count() - 1)
+        self.size_preset.blockSignals(False)
+
+    def _set_size_boxes(self, width: int, height: int) -> None:
+        for box, value in ((self.width_box, width), (self.height_box, height)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+        self._size_edited(0)
+        self.changed.emit()
+
+    def set_size(self, width: int, height: int) -> None:
+        self._set_size_boxes(width, height)
+
+    def set_fixed_size(self, size: tuple[int, int] | None) -> None:
+        """Core ML models have one size: show it and lock the boxes."""
+        if size is not None:
+            self.set_size(*size)
+        for w in (self.size_preset, self.width_box, self.height_box):
+            w.setEnabled(size is None)
+
+    # -- img2img --------------------------------------------------------------------------
+    def set_img2img(self, on: bool) -> None:
+        self.strength.setVisible(on)
+        self.strength_label.setVisible(on)
+
+    # -- values ---------------------------------------------------------------------------
+    def seed_value(self) -> int | None:
+        if self.random_seed.isChecked():
+            return None
+        if self._big_seed is not None and self.seed.value() == self.seed.maximum():
+            return self._big_seed
+        return self.seed.value()
+
+    def set_seed(self, seed: int | None, locked: bool = True) -> None:
+        self._big_seed = seed if seed is not None and seed > self.seed.maximum() else None
+        if seed is not None:
+            self.seed.setValue(min(seed, self.seed.maximum()))
+        self.random_seed.setChecked(not locked or seed is None)
+
+    def values(self) -> dict[str, Any]:
+        """Keyword arguments for GenerationRequest (without prompt and image)."""
+        return {
+            "model": self.model_ref() or None,
+            "scheduler": self.scheduler.currentText(),
+            "steps": self.steps.value(),
+            "guidance": round(self.guidance.value(), 4),
+            "seed": self.seed_value(),
+            "width": self.width_box.value(),
+            "height": self.height_box.value(),
+            "count": self.count.value(),
+            "strength": round(self.strength.value(), 4),
+        }
+
+    def apply(self, settings: dict[str, Any]) -> None:
+        """Load settings (from history, a dropped PNG or the last session); unknown keys are ignored."""
+        if settings.get("scheduler") in SCHEDULER_NAMES:
+            self.scheduler.setCurrentText(settings["scheduler"])
+        if isinstance(settings.get("steps"), int):
+            self.steps.setValue(settings["steps"])
+        if isinstance(settings.get("guidance"), (int, float)):
+            self.guidance.setValue(float(settings["guidance"]))
+        if "seed" in settings:
+            seed = settings["seed"]
+            self.set_seed(seed if isinstance(seed, int) and 0 <= seed <= MAX_SEED else None,
+                          locked=isinstance(seed, int))
+        if isinstance(settings.get("width"), int) and isinstance(settings.get("height"), int):
+            self.set_size(settings["width"], settings["height"])
+        if isinstance(settings.get("count"), int):
+            self.count.setValue(settings["count"])
+        if isinstance(settings.get("strength"), (int, float)):
+            self.strength.setValue(float(settings["strength"]))
+        model = settings.get("model")
+        if isinstance(model, str) and model:
+            self.select_model(model)
+
+    def use_img2img_default_scheduler(self) -> None:
+        self.scheduler.setCurrentText(DEFAULT_IMG2IMG)

@@ -1,0 +1,213 @@
+"""The generation worker: one QThread owns the EngineHost and drains the app's JobQueue.
+
+Widgets never touch the engine. They submit requests to the queue (so can the tray and the
+local API) and hear about jobs through the typed signals below, delivered on the main
+thread by Qt's queued connections.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink
+from heyim_desktop.core.jobs import Job, JobQueue, JobState
+from heyim_desktop.ui.qt import QImage, QThread, Signal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from heyim_desktop.core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: How often an idle worker looks for a model to preload (the queue wakes it for jobs).
+IDLE_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class ModelReady:
+    """What the window learns when a model has loaded."""
+
+    ref: str
+    model_name: str
+    engine_name: str
+    seconds: float
+    default_size: tuple[int, int]
+    fixed_size: tuple[int, int] | None
+    supports_img2img: bool
+    #: A private copy of the model's tokenizer for the token counter (fast tokenizers are
+    #: not safe to share between threads), or None.
+    tokenizer: Any = None
+
+
+def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
+    """(h, w, 3) uint8 -> QImage that owns its pixels (safe to send across threads)."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def default_loader(device: str = "auto") -> EngineLoader:
+    from heyim_desktop.core.loading import load_engine
+
+    torch_device = device if device in ("auto", "cpu", "cuda", "mps") else "auto"
+    return lambda ref: load_engine(ref, device=torch_device)
+
+
+class GenerationWorker(QThread):
+    """The one thread that loads models and runs jobs. Start it after the window shows."""
+
+    job_queued = Signal(object)  # Job
+    job_started = Signal(object)  # Job
+    #: job id, steps done, steps in all (over every image of the job), seconds elapsed
+    progress = Signal(int, int, int, float)
+    preview = Signal(int, QImage)  # job id, preview at latent resolution
+    job_finished = Signal(object)  # Job; job.saved holds the history entries
+    job_failed = Signal(object, str)  # Job, a message for the user
+    job_cancelled = Signal(object)  # Job (removed while waiting, or stopped while running)
+    queue_changed = Signal()
+    model_loading = Signal(str)  # model reference
+    model_ready = Signal(object)  # ModelReady
+    model_failed = Signal(str, str)  # model reference, message
+
+    def __init__(self, queue: JobQueue, loader: EngineLoader, sink: ResultSink | None = None,
+                 preload: str | None = None, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("heyim-engine")
+        self.queue = queue
+        self.host = EngineHost(loader)
+        self.host.listener = _HostEvents(self)
+        self.sink = sink
+        self._wanted_lock = threading.Lock()
+        self._wanted: str | None = preload
+        self._stopping = False
+        queue.add_listener(self._on_job)
+
+    # -- called from the main thread ---------------------------------------------------------
+    def request_model(self, ref: str | None) -> None:
+        """Load ``ref`` as soon as the worker is idle (model switch without restart)."""
+        with self._wanted_lock:
+            self._wanted = ref or None
+
+    def stop(self, timeout_ms: int | None = None) -> bool:
+        """Cancel everything, let the running job stop within a step, free the engine."""
+        self._stopping = True
+        self.queue.remove_listener(self._on_job)
+        self.queue.close()
+        if not self.isRunning():
+            return True
+        return self.wait() if timeout_ms is None else self.wait(timeout_ms)
+
+    @property
+    def current_model(self) -> str | None:
+        return self.host.model_ref
+
+    # -- the worker thread -------------------------------------------------------------------
+    def run(self) -> None:
+        threading.current_thread().name = "heyim-engine"
+        try:
+            while not self._stopping:
+                self._preload_if_wanted()
+                job = self.queue.take(timeout=IDLE_POLL_S)
+                if job is None:
+                    if self.queue.closed:
+                        break
+                    continue
+                with self._wanted_lock:
+                    self._wanted = None  # the job names its own model
+                self.host.run_job(self.queue, job, self.sink)
+        finally:
+            try:
+                self.host.unload()
+            except Exception:  # noqa: BLE001 - quitting must not crash
+                log.exception("unloading the model failed")
+
+    def _preload_if_wanted(self) -> None:
+        with self._wanted_lock:
+            ref, self._wanted = self._wanted, None
+        if ref is None or ref == self.host.model_ref:
+            return
+        try:
+            self.host.ensure_model(ref)
+        except Exception:  # reported through model_failed already
+            log.info("preloading %s failed", ref, exc_info=True)
+
+    # -- queue listener (whichever thread changed the job) -----------------------------------
+    def _on_job(self, job: Job) -> None:
+        state = job.state
+        if state is JobState.QUEUED:
+            self.job_queued.emit(job)
+            self.queue_changed.emit()
+        elif state is JobState.RUNNING:
+            p = job.progress
+            if p is None:
+                self.job_started.emit(job)
+                self.queue_changed.emit()
+                return
+            done = p.image_index * p.total + p.step
+            self.progress.emit(int(job.id), done, p.total * p.image_count, float(p.elapsed))
+            if p.preview is not None:
+                self.preview.emit(int(job.id), rgb_array_to_qimage(p.preview))
+        elif state is JobState.DONE:
+            self.job_finished.emit(job)
+            self.queue_changed.emit()
+        elif state is JobState.FAILED:
+            self.job_failed.emit(job, job.error_message or "The job failed.")
+            self.queue_changed.emit()
+        elif state is JobState.CANCELLED:
+            self.job_cancelled.emit(job)
+            self.queue_changed.emit()
+
+
+class _HostEvents:
+    """EngineHost's listener: turns its calls (on the worker thread) into the worker's signals."""
+
+    def __init__(self, worker: GenerationWorker) -> None:
+        self.worker = worker
+
+    def model_loading(self, ref: str) -> None:
+        self.worker.model_loading.emit(ref)
+
+    def model_ready(self, ref: str, engine: "Engine", seconds: float) -> None:
+        tokenizer = None
+        components = getattr(engine, "components", None)
+        if components is not None and getattr(components, "tokenizer", None) is not None:
+            try:
+                tokenizer = copy.deepcopy(components.tokenizer)
+            except Exception:  # noqa: BLE001 - the counter falls back to an estimate
+                log.info("cannot copy the tokenizer for the token counter", exc_info=True)
+        info = ModelReady(
+            ref=ref,
+            model_name=getattr(engine, "model_name", ref),
+            engine_name=getattr(engine, "name", "?"),
+            seconds=seconds,
+            default_size=tuple(engine.default_size),  # type: ignore[arg-type]
+            fixed_size=engine.fixed_size,
+            supports_img2img=bool(getattr(engine, "supports_img2img", True)),
+            tokenizer=tokenizer,
+        )
+        self.worker.model_ready.emit(info)
+
+    def model_failed(self, ref: str, error: BaseException) -> None:
+        from heyim_desktop.core.errors import UserFacingError
+
+        message = str(error) if isinstance(error, UserFacingError) else f"{type(error).__name__}: {error}"
+        self.worker.model_failed.emit(ref, message)
+
+
+def history_sink(store: Any) -> ResultSink:
+    """Every finished job lands in history: files first, then rows (the store's guarantee)."""
+
+    def sink(result: Any, job: Job) -> tuple[object, ...]:
+        return tuple(store.save_result(result, job))
+
+    return sink
+
+
+SubmitFn = Callable[..., Job]
