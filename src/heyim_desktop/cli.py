@@ -62,10 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, multiples of 8 (default: the model's size)")
     gen.add_argument("--count", type=int, default=1, help="images to make, 1 to 16 (seeds seed, seed+1, ...)")
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
-    gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu", "coreml"))
     gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
                      help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
+    conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
+    conv.add_argument("out_dir", metavar="OUT_DIR", help="where the Core ML resources folder goes (new or empty)")
+    conv.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT the Core ML model makes (default: the model's own)")
+    conv.add_argument("--attention", choices=("split_einsum", "original"), default="split_einsum",
+                      help="split_einsum runs best on the Neural Engine, original on the GPU (default split_einsum)")
+    conv.add_argument("--batch", type=int, choices=(1, 2), default=2, help="UNet batch: 2 runs guidance in one call (default 2)")
+    conv.add_argument("--chunk-unet", action="store_true", help="split the UNet in two halves (UnetChunk1/UnetChunk2)")
+    conv.add_argument("--no-encoder", action="store_true", help="skip VAEEncoder (no image-to-image)")
+    conv.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
 
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
@@ -207,6 +218,31 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from heyim_desktop.core import CancelToken, Cancelled
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.cancel())
+
+    def report(p: "object") -> None:  # ConversionProgress
+        print(f"[{p.stage}/{p.total}] {p.label}  {p.elapsed:.1f}s", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+
+    try:
+        out = convert_to_coreml(
+            args.model_dir, args.out_dir, size=args.size, attention=args.attention, batch=args.batch,
+            chunk_unet=args.chunk_unet, include_encoder=not args.no_encoder, overwrite=args.force,
+            progress=report, cancel=cancel,
+        )
+    except Cancelled:
+        print("Cancelled; nothing was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(out)
+    return EXIT_OK
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from heyim_desktop.models.cli import cmd_models as run
 
@@ -227,6 +263,7 @@ def _scale_command(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "generate": cmd_generate,
+    "convert": cmd_convert,
     "demo-model": cmd_demo_model,
     "models": cmd_models,
     "serve": cmd_serve,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from heyim_desktop.core.engine import Engine
 from heyim_desktop.core.errors import ModelError
@@ -10,9 +11,19 @@ from heyim_desktop.core.errors import ModelError
 DEMO_REF = "demo"
 
 
-def load_engine(ref: str, device: str = "auto", precision: str = "auto") -> Engine:
+def load_engine(
+    ref: str,
+    device: str = "auto",
+    precision: str = "auto",
+    *,
+    compute_units: str | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> Engine:
     """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder (also a Hugging
-    Face cache snapshot) or a single-file ``.safetensors`` checkpoint (recognised by content)."""
+    Face cache snapshot), a single-file ``.safetensors`` checkpoint (recognised by content), or a
+    Core ML resources folder (macOS; ``device`` "auto" or "coreml"; ``compute_units`` or
+    "coreml:UNITS" picks CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears
+    Core ML's load steps)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.thirdparty import quiet_third_party
 
@@ -28,6 +39,26 @@ def load_engine(ref: str, device: str = "auto", precision: str = "auto") -> Engi
             from heyim_desktop.core.single_file import load_single_file_engine
 
             return load_single_file_engine(folder, device=device, precision=precision)
+        from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+
+        if device.startswith("coreml") or looks_like_coreml_folder(folder):
+            return _load_coreml(folder, device, compute_units, on_status)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device, precision=precision)
+
+
+def _load_coreml(folder: Path, device: str, compute_units: str | None, on_status: Callable[[str], None] | None) -> Engine:
+    import sys
+
+    from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
+    from heyim_desktop.core.coreml.engine import MACOS_ONLY, load_coreml_engine
+
+    kind, _, units = device.partition(":")
+    if kind not in ("auto", "coreml"):
+        raise ModelError(f"{folder.name} is a Core ML model; it runs on the coreml device, not {device}.")
+    if not looks_like_coreml_folder(folder):
+        raise ModelError(f"{folder.name} is not a Core ML model folder (no Unet.mlmodelc or .mlpackage inside).")
+    if sys.platform != "darwin":
+        raise ModelError(MACOS_ONLY)
+    return load_coreml_engine(folder, units or compute_units, on_status=on_status)

@@ -1,0 +1,166 @@
+"""Recognising a Core ML Stable Diffusion resources folder (Apple's layout).
+
+Pure and cheap: no torch, no coremltools, no macOS. The model library calls
+:func:`detect_coreml_folder` to list Core ML models; the engine calls it before loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from heyim_desktop.core.coreml.specs import ModelSpec, TensorSpec, read_model_spec
+from heyim_desktop.core.errors import ModelError
+
+SUFFIXES = (".mlmodelc", ".mlpackage")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+OPTIONAL_MODELS = ("VAEEncoder", "SafetyChecker", "TextEncoder2")
+#: Subfolders where downloads keep the resources (Hugging Face apple/coreml-*, Mochi Diffusion).
+_NESTED = ("Resources", "compiled", "split_einsum/compiled", "original/compiled", "split_einsum", "original")
+#: Written by HeyIm's converter into each model's metadata (preferred over op sniffing).
+META_ATTENTION = "heyim.attention"
+
+KIND_SD = "SD 1.x/2.x"
+KIND_SDXL = "SDXL"
+
+
+@dataclass(frozen=True)
+class CoreMLModelInfo:
+    """What a Core ML resources folder holds and what it can do."""
+
+    folder: Path
+    kind: str
+    #: "split_einsum" (Neural Engine friendly) or "original" (GPU friendly).
+    attention: str
+    #: (width, height): the only image size this model makes (static shapes).
+    size: tuple[int, int]
+    #: Images the UNet takes per call: 2 runs guidance in one call, 1 needs two calls.
+    batch: int
+    img2img: bool
+    chunked: bool
+    has_safety_checker: bool
+    models: tuple[ModelSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def default_compute_units(self) -> str:
+        return "CPU_AND_NE" if self.attention == "split_einsum" else "CPU_AND_GPU"
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def has(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.models)
+
+    @property
+    def unet_names(self) -> tuple[str, ...]:
+        return ("UnetChunk1", "UnetChunk2") if self.chunked else ("Unet",)
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for suffix in SUFFIXES:
+        path = folder / f"{name}{suffix}"
+        if path.is_dir():
+            return path
+    return None
+
+
+def resources_folder(path: Path) -> Path:
+    """``path`` itself or the nested folder of a download that holds the models."""
+    if _find(path, "TextEncoder") or _find(path, "Unet") or _find(path, "UnetChunk1"):
+        return path
+    for sub in _NESTED:
+        nested = path / sub
+        if nested.is_dir() and (_find(nested, "Unet") or _find(nested, "UnetChunk1")):
+            return nested
+    return path
+
+
+def looks_like_coreml_folder(path: Path) -> bool:
+    """A quick check for routing: does ``path`` (or its resources subfolder) hold Core ML models?"""
+    if not path.is_dir():
+        return False
+    folder = resources_folder(path)
+    return any(_find(folder, n) for n in ("Unet", "UnetChunk1", "TextEncoder", "VAEDecoder"))
+
+
+def _missing(folder: Path, what: str) -> ModelError:
+    return ModelError(f"{folder.name} is not a complete Core ML model: {what} is missing.")
+
+
+def _need(folder: Path, name: str) -> Path:
+    path = _find(folder, name)
+    if path is None:
+        raise _missing(folder, f"{name}.mlmodelc (or {name}.mlpackage)")
+    return path
+
+
+def _unet_sample(spec: ModelSpec) -> TensorSpec:
+    sample = spec.input("sample")
+    if sample is None or len(sample.shape) != 4:
+        raise ModelError(f"{spec.path.name} has no 4-D 'sample' input; it is not a Stable Diffusion UNet.")
+    return sample
+
+
+def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
+    """Read a resources folder; raise :class:`ModelError` naming what is missing or wrong."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ModelError(f"Core ML model folder not found: {root}")
+    folder = resources_folder(root)
+    paths: dict[str, Path] = {"TextEncoder": _need(folder, "TextEncoder")}
+    unet = _find(folder, "Unet")
+    chunk1, chunk2 = _find(folder, "UnetChunk1"), _find(folder, "UnetChunk2")
+    if unet is not None:
+        paths["Unet"] = unet
+    elif chunk1 is not None or chunk2 is not None:
+        paths["UnetChunk1"] = _need(folder, "UnetChunk1")
+        paths["UnetChunk2"] = _need(folder, "UnetChunk2")
+    else:
+        raise _missing(folder, "Unet.mlmodelc (or UnetChunk1 and UnetChunk2)")
+    paths["VAEDecoder"] = _need(folder, "VAEDecoder")
+    for name in TOKENIZER_FILES:
+        if not (folder / name).is_file():
+            raise _missing(folder, name)
+    for name in OPTIONAL_MODELS:
+        found = _find(folder, name)
+        if found is not None:
+            paths[name] = found
+    try:
+        specs = tuple(read_model_spec(name, p) for name, p in paths.items())
+    except ModelError as exc:  # the messages start with the model's file name
+        raise ModelError(f"{folder.name}/{exc}") from None
+    by_name = {s.name: s for s in specs}
+    chunked = "Unet" not in by_name
+    first = by_name["UnetChunk1" if chunked else "Unet"]
+    sample = _unet_sample(first)
+    batch, _, lh, lw = sample.shape
+    if batch not in (1, 2):
+        raise ModelError(f"{first.path.name}: unsupported UNet batch size {batch} (expected 1 or 2).")
+    unet_inputs = {t.name for s in specs if s.name.startswith("Unet") for t in s.inputs}
+    kind = KIND_SDXL if {"time_ids", "text_embeds"} & unet_inputs or "TextEncoder2" in by_name else KIND_SD
+    unets = [s for s in specs if s.name.startswith("Unet")]
+    tagged = next((s.meta(META_ATTENTION) for s in unets if s.meta(META_ATTENTION)), None)
+    if tagged in ("split_einsum", "original"):
+        attention = tagged
+    elif any(s.has_einsum for s in unets):
+        attention = "split_einsum"
+    else:
+        attention = "original"
+    return CoreMLModelInfo(
+        folder=folder,
+        kind=kind,
+        attention=attention,
+        size=(lw * 8, lh * 8),
+        batch=batch,
+        img2img="VAEEncoder" in by_name,
+        chunked=chunked,
+        has_safety_checker="SafetyChecker" in by_name,
+        models=specs,
+    )

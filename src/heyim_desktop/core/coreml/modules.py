@@ -1,0 +1,193 @@
+"""Torch modules with Apple's Core ML Stable Diffusion input/output contract.
+
+They are what ``convert`` traces into ``.mlpackage`` files, and what the Linux tests run as a
+stand-in for Core ML prediction, so both sides share one definition of every name and layout:
+
+* TextEncoder: ``input_ids`` float32 (1, 77) -> ``last_hidden_state`` (1, 77, C), ``pooled_outputs`` (1, C)
+* Unet: ``sample`` (B, 4, h, w), ``timestep`` (B,), ``encoder_hidden_states`` (B, C, 1, 77) -> ``noise_pred``
+* UnetChunk1 / UnetChunk2: the same UNet cut after its middle block; chunk 1's outputs feed
+  chunk 2 by name.
+* VAEDecoder: ``z`` (1, 4, h, w) -> ``image`` (1, 3, 8h, 8w); VAEEncoder: ``x`` -> ``latent`` (moments).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+TEXT_LENGTH = 77
+
+
+class SplitEinsumAttnProcessor:
+    """Attention head by head with rank-4 einsums on a (B, S, 1, d) layout.
+
+    This is the shape of Apple's ANE-friendly "split_einsum" attention: Core ML keeps the
+    ``nchw,nwhu->nchu`` einsum as one op the Neural Engine runs well, and no tensor is wider
+    than one head.
+    """
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q = attn.to_q(hidden_states)
+        k = attn.to_k(context)
+        v = attn.to_v(context)
+        heads = attn.heads
+        dim = q.shape[-1] // heads
+        b, sq, _ = q.shape
+        sk = k.shape[1]
+        # One reshape and one split per tensor keeps the converted program small.
+        qs = q.reshape(b, sq, 1, heads * dim).split(dim, dim=3)  # heads x (B, Sq, 1, d)
+        ks = k.transpose(1, 2).reshape(b, heads * dim, 1, sk).split(dim, dim=1)  # heads x (B, d, 1, Sk)
+        vs = v.reshape(b, sk, 1, heads * dim).split(dim, dim=3)  # heads x (B, Sk, 1, d)
+        outs = []
+        for qh, kh, vh in zip(qs, ks, vs):
+            weights = torch.einsum("nchw,nwhu->nchu", qh, kh) * attn.scale
+            weights = weights.softmax(dim=-1)
+            outs.append(torch.einsum("nchw,nwhu->nchu", weights, vh))
+        out = torch.cat(outs, dim=3).reshape(b, sq, heads * dim)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if attn.residual_connection:
+            out = out + hidden_states
+        scaled: torch.Tensor = out / attn.rescale_output_factor
+        return scaled
+
+
+def use_attention(unet: nn.Module, attention: str) -> None:
+    """Set the UNet's attention implementation: ``split_einsum`` or ``original``."""
+    if attention == "split_einsum":
+        unet.set_attn_processor(SplitEinsumAttnProcessor())  # type: ignore[operator]
+    elif attention == "original":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        # The plain matmul/softmax form: Core ML runs it best on the GPU.
+        unet.set_attn_processor(AttnProcessor())  # type: ignore[operator]
+    else:
+        raise ValueError(f"unknown attention {attention!r}")
+
+
+def _to_sequence(encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    # Apple's (B, C, 1, 77) layout back to diffusers' (B, 77, C).
+    return encoder_hidden_states.squeeze(2).transpose(1, 2)
+
+
+class TextEncoderModule(nn.Module):
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.text_encoder(input_ids.to(torch.int32).long(), return_dict=False)
+        return out[0], out[1]
+
+
+class UnetModule(nn.Module):
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        ehs = _to_sequence(encoder_hidden_states)
+        pred: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
+        return pred
+
+
+def _crossattn(block: nn.Module) -> bool:
+    return bool(getattr(block, "has_cross_attention", False))
+
+
+class UnetChunk1Module(nn.Module):
+    """Time embedding, input conv, down blocks and middle block of a diffusers UNet."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        u: Any = self.unet
+        ehs = _to_sequence(encoder_hidden_states)
+        t_emb = u.get_time_embed(sample=sample, timestep=timestep)
+        emb = u.time_embedding(t_emb, None)
+        if u.time_embed_act is not None:
+            emb = u.time_embed_act(emb)
+        h = u.conv_in(sample)
+        residuals: tuple[torch.Tensor, ...] = (h,)
+        for block in u.down_blocks:
+            if _crossattn(block):
+                h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=ehs)
+            else:
+                h, res = block(hidden_states=h, temb=emb)
+            residuals += res
+        if u.mid_block is not None:
+            h = u.mid_block(h, emb, encoder_hidden_states=ehs) if _crossattn(u.mid_block) else u.mid_block(h, emb)
+        return (emb, h, *residuals)
+
+
+class UnetChunk2Module(nn.Module):
+    """The up blocks and output conv, fed by chunk 1's outputs."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, encoder_hidden_states: torch.Tensor, emb: torch.Tensor, mid: torch.Tensor, *residuals: torch.Tensor) -> torch.Tensor:
+        u: Any = self.unet
+        ehs = _to_sequence(encoder_hidden_states)
+        h = mid
+        rest = tuple(residuals)
+        for i, block in enumerate(u.up_blocks):
+            n = len(block.resnets)
+            res, rest = rest[-n:], rest[:-n]
+            size = rest[-1].shape[2:] if i < len(u.up_blocks) - 1 else None
+            if _crossattn(block):
+                h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, encoder_hidden_states=ehs, upsample_size=size)
+            else:
+                h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size)
+        if u.conv_norm_out is not None:
+            h = u.conv_act(u.conv_norm_out(h))
+        pred: torch.Tensor = u.conv_out(h)
+        return pred
+
+
+def chunk_residual_count(unet: nn.Module) -> int:
+    u: Any = unet
+    return 1 + sum(len(b.resnets) + (1 if getattr(b, "downsamplers", None) else 0) for b in u.down_blocks)
+
+
+def chunk1_output_names(unet: nn.Module) -> list[str]:
+    return ["emb", "mid"] + [f"res_{i}" for i in range(chunk_residual_count(unet))]
+
+
+class VAEDecoderModule(nn.Module):
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        image: torch.Tensor = self.vae.decode(z, return_dict=False)[0]  # type: ignore[operator]
+        return image
+
+
+class VAEEncoderModule(nn.Module):
+    """Pixels in [-1, 1] to the latent distribution's moments (mean and log-variance)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v: Any = self.vae
+        h = v.encoder(x)
+        moments: torch.Tensor = v.quant_conv(h) if v.quant_conv is not None else h
+        return moments

@@ -1,0 +1,51 @@
+"""A stand-in for Core ML prediction: the torch modules a resources folder was converted from.
+
+It takes and returns exactly what the converted models do (names from their specs, their
+dtypes), so the engine's adapters run unchanged on Linux. Used by the tests, and to check a
+conversion against its source model without a Mac.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from heyim_desktop.core.coreml import modules as M
+from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+
+
+class TorchReferencePredictor:
+    """``predict(name, inputs) -> outputs`` over the diffusers model at ``source`` (fp32, CPU)."""
+
+    def __init__(self, source: Path, info: CoreMLModelInfo) -> None:
+        from heyim_desktop.core.torch_engine import TorchComponents
+
+        self.info = info
+        self.parts = TorchComponents(source, torch.device("cpu"), torch.float32)
+        M.use_attention(self.parts.unet_model, info.attention)
+        unet = self.parts.unet_model
+        self.modules: dict[str, torch.nn.Module] = {
+            "TextEncoder": M.TextEncoderModule(self.parts.text_encoder),
+            "Unet": M.UnetModule(unet),
+            "UnetChunk1": M.UnetChunk1Module(unet),
+            "UnetChunk2": M.UnetChunk2Module(unet),
+            "VAEDecoder": M.VAEDecoderModule(self.parts.vae),
+            "VAEEncoder": M.VAEEncoderModule(self.parts.vae),
+        }
+        self.calls: list[tuple[str, dict[str, tuple[tuple[int, ...], str]]]] = []
+
+    @torch.inference_mode()
+    def __call__(self, name: str, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        spec = self.info.model(name)
+        self.calls.append((name, {k: (tuple(v.shape), str(v.dtype)) for k, v in inputs.items()}))
+        # Positional order is the spec's input order, which is the traced forward's order.
+        args = [torch.from_numpy(np.asarray(inputs[t.name], dtype=np.float32)) for t in spec.inputs]
+        out = self.modules[name](*args)
+        values = out if isinstance(out, tuple) else (out,)
+        if len(values) != len(spec.outputs):
+            raise RuntimeError(f"{name}: module gave {len(values)} outputs, spec has {len(spec.outputs)}")
+        return {t.name: v.numpy().astype(np.dtype(t.dtype)) for t, v in zip(spec.outputs, values)}

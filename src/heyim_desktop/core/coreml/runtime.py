@@ -1,0 +1,126 @@
+"""Loaded Core ML models predicting by name (coremltools on macOS).
+
+``.mlmodelc`` folders load through ``CompiledMLModel`` as they are (no recompiling);
+``.mlpackage`` files are compiled once into the cache (``compile_cache``). The model factory
+is injectable, so the loading logic runs in tests anywhere; only the default factory needs macOS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
+from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+#: ``factory(compiled_path, compute_units) -> model`` with ``model.predict(dict) -> dict``.
+ModelFactory = Callable[[Path, str], Any]
+StatusCallback = Callable[[str], None]
+#: Loaded on first use only: most generations never need them.
+LAZY_MODELS = ("VAEEncoder",)
+FIRST_LOAD_NOTE = (
+    "The first load of a model on the Neural Engine can take a few minutes while macOS prepares it; "
+    "later loads take seconds."
+)
+_UNIT_WORDS = {"CPU_AND_NE": "the Neural Engine", "ALL": "all compute units", "CPU_AND_GPU": "the GPU", "CPU_ONLY": "the CPU"}
+
+
+def coremltools_factory(path: Path, compute_units: str) -> Any:
+    import coremltools as ct
+
+    return ct.models.CompiledMLModel(str(path), compute_units=ct.ComputeUnit[compute_units])
+
+
+class CoreMLRuntime:
+    def __init__(
+        self,
+        info: CoreMLModelInfo,
+        compute_units: str,
+        *,
+        cache: CompiledModelCache | None = None,
+        factory: ModelFactory | None = None,
+        on_status: StatusCallback | None = None,
+        names: tuple[str, ...] | None = None,
+    ) -> None:
+        self.info = info
+        self.compute_units = compute_units
+        self.cache = cache or CompiledModelCache()
+        self._factory = factory or coremltools_factory
+        self._status = on_status
+        self.models: dict[str, Any] = {}
+        self.load_seconds: dict[str, float] = {}
+        wanted = names or (*info.unet_names, "TextEncoder", "VAEDecoder")
+        for name in wanted:
+            self.load(name)
+
+    def _say(self, text: str) -> None:
+        log.info(text)
+        if self._status is not None:
+            self._status(text)
+
+    def load(self, name: str) -> Any:
+        if name in self.models:
+            return self.models[name]
+        spec = self.info.model(name)
+        t0 = time.perf_counter()
+        path = spec.path
+        if not spec.compiled:
+            if not self.cache.path_for(path).is_dir():
+                self._say(f"Compiling {path.name} for this Mac (first use only)...")
+            path, _ = self.cache.compiled(path)
+        where = _UNIT_WORDS.get(self.compute_units, self.compute_units)
+        self._say(f"Loading {name} on {where}...")
+        try:
+            model = self._factory(path, self.compute_units)
+        except Exception as exc:
+            raise ModelError(f"{spec.path.name} could not be loaded by Core ML ({exc}).") from exc
+        self.models[name] = model
+        self.load_seconds[name] = time.perf_counter() - t0
+        return model
+
+    def predict(self, name: str, inputs: Mapping[str, NDArray[Any]]) -> Mapping[str, NDArray[Any]]:
+        model = self.models.get(name) or self.load(name)
+        return model.predict(dict(inputs))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.models.clear()
+
+
+def zero_inputs(info: CoreMLModelInfo, name: str) -> dict[str, NDArray[Any]]:
+    spec = info.model(name)
+    return {t.name: np.zeros(t.shape, dtype=np.dtype(t.dtype)) for t in spec.inputs}
+
+
+def unet_step_timer(
+    info: CoreMLModelInfo,
+    *,
+    cache: CompiledModelCache | None = None,
+    factory: ModelFactory | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Callable[[str], float]:
+    """``time_step(units)``: load the UNet on ``units``, warm it up, time one step."""
+
+    def time_step(units: str) -> float:
+        rt = CoreMLRuntime(info, units, cache=cache, factory=factory, names=info.unet_names)
+        try:
+            values: dict[str, NDArray[Any]] = zero_inputs(info, info.unet_names[0])
+            for _ in range(2):  # the first call pays for warm-up
+                t0 = clock()
+                for name in info.unet_names:
+                    spec = info.model(name)
+                    feed = {t.name: values.get(t.name, np.zeros(t.shape, dtype=np.dtype(t.dtype))) for t in spec.inputs}
+                    values.update(rt.predict(name, feed))
+                seconds = clock() - t0
+            return seconds
+        finally:
+            rt.close()
+
+    return time_step

@@ -1,0 +1,114 @@
+"""Conversion of the tiny model to Core ML in Apple's layout (runs on Linux)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+from heyim_desktop import cli
+from heyim_desktop.core import CancelToken, Cancelled
+from heyim_desktop.core.errors import InvalidRequest, ModelError
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_writes_apples_layout(coreml_model: Path, conversion_log: dict[str, object]) -> None:
+    names = sorted(p.name for p in coreml_model.iterdir())
+    assert names == [
+        "TextEncoder.mlpackage", "Unet.mlpackage", "VAEDecoder.mlpackage", "VAEEncoder.mlpackage",
+        "merges.txt", "scheduler_config.json", "vocab.json",
+    ]
+    for pkg in coreml_model.glob("*.mlpackage"):
+        assert (pkg / "Manifest.json").is_file()
+        assert (pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").is_file()
+    code, stdout, stderr = conversion_log["cli"]  # type: ignore[misc]
+    assert code == 0
+    assert stdout.strip() == str(coreml_model)
+    assert "[2/6] Unet" in stderr and "[6/6] Done" in stderr
+    # coremltools' own progress bars and warnings stay off the user's terminal.
+    assert "MIL" not in stderr and "ops/s" not in stderr
+    # Nothing half-written is left beside the result.
+    assert [p.name for p in coreml_model.parent.iterdir()] == [coreml_model.name]
+
+
+def test_api_reports_each_stage(coreml_chunked: Path, conversion_log: dict[str, object]) -> None:
+    stages = conversion_log["api"]
+    labels = [s.label for s in stages]  # type: ignore[attr-defined]
+    assert labels == ["Loading the model", "TextEncoder (reused)", "Unet", "VAEDecoder (reused)", "Saving", "Done"]
+    assert [s.stage for s in stages] == list(range(6))  # type: ignore[attr-defined]
+    assert all(s.total == 5 for s in stages)  # type: ignore[attr-defined]
+    names = sorted(p.name for p in coreml_chunked.glob("*.mlpackage"))
+    assert names == ["TextEncoder.mlpackage", "UnetChunk1.mlpackage", "UnetChunk2.mlpackage", "VAEDecoder.mlpackage"]
+
+
+def test_reuse_needs_same_weights_and_shapes(coreml_model: Path, tiny_model: Path) -> None:
+    from heyim_desktop.core.coreml.convert import _reusable, _weights_id
+
+    vae = _weights_id(tiny_model / "vae")
+    z = [("z", (1, 4, 32, 32), "float16")]
+    assert _reusable(coreml_model, "VAEDecoder", vae, z) == coreml_model / "VAEDecoder.mlpackage"  # type: ignore[arg-type]
+    assert _reusable(coreml_model, "VAEDecoder", _weights_id(tiny_model / "text_encoder"), z) is None  # type: ignore[arg-type]
+    assert _reusable(coreml_model, "VAEDecoder", vae, [("z", (1, 4, 64, 64), "float16")]) is None  # type: ignore[arg-type]
+    assert _reusable(coreml_model, "VAEEncoder", vae, z) is None  # type: ignore[arg-type]
+    assert _reusable(None, "VAEDecoder", vae, z) is None  # type: ignore[arg-type]
+
+
+def test_cancel_leaves_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        convert_to_coreml(tiny_model, tmp_path / "out", cancel=token)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"attention": "flash"}, InvalidRequest, "split_einsum, original"),
+        ({"batch": 3}, InvalidRequest, "choose 1 or 2"),
+        ({"size": (100, 256)}, InvalidRequest, "multiples of 16"),
+    ],
+)
+def test_bad_options_are_refused(tiny_model: Path, tmp_path: Path, kwargs: dict[str, object], error: type, text: str) -> None:
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+
+    with pytest.raises(error, match=text):
+        convert_to_coreml(tiny_model, tmp_path / "out", **kwargs)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    code, _, err = _run("convert", str(tiny_model), str(tmp_path / "full"))
+    assert code == cli.EXIT_MODEL
+    assert err.count("\n") == 1 and "not an empty folder" in err
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+    code, _, err = _run("convert", str(tmp_path), str(tmp_path / "o"))
+    assert code == cli.EXIT_MODEL and "model_index.json is missing" in err
+
+    code, _, err = _run("convert", str(tiny_model), str(tmp_path / "o"), "--size", "big")
+    assert code == cli.EXIT_USAGE and "size must look like 512x512" in err
+
+    code, _, err = _run("convert", str(tiny_model), str(tmp_path / "o"), "--batch", "4")
+    assert code == cli.EXIT_USAGE and err.count("\n") == 1
+
+
+def test_sdxl_source_is_refused(tmp_path: Path) -> None:
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+
+    (tmp_path / "xl").mkdir()
+    (tmp_path / "xl" / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    with pytest.raises(ModelError, match="SDXL"):
+        convert_to_coreml(tmp_path / "xl", tmp_path / "out")
