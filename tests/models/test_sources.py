@@ -63,12 +63,38 @@ def test_hugging_face_cache_snapshots_are_listed_and_load(data_dir: Path, tmp_pa
     assert not (tmp_path / "hub" / "models--someone--tiny-sd").exists() and library.list() == []
 
 
-def _coreml(folder: Path, parts: list[str]) -> Path:
+def _mlmodelc(folder: Path, name: str, inputs: dict[str, list[int]], outputs: dict[str, list[int]]) -> None:
+    """A compiled model folder as Apple ships it: the engine's detection reads its metadata.json."""
+    import json
+
+    def schema(items: dict[str, list[int]]) -> list[dict[str, str]]:
+        return [{"name": k, "type": "MultiArray", "dataType": "Float16", "shape": str(v).replace(" ", "")}
+                for k, v in items.items()]
+
+    path = folder / f"{name}.mlmodelc"
+    path.mkdir(parents=True)
+    meta = [{"inputSchema": schema(inputs), "outputSchema": schema(outputs),
+             "mlProgramOperationTypeHistogram": {"Ios16.einsum": 4}}]
+    (path / "metadata.json").write_text(json.dumps(meta))
+
+
+def _coreml(folder: Path, parts: list[str], xl: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    unet_in = {"sample": [2, 4, 64, 64], "timestep": [2], "encoder_hidden_states": [2, 768, 1, 77]}
+    if xl:
+        unet_in |= {"time_ids": [2, 6], "text_embeds": [2, 1280]}
+    shapes = {
+        "TextEncoder": ({"input_ids": [1, 77]}, {"last_hidden_state": [1, 77, 768]}),
+        "TextEncoder2": ({"input_ids": [1, 77]}, {"hidden_embeds": [1, 77, 1280]}),
+        "Unet": (unet_in, {"noise_pred": [2, 4, 64, 64]}),
+        "UnetChunk1": (unet_in, {"x": [2, 4, 64, 64]}),
+        "VAEDecoder": ({"z": [1, 4, 64, 64]}, {"image": [1, 3, 512, 512]}),
+    }
     for part in parts:
-        if part.endswith((".mlmodelc", ".mlpackage")):
-            (folder / part).mkdir(parents=True)
+        stem = part.split(".")[0]
+        if part.endswith(".mlmodelc"):
+            _mlmodelc(folder, stem, *shapes[stem])
         else:
-            folder.mkdir(parents=True, exist_ok=True)
             (folder / part).write_text("{}")
     return folder
 
@@ -77,14 +103,15 @@ def test_coreml_layout_is_recognised(data_dir: Path, tmp_path: Path, monkeypatch
     root = tmp_path / "mochi"
     _coreml(root / "sd15", ["TextEncoder.mlmodelc", "Unet.mlmodelc", "VAEDecoder.mlmodelc", "vocab.json", "merges.txt"])
     _coreml(root / "half", ["TextEncoder.mlmodelc", "UnetChunk1.mlmodelc", "VAEDecoder.mlmodelc", "vocab.json"])
-    _coreml(root / "xl", ["TextEncoder.mlmodelc", "TextEncoder2.mlmodelc", "Unet.mlpackage", "VAEDecoder.mlmodelc",
-                          "vocab.json", "merges.txt"])
+    _coreml(root / "xl", ["TextEncoder.mlmodelc", "TextEncoder2.mlmodelc", "Unet.mlmodelc", "VAEDecoder.mlmodelc",
+                          "vocab.json", "merges.txt"], xl=True)
     monkeypatch.setattr("sys.platform", "darwin")
     by_name = {m.name: m for m in ModelLibrary([root], include_demo=False, hf_cache=False).list()}
-    assert by_name["sd15"].ready and by_name["sd15"].kind == "coreml"
-    assert by_name["xl"].ready and by_name["xl"].base == "SDXL"
+    sd15 = by_name["sd15"]
+    assert sd15.ready and sd15.kind == "coreml" and sd15.base == "SD1" and "512x512" in sd15.problem
+    assert by_name["xl"].status is ModelStatus.UNSUPPORTED and by_name["xl"].base == "SDXL"
     assert by_name["half"].status is ModelStatus.INCOMPLETE
-    assert "Unet" in by_name["half"].problem and "merges.txt" in by_name["half"].problem
+    assert "UnetChunk2" in by_name["half"].problem
     monkeypatch.setattr("sys.platform", "linux")
     assert ModelLibrary([root], include_demo=False, hf_cache=False).find("sd15").status is ModelStatus.UNSUPPORTED  # type: ignore[union-attr]
 

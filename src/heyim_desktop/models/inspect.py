@@ -88,47 +88,28 @@ def inspect_file(path: Path, source: str = "") -> ModelInfo:
 
 # --- Core ML (Apple's layout) ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CoreMLLayout:
-    base: str
-    missing: tuple[str, ...]
-
-
-def _has(folder: Path, stem: str) -> bool:
-    return (folder / f"{stem}.mlmodelc").is_dir() or (folder / f"{stem}.mlpackage").exists()
-
-
-def detect_coreml_layout(folder: Path) -> CoreMLLayout | None:
-    """Minimal recognition of Apple's Core ML Stable Diffusion resources (no coremltools).
-
-    The Core ML engine (core/coreml) owns the full check; this only lists and explains.
-    """
-    if not any(_has(folder, s) for s in ("Unet", "UnetChunk1", "TextEncoder", "VAEDecoder")):
-        return None
-    missing = [s for s in ("TextEncoder", "VAEDecoder") if not _has(folder, s)]
-    if not (_has(folder, "Unet") or (_has(folder, "UnetChunk1") and _has(folder, "UnetChunk2"))):
-        missing.append("Unet")
-    missing += [f for f in ("vocab.json", "merges.txt") if not (folder / f).is_file()]
-    return CoreMLLayout("SDXL" if _has(folder, "TextEncoder2") else "SD", tuple(missing))
-
-
 def inspect_coreml(folder: Path, source: str = "") -> ModelInfo | None:
-    layout = _coreml_hook(folder)
-    if layout is None:
+    """Describe an Apple Core ML resources folder with the engine's own (torch-free) detection."""
+    from heyim_desktop.core.coreml.detect import KIND_SDXL, detect_coreml_folder, looks_like_coreml_folder
+
+    if not looks_like_coreml_folder(folder):
         return None
     size = folder_size(folder)
-    if layout.missing:
-        return ModelInfo(folder.name, str(folder), "coreml", layout.base, size, ModelStatus.INCOMPLETE,
-                         f"Core ML model is incomplete: missing {', '.join(layout.missing)}.", source)
+    try:
+        info = detect_coreml_folder(folder)
+    except ModelError as exc:
+        return ModelInfo(folder.name, str(folder), "coreml", "unknown", size, ModelStatus.INCOMPLETE, str(exc), source)
+    if info.kind == KIND_SDXL:
+        return ModelInfo(folder.name, str(folder), "coreml", "SDXL", size, ModelStatus.UNSUPPORTED,
+                         "SDXL Core ML models are recognised but not supported yet.", source)
+    hidden = info.model("TextEncoder").outputs[0].shape[-1] if info.model("TextEncoder").outputs else 0
+    base = {768: "SD1", 1024: "SD2"}.get(hidden, "unknown")
     if sys.platform != "darwin":
-        return ModelInfo(folder.name, str(folder), "coreml", layout.base, size, ModelStatus.UNSUPPORTED,
+        return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.UNSUPPORTED,
                          "Core ML models run on macOS only.", source)
-    return ModelInfo(folder.name, str(folder), "coreml", layout.base, size, ModelStatus.READY, "", source)
-
-
-def _coreml_hook(folder: Path) -> CoreMLLayout | None:
-    # Filled in when the Core ML engine lands: prefer its torch-free check (core/coreml).
-    return detect_coreml_layout(folder)
+    w, h = info.size
+    return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.READY,
+                     f"Makes {w}x{h} images only ({info.attention} attention).", source)
 
 
 # --- the Hugging Face cache --------------------------------------------------------------------

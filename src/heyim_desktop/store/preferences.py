@@ -33,6 +33,8 @@ class Preferences:
     default_steps: int = 30
     default_guidance: float = 7.5
     device: str = "auto"
+    #: Core ML compute units ("" = the model's own default; AUTO measures once per model and Mac).
+    coreml_compute_units: str = ""
     #: Keep only the newest N history entries; 0 = unlimited.
     keep_limit: int = 0
     #: The model reference used last (preloaded at launch).

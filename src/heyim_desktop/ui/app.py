@@ -88,9 +88,11 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     def preferred_loader(ref: str) -> Any:
         # Read the device at load time, so a change in Preferences applies to the next model load.
         current = holder["window"].prefs if "window" in holder else prefs
-        return default_loader(current.device)(ref)
+        status = holder["worker"].load_status.emit if "worker" in holder else None
+        return default_loader(current.device, current.coreml_compute_units or None, status)(ref)
 
     worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store))
+    holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
     window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
                         list_models=list_models, log_file=log_file())

@@ -32,6 +32,7 @@ def build_menus(window: MainWindow) -> None:
     window.download_action = _action(window, file, "Models...", window.open_models_window)
     window.download_action.setToolTip("List, add, import, download and delete models")
     _action(window, file, "Use the Demo Model (tiny, random: makes noise)", window.use_demo_model)
+    _action(window, file, "Convert to Core ML...", window.open_convert_dialog)
     file.addSeparator()
     prefs = _action(window, file, "Preferences...", window.open_preferences, QKeySequence.StandardKey.Preferences)
     prefs.setMenuRole(QAction.MenuRole.PreferencesRole)

@@ -86,6 +86,14 @@ class PreferencesDialog(QDialog):
             self.device.addItem(DEVICE_LABELS[d], d)
         index = self.device.findData(prefs.device)
         self.device.setCurrentIndex(max(0, index))
+        from heyim_desktop.core.coreml import CHOICES, LABELS
+
+        self.compute_units = QComboBox()
+        self.compute_units.addItem("The model's default (Neural Engine for split_einsum)", "")
+        for choice in CHOICES:
+            self.compute_units.addItem(LABELS[choice], choice)
+        self.compute_units.setCurrentIndex(max(0, self.compute_units.findData(prefs.coreml_compute_units)))
+        self.compute_units.setEnabled(sys.platform == "darwin")
         self.keep = QSpinBox()
         self.keep.setRange(0, 1_000_000)
         self.keep.setSpecialValueText("Unlimited")
@@ -109,6 +117,9 @@ class PreferencesDialog(QDialog):
         form.addRow("Default guidance", self.guidance)
         form.addRow("Compute device", self.device)
         form.addRow("", _note("A device change applies the next time a model loads."))
+        form.addRow("Core ML runs on", self.compute_units)
+        if sys.platform != "darwin":
+            form.addRow("", _note("Core ML models run on macOS only."))
         form.addRow("Keep in history", self.keep)
         form.addRow("Local API", self.api_enabled)
         form.addRow("API port", self.api_port)
@@ -157,6 +168,7 @@ class PreferencesDialog(QDialog):
             default_steps=self.steps.value(),
             default_guidance=round(self.guidance.value(), 4),
             device=str(self.device.currentData()),
+            coreml_compute_units=str(self.compute_units.currentData() or ""),
             keep_limit=self.keep.value(),
             api_enabled=self.api_enabled.isChecked(),
             api_port=self.api_port.value(),

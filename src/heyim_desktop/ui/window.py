@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
         w.job_cancelled.connect(self._job_cancelled)
         w.queue_changed.connect(self.queue_panel.refresh)
         w.model_loading.connect(self._model_loading)
+        w.load_status.connect(self.status)
         w.model_ready.connect(self._model_ready)
         w.model_failed.connect(self._model_failed)
         self.settings_panel.refresh_models_button.clicked.connect(lambda: self.refresh_models())
@@ -243,6 +244,20 @@ class MainWindow(QMainWindow):
         self.prefs = self.prefs.replace(model_folders=tuple(folders))
         self._save_prefs()
         self.refresh_models()
+
+    def open_convert_dialog(self) -> Any:
+        """File > Convert to Core ML...: the selected model (when it is a folder) is the default source."""
+        from pathlib import Path
+
+        from heyim_desktop.models.library import app_models_dir
+        from heyim_desktop.ui.convert_dialog import ConvertDialog
+
+        ref = self.settings_panel.model_ref()
+        source = ref if ref and Path(ref).is_dir() else ""
+        dialog = ConvertDialog(source, app_models_dir(), self)
+        dialog.converted.connect(lambda path: (self.refresh_models(), self.status(f"Converted to Core ML: {path}")))
+        dialog.show()
+        return dialog
 
     def choose_model(self, ref: str) -> None:
         """Select ``ref`` in the picker and load it (from the Models window's "Use")."""

@@ -53,11 +53,14 @@ def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
     return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-def default_loader(device: str = "auto") -> EngineLoader:
+def default_loader(device: str = "auto", compute_units: str | None = None,
+                   on_status: Callable[[str], None] | None = None) -> EngineLoader:
     from heyim_desktop.core.loading import load_engine
 
+    # "coreml" is not a torch device: Core ML folders are routed by their contents, and the
+    # preference's compute units apply to them.
     torch_device = device if device in ("auto", "cpu", "cuda", "mps") else "auto"
-    return lambda ref: load_engine(ref, device=torch_device)
+    return lambda ref: load_engine(ref, device=torch_device, compute_units=compute_units, on_status=on_status)
 
 
 class GenerationWorker(QThread):
@@ -75,6 +78,7 @@ class GenerationWorker(QThread):
     model_loading = Signal(str)  # model reference
     model_ready = Signal(object)  # ModelReady
     model_failed = Signal(str, str)  # model reference, message
+    load_status = Signal(str)  # a step of a long model load (Core ML compiling, measuring), for the status bar
 
     def __init__(self, queue: JobQueue, loader: EngineLoader, sink: ResultSink | None = None,
                  preload: str | None = None, parent: Any = None) -> None:
