@@ -8,6 +8,7 @@ from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 from heyim_desktop.core.request import GUIDANCE_RANGE, STEPS_RANGE
 from heyim_desktop.store.preferences import Preferences
 from heyim_desktop.ui.qt import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -100,6 +101,13 @@ class PreferencesDialog(QDialog):
         form.addRow("Compute device", self.device)
         form.addRow("", _note("A device change applies the next time a model loads."))
         form.addRow("Keep in history", self.keep)
+        from heyim_desktop.ui.global_shortcut import shortcut_note
+
+        self.keep_in_tray = QCheckBox("Keep HeyIm running in the menu bar when the window closes")
+        self.keep_in_tray.setChecked(prefs.keep_running_in_tray)
+        form.addRow("Menu bar", self.keep_in_tray)
+        self.shortcut_note = _note(shortcut_note())
+        form.addRow("Shortcut", self.shortcut_note)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -129,6 +137,7 @@ class PreferencesDialog(QDialog):
             default_guidance=round(self.guidance.value(), 4),
             device=str(self.device.currentData()),
             keep_limit=self.keep.value(),
+            keep_running_in_tray=self.keep_in_tray.isChecked(),
         )
 
 
