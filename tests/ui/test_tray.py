@@ -16,6 +16,10 @@ def test_quick_generate_queues_a_tray_job_that_reaches_history_and_clipboard(par
     quick_settings(window)
     queued = []
     window.worker.job_queued.connect(queued.append)
+    panel_lines: list[str] = []  # what the queue panel listed after each change
+    window.worker.queue_changed.connect(
+        lambda: panel_lines.extend(window.queue_panel.list.item(i).text()
+                                   for i in range(window.queue_panel.list.count())))
     QApplication.clipboard().clear()
 
     tray.quick_action.trigger()
@@ -28,6 +32,7 @@ def test_quick_generate_queues_a_tray_job_that_reaches_history_and_clipboard(par
     assert [j.source for j in queued] == ["tray"]
     assert queued[0].request.prompt == "a quick red fox"
     assert (queued[0].request.width, queued[0].request.steps) == (64, 2)
+    assert any("a quick red fox" in line and "(menu bar)" in line for line in panel_lines)
 
     entry = done.args[0]
     stored = parts.store.page(0, 1)[0]
