@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     from heyim_desktop.api.serve import add_arguments as add_serve_arguments
 
     add_serve_arguments(serve)
+
+    from heyim_desktop.scale.cli import add_parsers as add_scale_parsers
+
+    add_scale_parsers(sub)  # worker, batch: the Redis job queue
     return parser
 
 
@@ -220,11 +224,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def _scale_command(args: argparse.Namespace) -> int:
+    from heyim_desktop.scale.cli import COMMANDS as SCALE_COMMANDS
+
+    return SCALE_COMMANDS[args.command](args)
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "demo-model": cmd_demo_model,
     "models": cmd_models,
     "serve": cmd_serve,
+    "worker": _scale_command,
+    "batch": _scale_command,
 }
 
 

@@ -18,6 +18,7 @@ from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress
 if TYPE_CHECKING:
     # numpy and Pillow load with the first result, not when the app starts (launch time).
     import numpy as np
+    import numpy.typing as npt
     from PIL import Image
 
     from heyim_desktop.core.components import Components
@@ -50,7 +51,7 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "cannot allocate memory" in text
 
 
-def floats_to_pil(images: np.ndarray) -> list[Image.Image]:
+def floats_to_pil(images: npt.NDArray[np.float32]) -> list[Image.Image]:
     """(N, H, W, 3) floats in [0, 1] -> Pillow images (rounded like diffusers)."""
     import numpy as np
     from PIL import Image

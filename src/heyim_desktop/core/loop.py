@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -37,7 +38,7 @@ PREVIEW_INTERVAL_S = 0.1
 class LoopOutput:
     """Decoded images as floats in [0, 1], shape (N, H, W, 3), with what happened on the way."""
 
-    images: np.ndarray
+    images: npt.NDArray[np.float32]
     seeds: list[int]
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
@@ -159,7 +160,7 @@ def run_loop(
     seeds = request.image_seeds()
     batch = max(1, min(components.max_batch, len(seeds)))
     groups = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
-    outputs: list[np.ndarray] = []
+    outputs: list[npt.NDArray[np.float32]] = []
     timings["denoise"] = 0.0
     timings["decode"] = 0.0
     steps_done = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 # Least-squares fit of SD 1.x/2.x latent channels to RGB (rows: latent channel; cols: R, G, B).
 _LATENT_TO_RGB = np.array(
@@ -16,7 +17,7 @@ _LATENT_TO_RGB = np.array(
 )
 
 
-def latents_to_rgb(latents: np.ndarray) -> np.ndarray:
+def latents_to_rgb(latents: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     """(C, h, w) float latents -> (h, w, 3) uint8 RGB at latent resolution."""
     lat = np.asarray(latents, dtype=np.float32)
     if lat.ndim != 3:
@@ -28,4 +29,5 @@ def latents_to_rgb(latents: np.ndarray) -> np.ndarray:
         # Unknown latent space: show the first three channels, normalised.
         rgb = np.moveaxis(lat[:3] if c >= 3 else np.repeat(lat[:1], 3, axis=0), 0, -1)
         rgb = rgb / (np.abs(rgb).max() + 1e-6)
-    return ((rgb + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = ((rgb + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    return out

@@ -34,10 +34,10 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
 def _check_float(name: str, value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequest(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise InvalidRequest(name, f"must be from {lo:g} to {hi:g}, got {value:g}")
-    return value
+    number = float(value)
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise InvalidRequest(name, f"must be from {lo:g} to {hi:g}, got {number:g}")
+    return number
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
     from PIL import Image
 
     from heyim_desktop.core.request import GenerationRequest
@@ -21,7 +22,7 @@ class Progress:
     elapsed: float
     image_index: int = 0
     image_count: int = 1
-    preview: "np.ndarray | None" = field(default=None, compare=False, repr=False)
+    preview: "npt.NDArray[np.uint8] | None" = field(default=None, compare=False, repr=False)
 
     @property
     def fraction(self) -> float:

@@ -59,7 +59,7 @@ class TorchComponents:
             te_variant = variant if _has_variant(folder, "text_encoder", "fp16") else None
             self.text_encoder = CLIPTextModel.from_pretrained(
                 folder / "text_encoder", variant=te_variant, dtype=dtype, **common
-            ).to(device).eval()
+            ).to(device).eval()  # type: ignore[arg-type]  # transformers types .to() narrowly
             self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             if "out of memory" in str(exc).lower():
