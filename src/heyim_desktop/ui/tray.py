@@ -141,7 +141,9 @@ class TrayController(QObject):
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         # A plain click opens the menu on macOS by itself; elsewhere it opens Quick Generate.
-        if reason == QSystemTrayIcon.ActivationReason.Trigger:
+        import sys
+
+        if reason == QSystemTrayIcon.ActivationReason.Trigger and sys.platform != "darwin":
             self.open_quick_box()
 
     # -- quick generate ---------------------------------------------------------------------
