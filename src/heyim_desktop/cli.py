@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"HeyIm Desktop {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     parser.add_argument("--data-dir", help="keep history, models and settings in this folder")
+    parser.add_argument("--self-test", action="store_true",
+                        help="open the window, make one image with the tiny demo model in a throwaway "
+                             "data folder, check it reached history, and exit (0 = working)")
+    parser.add_argument("--open", metavar="IMAGE", dest="open_image",
+                        help="open the window with this PNG/JPEG (as input image, or to load its settings)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="make images from a prompt (and optionally an input image)")
@@ -277,13 +282,34 @@ def run_gui(args: argparse.Namespace) -> int:
         from heyim_desktop.ui.app import run_app
     except ImportError as exc:
         return _fail(f"the desktop window is not available ({exc})", EXIT_BUG)
+    if getattr(args, "self_test", False):
+        from heyim_desktop.ui.self_test import run_self_test
+
+        return run_self_test()
+    opened = getattr(args, "open_image", None)
+    if opened:
+        return run_app(sys.argv[:1], open_files=[opened])
     return run_app(sys.argv[:1])
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _file_arguments(argv: list[str]) -> list[str]:
+    """A file manager (or "Open With HeyIm") passes bare image paths: turn them into --open.
+
+    Old macOS launchers also add a ``-psn_...`` process serial number, which means nothing here.
+    """
+    argv = [a for a in argv if not a.startswith("-psn_")]
+    if argv and not argv[0].startswith("-") and Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:
+        return ["--open", argv[0], *argv[1:]]
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_file_arguments(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0)
     logging.basicConfig(

@@ -48,3 +48,15 @@ def quick_settings(window, steps: int = 2) -> None:  # type: ignore[no-untyped-d
     window.settings_panel.set_size(64, 64)
     window.settings_panel.steps.setValue(steps)
     window.settings_panel.count.setValue(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clear_clipboard_at_exit() -> Iterator[None]:
+    """Offscreen Qt keeps clipboard data in a global static that is destroyed after the
+    QApplication; a QMimeData left there (Copy Image, Quick Generate) crashes the interpreter
+    at exit (rc 139) although every test passed. Empty the clipboard while Qt is still alive."""
+    yield
+    from heyim_desktop.ui.qt import QApplication
+
+    if QApplication.instance() is not None:
+        QApplication.clipboard().clear()

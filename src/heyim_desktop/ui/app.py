@@ -25,6 +25,8 @@ class AppParts:
     queue: JobQueue
     store: Any
     worker: Any
+    #: The menu-bar icon and Quick Generate box (ui.tray), set by build_app.
+    tray: Any = None
 
     def shutdown(self) -> None:
         """Stop the worker (the running job stops within a step), then close the store."""
@@ -35,6 +37,11 @@ class AppParts:
             if service is not None:
                 service.shutdown()
         self.worker.stop()
+        if self.tray is not None:
+            self.tray.close()
+        opener = getattr(self.window, "file_open_filter", None)
+        if opener is not None:
+            self.app.removeEventFilter(opener)
         self.window.history.close_model()
         self.store.close()
 
@@ -106,6 +113,12 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
 
     parts = AppParts(app, window, queue, store, worker)
     app.aboutToQuit.connect(parts.shutdown)
+    from heyim_desktop.ui.file_open import FileOpenFilter
+    from heyim_desktop.ui.tray import install_tray
+
+    parts.tray = install_tray(parts)
+    window.file_open_filter = FileOpenFilter(window)
+    app.installEventFilter(window.file_open_filter)
     if show:
         window.show()
     # The worker starts after the window is on screen; it imports torch when the first job needs it.
@@ -116,11 +129,16 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     return parts
 
 
-def run_app(argv: Sequence[str] | None = None) -> int:
+def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = ()) -> int:
     from heyim_desktop.core.errors import UserFacingError
 
     try:
         parts = build_app(argv)
+        if open_files:
+            from heyim_desktop.ui.file_open import open_image
+            from heyim_desktop.ui.qt import QTimer
+
+            QTimer.singleShot(0, lambda: [open_image(parts.window, f) for f in open_files])
     except UserFacingError as exc:  # e.g. a history database from a newer HeyIm
         from heyim_desktop.ui.qt import QApplication, QMessageBox
 

@@ -37,7 +37,7 @@ def build_menus(window: MainWindow) -> None:
     prefs = _action(window, file, "Preferences...", window.open_preferences, QKeySequence.StandardKey.Preferences)
     prefs.setMenuRole(QAction.MenuRole.PreferencesRole)
     file.addSeparator()
-    quit_action = _action(window, file, "Quit", window.close, QKeySequence.StandardKey.Quit)
+    quit_action = _action(window, file, "Quit", window.quit_app, QKeySequence.StandardKey.Quit)
     quit_action.setMenuRole(QAction.MenuRole.QuitRole)
 
     edit = bar.addMenu("&Edit")

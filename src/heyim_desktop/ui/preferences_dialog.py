@@ -127,6 +127,13 @@ class PreferencesDialog(QDialog):
         form.addRow("Render queue", self.remote_queue)
         form.addRow("", _note("With a Redis URL, Generate sends jobs to the machines running "
                               "'heyim-desktop worker'; finished images arrive in history."))
+        from heyim_desktop.ui.global_shortcut import shortcut_note
+
+        self.keep_in_tray = QCheckBox("Keep HeyIm running in the menu bar when the window closes")
+        self.keep_in_tray.setChecked(prefs.keep_running_in_tray)
+        form.addRow("Menu bar", self.keep_in_tray)
+        self.shortcut_note = _note(shortcut_note())
+        form.addRow("Shortcut", self.shortcut_note)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -173,6 +180,7 @@ class PreferencesDialog(QDialog):
             api_enabled=self.api_enabled.isChecked(),
             api_port=self.api_port.value(),
             remote_queue_url=self.remote_queue.text().strip(),
+            keep_running_in_tray=self.keep_in_tray.isChecked(),
         )
 
 

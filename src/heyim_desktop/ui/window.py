@@ -70,6 +70,8 @@ class MainWindow(QMainWindow):
         self.ask_dropped_settings: Callable[[DroppedImage], str] = self._ask_dropped_settings
         self.active_job: int | None = None
         self.models_window: Any = None
+        #: Set by the tray: True when closing should hide the window and keep the app running.
+        self.close_to_tray: Callable[[], bool] = lambda: False
 
         self.prompt_panel = PromptPanel()
         self.prompt_panel.recent_source = lambda: self.store.recent_prompts(20)
@@ -501,7 +503,19 @@ class MainWindow(QMainWindow):
             return
         self.drop_panel.dropEvent(event)
 
+    def quit_app(self) -> None:
+        """File > Quit: always quits, even when closing the window would only hide it."""
+        from heyim_desktop.ui.qt import QApplication
+
+        self.close_to_tray = lambda: False
+        if self.close():
+            QApplication.quit()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.state.save()
         self._save_prefs()
+        if self.close_to_tray():
+            event.ignore()
+            self.hide()
+            return
         super().closeEvent(event)
