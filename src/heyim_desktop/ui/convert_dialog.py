@@ -171,3 +171,15 @@ class ConvertDialog(QDialog):
     def wait(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def open_for_window(window: Any) -> ConvertDialog:
+    """File > Convert to Core ML...: the selected model (when it is a folder) is the default source."""
+    from heyim_desktop.models.library import app_models_dir
+
+    ref = window.settings_panel.model_ref()
+    source = ref if ref and Path(ref).is_dir() else ""
+    dialog = ConvertDialog(source, app_models_dir(), window)
+    dialog.converted.connect(lambda path: (window.refresh_models(), window.status(f"Converted to Core ML: {path}")))
+    dialog.show()
+    return dialog

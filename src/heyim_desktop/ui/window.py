@@ -248,18 +248,9 @@ class MainWindow(QMainWindow):
         self.refresh_models()
 
     def open_convert_dialog(self) -> Any:
-        """File > Convert to Core ML...: the selected model (when it is a folder) is the default source."""
-        from pathlib import Path
+        from heyim_desktop.ui.convert_dialog import open_for_window
 
-        from heyim_desktop.models.library import app_models_dir
-        from heyim_desktop.ui.convert_dialog import ConvertDialog
-
-        ref = self.settings_panel.model_ref()
-        source = ref if ref and Path(ref).is_dir() else ""
-        dialog = ConvertDialog(source, app_models_dir(), self)
-        dialog.converted.connect(lambda path: (self.refresh_models(), self.status(f"Converted to Core ML: {path}")))
-        dialog.show()
-        return dialog
+        return open_for_window(self)
 
     def choose_model(self, ref: str) -> None:
         """Select ``ref`` in the picker and load it (from the Models window's "Use")."""
