@@ -69,3 +69,18 @@ def test_convert_dialog_progress_success_and_cancel(window, qtbot, tmp_path: Pat
     assert dialog.isVisible() and "Cancelling" in dialog.state.text()
     gate.set()
     qtbot.waitUntil(lambda: "nothing was written" in dialog.state.text(), timeout=10_000)
+
+
+def test_model_load_shows_elapsed_time_and_the_core_ml_first_load_note(parts, qtbot, tmp_path: Path) -> None:
+    window = parts.window
+    folder = tmp_path / "coreml-sd15"
+    (folder / "Unet.mlmodelc").mkdir(parents=True)
+    window._model_loading(str(folder))
+    text = window.model_state.text()
+    assert "Loading model coreml-sd15... 0 s" in text and "first load" in text and "minutes" in text
+    assert window._load_clock.isActive()
+    window._model_failed(str(folder), "Core ML models run only on macOS")
+    assert not window._load_clock.isActive() and window.model_state.text() == "Model failed to load"
+    window._model_loading("demo")
+    assert "first load" not in window.model_state.text()
+    window._stop_load_clock()
