@@ -11,19 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-
-
-def pump(app, predicate, timeout: float = 300.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out")
-        app.processEvents()
-        time.sleep(0.005)
+from ui_screenshots import OUT, pump  # same folder: the screenshot helpers live there
 
 
 def main() -> None:

@@ -131,7 +131,7 @@ def _fail(message: str, code: int) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
-    from heyim_desktop.core.errors import InvalidRequest, UserFacingError
+    from heyim_desktop.core.errors import InvalidRequest
 
     init_image = None
     if args.image:

@@ -78,9 +78,9 @@ def test_model_load_shows_elapsed_time_and_the_core_ml_first_load_note(parts, qt
     window._model_loading(str(folder))
     text = window.model_state.text()
     assert "Loading model coreml-sd15... 0 s" in text and "first load" in text and "minutes" in text
-    assert window._load_clock.isActive()
+    assert window.load_clock.timer.isActive()
     window._model_failed(str(folder), "Core ML models run only on macOS")
-    assert not window._load_clock.isActive() and window.model_state.text() == "Model failed to load"
+    assert not window.load_clock.timer.isActive() and window.model_state.text() == "Model failed to load"
     window._model_loading("demo")
     assert "first load" not in window.model_state.text()
     window._stop_load_clock()

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from heyim_desktop.core.checkpoint import detect_architecture

@@ -8,7 +8,6 @@ so the tray's quick-generate box and the local API share the same path: they sub
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -263,33 +262,16 @@ class MainWindow(QMainWindow):
             self.status(f"Model selected: {self._model_label(ref)}.")
 
     def _model_loading(self, ref: str) -> None:
-        from heyim_desktop.ui.qt import QTimer
+        from heyim_desktop.ui.load_clock import LoadClock
 
-        self.model_state.setText(f"Loading model {self._model_label(ref)}...")
         self.result_view.start_job("Loading model...")
-        if not hasattr(self, "_load_clock"):
-            self._load_clock = QTimer(self)
-            self._load_clock.setInterval(1000)
-            self._load_clock.timeout.connect(self._tick_loading)
-        self._loading_since = (ref, time.monotonic())
-        self._load_clock.start()
-        self._tick_loading()
-
-    def _tick_loading(self) -> None:
-        """Elapsed seconds while a model loads; a Core ML first load can take minutes, and says so."""
-        from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
-
-        ref, since = self._loading_since
-        text = f"Loading model {self._model_label(ref)}... {time.monotonic() - since:.0f} s"
-        if ref != "demo" and looks_like_coreml_folder(Path(ref)):
-            from heyim_desktop.core.coreml.runtime import FIRST_LOAD_NOTE
-
-            text += f"  ({FIRST_LOAD_NOTE})"
-        self.model_state.setText(text)
+        if not hasattr(self, "load_clock"):
+            self.load_clock = LoadClock(self.model_state, self._model_label)
+        self.load_clock.start(ref)
 
     def _stop_load_clock(self) -> None:
-        if hasattr(self, "_load_clock"):
-            self._load_clock.stop()
+        if hasattr(self, "load_clock"):
+            self.load_clock.stop()
 
     def _model_ready(self, info: Any) -> None:
         self._stop_load_clock()
