@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from heyim_desktop import __version__
 
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
     gen.add_argument("--image", "-i", help="input image for image-to-image")
     gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
+    gen.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
+                     help="apply a LoRA (a .safetensors file, or its name in the model library), weight 1 unless "
+                          "given; repeat for several. <lora:NAME:WEIGHT> in the prompt works too")
     gen.add_argument("--mask", help="inpainting: repaint the white part of this mask image over --image")
     gen.add_argument("--mask-blur", type=int, default=4, help="soften the mask's edge by this many pixels (default 4)")
     gen.add_argument("--invert-mask", action="store_true", help="repaint the black part of the mask instead")
@@ -162,6 +165,31 @@ def _edit_arguments(args: argparse.Namespace, init_image: object) -> tuple[objec
     return inpaint, extend
 
 
+def _resolve_networks(request: Any, loras: list[str]) -> Any:
+    """--lora values and the prompt's <lora:...> tags as files from the model library."""
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.lora import LoraUse, resolve_networks
+    from heyim_desktop.models.cli import _library
+    from heyim_desktop.models.networks import NetworkLibrary
+
+    networks = NetworkLibrary(_library())
+    extra = []
+    for value in loras:
+        ref, weight = value, 1.0
+        head, sep, tail = value.rpartition(":")
+        if sep and head and not (len(head) == 1 and head.isalpha()):  # C:\... on Windows is a path
+            try:
+                weight = float(tail)
+                ref = head
+            except ValueError:
+                pass
+        path = networks.find_lora(ref)
+        if path is None:
+            raise InvalidRequest("lora", f"{ref!r} is neither a .safetensors file nor a LoRA in the model library")
+        extra.append(LoraUse(str(path), weight, Path(ref).stem if Path(ref).suffix else ref))
+    return resolve_networks(request, networks.finder(), tuple(extra))
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
     from heyim_desktop.core.errors import InvalidRequest
@@ -191,6 +219,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         inpaint=inpaint,
         extend=extend,
     )
+    request = _resolve_networks(request, args.lora)
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidRequest("out", f"{out_dir} exists and is not a folder")

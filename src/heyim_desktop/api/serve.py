@@ -76,8 +76,12 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
         return tuple(store.save_result(result, job))
 
     worker = WorkerThread(queue, host, sink)
+    from heyim_desktop.models.library import ModelLibrary
+    from heyim_desktop.models.networks import NetworkLibrary
+
     server = ApiServer(queue, token=token, models=catalog, default_model=default_ref,
-                       engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host)
+                       engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host,
+                       networks=NetworkLibrary(ModelLibrary()).finder())
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():

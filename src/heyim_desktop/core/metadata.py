@@ -190,6 +190,10 @@ def format_parameters(
         pairs.append(("Denoising strength", _fmt_number(request.strength)))
         pairs.append(("Guidance boost", _fmt_number(request.guidance_boost)))
     pairs.extend(_inpaint_pairs(request))
+    if request.loras or request.embeddings:
+        from heyim_desktop.core.lora import network_parameters
+
+        pairs.extend(network_parameters(request))
     for key, value in (extra or {}).items():
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))
