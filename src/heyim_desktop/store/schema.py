@@ -174,7 +174,8 @@ def signature_problem(conn: sqlite3.Connection) -> tuple[int, str | None]:
     if version < 0 or version > SCHEMA_VERSION:
         return version, f"schema version {version}"
     if version == 0:
-        return version, (f"it holds {len(objects)} tables or indexes of another program" if objects else None)
+        names = sorted(name for _kind, name in objects)
+        return version, (f"it holds another program's tables: {', '.join(names[:5])}" if names else None)
     if version >= 2 and app_id != APPLICATION_ID:
         return version, "HeyIm's application id is missing"
     tables = {name for kind, name in objects if kind == "table"}
