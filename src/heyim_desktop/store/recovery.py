@@ -70,8 +70,9 @@ def _reindex(store: "HistoryStore", path: Path) -> bool:
     """Index a PNG the history wrote but has no row for; False (with a log line) for any other file."""
     try:
         params, settings, marked = read_image_settings(path)
-        if not marked:
-            return False  # not one of ours: never indexed, never deleted
+        if not marked:  # not one of ours: never indexed, never deleted
+            log.info("not re-indexed into the history: %s (no HeyIm history marker)", path)
+            return False
         store._insert(path, params, settings, source="recovered", created=path.stat().st_mtime, owned=True)
         return True
     except StorageError:
