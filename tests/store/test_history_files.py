@@ -270,3 +270,34 @@ def test_thumbnail_temp_files_are_cleaned_up(tmp_path: Path, monkeypatch: pytest
     with HistoryStore.open(root) as store:
         assert list(store.thumbs_dir.iterdir()) == []
         assert store.thumbnail_path(entry.id, 64).is_file()
+
+
+def test_moving_the_images_is_an_explicit_action(tmp_path: Path) -> None:
+    root, old, new = tmp_path / "history", tmp_path / "old", tmp_path / "new"
+    with HistoryStore.open(root, images_dir=old) as store:
+        ours = store.save_result(make_result(count=2))
+        users = store.import_image(_png(tmp_path / "mine.png", parameters="m\nSteps: 1, Seed: 1, Size: 8x8"))
+        report = store.move_images(new)
+        assert (report.moved, report.kept, report.missing) == (2, 1, 0)
+        entries = {e.id: e for e in store.page(0, 10)}
+        for e in ours:
+            assert not e.path.exists() and entries[e.id].path.is_file()
+            assert entries[e.id].path.parent.parent == new.resolve()
+        assert entries[users.id].path == (tmp_path / "mine.png").resolve() and users.path.exists()
+        assert store.save_result(make_result("after"))[0].path.is_relative_to(new.resolve())
+    assert not list(old.rglob("*.png")) and not (new / ".heyim-partial").exists()
+
+
+def test_history_move_from_the_command_line(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from heyim_desktop.cli import main
+    from heyim_desktop.store.preferences import load_preferences
+
+    with HistoryStore.open() as store:
+        (entry,) = store.save_result(make_result())
+    assert main(["history", "move", str(tmp_path / "elsewhere")]) == 0
+    assert "Moved 1 image(s)" in capsys.readouterr().out
+    assert load_preferences().output_folder == str((tmp_path / "elsewhere").resolve())
+    with HistoryStore.open() as store:
+        (back,) = store.page(0, 5)
+        assert back.path.is_file() and back.path.is_relative_to((tmp_path / "elsewhere").resolve())
+    assert not entry.path.exists()

@@ -74,9 +74,8 @@ def write_png_atomic(
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        if temp_dir is None:
-            with contextlib.suppress(OSError):
-                tmp_folder.rmdir()  # only succeeds when empty: another writer's file keeps it
+        with contextlib.suppress(OSError):
+            tmp_folder.rmdir()  # only succeeds when empty: another writer's file keeps it
 
 
 def image_filename(prompt: str, seed: int, when: float | None = None) -> str:

@@ -46,11 +46,38 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _plain(value: Any, depth: int = 0) -> tuple[bool, Any]:
+    """(kept, value) for a value of a key HeyIm does not know: small, finite, plain JSON only."""
+    if value is None or isinstance(value, bool):
+        return True, value
+    if isinstance(value, str):
+        return len(value) <= 4096, value
+    if isinstance(value, int):
+        return _int(value) is not None, value
+    if isinstance(value, float):
+        return math.isfinite(value), value
+    if depth >= 2:
+        return False, None
+    if isinstance(value, list) and len(value) <= 64:
+        items = [_plain(v, depth + 1) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if isinstance(value, dict) and len(value) <= 64 and all(isinstance(k, str) for k in value):
+        pairs = {k: _plain(v, depth + 1) for k, v in value.items()}
+        return all(ok for ok, _ in pairs.values()), {k: v for k, (_, v) in pairs.items()}
+    return False, None
+
+
 def clean_settings(raw: Any) -> dict[str, Any]:
-    """The known keys of ``raw`` with the right types; anything else is dropped."""
+    """The known keys of ``raw`` with the right types (else dropped); other keys only as small plain values."""
     if not isinstance(raw, dict):
         return {}
     out: dict[str, Any] = {}
+    known = set(_TEXT_KEYS) | set(_INT_KEYS) | set(_FLOAT_KEYS)
+    for key, value in list(raw.items())[:256]:
+        if isinstance(key, str) and key not in known and len(key) <= 64:
+            ok, plain = _plain(value)
+            if ok:
+                out[key] = plain
     for key in _TEXT_KEYS:
         value = raw.get(key)
         if isinstance(value, str):

@@ -44,6 +44,7 @@ from heyim_desktop.store.schema import NewerSchemaError, NotAHistoryError, inspe
 if TYPE_CHECKING:
     from heyim_desktop.core.jobs import Job
     from heyim_desktop.core.result import GenerationResult
+    from heyim_desktop.store.relocate import MoveReport
 
 log = logging.getLogger(__name__)
 
@@ -434,6 +435,12 @@ class HistoryStore:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
         return thumb
+
+    def move_images(self, dest: Path) -> "MoveReport":
+        """Move HeyIm's images into ``dest`` (which becomes the images folder); imported files stay put."""
+        from heyim_desktop.store.relocate import move_images
+
+        return move_images(self, dest)
 
     # -- integrity -------------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
