@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import json
 import logging
@@ -39,6 +40,7 @@ PUBLIC_PATHS = frozenset({"/health"})
 #: AUTOMATIC1111's --api-auth uses HTTP basic auth; its clients send the token as the password.
 BASIC_AUTH_PREFIX = "/sdapi/"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
 #: What a token file holds: one line of URL-safe text (ours are 43 characters; users may set their own).
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}")
 
@@ -105,6 +107,10 @@ def _write_token(path: Path, token: str, *, replace: bool) -> bool:
                     os.link(tmp, path)  # two processes starting at once must not both write different tokens
                 except FileExistsError:
                     return False
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS or path.exists():
+                        raise
+                    os.replace(tmp, path)  # a file system without hard links: a narrow race, read back below
         finally:
             tmp.unlink(missing_ok=True)
     log.info("%s the API token in %s", "replaced" if replace else "created", path)
