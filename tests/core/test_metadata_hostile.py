@@ -165,3 +165,11 @@ def test_entry_request_settings_never_raise_on_a_damaged_row(tmp_path: Path) -> 
         assert e is not None and e.settings == {}  # every value had the wrong type
         again = GenerationRequest(**e.request_settings())  # taken from the PNG's A1111 text instead
         assert again.prompt == "a red fox" and again.seed == 1
+
+
+def test_settings_keys_added_later_survive_as_plain_values() -> None:
+    from heyim_desktop.store.entry_data import clean_settings
+
+    raw = {"inpaint": {"mask_blur": 4, "invert": False, "fill": "original"}, "extend": [8, 0, 8, 0],
+           "huge": "x" * 10_000, "deep": {"a": {"b": {"c": 1}}}, "nan": float("nan"), "seed": 3}
+    assert clean_settings(raw) == {"inpaint": raw["inpaint"], "extend": [8, 0, 8, 0], "seed": 3}
