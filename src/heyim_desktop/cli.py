@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
 
+    history = sub.add_parser("history", help="the image history")
+    hsub = history.add_subparsers(dest="history_command")
+    move = hsub.add_parser("move", help="move HeyIm's images to another folder and make it the images folder")
+    move.add_argument("dest", help="the new images folder")
+
     from heyim_desktop.models.cli import add_models_parser
 
     add_models_parser(sub)
@@ -331,10 +336,27 @@ def _scale_command(args: argparse.Namespace) -> int:
     return SCALE_COMMANDS[args.command](args)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from heyim_desktop.store import HistoryStore
+    from heyim_desktop.store.history import default_images_dir
+    from heyim_desktop.store.preferences import load_preferences, save_preferences
+
+    if args.history_command != "move":
+        return _fail("choose: history move DEST", EXIT_USAGE)
+    prefs = load_preferences()
+    with HistoryStore.open(images_dir=default_images_dir(prefs.output_folder)) as store:
+        report = store.move_images(Path(args.dest))
+        save_preferences(prefs.replace(output_folder=str(store.images_dir)))
+    print(f"Moved {report.moved} image(s) to {store.images_dir}; {report.kept} left where they are "
+          f"(imported or already there), {report.missing} missing. New images go there too.")
+    return EXIT_OK
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "convert": cmd_convert,
     "demo-model": cmd_demo_model,
+    "history": cmd_history,
     "models": cmd_models,
     "serve": cmd_serve,
     "worker": _scale_command,
