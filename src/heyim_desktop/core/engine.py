@@ -81,6 +81,10 @@ class PipelineEngine:
     def supports_img2img(self) -> bool:
         return bool(self.components and self.components.supports_img2img)
 
+    @property
+    def supports_clip_skip(self) -> bool:
+        return bool(self.components and getattr(self.components, "supports_clip_skip", False))
+
     def generate(
         self,
         request: GenerationRequest,
@@ -118,6 +122,7 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            interrupted=out.interrupted,
         )
 
     def close(self) -> None:

@@ -44,6 +44,8 @@ class LoopOutput:
     warnings: list[str] = field(default_factory=list)
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: Stopped by ``CancelToken.interrupt()``: ``images`` holds what was made, the last one partial.
+    interrupted: bool = False
 
 
 def check_request(components: Components, request: GenerationRequest) -> None:
@@ -53,9 +55,21 @@ def check_request(components: Components, request: GenerationRequest) -> None:
         raise InvalidRequest("size", f"this model only makes {w}x{h} images, got {request.width}x{request.height}")
     if request.is_img2img and not components.supports_img2img:
         raise InvalidRequest("init_image", "this model has no image encoder, so it cannot do image-to-image")
+    if request.clip_skip > 1 and not getattr(components, "supports_clip_skip", False):
+        raise InvalidRequest("clip_skip", "clip skip is not available with this engine (PyTorch only); set it to 1")
+    layers = getattr(components, "max_clip_skip", None)
+    if layers is not None and request.clip_skip > layers:
+        raise InvalidRequest("clip_skip", f"this model's text encoder has {layers} layers; clip skip must be at most {layers}")
     step = components.vae_scale_factor
     if request.width % step or request.height % step:
         raise InvalidRequest("size", f"width and height must be multiples of {step} for this model")
+
+
+def _encode(components: Components, ids: torch.Tensor, mask: torch.Tensor, clip_skip: int) -> torch.Tensor:
+    # Only engines that support it are asked (check_request refused the others).
+    if clip_skip > 1:
+        return components.encode_text(ids, mask, clip_skip=clip_skip)  # type: ignore[call-arg]
+    return components.encode_text(ids, mask)
 
 
 def _tokenize(components: Components, text: str) -> tuple[torch.Tensor, torch.Tensor, str | None]:
@@ -127,13 +141,13 @@ def run_loop(
     # -- text ---------------------------------------------------------------------
     cancel.raise_if_cancelled()
     ids, mask, dropped = _tokenize(components, request.prompt)
-    cond = components.encode_text(ids.to(device), mask.to(device)).to(dtype)
+    cond = _encode(components, ids.to(device), mask.to(device), request.clip_skip).to(dtype)
     use_cfg = request.uses_cfg and components.guidance_embedding_dim is None
     dropped_neg = None
     uncond = None
     if use_cfg:
         neg_ids, neg_mask, dropped_neg = _tokenize(components, request.negative_prompt)
-        uncond = components.encode_text(neg_ids.to(device), neg_mask.to(device)).to(dtype)
+        uncond = _encode(components, neg_ids.to(device), neg_mask.to(device), request.clip_skip).to(dtype)
     for label, text in (("prompt", dropped), ("negative prompt", dropped_neg)):
         if text:
             limit = components.tokenizer.model_max_length
@@ -207,7 +221,8 @@ def run_loop(
         step_kwargs = _step_kwargs(scheduler, generators)
         guidance = request.effective_guidance
         for t in timesteps:
-            cancel.raise_if_cancelled()
+            if cancel.stop_sampling():  # interrupt or skip: decode what this image has so far
+                break
             model_in = torch.cat([latents] * 2) if use_cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)
             noise_pred = components.unet(model_in, t, embeds, cond_arg)
@@ -223,7 +238,8 @@ def run_loop(
                     preview = latents_to_rgb(latents[0].float().cpu().numpy())
                     last_preview = now
                 progress(Progress(steps_done, steps_total, now - t_start, group_index * batch, len(seeds), preview))
-        cancel.raise_if_cancelled()
+        if not cancel.interrupted:
+            cancel.raise_if_cancelled()
         _sync(device)
         t1 = time.perf_counter()
         timings["denoise"] += t1 - t0
@@ -231,14 +247,18 @@ def run_loop(
         images = (decoded.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         outputs.append(images)
         timings["decode"] += time.perf_counter() - t1
+        if cancel.interrupted:
+            break
     timings["total"] = time.perf_counter() - t_start
     if steps_done:
         timings["per_step"] = timings["denoise"] / steps_done
+    images_out = np.concatenate(outputs, axis=0)
     return LoopOutput(
-        images=np.concatenate(outputs, axis=0),
-        seeds=seeds,
+        images=images_out,
+        seeds=seeds[: len(images_out)],
         timings=timings,
         warnings=warnings,
         truncated_prompt=dropped,
         truncated_negative=dropped_neg,
+        interrupted=cancel.interrupted,
     )

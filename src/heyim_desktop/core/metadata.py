@@ -85,6 +85,22 @@ class ImageParameters:
     def model(self) -> str | None:
         return self.params.get("Model")
 
+    @property
+    def clip_skip(self) -> int | None:
+        return self.get_int("Clip skip")
+
+    @property
+    def styles(self) -> list[str]:
+        """The prompt styles HeyIm recorded (already expanded into the prompt)."""
+        raw = self.params.get("Styles")
+        if not raw:
+            return []
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return [raw]
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
     def request_settings(self) -> dict[str, Any]:
         """Keyword arguments for :class:`GenerationRequest` that these parameters support.
 
@@ -131,6 +147,11 @@ class ImageParameters:
             out["strength"] = strength
         if self.model:
             out["model"] = self.model
+        from heyim_desktop.core.request import CLIP_SKIP_RANGE
+
+        clip_skip = self.clip_skip
+        if clip_skip is not None and CLIP_SKIP_RANGE[0] <= clip_skip <= CLIP_SKIP_RANGE[1]:
+            out["clip_skip"] = clip_skip
         return out
 
 
@@ -169,6 +190,10 @@ def format_parameters(
     if request.is_img2img:
         pairs.append(("Denoising strength", _fmt_number(request.strength)))
         pairs.append(("Guidance boost", _fmt_number(request.guidance_boost)))
+    if request.clip_skip > 1:  # AUTOMATIC1111 leaves the default (1) out
+        pairs.append(("Clip skip", str(request.clip_skip)))
+    if request.styles:
+        pairs.append(("Styles", json.dumps(list(request.styles), ensure_ascii=False)))
     for key, value in (extra or {}).items():
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))

@@ -94,10 +94,23 @@ class TorchComponents:
         self.max_batch = 4 if device.type != "cpu" else 1
         self.fixed_size: tuple[int, int] | None = None
         self.supports_img2img = True
+        layers = int(getattr(self.text_encoder.config, "num_hidden_layers", 12))
+        self.supports_clip_skip = True
+        self.max_clip_skip = layers
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, clip_skip: int = 1) -> torch.Tensor:
+        """CLIP embeddings; ``clip_skip`` counts as AUTOMATIC1111 does (1: the last layer).
+
+        Skipping takes an earlier layer's hidden states and applies the final layer norm to
+        them, as diffusers does for its ``clip_skip`` (which is this value minus one).
+        """
         mask = attention_mask if self._use_attention_mask else None
-        return self.text_encoder(input_ids, attention_mask=mask)[0]
+        if clip_skip <= 1:
+            return self.text_encoder(input_ids, attention_mask=mask)[0]
+        out = self.text_encoder(input_ids, attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states[-clip_skip]
+        encoder = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened it
+        return encoder.final_layer_norm(hidden)
 
     def unet(
         self,
