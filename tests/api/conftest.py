@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from api_helpers import TOKEN, Gate, Running, start_fake
+from api_helpers import TOKEN, Gate, Running, private_hashes, private_styles, start_fake
 from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
 from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue
@@ -35,7 +35,8 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     worker = WorkerThread(queue, host, sink)
     worker.start()
     server = ApiServer(queue, token=TOKEN, port=0, engine_host=host, default_model=str(tiny_model),
-                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))))
+                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))),
+                       styles=private_styles("real-styles.csv"), hashes=private_hashes())
     server.start()
     yield Running(server, queue, host, store)
     server.stop()

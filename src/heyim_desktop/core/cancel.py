@@ -54,6 +54,12 @@ class CancelToken:
         with self._lock:
             return self._event.is_set() and self._partial
 
+    @property
+    def skipping(self) -> bool:
+        """A skip was asked for and the loop has not acted on it yet."""
+        with self._lock:
+            return self._skip
+
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Cancelled()
