@@ -79,7 +79,10 @@ def test_clip_skip_beyond_the_encoder_is_refused(tiny_engine) -> None:  # type: 
 
 
 def test_engines_without_clip_skip_say_so(tiny_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(tiny_engine.components, "supports_clip_skip", False)  # as Core ML's components
+    from dataclasses import replace
+
+    comps = tiny_engine.components
+    monkeypatch.setattr(comps, "_capabilities", replace(comps.capabilities, clip_skip=False))  # as Core ML's
     with pytest.raises(InvalidRequest) as err:
         run_loop(tiny_engine.components, _request(clip_skip=2))
     assert err.value.field == "clip_skip" and "not available" in str(err.value)

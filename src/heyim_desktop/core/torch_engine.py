@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
+from heyim_desktop.core.capabilities import Capabilities
+from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
+from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder
 
@@ -91,12 +95,24 @@ class TorchComponents:
         self.guidance_embedding_dim = self.unet_model.config.time_cond_proj_dim
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
-        self.max_batch = 4 if device.type != "cpu" else 1
-        self.fixed_size: tuple[int, int] | None = None
-        self.supports_img2img = True
-        layers = int(getattr(self.text_encoder.config, "num_hidden_layers", 12))
-        self.supports_clip_skip = True
-        self.max_clip_skip = layers
+        #: The deepest clip skip this text encoder allows (its layer count).
+        self.max_clip_skip = int(getattr(self.text_encoder.config, "num_hidden_layers", 12))
+        size = self.sample_size * self.vae_scale_factor
+        family = "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
+        self._capabilities = Capabilities(
+            family=family,
+            img2img=True,
+            inpaint="concat" if self.latent_channels == 9 else "blend",
+            guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
+            default_size=(size, size),
+            max_batch=4 if device.type != "cpu" else 1,
+        )
+        # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
+        self.latent_channels = int(self.vae.config.latent_channels)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, clip_skip: int = 1) -> torch.Tensor:
         """CLIP embeddings; ``clip_skip`` counts as AUTOMATIC1111 does (1: the last layer).
@@ -107,20 +123,38 @@ class TorchComponents:
         mask = attention_mask if self._use_attention_mask else None
         if clip_skip <= 1:
             return self.text_encoder(input_ids, attention_mask=mask)[0]
+        if clip_skip > self.max_clip_skip:
+            from heyim_desktop.core.errors import InvalidRequest
+
+            raise InvalidRequest("clip_skip", f"this model's text encoder has {self.max_clip_skip} layers; "
+                                              f"clip skip must be at most {self.max_clip_skip}")
         out = self.text_encoder(input_ids, attention_mask=mask, output_hidden_states=True)
         hidden = out.hidden_states[-clip_skip]
         encoder = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened it
         return encoder.final_layer_norm(hidden)
 
-    def unet(
-        self,
-        latents: torch.Tensor,
-        timestep: torch.Tensor,
-        text_embeddings: torch.Tensor,
-        timestep_cond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
+        def clip_encode(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return self.encode_text(input_ids, attention_mask, clip_skip=request.clip_skip), None
+
+        return encode_prompt_pair(
+            request, encoders=(ClipEncoder(self.tokenizer, clip_encode),), with_negative=with_negative,
+            device=self.device, dtype=self.dtype,
+        )
+
+    def count_tokens(self, text: str) -> TokenCount:
+        return count_tokens(self.tokenizer, text)
+
+    def unet(self, call: UNetCall) -> torch.Tensor:
+        sample = call.sample if call.concat is None else torch.cat([call.sample, call.concat], dim=1)
+        kwargs: dict[str, Any] = {}
+        if call.down_residuals is not None:
+            kwargs["down_block_additional_residuals"] = call.down_residuals
+        if call.mid_residual is not None:
+            kwargs["mid_block_additional_residual"] = call.mid_residual
         return self.unet_model(
-            latents, timestep, encoder_hidden_states=text_embeddings, timestep_cond=timestep_cond, return_dict=False
+            sample, call.timestep, encoder_hidden_states=call.text.hidden, timestep_cond=call.timestep_cond,
+            return_dict=False, **kwargs,
         )[0]
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
