@@ -43,7 +43,7 @@ def cmd_styles(args: argparse.Namespace) -> int:
 
     book = StyleBook.default()
     if args.styles_command == "list":
-        styles = book.list()
+        styles = book.styles()
         if not styles:
             print(f"No styles yet ({book.path}). Add one with `styles add`, or `styles import` an AUTOMATIC1111 folder.",
                   file=sys.stderr)

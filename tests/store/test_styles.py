@@ -60,7 +60,7 @@ def test_placeholder_wraps_and_plain_style_appends() -> None:
 
 def test_book_saves_atomically_and_resolves_names(tmp_path: Path) -> None:
     book = StyleBook(tmp_path / "styles.csv")
-    assert book.list() == []
+    assert book.styles() == []
     book.put(PromptStyle("A", "{prompt}, a"))
     book.put(PromptStyle("B", "b", "nb"))
     book.put(PromptStyle("A", "{prompt}, a2"))  # replaced, order kept for the others

@@ -202,7 +202,7 @@ def add_routes(app: FastAPI, ctx: ApiContext, errors: dict[int | str, dict[str, 
 
     @app.get("/sdapi/v1/prompt-styles", response_model=list[schemas.PromptStyleItem], responses=errors)
     async def prompt_styles() -> list[dict[str, Any]]:
-        styles = await in_thread(ctx.styles.list)
+        styles = await in_thread(ctx.styles.styles)
         return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in styles]
 
     @app.get("/sdapi/v1/memory", response_model=schemas.MemoryResponse, responses=errors)

@@ -122,18 +122,18 @@ class StyleBook:
 
         return cls(data_dir() / FILE_NAME)
 
-    def list(self) -> list[PromptStyle]:
+    def styles(self) -> list[PromptStyle]:
         with self._lock:
             if not self.path.is_file():
                 return []
             return parse_styles_csv(_read_text(self.path))
 
     def names(self) -> list[str]:
-        return [s.name for s in self.list()]
+        return [s.name for s in self.styles()]
 
     def resolve(self, names: Sequence[str], field: str = "styles") -> list[PromptStyle]:
         """The named styles in order; an unknown name is an error naming ``field``."""
-        known = {s.name: s for s in self.list()}
+        known = {s.name: s for s in self.styles()}
         missing = [n for n in names if n not in known]
         if missing:
             have = ", ".join(known) or "none yet"
@@ -155,11 +155,11 @@ class StyleBook:
 
     def put(self, style: PromptStyle) -> None:
         """Add ``style``, or replace the one with its name."""
-        styles = [s for s in self.list() if s.name != style.name]
+        styles = [s for s in self.styles() if s.name != style.name]
         self.save([*styles, style])
 
     def remove(self, name: str) -> bool:
-        styles = self.list()
+        styles = self.styles()
         kept = [s for s in styles if s.name != name]
         if len(kept) == len(styles):
             return False
@@ -174,7 +174,7 @@ class StyleBook:
         """
         source = find_a1111_styles(location)
         incoming = parse_styles_csv(_read_text(source))
-        current = self.list()
+        current = self.styles()
         have = {s.name for s in current}
         added = [s for s in incoming if s.name not in have and s.name != "None"]
         skipped = [s.name for s in incoming if s.name in have]
