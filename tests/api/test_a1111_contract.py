@@ -215,3 +215,13 @@ def test_interrupt_returns_the_partial_image_of_the_real_model(real_api: Running
     assert len(reply.json["images"]) == 1 and extra["interrupted"] is True and extra["history_ids"] == []
     assert info.all_seeds == [11, 12] and len(info.infotexts) == 1  # the first image, stopped after 2 of 6 steps
     assert decode_png(reply.json["images"][0]).size == (64, 64)
+
+
+def test_heyim_route_takes_styles_and_clip_skip_too(real_api: Running, styled) -> None:  # type: ignore[no-untyped-def]
+    reply = call(real_api.port, "POST", "/api/generate",
+                 body={"prompt": "a cat", "styles": ["Sharp"], "clipSkip": 2, "seed": 2, **SMALL})
+    assert reply.status == 200, reply.body
+    text = decode_png(reply.json["imageBase64"]).info["parameters"]
+    assert text.startswith("a cat, sharp focus\nNegative prompt: blur") and "Clip skip: 2" in text
+    bad = call(real_api.port, "POST", "/api/generate", body={"prompt": "a cat", "clipSkip": 13, **SMALL})
+    assert bad.status == 422 and bad.json["field"] == "clipSkip"
