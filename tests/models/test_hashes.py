@@ -71,3 +71,32 @@ def test_a_broken_cache_file_is_ignored(tmp_path: Path) -> None:
     assert ModelHashes(cache).short(ckpt) == hashlib.sha256(b"x").hexdigest()[:10]
     with pytest.raises(FileNotFoundError):
         ModelHashes(cache).sha256(tmp_path / "missing")
+
+
+def test_two_callers_for_one_file_read_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"z" * 10_000)
+    hasher = ModelHashes()
+    started, go = threading.Event(), threading.Event()
+    original = hashes._file_sha256
+    reads: list[Path] = []
+
+    def slow(path: Path) -> str:
+        reads.append(path)
+        started.set()
+        assert go.wait(10)
+        return original(path)
+
+    monkeypatch.setattr(hashes, "_file_sha256", slow)
+    results: list[str] = []
+    first = threading.Thread(target=lambda: results.append(hasher.sha256(ckpt)))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: results.append(hasher.sha256(ckpt)))
+    second.start()
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert len(reads) == 1 and len(set(results)) == 1 and len(results) == 2

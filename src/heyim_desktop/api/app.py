@@ -181,6 +181,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
     async def _a1111(request: Request, img2img: bool) -> Response:
         body = await _json_body(request)
         mapped = parse_a1111(body, img2img=img2img, clip_skip=ctx.clip_skip)
+        # Start hashing the model while it generates (info needs its hash; the first time is slow).
+        await anyio.to_thread.run_sync(
+            lambda: ctx.model_sha256(ctx.resolve(mapped.model, mapped.model_field), wait=False))
         job = await _run_job(ctx, request, mapped)
         if job.state is JobState.FAILED:
             raise failure(job, mapped.names)

@@ -61,6 +61,7 @@ class ModelHashes:
         self._lock = threading.Lock()
         self._memo: dict[str, tuple[int, int, str]] = {}
         self._loaded = False
+        self._file_locks: dict[str, threading.Lock] = {}  # one reader per file; others wait for it
 
     # -- the cache -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -100,19 +101,22 @@ class ModelHashes:
             log.warning("could not save the model hash cache %s: %s", self._cache_file, exc)
 
     def _cached_file_sha256(self, path: Path) -> str:
-        stat = path.stat()
         key = str(path.resolve())
         with self._lock:
-            self._load()
-            hit = self._memo.get(key)
-            if hit is not None and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
-                return hit[2]
-        log.info("hashing %s (%.1f MB)", path, stat.st_size / 1e6)
-        value = _file_sha256(path)
-        with self._lock:
-            self._memo[key] = (stat.st_size, stat.st_mtime_ns, value)
-            self._save()
-        return value
+            file_lock = self._file_locks.setdefault(key, threading.Lock())
+        with file_lock:  # a second caller for the same file waits and then finds it cached
+            stat = path.stat()
+            with self._lock:
+                self._load()
+                hit = self._memo.get(key)
+                if hit is not None and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
+                    return hit[2]
+            log.info("hashing %s (%.1f MB)", path, stat.st_size / 1e6)
+            value = _file_sha256(path)
+            with self._lock:
+                self._memo[key] = (stat.st_size, stat.st_mtime_ns, value)
+                self._save()
+            return value
 
     # -- public --------------------------------------------------------------------------------
     def sha256(self, path: str | Path) -> str:
