@@ -302,7 +302,8 @@ class MainWindow(QMainWindow):
         if image is None:
             values.pop("strength")
         prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
-        return GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles, init_image=image, **values)
+        return GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles,
+                                 init_image=image, **values, **self.drop_panel.edit_fields())
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():
