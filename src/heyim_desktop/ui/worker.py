@@ -42,6 +42,8 @@ class ModelReady:
     #: A private copy of the model's tokenizer for the token counter (fast tokenizers are
     #: not safe to share between threads), or None.
     tokenizer: Any = None
+    #: Clip skip works with this model (PyTorch engine; not Core ML).
+    supports_clip_skip: bool = True
 
 
 def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
@@ -194,6 +196,7 @@ class _HostEvents:
             default_size=tuple(engine.default_size),  # type: ignore[arg-type]
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
+            supports_clip_skip=_clip_skip_ok(engine),
             tokenizer=tokenizer,
         )
         self.worker.model_ready.emit(info)
@@ -203,6 +206,13 @@ class _HostEvents:
 
         message = str(error) if isinstance(error, UserFacingError) else f"{type(error).__name__}: {error}"
         self.worker.model_failed.emit(ref, message)
+
+
+def _clip_skip_ok(engine: "Engine") -> bool:
+    try:
+        return bool(engine.info.capabilities.clip_skip)
+    except AttributeError:  # an engine without EngineInfo (test doubles)
+        return True
 
 
 def history_sink(store: Any) -> ResultSink:
