@@ -12,7 +12,7 @@ import torch
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder
@@ -20,6 +20,13 @@ from heyim_desktop.core.model_folder import check_diffusers_folder
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+#: Longest prompt the PyTorch engine reads, in 75-token chunks (600 tokens). AUTOMATIC1111
+#: sets no limit; every chunk adds 77 keys to each cross-attention and one text-encoder
+#: pass, so a pasted page should not slow every step down unnoticed. Prompts shared with
+#: images rarely pass 3 chunks; past 8 the rest is cut with a warning.
+MAX_PROMPT_CHUNKS = 8
+
+
 def pick_device(preference: str = "auto") -> torch.device:
     """CUDA, then MPS, then CPU; a named device that is missing is an error."""
     pref = preference.lower()
@@ -104,7 +111,10 @@ class TorchComponents:
             guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
             default_size=(size, size),
             max_batch=4 if device.type != "cpu" else 1,
+            max_prompt_chunks=MAX_PROMPT_CHUNKS,
+            token_window=int(self.tokenizer.model_max_length),
         )
+        self._counter = PromptCounter(self.tokenizer, max_chunks=MAX_PROMPT_CHUNKS)
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
         self.latent_channels = int(self.vae.config.latent_channels)
 
@@ -122,11 +132,11 @@ class TorchComponents:
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
         return encode_prompt_pair(
             request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
-            device=self.device, dtype=self.dtype,
+            device=self.device, dtype=self.dtype, max_chunks=self._capabilities.max_prompt_chunks,
         )
 
     def count_tokens(self, text: str) -> TokenCount:
-        return count_tokens(self.tokenizer, text)
+        return self._counter(text)
 
     def unet(self, call: UNetCall) -> torch.Tensor:
         sample = call.sample if call.concat is None else torch.cat([call.sample, call.concat], dim=1)

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.coreml.specs import ModelSpec
 from heyim_desktop.core.errors import ModelError
@@ -152,6 +152,7 @@ class CoreMLComponents:
             max_batch=1,
             clip_skip=False,
         )
+        self._counter = PromptCounter(self.tokenizer, max_chunks=1)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -180,11 +181,11 @@ class CoreMLComponents:
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
         return encode_prompt_pair(
             request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
-            device=self.device, dtype=self.dtype,
+            device=self.device, dtype=self.dtype, max_chunks=1,
         )
 
     def count_tokens(self, text: str) -> TokenCount:
-        return count_tokens(self.tokenizer, text)
+        return self._counter(text)
 
     def _unet_call(self, sample: Array, timestep: Array, hidden: Array) -> Array:
         values: dict[str, Array] = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
