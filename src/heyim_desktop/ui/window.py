@@ -276,7 +276,7 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: Any) -> None:
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
-        self.prompt_panel.set_tokenizer(info.tokenizer)
+        self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
         self.settings_panel.set_fixed_size(info.fixed_size)
         if self.active_job is None:
             self.result_view.end_job()
@@ -284,7 +284,7 @@ class MainWindow(QMainWindow):
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
         self.model_state.setText("Model failed to load")
-        self.prompt_panel.set_tokenizer(None)
+        self.prompt_panel.set_counter(None)
         self.result_view.end_job()
         self.show_error(f"Could not load the model {self._model_label(ref)}: {message}")
 
