@@ -13,6 +13,7 @@ from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
+from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder
@@ -57,6 +58,7 @@ class TorchComponents:
 
         self.device = device
         self.dtype = dtype
+        self.source_name = folder.name
         variant = "fp16" if dtype == torch.float16 and _has_variant(folder, "unet", "fp16") else None
         common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
         try:
@@ -81,11 +83,15 @@ class TorchComponents:
     @classmethod
     def from_modules(
         cls, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: dict[str, Any],
-        device: torch.device, dtype: torch.dtype,
+        device: torch.device, dtype: torch.dtype, source_name: str = "",
     ) -> "TorchComponents":
-        """Wrap models that are already loaded (single-file checkpoints)."""
+        """Wrap models that are already loaded (single-file checkpoints).
+
+        ``source_name`` (the file's name) lets a known few-step model get its recommended settings.
+        """
         self = cls.__new__(cls)
         self.device, self.dtype = device, dtype
+        self.source_name = source_name
         self.unet_model = unet.to(device).eval()
         self.vae = vae.to(device).eval()
         self.text_encoder = text_encoder.to(device).eval()
@@ -113,6 +119,10 @@ class TorchComponents:
             max_batch=4 if device.type != "cpu" else 1,
             max_prompt_chunks=MAX_PROMPT_CHUNKS,
             token_window=int(self.tokenizer.model_max_length),
+            recommended=recommended_for(
+                self.source_name, scheduler_config=scheduler_config,
+                guidance_embedding=self.guidance_embedding_dim is not None,
+            ),
         )
         self._counter = PromptCounter(self.tokenizer, max_chunks=MAX_PROMPT_CHUNKS)
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.

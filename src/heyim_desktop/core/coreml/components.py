@@ -20,6 +20,7 @@ from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
+from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.coreml.specs import ModelSpec
 from heyim_desktop.core.errors import ModelError
@@ -91,6 +92,16 @@ def load_tokenizer(info: CoreMLModelInfo, max_length: int) -> Any:
     return tok
 
 
+#: Folder names inside Apple's layout that say nothing about the model itself.
+_LAYOUT_PARTS = {"compiled", "packages", "split_einsum", "original", "resources", "coreml"}
+
+
+def _model_name(folder: Any) -> str:
+    """The model's own name from its resources path (``coreml-sd-turbo/split_einsum/compiled``)."""
+    parts = [p for p in getattr(folder, "parts", ()) if p.lower() not in _LAYOUT_PARTS]
+    return parts[-1] if parts else ""
+
+
 def _scheduler_config(info: CoreMLModelInfo) -> dict[str, Any]:
     path = info.folder / "scheduler_config.json"
     if path.is_file():
@@ -151,6 +162,7 @@ class CoreMLComponents:
             default_size=info.size,
             max_batch=1,
             clip_skip=False,
+            recommended=recommended_for(_model_name(info.folder)),
         )
         self._counter = PromptCounter(self.tokenizer, max_chunks=1)
 
