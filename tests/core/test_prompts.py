@@ -120,6 +120,15 @@ def test_full_chunk_breaks_at_a_comma_within_20_tokens(tokenizer) -> None:  # ty
     # A comma 25 tokens back is too far: the chunk is cut at 75.
     far = " ".join(_words(50)) + ", " + " ".join(_words(40))
     assert [len(c.tokens) for c in chunk_prompt(tokenizer, far, max_chunks=8).chunks] == [75, 16]
+    # The edge: a comma exactly 20 tokens back breaks there, 21 back does not.
+    edge = " ".join(_words(55)) + ", " + " ".join(_words(30))
+    assert [len(c.tokens) for c in chunk_prompt(tokenizer, edge, max_chunks=8).chunks] == [56, 30]
+    past = " ".join(_words(54)) + ", " + " ".join(_words(30))
+    assert [len(c.tokens) for c in chunk_prompt(tokenizer, past, max_chunks=8).chunks] == [75, 10]
+    # A comma as the 76th token opens the next chunk.
+    comma_next = " ".join(_words(75)) + ", " + " ".join(_words(3))
+    chunks = chunk_prompt(tokenizer, comma_next, max_chunks=8).chunks
+    assert [len(c.tokens) for c in chunks] == [75, 4] and chunks[1].tokens[0] == tokenizer.convert_tokens_to_ids(",</w>")
 
 
 def test_break_starts_a_new_chunk(tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -302,3 +311,17 @@ def test_one_window_engine_applies_weights_and_cuts_with_the_warning(tiny_engine
                                    with_negative=True, device=comps.device, dtype=comps.dtype, max_chunks=1)
     assert plain.uncond is not None and enc.uncond is not None
     assert not torch.allclose(plain.uncond.hidden, enc.uncond.hidden)
+
+
+def test_half_precision_output_is_weighted_in_float32_and_returned_in_half() -> None:
+    from heyim_desktop.core.prompts import apply_weights
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 77, 8, generator=gen) + 0.5
+    weights = [1.0, 1.3] + [1.0] * 75
+    full = apply_weights(z, weights)
+    half = apply_weights(z.half(), weights)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), full, rtol=2e-3, atol=2e-3)
+    assert torch.allclose(full.mean(), z.mean(), atol=1e-6)  # the mean is restored
+    assert apply_weights(z, [1.0] * 77) is z
