@@ -325,3 +325,31 @@ def test_half_precision_output_is_weighted_in_float32_and_returned_in_half() -> 
     torch.testing.assert_close(half.float(), full, rtol=2e-3, atol=2e-3)
     assert torch.allclose(full.mean(), z.mean(), atol=1e-6)  # the mean is restored
     assert apply_weights(z, [1.0] * 77) is z
+
+
+@pytest.mark.parametrize("pad_token", [None, "!"])
+def test_a_plain_chunk_is_exactly_the_tokenizers_own_padding(tmp_path: Path, pad_token: str | None) -> None:
+    """CLIP ViT-L pads with the end token, OpenCLIP (SD 2.x, SDXL's second encoder) with ``!``."""
+    from transformers import CLIPTokenizer
+
+    from heyim_desktop.core.demo_model import write_tokenizer
+    from heyim_desktop.core.prompts import chunk_ids
+
+    write_tokenizer(tmp_path)
+    kwargs = {"pad_token": pad_token} if pad_token else {}
+    tok = CLIPTokenizer.from_pretrained(tmp_path, local_files_only=True, **kwargs)
+    for text in ("a red fox", "", " ".join(_words(75))):
+        ref = tok(text, padding="max_length", max_length=77, truncation=True)
+        (chunk,) = chunk_prompt(tok, text, max_chunks=8).chunks
+        ids, mask, weights = chunk_ids(tok, chunk)
+        assert ids == ref["input_ids"] and mask == ref["attention_mask"] and set(weights) == {1.0}
+
+
+def test_plain_prompt_embeddings_equal_diffusers_bit_for_bit(tiny_engine, sd_pipe) -> None:  # type: ignore[no-untyped-def]
+    enc = tiny_engine.components.encode_prompts(
+        GenerationRequest(prompt="a red fox", negative_prompt="blurry"), with_negative=True
+    )
+    with torch.no_grad():
+        cond, uncond = sd_pipe.encode_prompt("a red fox", "cpu", 1, True, negative_prompt="blurry")
+    assert enc.uncond is not None
+    assert torch.equal(enc.cond.hidden, cond) and torch.equal(enc.uncond.hidden, uncond)
