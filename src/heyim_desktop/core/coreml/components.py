@@ -198,6 +198,11 @@ class CoreMLComponents:
             device=self.device, dtype=self.dtype, max_chunks=1,
         )
 
+    def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
+        from heyim_desktop.core.lora_torch import refuse_networks
+
+        return refuse_networks(request, "Core ML")
+
     def count_tokens(self, text: str) -> TokenCount:
         return self._counter(text)
 
