@@ -34,13 +34,22 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     host = EngineHost(lambda ref: load_engine(ref, device="cpu"), default_model=str(tiny_model))
     worker = WorkerThread(queue, host, sink)
     worker.start()
-    from lora_helpers import write_lora
+    from lora_helpers import write_embedding, write_lora
+    from safetensors.torch import save_file
+    import torch
 
     from heyim_desktop.core.lora import NetworkFinder
 
     loras = tmp_path_factory.mktemp("api-loras")
     write_lora(tiny_model, loras / "inkwash.safetensors", seed=4)
-    finder = NetworkFinder(lambda name: (loras / f"{name}.safetensors") if (loras / f"{name}.safetensors").is_file() else None)
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 4)}, str(loras / "tagged.safetensors"),
+              metadata={"ss_output_name": "Tagged Style", "ss_tag_frequency": '{"set": {"fox": 3}}'})
+    embedding = write_embedding(tmp_path_factory.mktemp("api-embeddings") / "glimmerword.safetensors", vectors=3)
+    finder = NetworkFinder(
+        lambda name: (loras / f"{name}.safetensors") if (loras / f"{name}.safetensors").is_file() else None,
+        lambda: {"glimmerword": embedding},
+        lambda: {p.stem: p for p in sorted(loras.glob("*.safetensors"))},
+    )
     server = ApiServer(queue, token=TOKEN, port=0, engine_host=host, default_model=str(tiny_model),
                        models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))),
                        styles=private_styles("real-styles.csv"), hashes=private_hashes(), networks=finder)

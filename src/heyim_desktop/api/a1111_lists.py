@@ -8,8 +8,16 @@ ones marked "filled by" change as features land: replace the function's body (or
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.lora import NetworkFinder
+
+log = logging.getLogger(__name__)
 
 
 def upscalers() -> list[dict[str, Any]]:
@@ -22,9 +30,69 @@ def latent_upscale_modes() -> list[dict[str, Any]]:
     return []
 
 
-def loras() -> list[dict[str, Any]]:
-    """``GET /sdapi/v1/loras``: {name, alias, path, metadata}. Filled by LoRA support."""
-    return []
+def _metadata(path: Path) -> dict[str, Any]:
+    """A LoRA's safetensors ``__metadata__``, JSON-looking values parsed, as AUTOMATIC1111 reports it."""
+    from heyim_desktop.core.errors import ModelError
+    from heyim_desktop.core.model_files import read_safetensors_header
+
+    try:
+        raw = read_safetensors_header(path).metadata
+    except (OSError, ModelError) as exc:
+        log.warning("cannot read the metadata of %s: %s", path, exc)
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        out[str(key)] = value
+    return out
+
+
+def loras(finder: "NetworkFinder | None" = None) -> list[dict[str, Any]]:
+    """``GET /sdapi/v1/loras``: {name, alias, path, metadata} for every usable LoRA in the library."""
+    if finder is None:
+        return []
+    out = []
+    for name, path in sorted(finder.loras().items(), key=lambda kv: kv[0].lower()):
+        metadata = _metadata(path)
+        alias = metadata.get("ss_output_name")
+        out.append({"name": name, "alias": alias if isinstance(alias, str) and alias else name,
+                    "path": str(path), "metadata": metadata})
+    return out
+
+
+def embeddings(finder: "NetworkFinder | None" = None) -> dict[str, Any]:
+    """``GET /sdapi/v1/embeddings``: {loaded: {name: {step, sd_checkpoint, sd_checkpoint_name, shape,
+    vectors}}, skipped: {...}}; files HeyIm cannot read as an embedding are skipped."""
+    from heyim_desktop.core.errors import ModelError
+    from heyim_desktop.core.lora import inspect_network_file
+
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, Any] = {}
+    if finder is None:
+        return {"loaded": loaded, "skipped": skipped}
+    for name, path in sorted(finder.embeddings().items(), key=lambda kv: kv[0].lower()):
+        try:
+            info = inspect_network_file(path)
+            metadata = _metadata(path)
+        except (OSError, ModelError) as exc:
+            log.warning("embedding %s skipped: %s", path, exc)
+            skipped[name] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 0, "vectors": 0}
+            continue
+        step = metadata.get("step")
+        entry = {
+            "step": int(step) if isinstance(step, (int, str)) and str(step).isdigit() else None,
+            "sd_checkpoint": metadata.get("sd_checkpoint") if isinstance(metadata.get("sd_checkpoint"), str) else None,
+            "sd_checkpoint_name": (metadata.get("sd_checkpoint_name")
+                                   if isinstance(metadata.get("sd_checkpoint_name"), str) else None),
+            "shape": int(info.text_dim or 0),
+            "vectors": int(info.vectors),
+        }
+        (loaded if info.kind == "embedding" else skipped)[name] = entry
+    return {"loaded": loaded, "skipped": skipped}
 
 
 def memory() -> dict[str, Any]:

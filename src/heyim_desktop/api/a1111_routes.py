@@ -186,7 +186,7 @@ def add_routes(app: FastAPI, ctx: ApiContext, errors: dict[int | str, dict[str, 
 
     @app.get("/sdapi/v1/embeddings", response_model=schemas.EmbeddingsResponse, responses=errors)
     async def embeddings() -> dict[str, Any]:
-        return {"loaded": {}, "skipped": {}}
+        return dict(await in_thread(ctx.embeddings))
 
     @app.get("/sdapi/v1/upscalers", response_model=list[schemas.UpscalerItem], responses=errors)
     async def upscalers() -> list[Any]:

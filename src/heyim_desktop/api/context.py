@@ -75,7 +75,8 @@ class ApiContext:
         # The AUTOMATIC1111 lists that other features fill (see a1111_lists).
         self.upscalers: Callable[[], list[dict[str, Any]]] = a1111_lists.upscalers
         self.latent_upscale_modes: Callable[[], list[dict[str, Any]]] = a1111_lists.latent_upscale_modes
-        self.loras: Callable[[], list[dict[str, Any]]] = a1111_lists.loras
+        self.loras: Callable[[], list[dict[str, Any]]] = lambda: a1111_lists.loras(self.networks)
+        self.embeddings: Callable[[], dict[str, Any]] = lambda: a1111_lists.embeddings(self.networks)
         self._hashing: set[str] = set()
         self._lock = threading.Lock()
         self.waiting: set[int] = set()  # ids of jobs whose HTTP clients are waiting

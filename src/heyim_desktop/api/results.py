@@ -139,6 +139,13 @@ def a1111_parameters(body: dict[str, Any], *, img2img: bool) -> dict[str, Any]:
     return parameters
 
 
+def _extra_params(req: Any) -> dict[str, Any]:
+    """What AUTOMATIC1111 keeps in ``extra_generation_params``: here the LoRA and embedding hashes."""
+    from heyim_desktop.core.lora import network_parameters
+
+    return dict(network_parameters(req))
+
+
 def a1111_info(job: Job, mapped: Mapped, body: dict[str, Any], texts: list[str], model_name: str | None,
                model_hash: str | None) -> dict[str, Any]:
     """The ``info`` object, key for key as AUTOMATIC1111's ``Processed.js()`` writes it.
@@ -179,7 +186,7 @@ def a1111_info(job: Job, mapped: Mapped, body: dict[str, Any], texts: list[str],
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": req.strength if req.is_img2img else body.get("denoising_strength"),
-        "extra_generation_params": {},
+        "extra_generation_params": _extra_params(req),
         "index_of_first_image": 0,
         "infotexts": texts,
         "styles": list(req.styles),

@@ -99,15 +99,21 @@ def set_lora_tag(text: str, name: str, weight: float | None) -> str:
 
 
 class NetworkFinder:
-    """What resolving a request needs from the model library (names -> files)."""
+    """What resolving a request needs from the model library (names -> files).
+
+    ``loras`` lists the usable LoRA files by name (for AUTOMATIC1111's ``GET /sdapi/v1/loras``
+    and pickers); a finder made from a single lookup lists nothing.
+    """
 
     def __init__(
         self,
         find_lora: Callable[[str], Path | None],
         embeddings: Callable[[], Mapping[str, Path]] = lambda: {},
+        loras: Callable[[], Mapping[str, Path]] = lambda: {},
     ) -> None:
         self.find_lora = find_lora
         self.embeddings = embeddings
+        self.loras = loras
 
 
 def _words(text: str) -> set[str]:

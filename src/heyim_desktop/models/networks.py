@@ -124,5 +124,13 @@ class NetworkLibrary:
     def embeddings(self) -> dict[str, Path]:
         return {m.name: Path(m.ref) for m in self.all() if m.kind == "embedding" and m.ready}
 
+    def lora_files(self) -> dict[str, Path]:
+        """Usable LoRAs by name (the first of equal names, as find_lora picks)."""
+        out: dict[str, Path] = {}
+        for m in self.loras():
+            if m.ready:
+                out.setdefault(m.name, Path(m.ref))
+        return out
+
     def finder(self) -> NetworkFinder:
-        return NetworkFinder(self.find_lora, self.embeddings)
+        return NetworkFinder(self.find_lora, self.embeddings, self.lora_files)
