@@ -162,8 +162,8 @@ class TrayController(QObject):
 
         values = self.window.settings_panel.values()
         values.pop("strength", None)  # text-to-image: the window's input image is not used
-        return GenerationRequest(prompt=prompt, negative_prompt=self.window.prompt_panel.negative_text(),
-                                 **values)
+        return self.window.lora_picker.resolve(  # <lora:...> tags and embeddings from the library
+            GenerationRequest(prompt=prompt, negative_prompt=self.window.prompt_panel.negative_text(), **values))
 
     def quick_generate(self, prompt: str) -> Job | None:
         if not self.window.settings_panel.model_ref():

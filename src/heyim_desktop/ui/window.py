@@ -18,6 +18,7 @@ from heyim_desktop.store.preferences import Preferences, save_preferences
 from heyim_desktop.ui.banners import Banner, NoModelCard
 from heyim_desktop.ui.drop_panel import DropPanel, DroppedImage
 from heyim_desktop.ui.history_panel import HistoryPanel
+from heyim_desktop.ui.lora_picker import attach as attach_lora_picker
 from heyim_desktop.ui.menus import build_menus
 from heyim_desktop.ui.prompt_panel import PromptPanel
 from heyim_desktop.ui.qt import (
@@ -121,6 +122,7 @@ class MainWindow(QMainWindow):
 
         build_menus(self)
         self._connect()
+        self.lora_picker = attach_lora_picker(self)
         self.state = WindowState(self)
         self.refresh_models(initial=True)
         self.state.restore()
@@ -318,8 +320,8 @@ class MainWindow(QMainWindow):
         if image is None:
             values.pop("strength")
         prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
-        return GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles,
-                                 init_image=image, **values, **self.drop_panel.edit_fields())
+        return self.lora_picker.resolve(GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles,
+                                                          init_image=image, **values, **self.drop_panel.edit_fields()))
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():
@@ -333,7 +335,7 @@ class MainWindow(QMainWindow):
         try:
             request = self.build_request()
         except InvalidRequest as exc:
-            hint = "Type a prompt first." if exc.field == "prompt" else str(exc)
+            hint = "Type a prompt first." if exc.field == "prompt" and not self.prompt_panel.prompt_text() else str(exc)
             self.show_error(hint, offer_logs=False, kind="warning")
             if exc.field == "prompt":
                 self.prompt_panel.prompt.setFocus()
@@ -431,7 +433,7 @@ class MainWindow(QMainWindow):
         if dropped.parameters is not None and not dropped.from_history:
             choice = self.ask_dropped_settings(dropped)
             if choice == LOAD_SETTINGS:
-                self.apply_settings(dropped.parameters.request_settings())
+                self.apply_settings(dropped.parameters.request_settings(), dropped.parameters.params.get("Lora hashes", ""))
                 self.status(f"Loaded the settings of {dropped.label}.")
                 return
             if choice != USE_AS_INPUT:
@@ -451,7 +453,7 @@ class MainWindow(QMainWindow):
         clicked = box.clickedButton()
         return LOAD_SETTINGS if clicked is load else USE_AS_INPUT if clicked is use else CANCEL
 
-    def apply_settings(self, settings: dict[str, Any]) -> None:
+    def apply_settings(self, settings: dict[str, Any], lora_hashes: str = "") -> None:
         """Prompt and every setting back into the panels (history, a dropped PNG, last session)."""
         if "prompt" in settings:
             self.prompt_panel.set_prompt(settings.get("prompt") or "", settings.get("negative_prompt") or "")
@@ -459,6 +461,7 @@ class MainWindow(QMainWindow):
             chosen = settings.get("style_selection")
             self.prompt_panel.style_picker.set_selected(
                 [n for n in chosen if isinstance(n, str)] if isinstance(chosen, list) else [])
+            self.lora_picker.reuse(lora_hashes)  # its LoRAs by hash, then name; a banner names missing ones
         model = settings.get("model")
         if isinstance(model, str) and model and not self.settings_panel.select_model(model):
             match = next((m for m in self.models if m.name == model or Path(m.ref).name == model), None)
@@ -467,7 +470,9 @@ class MainWindow(QMainWindow):
         self.settings_panel.apply(settings)
 
     def reuse_settings(self, entry: Any) -> None:
-        self.apply_settings(entry.request_settings())
+        from heyim_desktop.core.metadata import parse_parameters
+
+        self.apply_settings(entry.request_settings(), parse_parameters(entry.parameters).params.get("Lora hashes", ""))
         self.status("Settings loaded from history.")
 
     def use_as_input(self, entry: Any) -> None:
