@@ -92,7 +92,7 @@ class LoraRow(QWidget):
         super().__init__(parent)
         self.name = name
         self.label = QLabel(name)
-        self.label.setMinimumWidth(70)
+        self.label.setMinimumWidth(110)
         if problem:
             self.label.setEnabled(False)
             self.label.setText(f"{name} ⚠")
@@ -176,6 +176,8 @@ class LoraPicker(QWidget):
         self.available = QListWidget()
         self.available.setAccessibleName("LoRAs in the library")
         self.available.setMaximumHeight(110)
+        self.available.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.available.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.available.setVisible(False)
         self.rows_box = QVBoxLayout()
         self.rows_box.setContentsMargins(0, 0, 0, 0)
