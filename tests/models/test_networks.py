@@ -24,3 +24,60 @@ def test_a1111_and_comfyui_folders_are_listed_and_found(data_dir: Path, tmp_path
     assert finder.find_lora("paper") == comfy / "models" / "loras" / "Paper.safetensors"
     assert finder.embeddings() == {"easyneg": a1111 / "embeddings" / "easyneg.safetensors"}
     assert finder.find_lora("missing") is None
+
+
+def test_models_import_puts_loras_and_embeddings_in_their_folders(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                                                   capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from heyim_desktop.cli import main
+    from heyim_desktop.core.errors import ModelError
+    from heyim_desktop.models.importer import import_model
+    from heyim_desktop.models.library import app_models_dir
+
+    lora = write_lora(tiny_model, tmp_path / "inkwash.safetensors", layout="kohya", seed=3)
+    assert main(["models", "import", str(lora)]) == 0
+    landed = app_models_dir() / "Lora" / "inkwash.safetensors"
+    assert capsys.readouterr().out.strip() == str(landed) and landed.read_bytes() == lora.read_bytes()
+    emb = import_model(write_embedding(tmp_path / "easyneg.safetensors"))
+    assert (emb.kind, Path(emb.ref)) == ("embedding", app_models_dir() / "embeddings" / "easyneg.safetensors")
+    with pytest.raises(ModelError, match="already exists"):
+        import_model(lora)
+
+    # Pickles go through the child-process conversion and land as .safetensors in the right folder.
+    state = load_file(str(lora))
+    torch.save(state, tmp_path / "paper.pt")
+    info = import_model(tmp_path / "paper.pt", convert=True)
+    assert Path(info.ref) == app_models_dir() / "Lora" / "paper.safetensors" and info.kind == "lora" and info.ready
+    converted = load_file(info.ref)
+    assert set(converted) == set(state) and all(torch.equal(converted[k], state[k]) for k in state)
+    vectors = torch.randn(3, 32)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": "badhands", "step": 300},
+               tmp_path / "badhands.pt")
+    info = import_model(tmp_path / "badhands.pt", convert=True)
+    assert Path(info.ref) == app_models_dir() / "embeddings" / "badhands.safetensors" and info.kind == "embedding"
+    assert torch.equal(load_file(info.ref)["emb_params"], vectors)
+    assert not list(app_models_dir().rglob(".*partial"))
+
+    # `models list` shows them with their kind.
+    assert main(["models", "list", "--json"]) == 0
+    listed = {(m["name"], m["kind"]) for m in json.loads(capsys.readouterr().out)}
+    assert {("inkwash", "lora"), ("paper", "lora"), ("easyneg", "embedding"), ("badhands", "embedding")} <= listed
+
+
+def test_lycoris_files_are_refused_on_import(data_dir: Path, tmp_path: Path) -> None:
+    import pytest
+    import torch
+    from safetensors.torch import save_file
+
+    from heyim_desktop.core.errors import ModelError
+    from heyim_desktop.models.importer import import_model
+
+    save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2), "lora_unet_x.hada_w1_b": torch.zeros(2, 2)},
+              str(tmp_path / "loha.safetensors"))
+    with pytest.raises(ModelError, match="LoHa/LoKr"):
+        import_model(tmp_path / "loha.safetensors")

@@ -161,3 +161,17 @@ def test_window_generates_with_a_lora_and_records_its_hash(parts, library, qtbot
         images.append(job.result.images[0].image.tobytes())
     assert images[0] != images[1]
     assert f'Lora hashes: "inkwash: {lora_hash(library.lora / "inkwash.safetensors")}"' in job.saved[0].parameters
+
+
+def test_few_step_loras_are_known_by_name_or_metadata(tmp_path: Path) -> None:
+    from heyim_desktop.ui.lora_picker import few_step_recommendation
+
+    plain = _family_lora(tmp_path / "my_lora.safetensors", 768)
+    assert few_step_recommendation("my_lora", str(plain)) is None
+    rec = few_step_recommendation("sdxl_lightning_4step_lora", None)
+    assert rec is not None and (rec.steps, rec.guidance, rec.scheduler) == (4, 0.0, "Euler")
+    base = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    save_file({f"{base}.lora_down.weight": torch.zeros(2, 768)}, str(tmp_path / "renamed.safetensors"),
+              metadata={"ss_output_name": "Hyper-SD15-8steps-lora"})
+    rec = few_step_recommendation("renamed", str(tmp_path / "renamed.safetensors"))
+    assert rec is not None and (rec.steps, rec.guidance, rec.scheduler) == (8, 0.0, "DDIM")

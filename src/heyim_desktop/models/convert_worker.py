@@ -23,6 +23,11 @@ def main(argv: list[str]) -> int:
         return 3
     while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
+    # AUTOMATIC1111's .pt embeddings: {"string_to_param": {"*": vectors}, "name": ..., "step": ...}
+    if isinstance(obj, dict) and isinstance(obj.get("string_to_param"), dict):
+        vectors = [v for v in obj["string_to_param"].values() if isinstance(v, torch.Tensor)]
+        if len(vectors) == 1:
+            obj = {"emb_params": vectors[0].detach()}
     if not isinstance(obj, dict):
         print("refused: the file does not hold a dictionary of tensors", file=sys.stderr)
         return 3

@@ -25,6 +25,8 @@ from heyim_desktop.models.types import ModelInfo, ModelStatus
 
 log = logging.getLogger(__name__)
 CONVERT_TIMEOUT_S = 1800
+#: Where imported LoRAs and embeddings go inside the models folder (AUTOMATIC1111's names).
+NETWORK_DIRS = {"lora": "Lora", "embedding": "embeddings"}
 
 
 class ConversionRefused(ModelError):
@@ -59,9 +61,14 @@ def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_
             raise UnsafeModel(f"{src.name} is a {PICKLE_ADVICE}")
         return convert_pickle(src, dest)
     header = read_safetensors_header(src)  # raises CorruptModel / UnsafeModel
-    arch = detect_architecture(header, src)
-    if not arch.supported:
-        raise ModelError(f"{src.name}: {arch.problem}")
+    network = _network_kind(src)
+    if network is not None:
+        dest = dest / NETWORK_DIRS[network]
+        dest.mkdir(parents=True, exist_ok=True)
+    else:
+        arch = detect_architecture(header, src)
+        if not arch.supported:
+            raise ModelError(f"{src.name}: {arch.problem}")
     target = _target(dest, src.stem + ".safetensors")
     _free_space_check(dest, src.stat().st_size)
     partial = dest / f".{target.name}.partial"
@@ -75,7 +82,34 @@ def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_
                 atomic_write_bytes(target.with_suffix(".yaml"), sidecar.read_bytes(), what="the model's config")
     finally:
         partial.unlink(missing_ok=True)
-    return inspect_file(target, "app")
+    return _inspect_imported(target, network)
+
+
+def _network_kind(path: Path) -> str | None:
+    """"lora" or "embedding" for such a file (unsupported layouts refused), None for a checkpoint."""
+    from heyim_desktop.core.lora import inspect_network_file
+
+    try:
+        info = inspect_network_file(path)
+    except (UnsafeModel, OSError):
+        raise
+    except ModelError:
+        return None  # not a LoRA or embedding: a checkpoint (or nothing), checked as such
+    if not info.supported:
+        raise ModelError(f"{path.name} is a LyCORIS {info.layout.upper()} file; HeyIm loads plain LoRAs (kohya and "
+                         "diffusers layouts) but not LoHa/LoKr yet, so it was not imported.")
+    return info.kind
+
+
+def _inspect_imported(target: Path, network: str | None) -> ModelInfo:
+    if network is None:
+        return inspect_file(target, "app")
+    from heyim_desktop.models.networks import inspect_network
+
+    info = inspect_network(target, "app")
+    if info is None:  # the file was checked before the copy; only a vanished file gets here
+        raise ModelError(f"{target} could not be read after importing it.")
+    return info
 
 
 def _import_folder(src: Path, dest: Path) -> ModelInfo:
@@ -129,13 +163,19 @@ def convert_pickle(src: Path, dest: Path) -> ModelInfo:
                 raise disk_full(dest, f"the converted {target.name}", full)
             raise ConversionRefused(f"{src.name} was not converted ({reason}).")
         header = read_safetensors_header(partial)
-        arch = detect_architecture(header, src)
-        if not arch.supported:
-            raise ModelError(f"{src.name} converted, but {arch.problem[0].lower()}{arch.problem[1:]}")
+        network = _network_kind(partial)
+        if network is not None:  # a pickle LoRA or embedding: it goes to its own folder
+            folder = dest / NETWORK_DIRS[network]
+            folder.mkdir(parents=True, exist_ok=True)
+            target = _target(folder, target.name)
+        else:
+            arch = detect_architecture(header, src)
+            if not arch.supported:
+                raise ModelError(f"{src.name} converted, but {arch.problem[0].lower()}{arch.problem[1:]}")
         with writing(dest, f"the converted {target.name}"):
             os.replace(partial, target)
     except subprocess.TimeoutExpired:
         raise ConversionRefused(f"{src.name}: conversion took longer than {CONVERT_TIMEOUT_S} s and was stopped.") from None
     finally:
         partial.unlink(missing_ok=True)
-    return inspect_file(target, "app")
+    return _inspect_imported(target, network)
