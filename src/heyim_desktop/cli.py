@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--chunk-unet", action="store_true", help="split the UNet in two halves (UnetChunk1/UnetChunk2)")
     conv.add_argument("--no-encoder", action="store_true", help="skip VAEEncoder (no image-to-image)")
     conv.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    conv.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
+                      help="bake a LoRA into the converted model (weight 1 unless given); repeat for several. "
+                           "Core ML models cannot take LoRAs at run time")
 
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
@@ -176,12 +179,19 @@ def _edit_arguments(args: argparse.Namespace, init_image: object) -> tuple[objec
 
 def _resolve_networks(request: Any, loras: list[str]) -> Any:
     """--lora values and the prompt's <lora:...> tags as files from the model library."""
-    from heyim_desktop.core.errors import InvalidRequest
-    from heyim_desktop.core.lora import LoraUse, resolve_networks
+    from heyim_desktop.core.lora import resolve_networks
     from heyim_desktop.models.cli import _library
     from heyim_desktop.models.networks import NetworkLibrary
 
     networks = NetworkLibrary(_library())
+    return resolve_networks(request, networks.finder(), tuple(_lora_uses(loras, networks)))
+
+
+def _lora_uses(loras: list[str], networks: Any) -> list[Any]:
+    """``--lora PATH_OR_NAME[:WEIGHT]`` values as LoraUse (files, or names in the library)."""
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.lora import LoraUse
+
     extra = []
     for value in loras:
         ref, weight = value, 1.0
@@ -196,7 +206,7 @@ def _resolve_networks(request: Any, loras: list[str]) -> Any:
         if path is None:
             raise InvalidRequest("lora", f"{ref!r} is neither a .safetensors file nor a LoRA in the model library")
         extra.append(LoraUse(str(path), weight, Path(ref).stem if Path(ref).suffix else ref))
-    return resolve_networks(request, networks.finder(), tuple(extra))
+    return extra
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -313,10 +323,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"[{p.stage}/{p.total}] {p.label}  {p.elapsed:.1f}s", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
     try:
+        loras: list[Any] = []
+        if args.lora:
+            from heyim_desktop.models.cli import _library
+            from heyim_desktop.models.networks import NetworkLibrary
+
+            loras = _lora_uses(args.lora, NetworkLibrary(_library()))
         out = convert_to_coreml(
             args.model_dir, args.out_dir, size=args.size, attention=args.attention, batch=args.batch,
             chunk_unet=args.chunk_unet, include_encoder=not args.no_encoder, overwrite=args.force,
-            progress=report, cancel=cancel,
+            progress=report, cancel=cancel, loras=tuple(loras),
         )
     except Cancelled:
         print("Cancelled; nothing was written.", file=sys.stderr)

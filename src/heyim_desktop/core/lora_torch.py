@@ -155,6 +155,36 @@ class NetworkPatcher:
         return with_prompts(request, self.expand(prompt), self.expand(negative))
 
 
+def bake_loras(parts: Any, loras: tuple[LoraUse, ...]) -> None:
+    """Merge ``loras`` into a loaded model's weights for good (before a Core ML conversion).
+
+    ``parts`` is a TorchComponents; the LoRAs are applied through the same loader as at run
+    time, fused with diffusers' ``fuse_lora`` at their weights, and their layers removed, so
+    the modules are plain again with the LoRA inside their weights.
+    """
+    if not loras:
+        return
+    patcher = NetworkPatcher(
+        unet=parts.unet_model, vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+        family=parts.capabilities.family, text_encoder_2=getattr(parts, "text_encoder_2", None),
+        tokenizer_2=getattr(parts, "tokenizer_2", None),
+    )
+    patcher.apply(loras)
+    pipe = patcher._pipeline()
+    components = ["unet", "text_encoder"] + (["text_encoder_2"] if patcher.text_encoder_2 is not None else [])
+    try:
+        pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=patcher.active)
+        pipe.unload_lora_weights()
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"The LoRAs could not be baked into the model: {exc}") from exc
+    log.info("baked %d LoRA(s): %s", len(loras), ", ".join(f"{u.name}:{u.weight:g}" for u in loras))
+
+
+def baked_label(loras: tuple[LoraUse, ...]) -> str:
+    """``name:0.8, other:-0.5``: how a converted model records the LoRAs baked into it."""
+    return ", ".join(f"{u.name}:{u.weight:g}" for u in loras)
+
+
 def refuse_networks(request: "GenerationRequest", engine: str) -> "GenerationRequest":
     """For engines that cannot apply LoRAs at run time: refuse them clearly, strip stray tags."""
     if request.loras:

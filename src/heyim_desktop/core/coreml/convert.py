@@ -20,12 +20,15 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
 from heyim_desktop.core.storage import full_reason, storage_error
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.lora import LoraUse
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ BATCHES = (1, 2)
 META_ATTENTION = "heyim.attention"
 META_SOURCE = "heyim.source"
 META_WEIGHTS = "heyim.weights"
+#: The LoRAs baked into a converted model ("name:weight, ..."), absent when none.
+META_LORAS = "heyim.loras"
 SCHEDULER_FILE = "scheduler_config.json"
 
 
@@ -130,6 +135,7 @@ def convert_to_coreml(
     reuse_from: str | os.PathLike[str] | None = None,
     progress: ConversionCallback | None = None,
     cancel: CancelToken | None = None,
+    loras: Sequence["LoraUse"] = (),
 ) -> Path:
     """Convert ``model_dir`` into a Core ML resources folder at ``out_dir`` and return it.
 
@@ -139,6 +145,8 @@ def convert_to_coreml(
     ``reuse_from``: an earlier conversion of the same model at the same size; its TextEncoder
     and VAE packages are copied when their weights and shapes match (say, to make a batch-1 or
     chunked variant without converting everything again).
+    ``loras``: LoRAs merged into the UNet and text encoder before converting (Core ML models
+    cannot take them at run time); the packages' metadata record them (``heyim.loras``).
     """
     import numpy as np
     import torch
@@ -171,6 +179,16 @@ def convert_to_coreml(
 
     report(0)
     parts = TorchComponents(src, torch.device("cpu"), torch.float32)
+    baked = tuple(loras)
+    if baked:
+        from heyim_desktop.core.lora import lora_hash
+        from heyim_desktop.core.lora_torch import bake_loras, baked_label
+
+        try:
+            bake_loras(parts, baked)
+        except BaseException:
+            parts.release()
+            raise
     unet, vae, text_encoder = parts.unet_model, parts.vae, parts.text_encoder
     native = parts.sample_size * parts.vae_scale_factor
     w, h = _check_size(size or (native, native), unet)
@@ -179,6 +197,9 @@ def convert_to_coreml(
     channels = int(unet.config.in_channels)
     f16, f32 = np.float16, np.float32
     meta = {META_ATTENTION: attention, META_SOURCE: src.name, "heyim.size": f"{w}x{h}"}
+    label = f"{src.name} + LoRA {baked_label(baked)}" if baked else src.name
+    if baked:
+        meta[META_LORAS] = baked_label(baked)
 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -201,12 +222,15 @@ def convert_to_coreml(
             return found is not None
 
         te_weights = _weights_id(src / "text_encoder")
+        if baked:  # a text encoder with LoRAs in it is another text encoder
+            te_weights = hashlib.sha256("|".join([te_weights] + [f"{lora_hash(u.path)}:{u.weight!r}" for u in baked])
+                                        .encode()).hexdigest()
         vae_weights = _weights_id(src / "vae")
         cancel.raise_if_cancelled()
         te_inputs = [("input_ids", (1, M.TEXT_LENGTH), f32)]
         if not reused(1, "TextEncoder", te_weights, te_inputs):
             te = _convert(M.TextEncoderModule(text_encoder), te_inputs, [("last_hidden_state", f32), ("pooled_outputs", f32)])
-            save(te, "TextEncoder", f"{src.name}: text encoder", {META_WEIGHTS: te_weights})
+            save(te, "TextEncoder", f"{label}: text encoder", {META_WEIGHTS: te_weights})
 
         cancel.raise_if_cancelled()
         report(2)
@@ -221,27 +245,27 @@ def convert_to_coreml(
             with torch.no_grad():
                 outs = M.UnetChunk1Module(unet)(*(torch.zeros(s) for _, s, _ in unet_inputs))
             c1 = _convert(M.UnetChunk1Module(unet), unet_inputs, [(n, f16) for n in names])
-            save(c1, "UnetChunk1", f"{src.name}: UNet, first half")
+            save(c1, "UnetChunk1", f"{label}: UNet, first half")
             cancel.raise_if_cancelled()
             c2_inputs = [unet_inputs[2]] + [(n, tuple(o.shape), f16) for n, o in zip(names, outs)]
             c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f16)])
-            save(c2, "UnetChunk2", f"{src.name}: UNet, second half")
+            save(c2, "UnetChunk2", f"{label}: UNet, second half")
         else:
             un = _convert(M.UnetModule(unet), unet_inputs, [("noise_pred", f16)])
-            save(un, "Unet", f"{src.name}: UNet")
+            save(un, "Unet", f"{label}: UNet")
 
         cancel.raise_if_cancelled()
         # An inpainting UNet takes 9 channels (latents + mask + masked latents); the VAE still makes 4.
         dec_inputs = [("z", (1, int(vae.config.latent_channels), lh, lw), f16)]
         if not reused(3, "VAEDecoder", vae_weights, dec_inputs):
             dec = _convert(M.VAEDecoderModule(vae), dec_inputs, [("image", f16)])
-            save(dec, "VAEDecoder", f"{src.name}: VAE decoder", {META_WEIGHTS: vae_weights})
+            save(dec, "VAEDecoder", f"{label}: VAE decoder", {META_WEIGHTS: vae_weights})
         if include_encoder:
             cancel.raise_if_cancelled()
             enc_inputs = [("x", (1, 3, h, w), f16)]
             if not reused(4, "VAEEncoder", vae_weights, enc_inputs):
                 enc = _convert(M.VAEEncoderModule(vae), enc_inputs, [("latent", f16)])
-                save(enc, "VAEEncoder", f"{src.name}: VAE encoder", {META_WEIGHTS: vae_weights})
+                save(enc, "VAEEncoder", f"{label}: VAE encoder", {META_WEIGHTS: vae_weights})
 
         cancel.raise_if_cancelled()
         report(total - 1)
