@@ -190,18 +190,11 @@ def _resolve_networks(request: Any, loras: list[str]) -> Any:
 def _lora_uses(loras: list[str], networks: Any) -> list[Any]:
     """``--lora PATH_OR_NAME[:WEIGHT]`` values as LoraUse (files, or names in the library)."""
     from heyim_desktop.core.errors import InvalidRequest
-    from heyim_desktop.core.lora import LoraUse
+    from heyim_desktop.core.lora import LoraUse, parse_lora_spec
 
     extra = []
     for value in loras:
-        ref, weight = value, 1.0
-        head, sep, tail = value.rpartition(":")
-        if sep and head and not (len(head) == 1 and head.isalpha()):  # C:\... on Windows is a path
-            try:
-                weight = float(tail)
-                ref = head
-            except ValueError:
-                pass
+        ref, weight = parse_lora_spec(value)
         path = networks.find_lora(ref)
         if path is None:
             raise InvalidRequest("lora", f"{ref!r} is neither a .safetensors file nor a LoRA in the model library")

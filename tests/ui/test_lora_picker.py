@@ -175,3 +175,30 @@ def test_few_step_loras_are_known_by_name_or_metadata(tmp_path: Path) -> None:
               metadata={"ss_output_name": "Hyper-SD15-8steps-lora"})
     rec = few_step_recommendation("renamed", str(tmp_path / "renamed.safetensors"))
     assert rec is not None and (rec.steps, rec.guidance, rec.scheduler) == (8, 0.0, "DDIM")
+
+
+def test_convert_dialog_offers_the_prompts_loras_for_baking(window, library, qtbot, tmp_path: Path,
+                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import heyim_desktop.core.coreml.convert as convert
+
+    seen = {}
+
+    def fake_convert(source, out, *, loras=(), **kw):  # type: ignore[no-untyped-def]
+        seen["loras"] = [(Path(u.path).name, u.weight) for u in loras]
+        Path(out).mkdir(parents=True)
+        return Path(out)
+
+    monkeypatch.setattr(convert, "convert_to_coreml", fake_convert)
+    window.prompt_panel.set_prompt("a fox <lora:inkwash:0.8>")
+    dialog = window.open_convert_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.loras.text() == "inkwash:0.8"
+    dialog.source.setText(str(tmp_path / "sd15"))
+    dialog.loras.setText("inkwash:0.8, nope")
+    dialog.start()
+    assert "'nope' is neither" in dialog.state.text() and not dialog.running
+    dialog.loras.setText("inkwash:0.8, paper:-0.5")
+    with qtbot.waitSignal(dialog.converted, timeout=30_000) as got:
+        dialog.start()
+    assert seen["loras"] == [("inkwash.safetensors", 0.8), ("paper.safetensors", -0.5)]
+    assert Path(got.args[0]).name == "sd15+inkwash-0.8+paper--0.5-coreml-split_einsum-512"

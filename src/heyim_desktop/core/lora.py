@@ -98,6 +98,19 @@ def set_lora_tag(text: str, name: str, weight: float | None) -> str:
     return re.sub(r"[ \t]{2,}", " ", out).strip()
 
 
+def parse_lora_spec(value: str) -> tuple[str, float]:
+    """``PATH_OR_NAME[:WEIGHT]`` -> (path or name, weight); weight 1 unless given (``C:\\...`` is a path)."""
+    ref, weight = value.strip(), 1.0
+    head, sep, tail = ref.rpartition(":")
+    if sep and head and not (len(head) == 1 and head.isalpha()):
+        try:
+            weight = float(tail)
+            ref = head
+        except ValueError:
+            pass
+    return ref, weight
+
+
 class NetworkFinder:
     """What resolving a request needs from the model library (names -> files).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from heyim_desktop.core.cancel import CancelToken, Cancelled
 from heyim_desktop.core.errors import UserFacingError
@@ -27,6 +27,10 @@ from heyim_desktop.ui.qt import (
     Signal,
 )
 
+if TYPE_CHECKING:
+    from heyim_desktop.core.lora import LoraUse
+    from heyim_desktop.models.networks import NetworkLibrary
+
 log = logging.getLogger(__name__)
 
 
@@ -42,8 +46,10 @@ class ConvertDialog(QDialog):
 
     converted = Signal(str)  # the new Core ML folder
 
-    def __init__(self, model_dir: str = "", out_root: Path | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, model_dir: str = "", out_root: Path | None = None, parent: QWidget | None = None,
+                 networks: "Callable[[], NetworkLibrary] | None" = None, loras: str = "") -> None:
         super().__init__(parent)
+        self.networks = networks
         self.setWindowTitle("Convert to Core ML")
         self.out_root = out_root or Path.home()
         self.source = QLineEdit(model_dir)
@@ -61,6 +67,12 @@ class ConvertDialog(QDialog):
         self.attention = QComboBox()
         self.attention.addItem("split_einsum: best on the Neural Engine", "split_einsum")
         self.attention.addItem("original: best on the GPU", "original")
+        #: LoRAs baked into the converted model (Core ML cannot take them at run time).
+        self.loras = QLineEdit(loras)
+        self.loras.setPlaceholderText("none; or NAME:WEIGHT, NAME:WEIGHT (LoRAs of the model library, or files)")
+        self.loras.setToolTip("LoRAs to bake into the converted model at these weights. A Core ML model cannot take "
+                              "LoRAs at run time; the converted model's name and metadata record them.")
+        self.loras.setAccessibleName("LoRAs to bake")
         self.note = QLabel("Core ML models have a fixed size. Conversion takes several minutes and a few GB of "
                            "memory for SD 1.5; the Mac compiles the result once, at its first load.")
         self.note.setWordWrap(True)
@@ -75,6 +87,7 @@ class ConvertDialog(QDialog):
         form.addRow("Model", row)
         form.addRow("Image size", self.size)
         form.addRow("Attention", self.attention)
+        form.addRow("Bake LoRAs", self.loras)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.note)
@@ -94,9 +107,28 @@ class ConvertDialog(QDialog):
         if folder:
             self.source.setText(folder)
 
-    def output_dir(self) -> Path:
+    def lora_uses(self) -> "list[LoraUse]":
+        """The LoRAs to bake, resolved against the library (UserFacingError naming a bad one)."""
+        from heyim_desktop.core.errors import InvalidRequest
+        from heyim_desktop.core.lora import LoraUse, parse_lora_spec
+
+        out = []
+        for part in (p.strip() for p in self.loras.text().split(",")):
+            if not part:
+                continue
+            ref, weight = parse_lora_spec(part)
+            path = self.networks().find_lora(ref) if self.networks is not None else None
+            if path is None and Path(ref).expanduser().suffix.lower() == ".safetensors" and Path(ref).expanduser().is_file():
+                path = Path(ref).expanduser()
+            if path is None:
+                raise InvalidRequest("loras", f"{ref!r} is neither a .safetensors file nor a LoRA in the model library")
+            out.append(LoraUse(str(path), weight, Path(ref).stem if Path(ref).suffix else ref))
+        return out
+
+    def output_dir(self, loras: "list[LoraUse] | None" = None) -> Path:
         name = Path(self.source.text().strip()).name or "model"
-        return self.out_root / f"{name}-coreml-{self.attention.currentData()}-{self.size.value()}"
+        baked = "".join(f"+{u.name}-{u.weight:g}" for u in (loras or []))[:80]
+        return self.out_root / f"{name}{baked}-coreml-{self.attention.currentData()}-{self.size.value()}"
 
     @property
     def running(self) -> bool:
@@ -109,8 +141,13 @@ class ConvertDialog(QDialog):
         if not source:
             self.state.setText("Choose a model folder first.")
             return
+        try:
+            loras = tuple(self.lora_uses())
+        except UserFacingError as exc:
+            self.state.setText(str(exc))
+            return
         self._cancel = CancelToken()
-        out = self.output_dir()
+        out = self.output_dir(list(loras))
         size = self.size.value()
         attention = str(self.attention.currentData())
         cancel, relay = self._cancel, self.relay
@@ -122,6 +159,7 @@ class ConvertDialog(QDialog):
                 path = convert_to_coreml(
                     source, out, size=(size, size), attention=attention,
                     progress=lambda p: relay.progress.emit(p.stage, p.total, p.label), cancel=cancel,
+                    loras=loras,
                 )
             except Cancelled:
                 relay.cancelled.emit()
@@ -175,11 +213,15 @@ class ConvertDialog(QDialog):
 
 def open_for_window(window: Any) -> ConvertDialog:
     """File > Convert to Core ML...: the selected model (when it is a folder) is the default source."""
-    from heyim_desktop.models.library import app_models_dir
+    from heyim_desktop.models.library import ModelLibrary, app_models_dir
+    from heyim_desktop.models.networks import NetworkLibrary
 
     ref = window.settings_panel.model_ref()
     source = ref if ref and Path(ref).is_dir() else ""
-    dialog = ConvertDialog(source, app_models_dir(), window)
+    picker = getattr(window, "lora_picker", None)  # the prompt's LoRAs are offered for baking
+    chosen = ", ".join(f"{n}:{w:g}" for n, w in picker.chosen()) if picker is not None else ""
+    dialog = ConvertDialog(source, app_models_dir(), window,
+                           networks=lambda: NetworkLibrary(ModelLibrary(window.prefs.model_folders)), loras=chosen)
     dialog.converted.connect(lambda path: (window.refresh_models(), window.status(f"Converted to Core ML: {path}")))
     dialog.show()
     return dialog
