@@ -6,7 +6,6 @@ requests from the window, the menu bar and any number of HTTP clients run one at
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,8 @@ from starlette.middleware.cors import CORSMiddleware
 from heyim_desktop import __version__
 from heyim_desktop.api import schemas
 from heyim_desktop.api.context import ApiContext
-from heyim_desktop.api.mapping import ApiError, Mapped, build_request, parse_a1111, parse_heyim
+from heyim_desktop.api.limits import decode_fitted, image_bytes, image_size, parse_json, release_memory
+from heyim_desktop.api.mapping import ApiError, Mapped, build_request, invalid, parse_a1111, parse_heyim
 from heyim_desktop.api.results import (
     a1111_response,
     encode_images,
@@ -30,7 +30,7 @@ from heyim_desktop.api.results import (
     progress_payload,
 )
 from heyim_desktop.api.security import LOCAL_ORIGIN_RE, MAX_BODY_BYTES, Guard
-from heyim_desktop.core.errors import UserFacingError
+from heyim_desktop.core.errors import InvalidRequest, UserFacingError
 from heyim_desktop.core.jobs import Job, JobState, QueueClosed
 from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 
@@ -65,19 +65,60 @@ def _error(exc: ApiError) -> JSONResponse:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    return parse_json(await request.body())
+
+
+def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
+    """The whole request checked, then its input image decoded and shrunk; (request, pixels held).
+
+    Every field is validated first (a 1-pixel stand-in checks the image-to-image settings), the
+    image's header is read and charged to the server's pixel budget before decoding, and the
+    image is shrunk to the request's size at once: the queue only ever holds the small version.
+    The caller releases the returned pixels from ``ctx.pixels`` once the job has finished.
+    """
+    from dataclasses import replace
+
+    from PIL import Image
+
+    ref = ctx.resolve(mapped.model, mapped.model_field)
+    data = dict(mapped.data)
+    encoded = data.pop("init_image", None)
+    request = build_request(replace(mapped, data=data), ref)
+    if encoded is None:
+        return request, 0
+    field = mapped.names.get("init_image", "init_image")
+    scheduler = data.get("scheduler")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON ({exc})", "body") from None
+        request.replace(init_image=Image.new("RGB", (1, 1)), scheduler=scheduler)  # img2img settings, checked
+    except InvalidRequest as exc:
+        raise invalid(mapped.names, exc) from None
+    raw = image_bytes(encoded, field)
+    width, height = image_size(raw, field)
+    with ctx.pixels.hold(width * height, field):
+        small = decode_fitted(raw, field, request.width, request.height)
+    del raw
+    if width * height > 4 * request.width * request.height:
+        release_memory()
+    held = request.width * request.height
+    ctx.pixels.reserve(held, field)
+    try:
+        return request.replace(init_image=small, scheduler=scheduler), held
+    except InvalidRequest as exc:
+        ctx.pixels.release(held)
+        raise invalid(mapped.names, exc) from None
 
 
 async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
     """Submit the job and wait for it; a client that hangs up cancels its job."""
-    def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
-        return build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+    # The model library reads folders and input images are decoded: not on the event loop.
+    gen_request, held = await anyio.to_thread.run_sync(_prepare, ctx, mapped)
+    try:
+        return await _submit_and_wait(ctx, request, mapped, gen_request)
+    finally:
+        ctx.pixels.release(held)
 
-    gen_request = await anyio.to_thread.run_sync(prepare)
+
+async def _submit_and_wait(ctx: ApiContext, request: Request, mapped: Mapped, gen_request: Any) -> Job:
     try:
         job = ctx.queue.submit(gen_request, source="api")
     except QueueClosed:

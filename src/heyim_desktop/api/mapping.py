@@ -227,6 +227,9 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
         images = body.get("init_images")
         if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
             raise ApiError(422, "init_images: must be a list of at least one base64 image", "init_images")
+        empty = next((i for i, image in enumerate(images) if not image.strip()), None)
+        if empty is not None:
+            raise ApiError(422, f"init_images[{empty}]: is empty; send a base64 image", "init_images")
         if len(images) > 1:
             notes.append("only the first of init_images is used")
         data["init_image"] = images[0]

@@ -1,5 +1,8 @@
 """The API's front door: token, Host allowlist, Origin policy, JSON-only POSTs, 10 MB bodies.
 
+A POST without a body (no Content-Length, or 0, and not chunked) needs no Content-Type:
+AUTOMATIC1111 clients send ``POST /sdapi/v1/interrupt`` that way.
+
 One pure ASGI middleware does every check before a route runs, so no route can forget one
 (the 404 for an unknown path also needs the token). Order matters: Host first (DNS
 rebinding), then Origin, then the token, then the request's shape and size.
@@ -146,6 +149,10 @@ class Guard:
             return
         if method == "POST":
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            bodyless = headers.get("content-length", "0").strip() == "0" and "transfer-encoding" not in headers
+            if bodyless:  # what AUTOMATIC1111 clients send to /interrupt and /skip; routes needing JSON say so
+                await self.app(scope, _replay(b"", receive), send)
+                return
             if ctype != "application/json":
                 await send_error(send, 415, "POST bodies must be JSON (Content-Type: application/json)", "Content-Type")
                 return

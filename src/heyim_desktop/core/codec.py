@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from typing import Any, Mapping
 
 from heyim_desktop.core.errors import ImageError, InvalidRequest
 from heyim_desktop.core.request import GenerationRequest
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Largest inline input image accepted, in bytes after base64 decoding.
 MAX_INLINE_IMAGE_BYTES = 7 * 1024 * 1024
 
@@ -84,10 +86,12 @@ def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
         if isinstance(value, bool) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else {"str": "text", "int": "integer", "float": "number"}.get(t.__name__, t.__name__) for t in types)  # type: ignore[union-attr]
             raise InvalidRequest(key, f"must be {names}, got {type(value).__name__}")
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise InvalidRequest(key, "is not valid Unicode text (it holds a lone surrogate)")
         kwargs[key] = value
     if "prompt" not in kwargs:
         raise InvalidRequest("prompt", "is required")
     image_data = kwargs.pop("init_image", None)
-    if image_data:
+    if image_data is not None:  # "" is an empty image, not text-to-image
         kwargs["init_image"] = decode_image(image_data)
     return GenerationRequest(**kwargs)
