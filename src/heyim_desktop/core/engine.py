@@ -59,8 +59,8 @@ def check_finite(images: npt.NDArray[np.float32], device: str, model_name: str) 
     """Refuse decoded images holding NaN or infinity (they would be written as black PNGs)."""
     import numpy as np
 
-    finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
-    if bool(finite.all()):
+    finite: list[bool] = np.isfinite(images).reshape(len(images), -1).all(axis=1).tolist()
+    if all(finite):
         return
     bad = [str(i + 1) for i, ok in enumerate(finite) if not ok]
     hint = (" On a GPU in fp16 this can be an overflow: run with --precision fp32."
