@@ -59,7 +59,8 @@ def check_finite(images: npt.NDArray[np.float32], device: str, model_name: str) 
     """Refuse decoded images holding NaN or infinity (they would be written as black PNGs)."""
     import numpy as np
 
-    finite: list[bool] = np.isfinite(images).reshape(len(images), -1).all(axis=1).tolist()
+    flat = np.isfinite(images).reshape(len(images), -1)
+    finite = [bool(flat[i].all()) for i in range(len(flat))]
     if all(finite):
         return
     bad = [str(i + 1) for i, ok in enumerate(finite) if not ok]
