@@ -259,10 +259,17 @@ def main() -> None:
             client.post_json("/sdapi/v1/txt2img", {"prompt": "warm up", **SMALL}, "warm-up")  # model loaded
             before = rss_kb(proc.pid)
             print(f"server pid {proc.pid} on port {port}; RSS after warm-up {before / 1024:.0f} MB")
-            hostile_json(client)
-            empties_and_bodyless(client)
-            fuzz(client, args.fuzz, args.seed)
-            big_images(client)
+            phases = [("hostile JSON", lambda: hostile_json(client)),
+                      ("empty images, bodyless POSTs", lambda: empties_and_bodyless(client)),
+                      (f"fuzz x{args.fuzz}", lambda: fuzz(client, args.fuzz, args.seed)),
+                      ("huge images", lambda: big_images(client))]
+            for label, phase in phases:
+                started = time.perf_counter()
+                phase()
+                print(f"  {label}: done in {time.perf_counter() - started:.0f}s; so far "
+                      f"{sum(n for s, n in client.statuses.items() if s >= 500)} 5xx, {client.hangs} hangs; "
+                      f"RSS {rss_kb(proc.pid) / 1024:.0f} MB (peak {rss_kb(proc.pid, 'VmHWM') / 1024:.0f} MB)",
+                      flush=True)
             sockets = slow_sockets(port, 300, 12, client)
             after = rss_kb(proc.pid)
             peak = rss_kb(proc.pid, "VmHWM")
