@@ -80,10 +80,16 @@ def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
 
     from PIL import Image
 
+    from heyim_desktop.core.lora import resolve_networks
+
     ref = ctx.resolve(mapped.model, mapped.model_field)
     data = dict(mapped.data)
     encoded = data.pop("init_image", None)
     request = build_request(replace(mapped, data=data), ref)
+    try:
+        request = resolve_networks(request, ctx.networks)  # <lora:...> tags and embeddings, checked
+    except InvalidRequest as exc:
+        raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
     if encoded is None:
         return request, 0
     field = mapped.names.get("init_image", "init_image")
