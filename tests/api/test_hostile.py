@@ -98,6 +98,18 @@ def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(fake_api: 
     assert fake_api.queue.last_finished is None
 
 
+def test_a_mask_claiming_too_many_pixels_is_refused_before_decoding(fake_api: Running) -> None:
+    for path, body, field in (
+        ("/sdapi/v1/img2img", {"prompt": "x", "init_images": [png_b64()], "mask": _png_claiming(8192, 8192),
+                               **SMALL}, "mask"),
+        ("/api/generate", {"prompt": "x", "inputImage": png_b64(), "maskImage": _png_claiming(8192, 8192),
+                           **SMALL}, "maskImage"),
+    ):
+        reply = call(fake_api.port, "POST", path, body=body)
+        assert reply.status == 413 and reply.json["field"] == field, reply.body
+    assert fake_api.queue.last_finished is None and fake_api.server.context.pixels.used == 0
+
+
 def test_the_whole_request_is_checked_before_any_decoding(fake_api: Running) -> None:
     # A bad setting after a valid (large) image: refused without decoding it or queueing anything.
     reply = call(fake_api.port, "POST", "/sdapi/v1/img2img",

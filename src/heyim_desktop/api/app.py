@@ -71,44 +71,55 @@ async def _json_body(request: Request) -> Any:
 def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
     """The whole request checked, then its input image decoded and shrunk; (request, pixels held).
 
-    Every field is validated first (a 1-pixel stand-in checks the image-to-image settings), the
-    image's header is read and charged to the server's pixel budget before decoding, and the
-    image is shrunk to the request's size at once: the queue only ever holds the small version.
-    The caller releases the returned pixels from ``ctx.pixels`` once the job has finished.
+    Every field but the inpainting mask is validated first (a 1-pixel stand-in checks the
+    image-to-image settings), the images' headers are read and charged to the server's pixel
+    budget before anything is decoded, and the input image is shrunk to the request's size at
+    once: the queue holds the small version (inpainting "only masked" keeps the whole image, as
+    it repaints a crop of it). The caller releases the returned pixels from ``ctx.pixels``.
     """
+    from collections.abc import Mapping as MappingABC
     from dataclasses import replace
 
     from PIL import Image
 
     from heyim_desktop.core.lora import resolve_networks
 
+    def networks(built: Any) -> Any:
+        try:
+            return resolve_networks(built, ctx.networks)  # <lora:...> tags and embeddings, checked
+        except InvalidRequest as exc:
+            raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
+
     ref = ctx.resolve(mapped.model, mapped.model_field)
     data = dict(mapped.data)
     encoded = data.pop("init_image", None)
-    request = build_request(replace(mapped, data=data), ref)
-    try:
-        request = resolve_networks(request, ctx.networks)  # <lora:...> tags and embeddings, checked
-    except InvalidRequest as exc:
-        raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
+    inpaint = data.pop("inpaint", None)
+    stand_in = Image.new("RGB", (1, 1)) if encoded is not None else None
+    first = networks(build_request(replace(mapped, data=data), ref, init_image=stand_in))
     if encoded is None:
-        return request, 0
+        return (networks(build_request(mapped, ref)) if inpaint is not None else first), 0
     field = mapped.names.get("init_image", "init_image")
-    scheduler = data.get("scheduler")
-    try:
-        request.replace(init_image=Image.new("RGB", (1, 1)), scheduler=scheduler)  # img2img settings, checked
-    except InvalidRequest as exc:
-        raise invalid(mapped.names, exc) from None
+    pixels = 0
+    if isinstance(inpaint, MappingABC) and isinstance(inpaint.get("mask"), str):
+        mask_field = mapped.names.get("inpaint.mask", mapped.names.get("mask", "mask"))
+        mask_w, mask_h = image_size(image_bytes(inpaint["mask"], mask_field), mask_field)
+        pixels += mask_w * mask_h
     raw = image_bytes(encoded, field)
     width, height = image_size(raw, field)
-    with ctx.pixels.hold(width * height, field):
-        small = decode_fitted(raw, field, request.width, request.height)
-    del raw
-    if width * height > 4 * request.width * request.height:
+    pixels += width * height
+    only_masked = isinstance(inpaint, MappingABC) and bool(inpaint.get("only_masked"))
+    with ctx.pixels.hold(pixels, field):
+        image = decode_fitted(raw, field, first.width, first.height, fit=not only_masked)
+        del raw
+        final = networks(build_request(mapped, ref, init_image=image)) if inpaint is not None else None
+    if pixels > 4 * first.width * first.height:
         release_memory()
-    held = request.width * request.height
+    held = image.width * image.height
     ctx.pixels.reserve(held, field)
+    if final is not None:
+        return final, held
     try:
-        return request.replace(init_image=small, scheduler=scheduler), held
+        return first.replace(init_image=image), held
     except InvalidRequest as exc:
         ctx.pixels.release(held)
         raise invalid(mapped.names, exc) from None

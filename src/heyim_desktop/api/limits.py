@@ -209,8 +209,11 @@ def image_size(raw: bytes, field: str) -> tuple[int, int]:
     return width, height
 
 
-def decode_fitted(raw: bytes, field: str, width: int, height: int) -> "Image.Image":
-    """Decode (an :data:`MAX_INPUT_PIXELS`-checked image) and shrink it to ``width x height`` at once."""
+def decode_fitted(raw: bytes, field: str, width: int, height: int, *, fit: bool = True) -> "Image.Image":
+    """Decode (an :data:`MAX_INPUT_PIXELS`-checked image) and shrink it to ``width x height`` at once.
+
+    ``fit=False`` keeps the decoded size (inpainting "only masked" works on the whole image).
+    """
     from heyim_desktop.core.errors import ImageError
     from heyim_desktop.core.images import fit_to_size, load_image
 
@@ -218,6 +221,8 @@ def decode_fitted(raw: bytes, field: str, width: int, height: int) -> "Image.Ima
         image = load_image(raw, name=field)
     except ImageError as exc:
         raise ApiError(422, f"{field}: {str(exc).removeprefix(field).strip()}", field) from None
+    if not fit:
+        return image
     small = fit_to_size(image, width, height)
     if small is not image:
         image.close()

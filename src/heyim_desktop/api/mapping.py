@@ -45,12 +45,13 @@ def invalid(names: Mapping[str, str], exc: InvalidRequest) -> ApiError:
     return ApiError(422, f"{client}: {exc.detail}", client)
 
 
-def build_request(mapped: Mapped, model_ref: str | None) -> GenerationRequest:
+def build_request(mapped: Mapped, model_ref: str | None, *, init_image: Any = None) -> GenerationRequest:
+    """The request; ``init_image`` is an input image already decoded (instead of the base64 field)."""
     data = dict(mapped.data)
     if model_ref is not None:
         data["model"] = model_ref
     try:
-        return request_from_data(data, defaults=mapped.defaults)
+        return request_from_data(data, defaults=mapped.defaults, init_image=init_image)
     except InvalidRequest as exc:
         raise invalid(mapped.names, exc) from None
 

@@ -145,9 +145,14 @@ def _embeddings_from_data(value: list[Any]) -> tuple[Any, ...]:
 
 
 def request_from_data(
-    data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None, trust_paths: bool = False
+    data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None, trust_paths: bool = False,
+    init_image: Any = None,
 ) -> GenerationRequest:
-    """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process."""
+    """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process.
+
+    ``init_image``: an already decoded input image, used instead of (and without) an
+    ``init_image`` field (the API decodes and shrinks it itself, within its pixel budget).
+    """
     if not isinstance(data, Mapping):
         raise InvalidRequest("request", "must be a JSON object")
     unknown = sorted(set(data) - set(_FIELDS))
@@ -169,7 +174,9 @@ def request_from_data(
     if "prompt" not in kwargs:
         raise InvalidRequest("prompt", "is required")
     image_data = kwargs.pop("init_image", None)
-    if image_data is not None:  # "" is an empty image, not text-to-image
+    if init_image is not None:
+        kwargs["init_image"] = init_image
+    elif image_data is not None:  # "" is an empty image, not text-to-image
         kwargs["init_image"] = decode_image(image_data)
     if kwargs.get("inpaint") is not None:
         kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])
