@@ -83,7 +83,10 @@ def test_a_bodyless_interrupt_is_accepted(fake_api: Running) -> None:
     for headers in ({}, {"Content-Length": "0"}, {"Content-Type": "text/plain", "Content-Length": "0"}):
         reply = call(fake_api.port, "POST", "/sdapi/v1/interrupt", headers=headers)
         assert reply.status == 200 and reply.json == {}
-    reply = call(fake_api.port, "POST", "/sdapi/v1/txt2img")  # a route that needs a body says so
+    assert call(fake_api.port, "POST", "/sdapi/v1/skip").status == 200
+    reply = call(fake_api.port, "POST", "/sdapi/v1/txt2img")  # a route that needs a JSON body says so
+    assert reply.status == 415 and reply.json["field"] == "Content-Type"
+    reply = call(fake_api.port, "POST", "/sdapi/v1/txt2img", raw=b"", headers=JSON)
     assert reply.status == 400 and reply.json["field"] == "body" and "empty" in reply.json["error"]
 
 
