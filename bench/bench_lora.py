@@ -110,24 +110,27 @@ def main() -> None:
 
     set_a = (LoraUse(str(a), 0.8),)
     set_b = (LoraUse(str(a), 0.5), LoraUse(str(b), -0.4))
+    print(f"\n{args.size}x{args.size}, {args.steps} steps, Euler a, guidance 7\n", flush=True)
     job(())  # warm-up (first-call allocations, thread pools)
-    rows: list[tuple[str, float]] = []
     plain = [job(()) for _ in range(2)]
-    rows += [("no LoRA", t) for t in plain]
-    rss0 = _rss()
-    rows.append(("set A, first job (load + apply)", job(set_a)))
-    rss_a = _rss()
-    rows += [("set A, later job", job(set_a)) for _ in range(2)]
-    rows.append(("switch to set B (A 0.5 + B -0.4)", job(set_b)))
-    rss_b = _rss()
-    rows.append(("set B, later job", job(set_b)))
-    rows.append(("no LoRA again (unload)", job(())))
-    rows.append(("no LoRA, later job", job(())))
     base = statistics.median(plain)
-    print(f"\n{args.size}x{args.size}, {args.steps} steps, Euler a, guidance 7\n")
     print(f"{'job':38} {'seconds':>8} {'vs no LoRA':>11}")
-    for label, t in rows:
-        print(f"{label:38} {t:8.2f} {t - base:+10.2f}s")
+
+    def row(label: str, t: float) -> None:
+        print(f"{label:38} {t:8.2f} {t - base:+10.2f}s", flush=True)
+
+    for t in plain:
+        row("no LoRA", t)
+    rss0 = _rss()
+    row("set A, first job (load + apply)", job(set_a))
+    rss_a = _rss()
+    for _ in range(2):
+        row("set A, later job", job(set_a))
+    row("switch to set B (A 0.5 + B -0.4)", job(set_b))
+    rss_b = _rss()
+    row("set B, later job", job(set_b))
+    row("no LoRA again (unload)", job(()))
+    row("no LoRA, later job", job(()))
     print(f"\nresident memory: +{(rss_a - rss0) / 1e6:.0f} MB with set A ({file_mb:.0f} MB file), "
           f"+{(rss_b - rss0) / 1e6:.0f} MB with set B ({2 * file_mb:.0f} MB of files)")
 
