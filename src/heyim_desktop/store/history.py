@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NewType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NewType
 
 from heyim_desktop.core import paths
 from heyim_desktop.core.errors import StorageError
@@ -166,6 +166,18 @@ class HistoryStore:
     def _abs(self, stored: str) -> Path:
         p = Path(stored)
         return p if p.is_absolute() else self.images_dir / p
+
+    def set_images_dir(self, images_dir: Path) -> None:
+        """New images go to ``images_dir`` from now on; images saved so far stay where they are."""
+        new = Path(images_dir)
+        if new.resolve() == self.images_dir.resolve():
+            return
+        with self._write() as conn:
+            rows = conn.execute("SELECT id, path FROM entries").fetchall()
+            moved = [(str(self._abs(stored).resolve()), entry_id) for entry_id, stored in rows
+                     if not Path(stored).is_absolute()]
+            conn.executemany("UPDATE entries SET path = ? WHERE id = ?", moved)
+        self.images_dir = new
 
     # -- saving ----------------------------------------------------------------------------
     def save_result(self, result: "GenerationResult", job: "Job | None" = None) -> list[HistoryEntry]:
@@ -319,22 +331,31 @@ class HistoryStore:
             conn.execute("DELETE FROM tags WHERE entry_id = ?", (entry_id,))
             conn.executemany("INSERT INTO tags (entry_id, tag) VALUES (?, ?)", [(entry_id, t) for t in clean])
 
-    def delete(self, entry_ids: Iterable[int]) -> int:
-        """Delete entries with their image and thumbnail files. Returns how many were deleted."""
+    def delete(self, entry_ids: Iterable[int], remove_file: Callable[[Path], None] | None = None) -> int:
+        """Delete entries with their image and thumbnail files. Returns how many were deleted.
+
+        ``remove_file`` disposes of each image file (the app moves it to the system Trash);
+        without it the file is unlinked. Thumbnails, HeyIm's own cache, are always unlinked.
+        """
         ids = list(entry_ids)
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
         with self._write() as conn:
             conn.execute(f"UPDATE entries SET deleting = 1 WHERE id IN ({marks})", ids)
-        return self._finish_deletes()
+        return self._finish_deletes(remove_file)
 
-    def _finish_deletes(self) -> int:
+    def _finish_deletes(self, remove_file: Callable[[Path], None] | None = None) -> int:
         with self._lock:
             rows = self._conn.execute("SELECT id, path FROM entries WHERE deleting = 1").fetchall()
         for entry_id, stored in rows:
-            for path in [self._abs(stored), *self.thumbs_dir.glob(f"{entry_id}-*.jpg")]:
+            image = self._abs(stored)
+            for path in [image, *self.thumbs_dir.glob(f"{entry_id}-*.jpg")]:
                 try:
+                    if remove_file is not None and path == image:
+                        if path.exists():
+                            remove_file(path)
+                        continue
                     path.unlink()
                 except FileNotFoundError:
                     pass

@@ -33,7 +33,8 @@ class AppParts:
         if getattr(self, "_shut", False):
             return
         self._shut = True
-        for service in (getattr(self.window, "api_service", None), getattr(self.window, "remote_queue", None)):
+        services = self.window.services
+        for service in (services.api, services.remote):
             if service is not None:
                 service.shutdown()
         self.worker.stop()
@@ -101,15 +102,24 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store))
     holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
-                        list_models=list_models, log_file=log_file())
-    holder["window"] = window
     from heyim_desktop.ui.services import LocalApiService, RemoteQueueService
+    from heyim_desktop.ui.window import WindowServices
 
-    window.api_service = LocalApiService(window, queue, worker)
-    window.remote_queue = RemoteQueueService(window, store)
-    window.api_service.apply(prefs)
-    window.remote_queue.apply(prefs)
+    def current_prefs() -> Any:
+        return holder["window"].prefs if "window" in holder else prefs
+
+    services = WindowServices(
+        api=LocalApiService(queue, worker, model_folders=lambda: current_prefs().model_folders,
+                            default_model=lambda: holder["window"].settings_panel.model_ref() or None
+                            if "window" in holder else None),
+        remote=RemoteQueueService(store),
+    )
+    window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
+                        list_models=list_models, log_file=log_file(), services=services)
+    holder["window"] = window
+    for service in (services.api, services.remote):
+        service.setParent(window)
+        service.apply(prefs)
 
     parts = AppParts(app, window, queue, store, worker)
     app.aboutToQuit.connect(parts.shutdown)

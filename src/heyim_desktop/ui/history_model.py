@@ -97,6 +97,9 @@ class ThumbnailLoader(QObject):
                     raise OSError(f"cannot decode {path}")
                 image = image.scaled(ICON_SIZE, ICON_SIZE, Qt.AspectRatioMode.KeepAspectRatio,
                                      Qt.TransformationMode.SmoothTransformation)
+            except KeyError:  # deleted meanwhile (the keep-limit, another window): nothing to show
+                self.failed.emit(entry_id)
+                continue
             except Exception:  # noqa: BLE001 - a missing file shows a placeholder, never a crash
                 log.info("thumbnail for %s failed", entry_id, exc_info=True)
                 self.failed.emit(entry_id)
@@ -203,6 +206,9 @@ class HistoryModel(QAbstractListModel):
     def entry_id(self, row: int) -> int:
         return self._ids[row]
 
+    def row_of(self, entry_id: int) -> int | None:
+        return self._row_of.get(int(entry_id))
+
     def entry_at(self, row: int) -> Any | None:
         if not 0 <= row < len(self._ids):
             return None
@@ -243,8 +249,7 @@ class HistoryModel(QAbstractListModel):
         if role == EntryRole:
             return entry
         if role == Qt.ItemDataRole.DisplayRole:
-            star = "\u2605 " if entry.favourite else ""
-            return star + (entry.prompt.splitlines()[0] if entry.prompt else "(no prompt)")
+            return entry_label(entry)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
         return (f"{entry.prompt}\n\n{when}   seed {entry.seed}   {entry.width}x{entry.height}   "
                 f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}")
@@ -297,8 +302,32 @@ class HistoryModel(QAbstractListModel):
         return Qt.DropAction.CopyAction
 
 
+def day_label(created: float, now: float | None = None) -> str:
+    """"Today", "Yesterday", a weekday within the week, else "3 Nov 2026"."""
+    import datetime as dt
+
+    day = dt.date.fromtimestamp(created)
+    today = dt.date.fromtimestamp(now if now is not None else time.time())
+    delta = (today - day).days
+    if delta == 0:
+        return "Today"
+    if delta == 1:
+        return "Yesterday"
+    if 1 < delta < 7:
+        return day.strftime("%A")
+    return f"{day.day} {day.strftime('%b %Y')}"
+
+
+def entry_label(entry: Any, now: float | None = None) -> str:
+    """What a grid cell says: the prompt (elided in the middle, where similar prompts agree), then day and time."""
+    star = "\u2605 " if entry.favourite else ""
+    when = f"{day_label(entry.created, now)} {time.strftime('%H:%M', time.localtime(entry.created))}"
+    prompt = " ".join(entry.prompt.split()) if entry.prompt else "(no prompt)"
+    return f"{star}{prompt}\n{when}"
+
+
 def icon_grid_size() -> QSize:
-    return QSize(ICON_SIZE + 16, ICON_SIZE + 30)
+    return QSize(ICON_SIZE + 16, ICON_SIZE + 46)
 
 
-_CELL = QSize(ICON_SIZE + 10, ICON_SIZE + 26)
+_CELL = QSize(ICON_SIZE + 10, ICON_SIZE + 42)

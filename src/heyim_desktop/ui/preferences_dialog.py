@@ -111,7 +111,7 @@ class PreferencesDialog(QDialog):
         form = QFormLayout()
         form.addRow("Model folders", folder_row)
         form.addRow("Image folder", output_row)
-        form.addRow("", _note("A new image folder is used from the next launch."))
+        form.addRow("", _note("New images go to this folder as soon as you press OK; earlier ones stay where they are."))
         form.addRow("Default scheduler", self.scheduler)
         form.addRow("Default steps", self.steps)
         form.addRow("Default guidance", self.guidance)
@@ -129,9 +129,11 @@ class PreferencesDialog(QDialog):
                               "'heyim-desktop worker'; finished images arrive in history."))
         from heyim_desktop.ui.global_shortcut import shortcut_note
 
-        self.keep_in_tray = QCheckBox("Keep HeyIm running in the menu bar when the window closes")
+        from heyim_desktop.ui.global_shortcut import TRAY_NAME
+
+        self.keep_in_tray = QCheckBox(f"Keep HeyIm running in the {TRAY_NAME} when the window closes")
         self.keep_in_tray.setChecked(prefs.keep_running_in_tray)
-        form.addRow("Menu bar", self.keep_in_tray)
+        form.addRow(TRAY_NAME.capitalize(), self.keep_in_tray)
         self.shortcut_note = _note(shortcut_note())
         form.addRow("Shortcut", self.shortcut_note)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from heyim_desktop.core.jobs import Job, JobQueue
+from heyim_desktop.ui.global_shortcut import TRAY_NAME
 from heyim_desktop.ui.qt import (
     QHBoxLayout,
     QLabel,
@@ -16,7 +17,7 @@ from heyim_desktop.ui.qt import (
     QWidget,
 )
 
-SOURCES = {"app": "", "tray": " (menu bar)", "api": " (API)"}
+SOURCES = {"app": "", "tray": f" ({TRAY_NAME})", "api": " (API)"}
 
 
 def describe(job: Job) -> str:

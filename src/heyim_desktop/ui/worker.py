@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink
 from heyim_desktop.core.jobs import Job, JobQueue, JobState
 from heyim_desktop.ui.qt import QImage, QThread, Signal
@@ -68,7 +69,7 @@ class GenerationWorker(QThread):
 
     job_queued = Signal(object)  # Job
     job_started = Signal(object)  # Job
-    #: job id, steps done, steps in all (over every image of the job), seconds elapsed
+    #: job id, steps done, steps in all (the steps that run, over every image of the job), seconds elapsed
     progress = Signal(int, int, int, float)
     preview = Signal(int, QImage)  # job id, preview at latent resolution
     job_finished = Signal(object)  # Job; job.saved holds the history entries
@@ -139,6 +140,8 @@ class GenerationWorker(QThread):
             return
         try:
             self.host.ensure_model(ref)
+        except UserFacingError as exc:  # reported through model_failed already; not a bug
+            log.info("preloading %s failed: %s", ref, exc)
         except Exception:  # reported through model_failed already
             log.info("preloading %s failed", ref, exc_info=True)
 
@@ -154,8 +157,8 @@ class GenerationWorker(QThread):
                 self.job_started.emit(job)
                 self.queue_changed.emit()
                 return
-            done = p.image_index * p.total + p.step
-            self.progress.emit(int(job.id), done, p.total * p.image_count, float(p.elapsed))
+            # Progress counts the steps of every image already (core.loop): no multiplying by images.
+            self.progress.emit(int(job.id), p.step, p.total, float(p.elapsed))
             if p.preview is not None:
                 self.preview.emit(int(job.id), rgb_array_to_qimage(p.preview))
         elif state is JobState.DONE:
@@ -179,13 +182,6 @@ class _HostEvents:
         self.worker.model_loading.emit(ref)
 
     def model_ready(self, ref: str, engine: "Engine", seconds: float) -> None:
-        tokenizer = None
-        components = getattr(engine, "components", None)
-        if components is not None and getattr(components, "tokenizer", None) is not None:
-            try:
-                tokenizer = copy.deepcopy(components.tokenizer)
-            except Exception:  # noqa: BLE001 - the counter falls back to an estimate
-                log.info("cannot copy the tokenizer for the token counter", exc_info=True)
         info = ModelReady(
             ref=ref,
             model_name=getattr(engine, "model_name", ref),
@@ -194,7 +190,7 @@ class _HostEvents:
             default_size=tuple(engine.default_size),  # type: ignore[arg-type]
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
-            tokenizer=tokenizer,
+            tokenizer=engine_tokenizer(engine),
         )
         self.worker.model_ready.emit(info)
 
@@ -203,6 +199,34 @@ class _HostEvents:
 
         message = str(error) if isinstance(error, UserFacingError) else f"{type(error).__name__}: {error}"
         self.worker.model_failed.emit(ref, message)
+
+
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What the window adapts to once a model is loaded."""
+
+    native_size: tuple[int, int]
+    fixed_size: tuple[int, int] | None
+    supports_img2img: bool
+
+
+def model_capabilities(info: ModelReady) -> ModelCapabilities:
+    """The one place the window learns what a model can do (to switch to EngineInfo.capabilities)."""
+    return ModelCapabilities(native_size=tuple(info.default_size),  # type: ignore[arg-type]
+                             fixed_size=info.fixed_size, supports_img2img=info.supports_img2img)
+
+
+def engine_tokenizer(engine: Any) -> Any:
+    """A private copy of the engine's tokenizer, or None: the only reach into ``engine.components``."""
+    components = getattr(engine, "components", None)
+    tokenizer = getattr(components, "tokenizer", None) if components is not None else None
+    if tokenizer is None:
+        return None
+    try:
+        return copy.deepcopy(tokenizer)
+    except Exception:  # noqa: BLE001 - the counter falls back to an estimate
+        log.info("cannot copy the tokenizer for the token counter", exc_info=True)
+        return None
 
 
 def history_sink(store: Any) -> ResultSink:
