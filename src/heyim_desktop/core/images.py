@@ -74,8 +74,12 @@ def _decode(fh: BinaryIO, label: str) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image format HeyIm can read (PNG, JPEG, WebP, BMP, TIFF, GIF).") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label} is too large to decode safely ({exc}).") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own message talks of "decompression bomb DOS attacks": say HeyIm's limit instead.
+        raise ImageError(
+            f"{label} is too large: the largest image HeyIm accepts is {MAX_INPUT_PIXELS:,} pixels "
+            "(for example 8192x8192). Scale it down and try again."
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         log.info("cannot decode %s: %s", label, exc)
         raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({exc}).") from None

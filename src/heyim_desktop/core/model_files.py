@@ -94,6 +94,11 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
             "never opens them. Convert it with `heyim-desktop models import FILE --convert`."
         )
     size = path.stat().st_size
+    if kind is FileKind.UNKNOWN and path.suffix.lower() != ".safetensors":
+        # A .ckpt/.pt/.bin that is not a pickle either: calling it "not safetensors" would puzzle.
+        raise CorruptModel(f"{name} is not a model checkpoint HeyIm can read ({size} bytes): it is neither a "
+                           "pickle checkpoint nor safetensors, so it is damaged or not a model. "
+                           "Download or copy it again.")
     with open(path, "rb") as fh:
         prefix = fh.read(8)
         if len(prefix) < 8:

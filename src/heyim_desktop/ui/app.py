@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     return parts
 
 
-def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = ()) -> int:
+def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = (), fast_exit: bool = True) -> int:
     from heyim_desktop.core.errors import UserFacingError
 
     try:
@@ -157,4 +158,24 @@ def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = ()) -
         QMessageBox.critical(None, "HeyIm cannot start", str(exc))
         del app
         return 3
-    return int(parts.app.exec())
+    rc = int(parts.app.exec())
+    parts.shutdown()  # already ran on aboutToQuit; everything is saved and closed now
+    if fast_exit:
+        _exit_now(rc)
+    return rc
+
+
+def _exit_now(rc: int) -> None:
+    """End the process without Python's module teardown.
+
+    Once torch, diffusers and transformers are imported, tearing their modules down takes 3-4 s
+    after the last window closed (measured: see the README), so the app would linger. Every
+    file is written and closed by now; flush the log and the standard streams, then leave.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)

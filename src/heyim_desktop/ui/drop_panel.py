@@ -133,7 +133,7 @@ class FittedPicture(QLabel):
         """Dim what a centre crop to the target shape cuts away (core.images.fit_to_size)."""
         tw, th = self.target or (1, 1)
         pw, ph = pix.width(), pix.height()
-        if pw == 0 or ph == 0 or abs((pw / ph) / (tw / th) - 1) < 0.01:
+        if pw == 0 or ph == 0 or abs((pw / ph) / (tw / th) - 1) < 0.02:
             return
         if pw / ph > tw / th:
             keep_w, keep_h = round(ph * tw / th), ph

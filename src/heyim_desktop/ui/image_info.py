@@ -8,7 +8,6 @@ from typing import Any
 from heyim_desktop.ui.qt import (
     QApplication,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSizePolicy,
@@ -69,10 +68,9 @@ class ImageInfoPanel(QWidget):
         self.copy_prompt.clicked.connect(lambda: self._copy(self.entry.prompt, "Prompt"))
         self.copy_parameters.clicked.connect(lambda: self._copy(self.parameters_text(), "Parameters"))
         self.copy_seed.clicked.connect(lambda: self._copy(str(self.entry.seed), "Seed"))
-        buttons = QHBoxLayout()
+        buttons = QVBoxLayout()  # stacked: the panel stays narrow beside the image
         for b in (self.copy_prompt, self.copy_parameters, self.copy_seed):
             buttons.addWidget(b)
-        buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 0, 0, 0)
         layout.addWidget(QLabel("<b>Image info</b>"))

@@ -95,7 +95,9 @@ class PromptPanel(QWidget):
         self.negative_tokens = TokenCounter()
 
         self.recent_button = QToolButton()
-        self.recent_button.setText("Recent")
+        self.recent_button.setText("Recent \u25be")
+        # The style's own menu arrow is drawn over the text on some styles (Fusion): the text has one.
+        self.recent_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
         self.recent_button.setToolTip("Pick a prompt you used before")
         self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.recent_menu = QMenu(self.recent_button)

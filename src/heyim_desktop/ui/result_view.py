@@ -24,7 +24,6 @@ from heyim_desktop.ui.qt import (
     QListWidgetItem,
     QPixmap,
     QProgressBar,
-    QPushButton,
     QSize,
     QSizePolicy,
     Qt,
@@ -118,13 +117,17 @@ class ResultView(QWidget):
         self.actual_button.setToolTip("Actual pixels (scroll to zoom)")
         self.zoom_label = QLabel()
         self.zoom_label.setToolTip("Zoom level")
-        self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("Fit (3200%)"))
+        self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("Fit (100%)"))
         self.full_button = QToolButton()
-        self.full_button.setText("Full Screen")
+        self.full_button.setText("\u26f6")
+        self.full_button.setAccessibleName("Full screen")
         self.full_button.setToolTip("Show the image full screen; arrow keys step through history (F11)")
-        self.save_button = QPushButton("Save As...")
-        self.copy_button = QPushButton("Copy")
-        self.reveal_button = QPushButton("Show in Folder")
+        self.save_button = QToolButton()
+        self.save_button.setText("Save As...")
+        self.copy_button = QToolButton()
+        self.copy_button.setText("Copy")
+        self.reveal_button = QToolButton()
+        self.reveal_button.setText("Show in Folder")
         self.reveal_button.setToolTip("Show the image file in the file manager")
         self.prev_button.clicked.connect(lambda: self.show_index(self.index - 1))
         self.next_button.clicked.connect(lambda: self.show_index(self.index + 1))

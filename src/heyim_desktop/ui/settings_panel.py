@@ -38,6 +38,21 @@ ASPECTS: tuple[tuple[str, int, int], ...] = (
 SIZE_STEP = 8  # what GenerationRequest accepts
 
 
+def model_source(ref: str) -> str:
+    """Where a model comes from, to tell two of the same name apart: "built-in" or its folder."""
+    from pathlib import Path
+
+    from heyim_desktop.core.loading import DEMO_REF
+
+    if ref == DEMO_REF:
+        return "built-in demo"
+    folder = Path(ref).parent
+    try:
+        return "~/" + folder.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
 def snap(value: float) -> int:
     lo, hi = SIZE_RANGE
     return int(max(lo, min(hi, round(value / SIZE_STEP) * SIZE_STEP)))
@@ -213,8 +228,11 @@ class SettingsPanel(QWidget):
         keep = current if current is not None else self.model_ref()
         self.model.blockSignals(True)
         self.model.clear()
+        names = [info.name for info in models]
         for info in models:
-            label = info.name if info.ready else f"{info.name} (unusable: {info.problem or info.status.value})"
+            label = info.name if names.count(info.name) == 1 else f"{info.name} \u2014 {model_source(info.ref)}"
+            if not info.ready:
+                label = f"{label} (unusable: {info.problem or info.status.value})"
             self.model.addItem(label, info.ref)
             if not info.ready:
                 item = self.model.model().item(self.model.count() - 1)  # type: ignore[attr-defined]
@@ -284,8 +302,8 @@ class SettingsPanel(QWidget):
             return
         w, h = self.width_box.value(), self.height_box.value()
         iw, ih = size
-        if abs((iw / ih) / (w / h) - 1) < 0.01:
-            text = "" if (iw, ih) == (w, h) else f"The {iw} x {ih} input is resized to {w} x {h}, nothing cut."
+        if abs((iw / ih) / (w / h) - 1) < 0.02:  # rounding to multiples of 8 trims a few pixels at most
+            text = "" if (iw, ih) == (w, h) else f"The {iw} x {ih} input is resized to {w} x {h}."
         else:
             text = (f"The {iw} x {ih} input is cropped to the {w}:{h} shape (the frame on it shows what is kept). "
                     "Match Input avoids the crop.").replace(f"{w}:{h}", _ratio_text(w, h))

@@ -32,11 +32,13 @@ from heyim_desktop.ui.qt import (
     QDragMoveEvent,
     QDropEvent,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSettings,
     QSplitter,
     Qt,
@@ -152,8 +154,15 @@ class MainWindow(QMainWindow):
         self.right_split.addWidget(self.history)
         self.right_split.setStretchFactor(0, 3)
         self.right_split.setStretchFactor(1, 2)
+        # The controls scroll rather than squeeze on a short screen, so the window fits 1024 x 700.
+        left_scroll = QScrollArea()
+        left_scroll.setWidget(left)
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        left_scroll.setMinimumWidth(left.minimumSizeHint().width() + 16)
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
-        self.main_split.addWidget(left)
+        self.main_split.addWidget(left_scroll)
         self.main_split.addWidget(self.right_split)
         self.main_split.setStretchFactor(1, 1)
         central = QWidget()
