@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from api_helpers import TOKEN, Gate, Running, start_fake
+
 from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
 from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue

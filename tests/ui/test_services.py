@@ -8,7 +8,6 @@ import json
 import socket
 
 from conftest import GEN_TIMEOUT_MS, quick_settings
-
 from heyim_desktop.core import paths
 
 
@@ -128,7 +127,6 @@ def test_generate_goes_to_the_render_queue_when_one_is_set(parts, qtbot, monkeyp
 
 def test_finished_remote_images_arrive_in_the_grid_and_failures_in_a_banner(parts, qtbot) -> None:
     from conftest import make_result
-
     from heyim_desktop.scale.client import Collected
 
     window = parts.window

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import GEN_TIMEOUT_MS, make_result, quick_settings
 
+from conftest import GEN_TIMEOUT_MS, make_result, quick_settings
 from heyim_desktop.ui.global_shortcut import TRAY_NAME
-from heyim_desktop.ui.qt import QApplication, QObject, Qt, QSystemTrayIcon, Signal
+from heyim_desktop.ui.qt import QApplication, QObject, QSystemTrayIcon, Qt, Signal
 
 
 def test_quick_generate_queues_a_tray_job_that_reaches_history_and_clipboard(parts, qtbot) -> None:
@@ -90,7 +90,7 @@ def test_without_a_tray_the_app_says_so_once_and_closing_quits(qtbot, data_dir, 
         assert not p.window.isVisible()
         # Quick Generate stays reachable from the window's menu with its in-app shortcut.
         assert p.tray.window_quick_action.shortcut().toString() == "Ctrl+Shift+G"
-        assert p.tray.window_quick_action in p.window.actions.generate_menu.actions()
+        assert p.tray.window_quick_action in p.window.menu_actions.generate_menu.actions()
     finally:
         p.app.aboutToQuit.disconnect(p.shutdown)
         p.shutdown()

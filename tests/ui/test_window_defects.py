@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import GEN_TIMEOUT_MS, make_result, quick_settings
-
 from heyim_desktop.core.jobs import JobState
 
 

@@ -39,10 +39,12 @@ def make_broker(client: "redis.Redis", *, dead_after_s: float = DEFAULT_DEAD_AFT
         ShutdownNotifications(),
         # The actor bounds retries itself (it knows user errors from bugs); every raise it
         # lets through is meant to be retried, after a short backoff.
-        Retries(max_retries=None, min_backoff=1000, max_backoff=60_000, retry_when=lambda retries, exc: True),
+        # max_retries=None (no cap) is what Dramatiq documents; its annotation says int.
+        Retries(max_retries=None, min_backoff=1000, max_backoff=60_000,  # type: ignore[arg-type]
+                retry_when=lambda retries, exc: True),
         CurrentMessage(),
     ]
-    broker = RedisBroker(
+    broker = RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq's __init__ is unannotated
         client=client,
         namespace=NAMESPACE,
         middleware=middleware,

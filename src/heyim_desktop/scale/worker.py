@@ -134,7 +134,7 @@ class QueueWorker:
                 device=engine.name if engine else "", state=self.state, job=self.job,
                 jobs_done=self.jobs_done, last_seen=time.time(),
             ))
-        except Exception as exc:  # Redis blips must not kill the worker; Dramatiq reconnects too
+        except Exception as exc:  # noqa: BLE001 - Redis blips must not kill the worker; Dramatiq reconnects too
             log.warning("heartbeat failed: %s", exc)
 
     # -- one job (on Dramatiq's worker thread) -------------------------------------------
@@ -216,7 +216,7 @@ class QueueWorker:
                 last = now
                 try:
                     self.records.progress(job_id, p.image_index * p.total + p.step, p.total * p.image_count)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - progress is a bonus; the job goes on
                     log.debug("progress report failed: %s", exc)
 
         return engine.generate(request, progress=on_progress, cancel=cancel)

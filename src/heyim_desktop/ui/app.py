@@ -78,7 +78,8 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     from heyim_desktop.ui.window import MainWindow
     from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink
 
-    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(list(argv or sys.argv[:1]))
     app.setApplicationName("HeyIm")
     app.setOrganizationName("HeyIm")
     app.setApplicationDisplayName("HeyIm")
@@ -149,7 +150,11 @@ def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = (), f
             from heyim_desktop.ui.file_open import open_image
             from heyim_desktop.ui.qt import QTimer
 
-            QTimer.singleShot(0, lambda: [open_image(parts.window, f) for f in open_files])
+            def open_all() -> None:
+                for f in open_files:
+                    open_image(parts.window, f)
+
+            QTimer.singleShot(0, open_all)
     except UserFacingError as exc:  # e.g. a history database from a newer HeyIm
         from heyim_desktop.ui.qt import QApplication, QMessageBox
 

@@ -63,8 +63,9 @@ class Banner(QFrame):
         self.text.setText(text)
         while self.buttons.count():
             item = self.buttons.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         for label, fn in actions:
             button = QPushButton(label)
             button.clicked.connect(fn)

@@ -70,8 +70,8 @@ def _decode_file(path: Path, from_history: bool) -> DroppedImage:
 
 
 def _decode_qimage(qimage: QImage, label: str) -> DroppedImage:
-    from heyim_desktop.core.images import MAX_INPUT_PIXELS
     from heyim_desktop.core.errors import ImageError
+    from heyim_desktop.core.images import MAX_INPUT_PIXELS
 
     if qimage.width() * qimage.height() > MAX_INPUT_PIXELS:
         raise ImageError(f"{label} is {qimage.width()}x{qimage.height()} pixels, too large.")
@@ -82,7 +82,8 @@ def _decode_qimage(qimage: QImage, label: str) -> DroppedImage:
 def _preview(image: Any) -> QImage:
     small = image.copy()
     small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
-    return pil_to_qimage(small)
+    preview: QImage = pil_to_qimage(small)
+    return preview
 
 
 def local_files(mime: QMimeData) -> list[Path]:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Sequence
 
 from heyim_desktop.ui.drop_panel import HISTORY_MIME
 from heyim_desktop.ui.qt import (
@@ -23,6 +23,7 @@ from heyim_desktop.ui.qt import (
     QModelIndex,
     QObject,
     QPainter,
+    QPersistentModelIndex,
     QPixmap,
     QSize,
     Qt,
@@ -200,7 +201,7 @@ class HistoryModel(QAbstractListModel):
             self.dataChanged.emit(idx, idx)
 
     # -- rows -----------------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
         return 0 if parent.isValid() else len(self._ids)
 
     def entry_id(self, row: int) -> int:
@@ -230,7 +231,7 @@ class HistoryModel(QAbstractListModel):
         while len(self._entries) > ENTRY_CACHE:
             self._entries.popitem(last=False)
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         row = index.row()
@@ -254,7 +255,7 @@ class HistoryModel(QAbstractListModel):
         return (f"{entry.prompt}\n\n{when}   seed {entry.seed}   {entry.width}x{entry.height}   "
                 f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}")
 
-    def flags(self, index: QModelIndex) -> Qt.ItemFlag:
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         base = super().flags(index)
         return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
 
@@ -289,7 +290,7 @@ class HistoryModel(QAbstractListModel):
     def mimeTypes(self) -> list[str]:  # noqa: N802 - Qt API
         return ["text/uri-list", HISTORY_MIME]
 
-    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:  # noqa: N802 - Qt API
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:  # noqa: N802 - Qt API
         mime = QMimeData()
         entries = [e for e in (self.entry_at(i.row()) for i in indexes if i.isValid()) if e is not None]
         mime.setUrls([QUrl.fromLocalFile(str(e.path)) for e in entries])

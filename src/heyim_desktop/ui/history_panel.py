@@ -16,6 +16,7 @@ from heyim_desktop.ui.qt import (
     QListView,
     QMenu,
     QModelIndex,
+    QPersistentModelIndex,
     QPoint,
     QPushButton,
     QSize,
@@ -65,7 +66,8 @@ class HistoryView(QListView):
 class ThumbnailDelegate(QStyledItemDelegate):
     """Thumbnail on top, the prompt centred underneath (IconMode's look)."""
 
-    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex) -> None:  # noqa: N802
+    def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt API
+                        index: QModelIndex | QPersistentModelIndex) -> None:
         super().initStyleOption(option, index)
         option.decorationPosition = QStyleOptionViewItem.Position.Top
         option.decorationAlignment = Qt.AlignmentFlag.AlignHCenter
@@ -251,7 +253,6 @@ class HistoryPanel(QWidget):
             return
         ids = [int(e.id) for e in entries]
         from heyim_desktop.core.errors import UserFacingError
-
         from heyim_desktop.ui.generate import plural
         from heyim_desktop.ui.reveal import TrashBin
 

@@ -65,9 +65,9 @@ class ImageInfoPanel(QWidget):
         self.copy_parameters = QPushButton("Copy Parameters")
         self.copy_parameters.setToolTip("The settings as AUTOMATIC1111 text: paste into HeyIm, A1111 or civitai")
         self.copy_seed = QPushButton("Copy Seed")
-        self.copy_prompt.clicked.connect(lambda: self._copy(self.entry.prompt, "Prompt"))
+        self.copy_prompt.clicked.connect(lambda: self._copy(self._field("prompt"), "Prompt"))
         self.copy_parameters.clicked.connect(lambda: self._copy(self.parameters_text(), "Parameters"))
-        self.copy_seed.clicked.connect(lambda: self._copy(str(self.entry.seed), "Seed"))
+        self.copy_seed.clicked.connect(lambda: self._copy(self._field("seed"), "Seed"))
         buttons = QVBoxLayout()  # stacked: the panel stays narrow beside the image
         for b in (self.copy_prompt, self.copy_parameters, self.copy_seed):
             buttons.addWidget(b)
@@ -101,8 +101,10 @@ class ImageInfoPanel(QWidget):
         for row in range(self.form.rowCount()):
             name = self.form.itemAt(row, QFormLayout.ItemRole.LabelRole)
             field = self.form.itemAt(row, QFormLayout.ItemRole.FieldRole)
-            if name is not None and field is not None and name.widget().text() == label:  # type: ignore[attr-defined]
-                return str(field.widget().text())  # type: ignore[attr-defined]
+            name_label = name.widget() if name is not None else None
+            value_label = field.widget() if field is not None else None
+            if isinstance(name_label, QLabel) and isinstance(value_label, QLabel) and name_label.text() == label:
+                return value_label.text()
         return None
 
     def parameters_text(self) -> str:
@@ -115,8 +117,13 @@ class ImageInfoPanel(QWidget):
         from heyim_desktop.core.metadata import format_parameters
         from heyim_desktop.core.request import GenerationRequest
 
-        request = GenerationRequest(**{k: v for k, v in entry.request_settings().items() if k != "model"})
+        settings = {k: v for k, v in entry.request_settings().items() if k not in ("model", "strength")}
+        request = GenerationRequest(**settings)
         return format_parameters(request, entry.seed, entry.model_name)
+
+    def _field(self, name: str) -> str:
+        value = getattr(self.entry, name, None)
+        return "" if value is None else str(value)
 
     def _copy(self, text: str, what: str) -> None:
         QApplication.clipboard().setText(text)

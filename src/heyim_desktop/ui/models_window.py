@@ -10,17 +10,34 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from heyim_desktop.ui.qt import (
-    QAbstractItemView, QComboBox, QDesktopServices, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-    QMessageBox, QObject, QProgressBar, QPushButton, Qt, QThread, QTreeWidget, QTreeWidgetItem, QUrl,
-    QVBoxLayout, QWidget, Signal, Slot,
-)
-
-from heyim_desktop.core.cancel import CancelToken, Cancelled
+from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.models.catalogue import CatalogueEntry, catalogue
 from heyim_desktop.models.library import ModelLibrary
 from heyim_desktop.models.types import ModelInfo, human_size
+from heyim_desktop.ui.qt import (
+    QAbstractItemView,
+    QComboBox,
+    QDesktopServices,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QObject,
+    QProgressBar,
+    QPushButton,
+    Qt,
+    QThread,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QUrl,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+    Slot,
+)
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Name", "Kind", "Base", "Size", "Status")
@@ -157,6 +174,8 @@ class ModelsWindow(QDialog):
     def select(self, ref: str) -> None:
         for i in range(self.tree.topLevelItemCount()):
             item = self.tree.topLevelItem(i)
+            if item is None:
+                continue
             item.setSelected(item.data(0, Qt.ItemDataRole.UserRole) == ref)
 
     def _update_buttons(self) -> None:

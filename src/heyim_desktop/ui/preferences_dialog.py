@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 from heyim_desktop.core.request import GUIDANCE_RANGE, STEPS_RANGE
+from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 from heyim_desktop.store.preferences import Preferences
 from heyim_desktop.ui.qt import (
     QCheckBox,
@@ -131,9 +131,7 @@ class PreferencesDialog(QDialog):
         form.addRow("Render queue", self.remote_queue)
         form.addRow("", _note("With a Redis URL, Generate sends jobs to the machines running "
                               "'heyim-desktop worker'; finished images arrive in history."))
-        from heyim_desktop.ui.global_shortcut import shortcut_note
-
-        from heyim_desktop.ui.global_shortcut import TRAY_NAME
+        from heyim_desktop.ui.global_shortcut import TRAY_NAME, shortcut_note
 
         self.keep_in_tray = QCheckBox(f"Keep HeyIm running in the {TRAY_NAME} when the window closes")
         self.keep_in_tray.setChecked(prefs.keep_running_in_tray)

@@ -206,11 +206,12 @@ class SettingsPanel(QWidget):
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
         # Image-to-image rows keep their space when hidden: dropping an image moves no control.
-        for w in (self.strength, self.strength_label, self.match_button, self.crop_note, self.scheduler_notes,
-                  self.keep_scheduler):
-            policy = w.sizePolicy()
+        retained: tuple[QWidget, ...] = (self.strength, self.strength_label, self.match_button, self.crop_note,
+                                         self.scheduler_notes, self.keep_scheduler)
+        for widget in retained:
+            policy = widget.sizePolicy()
             policy.setRetainSizeWhenHidden(True)
-            w.setSizePolicy(policy)
+            widget.setSizePolicy(policy)
         self._input_size: tuple[int, int] | None = None
         self.set_img2img(False)
         self._clear_scheduler_note()

@@ -108,7 +108,7 @@ class TrayController(QObject):
         # Works from any HeyIm window (Qt cannot grab keys system-wide; see global_shortcut).
         action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         action.triggered.connect(lambda _c=False: self.open_quick_box())
-        menu = self.window.actions.generate_menu
+        menu = self.window.menu_actions.generate_menu
         menu.addSeparator()
         menu.addAction(action)
         self.window_quick_action = action
@@ -173,7 +173,7 @@ class TrayController(QObject):
         except InvalidRequest as exc:
             self.box.say(str(exc))
             return None
-        job = self.window.submit(request, source="tray")
+        job: Job | None = self.window.submit(request, source="tray")
         if job is None:
             self.box.say("Could not queue the image; the main window says why.")
             return None
@@ -190,7 +190,7 @@ class TrayController(QObject):
         if int(job.id) not in self._mine:
             return
         self._mine.discard(int(job.id))
-        entries = [e for e in job.saved if hasattr(e, "path")]
+        entries: list[Any] = [e for e in job.saved if hasattr(e, "path")]
         if not entries:
             return
         entry = entries[0]

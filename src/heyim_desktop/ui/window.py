@@ -103,6 +103,8 @@ class MainWindow(QMainWindow):
         self.active_job: Job | None = None
         self.models_window: Any = None
         self.viewer: Any = None
+        #: The macOS file-open event filter (ui.file_open), installed by build_app.
+        self.file_open_filter: Any = None
         self.status_history: deque[str] = deque(maxlen=STATUS_HISTORY)
         #: Set by the tray: True when closing should hide the window and keep the app running.
         self.close_to_tray: Callable[[], bool] = lambda: False
@@ -173,10 +175,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.api_state)
         self.statusBar().addPermanentWidget(self.model_state)
 
-        self.actions: WindowActions = build_menus(self)
+        # Not "actions": that would hide QWidget.actions(), which Qt and the tray call.
+        self.menu_actions: WindowActions = build_menus(self)
         # Kept for callers that name them directly (tests, the tray).
         self.generate_action, self.cancel_action, self.save_action = (
-            self.actions.generate, self.actions.cancel, self.actions.save)
+            self.menu_actions.generate, self.menu_actions.cancel, self.menu_actions.save)
         self._connect()
         self.state = WindowState(self)
         self.refresh_models(initial=True)
@@ -482,7 +485,7 @@ class MainWindow(QMainWindow):
     def _job_finished(self, job: Job) -> None:
         self._job_ended(job)
         result = job.result
-        entries = [e for e in job.saved if hasattr(e, "id")]
+        entries: list[Any] = [e for e in job.saved if hasattr(e, "id")]
         if result is not None:
             shown = []
             for i, item in enumerate(result.images):
@@ -527,7 +530,7 @@ class MainWindow(QMainWindow):
     # -- the shown image -----------------------------------------------------------------
     def _shown_changed(self, shown: ShownImage | None) -> None:
         self.info_panel.show_entry(shown.entry if shown is not None else None)
-        self.actions.seed_of_shown.setEnabled(shown is not None and shown.entry is not None)
+        self.menu_actions.seed_of_shown.setEnabled(shown is not None and shown.entry is not None)
 
     def use_shown_seed(self) -> None:
         shown = self.result_view.current()
@@ -539,7 +542,7 @@ class MainWindow(QMainWindow):
 
     def toggle_info(self) -> None:
         self.info_panel.setVisible(not self.info_panel.isVisible())
-        self.actions.image_info.setChecked(self.info_panel.isVisible())
+        self.menu_actions.image_info.setChecked(self.info_panel.isVisible())
 
     def open_viewer(self) -> Any:
         """The full-screen viewer on the shown image; arrow keys step through history."""
@@ -647,7 +650,7 @@ class MainWindow(QMainWindow):
         """How many images a keep-limit of ``limit`` deletes now (favourites are always kept)."""
         if limit <= 0:
             return 0
-        return max(0, self.store.count() - self.store.count(favourites_only=True) - limit)
+        return max(0, int(self.store.count()) - int(self.store.count(favourites_only=True)) - limit)
 
     def _confirm_prune(self, n: int, limit: int) -> bool:
         answer = QMessageBox.question(

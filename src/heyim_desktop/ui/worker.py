@@ -45,7 +45,7 @@ class ModelReady:
     tokenizer: Any = None
 
 
-def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
+def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
     """(h, w, 3) uint8 -> QImage that owns its pixels (safe to send across threads)."""
     import numpy as np
 
