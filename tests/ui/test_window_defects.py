@@ -121,6 +121,7 @@ def test_5_starting_a_job_neither_resizes_the_window_nor_moves_generate(parts, q
     window.resize(1024, 700)
     qtbot.wait(20)
     size = window.size()
+    assert (size.width(), size.height()) == (1024, 700)  # the window fits a small screen
     button = window.generate_button.mapTo(window, window.generate_button.rect().topLeft())
     prompt_height = window.prompt_panel.prompt.height()
     window.prompt_panel.set_prompt("a long one")

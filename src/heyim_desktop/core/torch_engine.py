@@ -12,10 +12,10 @@ import torch
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
-from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder
+from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from heyim_desktop.ui.qt import (
@@ -21,7 +22,7 @@ from heyim_desktop.ui.qt import (
 _FIELDS: tuple[tuple[str, str], ...] = (
     ("Prompt", "prompt"), ("Negative", "negative_prompt"), ("Seed", "seed"), ("Size", "size"),
     ("Steps", "steps"), ("Guidance", "guidance"), ("Scheduler", "scheduler"), ("Strength", "strength"),
-    ("Model", "model_name"), ("Engine", "engine"), ("Created", "created"), ("File", "path"),
+    ("Model", "model_name"), ("Engine", "engine"), ("Created", "created"), ("File", "file"), ("Folder", "folder"),
 )
 
 
@@ -34,6 +35,11 @@ def entry_fields(entry: Any) -> list[tuple[str, str]]:
             value: Any = f"{entry.width} x {entry.height}" if entry.width and entry.height else None
         elif key == "created":
             value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created)) if entry.created else None
+        elif key == "file":
+            value = Path(entry.path).name if getattr(entry, "path", None) else None
+        elif key == "folder":
+            # Zero-width spaces after each "/" let a long folder wrap (they are dropped on copy).
+            value = str(Path(entry.path).parent).replace("/", "/\u200b") if getattr(entry, "path", None) else None
         elif key == "engine":
             value = settings.get("engine")
         elif key == "guidance":
@@ -104,7 +110,7 @@ class ImageInfoPanel(QWidget):
             name_label = name.widget() if name is not None else None
             value_label = field.widget() if field is not None else None
             if isinstance(name_label, QLabel) and isinstance(value_label, QLabel) and name_label.text() == label:
-                return value_label.text()
+                return value_label.text().replace("\u200b", "")
         return None
 
     def parameters_text(self) -> str:

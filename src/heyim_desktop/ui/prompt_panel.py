@@ -118,6 +118,9 @@ class PromptPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(head)
         layout.addWidget(self.prompt, 3)
+        # Capped, so the input image below keeps room; longer prompts scroll inside the box.
+        self.prompt.setMaximumHeight(self.prompt.fontMetrics().lineSpacing() * 5 + 12)
+        self.negative.setMaximumHeight(self.negative.fontMetrics().lineSpacing() * 2 + 12)
         layout.addLayout(neg_head)
         layout.addWidget(self.negative, 1)
 

@@ -36,7 +36,7 @@ class QueuePanel(QWidget):
         self.title = QLabel()
         self.list = QListWidget()
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.list.setMaximumHeight(88)
+        self.list.setMaximumHeight(56)
         self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setUniformItemSizes(True)
@@ -73,7 +73,8 @@ class QueuePanel(QWidget):
             item.setSelected(int(job.id) in selected)
         state = "1 running" if running is not None else "idle"
         self.title.setText(f"<b>Queue</b>: {state}, {len(pending)} waiting")
-        self.setVisible(running is not None or bool(pending))
+        # Always on screen: a panel that appears with the first job would move the Generate button.
+        self.list.setEnabled(running is not None or bool(pending))
         self._update_buttons()
 
     def _update_buttons(self) -> None:

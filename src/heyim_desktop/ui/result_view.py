@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from heyim_desktop.ui.glyphs import FULL_SCREEN, symbol
 from heyim_desktop.ui.qt import (
     QApplication,
     QFileDialog,
@@ -119,7 +120,7 @@ class ResultView(QWidget):
         self.zoom_label.setToolTip("Zoom level")
         self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("Fit (100%)"))
         self.full_button = QToolButton()
-        self.full_button.setText("\u26f6")
+        self.full_button.setText(symbol(self.full_button, FULL_SCREEN, "Full"))
         self.full_button.setAccessibleName("Full screen")
         self.full_button.setToolTip("Show the image full screen; arrow keys step through history (F11)")
         self.save_button = QToolButton()
@@ -140,20 +141,26 @@ class ResultView(QWidget):
         self.copy_button.clicked.connect(self.copy)
         self.reveal_button.clicked.connect(self.reveal)
 
+        # A batch brings its own row (strip, previous/next): the bar below never changes.
+        self.batch_row = QWidget()
+        batch = QHBoxLayout(self.batch_row)
+        batch.setContentsMargins(0, 0, 0, 0)
+        batch.addWidget(self.prev_button)
+        batch.addWidget(self.strip, 1)
+        batch.addWidget(self.next_button)
+        batch.addWidget(self.counter)
+        self.batch_row.hide()
         bar = QHBoxLayout()
-        for w in (self.prev_button, self.counter, self.next_button, self.fit_button, self.actual_button,
-                  self.zoom_label, self.full_button):
+        for w in (self.fit_button, self.actual_button, self.zoom_label, self.full_button):
             bar.addWidget(w)
         bar.addStretch(1)
         for w in (self.save_button, self.copy_button, self.reveal_button):
             bar.addWidget(w)
-        for w in (self.prev_button, self.counter, self.next_button):
-            _retain_when_hidden(w)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.placeholder, 1)
         layout.addWidget(self.view, 1)
-        layout.addWidget(self.strip)
+        layout.addWidget(self.batch_row)
         layout.addWidget(self.progress)
         layout.addWidget(self.caption)
         layout.addLayout(bar)
@@ -276,6 +283,7 @@ class ResultView(QWidget):
             self.strip.addItem(item)
         self.strip.blockSignals(False)
         self.strip.setVisible(len(self.images) > 1)
+        self.batch_row.setVisible(len(self.images) > 1)
 
     def _strip_row(self, row: int) -> None:
         if row >= 0 and row != self.index:

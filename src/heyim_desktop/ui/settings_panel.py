@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 from heyim_desktop.core.request import COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
 from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
+from heyim_desktop.ui.glyphs import DICE, symbol
 from heyim_desktop.ui.qt import (
     QCheckBox,
     QComboBox,
@@ -110,7 +111,7 @@ class SettingsPanel(QWidget):
         self._big_seed: int | None = None
         self.last_seed: int | None = None
         self.dice = QToolButton()
-        self.dice.setText("\U0001F3B2")
+        self.dice.setText(symbol(self.dice, DICE, "New"))
         self.dice.setAccessibleName("New random seed")
         self.dice.setToolTip("New random seed, locked (Ctrl+R)")
         self.dice.clicked.connect(self.roll_seed)

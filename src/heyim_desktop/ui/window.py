@@ -40,6 +40,7 @@ from heyim_desktop.ui.qt import (
     QPushButton,
     QScrollArea,
     QSettings,
+    QSizePolicy,
     QSplitter,
     Qt,
     QVBoxLayout,
@@ -103,6 +104,8 @@ class MainWindow(QMainWindow):
         self.active_job: Job | None = None
         self.models_window: Any = None
         self.viewer: Any = None
+        #: What the loaded model can do (ui.worker.model_capabilities), None before one loads.
+        self.model_caps: Any = None
         #: The macOS file-open event filter (ui.file_open), installed by build_app.
         self.file_open_filter: Any = None
         self.status_history: deque[str] = deque(maxlen=STATUS_HISTORY)
@@ -128,13 +131,30 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(False)
         self.model_state = QLabel("No model loaded")
         self.api_state = QLabel()
+        # Long model names must not widen the window: the labels elide, the tooltip has it all.
+        for label in (self.model_state, self.api_state):
+            label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(120)
+            label.setMaximumWidth(420)
         self.api_state.hide()
 
+        controls = QWidget()
+        controls_layout = QVBoxLayout(controls)
+        controls_layout.setContentsMargins(0, 0, 4, 0)
+        controls_layout.addWidget(self.prompt_panel, 1)
+        controls_layout.addWidget(self.settings_panel)
+        controls_layout.addWidget(self.drop_panel, 1)
+        # The settings scroll rather than squeeze on a short screen (the window fits 1024 x 700);
+        # Generate, Cancel and the queue stay pinned below them, always in the same place.
+        controls_scroll = QScrollArea()
+        controls_scroll.setWidget(controls)
+        controls_scroll.setWidgetResizable(True)
+        controls_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        controls_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        controls_scroll.setMinimumWidth(controls.minimumSizeHint().width() + 16)
         left = QWidget()
         left_layout = QVBoxLayout(left)
-        left_layout.addWidget(self.prompt_panel, 2)
-        left_layout.addWidget(self.settings_panel)
-        left_layout.addWidget(self.drop_panel, 1)
+        left_layout.addWidget(controls_scroll, 1)
         run_row = QHBoxLayout()
         run_row.addWidget(self.generate_button, 1)
         run_row.addWidget(self.cancel_button)
@@ -156,15 +176,8 @@ class MainWindow(QMainWindow):
         self.right_split.addWidget(self.history)
         self.right_split.setStretchFactor(0, 3)
         self.right_split.setStretchFactor(1, 2)
-        # The controls scroll rather than squeeze on a short screen, so the window fits 1024 x 700.
-        left_scroll = QScrollArea()
-        left_scroll.setWidget(left)
-        left_scroll.setWidgetResizable(True)
-        left_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        left_scroll.setMinimumWidth(left.minimumSizeHint().width() + 16)
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
-        self.main_split.addWidget(left_scroll)
+        self.main_split.addWidget(left)
         self.main_split.addWidget(self.right_split)
         self.main_split.setStretchFactor(1, 1)
         central = QWidget()
@@ -398,8 +411,10 @@ class MainWindow(QMainWindow):
 
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
+        self.model_state.setToolTip(self.model_state.text())
         self.prompt_panel.set_tokenizer(info.tokenizer)
         caps = model_capabilities(info)
+        self.model_caps = caps
         self.settings_panel.set_native_size(caps.native_size)
         self.settings_panel.set_fixed_size(caps.fixed_size)
         if self.active_job is None:
@@ -468,7 +483,8 @@ class MainWindow(QMainWindow):
     def _progress(self, job_id: int, done: int, total: int, elapsed: float) -> None:
         job = self.active_job
         if job is not None and int(job.id) == job_id:
-            self.result_view.set_progress(done, total, elapsed, progress_label(job, done, total))
+            batch = self.model_caps.max_batch if self.model_caps is not None else None
+            self.result_view.set_progress(done, total, elapsed, progress_label(job, done, total, batch))
 
     def _preview(self, job_id: int, image: Any) -> None:
         if self.active_job is not None and int(self.active_job.id) == job_id:
@@ -740,15 +756,21 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def progress_label(job: Job, done: int, total: int) -> str:
+def progress_label(job: Job, done: int, total: int, max_batch: int | None = None) -> str:
     """"Step 5/23", or "Image 2 of 3, step 5/23" when the images of a job run one after another.
 
     ``done``/``total`` count the denoising steps that really run for the whole job (image-to-image
-    runs only ``strength`` of them). Whether the images ran one by one or as one batch shows in
-    the total: about ``steps x count`` or about ``steps``.
+    runs only ``strength`` of them). The images run one by one when the model's ``max_batch`` is 1;
+    without it, the total tells: about ``steps x count`` or about ``steps``.
     """
     request = job.request
     count = max(1, int(request.count))
+    if max_batch is not None and count > 1 and total % count == 0:
+        if max_batch == 1:
+            per = total // count
+            image = min(count, max(1, -(-done // per)))
+            return f"Image {image} of {count}, step {done - (image - 1) * per}/{per}"
+        return f"Step {done}/{total}"
     expected = max(1, min(int(request.steps * request.strength), request.steps)) if request.is_img2img \
         else max(1, int(request.steps))
     if count > 1 and total % count == 0 and abs(total / count - expected) < abs(total - expected):

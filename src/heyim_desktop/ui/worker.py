@@ -43,6 +43,8 @@ class ModelReady:
     #: A private copy of the model's tokenizer for the token counter (fast tokenizers are
     #: not safe to share between threads), or None.
     tokenizer: Any = None
+    #: The engine's own description (core.engine.EngineInfo), when it offers one.
+    engine_info: Any = None
 
 
 def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
@@ -191,6 +193,7 @@ class _HostEvents:
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
             tokenizer=engine_tokenizer(engine),
+            engine_info=getattr(engine, "info", None),
         )
         self.worker.model_ready.emit(info)
 
@@ -208,10 +211,21 @@ class ModelCapabilities:
     native_size: tuple[int, int]
     fixed_size: tuple[int, int] | None
     supports_img2img: bool
+    #: Images denoised together; 1 means the images of a job run one after another.
+    max_batch: int = 1
 
 
 def model_capabilities(info: ModelReady) -> ModelCapabilities:
-    """The one place the window learns what a model can do (to switch to EngineInfo.capabilities)."""
+    """The one place the window learns what a model can do: EngineInfo.capabilities where the
+    engine offers it, else what the worker read off the engine."""
+    from heyim_desktop.core.engine import EngineInfo
+
+    engine_info = info.engine_info
+    if isinstance(engine_info, EngineInfo):
+        caps = engine_info.capabilities
+        return ModelCapabilities(native_size=tuple(engine_info.default_size),  # type: ignore[arg-type]
+                                 fixed_size=caps.fixed_size, supports_img2img=caps.img2img,
+                                 max_batch=max(1, int(caps.max_batch)))
     return ModelCapabilities(native_size=tuple(info.default_size),  # type: ignore[arg-type]
                              fixed_size=info.fixed_size, supports_img2img=info.supports_img2img)
 

@@ -19,10 +19,10 @@ from numpy.typing import NDArray
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
-from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.coreml.specs import ModelSpec
 from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
