@@ -171,3 +171,24 @@ def test_the_local_api_state_is_in_the_status_bar(window) -> None:
     assert window.api_state.isVisibleTo(window) and "127.0.0.1:7860" in window.api_state.text()
     window._api_changed(None)
     assert not window.api_state.isVisibleTo(window)
+
+
+def test_history_groups_by_day(parts, qtbot) -> None:
+    window, store = parts.window, parts.store
+    old = [e for i in range(2) for e in store.save_result(make_result(f"yesterday {i}", seed=i + 1))]
+    with store._lock:  # backdate two images by a day (a test-only write)
+        store._conn.executemany("UPDATE entries SET created = created - 86400 WHERE id = ?", [(e.id,) for e in old])
+    for i in range(3):
+        store.save_result(make_result(f"today {i}", seed=10 + i))
+    panel = window.history
+    panel.model.refresh()
+    assert [(first, n) for first, _day, n in panel.model.day_groups] == [(0, 3), (3, 2)]
+    from heyim_desktop.ui.history_model import DayStartRole
+
+    assert panel.model.data(panel.model.index(0), DayStartRole) == "Today"
+    assert panel.model.data(panel.model.index(1), DayStartRole) is None
+    assert panel.model.data(panel.model.index(3), DayStartRole) == "Yesterday"
+    assert [panel.day_jump.itemText(i) for i in range(panel.day_jump.count())] == \
+        ["All days", "Today (3)", "Yesterday (2)"]
+    panel.day_jump.activated.emit(2)
+    assert panel.current_entry().prompt == "yesterday 1"

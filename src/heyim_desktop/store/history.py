@@ -262,6 +262,16 @@ class HistoryStore:
             ).fetchall()
             return self._entries(rows)
 
+    def days(self, query: str = "", favourites_only: bool = False, tag: str | None = None) -> list[tuple[str, int]]:
+        """(local date "YYYY-MM-DD", how many images) for each day with matches, newest first: the
+        order of :meth:`ids`, so a day's first row is the sum of the counts before it."""
+        where, args = self._where(query, favourites_only, tag)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT date(e.created, 'unixepoch', 'localtime') AS day, COUNT(*) FROM entries e WHERE {where} "
+                "GROUP BY day ORDER BY day DESC", args).fetchall()
+        return [(str(day), int(n)) for day, n in rows]
+
     def ids(self, query: str = "", favourites_only: bool = False, tag: str | None = None) -> list[EntryId]:
         """Every matching id, newest first (cheap: the grid loads rows lazily by id)."""
         where, args = self._where(query, favourites_only, tag)

@@ -40,6 +40,8 @@ ENTRY_CACHE = 2000
 PIXMAP_CACHE = 600  # ~40 MB of 128 px icons at most
 EntryRole = Qt.ItemDataRole.UserRole + 1
 IdRole = Qt.ItemDataRole.UserRole + 2
+#: The day's name ("Today", "Yesterday", ...) on the first image of each day, else None.
+DayStartRole = Qt.ItemDataRole.UserRole + 3
 
 
 class ThumbnailLoader(QObject):
@@ -135,6 +137,8 @@ class HistoryModel(QAbstractListModel):
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self._broken: set[int] = set()
         self._placeholder: QPixmap | None = None
+        #: (first row, local date "YYYY-MM-DD", count) per day, newest first.
+        self.day_groups: list[tuple[int, str, int]] = []
         self.loader = ThumbnailLoader(store, self)
         self.loader.loaded.connect(self._thumbnail_loaded)
         self.loader.failed.connect(self._thumbnail_failed)
@@ -160,6 +164,7 @@ class HistoryModel(QAbstractListModel):
         self._ids = ids
         self._row_of = {entry_id: row for row, entry_id in enumerate(ids)}
         self.loader.forget_all()
+        self._read_days()
         self.endResetModel()
         self.count_changed.emit(len(ids))
 
@@ -177,6 +182,7 @@ class HistoryModel(QAbstractListModel):
         self._row_of = {entry_id: row for row, entry_id in enumerate(self._ids)}
         for e in entries:
             self._remember(int(e.id), e)
+        self._read_days()
         self.endInsertRows()
         self.count_changed.emit(len(self._ids))
 
@@ -191,6 +197,7 @@ class HistoryModel(QAbstractListModel):
             self._entries.pop(int(entry_id), None)
             self._pixmaps.pop(int(entry_id), None)
             self.endRemoveRows()
+        self._read_days()
         self.count_changed.emit(len(self._ids))
 
     def update_entry(self, entry_id: int) -> None:
@@ -209,6 +216,22 @@ class HistoryModel(QAbstractListModel):
 
     def row_of(self, entry_id: int) -> int | None:
         return self._row_of.get(int(entry_id))
+
+    def _read_days(self) -> None:
+        days = self.store.days(self.query, self.favourites_only) if hasattr(self.store, "days") else []
+        groups, row = [], 0
+        for day, n in days:
+            groups.append((row, day, n))
+            row += n
+        self.day_groups = groups
+        self._day_start = {first: day for first, day, _n in groups}
+
+    def day_name(self, day: str) -> str:
+        """ "Today", "Yesterday", a weekday or a date for a "YYYY-MM-DD" day."""
+        import datetime as dt
+
+        d = dt.date.fromisoformat(day)
+        return day_label(time.mktime((d.year, d.month, d.day, 12, 0, 0, 0, 0, -1)))
 
     def entry_at(self, row: int) -> Any | None:
         if not 0 <= row < len(self._ids):
@@ -239,6 +262,9 @@ class HistoryModel(QAbstractListModel):
             return self._icon(self._ids[row])
         if role == IdRole:
             return self._ids[row]
+        if role == DayStartRole:
+            day = getattr(self, "_day_start", {}).get(row)
+            return self.day_name(day) if day else None
         if role == Qt.ItemDataRole.SizeHintRole:
             return _CELL  # fixed cells: the prompt is elided to the thumbnail's width
         if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, EntryRole,

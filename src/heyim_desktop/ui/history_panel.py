@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from heyim_desktop.ui.history_model import ICON_SIZE, EntryRole, HistoryModel, icon_grid_size
+from heyim_desktop.ui.history_model import ICON_SIZE, DayStartRole, EntryRole, HistoryModel, icon_grid_size
 from heyim_desktop.ui.qt import (
     QAbstractItemView,
     QAction,
     QCheckBox,
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListView,
     QMenu,
     QModelIndex,
+    QPainter,
     QPersistentModelIndex,
     QPoint,
     QPushButton,
@@ -64,7 +66,28 @@ class HistoryView(QListView):
 
 
 class ThumbnailDelegate(QStyledItemDelegate):
-    """Thumbnail on top, the prompt centred underneath (IconMode's look)."""
+    """Thumbnail on top, the prompt centred underneath (IconMode's look); the first image of each
+    day carries the day's name as a badge, so the grid reads as groups by day."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        super().paint(painter, option, index)
+        day = index.data(DayStartRole)
+        if not day:
+            return
+        from heyim_desktop.ui.qt import QApplication, QPalette
+
+        palette = QApplication.palette()
+        metrics = painter.fontMetrics()
+        rect = option.rect
+        w, h = metrics.horizontalAdvance(day) + 12, metrics.height() + 4
+        painter.save()
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(palette.color(QPalette.ColorRole.Highlight))
+        painter.drawRoundedRect(rect.left() + 6, rect.top() + 6, w, h, 4, 4)
+        painter.setPen(palette.color(QPalette.ColorRole.HighlightedText))
+        painter.drawText(rect.left() + 12, rect.top() + 6 + 2 + metrics.ascent(), day)
+        painter.restore()
 
     def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt API
                         index: QModelIndex | QPersistentModelIndex) -> None:
@@ -99,6 +122,10 @@ class HistoryPanel(QWidget):
         self.favourites = QCheckBox("Favourites")
         self.favourites.setToolTip("Show only favourites")
         self.count_label = QLabel()
+        self.day_jump = QComboBox()
+        self.day_jump.setAccessibleName("Jump to day")
+        self.day_jump.setToolTip("Jump to the images of a day")
+        self.day_jump.activated.connect(self._jump_to_day)
         self.reuse_button = QPushButton("Reuse Settings")
         self.reuse_button.setToolTip("Load this image's prompt and settings (or double-click it)")
         self.input_button = QPushButton("Use as Input")
@@ -127,6 +154,7 @@ class HistoryPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("<b>History</b>"))
         top.addWidget(self.search, 1)
+        top.addWidget(self.day_jump)
         top.addWidget(self.favourites)
         top.addWidget(self.count_label)
         actions = QHBoxLayout()
@@ -183,9 +211,25 @@ class HistoryPanel(QWidget):
             empty_reason = f"No images match \u201c{text}\u201d{where}.\nClear the search to see every image."
         elif n == 0 and self.model.favourites_only:
             empty_reason = "No favourites yet.\nStar an image with Favourite to find it here."
+        self._fill_days()
         self.no_matches.setText(empty_reason)
         self.no_matches.setVisible(bool(empty_reason))
         self.view.setVisible(not empty_reason)
+
+    def _fill_days(self) -> None:
+        self.day_jump.blockSignals(True)
+        self.day_jump.clear()
+        self.day_jump.addItem("All days", None)
+        for first, day, n in self.model.day_groups:
+            self.day_jump.addItem(f"{self.model.day_name(day)} ({n})", first)
+        self.day_jump.blockSignals(False)
+        self.day_jump.setEnabled(len(self.model.day_groups) > 1)
+
+    def _jump_to_day(self, index: int) -> None:
+        row = self.day_jump.itemData(index)
+        if isinstance(row, int):
+            self.select_row(row)
+            self.view.scrollTo(self.model.index(row), QListView.ScrollHint.PositionAtTop)
 
     # -- selection ------------------------------------------------------------------------
     def selected_entries(self) -> list[Any]:
