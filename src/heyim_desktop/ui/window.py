@@ -511,7 +511,8 @@ class MainWindow(QMainWindow):
             self.result_view.show_images(shown)
             t = result.timings.get("total", 0.0)
             self.settings_panel.remember_seed(result.request.seed)
-            self.status(f"Done: {plural(len(result.images), 'image')} in {t:.1f} s, seed {result.request.seed}.")
+            where = f" Saved in {Path(entries[0].path).parent}." if entries else ""
+            self.status(f"Done: {plural(len(result.images), 'image')} in {t:.1f} s, seed {result.request.seed}.{where}")
             if result.warnings:
                 self.show_error("\n".join(result.warnings), offer_logs=False, kind="warning", cause="job")
         self.history.model.add_entries(entries)
