@@ -2,8 +2,8 @@
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/main_screen_screenshots.py
 
-09: the image info panel beside a result, 10: the aspect-ratio picker open, 11: the full-screen
-viewer zoomed in, 12: a history search with no matches. Uses a throwaway data folder.
+10: the image info panel beside a result, 11: the aspect-ratio picker open, 12: the full-screen
+viewer zoomed in, 13: a history search with no matches. Uses a throwaway data folder.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     pump(app, lambda: bool(finished))
     w.result_split.setSizes([760, 300])
     settle(app, 1.0)
-    w.grab().save(str(OUT / "09-image-info.png"))
+    w.grab().save(str(OUT / "10-image-info.png"))
 
     w.settings_panel.aspect.showPopup()
     settle(app, 0.5)
@@ -54,7 +54,7 @@ def main() -> None:
     painter = QPainter(shot)
     painter.drawPixmap(offset, popup.grab())
     painter.end()
-    shot.save(str(OUT / "10-aspect-picker.png"))
+    shot.save(str(OUT / "11-aspect-picker.png"))
     w.settings_panel.aspect.hidePopup()
 
     viewer = w.open_viewer()
@@ -63,13 +63,13 @@ def main() -> None:
     settle(app, 0.5)
     viewer.view.zoom_by(2.0)
     settle(app, 0.3)
-    viewer.grab().save(str(OUT / "11-full-screen-viewer.png"))
+    viewer.grab().save(str(OUT / "12-full-screen-viewer.png"))
     viewer.close()
 
     w.history.search.setText("whale")
     pump(app, lambda: w.history.no_matches.isVisible())
     settle(app, 0.3)
-    w.grab().save(str(OUT / "12-empty-search.png"))
+    w.grab().save(str(OUT / "13-empty-search.png"))
     del QPixmap
     parts.shutdown()
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from api_helpers import TOKEN, Gate, Running, start_fake
 
+from api_helpers import TOKEN, Gate, Running, start_fake
 from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
 from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue
@@ -34,8 +34,14 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     host = EngineHost(lambda ref: load_engine(ref, device="cpu"), default_model=str(tiny_model))
     worker = WorkerThread(queue, host, sink)
     worker.start()
+    from heyim_desktop.core.lora import NetworkFinder
+    from lora_helpers import write_lora
+
+    loras = tmp_path_factory.mktemp("api-loras")
+    write_lora(tiny_model, loras / "inkwash.safetensors", seed=4)
+    finder = NetworkFinder(lambda name: (loras / f"{name}.safetensors") if (loras / f"{name}.safetensors").is_file() else None)
     server = ApiServer(queue, token=TOKEN, port=0, engine_host=host, default_model=str(tiny_model),
-                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))))
+                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))), networks=finder)
     server.start()
     yield Running(server, queue, host, store)
     server.stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_helpers import png_b64
 
+from api_helpers import png_b64
 from heyim_desktop.api.mapping import ApiError, build_request, parse_a1111, parse_heyim
 
 

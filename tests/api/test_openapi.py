@@ -11,7 +11,6 @@ from typing import Iterator
 
 import pytest
 import schemathesis
-from api_helpers import AUTH, FAKE_MODELS, Running, call, start_fake
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -19,6 +18,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from api_helpers import AUTH, FAKE_MODELS, Running, call, start_fake
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from api_helpers import Running, call, decode_png, png_b64, start_fake
-
 from heyim_desktop.core.jobs import Job, JobState
 
 SMALL = {"steps": 4, "width": 64, "height": 64}

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from api_helpers import TOKEN, Running, call, start_fake
 
+from api_helpers import TOKEN, Running, call, start_fake
 from heyim_desktop.api.security import TOKEN_ENV, allowed_hosts, resolve_token, token_file
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import TOKEN, call
 
+from api_helpers import TOKEN, call
 from heyim_desktop.api import ApiServer, ApiStartError
 from heyim_desktop.api.serve import run_serve
 from heyim_desktop.api.server import is_loopback

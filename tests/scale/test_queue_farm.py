@@ -9,11 +9,11 @@ from typing import Iterator
 
 import pytest
 from PIL import Image
-from queue_helpers import Farm, RedisServer, Waiter, WorkerProcess
 
 from heyim_desktop.cli import main
 from heyim_desktop.core.metadata import read_parameters
 from heyim_desktop.scale.records import PREFIX, Records
+from queue_helpers import Farm, RedisServer, Waiter, WorkerProcess
 
 DB_FARM, DB_MISSING = 0, 2
 

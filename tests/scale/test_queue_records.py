@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from queue_helpers import RedisServer, launch_redis, stop_redis
 
 from heyim_desktop.cli import main
 from heyim_desktop.core.request import GenerationRequest
@@ -13,6 +12,7 @@ from heyim_desktop.core.result import GeneratedImage, GenerationResult
 from heyim_desktop.scale.connection import open_redis, redact
 from heyim_desktop.scale.errors import QueueUnavailable
 from heyim_desktop.scale.records import NewJob, Records
+from queue_helpers import RedisServer, launch_redis, stop_redis
 
 DB = 5
 

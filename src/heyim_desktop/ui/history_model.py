@@ -163,6 +163,7 @@ class HistoryModel(QAbstractListModel):
         self.beginResetModel()
         self._ids = ids
         self._row_of = {entry_id: row for row, entry_id in enumerate(ids)}
+        self._entries.clear()  # rows may have changed too (a failed delete marks its entry)
         self.loader.forget_all()
         self._read_days()
         self.endResetModel()
@@ -278,8 +279,9 @@ class HistoryModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return entry_label(entry)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+        stuck = f"\n\nCould not delete: {entry.delete_error}" if entry.delete_error else ""
         return (f"{entry.prompt}\n\n{when}   seed {entry.seed}   {entry.width}x{entry.height}   "
-                f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}")
+                f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}{stuck}")
 
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         base = super().flags(index)
@@ -348,6 +350,7 @@ def day_label(created: float, now: float | None = None) -> str:
 def entry_label(entry: Any, now: float | None = None) -> str:
     """What a grid cell says: the prompt (elided in the middle, where similar prompts agree), then day and time."""
     star = "\u2605 " if entry.favourite else ""
+    star = ("(could not delete) " if getattr(entry, "delete_error", "") else "") + star
     when = f"{day_label(entry.created, now)} {time.strftime('%H:%M', time.localtime(entry.created))}"
     prompt = " ".join(entry.prompt.split()) if entry.prompt else "(no prompt)"
     return f"{star}{prompt}\n{when}"

@@ -59,6 +59,7 @@ class LocalApiService(QObject):
     def _start(self, port: int) -> str:
         from heyim_desktop.api import ApiServer, library_catalog, resolve_token
         from heyim_desktop.models.library import ModelLibrary
+        from heyim_desktop.models.networks import NetworkLibrary
 
         token, where = resolve_token(None, paths.data_dir())
         server = ApiServer(
@@ -66,6 +67,7 @@ class LocalApiService(QObject):
             models=library_catalog(ModelLibrary(tuple(self.model_folders()))),
             default_model=self.default_model,
             engine_host=getattr(self.worker, "host", None),
+            networks=NetworkLibrary(ModelLibrary(tuple(self.model_folders()))).finder(),
         )
         server.start()
         self.server = server

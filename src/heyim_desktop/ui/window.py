@@ -433,7 +433,8 @@ class MainWindow(QMainWindow):
     # -- generating ----------------------------------------------------------------------
     def build_request(self) -> Any:
         return build_request(self.settings_panel.values(), self.prompt_panel.prompt_text(),
-                             self.prompt_panel.negative_text(), self.drop_panel.image)
+                             self.prompt_panel.negative_text(), self.drop_panel.image,
+                             edits=self.drop_panel.edit_fields())
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():
@@ -704,10 +705,14 @@ class MainWindow(QMainWindow):
 
     def _use_output_folder(self, folder: str) -> None:
         """Preferences changed the image folder: new images go there from the next job on."""
-        from heyim_desktop.core import paths
+        from heyim_desktop.store.history import default_images_dir
 
-        target = Path(folder).expanduser() if folder else paths.data_dir() / "history" / "images"
-        self.store.set_images_dir(target)
+        target = default_images_dir(folder)
+        try:
+            self.store.set_images_dir(target)
+        except UserFacingError as exc:
+            self.show_error(str(exc), offer_logs=False, cause="prefs")
+            return
         self.status(f"New images are saved in {target}.")
 
     def _save_prefs(self) -> None:
