@@ -28,6 +28,8 @@ class AppParts:
     worker: Any
     #: The menu-bar icon and Quick Generate box (ui.tray), set by build_app.
     tray: Any = None
+    #: True when the process ends right after shutdown (run_app): the model is not unloaded first.
+    exiting: bool = False
 
     def shutdown(self) -> None:
         """Stop the worker (the running job stops within a step), then close the store."""
@@ -38,7 +40,7 @@ class AppParts:
         for service in (services.api, services.remote):
             if service is not None:
                 service.shutdown()
-        self.worker.stop()
+        self.worker.stop(unload=not self.exiting)
         if self.tray is not None:
             self.tray.close()
         opener = getattr(self.window, "file_open_filter", None)
@@ -159,6 +161,7 @@ def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = (), f
         QMessageBox.critical(None, "HeyIm cannot start", str(exc))
         del app
         return 3
+    parts.exiting = fast_exit
     rc = int(parts.app.exec())
     parts.shutdown()  # already ran on aboutToQuit; everything is saved and closed now
     if fast_exit:

@@ -102,8 +102,13 @@ class GenerationWorker(QThread):
         with self._wanted_lock:
             self._wanted = ref or None
 
-    def stop(self, timeout_ms: int | None = None) -> bool:
-        """Cancel everything, let the running job stop within a step, free the engine."""
+    def stop(self, timeout_ms: int | None = None, unload: bool = True) -> bool:
+        """Cancel everything, let the running job stop within a step, free the engine.
+
+        ``unload=False`` when the process is about to end: freeing a model's memory (about a
+        second of garbage collection) buys nothing then, the OS takes it back at exit.
+        """
+        self._unload_on_stop = unload
         self._stopping = True
         self.queue.remove_listener(self._on_job)
         self.queue.close()
@@ -131,7 +136,8 @@ class GenerationWorker(QThread):
                 self.host.run_job(self.queue, job, self.sink)
         finally:
             try:
-                self.host.unload()
+                if getattr(self, "_unload_on_stop", True):
+                    self.host.unload()
             except Exception:  # noqa: BLE001 - quitting must not crash
                 log.exception("unloading the model failed")
 
