@@ -22,16 +22,17 @@ def plural(n: int, word: str) -> str:
 
 
 def build_request(values: dict[str, Any], prompt: str, negative_prompt: str = "",
-                  init_image: Any = None, edits: dict[str, Any] | None = None) -> GenerationRequest:
+                  init_image: Any = None, extra: dict[str, Any] | None = None) -> GenerationRequest:
     """A validated request from the settings panel's ``values()`` (raises InvalidRequest).
 
-    ``edits``: the input panel's inpainting/outpainting fields (``DropPanel.edit_fields()``).
+    ``extra``: further request fields, e.g. the styles applied and the input panel's
+    inpainting/outpainting fields (``DropPanel.edit_fields()``).
     """
     values = dict(values)
     if init_image is None:
         values.pop("strength", None)  # text-to-image: strength means nothing
     return GenerationRequest(prompt=prompt, negative_prompt=negative_prompt, init_image=init_image,
-                             **values, **(edits or {}))
+                             **values, **(extra or {}))
 
 
 def queue_note(queue: JobQueue, job: Job) -> str:

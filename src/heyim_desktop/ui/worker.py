@@ -7,7 +7,6 @@ thread by Qt's queued connections.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from heyim_desktop.ui.qt import QImage, QThread, Signal
 if TYPE_CHECKING:
     import numpy as np
 
+    from heyim_desktop.core.capabilities import Capabilities
+    from heyim_desktop.core.conditioning import TokenCount
     from heyim_desktop.core.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,13 @@ class ModelReady:
     default_size: tuple[int, int]
     fixed_size: tuple[int, int] | None
     supports_img2img: bool
-    #: A private copy of the model's tokenizer for the token counter (fast tokenizers are
-    #: not safe to share between threads), or None.
-    tokenizer: Any = None
-    #: The engine's own description (core.engine.EngineInfo), when it offers one.
-    engine_info: Any = None
+    #: Clip skip works with this model (PyTorch engine; not Core ML).
+    supports_clip_skip: bool = True
+    #: The engine's ``count_tokens`` for the token counter (safe to call from the GUI
+    #: thread: the engine counts on its own copy of the tokenizer), or None.
+    count_tokens: "Callable[[str], TokenCount] | None" = None
+    #: What the model can do (prompt chunks, recommended settings), from the engine's info.
+    capabilities: "Capabilities | None" = None
 
 
 def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
@@ -71,7 +74,7 @@ class GenerationWorker(QThread):
 
     job_queued = Signal(object)  # Job
     job_started = Signal(object)  # Job
-    #: job id, steps done, steps in all (the steps that run, over every image of the job), seconds elapsed
+    #: job id, steps done, steps in all (over every image of the job), seconds elapsed
     progress = Signal(int, int, int, float)
     preview = Signal(int, QImage)  # job id, preview at latent resolution
     job_finished = Signal(object)  # Job; job.saved holds the history entries
@@ -190,6 +193,7 @@ class _HostEvents:
         self.worker.model_loading.emit(ref)
 
     def model_ready(self, ref: str, engine: "Engine", seconds: float) -> None:
+        engine_info = getattr(engine, "info", None)
         info = ModelReady(
             ref=ref,
             model_name=getattr(engine, "model_name", ref),
@@ -198,8 +202,9 @@ class _HostEvents:
             default_size=tuple(engine.default_size),  # type: ignore[arg-type]
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
-            tokenizer=engine_tokenizer(engine),
-            engine_info=getattr(engine, "info", None),
+            supports_clip_skip=_clip_skip_ok(engine),
+            count_tokens=getattr(engine, "count_tokens", None),
+            capabilities=getattr(engine_info, "capabilities", None),
         )
         self.worker.model_ready.emit(info)
 
@@ -208,6 +213,13 @@ class _HostEvents:
 
         message = str(error) if isinstance(error, UserFacingError) else f"{type(error).__name__}: {error}"
         self.worker.model_failed.emit(ref, message)
+
+
+def _clip_skip_ok(engine: "Engine") -> bool:
+    try:
+        return bool(engine.info.capabilities.clip_skip)
+    except AttributeError:  # an engine without EngineInfo (test doubles)
+        return True
 
 
 @dataclass(frozen=True)
@@ -224,29 +236,13 @@ class ModelCapabilities:
 def model_capabilities(info: ModelReady) -> ModelCapabilities:
     """The one place the window learns what a model can do: EngineInfo.capabilities where the
     engine offers it, else what the worker read off the engine."""
-    from heyim_desktop.core.engine import EngineInfo
-
-    engine_info = info.engine_info
-    if isinstance(engine_info, EngineInfo):
-        caps = engine_info.capabilities
-        return ModelCapabilities(native_size=tuple(engine_info.default_size),  # type: ignore[arg-type]
-                                 fixed_size=caps.fixed_size, supports_img2img=caps.img2img,
+    caps = info.capabilities
+    if caps is not None:
+        return ModelCapabilities(native_size=(int(info.default_size[0]), int(info.default_size[1])),
+                                 fixed_size=caps.fixed_size, supports_img2img=bool(caps.img2img),
                                  max_batch=max(1, int(caps.max_batch)))
-    return ModelCapabilities(native_size=tuple(info.default_size),  # type: ignore[arg-type]
+    return ModelCapabilities(native_size=(int(info.default_size[0]), int(info.default_size[1])),
                              fixed_size=info.fixed_size, supports_img2img=info.supports_img2img)
-
-
-def engine_tokenizer(engine: Any) -> Any:
-    """A private copy of the engine's tokenizer, or None: the only reach into ``engine.components``."""
-    components = getattr(engine, "components", None)
-    tokenizer = getattr(components, "tokenizer", None) if components is not None else None
-    if tokenizer is None:
-        return None
-    try:
-        return copy.deepcopy(tokenizer)
-    except Exception:  # noqa: BLE001 - the counter falls back to an estimate
-        log.info("cannot copy the tokenizer for the token counter", exc_info=True)
-        return None
 
 
 def history_sink(store: Any) -> ResultSink:
