@@ -317,7 +317,7 @@ def test_15_img2img_says_it_switched_the_scheduler_and_lets_you_keep_yours(parts
 def test_15_progress_counts_the_steps_that_run_per_image(parts, qtbot) -> None:
     from types import SimpleNamespace
 
-    from heyim_desktop.ui.window import progress_label
+    from heyim_desktop.ui.generate import progress_label
 
     img2img = SimpleNamespace(request=SimpleNamespace(count=2, steps=30, strength=0.75, is_img2img=True))
     assert progress_label(img2img, 20, 46) == "Image 1 of 2, step 20/23"  # PNDM runs 23 of 30 per image

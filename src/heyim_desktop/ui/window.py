@@ -19,7 +19,7 @@ from heyim_desktop.core.loading import DEMO_REF
 from heyim_desktop.store.preferences import Preferences, save_preferences
 from heyim_desktop.ui.banners import Banner, NoModelCard
 from heyim_desktop.ui.drop_panel import DropPanel, DroppedImage
-from heyim_desktop.ui.generate import JobRouter, build_request, plural, queue_note
+from heyim_desktop.ui.generate import JobRouter, build_request, plural, progress_label, queue_note
 from heyim_desktop.ui.history_panel import HistoryPanel
 from heyim_desktop.ui.image_info import ImageInfoPanel
 from heyim_desktop.ui.menus import WindowActions, build_menus
@@ -783,26 +783,3 @@ class MainWindow(QMainWindow):
             self.viewer.close()
         super().closeEvent(event)
 
-
-def progress_label(job: Job, done: int, total: int, max_batch: int | None = None) -> str:
-    """"Step 5/23", or "Image 2 of 3, step 5/23" when the images of a job run one after another.
-
-    ``done``/``total`` count the denoising steps that really run for the whole job (image-to-image
-    runs only ``strength`` of them). The images run one by one when the model's ``max_batch`` is 1;
-    without it, the total tells: about ``steps x count`` or about ``steps``.
-    """
-    request = job.request
-    count = max(1, int(request.count))
-    if max_batch is not None and count > 1 and total % count == 0:
-        if max_batch == 1:
-            per = total // count
-            image = min(count, max(1, -(-done // per)))
-            return f"Image {image} of {count}, step {done - (image - 1) * per}/{per}"
-        return f"Step {done}/{total}"
-    expected = max(1, min(int(request.steps * request.strength), request.steps)) if request.is_img2img \
-        else max(1, int(request.steps))
-    if count > 1 and total % count == 0 and abs(total / count - expected) < abs(total - expected):
-        per = total // count
-        image = min(count, max(1, -(-done // per)))
-        return f"Image {image} of {count}, step {done - (image - 1) * per}/{per}"
-    return f"Step {done}/{total}"
