@@ -73,10 +73,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from heyim_desktop.models.types import human_size
 
-    models = _library(args.folder).list()
+    library = _library(args.folder)
+    models = library.list() + library.list_upscalers()
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
-                 "status": m.status.value, "problem": m.problem, "source": m.source} for m in models]
+                 "status": m.status.value, "problem": m.problem, "source": m.source,
+                 **({"scale": m.scale} if m.kind == "upscaler" else {})} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for m in models:

@@ -83,6 +83,10 @@ class ModelLibrary:
         return None
 
     def _scan_root(self, root: Path, source: str) -> Iterable[ModelInfo]:
+        from heyim_desktop.models.upscalers import UPSCALER_FOLDERS
+
+        if root.name in UPSCALER_FOLDERS:  # a folder of upscalers: list_upscalers() lists those
+            return
         itself = inspect_folder(root, source)
         if itself is not None:  # the folder itself is one model
             yield itself
@@ -124,6 +128,14 @@ class ModelLibrary:
         if self.include_demo:
             models.append(ModelInfo(DEMO_NAME, DEMO_REF, "demo", "SD1", 0, ModelStatus.READY, "", "built-in"))
         return models
+
+    def list_upscalers(self) -> list[ModelInfo]:
+        """Upscaler models (kind "upscaler") from the usual folders under every root; see models.upscalers."""
+        from heyim_desktop.models.upscalers import scan_upscalers, upscaler_folders
+
+        roots = self.roots()
+        sources = {folder: source for root, source in roots for folder in upscaler_folders([root])}
+        return scan_upscalers([root for root, _ in roots], sources)
 
     def find(self, ref_or_name: str) -> ModelInfo | None:
         """By ref (path), exact name, or a unique case-insensitive name."""
