@@ -7,6 +7,7 @@ built-in demo model. Nothing here loads weights or imports torch: listing is che
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
@@ -129,7 +130,7 @@ class ModelLibrary:
             models.append(ModelInfo(DEMO_NAME, DEMO_REF, "demo", "SD1", 0, ModelStatus.READY, "", "built-in"))
         return models
 
-    def list_upscalers(self) -> list[ModelInfo]:
+    def list_upscalers(self) -> "builtins.list[ModelInfo]":
         """Upscaler models (kind "upscaler") from the usual folders under every root; see models.upscalers."""
         from heyim_desktop.models.upscalers import scan_upscalers, upscaler_folders
 

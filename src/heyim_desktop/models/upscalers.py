@@ -68,7 +68,7 @@ def scale_from_header(header: SafetensorsHeader) -> int:
         ups = [k for k in names if re.fullmatch(r"model\.\d+\.weight", k) and k not in ("model.0.weight",)]
         ups = [k for k in ups if int(k.split(".")[1]) > 1 and (header.shape(k) or (0,))[0] == (first or (0,))[0]]
         if ups:
-            return 2 ** max(1, len(ups) - 1)
+            return int(2 ** max(1, len(ups) - 1))
     return 0
 
 
