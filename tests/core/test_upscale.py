@@ -15,24 +15,11 @@ from heyim_desktop.core.cancel import CancelToken, Cancelled
 from heyim_desktop.core.errors import InvalidRequest, ModelError
 from heyim_desktop.core.model_files import UnsafeModel
 from heyim_desktop.core.result import Progress
+from tiny_upscaler import make_esrgan
+
 from heyim_desktop.core.upscale import (
     LANCZOS, NEAREST, auto_tile_size, import_spandrel, load_upscaler, tile_grid, upscale_image, upscale_tensor,
 )
-
-
-def make_esrgan(folder: Path, scale: int, *, seed: int = 0) -> tuple[Path, Path]:
-    """A random-weight Real-ESRGAN-architecture (RRDBNet) model as .safetensors and as .pth."""
-    import_spandrel()
-    from spandrel.architectures.ESRGAN import ESRGAN
-
-    torch.manual_seed(seed)
-    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale)
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    st = folder / f"RealESRGAN_x{scale}_tiny.safetensors"
-    save_file(state, str(st))
-    pth = folder / f"RealESRGAN_x{scale}_tiny.pth"
-    torch.save({"params_ema": state} if scale == 4 else state, pth)
-    return st, pth
 
 
 @pytest.fixture(scope="module")

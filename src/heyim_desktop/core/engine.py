@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.errors import OutOfMemory
@@ -93,7 +93,12 @@ class PipelineEngine:
             raise RuntimeError("engine is closed")
         request = request.with_seed()
         try:
-            out = run_loop(self.components, request, progress=progress, cancel=cancel)
+            if request.hires is not None:
+                from heyim_desktop.core.pipeline import run_hires
+
+                out: Any = run_hires(self.components, request, progress=progress, cancel=cancel)
+            else:
+                out = run_loop(self.components, request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -105,6 +110,10 @@ class PipelineEngine:
             raise
         pil = floats_to_pil(out.images)
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
+        first = getattr(out, "first_pass", None)
+        first_pass = () if first is None else tuple(
+            GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(floats_to_pil(first), out.seeds))
+        )
         log.info(
             "generated %d image(s) %dx%d in %.2fs (%s, %s)",
             len(images), request.width, request.height, out.timings.get("total", 0.0), self.name, self.model_name,
@@ -118,6 +127,7 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            first_pass=first_pass,
         )
 
     def close(self) -> None:

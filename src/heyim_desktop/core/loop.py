@@ -44,6 +44,8 @@ class LoopOutput:
     warnings: list[str] = field(default_factory=list)
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: The final latents (scaled, before decoding), only when run_loop was asked to keep them.
+    latents: "torch.Tensor | None" = None
 
 
 def check_request(components: Components, request: GenerationRequest) -> None:
@@ -113,8 +115,14 @@ def run_loop(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     previews: bool = True,
+    init_latents: torch.Tensor | None = None,
+    keep_latents: bool = False,
 ) -> LoopOutput:
-    """Run ``request`` (its seed resolved) through ``components``; images stay float."""
+    """Run ``request`` (its seed resolved) through ``components``; images stay float.
+
+    ``init_latents`` and ``keep_latents`` serve multi-stage jobs (core/pipeline.py, hires fix);
+    see :func:`run_loop_from_latents`. Ordinary jobs never pass them.
+    """
     if request.seed is None:
         raise ValueError("run_loop needs a request with a resolved seed (GenerationRequest.with_seed)")
     check_request(components, request)
@@ -150,7 +158,7 @@ def run_loop(
 
     # -- image-to-image input -------------------------------------------------------
     moments = None
-    if request.is_img2img:
+    if request.is_img2img and init_latents is None:
         t0 = time.perf_counter()
         pixels = image_to_tensor(request.init_image, request.width, request.height)
         moments = components.vae_encode(pixels.to(device=device, dtype=dtype))
@@ -161,6 +169,7 @@ def run_loop(
     batch = max(1, min(components.max_batch, len(seeds)))
     groups = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
     outputs: list[npt.NDArray[np.float32]] = []
+    kept: list[torch.Tensor] = []
     timings["denoise"] = 0.0
     timings["decode"] = 0.0
     steps_done = 0
@@ -177,7 +186,7 @@ def run_loop(
         h = request.height // components.vae_scale_factor
         w = request.width // components.vae_scale_factor
         shape = (n, components.latent_channels, h, w)
-        if moments is None:
+        if moments is None and init_latents is None:
             latents = randn_tensor(shape, generator=gen_arg, device=device, dtype=dtype)
             latents = latents * scheduler.init_noise_sigma
         else:
@@ -190,12 +199,16 @@ def run_loop(
             timesteps = timesteps[t_first * scheduler.order :]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(t_first * scheduler.order)
-            mean, logvar = torch.chunk(moments, 2, dim=1)
-            std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
-            samples = [mean + std * randn_tensor(mean.shape, generator=g, device=device, dtype=dtype) for g in generators]
-            init_latents = components.scaling_factor * torch.cat(samples, dim=0)
-            noise = randn_tensor(init_latents.shape, generator=gen_arg, device=device, dtype=dtype)
-            latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(n))
+            if init_latents is not None:  # given latents start as they are (diffusers' 4-channel image path)
+                start = init_latents[group_index * batch : group_index * batch + n].to(device=device, dtype=dtype)
+            else:
+                assert moments is not None
+                mean, logvar = torch.chunk(moments, 2, dim=1)
+                std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+                samples = [mean + std * randn_tensor(mean.shape, generator=g, device=device, dtype=dtype) for g in generators]
+                start = components.scaling_factor * torch.cat(samples, dim=0)
+            noise = randn_tensor(start.shape, generator=gen_arg, device=device, dtype=dtype)
+            latents = scheduler.add_noise(start, noise, timesteps[:1].repeat(n))
         if steps_total is None:
             steps_total = len(timesteps) * len(groups)
         if use_cfg:
@@ -227,6 +240,8 @@ def run_loop(
         _sync(device)
         t1 = time.perf_counter()
         timings["denoise"] += t1 - t0
+        if keep_latents:
+            kept.append(latents.detach().cpu())
         decoded = components.vae_decode(latents / components.scaling_factor)
         images = (decoded.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         outputs.append(images)
@@ -241,4 +256,29 @@ def run_loop(
         warnings=warnings,
         truncated_prompt=dropped,
         truncated_negative=dropped_neg,
+        latents=torch.cat(kept) if kept else None,
     )
+
+
+def run_loop_from_latents(
+    components: Components,
+    request: GenerationRequest,
+    init_latents: torch.Tensor,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    previews: bool = True,
+) -> LoopOutput:
+    """Image-to-image that starts from latents rather than an image (hires fix's latent upscale).
+
+    ``init_latents`` (count, C, h, w) are already scaled, like diffusers' img2img with a 4-channel
+    ``image``: they are noised to the request's strength and denoised; the request's
+    ``init_image`` is not encoded. The request must be image-to-image at the latents' size.
+    """
+    if not request.is_img2img:
+        raise ValueError("run_loop_from_latents needs an image-to-image request")
+    expected = (components.latent_channels, request.height // components.vae_scale_factor,
+                request.width // components.vae_scale_factor)
+    if tuple(init_latents.shape[1:]) != expected or init_latents.shape[0] != request.count:
+        raise ValueError(f"latents {tuple(init_latents.shape)} do not fit a {request.width}x{request.height} x{request.count} request")
+    return run_loop(components, request, progress=progress, cancel=cancel, previews=previews, init_latents=init_latents)

@@ -52,3 +52,5 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: Hires fix with ``save_first_pass``: the first pass's images, before upscaling.
+    first_pass: tuple[GeneratedImage, ...] = ()
