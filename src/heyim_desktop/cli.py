@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
                      help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from heyim_desktop.upscale_cli import add_hires_arguments, add_upscale_parser
+
+    add_hires_arguments(gen)
+    add_upscale_parser(sub)
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
     conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
@@ -155,6 +159,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         strength=args.strength,
         model=args.model,
     )
+    if args.hires_scale is not None:
+        from heyim_desktop.upscale_cli import hires_from_args
+
+        request = request.replace(hires=hires_from_args(args))
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidRequest("out", f"{out_dir} exists and is not a folder")
@@ -266,12 +274,19 @@ def _scale_command(args: argparse.Namespace) -> int:
     return SCALE_COMMANDS[args.command](args)
 
 
+def _upscale_command(args: argparse.Namespace) -> int:
+    from heyim_desktop.upscale_cli import cmd_upscale
+
+    return cmd_upscale(args)
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "convert": cmd_convert,
     "demo-model": cmd_demo_model,
     "models": cmd_models,
     "serve": cmd_serve,
+    "upscale": _upscale_command,
     "worker": _scale_command,
     "batch": _scale_command,
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from heyim_desktop.core.model_files import (
     CorruptModel, FileKind, SafetensorsHeader, UnsafeModel, is_checkpoint_candidate, read_safetensors_header, sniff,
@@ -127,3 +127,32 @@ def find_upscaler(library: "ModelLibrary", name: str) -> ModelInfo | None:
             return info
     folded = [m for m in models if m.name.lower() == name.lower()]
     return folded[0] if len(folded) == 1 else None
+
+
+def resolve_upscaler(library: "ModelLibrary", name: str, *, latent: bool = False) -> tuple[str, str | None]:
+    """(the upscaler's own name, its model file or None) for a name a user typed.
+
+    Built-ins (and, with ``latent``, the latent modes) match case-insensitively; anything else
+    must be a ready upscaler model in the library. Unknown names are an InvalidRequest that
+    lists the choices.
+    """
+    from heyim_desktop.core.errors import InvalidRequest
+
+    builtins_ = list(LATENT_MODES) + list(BUILTIN_UPSCALERS) if latent else list(BUILTIN_UPSCALERS)
+    for known in builtins_:
+        if name.lower() == known.lower():
+            return known, None
+    info = find_upscaler(library, name)
+    if info is not None and info.ready:
+        return info.name, info.ref
+    choices = hires_upscaler_names(library) if latent else upscaler_names(library)
+    field = "hires_upscaler" if latent else "upscaler"
+    raise InvalidRequest(field, f"no upscaler named {name!r}; choose one of: {', '.join(choices)}")
+
+
+def resolve_hires(library: "ModelLibrary", hires: Any) -> Any:
+    """``hires`` (a HiresFix) with its upscaler's name made canonical and its model file filled in."""
+    from dataclasses import replace
+
+    name, path = resolve_upscaler(library, hires.upscaler, latent=True)
+    return replace(hires, upscaler=name, upscaler_path=path)

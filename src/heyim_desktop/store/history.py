@@ -30,6 +30,7 @@ from heyim_desktop.store.schema import NewerSchemaError, check_not_newer, migrat
 if TYPE_CHECKING:
     from heyim_desktop.core.jobs import Job
     from heyim_desktop.core.result import GenerationResult
+    from heyim_desktop.core.upscale_job import UpscaleResult
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,23 @@ class HistoryStore:
         return p if p.is_absolute() else self.images_dir / p
 
     # -- saving ----------------------------------------------------------------------------
-    def save_result(self, result: "GenerationResult", job: "Job | None" = None) -> list[HistoryEntry]:
+    def save_result(self, result: "GenerationResult | UpscaleResult", job: "Job | None" = None) -> list[HistoryEntry]:
         """Write every image of ``result`` (file first), then its row. Returns the new entries."""
+        from heyim_desktop.core.upscale_job import UpscaleResult
+
+        if isinstance(result, UpscaleResult):
+            return [self.save_upscaled(result, job)]
         request = result.request
         folder = self.images_dir / time.strftime("%Y-%m")
         entries = []
+        if result.first_pass:  # hires fix, asked to keep the first pass: saved as the plain txt2img it was
+            plain = request.replace(hires=None)
+            for item in result.first_pass:
+                params = format_parameters(plain, item.seed, result.model_name)
+                settings = dict(plain.settings(), seed=item.seed, count=1, model_name=result.model_name,
+                                engine=result.engine, hires_first_pass=True)
+                path = write_png_atomic(item.image, folder / image_filename(request.prompt, item.seed), params, settings)
+                entries.append(self._insert(path, params, settings, source=job.source if job else ""))
         for item in result.images:
             params = format_parameters(request, item.seed, result.model_name)
             settings = dict(request.settings(), seed=item.seed, count=1, model_name=result.model_name,
@@ -181,6 +194,26 @@ class HistoryStore:
             entries.append(self._insert(path, params, settings, source=job.source if job else ""))
         self.enforce_keep_limit()
         return entries
+
+    def save_upscaled(self, result: "UpscaleResult", job: "Job | None" = None) -> HistoryEntry:
+        """An upscaled image as a new entry that records its source entry and the upscale."""
+        from heyim_desktop.core.metadata import postprocess_parameters
+
+        req = result.request
+        image = result.images[0].image
+        params = postprocess_parameters(req.source_parameters, req.effective_scale, req.upscaler)
+        settings = dict(req.source_settings)
+        settings.update(width=image.width, height=image.height, upscaled_from=req.source_entry,
+                        postprocess_upscale_by=req.effective_scale, postprocess_upscaler=req.upscaler,
+                        engine="upscale")
+        settings.setdefault("prompt", "")
+        stem = settings.get("prompt") or "upscale"
+        folder = self.images_dir / time.strftime("%Y-%m")
+        name = image_filename(f"{stem} x{req.effective_scale:g}", int(settings.get("seed") or 0))
+        path = write_png_atomic(image, folder / name, params, settings)
+        entry = self._insert(path, params, settings, source="upscale")
+        self.enforce_keep_limit()
+        return entry
 
     def import_image(self, path: Path, *, source: str = "import") -> HistoryEntry:
         """Index an existing PNG (with HeyIm or AUTOMATIC1111 metadata) that lies in the images folder."""
