@@ -75,7 +75,9 @@ async def _json_body(request: Request) -> Any:
 async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
     """Submit the job and wait for it; a client that hangs up cancels its job."""
     def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
-        return build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+        from heyim_desktop.api.upscale_routes import resolve_hires_request
+
+        return resolve_hires_request(ctx, build_request(mapped, ctx.resolve(mapped.model, mapped.model_field)))
 
     gen_request = await anyio.to_thread.run_sync(prepare)
     try:
@@ -246,6 +248,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
             log.info("ignored options: %s", ", ".join(ignored))
         return JSONResponse(None)
 
+    from heyim_desktop.api.upscale_routes import register_upscale_routes
+
+    register_upscale_routes(app, ctx, _ERRORS, _GEN_ERRORS)
     return app
 
 

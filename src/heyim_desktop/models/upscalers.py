@@ -103,8 +103,11 @@ def scan_upscalers(roots: Iterable[Path], source_of: dict[Path, str] | None = No
                     continue
                 files = sorted(entry.iterdir()) if entry.is_dir() else [entry]
                 for file in files:
-                    if is_checkpoint_candidate(file):
-                        found.setdefault(str(file.resolve()), inspect_upscaler(file, source))
+                    if not is_checkpoint_candidate(file):
+                        continue
+                    if file.suffix.lower() != ".safetensors" and file.with_suffix(".safetensors").is_file():
+                        continue  # the same model already converted: the safetensors copy is the one listed
+                    found.setdefault(str(file.resolve()), inspect_upscaler(file, source))
         except OSError as exc:
             log.warning("cannot read %s: %s", folder, exc)
     return sorted(found.values(), key=lambda m: (not m.ready, m.name.lower()))
