@@ -23,6 +23,7 @@ import numpy.typing as npt
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.components import Components
 from heyim_desktop.core.errors import InvalidRequest
+from heyim_desktop.core.extensions import BaseExtension, LoopState
 from heyim_desktop.core.request import GenerationRequest, HiresFix
 from heyim_desktop.core.result import Progress, ProgressCallback
 from heyim_desktop.core.upscale import BUILTIN_UPSCALERS, LATENT_MODES, UpscalerModel, is_latent_mode, upscale_image
@@ -70,6 +71,90 @@ class _UpscalerCache:
 UPSCALERS = _UpscalerCache()
 
 
+# -- latent upscale: two extensions on the shared loop (its step loop is untouched) -----------------
+class KeepLatents(BaseExtension):
+    """Keeps each group's final latents (scaled, before decoding) for a later stage."""
+
+    def __init__(self) -> None:
+        self.kept: list["torch.Tensor"] = []
+
+    def after_loop(self, state: LoopState) -> None:
+        self.kept.append(state.latents.detach().cpu())
+
+    def latents(self) -> "torch.Tensor":
+        import torch
+
+        return torch.cat(self.kept)
+
+
+class StartFromLatents(BaseExtension):
+    """Image-to-image from given latents instead of the encoded input image.
+
+    As diffusers' img2img with a 4-channel ``image``: the latents (already scaled) are noised to
+    the request's strength with noise drawn first from each image's seed, so the generators
+    then step the scheduler exactly as diffusers' do. The loop's own image encode is skipped by
+    :class:`_NoImageEncode`; its timesteps (cut to the strength) are kept.
+    """
+
+    def __init__(self, latents: "torch.Tensor") -> None:
+        self.start = latents
+
+    def before_loop(self, state: LoopState) -> None:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        n = len(state.generators)
+        device, dtype = state.components.device, state.components.dtype
+        init = self.start[state.first_image : state.first_image + n].to(device=device, dtype=dtype)
+        for generator, seed in zip(state.generators, state.seeds):
+            generator.manual_seed(seed)  # in place: the scheduler's step arguments hold these objects
+        gens: Any = state.generators if n > 1 else state.generators[0]
+        noise = randn_tensor(init.shape, generator=gens, device=device, dtype=dtype)
+        state.init_latents, state.noise = init, noise
+        state.latents = state.scheduler.add_noise(init, noise, state.timesteps[:1].repeat(n))
+
+
+class _NoImageEncode:
+    """The engine's components, except that encoding the (stand-in) input image costs nothing."""
+
+    def __init__(self, components: Components) -> None:
+        self._inner = components
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def vae_encode(self, images: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        vsf = self._inner.vae_scale_factor
+        shape = (images.shape[0], 2 * self._inner.latent_channels, images.shape[2] // vsf, images.shape[3] // vsf)
+        return torch.zeros(shape, device=images.device, dtype=images.dtype)
+
+
+def run_img2img_from_latents(
+    components: Components,
+    request: GenerationRequest,
+    latents: "torch.Tensor",
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """The shared loop's image-to-image, started from ``latents`` (count, C, h, w) at the request's size.
+
+    The entry point for a latent upscale. ``request`` must be image-to-image (its ``init_image``
+    is a stand-in, never encoded).
+    """
+    from heyim_desktop.core.loop import run_loop
+
+    if not request.is_img2img:
+        raise ValueError("run_img2img_from_latents needs an image-to-image request")
+    vsf = components.vae_scale_factor
+    expected = (request.count, components.latent_channels, request.height // vsf, request.width // vsf)
+    if tuple(latents.shape) != expected:
+        raise ValueError(f"latents {tuple(latents.shape)} do not fit {expected}")
+    return run_loop(_NoImageEncode(components), request, progress=progress, cancel=cancel,
+                    extensions=[StartFromLatents(latents)])
+
+
 def second_pass_request(request: GenerationRequest, hires: HiresFix, init_image: "Image.Image", seed: int) -> GenerationRequest:
     """The image-to-image request of one image's second pass."""
     width, height = hires.target_size(request.width, request.height)
@@ -110,7 +195,7 @@ def run_hires(
     import torch
 
     from heyim_desktop.core.engine import floats_to_pil
-    from heyim_desktop.core.loop import run_loop, run_loop_from_latents
+    from heyim_desktop.core.loop import run_loop
 
     hires = request.hires
     if hires is None or request.seed is None:
@@ -136,7 +221,10 @@ def run_hires(
     def stage(index: int) -> ProgressCallback:
         return lambda p: report(p, index)
 
-    first = run_loop(components, request.replace(hires=None), progress=stage(0), cancel=cancel, keep_latents=latent)
+    keep = KeepLatents()
+    first = run_loop(components, request.replace(hires=None), progress=stage(0), cancel=cancel,
+                     extensions=[keep] if latent else [])
+    first_latents = keep.latents() if latent else None
     timings = {f"first_{k}": v for k, v in first.timings.items()}
     offset = first_total
     first_pil = floats_to_pil(first.images)
@@ -146,9 +234,9 @@ def run_hires(
     for i, image in enumerate(first_pil):
         cancel.raise_if_cancelled()
         if latent:
-            assert first.latents is not None
+            assert first_latents is not None
             vsf = components.vae_scale_factor
-            starts.append(upscale_latents(first.latents[i : i + 1], (width // vsf, height // vsf), hires.upscaler))
+            starts.append(upscale_latents(first_latents[i : i + 1], (width // vsf, height // vsf), hires.upscaler))
         else:
             outcome = upscale_image(image, size=(width, height), upscaler=hires.upscaler, model=model,
                                     tile_preference=tile_preference, cancel=cancel)
@@ -170,7 +258,7 @@ def run_hires(
         stand_in = start if not latent else first_pil[i].resize((width, height))
         req = second_pass_request(request, hires, stand_in, seed)
         if latent:
-            out = run_loop_from_latents(components, req, start, progress=stage(i), cancel=cancel)
+            out = run_img2img_from_latents(components, req, start, progress=stage(i), cancel=cancel)
         else:
             out = run_loop(components, req, progress=stage(i), cancel=cancel)
         offset += per_image
