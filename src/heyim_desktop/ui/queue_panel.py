@@ -21,6 +21,8 @@ SOURCES = {"app": "", "tray": " (menu bar)", "api": " (API)"}
 
 def describe(job: Job) -> str:
     r = job.request
+    if getattr(r, "kind", "") == "upscale":
+        return f"Upscale {r.upscaler} {r.effective_scale:g}x to {r.width}x{r.height}"
     prompt = r.prompt.replace("\n", " ")
     prompt = prompt if len(prompt) <= 48 else prompt[:45] + "..."
     kind = "img2img" if r.is_img2img else f"{r.width}x{r.height}"

@@ -163,6 +163,7 @@ class ResultView(QWidget):
     """Shows the running job's preview, then its images; Save As, Copy, Show in folder, drag out."""
 
     message = Signal(str)  # a status line for the window
+    upscale_requested = Signal(object)  # ShownImage
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -195,6 +196,9 @@ class ResultView(QWidget):
         self.copy_button = QPushButton("Copy")
         self.reveal_button = QPushButton("Show in Folder")
         self.reveal_button.setToolTip("Show the image file in the file manager")
+        self.upscale_button = QPushButton("Upscale...")
+        self.upscale_button.setToolTip("Enlarge this image 2x or 4x (a new history entry)")
+        self.upscale_button.clicked.connect(lambda: self.current() and self.upscale_requested.emit(self.current()))
         self.prev_button.clicked.connect(lambda: self.show_index(self.index - 1))
         self.next_button.clicked.connect(lambda: self.show_index(self.index + 1))
         self.fit_button.clicked.connect(self.view.fit_to_window)
@@ -207,7 +211,7 @@ class ResultView(QWidget):
         for w in (self.prev_button, self.counter, self.next_button, self.fit_button, self.actual_button):
             bar.addWidget(w)
         bar.addStretch(1)
-        for w in (self.save_button, self.copy_button, self.reveal_button):
+        for w in (self.upscale_button, self.save_button, self.copy_button, self.reveal_button):
             bar.addWidget(w)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -289,6 +293,7 @@ class ResultView(QWidget):
         for w in (self.save_button, self.copy_button, self.fit_button, self.actual_button):
             w.setEnabled(has)
         self.reveal_button.setEnabled(has and self.images[self.index].path is not None)
+        self.upscale_button.setEnabled(has and self.images[self.index].path is not None)
         if not has:
             self.view.hide()
 

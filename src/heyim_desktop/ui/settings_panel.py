@@ -112,7 +112,15 @@ class SettingsPanel(QWidget):
         form.addRow("", size_row)
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
+        from heyim_desktop.ui.upscaling import HiresSection
+
+        self.hires = HiresSection()
+        form.addRow(self.hires)
         self.set_img2img(False)
+        for box in (self.width_box, self.height_box):
+            box.valueChanged.connect(lambda _v: self.hires.show_size(self.width_box.value(), self.height_box.value()))
+        self.hires.scale.valueChanged.connect(lambda _v: self.hires.show_size(self.width_box.value(), self.height_box.value()))
+        self.hires.show_size(self.width_box.value(), self.height_box.value())
 
         self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit(self.model_ref()))
         for box in (self.steps, self.count, self.seed, self.width_box, self.height_box):
@@ -185,6 +193,8 @@ class SettingsPanel(QWidget):
     def set_img2img(self, on: bool) -> None:
         self.strength.setVisible(on)
         self.strength_label.setVisible(on)
+        if hasattr(self, "hires"):
+            self.hires.setEnabled(not on)  # hires fix is text-to-image only
 
     # -- values ---------------------------------------------------------------------------
     def seed_value(self) -> int | None:

@@ -117,6 +117,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.statusBar().addPermanentWidget(self.model_state)
 
+        from heyim_desktop.ui.upscaling import Upscaling
+
+        self.upscaling = Upscaling(self, self._upscaler_library)
         build_menus(self)
         self._connect()
         self.state = WindowState(self)
@@ -150,6 +153,8 @@ class MainWindow(QMainWindow):
         self.history.reveal_requested.connect(self._reveal_entry)
         self.history.message.connect(self.status)
         self.result_view.message.connect(self.status)
+        self.result_view.upscale_requested.connect(self.upscaling.upscale)
+        self.history.upscale_requested.connect(self.upscaling.upscale)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
         self.no_model.enable_download(True)
@@ -193,6 +198,12 @@ class MainWindow(QMainWindow):
             self.settings_panel.model.addItem("No model: add one or try the demo", "")
             self.settings_panel.model.setCurrentIndex(0)
         self.no_model.setVisible(not shown)
+        self.settings_panel.hires.set_upscalers(self.upscaling.model_names())
+
+    def _upscaler_library(self) -> Any:
+        from heyim_desktop.models.library import ModelLibrary
+
+        return ModelLibrary(self.prefs.model_folders, include_demo=False, hf_cache=False)
 
     def _model_picked(self, _index: int) -> None:
         ref = self.settings_panel.model_ref()
@@ -299,6 +310,9 @@ class MainWindow(QMainWindow):
         image = self.drop_panel.image
         if image is None:
             values.pop("strength")
+            hires = self.settings_panel.hires.settings()
+            if hires is not None:
+                values["hires"] = self.upscaling.resolve_hires(hires)
         return GenerationRequest(prompt=self.prompt_panel.prompt_text(),
                                  negative_prompt=self.prompt_panel.negative_text(),
                                  init_image=image, **values)
