@@ -91,3 +91,29 @@ def test_hires_fix_section_generates_the_larger_image(parts, qtbot) -> None:  # 
     params = parse_parameters(shown.entry.parameters).params
     assert params["Hires upscale"] == "1.5" and params["Hires upscaler"] == "Latent" and params["Denoising strength"] == "0.5"
     assert parts.store.count() == 1  # the first pass is not saved
+
+
+def test_reuse_settings_of_a_hires_entry_turns_the_section_on(parts, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.request import GenerationRequest, HiresFix
+    from heyim_desktop.core.result import GeneratedImage, GenerationResult
+    from PIL import Image
+
+    req = GenerationRequest(prompt="tower", seed=2, width=64, height=64,
+                            hires=HiresFix(scale=1.5, upscaler="Latent (bicubic)", steps=3, denoising_strength=0.4))
+    result = GenerationResult(req, (GeneratedImage(Image.new("RGB", (96, 96)), 2, 0),), "tiny", "torch-cpu", {"total": 0.1})
+    entry = parts.store.save_result(result)[0]
+    window = parts.window
+    window.reuse_settings(entry)
+    panel = window.settings_panel.hires
+    assert panel.isChecked() and panel.upscaler.currentText() == "Latent (bicubic)"
+    assert (panel.scale.value(), panel.steps.value(), round(panel.strength.value(), 2)) == (1.5, 3, 0.4)
+    window.reuse_settings(parts.store.save_result(GenerationResult(req.replace(hires=None), result.images, "tiny", "cpu", {}))[0])
+    assert not panel.isChecked()
+    # An AUTOMATIC1111 hires PNG imported into history keeps its hires settings as data.
+    path = parts.store.images_dir / "a1111.png"
+    from heyim_desktop.core.output import write_png_atomic
+
+    write_png_atomic(Image.new("RGB", (8, 8)), path, "x\nSteps: 5, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, "
+                     "Denoising strength: 0.5, Hires upscale: 2, Hires upscaler: Latent")
+    imported = parts.store.import_image(path)
+    assert imported.settings["hires"]["scale"] == 2 and imported.request_settings()["hires"].upscaler == "Latent"

@@ -71,7 +71,17 @@ class HistoryEntry:
         if self.settings:
             keys = ("prompt", "negative_prompt", "steps", "guidance", "seed", "width", "height", "scheduler",
                     "strength", "guidance_boost", "model")
-            return {k: self.settings[k] for k in keys if self.settings.get(k) is not None}
+            out = {k: self.settings[k] for k in keys if self.settings.get(k) is not None}
+            hires = self.settings.get("hires")
+            if isinstance(hires, dict):
+                from heyim_desktop.core.errors import InvalidRequest
+                from heyim_desktop.core.request import HiresFix
+
+                try:
+                    out["hires"] = HiresFix(**{k: v for k, v in hires.items() if k != "upscaler_path"})
+                except (InvalidRequest, TypeError):
+                    pass
+            return out
         return parse_parameters(self.parameters).request_settings() if self.parameters else {"prompt": self.prompt}
 
 
@@ -230,6 +240,8 @@ class HistoryStore:
             settings = {}
         if not settings and params:
             settings = parse_parameters(params).request_settings()
+            if hasattr(settings.get("hires"), "settings"):  # a HiresFix: stored as plain data
+                settings["hires"] = settings["hires"].settings()
         settings.setdefault("prompt", parse_parameters(params).prompt if params else "")
         return self._insert(Path(path), params, settings, source=source, created=Path(path).stat().st_mtime)
 

@@ -245,6 +245,7 @@ class SettingsPanel(QWidget):
         model = settings.get("model")
         if isinstance(model, str) and model:
             self.select_model(model)
+        self.hires.apply(settings.get("hires"))
 
     def use_img2img_default_scheduler(self) -> None:
         self.scheduler.setCurrentText(DEFAULT_IMG2IMG)

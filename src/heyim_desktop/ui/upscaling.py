@@ -66,6 +66,18 @@ class HiresSection(QGroupBox):
         w, h = int(width * self.scale.value()), int(height * self.scale.value())
         self.size_label.setText(f"{w - w % 8} x {h - h % 8}")
 
+    def apply(self, hires: Any) -> None:
+        """Show ``hires`` (a HiresFix, or None for off) from reused settings."""
+        self.setChecked(hires is not None)
+        if hires is None:
+            return
+        if self.upscaler.findText(hires.upscaler) < 0:
+            self.upscaler.addItem(hires.upscaler)  # a model this machine lacks: picked, and named if it fails
+        self.upscaler.setCurrentText(hires.upscaler)
+        self.scale.setValue(hires.scale)
+        self.steps.setValue(hires.steps)
+        self.strength.setValue(hires.denoising_strength)
+
     def settings(self) -> Any:
         """A HiresFix (its upscaler not yet resolved to a file), or None when off."""
         if not self.isChecked():
