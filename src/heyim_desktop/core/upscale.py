@@ -127,8 +127,11 @@ def import_spandrel() -> Any:
                 "Lanczos and Nearest work without it."
             )
         if importlib.util.find_spec("torchvision") is not None:
-            import spandrel
-
+            try:
+                import spandrel
+            except Exception as exc:  # a torchvision that does not match this torch fails at import
+                raise ModelError(f"The upscaler loader (spandrel) cannot start: {type(exc).__name__}: {exc}. "
+                                 "Reinstall torchvision to match torch, or uninstall it.") from None
             return spandrel
         stand_ins = _stand_in_torchvision()
         sys.modules.update(stand_ins)
@@ -355,7 +358,7 @@ def upscale_tensor(
         if progress is not None:
             progress(Progress(done, len(grid), time.perf_counter() - t_start))
     cancel.raise_if_cancelled()
-    return (out / weight.clamp_min(1e-8)).unsqueeze(0)
+    return out.div_(weight.clamp_min_(1e-8)).unsqueeze(0)  # in place: the output is the big allocation
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -429,7 +432,8 @@ def upscale_image(
 
             result = upscale_tensor(model, pixels, model.scale, tile=side, overlap=overlap, progress=report, cancel=cancel)
             tiles += len(counted)
-            arr = (result[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+            arr = result[0].clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+            del result
             current = Image.fromarray(arr, "RGB")
             if model.scale <= 1:
                 break
