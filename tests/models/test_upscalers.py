@@ -87,8 +87,11 @@ def test_upscaler_download_lands_in_upscalers(hub: FakeHub, data_dir: Path) -> N
     info = Downloader(plan_download(entry)).run()
     assert info.kind == "upscaler" and info.ready and info.scale == 4
     assert Path(info.ref) == data_dir / "models" / "upscalers" / "tiny-upscaler" / "4x_tiny.pth"
-    listed = ModelLibrary(include_demo=False, hf_cache=False).list_upscalers()
+    library = ModelLibrary(include_demo=False, hf_cache=False)
+    listed = library.list_upscalers()
     assert [m.name for m in listed] == ["4x_tiny"]
+    library.delete(listed[0])
+    assert not (data_dir / "models" / "upscalers" / "tiny-upscaler").exists() and library.list_upscalers() == []
 
 
 def test_models_list_json_shows_upscalers(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

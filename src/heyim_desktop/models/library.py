@@ -171,6 +171,8 @@ class ModelLibrary:
             if not repo.name.startswith("models--"):
                 raise ModelError(f"{path} is not in a Hugging Face cache layout.")
             shutil.rmtree(repo)
+        elif info.kind == "upscaler" and path.is_file() and (path.parent / ".heyim-download.json").is_file():
+            shutil.rmtree(path.parent)  # a downloaded upscaler: its folder (file + manifest) is HeyIm's
         elif path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
