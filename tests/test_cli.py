@@ -121,3 +121,32 @@ def test_ctrl_c_mid_run_cancels_and_saves_nothing(data_dir: Path, tmp_path: Path
     assert b"Cancelled; nothing was saved." in stderr
     assert stdout == b""
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_inpaint_and_outpaint_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    src, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    rng = np.random.RandomState(1)
+    Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(src)
+    arr = np.zeros((64, 64), np.uint8)
+    arr[8:24, 8:24] = 255
+    Image.fromarray(arr, mode="L").save(mask)
+    base = ["generate", "--model", str(tiny_model), "-p", "a cat", "--image", str(src), "--strength", "1",
+            "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "--mask", str(mask), "--mask-blur", "0", "--fill", "noise", "-o", str(tmp_path / "a")]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(pixels[arr == 0], np.asarray(Image.open(src))[arr == 0])
+    params = read_parameters(out)
+    assert params is not None and params.params["Masked content"] == "latent noise" and params.params["Mask blur"] == "0"
+    assert params.inpaint_settings() == {"blur": 0, "invert": False, "fill": "latent noise", "only_masked": False}
+    assert main([*base, "--extend", "0,0,32,0", "-o", str(tmp_path / "b")]) == 0
+    grown = Image.open(Path(capsys.readouterr().out.strip()))
+    assert grown.size == (96, 64)
+    assert main([*base, "--only-masked"]) == 2
+    assert "need a mask" in capsys.readouterr().err
+    assert main([*base, "--extend", "7,0,0,0"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err

@@ -152,14 +152,17 @@ class PipelineEngine:
 
         if self.components is None:
             raise RuntimeError("engine is closed")
+        from heyim_desktop.core.inpaint import plan_edit
+
         request = request.with_seed()
+        plan = plan_edit(request)
         try:
-            if request.hires is not None:
+            if plan.request.hires is not None:
                 from heyim_desktop.core.pipeline import run_hires
 
-                out: Any = run_hires(self.components, request, progress=progress, cancel=cancel)
+                out: Any = run_hires(self.components, plan.request, progress=progress, cancel=cancel)
             else:
-                out = run_loop(self.components, request, progress=progress, cancel=cancel)
+                out = run_loop(self.components, plan.request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -169,7 +172,8 @@ class PipelineEngine:
                     f"x{request.count}. Try a smaller size or fewer images."
                 ) from exc
             raise
-        pil = floats_to_pil(out.images)
+        request = plan.result_request
+        pil = floats_to_pil(plan.finish(out.images))
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
         first = getattr(out, "first_pass", None)
         first_pass = () if first is None else tuple(

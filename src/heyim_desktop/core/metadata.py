@@ -107,6 +107,25 @@ class ImageParameters:
             return HiresFix(**kwargs)
         except InvalidRequest:
             return None
+    def inpaint_settings(self) -> dict[str, Any] | None:
+        """The inpainting settings these parameters record (the mask itself is not in them)."""
+        from heyim_desktop.core.masking import FILL_MODES, MAX_BLUR, MAX_PADDING
+
+        if "Mask blur" not in self.params and "Masked content" not in self.params:
+            return None
+        out: dict[str, Any] = {}
+        blur = self.get_int("Mask blur")
+        if blur is not None and 0 <= blur <= MAX_BLUR:
+            out["blur"] = blur
+        out["invert"] = self.params.get("Mask mode", "").strip().lower() == "inpaint not masked"
+        fill = self.params.get("Masked content", "").strip().lower()
+        if fill in FILL_MODES:
+            out["fill"] = fill
+        out["only_masked"] = self.params.get("Inpaint area", "").strip().lower() == "only masked"
+        padding = self.get_int("Masked area padding")
+        if padding is not None and 0 <= padding <= MAX_PADDING:
+            out["padding"] = padding
+        return out
 
     def request_settings(self) -> dict[str, Any]:
         """Keyword arguments for :class:`GenerationRequest` that these parameters support.
@@ -209,6 +228,7 @@ def format_parameters(
         if hires.steps:
             pairs.append(("Hires steps", str(hires.steps)))
         pairs.append(("Hires upscaler", hires.upscaler))
+    pairs.extend(_inpaint_pairs(request))
     for key, value in (extra or {}).items():
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))
@@ -228,6 +248,21 @@ def postprocess_parameters(source: str | None, scale: float, upscaler: str) -> s
     else:
         lines.append(extra)
     return "\n".join(lines)
+
+
+def _inpaint_pairs(request: "GenerationRequest") -> list[tuple[str, str]]:
+    """AUTOMATIC1111's inpainting keys, as its img2img writes them."""
+    spec = request.inpaint
+    if spec is None:
+        return []
+    pairs = [("Mask blur", str(spec.blur))]
+    if spec.invert:
+        pairs.append(("Mask mode", "Inpaint not masked"))
+    pairs.append(("Masked content", spec.fill))
+    if spec.only_masked:
+        pairs.append(("Inpaint area", "Only masked"))
+        pairs.append(("Masked area padding", str(spec.padding)))
+    return pairs
 
 
 def parse_parameters(text: str) -> ImageParameters:
