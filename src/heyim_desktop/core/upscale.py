@@ -421,6 +421,8 @@ def upscale_image(
     current = rgb
     try:
         while current.width < size[0] or current.height < size[1]:
+            if max(current.width, current.height) * model.scale > MAX_OUTPUT_SIDE and tiles:
+                break  # another model pass would pass the limit: Lanczos does the rest
             pixels = torch.from_numpy(np.asarray(current, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
             side = tile or auto_tile_size(model, preference=tile_preference)
             counted: list[int] = []
