@@ -157,12 +157,13 @@ class PipelineEngine:
         request = request.with_seed()
         plan = plan_edit(request)
         try:
-            if plan.request.hires is not None:
+            loop_request = self.components.prepare_networks(plan.request)
+            if loop_request.hires is not None:  # a multi-stage job: core/pipeline.py
                 from heyim_desktop.core.pipeline import run_hires
 
-                out: Any = run_hires(self.components, plan.request, progress=progress, cancel=cancel)
+                out: Any = run_hires(self.components, loop_request, progress=progress, cancel=cancel)
             else:
-                out = run_loop(self.components, plan.request, progress=progress, cancel=cancel)
+                out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()

@@ -13,6 +13,7 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.lora import EmbeddingUse, LoraUse
     from heyim_desktop.core.masking import Extend, InpaintSpec
 
 MAX_SEED = 2**32 - 1
@@ -136,6 +137,10 @@ class GenerationRequest:
     inpaint: "InpaintSpec | None" = None
     #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
     extend: "Extend | None" = None
+    #: LoRAs by file (front ends resolve ``<lora:name:w>`` tags into these: core.lora.resolve_networks).
+    loras: "tuple[LoraUse, ...]" = ()
+    #: Textual-inversion embeddings the prompt's words activate.
+    embeddings: "tuple[EmbeddingUse, ...]" = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -260,4 +265,8 @@ def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
     if request.extend is not None:
         e = request.extend
         out["extend"] = [e.left, e.top, e.right, e.bottom]
+    if request.loras:
+        out["loras"] = [{"path": u.path, "weight": u.weight, "name": u.name} for u in request.loras]
+    if request.embeddings:
+        out["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
     return out

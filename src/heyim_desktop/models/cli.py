@@ -73,8 +73,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from heyim_desktop.models.types import human_size
 
+    from heyim_desktop.models.networks import NetworkLibrary
+
     library = _library(args.folder)
-    models = library.list() + library.list_upscalers()
+    models = library.list() + NetworkLibrary(library).all() + library.list_upscalers()
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
                  "status": m.status.value, "problem": m.problem, "source": m.source,
