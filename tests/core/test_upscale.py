@@ -30,11 +30,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[Path, Pa
 
 def _seam_distance(size: int, tile: int, overlap: int) -> torch.Tensor:
     """Per input coordinate: distance to the nearest tile edge that lies inside the image."""
-    from heyim_desktop.core.upscale import _starts
+    from heyim_desktop.core.upscale import _spans
 
     edges = set()
-    for s in _starts(size, tile, overlap):
-        for e in (s, s + tile):
+    for s, length, _, _ in _spans(size, tile, overlap):
+        for e in (s, s + length):
             if 0 < e < size:
                 edges.add(e)
     coords = torch.arange(size, dtype=torch.float32) + 0.5
@@ -163,3 +163,18 @@ def test_bad_scale_is_a_clear_error() -> None:
         upscale_image(Image.new("RGB", (4000, 10)), scale=4)
     with pytest.raises(InvalidRequest, match="built-in"):
         upscale_image(image, scale=2, upscaler="Bogus")
+
+
+@pytest.mark.parametrize("size, tile, overlap", [(512, 256, 32), (120, 64, 16), (2048, 512, 32), (100, 100, 8), (37, 16, 8)])
+def test_tiles_cover_the_image_with_their_overlap_and_no_more_than_needed(size: int, tile: int, overlap: int) -> None:
+    from heyim_desktop.core.upscale import _spans
+
+    spans = _spans(size, tile, overlap)
+    assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == size
+    assert all(length <= tile for _, length, _, _ in spans)
+    for (s0, l0, _, t0), (s1, _, lead, _) in zip(spans, spans[1:]):
+        assert t0 == lead == s0 + l0 - s1 >= overlap - 1
+    n = len(spans)
+    assert n == 1 or (n - 1) * tile - (n - 2) * overlap < size  # one tile fewer would not cover it
+    if (size, tile) == (512, 256):
+        assert [length for _, length, _, _ in spans] == [192, 192, 192]

@@ -293,18 +293,29 @@ def _ramp(length: int, lead: int, trail: int) -> "torch.Tensor":
     return w
 
 
-def _starts(size: int, tile: int, overlap: int) -> list[int]:
+def _spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(start, length, overlap with the previous, overlap with the next) of the tiles along one axis.
+
+    As few tiles as ``tile`` allows with at least ``overlap`` between neighbours, then shrunk and
+    spread evenly: a 512 side in 256 tiles is three tiles of 192, not 256 + 256 + a redundant one.
+    """
     if size <= tile:
-        return [0]
-    stride = tile - overlap
-    count = math.ceil((size - overlap) / stride)
-    starts = [min(i * stride, size - tile) for i in range(count)]
-    return sorted(set(starts))
+        return [(0, size, 0, 0)]
+    n = math.ceil((size - overlap) / (tile - overlap))
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    length = min(tile, length + (-length % 8))  # whole multiples of 8 where the tile allows
+    starts = [round(i * (size - length) / (n - 1)) for i in range(n)]
+    spans = []
+    for i, start in enumerate(starts):
+        lead = starts[i - 1] + length - start if i > 0 else 0
+        trail = start + length - starts[i + 1] if i < n - 1 else 0
+        spans.append((start, length, lead, trail))
+    return spans
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Top-left corners of the tiles covering an image, row by row."""
-    return [(y, x) for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of the tiles covering an image, row by row."""
+    return [(y, x, h, w) for y, h, _, _ in _spans(height, tile, overlap) for x, w, _, _ in _spans(width, tile, overlap)]
 
 
 def upscale_tensor(
@@ -328,28 +339,24 @@ def upscale_tensor(
     _, channels, height, width = image.shape
     tile = max(8, int(tile))
     overlap = max(0, min(int(overlap), tile // 2))
-    grid = tile_grid(height, width, tile, overlap)
+    rows, cols = _spans(height, tile, overlap), _spans(width, tile, overlap)
+    grid = [(r, c) for r in rows for c in cols]
     out = torch.zeros((channels, height * scale, width * scale), dtype=torch.float32)
     weight = torch.zeros((1, height * scale, width * scale), dtype=torch.float32)
     device = getattr(model, "device", image.device)
     dtype = getattr(getattr(model, "descriptor", None), "dtype", image.dtype)
     t_start = time.perf_counter()
-    for done, (y, x) in enumerate(grid, start=1):
+    for done, ((y, th, lead_y, trail_y), (x, tw, lead_x, trail_x)) in enumerate(grid, start=1):
         cancel.raise_if_cancelled()
-        th, tw = min(tile, height - y), min(tile, width - x)
         piece = image[:, :, y:y + th, x:x + tw].to(device=device, dtype=dtype)
         with torch.inference_mode():
             result = model(piece)
         result = result[0].float().cpu()
         if result.shape[-2:] != (th * scale, tw * scale):
             raise ModelError(f"The upscaler returned {tuple(result.shape[-2:])} for a {th}x{tw} tile at scale {scale}.")
-        # Ramp only on sides that another tile overlaps.
-        lead_y = overlap * scale if y > 0 else 0
-        trail_y = overlap * scale if y + th < height else 0
-        lead_x = overlap * scale if x > 0 else 0
-        trail_x = overlap * scale if x + tw < width else 0
-        wy = _ramp(th * scale, lead_y, trail_y)
-        wx = _ramp(tw * scale, lead_x, trail_x)
+        # Ramp across the whole overlap, only on sides that another tile overlaps.
+        wy = _ramp(th * scale, lead_y * scale, trail_y * scale)
+        wx = _ramp(tw * scale, lead_x * scale, trail_x * scale)
         mask = (wy[:, None] * wx[None, :])[None]
         oy, ox = y * scale, x * scale
         out[:, oy:oy + th * scale, ox:ox + tw * scale] += result * mask
