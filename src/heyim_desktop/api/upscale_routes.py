@@ -42,19 +42,6 @@ HIRES_NAMES = {"hires_scale": "hr_scale", "hires_upscaler": "hr_upscaler", "hire
 
 
 # -- schemas (describe the routes in /openapi.json; bodies are checked by the code below) -------------
-class UpscalerItem(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-    name: str
-    model_name: Optional[str]
-    model_path: Optional[str]
-    model_url: Optional[str]
-    scale: Optional[float]
-
-
-class LatentUpscalerModeItem(BaseModel):
-    name: str
-
-
 class ExtrasBase(BaseModel):
     model_config = ConfigDict(extra="allow")
     resize_mode: int = Field(default=0, ge=0, le=1, description="0: by upscaling_resize; 1: to upscaling_resize_w x _h.")
@@ -310,13 +297,9 @@ def register_upscale_routes(app: FastAPI, ctx: "ApiContext", errors: dict[int | 
 
         return await _json_body(request)
 
-    @app.get("/sdapi/v1/upscalers", response_model=list[UpscalerItem], responses=errors)
-    async def upscalers() -> list[dict[str, Any]]:
-        return await anyio.to_thread.run_sync(lambda: upscaler_items(_library(ctx)))
-
-    @app.get("/sdapi/v1/latent-upscale-modes", response_model=list[LatentUpscalerModeItem], responses=errors)
-    async def latent_modes() -> list[dict[str, Any]]:
-        return [{"name": name} for name in LATENT_MODES]
+    # GET /sdapi/v1/upscalers and /latent-upscale-modes are a1111_routes' lists: fill them here.
+    ctx.upscalers = lambda: upscaler_items(_library(ctx))
+    ctx.latent_upscale_modes = lambda: [{"name": name} for name in LATENT_MODES]
 
     @app.post("/sdapi/v1/extra-single-image", response_model=ExtrasSingleImageResponse, responses=job_errors,
               openapi_extra=body_doc(ExtrasSingleImageRequest), summary="Upscale one image (AUTOMATIC1111's Extras)")

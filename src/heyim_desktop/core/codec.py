@@ -33,6 +33,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "model": (str, type(None)),
     "init_image": (str, type(None)),
     "hires": (dict, type(None)),
+    "clip_skip": (int,),
+    "styles": (list,),
     "inpaint": (dict, type(None)),
     "extend": (list, type(None)),
     "loras": (list, type(None)),

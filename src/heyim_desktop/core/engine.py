@@ -194,6 +194,7 @@ class PipelineEngine:
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
             first_pass=first_pass,
+            interrupted=out.interrupted,
         )
 
     def close(self) -> None:

@@ -46,6 +46,8 @@ class HiresOutput:
     first_pass: npt.NDArray[np.float32] | None = None
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: An AUTOMATIC1111 interrupt stopped it: the images are what was made (the last one partial).
+    interrupted: bool = False
 
 
 class _UpscalerCache:
@@ -225,6 +227,10 @@ def run_hires(
     first = run_loop(components, request.replace(hires=None), progress=stage(0), cancel=cancel,
                      extensions=[keep] if latent else [])
     first_latents = keep.latents() if latent else None
+    if first.interrupted:  # an interrupt during the first pass: its images are the result
+        return HiresOutput(images=first.images, seeds=first.seeds, timings=dict(first.timings), warnings=first.warnings,
+                           truncated_prompt=first.truncated_prompt, truncated_negative=first.truncated_negative,
+                           interrupted=True)
     timings = {f"first_{k}": v for k, v in first.timings.items()}
     offset = first_total
     first_pil = floats_to_pil(first.images)
@@ -265,10 +271,14 @@ def run_hires(
         outputs.append(out.images)
         for key, value in out.timings.items():
             timings[f"second_{key}"] = timings.get(f"second_{key}", 0.0) + value
+        if out.interrupted:
+            break
     timings["total"] = time.perf_counter() - t_start
+    interrupted = bool(cancel.interrupted)
     return HiresOutput(
         images=np.concatenate(outputs, axis=0).astype(np.float32),
-        seeds=seeds,
+        seeds=seeds[: len(outputs)],
+        interrupted=interrupted,
         timings=timings,
         warnings=first.warnings,
         first_pass=first.images if hires.save_first_pass else None,

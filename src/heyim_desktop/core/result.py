@@ -54,3 +54,5 @@ class GenerationResult:
     truncated_negative: str | None = None
     #: Hires fix with ``save_first_pass``: the first pass's images, before upscaling.
     first_pass: tuple[GeneratedImage, ...] = ()
+    #: Stopped early by an interrupt: the images are what was made, the last one partial.
+    interrupted: bool = False

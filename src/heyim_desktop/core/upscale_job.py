@@ -101,6 +101,7 @@ class UpscaleResult:
     first_pass: tuple[GeneratedImage, ...] = ()
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    interrupted: bool = False
 
 
 def run_upscale_job(request: UpscaleRequest, *, progress: ProgressCallback | None = None,
