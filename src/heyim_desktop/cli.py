@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_arguments(gen)
     add_styles_parser(sub)
+    from heyim_desktop.upscale_cli import add_hires_arguments, add_upscale_parser
+
+    add_hires_arguments(gen)
+    add_upscale_parser(sub)
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
     conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
@@ -233,6 +237,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         inpaint=inpaint,
         extend=extend,
     )
+    if args.hires_scale is not None:
+        from heyim_desktop.upscale_cli import hires_from_args
+
+        request = request.replace(hires=hires_from_args(args))
     request = _resolve_networks(request, args.lora)
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
@@ -351,6 +359,12 @@ def _scale_command(args: argparse.Namespace) -> int:
     return SCALE_COMMANDS[args.command](args)
 
 
+def _upscale_command(args: argparse.Namespace) -> int:
+    from heyim_desktop.upscale_cli import cmd_upscale
+
+    return cmd_upscale(args)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from heyim_desktop.store import HistoryStore
     from heyim_desktop.store.history import default_images_dir
@@ -375,6 +389,7 @@ COMMANDS = {
     "models": cmd_models,
     "serve": cmd_serve,
     "styles": cmd_styles,
+    "upscale": _upscale_command,
     "worker": _scale_command,
     "batch": _scale_command,
 }

@@ -33,6 +33,7 @@ from heyim_desktop.api.results import (
 from heyim_desktop.api.security import LOCAL_ORIGIN_RE, MAX_BODY_BYTES, Guard
 from heyim_desktop.core.errors import InvalidRequest, UserFacingError
 from heyim_desktop.core.jobs import Job, JobState, QueueClosed
+from heyim_desktop.core.result import GenerationResult
 from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
     from heyim_desktop.core.lora import resolve_networks
 
     def networks(built: Any) -> Any:
+        from heyim_desktop.api.upscale_routes import resolve_hires_request
+
+        built = resolve_hires_request(ctx, built)  # a hires fix upscaler's name -> its model file
         try:
             return resolve_networks(built, ctx.networks)  # <lora:...> tags and embeddings, checked
         except InvalidRequest as exc:
@@ -232,7 +236,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(409, "the job was cancelled; nothing was saved")
         if job.state is JobState.FAILED:
             raise failure(job, mapped.names)
-        assert job.result is not None
+        assert isinstance(job.result, GenerationResult)
         images, _texts = await anyio.to_thread.run_sync(encode_images, job.result)
         name = await anyio.to_thread.run_sync(ctx.name_of, job.request.model)
         return JSONResponse(heyim_response(job, mapped, images, name))
@@ -253,7 +257,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
             short = sha[:10] if sha else None
             images: list[str] = []
             texts: list[str] = []
-            if job.result is not None:
+            if isinstance(job.result, GenerationResult):
                 images, texts = encode_images(job.result, short)
             return a1111_response(job, mapped, body, images, texts, ctx.name_of(ref), short, img2img=img2img)
 
@@ -324,6 +328,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
             log.info("ignored options: %s", ", ".join(ignored))
         return JSONResponse(None)
 
+    from heyim_desktop.api.upscale_routes import register_upscale_routes
+
+    register_upscale_routes(app, ctx, _ERRORS, _GEN_ERRORS)
     return app
 
 

@@ -160,7 +160,6 @@ def parse_heyim(body: Any) -> Mapped:
 # -- AUTOMATIC1111's dialect --------------------------------------------------------------------
 #: Fields AUTOMATIC1111 accepts that ask for a feature HeyIm lacks: allowed only at these values.
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "enable_hr": (False, None),
     "restore_faces": (False, None),
     "tiling": (False, None),
     "script_name": (None, ""),
@@ -174,7 +173,7 @@ _IGNORED = frozenset({
     "sampler_index", "save_images", "do_not_save_samples", "do_not_save_grid", "styles", "subseed",
     "seed_resize_from_h", "seed_resize_from_w", "eta", "s_churn", "s_tmax", "s_tmin", "s_noise",
     "s_min_uncond", "override_settings_restore_afterwards", "script_args", "denoising_strength",
-    "firstphase_width", "firstphase_height", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
+    "enable_hr", "firstphase_width", "firstphase_height", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
     "hr_resize_x", "hr_resize_y", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler",
     "hr_prompt", "hr_negative_prompt", "hr_cfg", "hr_distilled_cfg", "hr_additional_modules",
     "refiner_switch_at", "disable_extra_networks", "firstpass_image", "comments", "force_task_id",
@@ -335,6 +334,13 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
     elif body.get("init_images"):
         notes.append("init_images is ignored by txt2img (use /sdapi/v1/img2img)")
     data["clip_skip"] = clip_skip if skip is None else skip
+    if not img2img:  # hires fix: enable_hr, hr_* and denoising_strength (api/upscale_routes.py)
+        from heyim_desktop.api.upscale_routes import HIRES_NAMES, a1111_hires
+
+        hires = a1111_hires(body)
+        if hires is not None:
+            data["hires"] = hires
+            names.update(HIRES_NAMES)
     send = body.get("send_images", True)
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",

@@ -133,9 +133,18 @@ class Txt2ImgRequest(BaseModel):
                                         description="Names from GET /sdapi/v1/prompt-styles, applied in order.")
     clip_skip: Optional[int] = Field(default=None, ge=CLIP_SKIP_RANGE[0], le=CLIP_SKIP_RANGE[1],
                                      description="As CLIP_stop_at_last_layers: 1 = none (PyTorch engine only).")
+    # Hires fix (txt2img): generate at width x height, upscale, refine with image-to-image.
+    enable_hr: Optional[bool] = False
+    hr_scale: Optional[float] = Field(default=2.0, ge=1, le=8)
+    hr_upscaler: Optional[str] = Field(default=None, description="Latent (default), a name from GET /sdapi/v1/latent-upscale-modes or /sdapi/v1/upscalers.")
+    hr_second_pass_steps: Optional[int] = Field(default=0, ge=0, le=STEPS_RANGE[1], description="0: as many as steps.")
+    hr_resize_x: Optional[int] = Field(default=0, ge=0, le=SIZE_RANGE[1], description="Overrides hr_scale (with hr_resize_y).")
+    hr_resize_y: Optional[int] = Field(default=0, ge=0, le=SIZE_RANGE[1])
+    denoising_strength: Optional[float] = Field(default=0.75, ge=0, le=1, description="Of the hires second pass.")
 
 
 class Img2ImgRequest(Txt2ImgRequest):
+    enable_hr: Optional[bool] = Field(default=False, description="Not used by img2img.")
     init_images: list[str] = Field(min_length=1, description="Base64 images; the first is used.")
     denoising_strength: Optional[float] = Field(default=0.75, gt=0, le=1)
     include_init_images: Optional[bool] = False

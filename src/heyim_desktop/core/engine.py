@@ -179,7 +179,12 @@ class PipelineEngine:
         plan = plan_edit(request)
         try:
             loop_request = self.components.prepare_networks(plan.request)
-            out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
+            if loop_request.hires is not None:  # a multi-stage job: core/pipeline.py
+                from heyim_desktop.core.pipeline import run_hires
+
+                out: Any = run_hires(self.components, loop_request, progress=progress, cancel=cancel)
+            else:
+                out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -193,6 +198,10 @@ class PipelineEngine:
         check_finite(out.images, str(self.components.device), self.model_name)
         pil = floats_to_pil(plan.finish(out.images))
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
+        first = getattr(out, "first_pass", None)
+        first_pass = () if first is None else tuple(
+            GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(floats_to_pil(first), out.seeds))
+        )
         log.info(
             "generated %d image(s) %dx%d in %.2fs (%s, %s)",
             len(images), request.width, request.height, out.timings.get("total", 0.0), self.name, self.model_name,
@@ -206,6 +215,7 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            first_pass=first_pass,
             interrupted=out.interrupted,
             model_hash=self.model_hash,
         )

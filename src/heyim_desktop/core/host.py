@@ -15,6 +15,7 @@ from heyim_desktop.core.cancel import Cancelled
 from heyim_desktop.core.engine import Engine
 from heyim_desktop.core.jobs import Job, JobQueue
 from heyim_desktop.core.result import GenerationResult, Progress
+from heyim_desktop.core.upscale_job import UpscaleRequest, UpscaleResult, run_upscale_job
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ EngineLoader = Callable[[str], Engine]
 class ResultSink(Protocol):
     """Where finished images go (the history store, or a folder). Returns what it saved."""
 
-    def __call__(self, result: GenerationResult, job: Job) -> tuple[object, ...]: ...
+    def __call__(self, result: "GenerationResult | UpscaleResult", job: Job) -> tuple[object, ...]: ...
 
 
 class HostListener(Protocol):
@@ -79,13 +80,17 @@ class EngineHost:
         """Run one taken job to its end; every outcome is recorded on the job, nothing raises."""
         try:
             job.cancel.raise_if_cancelled()
-            engine = self.ensure_model(job.request.model)
-            job.cancel.raise_if_cancelled()
 
             def on_progress(p: Progress) -> None:
                 queue.report_progress(job, p)
 
-            result = engine.generate(job.request, progress=on_progress, cancel=job.cancel)
+            result: GenerationResult | UpscaleResult
+            if isinstance(job.request, UpscaleRequest):  # no generation model needed: the loaded one stays
+                result = run_upscale_job(job.request, progress=on_progress, cancel=job.cancel)
+            else:
+                engine = self.ensure_model(job.request.model)
+                job.cancel.raise_if_cancelled()
+                result = engine.generate(job.request, progress=on_progress, cancel=job.cancel)
             # As AUTOMATIC1111 (save_incomplete_images off): an interrupted job's partial images go to
             # its client only, not into the history.
             saved = sink(result, job) if sink is not None and not result.interrupted else ()

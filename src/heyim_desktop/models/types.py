@@ -20,12 +20,14 @@ class ModelInfo:
 
     name: str
     ref: str
-    kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo"
+    kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo", "upscaler"
     base: str  # "SD1", "SD2", "SDXL", "SD" (Core ML 1.x/2.x), "unknown"
     size_bytes: int
     status: ModelStatus
     problem: str = ""
     source: str = ""  # "app", "repo", "user", "hf-cache", "built-in"
+    #: Upscalers: how many times larger the model makes an image (0: found out when loaded).
+    scale: int = 0
 
     @property
     def ready(self) -> bool:

@@ -232,6 +232,14 @@ class SettingsPanel(QWidget):
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
         form.addRow("Clip skip", self.clip_skip)
+        from heyim_desktop.ui.upscaling import HiresSection
+
+        self.hires = HiresSection()
+        form.addRow(self.hires)
+        for box in (self.width_box, self.height_box):
+            box.valueChanged.connect(lambda _v: self.hires.show_size(self.width_box.value(), self.height_box.value()))
+        self.hires.scale.valueChanged.connect(lambda _v: self.hires.show_size(self.width_box.value(), self.height_box.value()))
+        self.hires.show_size(self.width_box.value(), self.height_box.value())
         # Image-to-image rows keep their space when hidden: dropping an image moves no control.
         retained: tuple[QWidget, ...] = (self.strength, self.strength_label, self.match_button, self.crop_note,
                                          self.scheduler_notes, self.keep_scheduler)
@@ -389,6 +397,8 @@ class SettingsPanel(QWidget):
         self._input_size = input_size if on else None
         for w in (self.strength, self.strength_label, self.match_button, self.crop_note):
             w.setVisible(on)
+        if hasattr(self, "hires"):
+            self.hires.setEnabled(not on)  # hires fix is text-to-image only
         self._update_crop_note()
 
     def switch_scheduler_for_img2img(self, name: str) -> None:
@@ -500,6 +510,7 @@ class SettingsPanel(QWidget):
         model = settings.get("model")
         if isinstance(model, str) and model:
             self.select_model(model)
+        self.hires.apply(settings.get("hires"))
 
     def use_img2img_default_scheduler(self) -> None:
         self.scheduler.setCurrentText(DEFAULT_IMG2IMG)
