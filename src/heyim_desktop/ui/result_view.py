@@ -129,7 +129,9 @@ class ResultView(QWidget):
         self.copy_button = QToolButton()
         self.copy_button.setText("Copy")
         self.reveal_button = QToolButton()
-        self.reveal_button.setText("Show in Folder")
+        # Short, so the bar fits a 1024-wide window beside Upscale; the tooltip and name say it in full.
+        self.reveal_button.setText("Reveal")
+        self.reveal_button.setAccessibleName("Show in Folder")
         self.reveal_button.setToolTip("Show the image file in the file manager")
         self.upscale_button = QToolButton()
         self.upscale_button.setText("Upscale...")
