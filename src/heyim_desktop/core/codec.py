@@ -32,6 +32,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "guidance_boost": (int, float),
     "model": (str, type(None)),
     "init_image": (str, type(None)),
+    "refiner": (str, type(None)),
+    "refiner_switch": (int, float),
 }
 
 

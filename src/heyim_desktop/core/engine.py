@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import TokenCount
-from heyim_desktop.core.errors import OutOfMemory
+from heyim_desktop.core.errors import ModelError, OutOfMemory
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, ProgressCallback
 
@@ -147,14 +147,25 @@ class PipelineEngine:
         request: GenerationRequest,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        refiner: "PipelineEngine | None" = None,
     ) -> GenerationResult:
+        """Run ``request``; with ``refiner`` (the engine of ``request.refiner``) as a two-stage job."""
         from heyim_desktop.core.loop import run_loop
 
         if self.components is None:
             raise RuntimeError("engine is closed")
         request = request.with_seed()
         try:
-            out = run_loop(self.components, request, progress=progress, cancel=cancel)
+            if refiner is not None:
+                from heyim_desktop.core.refine import run_refined
+
+                if refiner.components is None:
+                    raise RuntimeError("refiner engine is closed")
+                out = run_refined(self.components, refiner.components, request, progress=progress, cancel=cancel)
+            else:
+                if request.refiner:
+                    raise ModelError(f"The refiner {request.refiner} is not loaded; the job needs it.")
+                out = run_loop(self.components, request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()

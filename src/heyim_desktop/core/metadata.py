@@ -85,6 +85,14 @@ class ImageParameters:
     def model(self) -> str | None:
         return self.params.get("Model")
 
+    @property
+    def refiner(self) -> str | None:
+        """The refiner's name, without the `` [hash]`` AUTOMATIC1111 appends."""
+        name = self.params.get("Refiner")
+        if not name:
+            return None
+        return re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", name).strip() or None
+
     def request_settings(self) -> dict[str, Any]:
         """Keyword arguments for :class:`GenerationRequest` that these parameters support.
 
@@ -131,6 +139,11 @@ class ImageParameters:
             out["strength"] = strength
         if self.model:
             out["model"] = self.model
+        if self.refiner:
+            out["refiner"] = self.refiner
+            switch = self.get_float("Refiner switch at")
+            if switch is not None and 0 < switch < 1:
+                out["refiner_switch"] = switch
         return out
 
 
@@ -142,6 +155,12 @@ def _quote(value: str) -> str:
 
 def _fmt_number(value: float) -> str:
     return f"{value:g}" if value != int(value) else str(int(value))
+
+
+def model_label(ref: str) -> str:
+    """A model reference as images name it: a file or folder's name (never its full path)."""
+    name = re.split(r"[\\/]", ref.rstrip("/\\"))[-1] or ref
+    return name[: -len(".safetensors")] if name.lower().endswith(".safetensors") else name
 
 
 def format_parameters(
@@ -169,6 +188,9 @@ def format_parameters(
     if request.is_img2img:
         pairs.append(("Denoising strength", _fmt_number(request.strength)))
         pairs.append(("Guidance boost", _fmt_number(request.guidance_boost)))
+    if request.refiner:
+        pairs.append(("Refiner", model_label(request.refiner)))
+        pairs.append(("Refiner switch at", _fmt_number(request.refiner_switch)))
     for key, value in (extra or {}).items():
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))

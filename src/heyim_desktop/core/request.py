@@ -21,6 +21,8 @@ COUNT_RANGE = (1, 16)
 #: HeyIm's original design raised guidance by 1.5 for image-to-image; it is the default.
 IMG2IMG_GUIDANCE_BOOST = 1.5
 MAX_PROMPT_CHARS = 10_000
+#: AUTOMATIC1111's default: the refiner takes over for the last 20% of the steps.
+DEFAULT_REFINER_SWITCH = 0.8
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -46,7 +48,9 @@ class GenerationRequest:
 
     ``guidance`` of 1 or less turns classifier-free guidance off. With an ``init_image``
     the job is image-to-image: ``guidance_boost`` is added to ``guidance`` and
-    ``strength`` in (0, 1] says how much of the image is re-imagined.
+    ``strength`` in (0, 1] says how much of the image is re-imagined. With a ``refiner``
+    (a model reference, an SDXL refiner) the job hands over to it once ``refiner_switch``
+    of the denoising is done (diffusers' ``denoising_end`` / ``denoising_start``).
     """
 
     prompt: str
@@ -62,6 +66,8 @@ class GenerationRequest:
     strength: float = 0.75
     guidance_boost: float = IMG2IMG_GUIDANCE_BOOST
     model: str | None = None
+    refiner: str | None = None
+    refiner_switch: float = DEFAULT_REFINER_SWITCH
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -92,6 +98,12 @@ class GenerationRequest:
                 )
             object.__setattr__(self, "strength", strength)
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
+        if self.refiner is not None and (not isinstance(self.refiner, str) or not self.refiner.strip()):
+            raise InvalidRequest("refiner", "must name a refiner model, or be left out")
+        switch = _check_float("refiner_switch", self.refiner_switch, 0.0, 1.0)
+        if self.refiner is not None and not 0.0 < switch < 1.0:
+            raise InvalidRequest("refiner_switch", f"must be between 0 and 1 (exclusive), got {switch:g}")
+        object.__setattr__(self, "refiner_switch", switch)
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
         else:
@@ -150,4 +162,6 @@ class GenerationRequest:
             "strength": self.strength if self.is_img2img else None,
             "guidance_boost": self.guidance_boost if self.is_img2img else None,
             "model": self.model,
+            "refiner": self.refiner,
+            "refiner_switch": self.refiner_switch if self.refiner else None,
         }

@@ -15,7 +15,7 @@ from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.model_folder import check_diffusers_folder
+from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,11 @@ class TorchComponents:
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.guidance_embedding_dim = self.unet_model.config.time_cond_proj_dim
         self.sample_size = int(self.unet_model.config.sample_size)
-        self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
+        text_encoder = getattr(self, "text_encoder", None)
+        self._use_attention_mask = bool(getattr(getattr(text_encoder, "config", None), "use_attention_mask", False))
         size = self.sample_size * self.vae_scale_factor
-        family = "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
         self._capabilities = Capabilities(
-            family=family,
+            family=self._family(),
             img2img=True,
             inpaint="concat" if self.latent_channels == 9 else "blend",
             guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
@@ -107,6 +107,9 @@ class TorchComponents:
         )
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
         self.latent_channels = int(self.vae.config.latent_channels)
+
+    def _family(self) -> str:
+        return "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -135,10 +138,17 @@ class TorchComponents:
             kwargs["down_block_additional_residuals"] = call.down_residuals
         if call.mid_residual is not None:
             kwargs["mid_block_additional_residual"] = call.mid_residual
+        added = self._added_cond(call)
+        if added is not None:
+            kwargs["added_cond_kwargs"] = added
         return self.unet_model(
             sample, call.timestep, encoder_hidden_states=call.text.hidden, timestep_cond=call.timestep_cond,
             return_dict=False, **kwargs,
         )[0]
+
+    def _added_cond(self, call: UNetCall) -> dict[str, torch.Tensor] | None:
+        """The UNet's extra inputs beyond the text (SDXL: pooled text and time ids); none for SD 1.x/2.x."""
+        return None
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents, return_dict=False)[0]
@@ -147,7 +157,7 @@ class TorchComponents:
         return self.vae.encode(images).latent_dist.parameters
 
     def release(self) -> None:
-        for attr in ("unet_model", "vae", "text_encoder"):
+        for attr in ("unet_model", "vae", "text_encoder", "text_encoder_2"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -168,7 +178,7 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 def load_torch_engine(
     path: str | Path, *, device: str = "auto", name: str | None = None, precision: str = "auto"
 ) -> PipelineEngine:
-    """Load a diffusers-format Stable Diffusion folder onto the best (or the named) device.
+    """Load a diffusers-format Stable Diffusion (1.x, 2.x, SDXL) folder onto the best (or the named) device.
 
     ``precision`` "auto" is fp16 on a GPU and fp32 on the CPU; "fp32" on a GPU avoids the
     black or NaN images some cards give in fp16.
@@ -178,9 +188,15 @@ def load_torch_engine(
     dev = pick_device(device)
     dtype = pick_dtype(dev, precision)
     log.info("loading %s on %s (%s)", folder, dev, dtype)
-    components = TorchComponents(folder, dev, dtype)
+    components: TorchComponents
+    if folder_family(index) == "sd":
+        components = TorchComponents(folder, dev, dtype)
+        demo_name = "HeyIm demo (tiny random model)"
+    else:
+        from heyim_desktop.core.sdxl import SDXLComponents
+
+        components = SDXLComponents(folder, dev, dtype, index)
+        demo_name = folder.name
     size = components.sample_size * components.vae_scale_factor
-    model_name = name or (
-        "HeyIm demo (tiny random model)" if index.get("_heyim_demo") else folder.name
-    )
+    model_name = name or (demo_name if index.get("_heyim_demo") else folder.name)
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=model_name, default_size=(size, size))
