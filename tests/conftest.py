@@ -105,3 +105,11 @@ def tiny_sdxl_engine(tiny_sdxl: Path):  # type: ignore[no-untyped-def]
     engine = load_torch_engine(tiny_sdxl, device="cpu")
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_single_file(tiny_sdxl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL as an original-layout (A1111) single-file ``.safetensors`` checkpoint."""
+    from ldm_layout import write_sdxl_single_file
+
+    return write_sdxl_single_file(tiny_sdxl, tmp_path_factory.mktemp("single") / "tiny-sdxl-a1111.safetensors")

@@ -75,7 +75,8 @@ async def _json_body(request: Request) -> Any:
 async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
     """Submit the job and wait for it; a client that hangs up cancels its job."""
     def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
-        return build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+        refiner = ctx.resolve_refiner(mapped.refiner, mapped.refiner_field)
+        return build_request(mapped, ctx.resolve(mapped.model, mapped.model_field), refiner)
 
     gen_request = await anyio.to_thread.run_sync(prepare)
     try:
@@ -159,7 +160,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     def _models() -> dict[str, Any]:
         loaded, default = ctx.loaded_ref, ctx.default_model
-        entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default}
+        entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default, "base": c.base}
                    for c in ctx.models()]
         return {"models": entries, "current": ctx.name_of(loaded)}
 

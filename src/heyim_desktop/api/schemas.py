@@ -44,6 +44,8 @@ class GenerateRequest(BaseModel):
     guidanceBoost: Optional[float] = Field(default=None, ge=0, le=10, description="Added to cfg for image-to-image (default 1.5).")
     count: Optional[int] = Field(default=None, ge=COUNT_RANGE[0], le=COUNT_RANGE[1])
     model: Optional[str] = Field(default=None, description="A model name from GET /api/models; default: the current model.")
+    refiner: Optional[str] = Field(default=None, description="An SDXL refiner's name from GET /api/models (base SDXL-refiner): it finishes the image.")
+    refinerSwitch: Optional[float] = Field(default=None, gt=0, lt=1, description="Fraction of the steps after which the refiner takes over (default 0.8).")
     modelType: Optional[str] = Field(default=None, description="Accepted for old clients and ignored.")
 
 
@@ -87,6 +89,7 @@ class ModelEntry(BaseModel):
     ref: str
     loaded: bool
     default: bool
+    base: Optional[str] = Field(default=None, description="SD1, SD2, SDXL, SDXL-refiner, ... when known.")
 
 
 class ModelsResponse(BaseModel):
@@ -115,6 +118,8 @@ class Txt2ImgRequest(BaseModel):
     save_images: Optional[bool] = Field(default=False, description="Ignored: HeyIm always keeps images in its history.")
     override_settings: Optional[dict[str, Any]] = Field(
         default=None, description="Only sd_model_checkpoint is used (for this request); other keys are ignored with a note.")
+    refiner_checkpoint: Optional[str] = Field(default=None, description="An SDXL refiner's name (GET /sdapi/v1/sd-models).")
+    refiner_switch_at: Optional[float] = Field(default=None, gt=0, lt=1, description="Fraction of the steps before the refiner takes over (default 0.8).")
 
 
 class Img2ImgRequest(Txt2ImgRequest):

@@ -95,6 +95,7 @@ def run_refined(
     timings["total"] = first.timings.get("total", 0.0) + second.timings.get("total", 0.0)
     timings["denoise"] = first.timings.get("denoise", 0.0) + second.timings.get("denoise", 0.0)
     timings["decode"] = second.timings.get("decode", 0.0)
+    timings["per_step"] = timings["denoise"] / total
     warnings = list(dict.fromkeys([*first.warnings, *second.warnings]))
     return LoopOutput(
         images=np.asarray(second.images, dtype=np.float32),

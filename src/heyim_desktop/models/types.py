@@ -21,7 +21,7 @@ class ModelInfo:
     name: str
     ref: str
     kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo"
-    base: str  # "SD1", "SD2", "SDXL", "SD" (Core ML 1.x/2.x), "unknown"
+    base: str  # "SD1", "SD2", "SDXL", "SDXL-refiner", "SD" (Core ML 1.x/2.x), "unknown"
     size_bytes: int
     status: ModelStatus
     problem: str = ""
@@ -30,6 +30,11 @@ class ModelInfo:
     @property
     def ready(self) -> bool:
         return self.status is ModelStatus.READY
+
+    @property
+    def is_refiner(self) -> bool:
+        """An SDXL refiner: it finishes another model's images (``GenerationRequest.refiner``)."""
+        return self.base == "SDXL-refiner"
 
     @property
     def summary(self) -> str:

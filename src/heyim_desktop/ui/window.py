@@ -278,8 +278,17 @@ class MainWindow(QMainWindow):
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
         self.prompt_panel.set_tokenizer(info.tokenizer)
         self.settings_panel.set_fixed_size(info.fixed_size)
+        self._follow_default_size(tuple(info.default_size))
         if self.active_job is None:
             self.result_view.end_job()
+
+    def _follow_default_size(self, size: tuple[int, int]) -> None:
+        """A newly loaded model brings its own size (1024 for SDXL) unless the user chose another."""
+        previous = getattr(self, "_model_default_size", None) or (512, 512)  # the panel's own default
+        current = (self.settings_panel.width_box.value(), self.settings_panel.height_box.value())
+        if current == previous and size != previous:
+            self.settings_panel.set_size(*size)
+        self._model_default_size = size
 
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
