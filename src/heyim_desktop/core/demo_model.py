@@ -214,11 +214,11 @@ def build_demo_sdxl_model(
         (tmp / "tokenizer_2" / "tokenizer_config.json").write_text(json.dumps(config_2, indent=2), encoding="utf-8")
         ids = json.loads((tmp / "tokenizer_2" / "vocab.json").read_text(encoding="utf-8"))
 
-        def text_config(hidden: int, **extra: object) -> CLIPTextConfig:
+        def text_config(hidden: int, projection_dim: int = 512) -> CLIPTextConfig:
             return CLIPTextConfig(
                 bos_token_id=ids["<|startoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=1,
                 hidden_size=hidden, intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4,
-                num_hidden_layers=5, vocab_size=vocab_size, max_position_embeddings=77, **extra,
+                num_hidden_layers=5, vocab_size=vocab_size, max_position_embeddings=77, projection_dim=projection_dim,
             )
 
         torch.manual_seed(seed)

@@ -30,6 +30,8 @@ def folder_family(index: dict[str, Any]) -> str:
 def required_parts(index: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(all parts, parts with weights, tokenizers) a folder of this family needs."""
     family = folder_family(index)
+    encoders: tuple[str, ...]
+    tokenizers: tuple[str, ...]
     if family == "sdxl":
         encoders, tokenizers = ("text_encoder", "text_encoder_2"), ("tokenizer", "tokenizer_2")
     elif family == "sdxl-refiner":

@@ -146,12 +146,12 @@ class SDXLComponents(TorchComponents):
 
     def time_ids(self, request: GenerationRequest, *, negative: bool) -> torch.Tensor:
         """(1, 6) original size + crop top-left + target size, or (1, 5) with an aesthetic score (refiner)."""
-        size = (float(request.height), float(request.width))
-        crop = (0.0, 0.0)
+        size = [float(request.height), float(request.width)]
+        crop = [0.0, 0.0]
         if self.requires_aesthetics_score:
-            values = (*size, *crop, NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE)
+            values = [*size, *crop, NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE]
         else:
-            values = (*size, *crop, *size)
+            values = [*size, *crop, *size]
         return torch.tensor([values], dtype=self.dtype, device=self.device)
 
     def _with_time_ids(self, text: TextCond, request: GenerationRequest, *, negative: bool) -> TextCond:

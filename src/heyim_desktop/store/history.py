@@ -69,7 +69,7 @@ class HistoryEntry:
         """Keyword arguments for GenerationRequest that reproduce this image."""
         if self.settings:
             keys = ("prompt", "negative_prompt", "steps", "guidance", "seed", "width", "height", "scheduler",
-                    "strength", "guidance_boost", "model")
+                    "strength", "guidance_boost", "model", "refiner", "refiner_switch")
             return {k: self.settings[k] for k in keys if self.settings.get(k) is not None}
         return parse_parameters(self.parameters).request_settings() if self.parameters else {"prompt": self.prompt}
 
