@@ -141,3 +141,32 @@ def test_sdxl_with_refiner_at_the_models_own_size(  # type: ignore[no-untyped-de
 def test_refiner_switch_out_of_range_is_one_line(data_dir: Path, tiny_sdxl: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["generate", "--model", str(tiny_sdxl), "-p", "x", "--refiner", str(tiny_sdxl), "--refiner-switch", "1.2"])
     assert code == 2 and "refiner_switch: must be from 0 to 1" in capsys.readouterr().err
+
+
+def test_inpaint_and_outpaint_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    src, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    rng = np.random.RandomState(1)
+    Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(src)
+    arr = np.zeros((64, 64), np.uint8)
+    arr[8:24, 8:24] = 255
+    Image.fromarray(arr, mode="L").save(mask)
+    base = ["generate", "--model", str(tiny_model), "-p", "a cat", "--image", str(src), "--strength", "1",
+            "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "--mask", str(mask), "--mask-blur", "0", "--fill", "noise", "-o", str(tmp_path / "a")]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(pixels[arr == 0], np.asarray(Image.open(src))[arr == 0])
+    params = read_parameters(out)
+    assert params is not None and params.params["Masked content"] == "latent noise" and params.params["Mask blur"] == "0"
+    assert params.inpaint_settings() == {"blur": 0, "invert": False, "fill": "latent noise", "only_masked": False}
+    assert main([*base, "--extend", "0,0,32,0", "-o", str(tmp_path / "b")]) == 0
+    grown = Image.open(Path(capsys.readouterr().out.strip()))
+    assert grown.size == (96, 64)
+    assert main([*base, "--only-masked"]) == 2
+    assert "need a mask" in capsys.readouterr().err
+    assert main([*base, "--extend", "7,0,0,0"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err

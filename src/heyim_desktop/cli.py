@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
     gen.add_argument("--image", "-i", help="input image for image-to-image")
     gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
+    gen.add_argument("--mask", help="inpainting: repaint the white part of this mask image over --image")
+    gen.add_argument("--mask-blur", type=int, default=4, help="soften the mask's edge by this many pixels (default 4)")
+    gen.add_argument("--invert-mask", action="store_true", help="repaint the black part of the mask instead")
+    gen.add_argument("--fill", default="original", choices=("original", "fill", "noise", "nothing"),
+                     help="what the masked area starts from: the original (default), its blurred surroundings, "
+                          "latent noise or nothing")
+    gen.add_argument("--only-masked", action="store_true",
+                     help="repaint only a crop around the mask, at the model's size (fine detail in big images)")
+    gen.add_argument("--padding", type=int, default=32, help="pixels around the mask in --only-masked (default 32)")
+    gen.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM",
+                     help="outpainting: grow --image's canvas by these pixels (multiples of 8) and paint the border")
     gen.add_argument("--steps", type=int, default=30, help="denoising steps, 1 to 150 (default 30)")
     gen.add_argument("--cfg", type=float, default=7.5, help="guidance scale, 0 to 30 (default 7.5; 1 or less: off)")
     gen.add_argument("--seed", type=int, default=None, help="0 to 4294967295 (default: random)")
@@ -133,6 +144,28 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _edit_arguments(args: argparse.Namespace, init_image: object) -> tuple[object, object]:
+    """--mask/--extend and their options as the request's inpainting and outpainting values."""
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.masking import Extend, InpaintSpec
+
+    if (args.mask or args.extend) and init_image is None:
+        raise InvalidRequest("image", "--mask and --extend need an input image (--image FILE)")
+    inpaint = None
+    fill = {"noise": "latent noise", "nothing": "latent nothing"}.get(args.fill, args.fill)
+    if args.mask:
+        from heyim_desktop.core.images import load_mask
+
+        inpaint = InpaintSpec(
+            mask=load_mask(args.mask), blur=args.mask_blur, invert=args.invert_mask, fill=fill,
+            only_masked=args.only_masked, padding=args.padding,
+        )
+    elif args.only_masked or args.invert_mask:
+        raise InvalidRequest("mask", "--only-masked and --invert-mask need a mask (--mask FILE)")
+    extend = Extend.parse(args.extend) if args.extend else None
+    return inpaint, extend
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
     from heyim_desktop.core.errors import InvalidRequest
@@ -144,6 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         init_image = load_image(args.image)
     if not args.model and not args.demo:
         raise InvalidRequest("model", "pass --model FOLDER, or --demo for the built-in tiny random model")
+    inpaint, extend = _edit_arguments(args, init_image)
     width, height = args.size or (512, 512)
     request = GenerationRequest(
         prompt=args.prompt,
@@ -160,6 +194,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model=args.model,
         refiner=args.refiner,
         refiner_switch=args.refiner_switch,
+        inpaint=inpaint,
+        extend=extend,
     )
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():

@@ -34,6 +34,12 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "init_image": (str, type(None)),
     "refiner": (str, type(None)),
     "refiner_switch": (int, float),
+    "inpaint": (dict, type(None)),
+    "extend": (list, type(None)),
+}
+_INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
+    "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
+    "padding": (int,), "keep_unmasked": (bool,),
 }
 
 
@@ -43,8 +49,8 @@ def encode_image(image: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_image(data: str, field: str = "init_image") -> Any:
-    from heyim_desktop.core.images import load_image
+def decode_image(data: str, field: str = "init_image", *, mask: bool = False) -> Any:
+    from heyim_desktop.core.images import load_image, load_mask
 
     if "," in data[:100] and data.lstrip().startswith("data:"):
         data = data.split(",", 1)[1]  # data URL
@@ -55,7 +61,7 @@ def decode_image(data: str, field: str = "init_image") -> Any:
     except (binascii.Error, ValueError):
         raise InvalidRequest(field, "is not valid base64") from None
     try:
-        return load_image(raw, name=field)
+        return load_mask(raw, name=field) if mask else load_image(raw, name=field)
     except ImageError as exc:
         raise InvalidRequest(field, str(exc).removeprefix(f"{field} ").strip()) from None
 
@@ -67,7 +73,37 @@ def request_to_data(request: GenerationRequest) -> dict[str, Any]:
         data["init_image"] = encode_image(request.init_image)
         data["strength"] = request.strength
         data["guidance_boost"] = request.guidance_boost
+    if request.inpaint is not None:
+        data["inpaint"] = dict(data["inpaint"], mask=encode_image(request.inpaint.mask))
     return data
+
+
+def _inpaint_from_data(value: Mapping[str, Any]) -> Any:
+    from heyim_desktop.core.masking import InpaintSpec
+
+    unknown = sorted(set(value) - set(_INPAINT_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"inpaint.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_INPAINT_FIELDS))}")
+    for key, item in value.items():
+        types = _INPAINT_FIELDS[key]
+        if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
+            raise InvalidRequest(f"inpaint.{key}", f"has the wrong type ({type(item).__name__})")
+    if "mask" not in value:
+        raise InvalidRequest("inpaint.mask", "is required")
+    mask = decode_image(value["mask"], field="mask", mask=True)
+    return InpaintSpec(
+        mask=mask, blur=value.get("mask_blur", 4), invert=value.get("invert", False), fill=value.get("fill", "original"),
+        only_masked=value.get("only_masked", False), padding=value.get("padding", 32),
+        keep_unmasked=value.get("keep_unmasked", True),
+    )
+
+
+def _extend_from_data(value: list[Any]) -> Any:
+    from heyim_desktop.core.masking import Extend
+
+    if len(value) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InvalidRequest("extend", "must be four whole numbers: left, top, right, bottom")
+    return Extend(*value)
 
 
 def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
@@ -92,4 +128,8 @@ def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
     image_data = kwargs.pop("init_image", None)
     if image_data:
         kwargs["init_image"] = decode_image(image_data)
+    if kwargs.get("inpaint") is not None:
+        kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])
+    if kwargs.get("extend") is not None:
+        kwargs["extend"] = _extend_from_data(kwargs["extend"])
     return GenerationRequest(**kwargs)

@@ -154,18 +154,21 @@ class PipelineEngine:
 
         if self.components is None:
             raise RuntimeError("engine is closed")
+        from heyim_desktop.core.inpaint import plan_edit
+
         request = request.with_seed()
+        plan = plan_edit(request)
         try:
             if refiner is not None:
                 from heyim_desktop.core.refine import run_refined
 
                 if refiner.components is None:
                     raise RuntimeError("refiner engine is closed")
-                out = run_refined(self.components, refiner.components, request, progress=progress, cancel=cancel)
+                out = run_refined(self.components, refiner.components, plan.request, progress=progress, cancel=cancel)
             else:
                 if request.refiner:
                     raise ModelError(f"The refiner {request.refiner} is not loaded; the job needs it.")
-                out = run_loop(self.components, request, progress=progress, cancel=cancel)
+                out = run_loop(self.components, plan.request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -175,7 +178,8 @@ class PipelineEngine:
                     f"x{request.count}. Try a smaller size or fewer images."
                 ) from exc
             raise
-        pil = floats_to_pil(out.images)
+        request = plan.result_request
+        pil = floats_to_pil(plan.finish(out.images))
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
         log.info(
             "generated %d image(s) %dx%d in %.2fs (%s, %s)",

@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,8 @@ def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_fact
         raise InvalidRequest("size", f"this model only makes {w}x{h} images, got {request.width}x{request.height}")
     if request.is_img2img and not caps.img2img:
         raise InvalidRequest("init_image", "this model has no image encoder, so it cannot do image-to-image")
+    if request.inpaint is not None and caps.inpaint == "none":
+        raise InvalidRequest("mask", "this model cannot inpaint")
     step = max(caps.size_step, vae_scale_factor)
     if request.width % step or request.height % step:
         raise InvalidRequest("size", f"width and height must be multiples of {step} for this model")
@@ -89,6 +91,10 @@ def image_to_tensor(image: Any, width: int, height: int) -> torch.Tensor:
 
 def encode_image(components: Components, request: GenerationRequest) -> ImageCond:
     """The input image's VAE moments (image-to-image), else an empty :class:`ImageCond`."""
+    if request.inpaint is not None:
+        from heyim_desktop.core.inpaint import encode_inpaint_image
+
+        return encode_inpaint_image(components, request)
     if not request.is_img2img:
         return ImageCond()
     pixels = image_to_tensor(request.init_image, request.width, request.height)
@@ -167,12 +173,14 @@ class Stage:
         """The input image's conditioning; a resumed stage starts from latents instead."""
         return encode_image(components, request) if self.start is None else ImageCond()
 
-    def prepare(self, state: LoopState, shape: tuple[int, ...]) -> None:
-        """Starting latents and the timesteps this stage runs."""
+    def prepare(
+        self, state: LoopState, shape: tuple[int, ...], fresh: "Callable[[LoopState, tuple[int, ...]], None]"
+    ) -> None:
+        """Starting latents and the timesteps this stage runs; ``fresh`` makes them at the start of a job."""
         if self.latents is not None and self.start is not None:
             resume_latents(state, self.latents, self.start)
         else:
-            prepare_latents(state, shape)
+            fresh(state, shape)
         if self.end is not None:
             cutoff = _cutoff(state.scheduler, self.end)
             state.timesteps = state.timesteps[: sum(1 for t in state.timesteps if t >= cutoff)]
@@ -192,6 +200,15 @@ def resume_latents(state: LoopState, latents: torch.Tensor, start: float) -> Non
     state.latents = latents[state.first_image : state.first_image + n].to(
         device=state.components.device, dtype=state.components.dtype
     )
+
+
+def latent_preparer(request: GenerationRequest) -> Callable[[LoopState, tuple[int, ...]], None]:
+    """How a job's starting latents are made: noise, image-to-image, or inpainting."""
+    if request.inpaint is not None:
+        from heyim_desktop.core.inpaint import prepare_inpaint_latents
+
+        return prepare_inpaint_latents
+    return prepare_latents
 
 
 def decode(components: Components, latents: torch.Tensor) -> npt.NDArray[np.float32]:
@@ -236,6 +253,7 @@ def run_loop(
         _sync(device)
         timings["image_encode"] = time.perf_counter() - t0
 
+    prepare = latent_preparer(request)
     hooks: list[Extension] = [*extensions_for(request, components), *extensions]
     if progress is not None:
         hooks.append(ProgressReporter(progress, started=t_start, previews=previews, interval=PREVIEW_INTERVAL_S))
@@ -265,7 +283,7 @@ def run_loop(
             latents=torch.empty(0), guidance=guidance, generators=generators, seeds=group,
             first_image=group_index * batch, image=image, steps_done=steps_done,
         )
-        stage.prepare(state, (n, components.latent_channels, h, w))
+        stage.prepare(state, (n, components.latent_channels, h, w), prepare)
         if steps_total is None:
             steps_total = len(state.timesteps) * len(groups)
         state.steps_total = steps_total

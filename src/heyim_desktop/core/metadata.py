@@ -93,6 +93,26 @@ class ImageParameters:
             return None
         return re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", name).strip() or None
 
+    def inpaint_settings(self) -> dict[str, Any] | None:
+        """The inpainting settings these parameters record (the mask itself is not in them)."""
+        from heyim_desktop.core.masking import FILL_MODES, MAX_BLUR, MAX_PADDING
+
+        if "Mask blur" not in self.params and "Masked content" not in self.params:
+            return None
+        out: dict[str, Any] = {}
+        blur = self.get_int("Mask blur")
+        if blur is not None and 0 <= blur <= MAX_BLUR:
+            out["blur"] = blur
+        out["invert"] = self.params.get("Mask mode", "").strip().lower() == "inpaint not masked"
+        fill = self.params.get("Masked content", "").strip().lower()
+        if fill in FILL_MODES:
+            out["fill"] = fill
+        out["only_masked"] = self.params.get("Inpaint area", "").strip().lower() == "only masked"
+        padding = self.get_int("Masked area padding")
+        if padding is not None and 0 <= padding <= MAX_PADDING:
+            out["padding"] = padding
+        return out
+
     def request_settings(self) -> dict[str, Any]:
         """Keyword arguments for :class:`GenerationRequest` that these parameters support.
 
@@ -191,11 +211,27 @@ def format_parameters(
     if request.refiner:
         pairs.append(("Refiner", model_label(request.refiner)))
         pairs.append(("Refiner switch at", _fmt_number(request.refiner_switch)))
+    pairs.extend(_inpaint_pairs(request))
     for key, value in (extra or {}).items():
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
     return "\n".join(lines)
+
+
+def _inpaint_pairs(request: "GenerationRequest") -> list[tuple[str, str]]:
+    """AUTOMATIC1111's inpainting keys, as its img2img writes them."""
+    spec = request.inpaint
+    if spec is None:
+        return []
+    pairs = [("Mask blur", str(spec.blur))]
+    if spec.invert:
+        pairs.append(("Mask mode", "Inpaint not masked"))
+    pairs.append(("Masked content", spec.fill))
+    if spec.only_masked:
+        pairs.append(("Inpaint area", "Only masked"))
+        pairs.append(("Masked area padding", str(spec.padding)))
+    return pairs
 
 
 def parse_parameters(text: str) -> ImageParameters:

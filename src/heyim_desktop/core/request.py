@@ -13,6 +13,8 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.masking import Extend, InpaintSpec
+
 MAX_SEED = 2**32 - 1
 STEPS_RANGE = (1, 150)
 GUIDANCE_RANGE = (0.0, 30.0)
@@ -68,6 +70,10 @@ class GenerationRequest:
     model: str | None = None
     refiner: str | None = None
     refiner_switch: float = DEFAULT_REFINER_SWITCH
+    #: Inpainting: repaint the white part of a mask over ``init_image``.
+    inpaint: "InpaintSpec | None" = None
+    #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
+    extend: "Extend | None" = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -97,6 +103,13 @@ class GenerationRequest:
                     f"{strength:g} x {self.steps} steps leaves no step to run; raise the strength or the steps",
                 )
             object.__setattr__(self, "strength", strength)
+        if (self.inpaint is not None or self.extend is not None) and self.init_image is None:
+            raise InvalidRequest("mask", "inpainting and outpainting need an input image")
+        if self.extend is not None:
+            w = self.width + self.extend.left + self.extend.right
+            h = self.height + self.extend.top + self.extend.bottom
+            if w > SIZE_RANGE[1] or h > SIZE_RANGE[1]:
+                raise InvalidRequest("extend", f"the grown canvas {w}x{h} is larger than {SIZE_RANGE[1]}x{SIZE_RANGE[1]}")
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
         if self.refiner is not None and (not isinstance(self.refiner, str) or not self.refiner.strip()):
             raise InvalidRequest("refiner", "must name a refiner model, or be left out")
@@ -104,6 +117,8 @@ class GenerationRequest:
         if self.refiner is not None and not 0.0 < switch < 1.0:
             raise InvalidRequest("refiner_switch", f"must be between 0 and 1 (exclusive), got {switch:g}")
         object.__setattr__(self, "refiner_switch", switch)
+        if self.refiner is not None and (self.inpaint is not None or self.extend is not None):
+            raise InvalidRequest("refiner", "a refiner cannot finish inpainting or outpainting yet; leave it out")
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
         else:
@@ -115,6 +130,10 @@ class GenerationRequest:
     @property
     def is_img2img(self) -> bool:
         return self.init_image is not None
+
+    @property
+    def is_inpaint(self) -> bool:
+        return self.inpaint is not None
 
     @property
     def scheduler_name(self) -> str:
@@ -164,4 +183,19 @@ class GenerationRequest:
             "model": self.model,
             "refiner": self.refiner,
             "refiner_switch": self.refiner_switch if self.refiner else None,
+            **_edit_settings(self),
         }
+
+
+def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    spec = request.inpaint
+    if spec is not None:
+        out["inpaint"] = {
+            "mask_blur": spec.blur, "invert": spec.invert, "fill": spec.fill,
+            "only_masked": spec.only_masked, "padding": spec.padding, "keep_unmasked": spec.keep_unmasked,
+        }
+    if request.extend is not None:
+        e = request.extend
+        out["extend"] = [e.left, e.top, e.right, e.bottom]
+    return out

@@ -226,7 +226,8 @@ def convert_to_coreml(
             save(un, "Unet", f"{src.name}: UNet")
 
         cancel.raise_if_cancelled()
-        dec_inputs = [("z", (1, channels, lh, lw), f16)]
+        # An inpainting UNet takes 9 channels (latents + mask + masked latents); the VAE still makes 4.
+        dec_inputs = [("z", (1, int(vae.config.latent_channels), lh, lw), f16)]
         if not reused(3, "VAEDecoder", vae_weights, dec_inputs):
             dec = _convert(M.VAEDecoderModule(vae), dec_inputs, [("image", f16)])
             save(dec, "VAEDecoder", f"{src.name}: VAE decoder", {META_WEIGHTS: vae_weights})
