@@ -96,7 +96,8 @@ def test_status_and_models_report_the_loaded_model(real_api: Running) -> None:
     assert status["isGenerating"] is False and status["queueSize"] == 0 and status["lastGenerationTime"] > 0
     models = call(real_api.port, "GET", "/api/models").json
     assert models["current"] == "tiny-sd"
-    assert models["models"] == [{"name": "tiny-sd", "ref": models["models"][0]["ref"], "loaded": True, "default": True}]
+    assert models["models"] == [{"name": "tiny-sd", "ref": models["models"][0]["ref"], "loaded": True, "default": True,
+                                 "base": None}]
     sd = call(real_api.port, "GET", "/sdapi/v1/sd-models").json
     assert sd[0]["title"] == "tiny-sd" and sd[0]["model_name"] == "tiny-sd" and sd[0]["filename"]
 
