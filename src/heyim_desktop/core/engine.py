@@ -159,16 +159,18 @@ class PipelineEngine:
         request = request.with_seed()
         plan = plan_edit(request)
         try:
+            loop_request = self.components.prepare_networks(plan.request)
             if refiner is not None:
                 from heyim_desktop.core.refine import run_refined
 
                 if refiner.components is None:
                     raise RuntimeError("refiner engine is closed")
-                out = run_refined(self.components, refiner.components, plan.request, progress=progress, cancel=cancel)
+                # LoRAs and embeddings act on the base model; the refiner reads the cleaned prompt.
+                out = run_refined(self.components, refiner.components, loop_request, progress=progress, cancel=cancel)
             else:
                 if request.refiner:
                     raise ModelError(f"The refiner {request.refiner} is not loaded; the job needs it.")
-                out = run_loop(self.components, plan.request, progress=progress, cancel=cancel)
+                out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -194,6 +196,7 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            interrupted=out.interrupted,
         )
 
     def close(self) -> None:

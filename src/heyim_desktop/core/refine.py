@@ -16,7 +16,7 @@ import numpy as np
 
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.errors import InvalidRequest
-from heyim_desktop.core.loop import LoopOutput, Stage, _cutoff, img2img_start, run_loop
+from heyim_desktop.core.loop import LoopOutput, Stage, _cutoff, decode, img2img_start, run_loop
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import Progress, ProgressCallback
 from heyim_desktop.core.schedulers import build_scheduler
@@ -86,6 +86,11 @@ def run_refined(
     cancel = cancel or CancelToken()
     first = run_loop(base, request, progress=relay(0), cancel=cancel, previews=previews, stage=Stage(end=switch))
     assert first.latents is not None
+    if first.interrupted:  # stopped during the base stage: its images so far, decoded, are the result
+        return LoopOutput(
+            images=decode(base, first.latents), seeds=first.seeds, timings=first.timings, warnings=first.warnings,
+            truncated_prompt=first.truncated_prompt, truncated_negative=first.truncated_negative, interrupted=True,
+        )
     second = run_loop(
         refiner, request, progress=relay(steps_1), cancel=cancel, previews=previews,
         stage=Stage(start=switch, latents=first.latents),
@@ -104,5 +109,6 @@ def run_refined(
         warnings=warnings,
         truncated_prompt=first.truncated_prompt or second.truncated_prompt,
         truncated_negative=first.truncated_negative or second.truncated_negative,
+        interrupted=second.interrupted,
     )
 

@@ -13,6 +13,7 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.lora import EmbeddingUse, LoraUse
     from heyim_desktop.core.masking import Extend, InpaintSpec
 
 MAX_SEED = 2**32 - 1
@@ -25,6 +26,9 @@ IMG2IMG_GUIDANCE_BOOST = 1.5
 MAX_PROMPT_CHARS = 10_000
 #: AUTOMATIC1111's default: the refiner takes over for the last 20% of the steps.
 DEFAULT_REFINER_SWITCH = 0.8
+#: AUTOMATIC1111's "CLIP_stop_at_last_layers": 1 uses the text encoder's last layer, 2 the one before it.
+CLIP_SKIP_RANGE = (1, 12)
+MAX_STYLES = 20
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -70,10 +74,18 @@ class GenerationRequest:
     model: str | None = None
     refiner: str | None = None
     refiner_switch: float = DEFAULT_REFINER_SWITCH
+    #: AUTOMATIC1111's count: 1 is no skip (diffusers' ``clip_skip`` is this minus one).
+    clip_skip: int = 1
+    #: Names of the prompt styles already expanded into ``prompt``/``negative_prompt`` (for metadata).
+    styles: tuple[str, ...] = ()
     #: Inpainting: repaint the white part of a mask over ``init_image``.
     inpaint: "InpaintSpec | None" = None
     #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
     extend: "Extend | None" = None
+    #: LoRAs by file (front ends resolve ``<lora:name:w>`` tags into these: core.lora.resolve_networks).
+    loras: "tuple[LoraUse, ...]" = ()
+    #: Textual-inversion embeddings the prompt's words activate.
+    embeddings: "tuple[EmbeddingUse, ...]" = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -119,6 +131,13 @@ class GenerationRequest:
         object.__setattr__(self, "refiner_switch", switch)
         if self.refiner is not None and (self.inpaint is not None or self.extend is not None):
             raise InvalidRequest("refiner", "a refiner cannot finish inpainting or outpainting yet; leave it out")
+        _check_int("clip_skip", self.clip_skip, *CLIP_SKIP_RANGE)
+        if isinstance(self.styles, list):
+            object.__setattr__(self, "styles", tuple(self.styles))
+        if not isinstance(self.styles, tuple) or not all(isinstance(s, str) and s.strip() for s in self.styles):
+            raise InvalidRequest("styles", "must be a list of style names")
+        if len(self.styles) > MAX_STYLES:
+            raise InvalidRequest("styles", f"at most {MAX_STYLES} styles at once")
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
         else:
@@ -183,6 +202,8 @@ class GenerationRequest:
             "model": self.model,
             "refiner": self.refiner,
             "refiner_switch": self.refiner_switch if self.refiner else None,
+            "clip_skip": self.clip_skip,
+            "styles": list(self.styles),
             **_edit_settings(self),
         }
 
@@ -198,4 +219,8 @@ def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
     if request.extend is not None:
         e = request.extend
         out["extend"] = [e.left, e.top, e.right, e.bottom]
+    if request.loras:
+        out["loras"] = [{"path": u.path, "weight": u.weight, "name": u.name} for u in request.loras]
+    if request.embeddings:
+        out["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
     return out

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
-from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.conditioning import PromptEncoding, TextCond, UNetCall
+from heyim_desktop.core.errors import InvalidRequest, ModelError
+from heyim_desktop.core.prompts import ClipEncoder, encode_prompt_pair
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.torch_engine import TorchComponents, _has_variant
 
@@ -48,6 +48,7 @@ class SDXLComponents(TorchComponents):
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         self.device, self.dtype = device, dtype
+        self.source_name = folder.name
         variant = "fp16" if dtype == torch.float16 and _has_variant(folder, "unet", "fp16") else None
         common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
 
@@ -89,6 +90,7 @@ class SDXLComponents(TorchComponents):
         """Wrap models that are already loaded (single-file checkpoints); ``text_encoder`` None for a refiner."""
         self = cls.__new__(cls)
         self.device, self.dtype = device, dtype
+        self.source_name = name
         self._setup(
             unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
             tokenizer_2=tokenizer_2, scheduler_config=scheduler_config, force_zeros=force_zeros, name=name,
@@ -115,26 +117,38 @@ class SDXLComponents(TorchComponents):
     def _family(self) -> str:
         return "sdxl" if self.text_encoder is not None else "sdxl-refiner"
 
+    def _text_encoders(self) -> list[Any]:
+        return [te for te in (self.text_encoder, self.text_encoder_2) if te is not None]
+
+    def _first_tokenizer(self) -> Any:
+        return self.tokenizer if self.tokenizer is not None else self.tokenizer_2
+
     # -- text -----------------------------------------------------------------------
-    def _encoders(self) -> tuple[ClipEncoder, ...]:
-        second = ClipEncoder(self.tokenizer_2, self._encode_big_g)
+    def _encoders(self, clip_skip: int) -> tuple[ClipEncoder, ...]:
+        """Both encoders give the hidden states ``clip_skip`` layers before the penultimate one
+        (AUTOMATIC1111's count; 1 is SDXL's usual penultimate layer, as diffusers' ``clip_skip`` None)."""
+        if clip_skip > self.max_clip_skip:
+            raise InvalidRequest("clip_skip", f"this model's text encoders have {self.max_clip_skip} layers; "
+                                              f"clip skip must be at most {self.max_clip_skip}")
+        layer = -(clip_skip + 1)
+
+        def vit_l(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return self.text_encoder(input_ids, output_hidden_states=True).hidden_states[layer], None
+
+        def big_g(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.text_encoder_2(input_ids, output_hidden_states=True)
+            return out.hidden_states[layer], out.text_embeds
+
+        second = ClipEncoder(self.tokenizer_2, big_g)
         if self.text_encoder is None:
             return (second,)
-        return (ClipEncoder(self.tokenizer, self._encode_vit_l), second)
-
-    def _encode_vit_l(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
-        out = self.text_encoder(input_ids, output_hidden_states=True)
-        return out.hidden_states[-2], None
-
-    def _encode_big_g(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.text_encoder_2(input_ids, output_hidden_states=True)
-        return out.hidden_states[-2], out.text_embeds
+        return (ClipEncoder(self.tokenizer, vit_l), second)
 
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
         zero_negative = with_negative and self.force_zeros_for_empty_prompt and not request.negative_prompt.strip()
         enc = encode_prompt_pair(
-            request, encoders=self._encoders(), with_negative=with_negative and not zero_negative,
-            device=self.device, dtype=self.dtype,
+            request, encoders=self._encoders(request.clip_skip), with_negative=with_negative and not zero_negative,
+            device=self.device, dtype=self.dtype, max_chunks=self._capabilities.max_prompt_chunks,
         )
         cond = self._with_time_ids(enc.cond, request, negative=False)
         uncond = enc.uncond
@@ -158,9 +172,6 @@ class SDXLComponents(TorchComponents):
         if text.pooled is None:
             raise ModelError("SDXL's second text encoder gave no pooled output.")
         return TextCond(text.hidden, text.pooled, {**text.extras, "time_ids": self.time_ids(request, negative=negative)})
-
-    def count_tokens(self, text: str) -> TokenCount:
-        return count_tokens(self.tokenizer if self.tokenizer is not None else self.tokenizer_2, text)
 
     # -- UNet and VAE -----------------------------------------------------------------
     def _added_cond(self, call: UNetCall) -> dict[str, torch.Tensor]:

@@ -67,7 +67,7 @@ def load_single_file_engine(
     scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     components = TorchComponents.from_modules(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler_config=scheduler_config, device=dev, dtype=dtype,
+        scheduler_config=scheduler_config, device=dev, dtype=dtype, source_name=file.stem,
     )
     size = components.sample_size * components.vae_scale_factor
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=name or file.stem, default_size=(size, size))
@@ -114,7 +114,7 @@ def _load_sdxl(file: Path, profile: str, *, device: str, name: str | None, preci
     components = SDXLComponents.from_sdxl_modules(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2, scheduler_config=scheduler_config,
-        force_zeros=bool(index.get("force_zeros_for_empty_prompt", True)), device=dev, dtype=dtype, name=file.name,
+        force_zeros=bool(index.get("force_zeros_for_empty_prompt", True)), device=dev, dtype=dtype, name=file.stem,
     )
     size = components.sample_size * components.vae_scale_factor
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=name or file.stem, default_size=(size, size))
