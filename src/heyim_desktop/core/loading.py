@@ -35,7 +35,7 @@ def load_engine(
         if not folder.exists():
             what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
             raise ModelError(f"Model {what} not found: {ref}")
-        if folder.is_file():
+        if not folder.is_dir():  # a checkpoint file (a FIFO or device is refused there, unread)
             from heyim_desktop.core.single_file import load_single_file_engine
 
             return load_single_file_engine(folder, device=device, precision=precision)

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from heyim_desktop.core.checkpoint import detect_architecture
 from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.model_files import CorruptModel, FileKind, UnsafeModel, read_safetensors_header, sniff
+from heyim_desktop.core.model_files import (
+    CorruptModel,
+    FileKind,
+    UnsafeModel,
+    file_size,
+    read_safetensors_header,
+    sniff,
+)
 from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
 from heyim_desktop.models.types import ModelInfo, ModelStatus
 
@@ -38,8 +45,6 @@ def _guess_base(folder: Path) -> str:
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         if isinstance(index, dict) and "XL" in str(index.get("_class_name", "")):
-            from heyim_desktop.core.model_folder import folder_family
-
             return "SDXL-refiner" if folder_family(index) == "sdxl-refiner" else "SDXL"
     except (OSError, ValueError):
         pass
@@ -65,7 +70,8 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
     except ModelError as exc:
         text = str(exc)
         unsupported = "HeyIm runs" in text
-        status = ModelStatus.UNSUPPORTED if unsupported else ModelStatus.UNSAFE if "pickle" in text else ModelStatus.INCOMPLETE
+        status = (ModelStatus.UNSUPPORTED if unsupported else ModelStatus.UNSAFE if "pickle" in text
+              else ModelStatus.CORRUPT if " is damaged: " in text else ModelStatus.INCOMPLETE)
         base = _guess_base(folder)
         return ModelInfo(name or folder.name, str(folder), "diffusers", base, size, status, text, source)
     label = DEMO_NAME if index.get("_heyim_demo") and folder_family(index) == "sd" else (name or folder.name)
@@ -74,10 +80,12 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
 
 def inspect_file(path: Path, source: str = "") -> ModelInfo:
     """A single-file checkpoint, recognised by its content (never unpickled)."""
-    size = path.stat().st_size
+    size = file_size(path)
     name = path.stem
     try:
-        kind = sniff(path)
+        kind = sniff(path)  # refuses a FIFO or device before reading from it
+    except CorruptModel as exc:
+        return ModelInfo(name, str(path), "file", "unknown", size, ModelStatus.CORRUPT, str(exc), source)
     except OSError as exc:
         return ModelInfo(name, str(path), "file", "unknown", size, ModelStatus.CORRUPT, f"unreadable: {exc}", source)
     if kind is FileKind.PICKLE:
