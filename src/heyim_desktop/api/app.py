@@ -97,6 +97,9 @@ def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
             raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
 
     ref = ctx.resolve(mapped.model, mapped.model_field)
+    refiner = ctx.resolve_refiner(mapped.refiner, mapped.refiner_field)
+    if refiner is not None:
+        mapped = replace(mapped, data={**mapped.data, "refiner": refiner})
     data = dict(mapped.data)
     encoded = data.pop("init_image", None)
     inpaint = data.pop("inpaint", None)
@@ -223,7 +226,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     def _models() -> dict[str, Any]:
         loaded, default = ctx.loaded_ref, ctx.default_model
-        entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default}
+        entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default, "base": c.base}
                    for c in ctx.models()]
         return {"models": entries, "current": ctx.name_of(loaded)}
 

@@ -38,6 +38,9 @@ class Mapped:
     names: dict[str, str]
     model: str | None = None
     model_field: str = "model"
+    #: The refiner the client named (resolved like ``model``), and its field.
+    refiner: str | None = None
+    refiner_field: str = "refiner"
     notes: tuple[str, ...] = ()
     send_images: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -128,9 +131,10 @@ _HEYIM_FIELDS = {
     "maskImage": "mask_image",
     "guidanceBoost": "guidance_boost",
     "count": "count",
+    "refinerSwitch": "refiner_switch",
     "clipSkip": "clip_skip",
 }
-_HEYIM_EXTRA = ("seed", "model", "modelType", "styles")
+_HEYIM_EXTRA = ("seed", "model", "modelType", "styles", "refiner")
 
 
 def parse_heyim(body: Any) -> Mapped:
@@ -153,8 +157,9 @@ def parse_heyim(body: Any) -> Mapped:
         names["mask"] = "maskImage"
         names["inpaint.mask"] = "maskImage"
     notes = ("modelType is ignored: pick a model with the model field",) if body.get("modelType") is not None else ()
+    names["refiner"] = "refiner"
     return Mapped(data=data, names=names, model=_string(body, "model"), notes=notes,
-                  styles=_style_names(body.get("styles"), "styles"))
+                  styles=_style_names(body.get("styles"), "styles"), refiner=_string(body, "refiner"))
 
 
 # -- AUTOMATIC1111's dialect --------------------------------------------------------------------
@@ -165,7 +170,6 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "script_name": (None, ""),
     "alwayson_scripts": (None, {}),
     "subseed_strength": (0, 0.0, None),
-    "refiner_checkpoint": (None, ""),
     "latent_mask": (None, ""),
 }
 #: Fields AUTOMATIC1111 accepts that do not change what HeyIm makes (or have no equivalent).
@@ -176,7 +180,7 @@ _IGNORED = frozenset({
     "enable_hr", "firstphase_width", "firstphase_height", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
     "hr_resize_x", "hr_resize_y", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler",
     "hr_prompt", "hr_negative_prompt", "hr_cfg", "hr_distilled_cfg", "hr_additional_modules",
-    "refiner_switch_at", "disable_extra_networks", "firstpass_image", "comments", "force_task_id",
+    "disable_extra_networks", "firstpass_image", "comments", "force_task_id",
     "infotext", "user", "clip_skip", "resize_mode", "image_cfg_scale", "mask_blur", "mask_blur_x",
     "mask_blur_y", "mask_round", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding",
     "inpainting_mask_invert", "initial_noise_multiplier", "include_init_images", "send_images",
@@ -184,6 +188,7 @@ _IGNORED = frozenset({
     "distilled_cfg_scale", "outpath_samples", "outpath_grids",
 })
 _A1111_FIELDS = {
+    "refiner_switch_at": "refiner_switch",
     "prompt": "prompt",
     "negative_prompt": "negative_prompt",
     "steps": "steps",
@@ -287,7 +292,7 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
     data: dict[str, Any] = {}
     names = {ours: key for key, ours in _A1111_FIELDS.items()}
     names.update({"count": "batch_size", "scheduler": "sampler_name", "seed": "seed", "size": "width",
-                  "strength": "denoising_strength", "init_image": "init_images"})
+                  "strength": "denoising_strength", "init_image": "init_images", "refiner": "refiner_checkpoint"})
     for key, ours in _A1111_FIELDS.items():
         if body.get(key) is not None:
             data[ours] = body[key]
@@ -342,8 +347,13 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
             data["hires"] = hires
             names.update(HIRES_NAMES)
     send = body.get("send_images", True)
+    refiner = _string(body, "refiner_checkpoint") or None
+    if refiner is None and body.get("refiner_switch_at") is not None:
+        notes.append("refiner_switch_at is ignored without refiner_checkpoint")
+        data.pop("refiner_switch", None)
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",
         notes=tuple(notes), send_images=send is not False, defaults=dict(A1111_DEFAULTS),
+        refiner=refiner, refiner_field="refiner_checkpoint",
         styles=_style_names(body.get("styles"), "styles"),
     )

@@ -35,6 +35,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "model": (str, type(None)),
     "init_image": (str, type(None)),
     "hires": (dict, type(None)),
+    "refiner": (str, type(None)),
+    "refiner_switch": (int, float),
     "clip_skip": (int,),
     "styles": (list,),
     "inpaint": (dict, type(None)),

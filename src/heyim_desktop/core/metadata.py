@@ -119,6 +119,14 @@ class ImageParameters:
             return None
 
     @property
+    def refiner(self) -> str | None:
+        """The refiner's name, without the `` [hash]`` AUTOMATIC1111 appends."""
+        name = self.params.get("Refiner")
+        if not name:
+            return None
+        return re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", name).strip() or None
+
+    @property
     def clip_skip(self) -> int | None:
         return self.get_int("Clip skip")
 
@@ -205,6 +213,11 @@ class ImageParameters:
             out["strength"] = strength
         if self.model:
             out["model"] = self.model
+        if self.refiner:
+            out["refiner"] = self.refiner
+            switch = self.get_float("Refiner switch at")
+            if switch is not None and 0 < switch < 1:
+                out["refiner_switch"] = switch
         from heyim_desktop.core.request import CLIP_SKIP_RANGE
 
         clip_skip = self.clip_skip
@@ -221,6 +234,12 @@ def _quote(value: str) -> str:
 
 def _fmt_number(value: float) -> str:
     return f"{value:g}" if value != int(value) else str(int(value))
+
+
+def model_label(ref: str) -> str:
+    """A model reference as images name it: a file or folder's name (never its full path)."""
+    name = re.split(r"[\\/]", ref.rstrip("/\\"))[-1] or ref
+    return name[: -len(".safetensors")] if name.lower().endswith(".safetensors") else name
 
 
 def format_parameters(
@@ -259,6 +278,9 @@ def format_parameters(
         if hires.steps:
             pairs.append(("Hires steps", str(hires.steps)))
         pairs.append(("Hires upscaler", hires.upscaler))
+    if request.refiner:
+        pairs.append(("Refiner", model_label(request.refiner)))
+        pairs.append(("Refiner switch at", _fmt_number(request.refiner_switch)))
     if request.clip_skip > 1:  # AUTOMATIC1111 leaves the default (1) out
         pairs.append(("Clip skip", str(request.clip_skip)))
     if request.styles:

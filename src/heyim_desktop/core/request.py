@@ -24,6 +24,8 @@ COUNT_RANGE = (1, 16)
 #: HeyIm's original design raised guidance by 1.5 for image-to-image; it is the default.
 IMG2IMG_GUIDANCE_BOOST = 1.5
 MAX_PROMPT_CHARS = 10_000
+#: AUTOMATIC1111's default: the refiner takes over for the last 20% of the steps.
+DEFAULT_REFINER_SWITCH = 0.8
 #: AUTOMATIC1111's "CLIP_stop_at_last_layers": 1 uses the text encoder's last layer, 2 the one before it.
 CLIP_SKIP_RANGE = (1, 12)
 MAX_STYLES = 20
@@ -118,7 +120,9 @@ class GenerationRequest:
 
     ``guidance`` of 1 or less turns classifier-free guidance off. With an ``init_image``
     the job is image-to-image: ``guidance_boost`` is added to ``guidance`` and
-    ``strength`` in (0, 1] says how much of the image is re-imagined.
+    ``strength`` in (0, 1] says how much of the image is re-imagined. With a ``refiner``
+    (a model reference, an SDXL refiner) the job hands over to it once ``refiner_switch``
+    of the denoising is done (diffusers' ``denoising_end`` / ``denoising_start``).
     """
 
     prompt: str
@@ -136,6 +140,8 @@ class GenerationRequest:
     model: str | None = None
     #: Hires fix (text-to-image only): see :class:`HiresFix`.
     hires: HiresFix | None = None
+    refiner: str | None = None
+    refiner_switch: float = DEFAULT_REFINER_SWITCH
     #: AUTOMATIC1111's count: 1 is no skip (diffusers' ``clip_skip`` is this minus one).
     clip_skip: int = 1
     #: Names of the prompt styles already expanded into ``prompt``/``negative_prompt`` (for metadata).
@@ -185,6 +191,14 @@ class GenerationRequest:
             if w > SIZE_RANGE[1] or h > SIZE_RANGE[1]:
                 raise InvalidRequest("extend", f"the grown canvas {w}x{h} is larger than {SIZE_RANGE[1]}x{SIZE_RANGE[1]}")
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
+        if self.refiner is not None and (not isinstance(self.refiner, str) or not self.refiner.strip()):
+            raise InvalidRequest("refiner", "must name a refiner model, or be left out")
+        switch = _check_float("refiner_switch", self.refiner_switch, 0.0, 1.0)
+        if self.refiner is not None and not 0.0 < switch < 1.0:
+            raise InvalidRequest("refiner_switch", f"must be between 0 and 1 (exclusive), got {switch:g}")
+        object.__setattr__(self, "refiner_switch", switch)
+        if self.refiner is not None and (self.inpaint is not None or self.extend is not None):
+            raise InvalidRequest("refiner", "a refiner cannot finish inpainting or outpainting yet; leave it out")
         _check_int("clip_skip", self.clip_skip, *CLIP_SKIP_RANGE)
         if isinstance(self.styles, list):
             object.__setattr__(self, "styles", tuple(self.styles))
@@ -264,6 +278,8 @@ class GenerationRequest:
             "guidance_boost": self.guidance_boost if self.is_img2img else None,
             "model": self.model,
             **({"hires": self.hires.settings()} if self.hires is not None else {}),
+            "refiner": self.refiner,
+            "refiner_switch": self.refiner_switch if self.refiner else None,
             "clip_skip": self.clip_skip,
             "styles": list(self.styles),
             **_edit_settings(self),

@@ -17,13 +17,13 @@ from heyim_desktop.core.metadata import MAX_TEXT_CHARS, parse_parameters
 
 #: Key in the ``heyim`` PNG chunk of every image the history itself wrote: only those are re-indexed.
 HISTORY_MARKER = "heyim_history"
-_TEXT_KEYS = ("prompt", "negative_prompt", "scheduler", "model", "model_name", "engine", "queue_job", "worker")
+_TEXT_KEYS = ("prompt", "negative_prompt", "scheduler", "model", "model_name", "engine", "queue_job", "worker", "refiner")
 _INT_KEYS = ("seed", "width", "height", "steps", "count", "clip_skip", HISTORY_MARKER)
-_FLOAT_KEYS = ("guidance", "strength", "guidance_boost")
+_FLOAT_KEYS = ("guidance", "strength", "guidance_boost", "refiner_switch")
 _MAX_INT = 2**63 - 1
 #: What GenerationRequest takes back from an entry ("Reuse settings").
 REQUEST_KEYS = ("prompt", "negative_prompt", "steps", "guidance", "seed", "width", "height", "scheduler",
-                "strength", "guidance_boost", "model", "clip_skip")
+                "strength", "guidance_boost", "model", "clip_skip", "refiner", "refiner_switch")
 
 
 def _int(value: Any) -> int | None:

@@ -434,6 +434,7 @@ class MainWindow(QMainWindow):
         self.settings_panel.set_native_size(caps.native_size)
         self._show_recommended(info)
         self.settings_panel.set_fixed_size(caps.fixed_size)
+        self._follow_default_size(tuple(info.default_size))
         self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
@@ -448,6 +449,14 @@ class MainWindow(QMainWindow):
             applied = self.settings_panel.apply_recommended()
             if applied:
                 self.status(f"{info.model_name} is made for {applied}: set.")
+
+    def _follow_default_size(self, size: tuple[int, int]) -> None:
+        """A newly loaded model brings its own size (1024 for SDXL) unless the user chose another."""
+        previous = getattr(self, "_model_default_size", None) or (512, 512)  # the panel's own default
+        current = (self.settings_panel.width_box.value(), self.settings_panel.height_box.value())
+        if current == previous and size != previous:
+            self.settings_panel.set_size(*size)
+        self._model_default_size = size
 
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
