@@ -376,8 +376,8 @@ class LoraPicker(QWidget):
         for name in dict.fromkeys(tags):
             match = by_hash.get(wanted.get(name.lower(), ""))
             if match is None:
-                info = self._info(name)
-                match = info.name if info is not None and info.ready else None
+                known = self._info(name)
+                match = known.name if known is not None and known.ready else None
             if match is None:
                 missing.append(name)
             elif match != name:
