@@ -38,3 +38,7 @@ class OutOfMemory(UserFacingError):
 
 class StorageError(UserFacingError):
     """Writing an image or the history failed (disk full, permissions)."""
+
+
+class EngineStopped(UserFacingError):
+    """The engine process died (a signal, an exit) or was stopped while it ran a job."""

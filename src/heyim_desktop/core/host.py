@@ -36,6 +36,11 @@ class HostListener(Protocol):
     def model_failed(self, ref: str, error: BaseException) -> None: ...
 
 
+def engine_stopped(engine: Engine) -> bool:
+    """Whether ``engine`` can no longer run jobs (an engine process that died or was killed)."""
+    return bool(getattr(engine, "stopped", False))
+
+
 class EngineHost:
     def __init__(self, loader: EngineLoader, default_model: str | None = None) -> None:
         self._loader = loader
@@ -50,7 +55,7 @@ class EngineHost:
             from heyim_desktop.core.errors import ModelError
 
             raise ModelError("No model is selected. Add a model folder, download one, or try the demo model.")
-        if self.engine is not None and ref == self.model_ref:
+        if self.engine is not None and ref == self.model_ref and not engine_stopped(self.engine):
             return self.engine
         self.unload()
         if self.listener:
@@ -68,6 +73,13 @@ class EngineHost:
         if self.listener:
             self.listener.model_ready(ref, engine, seconds)
         return engine
+
+    @property
+    def loaded_ref(self) -> str | None:
+        """The model that is loaded and usable now (None once its engine process died)."""
+        if self.engine is None or engine_stopped(self.engine):
+            return None
+        return self.model_ref
 
     def unload(self) -> None:
         if self.engine is not None:
