@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import TYPE_CHECKING, Protocol
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
 
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.errors import OutOfMemory
@@ -68,6 +69,8 @@ class PipelineEngine:
         self.name = name
         self.model_name = model_name
         self._default_size = default_size
+        self._counter: Any = None
+        self._counter_lock = threading.Lock()
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -80,6 +83,30 @@ class PipelineEngine:
     @property
     def supports_img2img(self) -> bool:
         return bool(self.components and self.components.supports_img2img)
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` by the model's tokenizer (start and end markers included), or None.
+
+        Safe from any thread while a job runs: the count uses a private copy of the tokenizer
+        (fast tokenizers must not be shared between threads).
+        """
+        with self._counter_lock:
+            if self._counter is None:
+                tokenizer = getattr(self.components, "tokenizer", None)
+                if tokenizer is None:
+                    return None
+                import copy
+
+                try:
+                    self._counter = copy.deepcopy(tokenizer)
+                except Exception:  # noqa: BLE001 - the window falls back to an estimate
+                    log.info("cannot copy the tokenizer for the token counter", exc_info=True)
+                    return None
+            try:
+                return len(self._counter(text, truncation=False)["input_ids"])
+            except Exception:  # noqa: BLE001 - a tokenizer quirk must not break typing
+                log.debug("token count failed", exc_info=True)
+                return None
 
     def generate(
         self,
@@ -125,6 +152,8 @@ class PipelineEngine:
         if self.components is not None:
             self.components.release()
             self.components = None
+        with self._counter_lock:
+            self._counter = None
         gc.collect()
         _empty_device_cache()
 

@@ -31,10 +31,7 @@ def load_engine(
     if ref == DEMO_REF:
         folder = paths.ensure_demo_model()
     else:
-        folder = Path(ref).expanduser()
-        if not folder.exists():
-            what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
-            raise ModelError(f"Model {what} not found: {ref}")
+        folder = require_model_path(ref)
         if folder.is_file():
             from heyim_desktop.core.single_file import load_single_file_engine
 
@@ -46,6 +43,15 @@ def load_engine(
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device, precision=precision)
+
+
+def require_model_path(ref: str) -> Path:
+    """The file or folder ``ref`` names; a clear :class:`ModelError` when it is not there."""
+    folder = Path(ref).expanduser()
+    if not folder.exists():
+        what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
+        raise ModelError(f"Model {what} not found: {ref}")
+    return folder
 
 
 def _load_coreml(folder: Path, device: str, compute_units: str | None, on_status: Callable[[str], None] | None) -> Engine:

@@ -54,6 +54,9 @@ def build_menus(window: MainWindow) -> None:
         [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
     window.cancel_action = _action(window, gen, "Cancel", window.cancel, [QKeySequence("Esc")])
     _action(window, gen, "Clear Queue", window.queue_panel.clear)
+    gen.addSeparator()
+    _action(window, gen, "Unload Model", window.worker.unload_model).setToolTip(
+        "End the engine process: all of the model's memory goes back to the system")
 
     help_menu = bar.addMenu("&Help")
     _action(window, help_menu, "Show Logs", window.show_logs)

@@ -32,15 +32,21 @@ def estimate_tokens(text: str) -> int:
     return count
 
 
-def count_tokens(text: str, tokenizer: Any | None) -> tuple[int, bool]:
+#: Counts with the model's tokenizer (the engine process answers); None: not known now.
+TokenCounter = Callable[[str], "int | None"]
+
+
+def count_tokens(text: str, counter: TokenCounter | None) -> tuple[int, bool]:
     """(tokens including start/end markers, exact?); empty text counts 0."""
     if not text.strip():
-        return 0, tokenizer is not None
-    if tokenizer is not None and text:
+        return 0, counter is not None
+    if counter is not None and text:
         try:
-            return len(tokenizer(text, truncation=False)["input_ids"]), True
+            exact = counter(text)
         except Exception:  # noqa: BLE001 - a tokenizer quirk must not break typing
-            pass
+            exact = None
+        if exact is not None:
+            return exact, True
     return estimate_tokens(text) + 2, False
 
 
@@ -84,7 +90,7 @@ class PromptPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.tokenizer: Any | None = None
+        self.token_counter: TokenCounter | None = None
         self.recent_source: Callable[[], list[str]] = lambda: []
 
         self.prompt = PromptEdit("Describe the image: a red fox in the snow, golden hour", 3)
@@ -132,13 +138,13 @@ class PromptPanel(QWidget):
         self._count_timer.start()
         self.changed.emit()
 
-    def set_tokenizer(self, tokenizer: Any | None) -> None:
-        self.tokenizer = tokenizer
+    def set_token_counter(self, counter: TokenCounter | None) -> None:
+        self.token_counter = counter
         self.update_counts()
 
     def update_counts(self) -> None:
-        self.prompt_tokens.show_count(*count_tokens(self.prompt.toPlainText(), self.tokenizer))
-        self.negative_tokens.show_count(*count_tokens(self.negative.toPlainText(), self.tokenizer))
+        self.prompt_tokens.show_count(*count_tokens(self.prompt.toPlainText(), self.token_counter))
+        self.negative_tokens.show_count(*count_tokens(self.negative.toPlainText(), self.token_counter))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

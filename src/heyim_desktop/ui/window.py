@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         w.load_status.connect(self.status)
         w.model_ready.connect(self._model_ready)
         w.model_failed.connect(self._model_failed)
+        w.model_unloaded.connect(self._model_unloaded)
         self.settings_panel.refresh_models_button.clicked.connect(lambda: self.refresh_models())
         self.settings_panel.model.activated.connect(self._model_picked)
         self.drop_panel.decoded.connect(self._dropped)
@@ -276,7 +277,7 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: Any) -> None:
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
-        self.prompt_panel.set_tokenizer(info.tokenizer)
+        self.prompt_panel.set_token_counter(info.token_counter)
         self.settings_panel.set_fixed_size(info.fixed_size)
         if self.active_job is None:
             self.result_view.end_job()
@@ -284,9 +285,15 @@ class MainWindow(QMainWindow):
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
         self.model_state.setText("Model failed to load")
-        self.prompt_panel.set_tokenizer(None)
+        self.prompt_panel.set_token_counter(None)
         self.result_view.end_job()
         self.show_error(f"Could not load the model {self._model_label(ref)}: {message}")
+
+    def _model_unloaded(self, ref: str, why: str) -> None:
+        self.model_state.setText("No model loaded")
+        self.prompt_panel.set_token_counter(None)
+        when = "after the idle time set in Preferences" if why == "idle" else "as asked"
+        self.status(f"Model {self._model_label(ref)} unloaded {when}; its memory is back with the system.")
 
     def _model_label(self, ref: str) -> str:
         return next((m.name for m in self.models if m.ref == ref), Path(ref).name or ref)
@@ -474,6 +481,7 @@ class MainWindow(QMainWindow):
     def apply_preferences(self, prefs: Preferences) -> None:
         self.prefs = prefs
         self.store.keep_limit = prefs.keep_limit or None
+        self.worker.set_idle_unload(prefs.idle_unload_minutes)
         self._save_prefs()
         self.refresh_models()
         for service in (getattr(self, "api_service", None), getattr(self, "remote_queue", None)):

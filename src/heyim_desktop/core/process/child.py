@@ -41,14 +41,16 @@ def engine_info(engine: Any, ref: str) -> dict[str, Any]:
         import dataclasses
 
         data = info()
-        out = dataclasses.asdict(data) if dataclasses.is_dataclass(data) else dict(data)
+        out: dict[str, Any] = (dataclasses.asdict(data) if dataclasses.is_dataclass(data) and not isinstance(data, type)
+                               else dict(data))
     else:
         out = {"name": engine.name, "model_name": engine.model_name, "default_size": list(engine.default_size)}
     fixed = engine.fixed_size
     out.setdefault("fixed_size", list(fixed) if fixed else None)
     out.setdefault("supports_img2img", bool(getattr(engine, "supports_img2img", True)))
     out["ref"] = ref
-    return _jsonable(out)
+    clean: dict[str, Any] = _jsonable(out)
+    return clean
 
 
 def _jsonable(value: Any) -> Any:
@@ -69,8 +71,6 @@ class EngineChild:
         self.device, self.precision, self.compute_units = device, precision, compute_units
         self.engine: Any = None
         self.ref: str | None = None
-        self._counter: Any = None  # a private copy of the tokenizer for count_tokens
-        self._counter_lock = threading.Lock()
         self._work: queue.Queue[Message | None] = queue.Queue()
         self._job_lock = threading.Lock()
         self._job: tuple[int, CancelToken] | None = None
@@ -94,10 +94,11 @@ class EngineChild:
                 else:
                     log.warning("unknown message %r ignored", msg.kind)
         finally:
+            # The running job (if any) stops within a step; the model is not closed: the
+            # process ends next and the system takes all of its memory back at once.
             self._cancel(None)
             self._work.put(None)
             self._thread.join(30)
-            self._close_engine()
 
     def _cancel(self, job_id: Any) -> None:
         with self._job_lock:
@@ -107,14 +108,14 @@ class EngineChild:
     def _count_tokens(self, msg: Message) -> None:
         text = msg.data.get("text")
         count: int | None = None
-        if isinstance(text, str):
-            with self._counter_lock:
-                counter = self._counter
-                if counter is not None:
-                    try:
-                        count = len(counter(text, truncation=False)["input_ids"])
-                    except Exception:  # noqa: BLE001 - the window falls back to an estimate
-                        log.debug("token count failed", exc_info=True)
+        engine = self.engine
+        counter = getattr(engine, "count_tokens", None)
+        if isinstance(text, str) and callable(counter):
+            try:
+                value = counter(text)
+                count = value if isinstance(value, int) else None
+            except Exception:  # noqa: BLE001 - the window falls back to an estimate
+                log.debug("token count failed", exc_info=True)
         self.writer.send({"ev": "tokens", "id": msg.data.get("id"), "count": count})
 
     # -- the job thread --------------------------------------------------------------------
@@ -134,7 +135,7 @@ class EngineChild:
         self._close_engine()
         t0 = time.perf_counter()
         try:
-            real_ref, hang = _test_hook(ref)
+            real_ref, hang = split_test_hook(ref)
             engine = load_engine(real_ref, device=self.device, precision=self.precision,
                                  compute_units=self.compute_units,
                                  on_status=lambda text: self.writer.send({"ev": "status", "text": str(text)}))
@@ -149,7 +150,6 @@ class EngineChild:
             self.writer.send({"ev": "failed", "to": "load", "error": error_to_data(exc)})
             return
         self.engine, self.ref = engine, ref
-        self._counter = _copy_tokenizer(engine)
         self.writer.send({"ev": "ready", "info": info, "seconds": time.perf_counter() - t0})
 
     def _generate(self, msg: Message) -> None:
@@ -210,7 +210,7 @@ class EngineChild:
             for g, arr in zip(result.images, arrays):
                 entry: dict[str, Any] = {"seed": g.seed, "index": g.index, "height": int(arr.shape[0]),
                                          "width": int(arr.shape[1])}
-                if shm is not None:
+                if shm is not None and shm.buf is not None:
                     shm.buf[offset:offset + arr.nbytes] = arr.reshape(-1).data
                     entry["offset"] = offset
                     offset += arr.nbytes
@@ -232,8 +232,6 @@ class EngineChild:
         }, tuple(blobs))
 
     def _close_engine(self) -> None:
-        with self._counter_lock:
-            self._counter = None
         if self.engine is not None:
             try:
                 self.engine.close()
@@ -269,22 +267,7 @@ def _request_from_message(msg: Message) -> Any:
     return request
 
 
-def _copy_tokenizer(engine: Any) -> Any:
-    import copy
-
-    components = getattr(engine, "components", None)
-    tokenizer = getattr(components, "tokenizer", None)
-    if tokenizer is None:
-        return None
-    try:
-        # Fast tokenizers must not be shared between threads: the counter gets its own.
-        return copy.deepcopy(tokenizer)
-    except Exception:  # noqa: BLE001
-        log.info("cannot copy the tokenizer for the token counter", exc_info=True)
-        return None
-
-
-def _test_hook(ref: str) -> tuple[str, bool]:
+def split_test_hook(ref: str) -> tuple[str, bool]:
     """Only with HEYIM_ENGINE_TEST_HOOKS=1: ``hang:<ref>`` makes every UNet call block forever."""
     if os.environ.get(_TEST_HOOK_ENV) == "1" and ref.startswith("hang:"):
         return ref[len("hang:"):], True
@@ -330,5 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         child.serve(sys.stdin.buffer)
     except BrokenPipeError:  # the parent went away
-        return 0
-    return 0
+        pass
+    # The model is closed and every message is out: skip the interpreter's teardown (seconds
+    # with torch loaded); the system takes the memory back at once.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)

@@ -273,7 +273,8 @@ class EngineProcess:
             self.stderr_tail.append(line)
             m = _LOG_LINE.match(line)
             if m:
-                child_log.log(logging.getLevelName(m.group(1)), "[pid %d] %s: %s", self.pid, m.group(2), m.group(3))
+                level = getattr(logging, m.group(1), logging.INFO)
+                child_log.log(level, "[pid %d] %s: %s", self.pid, m.group(2), m.group(3))
             else:
                 child_log.info("[pid %d] %s", self.pid, line)
 
@@ -415,6 +416,7 @@ class ProcessLoader:
         self.env = env
         self._lock = threading.Lock()
         self._crashes: dict[str, int] = {}
+        self._loading: EngineProcess | None = None
 
     def __call__(self, ref: str) -> RemoteEngine:
         return self.load(ref)
@@ -435,8 +437,16 @@ class ProcessLoader:
              compute_units: str | None = None, on_status: Callable[[str], None] | None = None) -> RemoteEngine:
         if self.crashes(ref) >= MAX_CRASHES_IN_A_ROW:
             raise ModelError(self._gave_up(ref))
+        from heyim_desktop.core.loading import DEMO_REF, require_model_path
+        from heyim_desktop.core.process.child import split_test_hook
+
+        real_ref = split_test_hook(ref)[0]
+        if real_ref != DEMO_REF:
+            require_model_path(real_ref)  # a missing folder needs no process to say so
         command = child_command(device or self.device, precision or self.precision, compute_units or self.compute_units)
         process = EngineProcess(command, env=self.env, on_exit=lambda p: self._exited(ref, p))
+        with self._lock:
+            self._loading = process
         try:
             process.start()
             process.send({"op": "load", "ref": ref})
@@ -458,6 +468,16 @@ class ProcessLoader:
         except BaseException:
             process.stop()
             raise
+        finally:
+            with self._lock:
+                self._loading = None
+
+    def abort_loading(self) -> None:
+        """Kill the child that is loading a model now, if any (the app is quitting)."""
+        with self._lock:
+            process = self._loading
+        if process is not None:
+            process.kill()
 
     def _exited(self, ref: str, process: EngineProcess) -> None:
         if not process.expected_exit:
