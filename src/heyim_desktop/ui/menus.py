@@ -55,7 +55,8 @@ def build_menus(window: MainWindow) -> None:
     window.cancel_action = _action(window, gen, "Cancel", window.cancel, [QKeySequence("Esc")])
     _action(window, gen, "Clear Queue", window.queue_panel.clear)
     gen.addSeparator()
-    _action(window, gen, "Unload Model", window.worker.unload_model).setToolTip(
+    window.unload_action = _action(window, gen, "Unload Model", window.worker.unload_model)
+    window.unload_action.setToolTip(
         "End the engine process: all of the model's memory goes back to the system")
 
     help_menu = bar.addMenu("&Help")
