@@ -103,8 +103,9 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
         status = holder["worker"].load_status.emit if "worker" in holder else None
         return default_loader(current.device, current.coreml_compute_units or None, status, engines)(ref)
 
+    # The last model preloads as soon as the worker runs: its engine process starts at launch.
     worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store),
-                              engines=None if loader else engines)
+                              preload=prefs.last_model or None, engines=None if loader else engines)
     worker.set_idle_unload(prefs.idle_unload_minutes)
     holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
