@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from heyim_desktop.core.cancel import CancelToken
+from heyim_desktop.core.capabilities import Capabilities
+from heyim_desktop.core.conditioning import TokenCount
 from heyim_desktop.core.errors import OutOfMemory
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, ProgressCallback
@@ -27,9 +29,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the window, the API and the CLI know of a loaded model: plain data, no tensors."""
+
+    name: str
+    model_name: str
+    default_size: tuple[int, int]
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    #: AUTOMATIC1111's short model hash when known (first 10 hex digits of the SHA-256).
+    model_hash: str | None = None
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        return self.capabilities.fixed_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_name": self.model_name,
+            "default_size": list(self.default_size),
+            "capabilities": self.capabilities.to_dict(),
+            "model_hash": self.model_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EngineInfo":
+        return cls(
+            name=str(data["name"]),
+            model_name=str(data["model_name"]),
+            default_size=(int(data["default_size"][0]), int(data["default_size"][1])),
+            capabilities=Capabilities.from_dict(dict(data.get("capabilities") or {})),
+            model_hash=data.get("model_hash"),
+        )
+
+
 class Engine(Protocol):
     name: str
     model_name: str
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def count_tokens(self, text: str) -> TokenCount: ...
 
     @property
     def default_size(self) -> tuple[int, int]: ...
@@ -64,13 +106,29 @@ def floats_to_pil(images: npt.NDArray[np.float32]) -> list[Image.Image]:
 class PipelineEngine:
     """The shared engine: components from any backend, driven by :func:`run_loop`."""
 
-    def __init__(self, components: "Components", *, name: str, model_name: str, default_size: tuple[int, int]) -> None:
+    def __init__(
+        self, components: "Components", *, name: str, model_name: str, default_size: tuple[int, int],
+        model_hash: str | None = None,
+    ) -> None:
         self.components: Components | None = components
         self.name = name
         self.model_name = model_name
+        self.model_hash = model_hash
         self._default_size = default_size
-        self._counter: Any = None
-        self._counter_lock = threading.Lock()
+        self._capabilities = components.capabilities
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, self.model_name, self.default_size, self._capabilities, self.model_hash)
+
+    def count_tokens(self, text: str) -> TokenCount:
+        if self.components is None:
+            raise RuntimeError("engine is closed")
+        return self.components.count_tokens(text)
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -78,35 +136,11 @@ class PipelineEngine:
 
     @property
     def fixed_size(self) -> tuple[int, int] | None:
-        return self.components.fixed_size if self.components is not None else None
+        return self._capabilities.fixed_size
 
     @property
     def supports_img2img(self) -> bool:
-        return bool(self.components and self.components.supports_img2img)
-
-    def count_tokens(self, text: str) -> int | None:
-        """Tokens of ``text`` by the model's tokenizer (start and end markers included), or None.
-
-        Safe from any thread while a job runs: the count uses a private copy of the tokenizer
-        (fast tokenizers must not be shared between threads).
-        """
-        with self._counter_lock:
-            if self._counter is None:
-                tokenizer = getattr(self.components, "tokenizer", None)
-                if tokenizer is None:
-                    return None
-                import copy
-
-                try:
-                    self._counter = copy.deepcopy(tokenizer)
-                except Exception:  # noqa: BLE001 - the window falls back to an estimate
-                    log.info("cannot copy the tokenizer for the token counter", exc_info=True)
-                    return None
-            try:
-                return len(self._counter(text, truncation=False)["input_ids"])
-            except Exception:  # noqa: BLE001 - a tokenizer quirk must not break typing
-                log.debug("token count failed", exc_info=True)
-                return None
+        return self._capabilities.img2img
 
     def generate(
         self,
@@ -152,8 +186,6 @@ class PipelineEngine:
         if self.components is not None:
             self.components.release()
             self.components = None
-        with self._counter_lock:
-            self._counter = None
         gc.collect()
         _empty_device_cache()
 

@@ -1,19 +1,19 @@
-"""The one denoising loop every engine shares.
+"""The one denoising loop every UNet-family engine shares.
 
-It owns seeds, schedulers, classifier-free guidance, image-to-image strength, progress,
-previews and cancellation; engines only supply :class:`~heyim_desktop.core.components.Components`.
-Its arithmetic follows diffusers' StableDiffusionPipeline and StableDiffusionImg2ImgPipeline
-step for step, so the same seed gives the same image as diffusers does.
+It owns seeds, schedulers, guidance, image-to-image strength, progress, previews and
+cancellation; engines only supply :class:`~heyim_desktop.core.components.Components`, and
+features join through :mod:`~heyim_desktop.core.extensions`. Its arithmetic follows
+diffusers' StableDiffusion(XL)Pipeline and their img2img pipelines step for step, so the
+same seed gives the same image as diffusers does.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -21,12 +21,15 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from heyim_desktop.core.cancel import CancelToken
+from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.components import Components
+from heyim_desktop.core.conditioning import ImageCond, UNetCall
 from heyim_desktop.core.errors import InvalidRequest
+from heyim_desktop.core.extensions import Extension, LoopState, ProgressReporter, extensions_for
+from heyim_desktop.core.guidance import build_guidance
 from heyim_desktop.core.images import fit_to_size
-from heyim_desktop.core.preview import latents_to_rgb
 from heyim_desktop.core.request import GenerationRequest
-from heyim_desktop.core.result import Progress, ProgressCallback
+from heyim_desktop.core.result import ProgressCallback
 from heyim_desktop.core.schedulers import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -46,27 +49,16 @@ class LoopOutput:
     truncated_negative: str | None = None
 
 
-def check_request(components: Components, request: GenerationRequest) -> None:
-    """Engine-specific limits on top of the request's own validation."""
-    if components.fixed_size is not None and (request.width, request.height) != components.fixed_size:
-        w, h = components.fixed_size
+def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_factor: int = 8) -> None:
+    """A model's limits on top of the request's own validation."""
+    if caps.fixed_size is not None and (request.width, request.height) != caps.fixed_size:
+        w, h = caps.fixed_size
         raise InvalidRequest("size", f"this model only makes {w}x{h} images, got {request.width}x{request.height}")
-    if request.is_img2img and not components.supports_img2img:
+    if request.is_img2img and not caps.img2img:
         raise InvalidRequest("init_image", "this model has no image encoder, so it cannot do image-to-image")
-    step = components.vae_scale_factor
+    step = max(caps.size_step, vae_scale_factor)
     if request.width % step or request.height % step:
         raise InvalidRequest("size", f"width and height must be multiples of {step} for this model")
-
-
-def _tokenize(components: Components, text: str) -> tuple[torch.Tensor, torch.Tensor, str | None]:
-    tok = components.tokenizer
-    max_len = tok.model_max_length
-    enc = tok(text, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
-    dropped: str | None = None
-    full = tok(text, padding="longest", return_tensors="pt").input_ids
-    if full.shape[-1] > max_len and not torch.equal(enc.input_ids, full[:, :max_len]):
-        dropped = tok.batch_decode(full[:, max_len - 1 : -1])[0]
-    return enc.input_ids, enc.attention_mask, dropped
 
 
 def _step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str, Any]:
@@ -77,18 +69,6 @@ def _step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str,
     if "generator" in params:
         kwargs["generator"] = generators if len(generators) > 1 else generators[0]
     return kwargs
-
-
-def guidance_embedding(w: float, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """Sinusoidal embedding of the guidance scale for guidance-distilled (LCM) UNets."""
-    wt = torch.tensor([w * 1000.0])
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=dtype) * -(math.log(10000.0) / (half - 1)))
-    emb = wt.to(dtype)[:, None] * freqs[None, :]
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
-    if dim % 2 == 1:
-        emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb
 
 
 def _sync(device: torch.device) -> None:
@@ -105,6 +85,55 @@ def image_to_tensor(image: Any, width: int, height: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0
 
 
+def encode_image(components: Components, request: GenerationRequest) -> ImageCond:
+    """The input image's VAE moments (image-to-image), else an empty :class:`ImageCond`."""
+    if not request.is_img2img:
+        return ImageCond()
+    pixels = image_to_tensor(request.init_image, request.width, request.height)
+    return ImageCond(moments=components.vae_encode(pixels.to(device=components.device, dtype=components.dtype)))
+
+
+def img2img_start(request: GenerationRequest, scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
+    """The timesteps image-to-image runs at ``request.strength`` (diffusers' ``get_timesteps``)."""
+    init_steps = min(int(request.steps * request.strength), request.steps)
+    if init_steps < 1:
+        raise InvalidRequest("strength", f"{request.strength:g} x {request.steps} steps leaves no step to run; raise either")
+    t_first = max(request.steps - init_steps, 0)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_first * scheduler.order)
+    return timesteps[t_first * scheduler.order :]
+
+
+def sample_moments(moments: torch.Tensor, generators: list[torch.Generator], scaling_factor: float) -> torch.Tensor:
+    """One latent per generator drawn from the VAE's distribution, scaled for the UNet."""
+    mean, logvar = torch.chunk(moments, 2, dim=1)
+    std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    samples = [mean + std * randn_tensor(mean.shape, generator=g, device=mean.device, dtype=mean.dtype) for g in generators]
+    return scaling_factor * torch.cat(samples, dim=0)
+
+
+def prepare_latents(state: LoopState, shape: tuple[int, ...]) -> None:
+    """Starting latents for the group: pure noise, or the input image noised to the strength."""
+    components, scheduler = state.components, state.scheduler
+    gens = state.generators
+    gen_arg: Any = gens if len(gens) > 1 else gens[0]
+    device, dtype = components.device, components.dtype
+    if state.image.moments is None:
+        state.latents = randn_tensor(shape, generator=gen_arg, device=device, dtype=dtype) * scheduler.init_noise_sigma
+        return
+    state.timesteps = img2img_start(state.request, scheduler, state.timesteps)
+    init = sample_moments(state.image.moments, gens, components.scaling_factor)
+    noise = randn_tensor(init.shape, generator=gen_arg, device=device, dtype=dtype)
+    state.init_latents, state.noise = init, noise
+    state.latents = scheduler.add_noise(init, noise, state.timesteps[:1].repeat(len(gens)))
+
+
+def decode(components: Components, latents: torch.Tensor) -> npt.NDArray[np.float32]:
+    decoded = components.vae_decode(latents / components.scaling_factor)
+    images: npt.NDArray[np.float32] = (decoded.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return images
+
+
 @torch.inference_mode()
 def run_loop(
     components: Components,
@@ -113,123 +142,86 @@ def run_loop(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     previews: bool = True,
+    extensions: Sequence[Extension] = (),
 ) -> LoopOutput:
     """Run ``request`` (its seed resolved) through ``components``; images stay float."""
     if request.seed is None:
         raise ValueError("run_loop needs a request with a resolved seed (GenerationRequest.with_seed)")
-    check_request(components, request)
+    caps = components.capabilities
+    check_request(caps, request, components.vae_scale_factor)
     cancel = cancel or CancelToken()
-    device, dtype = components.device, components.dtype
+    device = components.device
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    warnings: list[str] = []
 
-    # -- text ---------------------------------------------------------------------
     cancel.raise_if_cancelled()
-    ids, mask, dropped = _tokenize(components, request.prompt)
-    cond = components.encode_text(ids.to(device), mask.to(device)).to(dtype)
-    use_cfg = request.uses_cfg and components.guidance_embedding_dim is None
-    dropped_neg = None
-    uncond = None
-    if use_cfg:
-        neg_ids, neg_mask, dropped_neg = _tokenize(components, request.negative_prompt)
-        uncond = components.encode_text(neg_ids.to(device), neg_mask.to(device)).to(dtype)
-    for label, text in (("prompt", dropped), ("negative prompt", dropped_neg)):
-        if text:
-            limit = components.tokenizer.model_max_length
-            msg = f"The {label} is longer than {limit} tokens; this part was ignored: {text!r}"
-            log.warning(msg)
-            warnings.append(msg)
-    timestep_cond = None
-    if components.guidance_embedding_dim is not None:
-        timestep_cond = guidance_embedding(
-            request.effective_guidance - 1.0, components.guidance_embedding_dim, torch.float32
-        ).to(device=device, dtype=dtype)
+    use_cfg = request.uses_cfg and caps.guidance == "cfg"
+    prompts = components.encode_prompts(request, with_negative=use_cfg)
     _sync(device)
     timings["text_encode"] = time.perf_counter() - t_start
 
-    # -- image-to-image input -------------------------------------------------------
-    moments = None
-    if request.is_img2img:
-        t0 = time.perf_counter()
-        pixels = image_to_tensor(request.init_image, request.width, request.height)
-        moments = components.vae_encode(pixels.to(device=device, dtype=dtype))
+    t0 = time.perf_counter()
+    image = encode_image(components, request)
+    if image.moments is not None:
         _sync(device)
         timings["image_encode"] = time.perf_counter() - t0
 
+    hooks: list[Extension] = [*extensions_for(request, components), *extensions]
+    if progress is not None:
+        hooks.append(ProgressReporter(progress, started=t_start, previews=previews, interval=PREVIEW_INTERVAL_S))
     seeds = request.image_seeds()
-    batch = max(1, min(components.max_batch, len(seeds)))
+    batch = max(1, min(caps.max_batch, len(seeds)))
     groups = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
     outputs: list[npt.NDArray[np.float32]] = []
-    timings["denoise"] = 0.0
-    timings["decode"] = 0.0
+    timings["denoise"] = timings["decode"] = 0.0
     steps_done = 0
     steps_total: int | None = None
-    last_preview = 0.0
+    h = request.height // components.vae_scale_factor
+    w = request.width // components.vae_scale_factor
     for group_index, group in enumerate(groups):
         t0 = time.perf_counter()
         n = len(group)
-        generators = [torch.Generator("cpu").manual_seed(s) for s in group]
-        gen_arg: Any = generators if n > 1 else generators[0]
         scheduler = build_scheduler(request.scheduler_name, components.scheduler_config)
         scheduler.set_timesteps(request.steps, device=device)
-        timesteps = scheduler.timesteps
-        h = request.height // components.vae_scale_factor
-        w = request.width // components.vae_scale_factor
-        shape = (n, components.latent_channels, h, w)
-        if moments is None:
-            latents = randn_tensor(shape, generator=gen_arg, device=device, dtype=dtype)
-            latents = latents * scheduler.init_noise_sigma
-        else:
-            init_steps = min(int(request.steps * request.strength), request.steps)
-            if init_steps < 1:
-                raise InvalidRequest(
-                    "strength", f"{request.strength:g} x {request.steps} steps leaves no step to run; raise either"
-                )
-            t_first = max(request.steps - init_steps, 0)
-            timesteps = timesteps[t_first * scheduler.order :]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(t_first * scheduler.order)
-            mean, logvar = torch.chunk(moments, 2, dim=1)
-            std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
-            samples = [mean + std * randn_tensor(mean.shape, generator=g, device=device, dtype=dtype) for g in generators]
-            init_latents = components.scaling_factor * torch.cat(samples, dim=0)
-            noise = randn_tensor(init_latents.shape, generator=gen_arg, device=device, dtype=dtype)
-            latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(n))
+        guidance = build_guidance(
+            caps.guidance if request.uses_cfg or caps.guidance == "embedded" else "none",
+            scale=request.effective_guidance, cond=prompts.cond, uncond=prompts.uncond, n=n,
+            embedding_dim=components.guidance_embedding_dim, device=device, dtype=components.dtype,
+        )
+        generators = [torch.Generator("cpu").manual_seed(s) for s in group]
+        state = LoopState(
+            request=request, components=components, scheduler=scheduler, timesteps=scheduler.timesteps,
+            latents=torch.empty(0), guidance=guidance, generators=generators, seeds=group,
+            first_image=group_index * batch, image=image, steps_done=steps_done,
+        )
+        prepare_latents(state, (n, components.latent_channels, h, w))
         if steps_total is None:
-            steps_total = len(timesteps) * len(groups)
-        if use_cfg:
-            assert uncond is not None
-            embeds = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
-        else:
-            embeds = cond.expand(n, -1, -1)
-        cond_arg = None if timestep_cond is None else timestep_cond.expand(n, -1)
+            steps_total = len(state.timesteps) * len(groups)
+        state.steps_total = steps_total
         step_kwargs = _step_kwargs(scheduler, generators)
-        guidance = request.effective_guidance
-        for t in timesteps:
+        for hook in hooks:
+            hook.before_loop(state)
+        for i, t in enumerate(state.timesteps):
             cancel.raise_if_cancelled()
-            model_in = torch.cat([latents] * 2) if use_cfg else latents
-            model_in = scheduler.scale_model_input(model_in, t)
-            noise_pred = components.unet(model_in, t, embeds, cond_arg)
-            if use_cfg:
-                uncond_pred, text_pred = noise_pred.chunk(2)
-                noise_pred = uncond_pred + guidance * (text_pred - uncond_pred)
-            latents = scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+            state.step_index, state.timestep = i, t
+            call = UNetCall(
+                scheduler.scale_model_input(guidance.batch(state.latents), t), t, guidance.text, guidance.timestep_cond
+            )
+            for hook in hooks:
+                hook.before_unet(state, call)
+            noise_pred = guidance.combine(components.unet(call))
+            state.latents = scheduler.step(noise_pred, t, state.latents, **step_kwargs, return_dict=False)[0]
             steps_done += 1
-            if progress is not None:
-                now = time.perf_counter()
-                preview = None
-                if previews and now - last_preview >= PREVIEW_INTERVAL_S:
-                    preview = latents_to_rgb(latents[0].float().cpu().numpy())
-                    last_preview = now
-                progress(Progress(steps_done, steps_total, now - t_start, group_index * batch, len(seeds), preview))
+            state.steps_done = steps_done
+            for hook in hooks:
+                hook.after_step(state)
+        for hook in hooks:
+            hook.after_loop(state)
         cancel.raise_if_cancelled()
         _sync(device)
         t1 = time.perf_counter()
         timings["denoise"] += t1 - t0
-        decoded = components.vae_decode(latents / components.scaling_factor)
-        images = (decoded.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        outputs.append(images)
+        outputs.append(decode(components, state.latents))
         timings["decode"] += time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t_start
     if steps_done:
@@ -238,7 +230,7 @@ def run_loop(
         images=np.concatenate(outputs, axis=0),
         seeds=seeds,
         timings=timings,
-        warnings=warnings,
-        truncated_prompt=dropped,
-        truncated_negative=dropped_neg,
+        warnings=list(prompts.warnings),
+        truncated_prompt=prompts.truncated_prompt,
+        truncated_negative=prompts.truncated_negative,
     )

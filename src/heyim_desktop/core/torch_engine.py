@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
+from heyim_desktop.core.capabilities import Capabilities
+from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
+from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder
 
@@ -91,23 +95,49 @@ class TorchComponents:
         self.guidance_embedding_dim = self.unet_model.config.time_cond_proj_dim
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
-        self.max_batch = 4 if device.type != "cpu" else 1
-        self.fixed_size: tuple[int, int] | None = None
-        self.supports_img2img = True
+        size = self.sample_size * self.vae_scale_factor
+        family = "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
+        self._capabilities = Capabilities(
+            family=family,
+            img2img=True,
+            inpaint="concat" if self.latent_channels == 9 else "blend",
+            guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
+            default_size=(size, size),
+            max_batch=4 if device.type != "cpu" else 1,
+        )
+        # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
+        self.latent_channels = int(self.vae.config.latent_channels)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask if self._use_attention_mask else None
         return self.text_encoder(input_ids, attention_mask=mask)[0]
 
-    def unet(
-        self,
-        latents: torch.Tensor,
-        timestep: torch.Tensor,
-        text_embeddings: torch.Tensor,
-        timestep_cond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def _clip_encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.encode_text(input_ids, attention_mask), None
+
+    def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
+        return encode_prompt_pair(
+            request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
+            device=self.device, dtype=self.dtype,
+        )
+
+    def count_tokens(self, text: str) -> TokenCount:
+        return count_tokens(self.tokenizer, text)
+
+    def unet(self, call: UNetCall) -> torch.Tensor:
+        sample = call.sample if call.concat is None else torch.cat([call.sample, call.concat], dim=1)
+        kwargs: dict[str, Any] = {}
+        if call.down_residuals is not None:
+            kwargs["down_block_additional_residuals"] = call.down_residuals
+        if call.mid_residual is not None:
+            kwargs["mid_block_additional_residual"] = call.mid_residual
         return self.unet_model(
-            latents, timestep, encoder_hidden_states=text_embeddings, timestep_cond=timestep_cond, return_dict=False
+            sample, call.timestep, encoder_hidden_states=call.text.hidden, timestep_cond=call.timestep_cond,
+            return_dict=False, **kwargs,
         )[0]
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from heyim_desktop.ui.qt import (
     QHBoxLayout,
@@ -19,6 +19,9 @@ from heyim_desktop.ui.qt import (
     Signal,
 )
 
+if TYPE_CHECKING:
+    from heyim_desktop.core.conditioning import TokenCount
+
 #: CLIP's context is 77 tokens, two of which are the start and end markers.
 TOKEN_LIMIT = 77
 _WORDISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
@@ -33,7 +36,7 @@ def estimate_tokens(text: str) -> int:
 
 
 #: Counts with the model's tokenizer (the engine process answers); None: not known now.
-TokenCounter = Callable[[str], "int | None"]
+TokenCounter = Callable[[str], "TokenCount | None"]
 
 
 def count_tokens(text: str, counter: TokenCounter | None) -> tuple[int, bool]:
@@ -46,7 +49,7 @@ def count_tokens(text: str, counter: TokenCounter | None) -> tuple[int, bool]:
         except Exception:  # noqa: BLE001 - a tokenizer quirk must not break typing
             exact = None
         if exact is not None:
-            return exact, True
+            return exact.tokens + 2, True  # the counter shows the start and end markers too
     return estimate_tokens(text) + 2, False
 
 

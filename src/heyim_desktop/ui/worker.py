@@ -22,7 +22,8 @@ from heyim_desktop.ui.qt import QImage, QThread, Signal
 if TYPE_CHECKING:
     import numpy as np
 
-    from heyim_desktop.core.engine import Engine
+    from heyim_desktop.core.conditioning import TokenCount
+    from heyim_desktop.core.engine import Engine, EngineInfo
     from heyim_desktop.core.process.remote import ProcessLoader
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ class ModelReady:
     default_size: tuple[int, int]
     fixed_size: tuple[int, int] | None
     supports_img2img: bool
-    #: ``count(text) -> tokens or None`` answered by the engine process with the model's own
-    #: tokenizer (None while it is busy: the counter shows an estimate), or None.
-    token_counter: Callable[[str], int | None] | None = None
-    #: Everything else the engine says about the model (plain data).
-    info: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: ``count(text) -> TokenCount or None`` answered by the engine process with the model's
+    #: own tokenizer (None while it is busy: the counter shows an estimate), or None.
+    token_counter: Callable[[str], TokenCount | None] | None = None
+    #: Everything the engine says about the model, capabilities included.
+    info: EngineInfo | None = field(default=None, compare=False)
 
 
 def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
@@ -232,6 +233,8 @@ class _HostEvents:
 
     def model_ready(self, ref: str, engine: "Engine", seconds: float) -> None:
         # What the engine offers through its interface (the engine process answers these).
+        from heyim_desktop.core.engine import EngineInfo
+
         counter = getattr(engine, "count_tokens", None)
         details = getattr(engine, "info", None)
         info = ModelReady(
@@ -243,7 +246,7 @@ class _HostEvents:
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
             token_counter=counter if callable(counter) else None,
-            info=dict(details) if isinstance(details, dict) else {},
+            info=details if isinstance(details, EngineInfo) else None,
         )
         self.worker.model_ready.emit(info)
 

@@ -72,8 +72,9 @@ def test_child_results_equal_the_in_process_engine_bit_for_bit(engine: RemoteEng
     from PIL import Image
 
     assert engine.stopped is False and engine.pid != os.getpid()
-    assert (engine.name, engine.model_name, engine.default_size) == (tiny_engine.name, tiny_engine.model_name,
-                                                                     tiny_engine.default_size)
+    # EngineInfo (capabilities included) crossed the channel as plain data and came back equal.
+    assert engine.info == tiny_engine.info and engine.capabilities == tiny_engine.capabilities
+    assert (engine.default_size, engine.fixed_size) == (tiny_engine.default_size, tiny_engine.fixed_size)
     txt = _request(tiny_model, count=2)
     init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     img = _request(tiny_model, init_image=init, strength=0.5, steps=4, scheduler="Euler a")

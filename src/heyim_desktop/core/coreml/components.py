@@ -16,7 +16,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from heyim_desktop.core.capabilities import Capabilities
+from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.coreml.specs import ModelSpec
 from heyim_desktop.core.errors import ModelError
 
@@ -137,9 +141,21 @@ class CoreMLComponents:
         self.scheduler_config: Mapping[str, Any] = _scheduler_config(info)
         self.tokenizer = load_tokenizer(info, self.text_length)
         self.guidance_embedding_dim: int | None = None
-        self.max_batch = 1
-        self.fixed_size: tuple[int, int] | None = info.size
-        self.supports_img2img = info.img2img
+        self._capabilities = Capabilities(
+            family="sd1" if self.text_channels == 768 else "sd2",
+            img2img=info.img2img,
+            inpaint="blend",
+            max_prompt_chunks=1,
+            token_window=self.text_length,
+            fixed_size=info.size,
+            default_size=info.size,
+            max_batch=1,
+            clip_skip=False,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     def predict(self, spec: ModelSpec, inputs: Arrays) -> Arrays:
         return self._predict(spec.name, check_inputs(spec, inputs))
@@ -158,6 +174,18 @@ class CoreMLComponents:
             )
         return torch.from_numpy(hidden.astype(np.float32))
 
+    def _clip_encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.encode_text(input_ids, attention_mask), None
+
+    def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
+        return encode_prompt_pair(
+            request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
+            device=self.device, dtype=self.dtype,
+        )
+
+    def count_tokens(self, text: str) -> TokenCount:
+        return count_tokens(self.tokenizer, text)
+
     def _unet_call(self, sample: Array, timestep: Array, hidden: Array) -> Array:
         values: dict[str, Array] = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
         out: Arrays = {}
@@ -167,17 +195,14 @@ class CoreMLComponents:
             values.update({k: np.asarray(v) for k, v in out.items()})
         return _output(self.unets[-1], out)
 
-    def unet(
-        self,
-        latents: torch.Tensor,
-        timestep: torch.Tensor,
-        text_embeddings: torch.Tensor,
-        timestep_cond: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def unet(self, call: UNetCall) -> torch.Tensor:
+        if call.concat is not None or call.down_residuals is not None or call.mid_residual is not None:
+            raise ModelError(f"{self.info.name}: this Core ML UNet takes no extra inputs (inpainting channels or ControlNet).")
+        latents, timestep = call.sample, call.timestep
         n = latents.shape[0]
         sample = latents.cpu().float().numpy()
         # Apple's layout: (B, 77, C) -> (B, C, 1, 77).
-        hidden = text_embeddings.cpu().float().permute(0, 2, 1).unsqueeze(2).numpy()
+        hidden = call.text.hidden.cpu().float().permute(0, 2, 1).unsqueeze(2).numpy()
         t = np.full((n,), float(timestep.reshape(-1)[0]), dtype=np.float32)
         b = self.unet_batch
         if n == b:

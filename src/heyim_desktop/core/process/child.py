@@ -30,24 +30,17 @@ from heyim_desktop.core.process.protocol import (
 
 log = logging.getLogger("heyim_desktop.engine_child")
 
-#: Test models: "sleepy:<ref>" loads ``ref`` and then hangs in every UNet call (see tests).
+#: Test models: "hang:<ref>" loads ``ref`` and then hangs in every UNet call (see tests).
 _TEST_HOOK_ENV = "HEYIM_ENGINE_TEST_HOOKS"
 
 
 def engine_info(engine: Any, ref: str) -> dict[str, Any]:
-    """What the parent learns about a loaded model (plain data)."""
-    info = getattr(engine, "info", None)
-    if callable(info):
-        import dataclasses
+    """What the parent learns about a loaded model: :class:`EngineInfo` as plain data."""
+    from heyim_desktop.core.engine import EngineInfo
 
-        data = info()
-        out: dict[str, Any] = (dataclasses.asdict(data) if dataclasses.is_dataclass(data) and not isinstance(data, type)
-                               else dict(data))
-    else:
-        out = {"name": engine.name, "model_name": engine.model_name, "default_size": list(engine.default_size)}
-    fixed = engine.fixed_size
-    out.setdefault("fixed_size", list(fixed) if fixed else None)
-    out.setdefault("supports_img2img", bool(getattr(engine, "supports_img2img", True)))
+    info = engine.info
+    out: dict[str, Any] = info.to_dict() if isinstance(info, EngineInfo) else {
+        "name": engine.name, "model_name": engine.model_name, "default_size": list(engine.default_size)}
     out["ref"] = ref
     clean: dict[str, Any] = _jsonable(out)
     return clean
@@ -74,6 +67,8 @@ class EngineChild:
         self._work: queue.Queue[Message | None] = queue.Queue()
         self._job_lock = threading.Lock()
         self._job: tuple[int, CancelToken] | None = None
+        #: Held by the job thread from a job's start to its first step (prompt encoding).
+        self._tokenizer_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run_work, name="heyim-engine-job", daemon=True)
 
     # -- the reader (main thread) ----------------------------------------------------------
@@ -106,16 +101,20 @@ class EngineChild:
                 self._job[1].cancel()
 
     def _count_tokens(self, msg: Message) -> None:
+        import dataclasses
+
         text = msg.data.get("text")
-        count: int | None = None
+        count: dict[str, Any] | None = None
         engine = self.engine
-        counter = getattr(engine, "count_tokens", None)
-        if isinstance(text, str) and callable(counter):
+        # The job thread encodes the prompt with the same tokenizer at a job's start: a fast
+        # tokenizer must not be used by two threads at once, so a count waits for that.
+        if isinstance(text, str) and engine is not None and self._tokenizer_lock.acquire(timeout=1.0):
             try:
-                value = counter(text)
-                count = value if isinstance(value, int) else None
+                count = _jsonable(dataclasses.asdict(engine.count_tokens(text)))
             except Exception:  # noqa: BLE001 - the window falls back to an estimate
                 log.debug("token count failed", exc_info=True)
+            finally:
+                self._tokenizer_lock.release()
         self.writer.send({"ev": "tokens", "id": msg.data.get("id"), "count": count})
 
     # -- the job thread --------------------------------------------------------------------
@@ -159,6 +158,14 @@ class EngineChild:
         cancel = CancelToken()
         with self._job_lock:
             self._job = (job_id, cancel)
+        encoding = self._tokenizer_lock.acquire()
+
+        def encoded() -> None:
+            nonlocal encoding
+            if encoding:
+                encoding = False
+                self._tokenizer_lock.release()
+
         try:
             if self.engine is None:
                 from heyim_desktop.core.errors import ModelError
@@ -167,6 +174,7 @@ class EngineChild:
             request = _request_from_message(msg)
 
             def on_progress(p: Progress) -> None:
+                encoded()  # the prompt is encoded by the first step
                 data: dict[str, Any] = {"ev": "progress", "job": job_id, "step": p.step, "total": p.total,
                                         "elapsed": p.elapsed, "image_index": p.image_index,
                                         "image_count": p.image_count, "preview": None}
@@ -190,6 +198,7 @@ class EngineChild:
                 log.exception("job %s failed with an unexpected error", job_id)
             self.writer.send({"ev": "failed", "to": "generate", "job": job_id, "error": error_to_data(exc)})
         finally:
+            encoded()
             with self._job_lock:
                 self._job = None
 

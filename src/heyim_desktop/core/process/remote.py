@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
+from heyim_desktop.core.capabilities import Capabilities
+from heyim_desktop.core.conditioning import TokenCount
+from heyim_desktop.core.engine import EngineInfo
 from heyim_desktop.core.errors import EngineStopped, ModelError
 from heyim_desktop.core.process.protocol import (
     PROTOCOL_VERSION,
@@ -88,7 +91,7 @@ class EngineProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._writer: MessageWriter | None = None
         self._inbox: queue.Queue[Message | None] = queue.Queue()
-        self._tokens: dict[int, tuple[threading.Event, list[int | None]]] = {}
+        self._tokens: dict[int, tuple[threading.Event, list[TokenCount | None]]] = {}
         self._tokens_lock = threading.Lock()
         self._ids = itertools.count(1)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -197,7 +200,7 @@ class EngineProcess:
         return EngineStopped(f"The engine stopped unexpectedly ({self.exit_description()}). It restarts for the next job.")
 
     # -- token counts (any thread, usually the window's) -----------------------------------
-    def count_tokens(self, text: str, timeout: float = TOKEN_COUNT_TIMEOUT_S) -> int | None:
+    def count_tokens(self, text: str, timeout: float = TOKEN_COUNT_TIMEOUT_S) -> TokenCount | None:
         """The model tokenizer's count, or None when the child is busy, gone or has none."""
         if not self.alive:
             return None
@@ -240,7 +243,7 @@ class EngineProcess:
         with self._tokens_lock:
             waiter = self._tokens.get(request_id) if isinstance(request_id, int) else None
         if waiter is not None:
-            waiter[1][0] = count if isinstance(count, int) and not isinstance(count, bool) else None
+            waiter[1][0] = _token_count(count)
             waiter[0].set()
 
     def _finish(self) -> None:
@@ -287,12 +290,9 @@ class RemoteEngine:
                  crash_error: Callable[[EngineProcess], EngineStopped] | None = None) -> None:
         self.process = process
         self.ref = ref
-        self.info = dict(info)
-        self.name = str(info.get("name", "engine"))
-        self.model_name = str(info.get("model_name", ref))
-        self._default_size = _size(info.get("default_size")) or (512, 512)
-        self._fixed_size = _size(info.get("fixed_size"))
-        self.supports_img2img = bool(info.get("supports_img2img", True))
+        self._info = EngineInfo.from_dict(info)
+        self.name = self._info.name
+        self.model_name = self._info.model_name
         self.cancel_grace_s = cancel_grace_s
         self._on_success = on_success
         self._crash_error = crash_error or (lambda process: process.stopped_error())
@@ -310,14 +310,28 @@ class RemoteEngine:
         return not self.process.alive
 
     @property
+    def info(self) -> EngineInfo:
+        """What the child said about its model (plain data carried over the channel)."""
+        return self._info
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._info.capabilities
+
+    @property
     def default_size(self) -> tuple[int, int]:
-        return self._fixed_size or self._default_size
+        return self._info.fixed_size or self._info.default_size
 
     @property
     def fixed_size(self) -> tuple[int, int] | None:
-        return self._fixed_size
+        return self._info.fixed_size
 
-    def count_tokens(self, text: str, timeout: float = TOKEN_COUNT_TIMEOUT_S) -> int | None:
+    @property
+    def supports_img2img(self) -> bool:
+        return self._info.capabilities.img2img
+
+    def count_tokens(self, text: str, timeout: float = TOKEN_COUNT_TIMEOUT_S) -> TokenCount | None:
+        """The child's count; None when it does not answer within ``timeout`` (busy encoding)."""
         return self.process.count_tokens(text, timeout)
 
     def generate(self, request: GenerationRequest, progress: ProgressCallback | None = None,
@@ -516,10 +530,16 @@ def _label(ref: str) -> str:
     return Path(ref).name or ref
 
 
-def _size(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    return None
+def _token_count(data: Any) -> TokenCount | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        return TokenCount(tokens=int(data["tokens"]), limit=int(data["limit"]), chunks=int(data.get("chunks", 1)),
+                          boundaries=tuple(int(b) for b in data.get("boundaries") or ()),
+                          cut_at=None if data.get("cut_at") is None else int(data["cut_at"]),
+                          exact=bool(data.get("exact", True)))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _request_message(request: GenerationRequest) -> tuple[dict[str, Any], tuple[bytes, ...]]:

@@ -1,0 +1,116 @@
+"""Conditioning as values: what the prompt, the input image and features hand the UNet.
+
+The loop never knows which model family it drives: a family's components put what their
+UNet needs into these values (SDXL: pooled embeddings and time ids in ``extras``) and read
+them back in ``Components.unet``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TextCond:
+    """One encoded prompt: ``hidden`` (B, S, D), optional ``pooled`` (B, P) and extra inputs.
+
+    Every tensor in ``extras`` has the batch on its first axis, so guidance can batch the
+    whole value the same way it batches ``hidden``.
+    """
+
+    hidden: "torch.Tensor"
+    pooled: "torch.Tensor | None" = None
+    extras: "dict[str, torch.Tensor]" = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return int(self.hidden.shape[0])
+
+    def map(self, fn: "Callable[[torch.Tensor], torch.Tensor]") -> "TextCond":
+        """The same conditioning with ``fn`` applied to every tensor (expand, move, cast)."""
+        return TextCond(
+            fn(self.hidden),
+            None if self.pooled is None else fn(self.pooled),
+            {k: fn(v) for k, v in self.extras.items()},
+        )
+
+    def repeat(self, n: int) -> "TextCond":
+        """Batch of ``n`` copies of a single prompt's conditioning."""
+        return self.map(lambda t: t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t.repeat_interleave(n, dim=0))
+
+    @staticmethod
+    def cat(parts: "list[TextCond]") -> "TextCond":
+        import torch
+
+        pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts if p.pooled is not None])
+        extras = {k: torch.cat([p.extras[k] for p in parts]) for k in parts[0].extras}
+        return TextCond(torch.cat([p.hidden for p in parts]), pooled, extras)
+
+
+@dataclass(frozen=True)
+class PromptEncoding:
+    """The encoded prompt and negative prompt of one request, and what encoding reported."""
+
+    cond: TextCond
+    #: None when the job runs without classifier-free guidance.
+    uncond: TextCond | None
+    warnings: tuple[str, ...] = ()
+    truncated_prompt: str | None = None
+    truncated_negative: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """What the token counter shows: tokens used, the model's limit, and chunk boundaries."""
+
+    tokens: int
+    #: Tokens the model reads: chunks x 75 (+2) where it chunks, else the 77-token window.
+    limit: int
+    chunks: int = 1
+    #: Token positions where a new 75-token chunk starts (empty when not chunked).
+    boundaries: tuple[int, ...] = ()
+    #: Tokens beyond this index are cut (None when nothing is cut).
+    cut_at: int | None = None
+    #: Counted by the model's own tokenizer (False: an estimate).
+    exact: bool = True
+
+
+@dataclass
+class UNetCall:
+    """One UNet evaluation. Extensions may add to it in ``before_unet``.
+
+    ``sample`` is already batched for guidance and scaled by the scheduler. ``concat`` is
+    stacked onto ``sample``'s channels (inpainting UNets); the residuals are ControlNet's.
+    """
+
+    sample: "torch.Tensor"
+    timestep: "torch.Tensor"
+    text: TextCond
+    timestep_cond: "torch.Tensor | None" = None
+    concat: "torch.Tensor | None" = None
+    down_residuals: "list[torch.Tensor] | None" = None
+    mid_residual: "torch.Tensor | None" = None
+
+    def with_text(self, text: TextCond) -> "UNetCall":
+        return replace(self, text=text)
+
+
+@dataclass(frozen=True)
+class ImageCond:
+    """Image-side conditioning of one job: the input image's VAE moments and, later, a mask.
+
+    ``moments`` are the encoder's (1, 2C, h, w) mean and log-variance; ``mask`` (1, 1, h, w)
+    in [0, 1] (1 = repaint) and ``masked_moments`` belong to inpainting.
+    """
+
+    moments: "torch.Tensor | None" = None
+    mask: "torch.Tensor | None" = None
+    masked_moments: "torch.Tensor | None" = None
+
+
+if TYPE_CHECKING:
+    from typing import Callable
