@@ -8,8 +8,8 @@
    boundary costs (the request as codec data, progress messages, the result's pixels).
    A token-count round trip is the bare channel latency.
 2. Transfer of one result image (default 1024x1024 RGB) from a child to a Pillow image here:
-   raw pixels through a shared-memory block the parent owns (what HeyIm uses), raw pixels
-   inline over the pipe, and PNG bytes over the pipe (compress level 1, and 6 as history
+   raw pixels through a shared-memory block the parent owns and keeps between jobs (what HeyIm
+   uses), the same with a fresh block per result, raw pixels inline over the pipe, and PNG bytes over the pipe (compress level 1, and 6 as history
    files use). The image is smooth gradients plus mild noise, like a generated picture.
 """
 
@@ -84,18 +84,20 @@ def bench_transfer(size: int, repeats: int) -> None:
     assert read_message(proc.stdout) is not None  # type: ignore[arg-type]
     n = size * size * 3
     print(f"\ntransfer of one {size}x{size} RGB result, child -> Pillow image here ({repeats} runs, median):")
-    for how in ("shm", "raw", "png1", "png6"):
+    kept = shared.create(n)
+    for how in ("shm-kept", "shm-new", "raw", "png1", "png6"):
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            block = shared.create(n) if how == "shm" else None
-            send.send({"op": "x", "how": how, "shm": block.name if block else None})
+            block = kept if how == "shm-kept" else shared.create(n) if how == "shm-new" else None
+            send.send({"op": "x", "how": "shm" if block else how, "shm": block.name if block else None})
             msg = read_message(proc.stdout)  # type: ignore[arg-type]
             assert msg is not None
             if block is not None:
                 assert block.buf is not None
                 pixels = bytes(block.buf[:n])
-                shared.release(block)
+                if block is not kept:
+                    shared.release(block)
                 img = Image.fromarray(np.frombuffer(pixels, np.uint8).reshape(size, size, 3))
             elif how == "raw":
                 img = Image.fromarray(np.frombuffer(msg.blobs[0], np.uint8).reshape(size, size, 3))
@@ -105,9 +107,11 @@ def bench_transfer(size: int, repeats: int) -> None:
             times.append((time.perf_counter() - t0) * 1000)
             assert img.size == (size, size)
         extra = f"  ({len(msg.blobs[0]) / 2**20:.1f} MB)" if msg.blobs else ""
-        label = {"shm": "shared memory (used)", "raw": "raw over the pipe", "png1": "PNG level 1 over the pipe",
+        label = {"shm-kept": "shared memory, block kept (used)", "shm-new": "shared memory, new block each",
+                 "raw": "raw over the pipe", "png1": "PNG level 1 over the pipe",
                  "png6": "PNG level 6 over the pipe"}[how]
-        print(f"  {label:<28} {statistics.median(times):8.2f} ms   min {min(times):7.2f} ms{extra}")
+        print(f"  {label:<34} {statistics.median(times):8.2f} ms   min {min(times):7.2f} ms{extra}")
+    shared.release(kept)
     proc.stdin.close()
     proc.wait(30)
 

@@ -91,6 +91,17 @@ def test_child_results_equal_the_in_process_engine_bit_for_bit(engine: RemoteEng
     assert engine.count_tokens("a red fox", timeout=30) == tiny_engine.count_tokens("a red fox")
 
 
+def test_without_room_for_shared_memory_the_pixels_come_over_the_pipe(
+        engine: RemoteEngine, tiny_engine: Any, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.core.process import shared
+
+    monkeypatch.setattr(shared, "room_for", lambda size: False)  # a full /dev/shm
+    request = _request(tiny_model, width=128, count=3)  # larger than the kept block
+    ours, theirs = engine.generate(request), tiny_engine.generate(request)
+    assert engine._block is None
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(ours.images, theirs.images))
+
+
 def test_cancel_is_honoured_within_a_step_and_the_child_goes_on(engine: RemoteEngine, tiny_model: Path) -> None:
     cancel = CancelToken()
     seen: list[int] = []

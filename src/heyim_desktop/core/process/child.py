@@ -67,6 +67,7 @@ class EngineChild:
         self._work: queue.Queue[Message | None] = queue.Queue()
         self._job_lock = threading.Lock()
         self._job: tuple[int, CancelToken] | None = None
+        self._shm: Any = None
         #: Held by the job thread from a job's start to its first step (prompt encoding).
         self._tokenizer_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run_work, name="heyim-engine-job", daemon=True)
@@ -209,27 +210,19 @@ class EngineChild:
         total = sum(a.nbytes for a in arrays)
         images: list[dict[str, Any]] = []
         blobs: list[bytes] = []
-        shm = None
-        if isinstance(shm_name, str) and total <= shm_size:
-            from heyim_desktop.core.process.shared import attach
-
-            shm = attach(shm_name)
-        try:
-            offset = 0
-            for g, arr in zip(result.images, arrays):
-                entry: dict[str, Any] = {"seed": g.seed, "index": g.index, "height": int(arr.shape[0]),
-                                         "width": int(arr.shape[1])}
-                if shm is not None and shm.buf is not None:
-                    shm.buf[offset:offset + arr.nbytes] = arr.reshape(-1).data
-                    entry["offset"] = offset
-                    offset += arr.nbytes
-                else:
-                    entry["blob"] = len(blobs)
-                    blobs.append(arr.tobytes())
-                images.append(entry)
-        finally:
-            if shm is not None:
-                shm.close()
+        shm = self._attach(shm_name) if isinstance(shm_name, str) and total <= shm_size else None
+        offset = 0
+        for g, arr in zip(result.images, arrays):
+            entry: dict[str, Any] = {"seed": g.seed, "index": g.index, "height": int(arr.shape[0]),
+                                     "width": int(arr.shape[1])}
+            if shm is not None and shm.buf is not None:
+                shm.buf[offset:offset + arr.nbytes] = arr.reshape(-1).data
+                entry["offset"] = offset
+                offset += arr.nbytes
+            else:
+                entry["blob"] = len(blobs)
+                blobs.append(arr.tobytes())
+            images.append(entry)
         settings = result.request.settings()
         self.writer.send({
             "ev": "result", "job": job_id, "images": images,
@@ -239,6 +232,17 @@ class EngineChild:
             "warnings": list(result.warnings), "truncated_prompt": result.truncated_prompt,
             "truncated_negative": result.truncated_negative,
         }, tuple(blobs))
+
+    def _attach(self, name: str) -> Any:
+        """The parent's result block, kept open while the parent reuses it."""
+        from heyim_desktop.core.process.shared import attach
+
+        if self._shm is not None and self._shm.name == name.lstrip("/"):
+            return self._shm
+        if self._shm is not None:
+            self._shm.close()
+        self._shm = attach(name)
+        return self._shm
 
     def _close_engine(self) -> None:
         if self.engine is not None:

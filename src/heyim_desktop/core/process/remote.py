@@ -53,6 +53,8 @@ MAX_CRASHES_IN_A_ROW = 3
 STDERR_TAIL_LINES = 60
 #: The hidden argument that makes the frozen app's binary run as the engine child.
 FROZEN_ARGUMENT = "engine-process"
+#: Result blocks up to this size are kept for the next job; larger ones are freed after it.
+KEEP_BLOCK_BYTES = 64 * 1024 * 1024
 #: How long the window waits for a token count before it shows an estimate.
 TOKEN_COUNT_TIMEOUT_S = 0.025
 
@@ -297,6 +299,7 @@ class RemoteEngine:
         self._on_success = on_success
         self._crash_error = crash_error or (lambda process: process.stopped_error())
         self._jobs = itertools.count(1)
+        self._block: Any = None  # the shared block results come back through, reused between jobs
         #: Set when the child was killed because it ignored a cancel (hung).
         self.killed_hung = False
 
@@ -341,15 +344,11 @@ class RemoteEngine:
         job_id = next(self._jobs)
         data, blobs = _request_message(request)
         size = request.width * request.height * 3 * request.count
-        block = None
-        if shared.room_for(size):
-            try:
-                block = shared.create(size)
-            except OSError as exc:  # pixels come inline over the pipe instead
-                log.warning("no shared memory for the result (%s); it comes over the pipe", exc)
+        block = self._result_block(size)
         try:
             message: dict[str, Any] = {"op": "generate", "job": job_id, "request": data,
-                                       "shm": block.name if block is not None else None, "shm_size": size}
+                                       "shm": block.name if block is not None else None,
+                                       "shm_size": block.size if block is not None else 0}
             if blobs:
                 message["init_image"] = 0
             self.process.send(message, blobs)
@@ -365,8 +364,28 @@ class RemoteEngine:
             self._abandon(job_id)
             raise
         finally:
-            if block is not None:
+            if block is not None and block.size > KEEP_BLOCK_BYTES:
+                self._block = None
                 shared.release(block)
+
+    def _result_block(self, size: int) -> Any:
+        """A shared block for ``size`` bytes of result pixels: the last one when it is big
+        enough (a fresh block costs page faults on both sides), else a new one; None: the pixels
+        come inline over the pipe."""
+        from heyim_desktop.core.process import shared
+
+        if self._block is not None and self._block.size >= size:
+            return self._block
+        if self._block is not None:
+            shared.release(self._block)
+            self._block = None
+        if not shared.room_for(size):
+            return None
+        try:
+            self._block = shared.create(size)
+        except OSError as exc:
+            log.warning("no shared memory for the result (%s); it comes over the pipe", exc)
+        return self._block
 
     def _follow(self, job_id: int, request: GenerationRequest, progress: ProgressCallback | None,
                 cancel: CancelToken | None, block: Any) -> GenerationResult:
@@ -416,6 +435,11 @@ class RemoteEngine:
     def close(self) -> None:
         """End the child: the operating system gets all of the model's memory back."""
         self.process.stop()
+        if self._block is not None:
+            from heyim_desktop.core.process import shared
+
+            shared.release(self._block)
+            self._block = None
 
 
 class ProcessLoader:
