@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))  # this checkout's code, not an installed copy
+
 TICK_MS = 5
 
 
