@@ -78,3 +78,20 @@ def tiny_single_file(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory)
     from ldm_layout import write_single_file
 
     return write_single_file(tiny_model, tmp_path_factory.mktemp("single") / "tiny-a1111.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_inpaint_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a 9-channel (inpainting) UNet of random weights."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path_factory.mktemp("inpaint") / "tiny-inpaint"
+    shutil.copytree(tiny_model, folder)
+    config = dict(UNet2DConditionModel.load_config(folder / "unet"))
+    config["in_channels"] = 9
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel.from_config(config)
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    return folder

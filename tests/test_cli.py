@@ -121,3 +121,61 @@ def test_ctrl_c_mid_run_cancels_and_saves_nothing(data_dir: Path, tmp_path: Path
     assert b"Cancelled; nothing was saved." in stderr
     assert stdout == b""
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_inpaint_and_outpaint_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    src, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    rng = np.random.RandomState(1)
+    Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(src)
+    arr = np.zeros((64, 64), np.uint8)
+    arr[8:24, 8:24] = 255
+    Image.fromarray(arr, mode="L").save(mask)
+    base = ["generate", "--model", str(tiny_model), "-p", "a cat", "--image", str(src), "--strength", "1",
+            "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "--mask", str(mask), "--mask-blur", "0", "--fill", "noise", "-o", str(tmp_path / "a")]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(pixels[arr == 0], np.asarray(Image.open(src))[arr == 0])
+    params = read_parameters(out)
+    assert params is not None and params.params["Masked content"] == "latent noise" and params.params["Mask blur"] == "0"
+    assert params.inpaint_settings() == {"blur": 0, "invert": False, "fill": "latent noise", "only_masked": False}
+    assert main([*base, "--extend", "0,0,32,0", "-o", str(tmp_path / "b")]) == 0
+    grown = Image.open(Path(capsys.readouterr().out.strip()))
+    assert grown.size == (96, 64)
+    assert main([*base, "--only-masked"]) == 2
+    assert "need a mask" in capsys.readouterr().err
+    assert main([*base, "--extend", "7,0,0,0"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_lora_from_cli_by_name_and_tag(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from lora_helpers import write_lora
+
+    from heyim_desktop.core.lora import parse_network_hashes
+
+    lora_dir = data_dir / "models" / "Lora"
+    write_lora(tiny_model, lora_dir / "inkwash.safetensors", seed=4)
+    base = ["generate", "--model", str(tiny_model), "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "-p", "a cat", "-o", str(tmp_path / "plain")]) == 0
+    plain = Path(capsys.readouterr().out.strip())
+    assert main([*base, "-p", "a cat", "--lora", "inkwash:0.7", "-o", str(tmp_path / "flag")]) == 0
+    flag = Path(capsys.readouterr().out.strip())
+    assert main([*base, "-p", "a cat <lora:inkwash:0.7>", "-o", str(tmp_path / "tag")]) == 0
+    tag = Path(capsys.readouterr().out.strip())
+    from PIL import Image
+
+    assert Image.open(flag).tobytes() == Image.open(tag).tobytes()
+    assert Image.open(flag).tobytes() != Image.open(plain).tobytes()
+    params = read_parameters(tag)
+    assert params is not None and "<lora:inkwash:0.7>" in params.prompt
+    assert "inkwash" in parse_network_hashes(params.params["Lora hashes"])
+    assert main([*base, "-p", "a cat <lora:nope:1>"]) == 2
+    assert "unknown LoRA 'nope'" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "inkwash\tlora\t" in listing

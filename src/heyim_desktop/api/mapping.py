@@ -90,6 +90,7 @@ _HEYIM_FIELDS = {
     "scheduler": "scheduler",
     "strength": "strength",
     "inputImage": "init_image",
+    "maskImage": "mask_image",
     "guidanceBoost": "guidance_boost",
     "count": "count",
 }
@@ -111,6 +112,10 @@ def parse_heyim(body: Any) -> Mapped:
             data[ours] = body[key]
             names[ours] = key
     data["seed"] = _seed(body.get("seed"), "seed")
+    if "mask_image" in data:
+        data["inpaint"] = {"mask": data.pop("mask_image")}
+        names["mask"] = "maskImage"
+        names["inpaint.mask"] = "maskImage"
     notes = ("modelType is ignored: pick a model with the model field",) if body.get("modelType") is not None else ()
     return Mapped(data=data, names=names, model=_string(body, "model"), notes=notes)
 
@@ -121,7 +126,6 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "enable_hr": (False, None),
     "restore_faces": (False, None),
     "tiling": (False, None),
-    "mask": (None, ""),
     "script_name": (None, ""),
     "alwayson_scripts": (None, {}),
     "subseed_strength": (0, 0.0, None),
@@ -193,6 +197,47 @@ def _count(body: Mapping[str, Any]) -> int:
     return count
 
 
+#: AUTOMATIC1111's ``inpainting_fill`` numbers, in its order.
+_FILL_BY_NUMBER = ("fill", "original", "latent noise", "latent nothing")
+
+
+def _a1111_int(body: Mapping[str, Any], name: str, default: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(422, f"{name}: must be a whole number, got {type(value).__name__}", name)
+    return value
+
+
+def a1111_inpaint(body: Mapping[str, Any], notes: list[str]) -> dict[str, Any] | None:
+    """AUTOMATIC1111's img2img mask fields as HeyIm's inpainting settings (None without a mask)."""
+    mask = body.get("mask")
+    if mask is None or mask == "":
+        return None
+    if not isinstance(mask, str):
+        raise ApiError(422, "mask: must be a base64 image", "mask")
+    fill = _a1111_int(body, "inpainting_fill", 0)
+    if not 0 <= fill < len(_FILL_BY_NUMBER):
+        raise ApiError(422, f"inpainting_fill: must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing), got {fill}",
+                       "inpainting_fill")
+    blur = _a1111_int(body, "mask_blur", 4)
+    for axis in ("mask_blur_x", "mask_blur_y"):
+        if body.get(axis) not in (None, blur, 4):
+            notes.append(f"{axis} is not supported separately; mask_blur {blur} is used for both axes")
+    noise = body.get("initial_noise_multiplier")
+    if noise not in (None, 1, 1.0):
+        notes.append("initial_noise_multiplier is ignored (HeyIm always uses 1)")
+    return {
+        "mask": mask,
+        "mask_blur": blur,
+        "fill": _FILL_BY_NUMBER[fill],
+        "only_masked": bool(body.get("inpaint_full_res", False)),
+        "padding": _a1111_int(body, "inpaint_full_res_padding", 32),
+        "invert": bool(body.get("inpainting_mask_invert", 0)),
+    }
+
+
 def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
     body = _require_object(body)
     notes: list[str] = []
@@ -233,6 +278,14 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
         strength = body.get("denoising_strength", 0.75)
         data["strength"] = 0.75 if strength is None else strength
         data["guidance_boost"] = 0.0  # AUTOMATIC1111 clients mean cfg_scale as given
+        inpaint = a1111_inpaint(body, notes)
+        if inpaint is not None:
+            data["inpaint"] = inpaint
+            names.update({"inpaint.mask_blur": "mask_blur", "inpaint.fill": "inpainting_fill", "mask": "mask",
+                          "inpaint.padding": "inpaint_full_res_padding", "mask_blur": "mask_blur",
+                          "inpainting_fill": "inpainting_fill", "inpaint_padding": "inpaint_full_res_padding"})
+    elif body.get("mask"):
+        raise ApiError(422, "mask: inpainting needs an input image; use /sdapi/v1/img2img", "mask")
     elif body.get("init_images"):
         notes.append("init_images is ignored by txt2img (use /sdapi/v1/img2img)")
     send = body.get("send_images", True)

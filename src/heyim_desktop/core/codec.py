@@ -32,6 +32,14 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "guidance_boost": (int, float),
     "model": (str, type(None)),
     "init_image": (str, type(None)),
+    "inpaint": (dict, type(None)),
+    "extend": (list, type(None)),
+    "loras": (list, type(None)),
+    "embeddings": (list, type(None)),
+}
+_INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
+    "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
+    "padding": (int,), "keep_unmasked": (bool,),
 }
 
 
@@ -41,8 +49,8 @@ def encode_image(image: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_image(data: str, field: str = "init_image") -> Any:
-    from heyim_desktop.core.images import load_image
+def decode_image(data: str, field: str = "init_image", *, mask: bool = False) -> Any:
+    from heyim_desktop.core.images import load_image, load_mask
 
     if "," in data[:100] and data.lstrip().startswith("data:"):
         data = data.split(",", 1)[1]  # data URL
@@ -53,22 +61,96 @@ def decode_image(data: str, field: str = "init_image") -> Any:
     except (binascii.Error, ValueError):
         raise InvalidRequest(field, "is not valid base64") from None
     try:
-        return load_image(raw, name=field)
+        return load_mask(raw, name=field) if mask else load_image(raw, name=field)
     except ImageError as exc:
         raise InvalidRequest(field, str(exc).removeprefix(f"{field} ").strip()) from None
 
 
-def request_to_data(request: GenerationRequest) -> dict[str, Any]:
+def request_to_data(request: GenerationRequest, *, include_paths: bool = False) -> dict[str, Any]:
+    """Plain data for ``request``. File paths (LoRAs, embeddings) travel only with ``include_paths``,
+    between processes of one machine; elsewhere LoRAs go by name and the receiver resolves them."""
     data = {k: v for k, v in request.settings().items() if v is not None}
+    if request.loras:
+        data["loras"] = [{"name": u.name, "weight": u.weight, **({"path": u.path} if include_paths else {})}
+                         for u in request.loras]
+    data.pop("embeddings", None)
+    if include_paths and request.embeddings:
+        data["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
     data["seed"] = request.seed
     if request.init_image is not None:
         data["init_image"] = encode_image(request.init_image)
         data["strength"] = request.strength
         data["guidance_boost"] = request.guidance_boost
+    if request.inpaint is not None:
+        data["inpaint"] = dict(data["inpaint"], mask=encode_image(request.inpaint.mask))
     return data
 
 
-def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
+def _inpaint_from_data(value: Mapping[str, Any]) -> Any:
+    from heyim_desktop.core.masking import InpaintSpec
+
+    unknown = sorted(set(value) - set(_INPAINT_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"inpaint.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_INPAINT_FIELDS))}")
+    for key, item in value.items():
+        types = _INPAINT_FIELDS[key]
+        if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
+            raise InvalidRequest(f"inpaint.{key}", f"has the wrong type ({type(item).__name__})")
+    if "mask" not in value:
+        raise InvalidRequest("inpaint.mask", "is required")
+    mask = decode_image(value["mask"], field="mask", mask=True)
+    return InpaintSpec(
+        mask=mask, blur=value.get("mask_blur", 4), invert=value.get("invert", False), fill=value.get("fill", "original"),
+        only_masked=value.get("only_masked", False), padding=value.get("padding", 32),
+        keep_unmasked=value.get("keep_unmasked", True),
+    )
+
+
+def _extend_from_data(value: list[Any]) -> Any:
+    from heyim_desktop.core.masking import Extend
+
+    if len(value) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InvalidRequest("extend", "must be four whole numbers: left, top, right, bottom")
+    return Extend(*value)
+
+
+def _loras_from_data(value: list[Any], trust_paths: bool) -> tuple[Any, ...]:
+    from heyim_desktop.core.lora import LoraUse
+
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or not isinstance(item.get("name", ""), str):
+            raise InvalidRequest(f"loras[{i}]", "must be an object with a name and a weight")
+        weight = item.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise InvalidRequest(f"loras[{i}].weight", "must be a number")
+        path = item.get("path", "") if trust_paths else ""
+        if not isinstance(path, str):
+            raise InvalidRequest(f"loras[{i}].path", "must be text")
+        out.append(LoraUse(path=path, weight=float(weight), name=item.get("name", "")))
+    return tuple(out)
+
+
+def _embeddings_from_data(value: list[Any]) -> tuple[Any, ...]:
+    from heyim_desktop.core.lora import EmbeddingUse
+
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in ("path", "word")):
+            raise InvalidRequest(f"embeddings[{i}]", "must be an object with a path and a word")
+        out.append(EmbeddingUse(item["path"], item["word"]))
+    return tuple(out)
+
+
+def request_from_data(
+    data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None, trust_paths: bool = False,
+    init_image: Any = None,
+) -> GenerationRequest:
+    """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process.
+
+    ``init_image``: an already decoded input image for data without one (the engine process gets
+    it as PNG bytes beside the data, so no base64 and no inline size limit apply).
+    """
     if not isinstance(data, Mapping):
         raise InvalidRequest("request", "must be a JSON object")
     unknown = sorted(set(data) - set(_FIELDS))
@@ -90,4 +172,13 @@ def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
     image_data = kwargs.pop("init_image", None)
     if image_data:
         kwargs["init_image"] = decode_image(image_data)
+    elif init_image is not None:
+        kwargs["init_image"] = init_image
+    if kwargs.get("inpaint") is not None:
+        kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])
+    if kwargs.get("extend") is not None:
+        kwargs["extend"] = _extend_from_data(kwargs["extend"])
+    kwargs["loras"] = _loras_from_data(kwargs.pop("loras", None) or [], trust_paths)
+    embeddings = kwargs.pop("embeddings", None) or []
+    kwargs["embeddings"] = _embeddings_from_data(embeddings) if trust_paths else ()
     return GenerationRequest(**kwargs)

@@ -152,9 +152,13 @@ class PipelineEngine:
 
         if self.components is None:
             raise RuntimeError("engine is closed")
+        from heyim_desktop.core.inpaint import plan_edit
+
         request = request.with_seed()
+        plan = plan_edit(request)
         try:
-            out = run_loop(self.components, request, progress=progress, cancel=cancel)
+            loop_request = self.components.prepare_networks(plan.request)
+            out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -164,7 +168,8 @@ class PipelineEngine:
                     f"x{request.count}. Try a smaller size or fewer images."
                 ) from exc
             raise
-        pil = floats_to_pil(out.images)
+        request = plan.result_request
+        pil = floats_to_pil(plan.finish(out.images))
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
         log.info(
             "generated %d image(s) %dx%d in %.2fs (%s, %s)",

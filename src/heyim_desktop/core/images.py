@@ -20,7 +20,19 @@ MAX_INPUT_PIXELS = 8192 * 8192
 MAX_INPUT_BYTES = 200 * 1024 * 1024
 
 
-def load_image(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Image.Image:
+def load_mask(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Image.Image:
+    """Decode a mask as a greyscale image (white = repaint); transparent pixels count as black."""
+    from heyim_desktop.core.masking import mask_to_array
+
+    import numpy as np
+
+    img = load_image(source, name, keep_alpha=True)
+    return Image.fromarray((mask_to_array(img) * 255).round().astype(np.uint8), mode="L")
+
+
+def load_image(
+    source: str | os.PathLike[str] | bytes, name: str | None = None, *, keep_alpha: bool = False
+) -> Image.Image:
     """Decode an image from a path or bytes into an RGB Pillow image, EXIF-upright, alpha flattened.
 
     Raises :class:`ImageError` with a message naming the file for anything unreadable.
@@ -32,7 +44,7 @@ def load_image(source: str | os.PathLike[str] | bytes, name: str | None = None) 
             raise ImageError(f"{label} is empty (0 bytes).")
         if len(data) > MAX_INPUT_BYTES:
             raise ImageError(f"{label} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB.")
-        return _decode(io.BytesIO(data), label)
+        return _decode(io.BytesIO(data), label, keep_alpha)
     path = Path(source)
     label = name or path.name
     try:
@@ -49,12 +61,12 @@ def load_image(source: str | os.PathLike[str] | bytes, name: str | None = None) 
         raise ImageError(f"{label} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB.")
     try:
         with open(path, "rb") as fh:
-            return _decode(fh, label)
+            return _decode(fh, label, keep_alpha)
     except PermissionError:
         raise ImageError(f"{label}: permission denied.") from None
 
 
-def _decode(fh: BinaryIO, label: str) -> Image.Image:
+def _decode(fh: BinaryIO, label: str, keep_alpha: bool = False) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -69,6 +81,8 @@ def _decode(fh: BinaryIO, label: str) -> Image.Image:
                     )
                 img.load()
                 upright = ImageOps.exif_transpose(img)
+                if keep_alpha and upright.mode in ("RGBA", "LA", "PA", "P", "L", "RGB"):
+                    return upright.convert("RGBA") if upright.mode in ("RGBA", "LA", "PA", "P") else upright.copy()
                 return to_rgb(upright)
     except ImageError:
         raise

@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,8 @@ def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_fact
         raise InvalidRequest("size", f"this model only makes {w}x{h} images, got {request.width}x{request.height}")
     if request.is_img2img and not caps.img2img:
         raise InvalidRequest("init_image", "this model has no image encoder, so it cannot do image-to-image")
+    if request.inpaint is not None and caps.inpaint == "none":
+        raise InvalidRequest("mask", "this model cannot inpaint")
     step = max(caps.size_step, vae_scale_factor)
     if request.width % step or request.height % step:
         raise InvalidRequest("size", f"width and height must be multiples of {step} for this model")
@@ -87,6 +89,10 @@ def image_to_tensor(image: Any, width: int, height: int) -> torch.Tensor:
 
 def encode_image(components: Components, request: GenerationRequest) -> ImageCond:
     """The input image's VAE moments (image-to-image), else an empty :class:`ImageCond`."""
+    if request.inpaint is not None:
+        from heyim_desktop.core.inpaint import encode_inpaint_image
+
+        return encode_inpaint_image(components, request)
     if not request.is_img2img:
         return ImageCond()
     pixels = image_to_tensor(request.init_image, request.width, request.height)
@@ -128,6 +134,15 @@ def prepare_latents(state: LoopState, shape: tuple[int, ...]) -> None:
     state.latents = scheduler.add_noise(init, noise, state.timesteps[:1].repeat(len(gens)))
 
 
+def latent_preparer(request: GenerationRequest) -> Callable[[LoopState, tuple[int, ...]], None]:
+    """How a job's starting latents are made: noise, image-to-image, or inpainting."""
+    if request.inpaint is not None:
+        from heyim_desktop.core.inpaint import prepare_inpaint_latents
+
+        return prepare_inpaint_latents
+    return prepare_latents
+
+
 def decode(components: Components, latents: torch.Tensor) -> npt.NDArray[np.float32]:
     decoded = components.vae_decode(latents / components.scaling_factor)
     images: npt.NDArray[np.float32] = (decoded.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
@@ -166,6 +181,7 @@ def run_loop(
         _sync(device)
         timings["image_encode"] = time.perf_counter() - t0
 
+    prepare = latent_preparer(request)
     hooks: list[Extension] = [*extensions_for(request, components), *extensions]
     if progress is not None:
         hooks.append(ProgressReporter(progress, started=t_start, previews=previews, interval=PREVIEW_INTERVAL_S))
@@ -194,7 +210,7 @@ def run_loop(
             latents=torch.empty(0), guidance=guidance, generators=generators, seeds=group,
             first_image=group_index * batch, image=image, steps_done=steps_done,
         )
-        prepare_latents(state, (n, components.latent_channels, h, w))
+        prepare(state, (n, components.latent_channels, h, w))
         if steps_total is None:
             steps_total = len(state.timesteps) * len(groups)
         state.steps_total = steps_total

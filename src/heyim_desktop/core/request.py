@@ -13,6 +13,9 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.lora import EmbeddingUse, LoraUse
+    from heyim_desktop.core.masking import Extend, InpaintSpec
+
 MAX_SEED = 2**32 - 1
 STEPS_RANGE = (1, 150)
 GUIDANCE_RANGE = (0.0, 30.0)
@@ -62,6 +65,14 @@ class GenerationRequest:
     strength: float = 0.75
     guidance_boost: float = IMG2IMG_GUIDANCE_BOOST
     model: str | None = None
+    #: Inpainting: repaint the white part of a mask over ``init_image``.
+    inpaint: "InpaintSpec | None" = None
+    #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
+    extend: "Extend | None" = None
+    #: LoRAs by file (front ends resolve ``<lora:name:w>`` tags into these: core.lora.resolve_networks).
+    loras: "tuple[LoraUse, ...]" = ()
+    #: Textual-inversion embeddings the prompt's words activate.
+    embeddings: "tuple[EmbeddingUse, ...]" = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -91,6 +102,13 @@ class GenerationRequest:
                     f"{strength:g} x {self.steps} steps leaves no step to run; raise the strength or the steps",
                 )
             object.__setattr__(self, "strength", strength)
+        if (self.inpaint is not None or self.extend is not None) and self.init_image is None:
+            raise InvalidRequest("mask", "inpainting and outpainting need an input image")
+        if self.extend is not None:
+            w = self.width + self.extend.left + self.extend.right
+            h = self.height + self.extend.top + self.extend.bottom
+            if w > SIZE_RANGE[1] or h > SIZE_RANGE[1]:
+                raise InvalidRequest("extend", f"the grown canvas {w}x{h} is larger than {SIZE_RANGE[1]}x{SIZE_RANGE[1]}")
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
@@ -103,6 +121,10 @@ class GenerationRequest:
     @property
     def is_img2img(self) -> bool:
         return self.init_image is not None
+
+    @property
+    def is_inpaint(self) -> bool:
+        return self.inpaint is not None
 
     @property
     def scheduler_name(self) -> str:
@@ -150,4 +172,23 @@ class GenerationRequest:
             "strength": self.strength if self.is_img2img else None,
             "guidance_boost": self.guidance_boost if self.is_img2img else None,
             "model": self.model,
+            **_edit_settings(self),
         }
+
+
+def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    spec = request.inpaint
+    if spec is not None:
+        out["inpaint"] = {
+            "mask_blur": spec.blur, "invert": spec.invert, "fill": spec.fill,
+            "only_masked": spec.only_masked, "padding": spec.padding, "keep_unmasked": spec.keep_unmasked,
+        }
+    if request.extend is not None:
+        e = request.extend
+        out["extend"] = [e.left, e.top, e.right, e.bottom]
+    if request.loras:
+        out["loras"] = [{"path": u.path, "weight": u.weight, "name": u.name} for u in request.loras]
+    if request.embeddings:
+        out["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
+    return out

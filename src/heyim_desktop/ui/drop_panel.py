@@ -79,6 +79,15 @@ def _preview(image: Any) -> QImage:
     return pil_to_qimage(small)
 
 
+def _overlay(image: Any, mask: Any) -> Any:
+    """The image with the mask shown in translucent red, for the panel's preview."""
+    from PIL import Image
+
+    red = Image.new("RGB", image.size, (255, 40, 40))
+    alpha = mask.convert("L").resize(image.size).point(lambda v: v // 2)
+    return Image.composite(red, image.convert("RGB"), alpha)
+
+
 def local_files(mime: QMimeData) -> list[Path]:
     return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
 
@@ -118,6 +127,15 @@ class DropPanel(QFrame):
         self.open_button.setToolTip("Choose an input image for image-to-image")
         self.paste_button = QPushButton("Paste")
         self.paste_button.setToolTip("Use the image on the clipboard as input")
+        self.inpaint_button = QPushButton("Inpaint...")
+        self.inpaint_button.setToolTip("Paint a mask over the input to repaint just that part, or extend the canvas")
+        self.inpaint_button.clicked.connect(self.edit_mask)
+        self.inpaint_button.setEnabled(False)
+        self.clear_mask_button = QPushButton("Remove Mask")
+        self.clear_mask_button.setToolTip("Back to plain image-to-image")
+        self.clear_mask_button.clicked.connect(lambda: self.set_inpaint(None))
+        self.clear_mask_button.setVisible(False)
+        self.inpaint: Any = None  # ui.mask_editor.InpaintChoice | None
         self.clear_button = QPushButton("Clear")
         self.clear_button.setToolTip("Back to text-to-image")
         self.open_button.clicked.connect(self.choose_file)
@@ -127,6 +145,8 @@ class DropPanel(QFrame):
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.paste_button)
+        buttons.addWidget(self.inpaint_button)
+        buttons.addWidget(self.clear_mask_button)
         buttons.addStretch(1)
         buttons.addWidget(self.clear_button)
         layout = QVBoxLayout(self)
@@ -145,19 +165,60 @@ class DropPanel(QFrame):
         self.clear_button.setEnabled(False)
 
     def set_input(self, dropped: DroppedImage | None) -> None:
+        if dropped is not self.current:
+            self.inpaint = None  # a mask belongs to the picture it was painted on
+            self.clear_mask_button.setVisible(False)
         self.current = dropped
+        self.inpaint_button.setEnabled(dropped is not None)
         if dropped is None:
             self._show_empty()
         else:
             self.picture.setEnabled(True)
             self.picture.setPixmap(QPixmap.fromImage(dropped.preview))
             w, h = dropped.image.size
-            self.caption.setText(f"{dropped.label}  ({w} x {h})")
+            caption = f"{dropped.label}  ({w} x {h})"
+            if self.inpaint is not None:
+                self.picture.setPixmap(QPixmap.fromImage(_preview(_overlay(dropped.image, self.inpaint.mask))))
+                parts = []
+                if self.inpaint.painted_fraction() > 0:
+                    parts.append(f"inpaint {self.inpaint.painted_fraction():.0%} of it")
+                if self.inpaint.extend:
+                    parts.append("extend by {}, {}, {}, {} px".format(*self.inpaint.extend))
+                caption += " - " + ", ".join(parts)
+            self.caption.setText(caption)
             self.clear_button.setEnabled(True)
         self.input_changed.emit(dropped)
 
     def clear(self) -> None:
         self.set_input(None)
+
+    # -- inpainting ----------------------------------------------------------------------
+    def edit_mask(self) -> None:
+        """Open the mask editor on the input image (also reached from the result and history)."""
+        from heyim_desktop.ui.mask_editor import InpaintDialog
+
+        if self.current is None:
+            return
+        dialog = InpaintDialog(self.current.image, self.inpaint, self.window())
+        if dialog.exec():
+            self.set_inpaint(dialog.choice())
+
+    def set_inpaint(self, choice: Any) -> None:
+        self.inpaint = choice
+        self.clear_mask_button.setVisible(choice is not None)
+        self.set_input(self.current)
+
+    def edit_fields(self) -> dict[str, Any]:
+        """The request's inpainting and outpainting fields for the current mask (empty without one)."""
+        if self.inpaint is None or self.current is None:
+            return {}
+        fields: dict[str, Any] = {}
+        if self.inpaint.painted_fraction() > 0:
+            fields["inpaint"] = self.inpaint.spec()
+        extend = self.inpaint.extend_value()
+        if extend is not None:
+            fields["extend"] = extend
+        return fields
 
     @property
     def image(self) -> Any | None:

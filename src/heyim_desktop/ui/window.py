@@ -308,7 +308,7 @@ class MainWindow(QMainWindow):
             values.pop("strength")
         return GenerationRequest(prompt=self.prompt_panel.prompt_text(),
                                  negative_prompt=self.prompt_panel.negative_text(),
-                                 init_image=image, **values)
+                                 init_image=image, **values, **self.drop_panel.edit_fields())
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():

@@ -149,3 +149,46 @@ def test_linux_refuses_real_core_ml(coreml_model: Path, tiny_model: Path, monkey
         load_engine(str(tiny_model), device="coreml")
     with pytest.raises(ModelError, match="Unknown compute units 'NPU'"):
         load_coreml_engine(coreml_model, "NPU", predictor=lambda n, i: {})
+
+
+def _inpaint_request(request_: GenerationRequest) -> GenerationRequest:
+    from heyim_desktop.core.masking import InpaintSpec
+
+    rng = np.random.RandomState(5)
+    image = Image.fromarray((rng.rand(256, 256, 3) * 255).astype(np.uint8))
+    mask = np.zeros((256, 256), np.uint8)
+    mask[64:160, 32:200] = 255
+    return request_.replace(init_image=image, strength=1.0, guidance_boost=0.0,
+                            inpaint=InpaintSpec(mask=Image.fromarray(mask, mode="L"), blur=0))
+
+
+def test_inpaint_blend_matches_torch_engine(coreml_model: Path, tiny_model: Path, tiny_engine, request_: GenerationRequest) -> None:  # type: ignore[no-untyped-def]
+    engine, _ = _engine(coreml_model, tiny_model)
+    assert engine.info.capabilities.inpaint == "blend"
+    req = _inpaint_request(request_)
+    ours = _pixels(engine.generate(req))
+    _close(ours, _pixels(tiny_engine.generate(req)))
+    keep = np.asarray(req.inpaint.mask) == 0  # type: ignore[union-attr]
+    assert np.array_equal(ours[0][keep], np.asarray(req.init_image, dtype=np.float32)[keep])  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_inpainting_unet_converts_with_nine_channels_and_matches_torch(
+    tiny_inpaint_model: Path, tmp_path: Path, request_: GenerationRequest
+) -> None:
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    out = convert_to_coreml(tiny_inpaint_model, tmp_path / "inpaint-coreml", size=(256, 256))
+    info = detect_coreml_folder(out)
+    assert info.model("Unet").input("sample").shape[1] == 9  # type: ignore[union-attr]
+    engine, predictor = _engine(out, tiny_inpaint_model)
+    assert engine.info.capabilities.inpaint == "concat"
+    req = _inpaint_request(request_)
+    torch_engine = load_torch_engine(tiny_inpaint_model, device="cpu")
+    try:
+        _close(_pixels(engine.generate(req)), _pixels(torch_engine.generate(req)))
+    finally:
+        torch_engine.close()
+    unet_calls = [shapes for name, shapes in predictor.calls if name == "Unet"]
+    assert unet_calls[0]["sample"] == ((2, 9, 32, 32), "float16")

@@ -136,7 +136,9 @@ class CoreMLComponents:
         # fp16 happens inside the models, as in Apple's own pipeline.
         self.dtype = torch.float32
         self.vae_scale_factor = 8
-        self.latent_channels = int(first.input("sample").shape[1])  # type: ignore[union-attr]
+        unet_channels = int(first.input("sample").shape[1])  # type: ignore[union-attr]
+        # An inpainting UNet (9 channels) takes the mask and masked latents through UNetCall.concat.
+        self.latent_channels = 4 if unet_channels == 9 else unet_channels
         self.scaling_factor = SD_SCALING_FACTOR
         self.scheduler_config: Mapping[str, Any] = _scheduler_config(info)
         self.tokenizer = load_tokenizer(info, self.text_length)
@@ -144,7 +146,7 @@ class CoreMLComponents:
         self._capabilities = Capabilities(
             family="sd1" if self.text_channels == 768 else "sd2",
             img2img=info.img2img,
-            inpaint="blend",
+            inpaint="concat" if unet_channels == 9 else "blend",
             max_prompt_chunks=1,
             token_window=self.text_length,
             fixed_size=info.size,
@@ -183,6 +185,11 @@ class CoreMLComponents:
             device=self.device, dtype=self.dtype,
         )
 
+    def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
+        from heyim_desktop.core.lora_torch import refuse_networks
+
+        return refuse_networks(request, "Core ML")
+
     def count_tokens(self, text: str) -> TokenCount:
         return count_tokens(self.tokenizer, text)
 
@@ -196,9 +203,12 @@ class CoreMLComponents:
         return _output(self.unets[-1], out)
 
     def unet(self, call: UNetCall) -> torch.Tensor:
-        if call.concat is not None or call.down_residuals is not None or call.mid_residual is not None:
-            raise ModelError(f"{self.info.name}: this Core ML UNet takes no extra inputs (inpainting channels or ControlNet).")
-        latents, timestep = call.sample, call.timestep
+        if call.down_residuals is not None or call.mid_residual is not None:
+            raise ModelError(f"{self.info.name}: this Core ML UNet takes no ControlNet inputs.")
+        if call.concat is not None and self._capabilities.inpaint != "concat":
+            raise ModelError(f"{self.info.name}: this Core ML UNet is not an inpainting UNet.")
+        latents = call.sample if call.concat is None else torch.cat([call.sample, call.concat], dim=1)
+        timestep = call.timestep
         n = latents.shape[0]
         sample = latents.cpu().float().numpy()
         # Apple's layout: (B, 77, C) -> (B, C, 1, 77).

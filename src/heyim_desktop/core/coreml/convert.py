@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
+from heyim_desktop.core.storage import full_reason, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,12 @@ def convert_to_coreml(
     f16, f32 = np.float16, np.float32
     meta = {META_ATTENTION: attention, META_SOURCE: src.name, "heyim.size": f"{w}x{h}"}
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
+    except OSError as exc:
+        parts.release()
+        raise storage_error(exc, dest.parent, "the Core ML model") from exc
     try:
         def save(model: Any, name: str, description: str, extra: dict[str, str] | None = None) -> None:
             model.short_description = description
@@ -226,7 +231,8 @@ def convert_to_coreml(
             save(un, "Unet", f"{src.name}: UNet")
 
         cancel.raise_if_cancelled()
-        dec_inputs = [("z", (1, channels, lh, lw), f16)]
+        # An inpainting UNet takes 9 channels (latents + mask + masked latents); the VAE still makes 4.
+        dec_inputs = [("z", (1, int(vae.config.latent_channels), lh, lw), f16)]
         if not reused(3, "VAEDecoder", vae_weights, dec_inputs):
             dec = _convert(M.VAEDecoderModule(vae), dec_inputs, [("image", f16)])
             save(dec, "VAEDecoder", f"{src.name}: VAE decoder", {META_WEIGHTS: vae_weights})
@@ -246,8 +252,11 @@ def convert_to_coreml(
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        # coremltools and protobuf report a full disk in their own words; OSError text is kept.
+        if isinstance(exc, OSError) or (isinstance(exc, Exception) and full_reason(exc)):
+            raise storage_error(exc, dest.parent, "the Core ML model") from exc
         raise
     finally:
         parts.release()

@@ -189,7 +189,7 @@ class EngineChild:
                 self.writer.send(data, blobs)
 
             result = self.engine.generate(request, progress=on_progress, cancel=cancel)
-            self._send_result(job_id, result, msg.data.get("shm"), int(msg.data.get("shm_size") or 0))
+            self._send_result(job_id, request, result, msg.data.get("shm"), int(msg.data.get("shm_size") or 0))
         except Cancelled:
             self.writer.send({"ev": "cancelled", "job": job_id})
         except Exception as exc:  # noqa: BLE001 - reported to the parent
@@ -203,7 +203,7 @@ class EngineChild:
             with self._job_lock:
                 self._job = None
 
-    def _send_result(self, job_id: int, result: Any, shm_name: Any, shm_size: int) -> None:
+    def _send_result(self, job_id: int, request: Any, result: Any, shm_name: Any, shm_size: int) -> None:
         import numpy as np
 
         arrays = [np.ascontiguousarray(np.asarray(g.image.convert("RGB")), dtype=np.uint8) for g in result.images]
@@ -223,15 +223,28 @@ class EngineChild:
                 entry["blob"] = len(blobs)
                 blobs.append(arr.tobytes())
             images.append(entry)
-        settings = result.request.settings()
-        self.writer.send({
-            "ev": "result", "job": job_id, "images": images,
-            "seed": result.request.seed, "width": settings["width"], "height": settings["height"],
-            "scheduler": settings["scheduler"], "model_name": result.model_name, "engine": result.engine,
+        message: dict[str, Any] = {"ev": "result", "job": job_id, "images": images, "seed": result.request.seed}
+        recorded = result.request
+        if not (recorded == request.replace(seed=recorded.seed) and recorded.init_image is request.init_image
+                and recorded.inpaint == request.inpaint):
+            # The engine recorded another request (outpainting's grown canvas): send all of it.
+            from heyim_desktop.core.codec import request_to_data
+
+            data = request_to_data(recorded, include_paths=True)
+            encoded = data.pop("init_image", None)
+            if isinstance(encoded, str):
+                import base64
+
+                message["request_image"] = len(blobs)
+                blobs.append(base64.b64decode(encoded))
+            message["request"] = data
+        message.update({
+            "model_name": result.model_name, "engine": result.engine,
             "timings": {str(k): float(v) for k, v in result.timings.items()},
             "warnings": list(result.warnings), "truncated_prompt": result.truncated_prompt,
             "truncated_negative": result.truncated_negative,
-        }, tuple(blobs))
+        })
+        self.writer.send(message, tuple(blobs))
 
     def _attach(self, name: str) -> Any:
         """The parent's result block, kept open while the parent reuses it."""
@@ -261,9 +274,7 @@ def _request_from_message(msg: Message) -> Any:
         from heyim_desktop.core.errors import InvalidRequest
 
         raise InvalidRequest("request", "must be a JSON object")
-    data = dict(data)
-    strength, boost = data.pop("strength", None), data.pop("guidance_boost", None)
-    request = request_from_data(data)
+    image = None
     index = msg.data.get("init_image")
     if isinstance(index, int) and 0 <= index < len(msg.blobs):
         from PIL import Image
@@ -271,13 +282,7 @@ def _request_from_message(msg: Message) -> Any:
         # The parent's own image, losslessly as PNG (it passed the pixel budget there).
         image = Image.open(io.BytesIO(msg.blobs[index]))
         image.load()
-        changes: dict[str, Any] = {"init_image": image}
-        if strength is not None:
-            changes["strength"] = strength
-        if boost is not None:
-            changes["guidance_boost"] = boost
-        request = request.replace(**changes)
-    return request
+    return request_from_data(data, trust_paths=True, init_image=image)
 
 
 def split_test_hook(ref: str) -> tuple[str, bool]:

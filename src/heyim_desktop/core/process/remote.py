@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
+from heyim_desktop.core.codec import request_from_data, request_to_data
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import TokenCount
 from heyim_desktop.core.engine import EngineInfo
@@ -567,18 +568,28 @@ def _token_count(data: Any) -> TokenCount | None:
 
 
 def _request_message(request: GenerationRequest) -> tuple[dict[str, Any], tuple[bytes, ...]]:
-    """The request as the codec's plain data; an input image as lossless PNG bytes beside it."""
+    """The request as the codec's plain data (file paths included: the child is ours); an input
+    image goes as the codec's PNG bytes beside it, not as base64 inside."""
+    return _split_image(request_to_data(request, include_paths=True))
+
+
+def _split_image(data: dict[str, Any]) -> tuple[dict[str, Any], tuple[bytes, ...]]:
+    import base64
+
+    encoded = data.pop("init_image", None)
+    if not isinstance(encoded, str):
+        return data, ()
+    return data, (base64.b64decode(encoded),)
+
+
+def _png_image(data: bytes) -> Any:
     import io
 
-    from heyim_desktop.core.codec import request_to_data
+    from PIL import Image
 
-    if request.init_image is None:
-        return request_to_data(request), ()
-    data = request_to_data(request.replace(init_image=None))
-    data["strength"], data["guidance_boost"] = request.strength, request.guidance_boost
-    buf = io.BytesIO()
-    request.init_image.save(buf, format="PNG", compress_level=1)
-    return data, (buf.getvalue(),)
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
 
 
 def _progress(msg: Message) -> Progress:
@@ -617,12 +628,15 @@ def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationR
         arr = np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, 3)
         images.append(GeneratedImage(image=Image.fromarray(arr, mode="RGB"), seed=int(entry["seed"]),
                                      index=int(entry["index"])))
-    changes: dict[str, Any] = {"seed": int(d["seed"])}
-    for key in ("width", "height", "scheduler"):
-        if d.get(key) is not None and d[key] != getattr(request, key):
-            changes[key] = d[key]
+    recorded = d.get("request")
+    if isinstance(recorded, dict):
+        # The engine recorded another request than it got (outpainting: the grown canvas).
+        init = _png_image(msg.blobs[int(d["request_image"])]) if isinstance(d.get("request_image"), int) else None
+        final = request_from_data(recorded, trust_paths=True, init_image=init)
+    else:
+        final = request.replace(seed=int(d["seed"]))
     return GenerationResult(
-        request=request.replace(**changes),
+        request=final,
         images=tuple(images),
         model_name=str(d.get("model_name", "")),
         engine=str(d.get("engine", "")),
