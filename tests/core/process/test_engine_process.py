@@ -78,7 +78,13 @@ def test_child_results_equal_the_in_process_engine_bit_for_bit(engine: RemoteEng
     txt = _request(tiny_model, count=2)
     init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     img = _request(tiny_model, init_image=init, strength=0.5, steps=4, scheduler="Euler a")
-    for request in (txt, img):
+    from heyim_desktop.core.masking import Extend, InpaintSpec
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    inpaint = _request(tiny_model, init_image=init, inpaint=InpaintSpec(mask=mask, blur=2), steps=2)
+    outpaint = _request(tiny_model, init_image=init, extend=Extend(left=8, right=8), steps=2)
+    for request in (txt, img, inpaint, outpaint):
         steps: list[int] = []
         ours = engine.generate(request, progress=lambda p: steps.append(p.step))
         theirs = tiny_engine.generate(request)
@@ -86,7 +92,13 @@ def test_child_results_equal_the_in_process_engine_bit_for_bit(engine: RemoteEng
         for a, b in zip(ours.images, theirs.images):
             assert a.seed == b.seed
             assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
-        assert ours.request == theirs.request and ours.request.init_image is request.init_image
+        assert ours.request == theirs.request
+        if request is outpaint:  # the recorded request is the grown canvas, sent back whole
+            assert ours.request.width == 80 and ours.request.extend is None
+            assert np.array_equal(np.asarray(ours.request.init_image), np.asarray(theirs.request.init_image))
+            assert np.array_equal(np.asarray(ours.request.inpaint.mask), np.asarray(theirs.request.inpaint.mask))
+        else:
+            assert ours.request.init_image is request.init_image
         assert steps and steps[-1] == steps[0] + len(steps) - 1
     assert engine.count_tokens("a red fox", timeout=30) == tiny_engine.count_tokens("a red fox")
 

@@ -226,7 +226,7 @@ class EngineChild:
         message: dict[str, Any] = {"ev": "result", "job": job_id, "images": images, "seed": result.request.seed}
         recorded = result.request
         if not (recorded == request.replace(seed=recorded.seed) and recorded.init_image is request.init_image
-                and recorded.inpaint == request.inpaint):
+                and recorded.inpaint is request.inpaint):
             # The engine recorded another request (outpainting's grown canvas): send all of it.
             from heyim_desktop.core.codec import request_to_data
 
