@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import uvicorn
 
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.models.hashes import ModelHashes
+    from heyim_desktop.store.styles import StyleBook
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +79,14 @@ class ApiServer:
         port: int = DEFAULT_PORT,
         extra_hosts: Iterable[str] = (),
         max_body: int = MAX_BODY_BYTES,
+        styles: "StyleBook | None" = None,
+        hashes: "ModelHashes | None" = None,
         networks: "NetworkFinder | None" = None,
     ) -> None:
         if not token:
             raise ValueError("the API needs a token")
         self.context = ApiContext(queue, models=models or fixed_catalog(), default_model=default_model, host=engine_host,
-                                  networks=networks)
+                                  networks=networks, styles=styles, hashes=hashes)
         self.host = host
         self._requested_port = port
         self._token = token

@@ -32,6 +32,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "guidance_boost": (int, float),
     "model": (str, type(None)),
     "init_image": (str, type(None)),
+    "clip_skip": (int,),
+    "styles": (list,),
     "inpaint": (dict, type(None)),
     "extend": (list, type(None)),
     "loras": (list, type(None)),

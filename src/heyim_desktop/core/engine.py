@@ -184,6 +184,7 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            interrupted=out.interrupted,
         )
 
     def close(self) -> None:

@@ -95,6 +95,8 @@ class TorchComponents:
         self.guidance_embedding_dim = self.unet_model.config.time_cond_proj_dim
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
+        #: The deepest clip skip this text encoder allows (its layer count).
+        self.max_clip_skip = int(getattr(self.text_encoder.config, "num_hidden_layers", 12))
         size = self.sample_size * self.vae_scale_factor
         family = "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
         self._capabilities = Capabilities(
@@ -114,16 +116,31 @@ class TorchComponents:
     def capabilities(self) -> Capabilities:
         return self._capabilities
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask if self._use_attention_mask else None
-        return self.text_encoder(input_ids, attention_mask=mask)[0]
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, clip_skip: int = 1) -> torch.Tensor:
+        """CLIP embeddings; ``clip_skip`` counts as AUTOMATIC1111 does (1: the last layer).
 
-    def _clip_encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.encode_text(input_ids, attention_mask), None
+        Skipping takes an earlier layer's hidden states and applies the final layer norm to
+        them, as diffusers does for its ``clip_skip`` (which is this value minus one).
+        """
+        mask = attention_mask if self._use_attention_mask else None
+        if clip_skip <= 1:
+            return self.text_encoder(input_ids, attention_mask=mask)[0]
+        if clip_skip > self.max_clip_skip:
+            from heyim_desktop.core.errors import InvalidRequest
+
+            raise InvalidRequest("clip_skip", f"this model's text encoder has {self.max_clip_skip} layers; "
+                                              f"clip skip must be at most {self.max_clip_skip}")
+        out = self.text_encoder(input_ids, attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states[-clip_skip]
+        encoder = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened it
+        return encoder.final_layer_norm(hidden)
 
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
+        def clip_encode(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return self.encode_text(input_ids, attention_mask, clip_skip=request.clip_skip), None
+
         return encode_prompt_pair(
-            request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
+            request, encoders=(ClipEncoder(self.tokenizer, clip_encode),), with_negative=with_negative,
             device=self.device, dtype=self.dtype,
         )
 

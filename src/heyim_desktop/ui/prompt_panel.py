@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
+from heyim_desktop.core.errors import UserFacingError
+
 from heyim_desktop.ui.qt import (
     QHBoxLayout,
     QLabel,
@@ -21,9 +23,16 @@ from heyim_desktop.ui.qt import (
 
 if TYPE_CHECKING:
     from heyim_desktop.core.conditioning import TokenCount
+    from heyim_desktop.store.styles import StyleBook
 
 #: CLIP's context is 77 tokens, two of which are the start and end markers.
 TOKEN_LIMIT = 77
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text).replace("\n", "<br>")
 _WORDISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
 
@@ -91,8 +100,10 @@ class TokenCounter(QLabel):
 class PromptPanel(QWidget):
     changed = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, styles: "StyleBook | None" = None) -> None:
         super().__init__(parent)
+        from heyim_desktop.ui.style_picker import StylePicker
+
         self.token_counter: TokenCounter | None = None
         self.recent_source: Callable[[], list[str]] = lambda: []
 
@@ -115,6 +126,9 @@ class PromptPanel(QWidget):
         head.addWidget(QLabel("<b>Prompt</b>"))
         head.addStretch(1)
         head.addWidget(self.prompt_tokens)
+        self.style_picker = StylePicker(styles)
+        self.style_picker.prompt_source = lambda: (self.prompt_text(), self.negative_text())
+        head.addWidget(self.style_picker)
         head.addWidget(self.recent_button)
         neg_head = QHBoxLayout()
         neg_head.addWidget(QLabel("Negative prompt"))
@@ -127,6 +141,12 @@ class PromptPanel(QWidget):
         layout.addWidget(self.prompt, 3)
         layout.addLayout(neg_head)
         layout.addWidget(self.negative, 1)
+        #: What the model will get once the chosen styles are applied (shown only with styles).
+        self.final_preview = QLabel()
+        self.final_preview.setWordWrap(True)
+        self.final_preview.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.final_preview.setAccessibleName("Final prompt")
+        layout.addWidget(self.final_preview)
 
         # Counting on every keystroke is cheap, but debounce so a paste of a page stays smooth.
         self._count_timer = QTimer(self)
@@ -135,10 +155,15 @@ class PromptPanel(QWidget):
         self._count_timer.timeout.connect(self.update_counts)
         self.prompt.textChanged.connect(self._text_changed)
         self.negative.textChanged.connect(self._text_changed)
+        self.style_picker.changed.connect(self._styles_changed)
         self.update_counts()
 
     def _text_changed(self) -> None:
         self._count_timer.start()
+        self.changed.emit()
+
+    def _styles_changed(self) -> None:
+        self.update_counts()
         self.changed.emit()
 
     def set_token_counter(self, counter: TokenCounter | None) -> None:
@@ -146,8 +171,20 @@ class PromptPanel(QWidget):
         self.update_counts()
 
     def update_counts(self) -> None:
-        self.prompt_tokens.show_count(*count_tokens(self.prompt.toPlainText(), self.token_counter))
-        self.negative_tokens.show_count(*count_tokens(self.negative.toPlainText(), self.token_counter))
+        prompt, negative = self.prompt.toPlainText(), self.negative.toPlainText()
+        if self.style_picker.selected():
+            try:
+                prompt, negative = self.style_picker.expand(prompt.strip(), negative.strip())
+                self.final_preview.setText(f"<b>Final prompt:</b> {_html(prompt)}"
+                                           + (f"<br><b>Negative:</b> {_html(negative)}" if negative else ""))
+            except UserFacingError as exc:
+                self.final_preview.setText(_html(str(exc)))
+            self.final_preview.show()
+        else:
+            self.final_preview.hide()
+        # The counts are of what the model gets: the prompts with their styles.
+        self.prompt_tokens.show_count(*count_tokens(prompt, self.token_counter))
+        self.negative_tokens.show_count(*count_tokens(negative, self.token_counter))
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -168,6 +205,12 @@ class PromptPanel(QWidget):
 
     def negative_text(self) -> str:
         return self.negative.toPlainText().strip()
+
+    def final_prompts(self) -> tuple[str, str, tuple[str, ...]]:
+        """(prompt, negative prompt, style names): the prompts with the chosen styles applied."""
+        names = tuple(self.style_picker.selected())
+        prompt, negative = self.style_picker.expand(self.prompt_text(), self.negative_text())
+        return prompt, negative, names
 
     def set_prompt(self, prompt: str, negative: str | None = None) -> None:
         self.prompt.setPlainText(prompt)

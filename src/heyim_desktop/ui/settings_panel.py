@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from heyim_desktop.core.request import COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
+from heyim_desktop.core.request import CLIP_SKIP_RANGE, COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
 from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
 from heyim_desktop.ui.qt import (
     QCheckBox,
@@ -86,6 +86,13 @@ class SettingsPanel(QWidget):
         self.strength.setValue(0.75)
         self.strength.setToolTip("How much of the input image is re-imagined (1 = all of it)")
         self.strength_label = QLabel("Strength")
+        self.clip_skip = QSpinBox()
+        self.clip_skip.setRange(*CLIP_SKIP_RANGE)
+        self.clip_skip.setValue(1)
+        self.clip_skip.setAccessibleName("Clip skip")
+        self._clip_skip_tip = ("Stop this many CLIP layers before the end, as AUTOMATIC1111 counts: 1 = none. "
+                               "Many anime SD 1.5 models expect 2.")
+        self.clip_skip.setToolTip(self._clip_skip_tip)
 
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed, 1)
@@ -112,10 +119,11 @@ class SettingsPanel(QWidget):
         form.addRow("", size_row)
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
+        form.addRow("Clip skip", self.clip_skip)
         self.set_img2img(False)
 
         self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit(self.model_ref()))
-        for box in (self.steps, self.count, self.seed, self.width_box, self.height_box):
+        for box in (self.steps, self.count, self.seed, self.width_box, self.height_box, self.clip_skip):
             box.valueChanged.connect(lambda _v: self.changed.emit())
         self.guidance.valueChanged.connect(lambda _v: self.changed.emit())
         self.scheduler.currentIndexChanged.connect(lambda _i: self.changed.emit())
@@ -182,6 +190,12 @@ class SettingsPanel(QWidget):
             w.setEnabled(size is None)
 
     # -- img2img --------------------------------------------------------------------------
+    def set_clip_skip_available(self, on: bool) -> None:
+        """Clip skip works on the PyTorch engine; Core ML models say it is not available."""
+        self.clip_skip.setEnabled(on)
+        self.clip_skip.setToolTip(self._clip_skip_tip if on else
+                                  "Clip skip is not available for this model (Core ML runs its text encoder whole).")
+
     def set_img2img(self, on: bool) -> None:
         self.strength.setVisible(on)
         self.strength_label.setVisible(on)
@@ -212,6 +226,7 @@ class SettingsPanel(QWidget):
             "height": self.height_box.value(),
             "count": self.count.value(),
             "strength": round(self.strength.value(), 4),
+            "clip_skip": self.clip_skip.value() if self.clip_skip.isEnabled() else 1,
         }
 
     def apply(self, settings: dict[str, Any]) -> None:
@@ -232,6 +247,9 @@ class SettingsPanel(QWidget):
             self.count.setValue(settings["count"])
         if isinstance(settings.get("strength"), (int, float)):
             self.strength.setValue(float(settings["strength"]))
+        clip_skip = settings.get("clip_skip", 1 if "prompt" in settings else None)  # an image without it used 1
+        if isinstance(clip_skip, int) and not isinstance(clip_skip, bool):
+            self.clip_skip.setValue(clip_skip)
         model = settings.get("model")
         if isinstance(model, str) and model:
             self.select_model(model)

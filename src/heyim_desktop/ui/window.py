@@ -151,6 +151,7 @@ class MainWindow(QMainWindow):
         self.history.reveal_requested.connect(self._reveal_entry)
         self.history.message.connect(self.status)
         self.result_view.message.connect(self.status)
+        self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
         self.no_model.enable_download(True)
@@ -279,6 +280,7 @@ class MainWindow(QMainWindow):
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
         self.prompt_panel.set_token_counter(info.token_counter)
         self.settings_panel.set_fixed_size(info.fixed_size)
+        self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
 
@@ -306,8 +308,8 @@ class MainWindow(QMainWindow):
         image = self.drop_panel.image
         if image is None:
             values.pop("strength")
-        return GenerationRequest(prompt=self.prompt_panel.prompt_text(),
-                                 negative_prompt=self.prompt_panel.negative_text(),
+        prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
+        return GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles,
                                  init_image=image, **values, **self.drop_panel.edit_fields())
 
     def generate(self) -> Job | None:
@@ -444,6 +446,10 @@ class MainWindow(QMainWindow):
         """Prompt and every setting back into the panels (history, a dropped PNG, last session)."""
         if "prompt" in settings:
             self.prompt_panel.set_prompt(settings.get("prompt") or "", settings.get("negative_prompt") or "")
+            # An image's prompt already has its styles in it; only the last session remembers ticks.
+            chosen = settings.get("style_selection")
+            self.prompt_panel.style_picker.set_selected(
+                [n for n in chosen if isinstance(n, str)] if isinstance(chosen, list) else [])
         model = settings.get("model")
         if isinstance(model, str) and model and not self.settings_panel.select_model(model):
             match = next((m for m in self.models if m.name == model or Path(m.ref).name == model), None)

@@ -48,6 +48,8 @@ class ModelReady:
     token_counter: Callable[[str], TokenCount | None] | None = None
     #: Everything the engine says about the model, capabilities included.
     info: EngineInfo | None = field(default=None, compare=False)
+    #: Clip skip works with this model (PyTorch engine; not Core ML).
+    supports_clip_skip: bool = True
 
 
 def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
@@ -247,6 +249,7 @@ class _HostEvents:
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
             token_counter=counter if callable(counter) else None,
             info=details if isinstance(details, EngineInfo) else None,
+            supports_clip_skip=_clip_skip_ok(engine),
         )
         self.worker.model_ready.emit(info)
 
@@ -255,6 +258,13 @@ class _HostEvents:
 
         message = str(error) if isinstance(error, UserFacingError) else f"{type(error).__name__}: {error}"
         self.worker.model_failed.emit(ref, message)
+
+
+def _clip_skip_ok(engine: "Engine") -> bool:
+    try:
+        return bool(engine.info.capabilities.clip_skip)
+    except AttributeError:  # an engine without EngineInfo (test doubles)
+        return True
 
 
 def history_sink(store: Any) -> ResultSink:
