@@ -67,6 +67,7 @@ def test_killing_the_engine_mid_job_costs_that_job_only_and_unload_ends_it(app_p
     assert isinstance(engine, RemoteEngine) and engine.pid not in pids and engine.pid != os.getpid()
     # The model was loaded afresh for the second job, and the token counter asks the new child.
     qtbot.waitUntil(lambda: not window.prompt_panel.prompt_tokens.text().startswith("~"), timeout=GEN_TIMEOUT_MS)
+    assert window.prompt_panel.prompt_tokens.count is not None and window.prompt_panel.prompt_tokens.count.exact
 
     # Generate > Unload Model ends the engine process: the model's memory goes back to the system.
     process = engine.process
@@ -74,7 +75,7 @@ def test_killing_the_engine_mid_job_costs_that_job_only_and_unload_ends_it(app_p
         window.unload_action.trigger()
     assert blocker.args == ["demo", "asked"]
     assert not process.alive and worker.host.engine is None
-    assert window.model_state.text() == "No model loaded" and window.prompt_panel.token_counter is None
+    assert window.model_state.text() == "No model loaded" and window.prompt_panel.counter is None
 
 
 def test_idle_unload_after_the_preference_time(parts, qtbot) -> None:  # type: ignore[no-untyped-def]

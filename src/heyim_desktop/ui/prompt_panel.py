@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from heyim_desktop.core.errors import UserFacingError
 
@@ -22,8 +23,11 @@ from heyim_desktop.ui.qt import (
 )
 
 if TYPE_CHECKING:
+    from heyim_desktop.core.capabilities import Capabilities
     from heyim_desktop.core.conditioning import TokenCount
     from heyim_desktop.store.styles import StyleBook
+
+log = logging.getLogger(__name__)
 
 #: CLIP's context is 77 tokens, two of which are the start and end markers.
 TOKEN_LIMIT = 77
@@ -35,6 +39,9 @@ def _html(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 _WORDISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
+#: Counts a prompt the way the loaded model will read it (``Engine.count_tokens``).
+CountFn = Callable[[str], "TokenCount | None"]
+
 
 def estimate_tokens(text: str) -> int:
     """A rough CLIP token count without the tokenizer: words, digits and punctuation, long words twice."""
@@ -44,22 +51,20 @@ def estimate_tokens(text: str) -> int:
     return count
 
 
-#: Counts with the model's tokenizer (the engine process answers); None: not known now.
-TokenCounter = Callable[[str], "TokenCount | None"]
+def count_prompt(text: str, counter: CountFn | None) -> "TokenCount":
+    """The engine's count of ``text`` or, with no model loaded (or a counter that fails), an estimate."""
+    from heyim_desktop.core.conditioning import TokenCount
 
-
-def count_tokens(text: str, counter: TokenCounter | None) -> tuple[int, bool]:
-    """(tokens including start/end markers, exact?); empty text counts 0."""
-    if not text.strip():
-        return 0, counter is not None
-    if counter is not None and text:
+    if counter is not None:
         try:
             exact = counter(text)
-        except Exception:  # noqa: BLE001 - a tokenizer quirk must not break typing
-            exact = None
-        if exact is not None:
-            return exact.tokens + 2, True  # the counter shows the start and end markers too
-    return estimate_tokens(text) + 2, False
+            if exact is not None:  # None: the engine process did not answer in time (busy)
+                return exact
+        except Exception:  # noqa: BLE001 - a closed engine or a tokenizer quirk must not break typing
+            log.debug("token counter failed; estimating", exc_info=True)
+    n = estimate_tokens(text) if text.strip() else 0
+    limit = TOKEN_LIMIT - 2
+    return TokenCount(n, limit, cut_at=limit if n > limit else None, exact=False)
 
 
 class PromptEdit(QPlainTextEdit):
@@ -75,26 +80,50 @@ class PromptEdit(QPlainTextEdit):
 
 
 class TokenCounter(QLabel):
+    """``83/150 (75|8)`` where the model reads chunks, ``N/77`` where it reads one window.
+
+    Each chunk's size shows between the bars, and the tooltip names the words each chunk
+    starts with; past the model's limit the count turns bold and says "cut", and the
+    tooltip quotes what is left out.
+    """
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.count: TokenCount | None = None
 
-    def show_count(self, count: int, exact: bool) -> None:
-        approx = "" if exact else "~"
-        self.setText(f"{approx}{count}/{TOKEN_LIMIT}")
-        over = count > TOKEN_LIMIT
-        how = "counted with the model's tokenizer" if exact else "an estimate: the model's tokenizer is not loaded yet"
-        tip = f"{count} of {TOKEN_LIMIT} tokens ({how})."
-        if over:
-            tip += " Text past 77 tokens is cut off."
+    def show_count(self, count: "TokenCount", *, max_chunks: int = 1) -> None:
+        self.count = count
+        approx = "" if count.exact else "~"
+        how = "counted with the model's tokenizer" if count.exact else "an estimate: no model is loaded yet"
+        cut = count.cut_at is not None
+        if max_chunks > 1:
+            text = f"{approx}{count.tokens}/{count.limit}"
+            if count.chunks > 1:
+                text += " (" + "|".join(str(n) for n in count.chunk_tokens) + ")"
+            tip = (
+                f"{count.tokens} tokens in {count.chunks} chunk{'s' if count.chunks != 1 else ''} of 75 ({how}). "
+                f"This model reads up to {max_chunks} chunks ({max_chunks * 75} tokens); a full chunk "
+                "breaks at the last comma within 20 tokens, and BREAK starts a new one."
+            )
+            for i, start in enumerate(count.chunk_starts, start=2):
+                tip += f"\nChunk {i} starts at: {start}"
+        else:
+            window = count.window
+            text = f"{approx}{count.tokens + 2 if count.tokens else 0}/{window}"
+            tip = f"{count.tokens + 2 if count.tokens else 0} of {window} tokens, start and end included ({how})."
+        if cut:
+            text += "  cut"
+            limit = count.cut_at if max_chunks > 1 else count.window
+            tip += f"\nText past {limit} tokens is cut off"
+            tip += f": {count.cut_text}" if count.cut_text else "."
+        self.setText(text)
         self.setToolTip(tip)
-        self.setProperty("over", over)
+        self.setProperty("over", cut)
         # Bold instead of a fixed colour keeps the warning readable in light and dark themes.
         font = self.font()
-        font.setBold(over)
+        font.setBold(cut)
         self.setFont(font)
-        if over:
-            self.setText(self.text() + "  too long")
 
 
 class PromptPanel(QWidget):
@@ -104,7 +133,9 @@ class PromptPanel(QWidget):
         super().__init__(parent)
         from heyim_desktop.ui.style_picker import StylePicker
 
-        self.token_counter: TokenCounter | None = None
+        #: The loaded model's counter (``Engine.count_tokens``) and how many chunks it reads.
+        self.counter: CountFn | None = None
+        self.max_chunks = 1
         self.recent_source: Callable[[], list[str]] = lambda: []
 
         self.prompt = PromptEdit("Describe the image: a red fox in the snow, golden hour", 3)
@@ -166,8 +197,10 @@ class PromptPanel(QWidget):
         self.update_counts()
         self.changed.emit()
 
-    def set_token_counter(self, counter: TokenCounter | None) -> None:
-        self.token_counter = counter
+    def set_counter(self, counter: CountFn | None, capabilities: "Capabilities | None" = None) -> None:
+        """Count with the loaded model (its engine's ``count_tokens``), or estimate (None)."""
+        self.counter = counter
+        self.max_chunks = capabilities.max_prompt_chunks if capabilities is not None else 1
         self.update_counts()
 
     def update_counts(self) -> None:
@@ -183,8 +216,8 @@ class PromptPanel(QWidget):
         else:
             self.final_preview.hide()
         # The counts are of what the model gets: the prompts with their styles.
-        self.prompt_tokens.show_count(*count_tokens(prompt, self.token_counter))
-        self.negative_tokens.show_count(*count_tokens(negative, self.token_counter))
+        self.prompt_tokens.show_count(count_prompt(prompt, self.counter), max_chunks=self.max_chunks)
+        self.negative_tokens.show_count(count_prompt(negative, self.counter), max_chunks=self.max_chunks)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

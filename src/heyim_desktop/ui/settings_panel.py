@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from heyim_desktop.core.request import CLIP_SKIP_RANGE, COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
 from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
@@ -18,6 +18,9 @@ from heyim_desktop.ui.qt import (
     QWidget,
     Signal,
 )
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.capabilities import Recommended
 
 #: (label, width, height); "Model default" follows the loaded model's own size.
 SIZE_PRESETS: tuple[tuple[str, int, int], ...] = (
@@ -107,10 +110,25 @@ class SettingsPanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
         model_row.addWidget(self.refresh_models_button)
+        #: What the loaded model is made for (few-step models), with a button to use it again.
+        self.recommended_label = QLabel()
+        self.recommended_label.setWordWrap(True)
+        self.recommended_button = QToolButton()
+        self.recommended_button.setText("Use")
+        self.recommended_button.setToolTip("Set the steps, guidance and scheduler this model is made for")
+        self.recommended_button.clicked.connect(self.apply_recommended)
+        self.recommended_row = QWidget()
+        rec_row = QHBoxLayout(self.recommended_row)
+        rec_row.setContentsMargins(0, 0, 0, 0)
+        rec_row.addWidget(self.recommended_label, 1)
+        rec_row.addWidget(self.recommended_button)
+        self.recommended_row.setVisible(False)
+        self.recommended: Recommended | None = None
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", model_row)
+        form.addRow("", self.recommended_row)
         form.addRow("Scheduler", self.scheduler)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
@@ -157,6 +175,35 @@ class SettingsPanel(QWidget):
         if index >= 0:
             self.model.setCurrentIndex(index)
         return index >= 0
+
+    # -- recommended settings ---------------------------------------------------------------
+    def show_recommended(self, rec: "Recommended | None") -> None:
+        """Show what the loaded model is made for (nothing when it says nothing)."""
+        from heyim_desktop.core.recommended import describe
+
+        text = describe(rec) if rec is not None else ""
+        self.recommended = rec if text else None
+        self.recommended_row.setVisible(bool(text))
+        if rec is not None and text:
+            self.recommended_label.setText(f"Made for: {text}")
+            self.recommended_label.setToolTip(f"From the {rec.source}." if rec.source else "")
+
+    def apply_recommended(self) -> str:
+        """Set the recommended steps, guidance and scheduler; returns what was set ("" if nothing)."""
+        from heyim_desktop.core.recommended import describe
+
+        rec = self.recommended
+        if rec is None:
+            return ""
+        settings: dict[str, Any] = {}
+        if rec.steps is not None:
+            settings["steps"] = int(rec.steps)
+        if rec.guidance is not None:
+            settings["guidance"] = float(rec.guidance)
+        if rec.scheduler in SCHEDULER_NAMES:
+            settings["scheduler"] = rec.scheduler
+        self.apply(settings)
+        return describe(rec)
 
     # -- size -----------------------------------------------------------------------------
     def _preset_chosen(self, _index: int) -> None:

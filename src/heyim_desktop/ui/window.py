@@ -66,6 +66,8 @@ class MainWindow(QMainWindow):
         self.list_models = list_models
         self.log_file = log_file
         self.models: list[Any] = []
+        #: The model the user just picked: its recommended settings apply when it is ready.
+        self._recommend_for: str | None = None
         #: Replaceable in tests: ask what to do with a dropped image that has settings.
         self.ask_dropped_settings: Callable[[DroppedImage], str] = self._ask_dropped_settings
         self.active_job: int | None = None
@@ -200,6 +202,7 @@ class MainWindow(QMainWindow):
         ref = self.settings_panel.model_ref()
         if ref:
             self.prefs = self.prefs.replace(last_model=ref)
+            self._recommend_for = ref  # the user's pick: its recommended settings apply once loaded
             self.worker.request_model(ref)  # load now, releasing the previous model first
 
     def use_demo_model(self) -> None:
@@ -260,6 +263,7 @@ class MainWindow(QMainWindow):
         self._save_prefs()
         self.refresh_models()
         if self.settings_panel.select_model(ref):
+            self._recommend_for = ref
             self.worker.request_model(ref)
             self.status(f"Model selected: {self._model_label(ref)}.")
 
@@ -278,22 +282,34 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: Any) -> None:
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
-        self.prompt_panel.set_token_counter(info.token_counter)
+        self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
+        self._show_recommended(info)
         self.settings_panel.set_fixed_size(info.fixed_size)
         self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
 
+    def _show_recommended(self, info: Any) -> None:
+        """Show the model's recommended settings; apply them when the user has just picked it."""
+        caps = getattr(info, "capabilities", None)
+        self.settings_panel.show_recommended(caps.recommended if caps is not None else None)
+        picked = self._recommend_for == info.ref
+        self._recommend_for = None
+        if picked:
+            applied = self.settings_panel.apply_recommended()
+            if applied:
+                self.status(f"{info.model_name} is made for {applied}: set.")
+
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
         self.model_state.setText("Model failed to load")
-        self.prompt_panel.set_token_counter(None)
+        self.prompt_panel.set_counter(None)
         self.result_view.end_job()
         self.show_error(f"Could not load the model {self._model_label(ref)}: {message}")
 
     def _model_unloaded(self, ref: str, why: str) -> None:
         self.model_state.setText("No model loaded")
-        self.prompt_panel.set_token_counter(None)
+        self.prompt_panel.set_counter(None)
         when = "after the idle time set in Preferences" if why == "idle" else "as asked"
         self.status(f"Model {self._model_label(ref)} unloaded {when}; its memory is back with the system.")
 

@@ -22,6 +22,7 @@ from heyim_desktop.ui.qt import QImage, QThread, Signal
 if TYPE_CHECKING:
     import numpy as np
 
+    from heyim_desktop.core.capabilities import Capabilities
     from heyim_desktop.core.conditioning import TokenCount
     from heyim_desktop.core.engine import Engine, EngineInfo
     from heyim_desktop.core.process.remote import ProcessLoader
@@ -43,13 +44,15 @@ class ModelReady:
     default_size: tuple[int, int]
     fixed_size: tuple[int, int] | None
     supports_img2img: bool
-    #: ``count(text) -> TokenCount or None`` answered by the engine process with the model's
-    #: own tokenizer (None while it is busy: the counter shows an estimate), or None.
-    token_counter: Callable[[str], TokenCount | None] | None = None
-    #: Everything the engine says about the model, capabilities included.
-    info: EngineInfo | None = field(default=None, compare=False)
     #: Clip skip works with this model (PyTorch engine; not Core ML).
     supports_clip_skip: bool = True
+    #: The engine's ``count_tokens`` for the token counter (safe to call from the GUI thread;
+    #: the engine process answers it, or None when busy: the counter then estimates), or None.
+    count_tokens: "Callable[[str], TokenCount | None] | None" = None
+    #: What the model can do (prompt chunks, recommended settings), from the engine's info.
+    capabilities: "Capabilities | None" = None
+    #: Everything the engine says about the model (from the engine process: plain data).
+    info: "EngineInfo | None" = field(default=None, compare=False)
 
 
 def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
@@ -237,8 +240,7 @@ class _HostEvents:
         # What the engine offers through its interface (the engine process answers these).
         from heyim_desktop.core.engine import EngineInfo
 
-        counter = getattr(engine, "count_tokens", None)
-        details = getattr(engine, "info", None)
+        engine_info = getattr(engine, "info", None)
         info = ModelReady(
             ref=ref,
             model_name=engine.model_name,
@@ -247,9 +249,10 @@ class _HostEvents:
             default_size=tuple(engine.default_size),  # type: ignore[arg-type]
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
-            token_counter=counter if callable(counter) else None,
-            info=details if isinstance(details, EngineInfo) else None,
+            info=engine_info if isinstance(engine_info, EngineInfo) else None,
             supports_clip_skip=_clip_skip_ok(engine),
+            count_tokens=getattr(engine, "count_tokens", None),
+            capabilities=getattr(engine_info, "capabilities", None),
         )
         self.worker.model_ready.emit(info)
 
