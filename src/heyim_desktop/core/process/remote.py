@@ -556,14 +556,16 @@ def _label(ref: str) -> str:
 
 
 def _token_count(data: Any) -> TokenCount | None:
+    """A TokenCount from the child's plain data: known fields only, lists back to tuples."""
+    import dataclasses
+
     if not isinstance(data, dict):
         return None
+    names = {f.name for f in dataclasses.fields(TokenCount)}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
     try:
-        return TokenCount(tokens=int(data["tokens"]), limit=int(data["limit"]), chunks=int(data.get("chunks", 1)),
-                          boundaries=tuple(int(b) for b in data.get("boundaries") or ()),
-                          cut_at=None if data.get("cut_at") is None else int(data["cut_at"]),
-                          exact=bool(data.get("exact", True)))
-    except (KeyError, TypeError, ValueError):
+        return TokenCount(**values)
+    except (TypeError, ValueError):
         return None
 
 
