@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from typing import Any, Mapping
 
 from heyim_desktop.core.errors import ImageError, InvalidRequest
 from heyim_desktop.core.request import GenerationRequest
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Largest inline input image accepted, in bytes after base64 decoding.
 MAX_INLINE_IMAGE_BYTES = 7 * 1024 * 1024
 
@@ -150,8 +152,8 @@ def request_from_data(
 ) -> GenerationRequest:
     """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process.
 
-    ``init_image``: an already decoded input image for data without one (the engine process gets
-    it as PNG bytes beside the data, so no base64 and no inline size limit apply).
+    ``init_image``: an already decoded input image, used instead of (and without) an
+    ``init_image`` field (the API decodes and shrinks it itself, within its pixel budget).
     """
     if not isinstance(data, Mapping):
         raise InvalidRequest("request", "must be a JSON object")
@@ -168,14 +170,16 @@ def request_from_data(
         if isinstance(value, bool) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else {"str": "text", "int": "integer", "float": "number"}.get(t.__name__, t.__name__) for t in types)  # type: ignore[union-attr]
             raise InvalidRequest(key, f"must be {names}, got {type(value).__name__}")
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise InvalidRequest(key, "is not valid Unicode text (it holds a lone surrogate)")
         kwargs[key] = value
     if "prompt" not in kwargs:
         raise InvalidRequest("prompt", "is required")
     image_data = kwargs.pop("init_image", None)
-    if image_data:
-        kwargs["init_image"] = decode_image(image_data)
-    elif init_image is not None:
+    if init_image is not None:
         kwargs["init_image"] = init_image
+    elif image_data is not None:  # "" is an empty image, not text-to-image
+        kwargs["init_image"] = decode_image(image_data)
     if kwargs.get("inpaint") is not None:
         kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])
     if kwargs.get("extend") is not None:

@@ -32,7 +32,7 @@ def load_engine(
         folder = paths.ensure_demo_model()
     else:
         folder = require_model_path(ref)
-        if folder.is_file():
+        if not folder.is_dir():  # a checkpoint file (a FIFO or device is refused there, unread)
             from heyim_desktop.core.single_file import load_single_file_engine
 
             return load_single_file_engine(folder, device=device, precision=precision)
