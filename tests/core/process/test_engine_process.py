@@ -73,7 +73,12 @@ def test_child_results_equal_the_in_process_engine_bit_for_bit(engine: RemoteEng
 
     assert engine.stopped is False and engine.pid != os.getpid()
     # EngineInfo (capabilities included) crossed the channel as plain data and came back equal.
-    assert engine.info == tiny_engine.info and engine.capabilities == tiny_engine.capabilities
+    import dataclasses
+
+    # (The child loads through load_engine, which adds the model hash; the fixture does not.)
+    assert dataclasses.replace(engine.info, model_hash=tiny_engine.info.model_hash) == tiny_engine.info
+    assert engine.capabilities == tiny_engine.capabilities
+    assert engine.info.model_hash and len(engine.info.model_hash) == 10
     assert (engine.default_size, engine.fixed_size) == (tiny_engine.default_size, tiny_engine.fixed_size)
     txt = _request(tiny_model, count=2)
     init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
@@ -93,6 +98,7 @@ def test_child_results_equal_the_in_process_engine_bit_for_bit(engine: RemoteEng
             assert a.seed == b.seed
             assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
         assert ours.request == theirs.request
+        assert ours.model_hash == engine.info.model_hash  # the result's hash crosses too
         if request is outpaint:  # the recorded request is the grown canvas, sent back whole
             assert ours.request.width == 80 and ours.request.extend is None
             assert np.array_equal(np.asarray(ours.request.init_image), np.asarray(theirs.request.init_image))

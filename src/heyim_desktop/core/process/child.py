@@ -240,6 +240,7 @@ class EngineChild:
             message["request"] = data
         message.update({
             "model_name": result.model_name, "engine": result.engine,
+            "model_hash": getattr(result, "model_hash", None),
             "timings": {str(k): float(v) for k, v in result.timings.items()},
             "warnings": list(result.warnings), "truncated_prompt": result.truncated_prompt,
             "truncated_negative": result.truncated_negative,

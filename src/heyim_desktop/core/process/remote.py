@@ -646,4 +646,5 @@ def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationR
         warnings=tuple(str(w) for w in d.get("warnings") or ()),
         truncated_prompt=d.get("truncated_prompt"),
         truncated_negative=d.get("truncated_negative"),
+        model_hash=d["model_hash"] if isinstance(d.get("model_hash"), str) else None,
     )
