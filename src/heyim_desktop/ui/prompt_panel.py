@@ -135,6 +135,7 @@ class PromptPanel(QWidget):
 
         #: The loaded model's counter (``Engine.count_tokens``) and how many chunks it reads.
         self.counter: CountFn | None = None
+        self._recounts = 0  # re-counts while the engine process is too busy to answer
         self.max_chunks = 1
         self.recent_source: Callable[[], list[str]] = lambda: []
 
@@ -200,6 +201,7 @@ class PromptPanel(QWidget):
     def set_counter(self, counter: CountFn | None, capabilities: "Capabilities | None" = None) -> None:
         """Count with the loaded model (its engine's ``count_tokens``), or estimate (None)."""
         self.counter = counter
+        self._recounts = 0
         self.max_chunks = capabilities.max_prompt_chunks if capabilities is not None else 1
         self.update_counts()
 
@@ -216,8 +218,15 @@ class PromptPanel(QWidget):
         else:
             self.final_preview.hide()
         # The counts are of what the model gets: the prompts with their styles.
-        self.prompt_tokens.show_count(count_prompt(prompt, self.counter), max_chunks=self.max_chunks)
-        self.negative_tokens.show_count(count_prompt(negative, self.counter), max_chunks=self.max_chunks)
+        counts = count_prompt(prompt, self.counter), count_prompt(negative, self.counter)
+        self.prompt_tokens.show_count(counts[0], max_chunks=self.max_chunks)
+        self.negative_tokens.show_count(counts[1], max_chunks=self.max_chunks)
+        # A busy engine process answers late: count again shortly (a few times, not forever).
+        if self.counter is not None and not all(c.exact for c in counts) and self._recounts < 50:
+            self._recounts += 1
+            self._count_timer.start()
+        elif all(c.exact for c in counts):
+            self._recounts = 0
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
