@@ -334,9 +334,13 @@ class RemoteEngine:
     def supports_img2img(self) -> bool:
         return self._info.capabilities.img2img
 
-    def count_tokens(self, text: str, timeout: float = TOKEN_COUNT_TIMEOUT_S) -> TokenCount | None:
-        """The child's count; None when it does not answer within ``timeout`` (busy encoding)."""
-        return self.process.count_tokens(text, timeout)
+    def count_tokens(self, text: str, timeout: float = TOKEN_COUNT_TIMEOUT_S) -> TokenCount:
+        """The child's count; TimeoutError when it does not answer within ``timeout`` (busy):
+        the window then shows an estimate and counts again shortly."""
+        count = self.process.count_tokens(text, timeout)
+        if count is None:
+            raise TimeoutError("the engine process did not answer the token count in time")
+        return count
 
     def generate(self, request: GenerationRequest, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> GenerationResult:
