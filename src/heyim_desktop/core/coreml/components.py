@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
-from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.coreml.detect import ENCODER_NOISED, CoreMLModelInfo
 from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.coreml.specs import ModelSpec
@@ -47,7 +47,9 @@ DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
 SD_SCALING_FACTOR = 0.18215
 # Output names of Apple's conversions; a model with one output may name it otherwise.
 OUTPUTS = {"TextEncoder": "last_hidden_state", "Unet": "noise_pred", "UnetChunk2": "noise_pred", "VAEDecoder": "image", "VAEEncoder": "latent"}
-INPUTS = {"TextEncoder": ("input_ids",), "VAEDecoder": ("z",), "VAEEncoder": ("x",)}
+INPUTS = {"TextEncoder": ("input_ids",), "VAEDecoder": ("z",)}
+#: The diagonal noise fed to a five-input ("noised") VAEEncoder's second call; see ``vae_encode``.
+NOISED_PROBE = 4.0
 
 
 def check_inputs(spec: ModelSpec, inputs: Arrays) -> dict[str, Array]:
@@ -116,7 +118,9 @@ class CoreMLComponents:
         self.unets = tuple(info.model(n) for n in info.unet_names)
         self.decoder = info.model("VAEDecoder")
         self.encoder = info.model("VAEEncoder") if info.img2img else None
-        for spec in (self.te, self.decoder, *([self.encoder] if self.encoder else [])):
+        if info.img2img_note:
+            log.warning("%s: %s", info.name, info.img2img_note)
+        for spec in (self.te, self.decoder):
             for name in INPUTS[spec.name]:
                 if spec.input(name) is None:
                     raise ModelError(f"{spec.path.name} has no '{name}' input; it is not a Stable Diffusion {spec.name}.")
@@ -234,10 +238,45 @@ class CoreMLComponents:
 
     def vae_encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
-            raise ModelError(f"{self.info.name} has no VAEEncoder, so it cannot do image-to-image.")
+            reason = self.info.img2img_note or f"{self.info.name} has no VAEEncoder"
+            raise ModelError(f"{reason}, so it cannot do image-to-image.")
         arr = images.cpu().float().numpy()
-        moments = [_output(self.encoder, self.predict(self.encoder, {"x": arr[i : i + 1]})) for i in range(arr.shape[0])]
-        return torch.from_numpy(np.concatenate(moments).astype(np.float32))
+        encode = self._encode_noised if self.info.encoder_form == ENCODER_NOISED else self._encode_moments
+        return torch.from_numpy(np.concatenate([encode(arr[i : i + 1]) for i in range(arr.shape[0])]).astype(np.float32))
+
+    def _encode_moments(self, image: Array) -> Array:
+        assert self.encoder is not None
+        # One image input, whatever the release named it (``x`` today, ``z`` before).
+        return _output(self.encoder, self.predict(self.encoder, {self.encoder.inputs[0].name: image}))
+
+    def _encode_noised(self, image: Array) -> Array:
+        """The moments from Apple's first encoder form, which samples, scales and noises inside.
+
+        That model returns ``s * (mean + std * diagonal_noise)`` noised by the alphas it is given.
+        With no noise (alphas 1 and 0) two calls, diagonal noise 0 and then ``NOISED_PROBE``,
+        give the mean and the standard deviation, so the loop draws its own noise and applies its
+        scheduler exactly as for every other encoder, and image-to-image matches the torch engine.
+        """
+        enc = self.encoder
+        assert enc is not None
+        shapes = {t.name: t.shape for t in enc.inputs}
+
+        def call(probe: float) -> Array:
+            feed = {
+                "sample": image,
+                "diagonal_noise": np.full(shapes["diagonal_noise"], probe, np.float32),
+                "noise": np.zeros(shapes["noise"], np.float32),
+                "sqrt_alphas_cumprod": np.ones(shapes["sqrt_alphas_cumprod"], np.float32),
+                "sqrt_one_minus_alphas_cumprod": np.zeros(shapes["sqrt_one_minus_alphas_cumprod"], np.float32),
+            }
+            out = np.asarray(next(iter(self.predict(enc, feed).values())), dtype=np.float32)
+            return out / np.float32(self.scaling_factor)
+
+        mean = call(0.0)
+        std = (call(NOISED_PROBE) - mean) / np.float32(NOISED_PROBE)
+        # The encoder clamps log-variance to [-30, 20]; rounding may leave a zero or negative std.
+        logvar = 2.0 * np.log(np.clip(std, np.exp(-15.0), np.exp(10.0)))
+        return np.concatenate([mean, logvar.astype(np.float32)], axis=1)
 
     def release(self) -> None:
         if self._release is not None:

@@ -191,3 +191,30 @@ class VAEEncoderModule(nn.Module):
         h = v.encoder(x)
         moments: torch.Tensor = v.quant_conv(h) if v.quant_conv is not None else h
         return moments
+
+
+class NoisedVAEEncoderModule(nn.Module):
+    """Apple's first VAEEncoder contract: it samples, scales and noises the latent itself.
+
+    ``sample`` (1, 3, H, W), ``diagonal_noise`` and ``noise`` (1, 4, h, w), the two alphas as
+    broadcastable arrays -> ``sqrt_a * s * (mean + std * diagonal_noise) + sqrt_1ma * noise``.
+    HeyIm never writes this form; it exists so the tests can predict for such a model.
+    """
+
+    def __init__(self, vae: nn.Module, scaling_factor: float) -> None:
+        super().__init__()
+        self.moments = VAEEncoderModule(vae)
+        self.scaling_factor = scaling_factor
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        diagonal_noise: torch.Tensor,
+        noise: torch.Tensor,
+        sqrt_alphas_cumprod: torch.Tensor,
+        sqrt_one_minus_alphas_cumprod: torch.Tensor,
+    ) -> torch.Tensor:
+        mean, logvar = torch.chunk(self.moments(sample), 2, dim=1)
+        std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+        latent = (mean + std * diagonal_noise) * self.scaling_factor
+        return sqrt_alphas_cumprod * latent + sqrt_one_minus_alphas_cumprod * noise

@@ -15,7 +15,7 @@ import torch
 from numpy.typing import NDArray
 
 from heyim_desktop.core.coreml import modules as M
-from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.coreml.detect import ENCODER_NOISED, CoreMLModelInfo
 
 
 class TorchReferencePredictor:
@@ -36,6 +36,8 @@ class TorchReferencePredictor:
             "VAEDecoder": M.VAEDecoderModule(self.parts.vae),
             "VAEEncoder": M.VAEEncoderModule(self.parts.vae),
         }
+        if info.encoder_form == ENCODER_NOISED:
+            self.modules["VAEEncoder"] = M.NoisedVAEEncoderModule(self.parts.vae, self.parts.scaling_factor)
         self.calls: list[tuple[str, dict[str, tuple[tuple[int, ...], str]]]] = []
 
     @torch.inference_mode()
