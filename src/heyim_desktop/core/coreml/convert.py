@@ -205,7 +205,7 @@ def convert_to_coreml(
 
         cancel.raise_if_cancelled()
         report(2)
-        M.use_attention(unet, attention)
+        unet = M.unet_for(unet, attention)
         unet_inputs = [
             ("sample", (batch, channels, lh, lw), f16),
             ("timestep", (batch,), f16),
@@ -219,10 +219,11 @@ def convert_to_coreml(
             save(c1, "UnetChunk1", f"{src.name}: UNet, first half")
             cancel.raise_if_cancelled()
             c2_inputs = [unet_inputs[2]] + [(n, tuple(o.shape), f16) for n, o in zip(names, outs)]
-            c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f16)])
+            c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f32)])
             save(c2, "UnetChunk2", f"{src.name}: UNet, second half")
         else:
-            un = _convert(M.UnetModule(unet), unet_inputs, [("noise_pred", f16)])
+            # fp16 compute, fp32 out: the scheduler's arithmetic wants the full-precision prediction.
+            un = _convert(M.UnetModule(unet), unet_inputs, [("noise_pred", f32)])
             save(un, "Unet", f"{src.name}: UNet")
 
         cancel.raise_if_cancelled()

@@ -26,8 +26,7 @@ class TorchReferencePredictor:
 
         self.info = info
         self.parts = TorchComponents(source, torch.device("cpu"), torch.float32)
-        M.use_attention(self.parts.unet_model, info.attention)
-        unet = self.parts.unet_model
+        unet = M.unet_for(self.parts.unet_model, info.attention)
         self.modules: dict[str, torch.nn.Module] = {
             "TextEncoder": M.TextEncoderModule(self.parts.text_encoder),
             "Unet": M.UnetModule(unet),
