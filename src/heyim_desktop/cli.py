@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from heyim_desktop import __version__
 
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
     gen.add_argument("--image", "-i", help="input image for image-to-image")
     gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
+    gen.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
+                     help="apply a LoRA (a .safetensors file, or its name in the model library), weight 1 unless "
+                          "given; repeat for several. <lora:NAME:WEIGHT> in the prompt works too")
     gen.add_argument("--mask", help="inpainting: repaint the white part of this mask image over --image")
     gen.add_argument("--mask-blur", type=int, default=4, help="soften the mask's edge by this many pixels (default 4)")
     gen.add_argument("--invert-mask", action="store_true", help="repaint the black part of the mask instead")
@@ -82,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
                      help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from heyim_desktop.cli_styles import add_generate_arguments, add_styles_parser
+
+    add_generate_arguments(gen)
+    add_styles_parser(sub)
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
     conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
@@ -97,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    history = sub.add_parser("history", help="the image history")
+    hsub = history.add_subparsers(dest="history_command")
+    move = hsub.add_parser("move", help="move HeyIm's images to another folder and make it the images folder")
+    move.add_argument("dest", help="the new images folder")
 
     from heyim_desktop.models.cli import add_models_parser
 
@@ -162,6 +174,31 @@ def _edit_arguments(args: argparse.Namespace, init_image: object) -> tuple[objec
     return inpaint, extend
 
 
+def _resolve_networks(request: Any, loras: list[str]) -> Any:
+    """--lora values and the prompt's <lora:...> tags as files from the model library."""
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.lora import LoraUse, resolve_networks
+    from heyim_desktop.models.cli import _library
+    from heyim_desktop.models.networks import NetworkLibrary
+
+    networks = NetworkLibrary(_library())
+    extra = []
+    for value in loras:
+        ref, weight = value, 1.0
+        head, sep, tail = value.rpartition(":")
+        if sep and head and not (len(head) == 1 and head.isalpha()):  # C:\... on Windows is a path
+            try:
+                weight = float(tail)
+                ref = head
+            except ValueError:
+                pass
+        path = networks.find_lora(ref)
+        if path is None:
+            raise InvalidRequest("lora", f"{ref!r} is neither a .safetensors file nor a LoRA in the model library")
+        extra.append(LoraUse(str(path), weight, Path(ref).stem if Path(ref).suffix else ref))
+    return resolve_networks(request, networks.finder(), tuple(extra))
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
     from heyim_desktop.core.errors import InvalidRequest
@@ -175,9 +212,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise InvalidRequest("model", "pass --model FOLDER, or --demo for the built-in tiny random model")
     inpaint, extend = _edit_arguments(args, init_image)
     width, height = args.size or (512, 512)
+    from heyim_desktop.cli_styles import expand
+
+    prompt, negative = expand(args.prompt, args.negative, args.style)
     request = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative,
+        prompt=prompt,
+        negative_prompt=negative,
         steps=args.steps,
         guidance=args.cfg,
         seed=args.seed,
@@ -188,9 +228,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         init_image=init_image,
         strength=args.strength,
         model=args.model,
+        clip_skip=args.clip_skip,
+        styles=tuple(args.style),
         inpaint=inpaint,
         extend=extend,
     )
+    request = _resolve_networks(request, args.lora)
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidRequest("out", f"{out_dir} exists and is not a folder")
@@ -296,18 +339,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def cmd_styles(args: argparse.Namespace) -> int:
+    from heyim_desktop.cli_styles import cmd_styles as run
+
+    return run(args)
+
+
 def _scale_command(args: argparse.Namespace) -> int:
     from heyim_desktop.scale.cli import COMMANDS as SCALE_COMMANDS
 
     return SCALE_COMMANDS[args.command](args)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from heyim_desktop.store import HistoryStore
+    from heyim_desktop.store.history import default_images_dir
+    from heyim_desktop.store.preferences import load_preferences, save_preferences
+
+    if args.history_command != "move":
+        return _fail("choose: history move DEST", EXIT_USAGE)
+    prefs = load_preferences()
+    with HistoryStore.open(images_dir=default_images_dir(prefs.output_folder)) as store:
+        report = store.move_images(Path(args.dest))
+        save_preferences(prefs.replace(output_folder=str(store.images_dir)))
+    print(f"Moved {report.moved} image(s) to {store.images_dir}; {report.kept} left where they are "
+          f"(imported or already there), {report.missing} missing. New images go there too.")
+    return EXIT_OK
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "convert": cmd_convert,
     "demo-model": cmd_demo_model,
+    "history": cmd_history,
     "models": cmd_models,
     "serve": cmd_serve,
+    "styles": cmd_styles,
     "worker": _scale_command,
     "batch": _scale_command,
 }

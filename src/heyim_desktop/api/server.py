@@ -14,9 +14,12 @@ from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
+    from heyim_desktop.core.lora import NetworkFinder
     import uvicorn
 
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.models.hashes import ModelHashes
+    from heyim_desktop.store.styles import StyleBook
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +79,14 @@ class ApiServer:
         port: int = DEFAULT_PORT,
         extra_hosts: Iterable[str] = (),
         max_body: int = MAX_BODY_BYTES,
+        styles: "StyleBook | None" = None,
+        hashes: "ModelHashes | None" = None,
+        networks: "NetworkFinder | None" = None,
     ) -> None:
         if not token:
             raise ValueError("the API needs a token")
-        self.context = ApiContext(queue, models=models or fixed_catalog(), default_model=default_model, host=engine_host)
+        self.context = ApiContext(queue, models=models or fixed_catalog(), default_model=default_model, host=engine_host,
+                                  networks=networks, styles=styles, hashes=hashes)
         self.host = host
         self._requested_port = port
         self._token = token

@@ -13,6 +13,7 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.lora import EmbeddingUse, LoraUse
     from heyim_desktop.core.masking import Extend, InpaintSpec
 
 MAX_SEED = 2**32 - 1
@@ -23,6 +24,9 @@ COUNT_RANGE = (1, 16)
 #: HeyIm's original design raised guidance by 1.5 for image-to-image; it is the default.
 IMG2IMG_GUIDANCE_BOOST = 1.5
 MAX_PROMPT_CHARS = 10_000
+#: AUTOMATIC1111's "CLIP_stop_at_last_layers": 1 uses the text encoder's last layer, 2 the one before it.
+CLIP_SKIP_RANGE = (1, 12)
+MAX_STYLES = 20
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -64,10 +68,18 @@ class GenerationRequest:
     strength: float = 0.75
     guidance_boost: float = IMG2IMG_GUIDANCE_BOOST
     model: str | None = None
+    #: AUTOMATIC1111's count: 1 is no skip (diffusers' ``clip_skip`` is this minus one).
+    clip_skip: int = 1
+    #: Names of the prompt styles already expanded into ``prompt``/``negative_prompt`` (for metadata).
+    styles: tuple[str, ...] = ()
     #: Inpainting: repaint the white part of a mask over ``init_image``.
     inpaint: "InpaintSpec | None" = None
     #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
     extend: "Extend | None" = None
+    #: LoRAs by file (front ends resolve ``<lora:name:w>`` tags into these: core.lora.resolve_networks).
+    loras: "tuple[LoraUse, ...]" = ()
+    #: Textual-inversion embeddings the prompt's words activate.
+    embeddings: "tuple[EmbeddingUse, ...]" = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -105,6 +117,13 @@ class GenerationRequest:
             if w > SIZE_RANGE[1] or h > SIZE_RANGE[1]:
                 raise InvalidRequest("extend", f"the grown canvas {w}x{h} is larger than {SIZE_RANGE[1]}x{SIZE_RANGE[1]}")
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
+        _check_int("clip_skip", self.clip_skip, *CLIP_SKIP_RANGE)
+        if isinstance(self.styles, list):
+            object.__setattr__(self, "styles", tuple(self.styles))
+        if not isinstance(self.styles, tuple) or not all(isinstance(s, str) and s.strip() for s in self.styles):
+            raise InvalidRequest("styles", "must be a list of style names")
+        if len(self.styles) > MAX_STYLES:
+            raise InvalidRequest("styles", f"at most {MAX_STYLES} styles at once")
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
         else:
@@ -167,6 +186,8 @@ class GenerationRequest:
             "strength": self.strength if self.is_img2img else None,
             "guidance_boost": self.guidance_boost if self.is_img2img else None,
             "model": self.model,
+            "clip_skip": self.clip_skip,
+            "styles": list(self.styles),
             **_edit_settings(self),
         }
 
@@ -182,4 +203,8 @@ def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
     if request.extend is not None:
         e = request.extend
         out["extend"] = [e.left, e.top, e.right, e.bottom]
+    if request.loras:
+        out["loras"] = [{"path": u.path, "weight": u.weight, "name": u.name} for u in request.loras]
+    if request.embeddings:
+        out["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
     return out

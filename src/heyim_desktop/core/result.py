@@ -52,3 +52,5 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: Stopped early by an interrupt: the images are what was made, the last one partial.
+    interrupted: bool = False

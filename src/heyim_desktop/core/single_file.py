@@ -65,7 +65,7 @@ def load_single_file_engine(
     scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     components = TorchComponents.from_modules(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler_config=scheduler_config, device=dev, dtype=dtype,
+        scheduler_config=scheduler_config, device=dev, dtype=dtype, source_name=file.stem,
     )
     size = components.sample_size * components.vae_scale_factor
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=name or file.stem, default_size=(size, size))
