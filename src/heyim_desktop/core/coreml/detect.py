@@ -20,6 +20,14 @@ _NESTED = ("Resources", "compiled", "split_einsum/compiled", "original/compiled"
 #: Written by HeyIm's converter into each model's metadata (preferred over op sniffing).
 META_ATTENTION = "heyim.attention"
 
+#: Written by HeyIm's converter into the VAEDecoder's metadata: the source VAE's latent scale.
+META_SCALING = "heyim.scaling_factor"
+#: ... and into the Unet's: whether an empty negative prompt is all zeros (SDXL base: yes).
+META_FORCE_ZEROS = "heyim.force_zeros_for_empty_prompt"
+#: SDXL's second tokenizer pads with "!" (OpenCLIP's pad id 0); HeyIm's own conversions keep the
+#: source's tokenizer_2 configuration in this subfolder.
+TOKENIZER_2 = "tokenizer_2"
+
 KIND_SD = "SD 1.x/2.x"
 KIND_SDXL = "SDXL"
 
@@ -68,6 +76,10 @@ class CoreMLModelInfo:
 
     def has(self, name: str) -> bool:
         return any(spec.name == name for spec in self.models)
+
+    @property
+    def text_encoder_names(self) -> tuple[str, ...]:
+        return ("TextEncoder", "TextEncoder2") if self.has("TextEncoder2") else ("TextEncoder",)
 
     @property
     def unet_names(self) -> tuple[str, ...]:

@@ -108,6 +108,20 @@ class TextEncoderModule(nn.Module):
         return out[0], out[1]
 
 
+class TextEncoderXLModule(nn.Module):
+    """SDXL's text encoders in Apple's layout: ``input_ids`` -> ``hidden_embeds`` (the penultimate
+    layer, what SDXL's UNet reads) and ``pooled_outputs`` (the projected text for TextEncoder2)."""
+
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out: Any = self.text_encoder(input_ids.to(torch.int32).long(), output_hidden_states=True, return_dict=True)
+        pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
+        return out.hidden_states[-2], pooled
+
+
 class UnetModule(nn.Module):
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
