@@ -6,7 +6,6 @@ requests from the window, the menu bar and any number of HTTP clients run one at
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,8 @@ from starlette.middleware.cors import CORSMiddleware
 from heyim_desktop import __version__
 from heyim_desktop.api import a1111_routes, schemas
 from heyim_desktop.api.context import ApiContext
-from heyim_desktop.api.mapping import ApiError, Mapped, build_request, parse_a1111, parse_heyim
+from heyim_desktop.api.limits import decode_fitted, image_bytes, image_size, parse_json, release_memory
+from heyim_desktop.api.mapping import ApiError, Mapped, build_request, invalid, parse_a1111, parse_heyim
 from heyim_desktop.api.results import (
     a1111_response,
     encode_images,
@@ -30,7 +30,7 @@ from heyim_desktop.api.results import (
     progress_payload,
 )
 from heyim_desktop.api.security import LOCAL_ORIGIN_RE, MAX_BODY_BYTES, Guard
-from heyim_desktop.core.errors import UserFacingError
+from heyim_desktop.core.errors import InvalidRequest, UserFacingError
 from heyim_desktop.core.jobs import Job, JobState, QueueClosed
 from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 
@@ -66,26 +66,77 @@ def _error(exc: ApiError) -> JSONResponse:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    return parse_json(await request.body())
+
+
+def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
+    """The whole request checked, then its input image decoded and shrunk; (request, pixels held).
+
+    Every field but the inpainting mask is validated first (a 1-pixel stand-in checks the
+    image-to-image settings), the images' headers are read and charged to the server's pixel
+    budget before anything is decoded, and the input image is shrunk to the request's size at
+    once: the queue holds the small version (inpainting "only masked" keeps the whole image, as
+    it repaints a crop of it). The caller releases the returned pixels from ``ctx.pixels``.
+    """
+    from collections.abc import Mapping as MappingABC
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from heyim_desktop.core.lora import resolve_networks
+
+    def networks(built: Any) -> Any:
+        try:
+            return resolve_networks(built, ctx.networks)  # <lora:...> tags and embeddings, checked
+        except InvalidRequest as exc:
+            raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
+
+    ref = ctx.resolve(mapped.model, mapped.model_field)
+    data = dict(mapped.data)
+    encoded = data.pop("init_image", None)
+    inpaint = data.pop("inpaint", None)
+    stand_in = Image.new("RGB", (1, 1)) if encoded is not None else None
+    first = networks(build_request(replace(mapped, data=data), ref, ctx.styles, init_image=stand_in))
+    if encoded is None:
+        return (networks(build_request(mapped, ref, ctx.styles)) if inpaint is not None else first), 0
+    field = mapped.names.get("init_image", "init_image")
+    pixels = 0
+    if isinstance(inpaint, MappingABC) and isinstance(inpaint.get("mask"), str):
+        mask_field = mapped.names.get("inpaint.mask", mapped.names.get("mask", "mask"))
+        mask_w, mask_h = image_size(image_bytes(inpaint["mask"], mask_field), mask_field)
+        pixels += mask_w * mask_h
+    raw = image_bytes(encoded, field)
+    width, height = image_size(raw, field)
+    pixels += width * height
+    only_masked = isinstance(inpaint, MappingABC) and bool(inpaint.get("only_masked"))
+    with ctx.pixels.hold(pixels, field):
+        image = decode_fitted(raw, field, first.width, first.height, fit=not only_masked)
+        del raw
+        final = networks(build_request(mapped, ref, ctx.styles, init_image=image)) if inpaint is not None else None
+    if pixels > 4 * first.width * first.height:
+        release_memory()
+    held = image.width * image.height
+    ctx.pixels.reserve(held, field)
+    if final is not None:
+        return final, held
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON ({exc})", "body") from None
+        return first.replace(init_image=image), held
+    except InvalidRequest as exc:
+        ctx.pixels.release(held)
+        raise invalid(mapped.names, exc) from None
 
 
 async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
     """Submit the job and wait for it; a client that hangs up cancels its job."""
-    def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
-        from heyim_desktop.core.errors import InvalidRequest
-        from heyim_desktop.core.lora import resolve_networks
+    # The model library reads folders and input images are decoded: not on the event loop.
+    gen_request, held = await anyio.to_thread.run_sync(_prepare, ctx, mapped)
+    try:
+        return await _submit_and_wait(ctx, request, mapped, gen_request)
+    finally:
+        ctx.pixels.release(held)
 
-        built = build_request(mapped, ctx.resolve(mapped.model, mapped.model_field), ctx.styles)
-        try:
-            return resolve_networks(built, ctx.networks)
-        except InvalidRequest as exc:
-            raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
 
-    gen_request = await anyio.to_thread.run_sync(prepare)
+async def _submit_and_wait(ctx: ApiContext, request: Request, mapped: Mapped, gen_request: Any) -> Job:
     try:
         job = ctx.queue.submit(gen_request, source="api")
     except QueueClosed:

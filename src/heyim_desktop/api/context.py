@@ -80,6 +80,9 @@ class ApiContext:
         self._lock = threading.Lock()
         self.waiting: set[int] = set()  # ids of jobs whose HTTP clients are waiting
         self.stopping = threading.Event()
+        from heyim_desktop.api.limits import PixelBudget
+
+        self.pixels = PixelBudget()  # input pixels being decoded or held by this server's queued jobs
         self._follow = default_model if callable(default_model) else None
         self._chosen = None if callable(default_model) else default_model
 

@@ -50,8 +50,12 @@ def invalid(names: Mapping[str, str], exc: InvalidRequest) -> ApiError:
     return ApiError(422, f"{client}: {exc.detail}", client)
 
 
-def build_request(mapped: Mapped, model_ref: str | None, styles: "StyleBook | None" = None) -> GenerationRequest:
-    """The request, with the prompt styles expanded (reads the styles file: not on the event loop)."""
+def build_request(mapped: Mapped, model_ref: str | None, styles: "StyleBook | None" = None, *,
+                  init_image: Any = None) -> GenerationRequest:
+    """The request, with the prompt styles expanded (reads the styles file: not on the event loop).
+
+    ``init_image`` is an input image already decoded (used instead of the base64 field).
+    """
     data = dict(mapped.data)
     if model_ref is not None:
         data["model"] = model_ref
@@ -64,7 +68,7 @@ def build_request(mapped: Mapped, model_ref: str | None, styles: "StyleBook | No
             if isinstance(prompt, str) and isinstance(negative, str):
                 data["prompt"], data["negative_prompt"] = styles.expand(prompt, negative, mapped.styles)
             data["styles"] = list(mapped.styles)
-        return request_from_data(data, defaults=mapped.defaults)
+        return request_from_data(data, defaults=mapped.defaults, init_image=init_image)
     except InvalidRequest as exc:
         raise invalid(mapped.names, exc) from None
 
@@ -311,6 +315,9 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         images = body.get("init_images")
         if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
             raise ApiError(422, "init_images: must be a list of at least one base64 image", "init_images")
+        empty = next((i for i, image in enumerate(images) if not image.strip()), None)
+        if empty is not None:
+            raise ApiError(422, f"init_images[{empty}]: is empty; send a base64 image", "init_images")
         if len(images) > 1:
             notes.append("only the first of init_images is used")
         data["init_image"] = images[0]

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 def check_single_file(path: Path) -> tuple[str, str]:
     """Validate ``path`` without loading it; return (base, profile). Raises a ModelError subclass."""
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"Model file not found: {path}")
-    header = read_safetensors_header(path)
+    header = read_safetensors_header(path)  # refuses a FIFO or device before reading it
     arch = detect_architecture(header, path)
     if not arch.supported:
         raise UnsupportedModel(f"{path.name}: {arch.problem}")
