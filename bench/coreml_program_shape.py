@@ -41,7 +41,7 @@ def figures(unet, layout: str, size: int, xl: bool):  # type: ignore[no-untyped-
 
     import numpy as np
 
-    from heyim_desktop.core.coreml import modules as M
+    from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
     from heyim_desktop.core.coreml.convert import _convert
     from heyim_desktop.core.coreml.program import program_figures
 

@@ -35,7 +35,7 @@ import copy
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
 #: Sequences at least this long have their queries cut into chunks.

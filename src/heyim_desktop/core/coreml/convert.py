@@ -26,7 +26,6 @@ from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.coreml.detect import META_FORCE_ZEROS, META_SCALING, TOKENIZER_2
 from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
-from heyim_desktop.core.storage import full_reason, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def convert_to_coreml(
     import numpy as np
     import torch
 
-    from heyim_desktop.core.coreml import modules as M
+    from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
     from heyim_desktop.core.coreml.source import is_sdxl_folder, load_source
     from heyim_desktop.core.model_folder import check_diffusers_folder
     from heyim_desktop.core.thirdparty import quiet_third_party
@@ -188,7 +187,7 @@ def convert_to_coreml(
     vae_type = f32 if xl else f16
     vae_precision = "fp32" if xl else "fp16"
     meta = {META_ATTENTION: attention, META_SOURCE: src.name, "heyim.size": f"{w}x{h}"}
-    
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
     try:

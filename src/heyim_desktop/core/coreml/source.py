@@ -41,8 +41,8 @@ def is_sdxl_folder(folder: Path) -> bool:
 
 
 def _load_sdxl(folder: Path) -> SourceParts:
-    import torch
     import diffusers
+    import torch
     import transformers
 
     # Untyped third-party loaders, used as plain callables.
