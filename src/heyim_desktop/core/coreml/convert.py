@@ -146,8 +146,8 @@ def convert_to_coreml(
     import torch
 
     from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
-    from heyim_desktop.core.coreml.source import is_sdxl_folder, load_source
-    from heyim_desktop.core.model_folder import check_diffusers_folder
+    from heyim_desktop.core.coreml.source import load_source
+    from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
     from heyim_desktop.core.thirdparty import quiet_third_party
 
     if attention not in ATTENTIONS:
@@ -158,9 +158,10 @@ def convert_to_coreml(
     dest = Path(out_dir).expanduser()
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
         raise ModelError(f"{dest} exists and is not an empty folder; choose another output folder.")
-    xl = is_sdxl_folder(src)
-    if not xl:
-        check_diffusers_folder(src)
+    family = folder_family(check_diffusers_folder(src))
+    if family not in ("sd", "sdxl"):
+        raise ModelError(f"{src.name} is an SDXL refiner; the Core ML converter handles SD 1.x/2.x and SDXL base models.")
+    xl = family == "sdxl"
     cancel = cancel or CancelToken()
     quiet_third_party()
     _quiet_coremltools()
