@@ -156,18 +156,27 @@ class NetworkPatcher:
 
 
 def bake_loras(parts: Any, loras: tuple[LoraUse, ...]) -> None:
-    """Merge ``loras`` into a loaded model's weights for good (before a Core ML conversion).
+    """Merge ``loras`` into a loaded TorchComponents' weights for good (see :func:`bake_modules`)."""
+    encoders = [parts.text_encoder] + ([parts.text_encoder_2] if getattr(parts, "text_encoder_2", None) is not None else [])
+    tokenizers = [parts.tokenizer] + ([parts.tokenizer_2] if getattr(parts, "tokenizer_2", None) is not None else [])
+    bake_modules(unet=parts.unet_model, vae=parts.vae, text_encoders=encoders, tokenizers=tokenizers,
+                 family=parts.capabilities.family, loras=loras)
 
-    ``parts`` is a TorchComponents; the LoRAs are applied through the same loader as at run
-    time, fused with diffusers' ``fuse_lora`` at their weights, and their layers removed, so
-    the modules are plain again with the LoRA inside their weights.
+
+def bake_modules(*, unet: Any, vae: Any, text_encoders: list[Any], tokenizers: list[Any], family: str,
+                 loras: tuple[LoraUse, ...]) -> None:
+    """Merge ``loras`` into these modules' weights for good (before a Core ML conversion).
+
+    The LoRAs are applied through the same loader as at run time, fused with diffusers'
+    ``fuse_lora`` at their weights, and their layers removed, so the modules are plain again
+    with the LoRA inside their weights.
     """
     if not loras:
         return
     patcher = NetworkPatcher(
-        unet=parts.unet_model, vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-        family=parts.capabilities.family, text_encoder_2=getattr(parts, "text_encoder_2", None),
-        tokenizer_2=getattr(parts, "tokenizer_2", None),
+        unet=unet, vae=vae, text_encoder=text_encoders[0], tokenizer=tokenizers[0], family=family,
+        text_encoder_2=text_encoders[1] if len(text_encoders) > 1 else None,
+        tokenizer_2=tokenizers[1] if len(tokenizers) > 1 else None,
     )
     patcher.apply(loras)
     pipe = patcher._pipeline()
