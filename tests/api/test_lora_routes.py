@@ -28,7 +28,7 @@ def test_unknown_lora_is_a_422_naming_the_field(real_api: Running) -> None:
 def test_loras_route_lists_the_library_in_a1111_shape(real_api: Running) -> None:
     from pydantic import TypeAdapter
 
-    import a1111_schemas as A
+    import a1111_schemas as A  # noqa: N812 - the schemas module, short in long expressions
 
     reply = call(real_api.port, "GET", "/sdapi/v1/loras")
     assert reply.status == 200, reply.body
@@ -43,7 +43,7 @@ def test_loras_route_lists_the_library_in_a1111_shape(real_api: Running) -> None
 
 
 def test_embeddings_route_reports_shape_and_vectors(real_api: Running) -> None:
-    import a1111_schemas as A
+    import a1111_schemas as A  # noqa: N812 - the schemas module, short in long expressions
 
     reply = call(real_api.port, "GET", "/sdapi/v1/embeddings")
     assert reply.status == 200, reply.body

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import GEN_TIMEOUT_MS, quick_settings
-from lora_helpers import write_embedding, write_lora
 from safetensors.torch import save_file
 
+from conftest import GEN_TIMEOUT_MS, quick_settings
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.jobs import JobState
 from heyim_desktop.core.lora import lora_hash
 from heyim_desktop.core.metadata import parse_parameters
+from lora_helpers import write_embedding, write_lora
 
 
 def _family_lora(dest: Path, cross: int) -> Path:
