@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from heyim_desktop.core.capabilities import Capabilities, GuidanceKind, Recommended
 
@@ -38,7 +39,8 @@ class Family:
     recommended_guidance: float
     #: guidance range the window offers (the pipeline's own convention).
     guidance_range: tuple[float, float]
-    #: safetensors key prefixes only this family's transformer has (single-file detection).
+    #: safetensors key prefixes (after any ``model.diffusion_model.``) only this family's transformer
+    #: has; any one of them marks a single-file checkpoint as this family.
     transformer_keys: tuple[str, ...]
     #: where the recommended settings come from
     source: str
@@ -85,7 +87,7 @@ ZIMAGE = Family(
     recommended_steps=9,
     recommended_guidance=0.0,
     guidance_range=(0.0, 10.0),
-    transformer_keys=("cap_embedder.", "all_x_embedder.", "noise_refiner.", "context_refiner."),
+    transformer_keys=("noise_refiner.", "context_refiner.", "cap_embedder."),
     source="Z-Image Turbo model card (9 steps, guidance 0)",
 )
 
@@ -104,7 +106,7 @@ FLUX2_KLEIN = Family(
     recommended_steps=4,
     recommended_guidance=1.0,
     guidance_range=(0.0, 10.0),
-    transformer_keys=("double_stream_modulation_img.", "single_stream_modulation.", "x_embedder.", "context_embedder."),
+    transformer_keys=("double_stream_modulation_img.", "single_stream_modulation."),
     source="FLUX.2 [klein] model card (4 steps, distilled)",
 )
 
@@ -123,7 +125,8 @@ SD3 = Family(
     recommended_steps=40,
     recommended_guidance=4.5,
     guidance_range=(1.0, 15.0),
-    transformer_keys=("joint_blocks.", "context_embedder.", "pos_embed.", "transformer_blocks.0.attn.add_q_proj."),
+    # SAI's layout names its MMDiT blocks joint_blocks; diffusers' layout has time_text_embed.
+    transformer_keys=("joint_blocks.", "time_text_embed."),
     source="SD 3.5 Medium model card (40 steps, CFG 4.5)",
 )
 
@@ -178,3 +181,21 @@ def read_family_index(folder: Path) -> tuple[Family, dict[str, object]] | None:
         return None
     family = family_for_pipeline(str(index.get("_class_name", "")))
     return (family, index) if family is not None else None
+
+
+_WRAPPERS = ("model.diffusion_model.", "diffusion_model.", "model.")
+
+
+def family_of_keys(keys: Iterable[str]) -> Family | None:
+    """The family a single-file transformer's tensor names belong to (safetensors header only, no torch)."""
+    stripped = set()
+    for key in keys:
+        for wrapper in _WRAPPERS:
+            if key.startswith(wrapper):
+                key = key[len(wrapper):]
+                break
+        stripped.add(key.split(".", 1)[0] + ".")
+    for family in FAMILIES.values():
+        if any(k in stripped for k in family.transformer_keys):
+            return family
+    return None
