@@ -183,6 +183,7 @@ class FamilyEngine:
 
         images = np.concatenate(arrays, axis=0).astype(np.float32)
         timings["total"] = time.perf_counter() - started
+        timings["per_step"] = timings["steps"] / max(1, request.steps * len(seeds))
         return Render(request, images, tuple(seeds), timings, tuple(warnings), interrupted)
 
     def generate(
