@@ -282,11 +282,28 @@ class MainWindow(QMainWindow):
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
         self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
+        self._adapt_to_capabilities(info.capabilities)
         self._show_recommended(info)
         self.settings_panel.set_fixed_size(info.fixed_size)
         self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
+
+    def _adapt_to_capabilities(self, caps: Any) -> None:
+        """The one place the window reads what a model takes: negative prompt, guidance range, samplers."""
+        from heyim_desktop.core.capabilities import Capabilities
+
+        caps = caps if caps is not None else Capabilities()
+        negative = self.prompt_panel.negative
+        negative.setEnabled(caps.negative_prompt)
+        negative.setToolTip("" if caps.negative_prompt else "This model takes no negative prompt")
+        panel = self.settings_panel
+        panel.guidance.setRange(*caps.guidance_range)
+        only = caps.schedulers[0] if len(caps.schedulers) == 1 else None
+        if only is not None:
+            panel.scheduler.setCurrentText(only)
+        panel.scheduler.setEnabled(only is None)
+        panel.scheduler.setToolTip(f"This model runs its own {only} sampler" if only else "")
 
     def _show_recommended(self, info: Any) -> None:
         """Show the model's recommended settings; apply them when the user has just picked it."""

@@ -55,6 +55,7 @@ class Family:
             max_prompt_chunks=1,
             token_window=512,
             guidance=self.guidance,
+            guidance_range=self.guidance_range,
             negative_prompt=self.negative_prompt,
             default_size=default_size or self.default_size,
             size_step=size_step,
