@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from heyim_desktop.models import hashes
-from heyim_desktop.models.hashes import ModelHashes
+from heyim_desktop.core import hashes
+from heyim_desktop.core.hashes import ModelHashes
 
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:

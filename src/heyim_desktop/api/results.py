@@ -63,7 +63,7 @@ def job_seconds(job: Job) -> float:
 def _infotexts(result: "GenerationResult", model_hash: str | None) -> list[str]:
     from heyim_desktop.core.metadata import format_parameters
 
-    return [format_parameters(result.request, item.seed, result.model_name, model_hash=model_hash)
+    return [format_parameters(result.request, item.seed, result.model_name, model_hash=model_hash or result.model_hash)
             for item in result.images]
 
 

@@ -207,6 +207,7 @@ class PipelineEngine:
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
             interrupted=out.interrupted,
+            model_hash=self.model_hash,
         )
 
     def close(self) -> None:

@@ -232,7 +232,7 @@ class HistoryStore:
         folder = self.images_dir / time.strftime("%Y-%m")
         entries = []
         for item in result.images:
-            params = format_parameters(request, item.seed, result.model_name)
+            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
             settings = dict(request.settings(), seed=item.seed, count=1, model_name=result.model_name,
                             engine=result.engine)
             marked = dict(settings, **{HISTORY_MARKER: 1})
