@@ -114,3 +114,11 @@ def zimage_engine(tiny_zimage: Path):  # type: ignore[no-untyped-def]
     engine = load_engine(str(tiny_zimage), device="cpu")
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random FLUX.2 [klein] model (diffusers' fast-test shapes) in diffusers format."""
+    from heyim_desktop.core.families.tiny import build_tiny_model
+
+    return build_tiny_model("flux2", tmp_path_factory.mktemp("models") / "tiny-flux2")

@@ -112,3 +112,25 @@ def test_family_table_and_folder_checks(tiny_zimage: Path, tmp_path: Path) -> No
     shutil.rmtree(broken / "vae")
     with pytest.raises(ModelError, match="missing vae/"):
         check_family_folder(broken, json.loads((broken / "model_index.json").read_text()))
+
+
+def test_flux2_klein_equals_the_diffusers_pipeline(tiny_flux2: Path) -> None:
+    import torch
+    from diffusers import Flux2KleinPipeline
+
+    from heyim_desktop.core.loading import load_engine
+
+    engine: Any = load_engine(str(tiny_flux2), device="cpu")
+    caps = engine.info.capabilities
+    assert caps.family == "flux2" and caps.negative_prompt is False and caps.guidance == "cfg"
+    request = _req(guidance=4.0, steps=2, negative_prompt="ugly")
+    seen: list[Progress] = []
+    out = engine.render(request, progress=seen.append)
+    assert [p.step for p in seen] == [1, 2] and seen[0].preview is not None
+    assert any("no negative prompt" in w for w in out.warnings)
+    pipe = Flux2KleinPipeline.from_pretrained(tiny_flux2, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(prompt=request.prompt, height=64, width=64, num_inference_steps=2, guidance_scale=4.0,
+               generator=torch.Generator("cpu").manual_seed(7), output_type="np", text_encoder_out_layers=(1,)).images
+    assert float(np.abs(out.images[0] - ref[0]).max()) <= 1e-4
+    engine.close()

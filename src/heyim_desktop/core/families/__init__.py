@@ -46,7 +46,7 @@ class Family:
     source: str
 
     def capabilities(self, *, size_step: int, default_size: tuple[int, int] | None = None,
-                     max_batch: int = 1) -> Capabilities:
+                     max_batch: int = 1, guidance: GuidanceKind | None = None) -> Capabilities:
         return Capabilities(
             family=self.key,
             img2img=False,
@@ -54,7 +54,7 @@ class Family:
             prompt_weights=False,
             max_prompt_chunks=1,
             token_window=512,
-            guidance=self.guidance,
+            guidance=guidance or self.guidance,
             guidance_range=self.guidance_range,
             negative_prompt=self.negative_prompt,
             default_size=default_size or self.default_size,
@@ -100,7 +100,9 @@ FLUX2_KLEIN = Family(
     weighted_parts=("transformer", "vae", "text_encoder"),
     text_encoders=("Qwen3",),
     sampler=FLOW_MATCH_SAMPLER,
-    guidance="embedded",
+    # True CFG (against an empty prompt) on the base model; the step-distilled [klein] ignores it
+    # (the engine reports "none" for a folder whose model_index says is_distilled).
+    guidance="cfg",
     negative_prompt=False,
     default_size=(1024, 1024),
     native_sizes=_SQUAREISH,

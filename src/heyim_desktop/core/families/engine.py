@@ -65,6 +65,16 @@ class Render:
     interrupted: bool
 
 
+#: The Qwen3 layers FLUX.2 [klein] reads its prompt features from (diffusers' default).
+_FLUX2_TEXT_LAYERS = (9, 18, 27)
+
+
+def flux2_text_layers(num_layers: int) -> tuple[int, ...]:
+    """diffusers' layers where the text encoder has them; a shallower (tiny) encoder gives its last inner one."""
+    inside = tuple(layer for layer in _FLUX2_TEXT_LAYERS if layer < num_layers)
+    return inside if len(inside) == len(_FLUX2_TEXT_LAYERS) else (max(1, num_layers - 1),)
+
+
 class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
@@ -76,7 +86,9 @@ class FamilyEngine:
         self.model_hash = model_hash
         # Sizes must be whole latent patches: the VAE's factor times the transformer's 2x2 patch.
         self.size_step = max(8, int(pipe.vae_scale_factor) * 2)
-        self._capabilities: Capabilities = family.capabilities(size_step=self.size_step)
+        distilled = bool(getattr(pipe.config, "is_distilled", False))
+        self._capabilities: Capabilities = family.capabilities(
+            size_step=self.size_step, guidance="none" if distilled else None)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -128,6 +140,8 @@ class FamilyEngine:
         }
         if self.family.negative_prompt:
             kwargs["negative_prompt"] = request.negative_prompt or None
+        if self.family.key == "flux2":
+            kwargs["text_encoder_out_layers"] = flux2_text_layers(self.pipe.text_encoder.config.num_hidden_layers)
         return kwargs
 
     def render(

@@ -98,6 +98,34 @@ def _zimage_modules(tmp: Path, seed: int) -> dict[str, Any]:
     }
 
 
+def _flux2_klein_modules(tmp: Path, seed: int) -> dict[str, Any]:
+    import diffusers
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    lib: Any = diffusers
+    vocab_size = write_qwen_tokenizer(tmp / "tokenizer")
+    torch.manual_seed(seed)
+    transformer = lib.Flux2Transformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=16, timestep_guidance_channels=256,
+        axes_dims_rope=[4, 4, 4, 4], guidance_embeds=False,
+    )
+    torch.manual_seed(seed)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        intermediate_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
+    ))
+    torch.manual_seed(seed)
+    vae = lib.AutoencoderKLFlux2(
+        sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1, latent_channels=1,
+        norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder,
+            "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
+
+
 _INDEX = {
     "zimage": {
         "_class_name": "ZImagePipeline",
@@ -107,8 +135,19 @@ _INDEX = {
         "transformer": ["diffusers", "ZImageTransformer2DModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     },
+    "flux2": {
+        "_class_name": "Flux2KleinPipeline",
+        # The released 4B [klein] is step-distilled (guidance unused); the tiny one runs true CFG
+        # so that path is tested too.
+        "is_distilled": False,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3ForCausalLM"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"],
+        "transformer": ["diffusers", "Flux2Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKLFlux2"],
+    },
 }
-_BUILDERS = {"zimage": _zimage_modules}
+_BUILDERS = {"zimage": _zimage_modules, "flux2": _flux2_klein_modules}
 TINY_FAMILIES = tuple(_BUILDERS)
 
 
