@@ -122,3 +122,11 @@ def tiny_flux2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from heyim_desktop.core.families.tiny import build_tiny_model
 
     return build_tiny_model("flux2", tmp_path_factory.mktemp("models") / "tiny-flux2")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD 3.5 model (two CLIP encoders; no T5: text_encoder_3 is None)."""
+    from heyim_desktop.core.families.tiny import build_tiny_model
+
+    return build_tiny_model("sd3", tmp_path_factory.mktemp("models") / "tiny-sd3")

@@ -134,3 +134,23 @@ def test_flux2_klein_equals_the_diffusers_pipeline(tiny_flux2: Path) -> None:
                generator=torch.Generator("cpu").manual_seed(7), output_type="np", text_encoder_out_layers=(1,)).images
     assert float(np.abs(out.images[0] - ref[0]).max()) <= 1e-4
     engine.close()
+
+
+def test_sd3_equals_the_diffusers_pipeline(tiny_sd3: Path) -> None:
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    from heyim_desktop.core.loading import load_engine
+
+    engine: Any = load_engine(str(tiny_sd3), device="cpu")
+    assert engine.info.capabilities.family == "sd3" and engine.info.capabilities.negative_prompt
+    request = _req(guidance=5.0, steps=2, negative_prompt="blurry", count=2)
+    out = engine.render(request)
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_sd3, local_files_only=True, text_encoder_3=None,
+                                                    tokenizer_3=None, feature_extractor=None, image_encoder=None)
+    pipe.set_progress_bar_config(disable=True)
+    for i, seed in enumerate(out.seeds):
+        ref = pipe(prompt=request.prompt, negative_prompt="blurry", height=64, width=64, num_inference_steps=2,
+                   guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+        assert float(np.abs(out.images[i] - ref[0]).max()) <= 1e-4
+    engine.close()

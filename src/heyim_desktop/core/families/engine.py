@@ -281,8 +281,11 @@ def load_family_engine(
     dtype = family_dtype(dev, precision)
     cls = getattr(diffusers, family.pipeline)
     log.info("loading %s (%s) on %s (%s)", folder, family.label, dev, dtype)
+    # Components a folder leaves out (SD 3.5 without T5, no image encoder) are passed as None, as diffusers allows.
+    expected, _optional = cls._get_signature_keys(cls)
+    absent = {k: None for k in expected if index.get(k) in (None, [None, None])}
     try:
-        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **absent)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc

@@ -126,6 +126,44 @@ def _flux2_klein_modules(tmp: Path, seed: int) -> dict[str, Any]:
             "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
 
 
+def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
+    """SD 3.5 without its T5 encoder: a T5 tokenizer (sentencepiece) cannot be made offline here, and
+    diffusers runs SD 3 with ``text_encoder_3=None`` (zero T5 features), as SD 3.5 users do to save memory."""
+    import diffusers
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from heyim_desktop.core.demo_model import write_tokenizer
+
+    lib: Any = diffusers
+    vocab_size = write_tokenizer(tmp / "tokenizer")
+    write_tokenizer(tmp / "tokenizer_2")
+    ids = json.loads((tmp / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
+    torch.manual_seed(seed)
+    transformer = lib.SD3Transformer2DModel(
+        sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+    )
+    clip = CLIPTextConfig(
+        bos_token_id=ids["<|startoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+        hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5,
+        vocab_size=vocab_size, hidden_act="gelu", projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(clip)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(clip)
+    torch.manual_seed(seed)
+    vae = lib.AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, latent_channels=4, norm_num_groups=1, use_quant_conv=False,
+        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )
+    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
+            "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
+
+
 _INDEX = {
     "zimage": {
         "_class_name": "ZImagePipeline",
@@ -146,8 +184,20 @@ _INDEX = {
         "transformer": ["diffusers", "Flux2Transformer2DModel"],
         "vae": ["diffusers", "AutoencoderKLFlux2"],
     },
+    "sd3": {
+        "_class_name": "StableDiffusion3Pipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_3": [None, None],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "tokenizer_3": [None, None],
+        "transformer": ["diffusers", "SD3Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    },
 }
-_BUILDERS = {"zimage": _zimage_modules, "flux2": _flux2_klein_modules}
+_BUILDERS = {"zimage": _zimage_modules, "flux2": _flux2_klein_modules, "sd3": _sd3_modules}
 TINY_FAMILIES = tuple(_BUILDERS)
 
 
