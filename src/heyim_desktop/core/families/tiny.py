@@ -164,7 +164,7 @@ def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
             "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
 
 
-_INDEX = {
+_INDEX: dict[str, dict[str, Any]] = {
     "zimage": {
         "_class_name": "ZImagePipeline",
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
