@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
@@ -13,8 +13,8 @@ from heyim_desktop.api.mapping import ApiError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
-    from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.models.hashes import ModelHashes
     from heyim_desktop.models.library import ModelLibrary
     from heyim_desktop.store.styles import StyleBook
@@ -29,6 +29,8 @@ class ModelChoice:
     name: str
     ref: str
     path: str | None = None
+    #: The model library's base ("SD1", "SDXL", "SDXL-refiner"...), when known.
+    base: str | None = None
 
 
 ModelCatalog = Callable[[], Sequence[ModelChoice]]
@@ -49,7 +51,7 @@ def library_catalog(library: "ModelLibrary", *, also: Sequence[ModelChoice] = ()
         for info in library.list():
             if info.ready and info.ref not in known:
                 path = None if info.kind == "demo" else info.ref
-                out.append(ModelChoice(name=info.name, ref=info.ref, path=path))
+                out.append(ModelChoice(name=info.name, ref=info.ref, path=path, base=info.base))
         return out
 
     return catalog
@@ -121,6 +123,12 @@ class ApiContext:
             names = ", ".join(c.name for c in self.models()) or "none"
             raise ApiError(422, f"{field}: unknown model {wanted!r}; available: {names}", field)
         return choice.ref
+
+    def resolve_refiner(self, wanted: str | None, field: str) -> str | None:
+        """The reference of the refiner a client named; None when it named none."""
+        if wanted is None or not wanted.strip():
+            return None
+        return self.resolve(wanted, field)
 
     def find(self, wanted: str) -> ModelChoice | None:
         wanted = wanted.strip()

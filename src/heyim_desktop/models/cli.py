@@ -77,10 +77,11 @@ def _list(args: argparse.Namespace) -> int:
     from heyim_desktop.models.networks import NetworkLibrary
 
     library = _library(args.folder)
-    models = library.list() + NetworkLibrary(library).all()
+    models = library.list() + NetworkLibrary(library).all() + library.list_upscalers()
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
-                 "status": m.status.value, "problem": m.problem, "source": m.source} for m in models]
+                 "status": m.status.value, "problem": m.problem, "source": m.source,
+                 **({"scale": m.scale} if m.kind == "upscaler" else {})} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for m in models:
