@@ -154,3 +154,20 @@ def test_sd3_equals_the_diffusers_pipeline(tiny_sd3: Path) -> None:
                    guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
         assert float(np.abs(out.images[i] - ref[0]).max()) <= 1e-4
     engine.close()
+
+
+def test_zimage_runs_in_the_engine_process(tiny_zimage: Path, zimage_engine: Any) -> None:
+    """The GUI and serve talk to a child process: the family engine's info, progress and images cross it."""
+    from heyim_desktop.core.process.remote import ProcessLoader
+
+    remote = ProcessLoader(device="cpu")(str(tiny_zimage))
+    try:
+        caps = remote.info.capabilities
+        assert caps.family == "zimage" and caps.guidance_range == (0.0, 10.0) and caps.schedulers == ("Euler",)
+        seen: list[Progress] = []
+        result = remote.generate(_req(steps=2, model=str(tiny_zimage)), progress=seen.append)
+        assert [p.step for p in seen] == [1, 2] and result.images[0].image.size == (64, 64)
+        local = zimage_engine.generate(_req(steps=2))
+        assert np.array_equal(np.asarray(result.images[0].image), np.asarray(local.images[0].image))
+    finally:
+        remote.close()
