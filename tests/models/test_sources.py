@@ -109,7 +109,8 @@ def test_coreml_layout_is_recognised(data_dir: Path, tmp_path: Path, monkeypatch
     by_name = {m.name: m for m in ModelLibrary([root], include_demo=False, hf_cache=False).list()}
     sd15 = by_name["sd15"]
     assert sd15.ready and sd15.kind == "coreml" and sd15.base == "SD1" and "512x512" in sd15.problem
-    assert by_name["xl"].status is ModelStatus.UNSUPPORTED and by_name["xl"].base == "SDXL"
+    # SDXL in Apple's layout runs on the Core ML engine (issue 11 item 3).
+    assert by_name["xl"].status is ModelStatus.READY and by_name["xl"].base == "SDXL"
     assert by_name["half"].status is ModelStatus.INCOMPLETE
     assert "UnetChunk2" in by_name["half"].problem
     monkeypatch.setattr("sys.platform", "linux")

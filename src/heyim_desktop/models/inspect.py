@@ -135,16 +135,18 @@ def inspect_coreml(folder: Path, source: str = "") -> ModelInfo | None:
     except ModelError as exc:
         return ModelInfo(folder.name, str(folder), "coreml", "unknown", size, ModelStatus.INCOMPLETE, str(exc), source)
     if info.kind == KIND_SDXL:
-        return ModelInfo(folder.name, str(folder), "coreml", "SDXL", size, ModelStatus.UNSUPPORTED,
-                         "SDXL Core ML models are recognised but not supported yet.", source)
-    hidden = info.model("TextEncoder").outputs[0].shape[-1] if info.model("TextEncoder").outputs else 0
-    base = {768: "SD1", 1024: "SD2"}.get(hidden, "unknown")
+        base = "SDXL"
+    else:
+        hidden = info.model("TextEncoder").outputs[0].shape[-1] if info.model("TextEncoder").outputs else 0
+        base = {768: "SD1", 1024: "SD2"}.get(hidden, "unknown")
     if sys.platform != "darwin":
         return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.UNSUPPORTED,
                          "Core ML models run on macOS only.", source)
     w, h = info.size
-    return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.READY,
-                     f"Makes {w}x{h} images only ({info.attention} attention).", source)
+    note = f"Makes {w}x{h} images only ({info.attention} attention)."
+    if info.img2img_note:
+        note += f" {info.img2img_note[0].upper()}{info.img2img_note[1:]}."
+    return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.READY, note, source)
 
 
 # --- the Hugging Face cache --------------------------------------------------------------------

@@ -105,12 +105,13 @@ def test_cli_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> None:
     assert code == cli.EXIT_USAGE and err.count("\n") == 1
 
 
-def test_sdxl_source_is_refused(tmp_path: Path, tiny_sdxl: Path) -> None:
+def test_incomplete_sdxl_source_and_refiner_are_refused(tmp_path: Path, tiny_sdxl_refiner: Path) -> None:
     from heyim_desktop.core.coreml.convert import convert_to_coreml
 
     (tmp_path / "xl").mkdir()
     (tmp_path / "xl" / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
     with pytest.raises(ModelError, match="incomplete"):
         convert_to_coreml(tmp_path / "xl", tmp_path / "out")
-    with pytest.raises(ModelError, match="SDXL model; the Core ML converter handles SD 1.x and 2.x"):
-        convert_to_coreml(tiny_sdxl, tmp_path / "out")
+    with pytest.raises(ModelError, match="SDXL refiner; the Core ML converter handles SD 1.x/2.x and SDXL base models"):
+        convert_to_coreml(tiny_sdxl_refiner, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xl"]

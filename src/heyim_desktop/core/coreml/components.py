@@ -17,8 +17,16 @@ import torch
 from numpy.typing import NDArray
 
 from heyim_desktop.core.capabilities import Capabilities
-from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
-from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
+from heyim_desktop.core.coreml.detect import (
+    ENCODER_NOISED,
+    KIND_SD,
+    KIND_SDXL,
+    META_FORCE_ZEROS,
+    META_SCALING,
+    TOKENIZER_2,
+    CoreMLModelInfo,
+)
 from heyim_desktop.core.coreml.specs import ModelSpec
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
@@ -46,9 +54,12 @@ DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = {
     "clip_sample": False,
 }
 SD_SCALING_FACTOR = 0.18215
+SDXL_SCALING_FACTOR = 0.13025
 # Output names of Apple's conversions; a model with one output may name it otherwise.
-OUTPUTS = {"TextEncoder": "last_hidden_state", "Unet": "noise_pred", "UnetChunk2": "noise_pred", "VAEDecoder": "image", "VAEEncoder": "latent"}
-INPUTS = {"TextEncoder": ("input_ids",), "VAEDecoder": ("z",), "VAEEncoder": ("x",)}
+OUTPUTS = {"TextEncoder": "last_hidden_state", "TextEncoder2": "hidden_embeds", "Unet": "noise_pred", "UnetChunk2": "noise_pred", "VAEDecoder": "image", "VAEEncoder": "latent"}
+INPUTS = {"TextEncoder": ("input_ids",), "VAEDecoder": ("z",)}
+#: The diagonal noise fed to a five-input ("noised") VAEEncoder's second call; see ``vae_encode``.
+NOISED_PROBE = 4.0
 
 
 def check_inputs(spec: ModelSpec, inputs: Arrays) -> dict[str, Array]:
@@ -71,21 +82,30 @@ def _output(spec: ModelSpec, outputs: Arrays) -> Array:
     wanted = OUTPUTS.get(spec.name)
     if wanted and wanted in outputs:
         return np.asarray(outputs[wanted])
+    if spec.name == "TextEncoder" and "hidden_embeds" in outputs:  # Apple's SDXL TextEncoder
+        return np.asarray(outputs["hidden_embeds"])
     if len(outputs) == 1:
         return np.asarray(next(iter(outputs.values())))
     raise ModelError(f"{spec.path.name}: output '{wanted}' is missing from the prediction (got {', '.join(outputs)}).")
 
 
-def load_tokenizer(info: CoreMLModelInfo, max_length: int) -> Any:
-    """A CLIP tokenizer from the folder's own vocab.json and merges.txt (never the network)."""
+def load_tokenizer(info: CoreMLModelInfo, max_length: int, *, second: bool = False) -> Any:
+    """A CLIP tokenizer from the folder's own vocab.json and merges.txt (never the network).
+
+    ``second``: SDXL's TextEncoder2 tokenizer: the same vocabulary, padded with ``!`` unless the
+    folder carries its own ``tokenizer_2`` configuration (HeyIm's conversions do).
+    """
     from transformers import CLIPTokenizer
 
     folder = info.folder
     try:
-        if (folder / "tokenizer_config.json").is_file():
+        if second and (folder / TOKENIZER_2 / "tokenizer_config.json").is_file():
+            tok = CLIPTokenizer.from_pretrained(folder / TOKENIZER_2, local_files_only=True)
+        elif not second and (folder / "tokenizer_config.json").is_file():
             tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
         else:
-            tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="<|endoftext|>")
+            pad = "!" if second else "<|endoftext|>"
+            tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad)
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ModelError(f"{folder.name}: the tokenizer files could not be read ({exc}).") from exc
     tok.model_max_length = max_length
@@ -118,16 +138,20 @@ class CoreMLComponents:
     """Array adapters between the loop's torch tensors and Core ML's named numpy inputs."""
 
     def __init__(self, info: CoreMLModelInfo, predict: Predictor, *, release: Callable[[], None] | None = None) -> None:
-        if info.kind != "SD 1.x/2.x":
-            raise ModelError(f"{info.name} is an {info.kind} Core ML model; HeyIm runs SD 1.x/2.x Core ML models for now.")
+        if info.kind not in (KIND_SD, KIND_SDXL):
+            raise ModelError(f"{info.name} is an {info.kind} Core ML model; HeyIm runs SD 1.x/2.x and SDXL Core ML models.")
         self.info = info
+        self.xl = info.kind == KIND_SDXL
         self._predict = predict
         self._release = release
         self.te = info.model("TextEncoder")
+        self.te2 = info.model("TextEncoder2") if info.has("TextEncoder2") else None
         self.unets = tuple(info.model(n) for n in info.unet_names)
         self.decoder = info.model("VAEDecoder")
         self.encoder = info.model("VAEEncoder") if info.img2img else None
-        for spec in (self.te, self.decoder, *([self.encoder] if self.encoder else [])):
+        if info.img2img_note:
+            log.warning("%s: %s", info.name, info.img2img_note)
+        for spec in (self.te, self.decoder):
             for name in INPUTS[spec.name]:
                 if spec.input(name) is None:
                     raise ModelError(f"{spec.path.name} has no '{name}' input; it is not a Stable Diffusion {spec.name}.")
@@ -150,12 +174,16 @@ class CoreMLComponents:
         unet_channels = int(first.input("sample").shape[1])  # type: ignore[union-attr]
         # An inpainting UNet (9 channels) takes the mask and masked latents through UNetCall.concat.
         self.latent_channels = 4 if unet_channels == 9 else unet_channels
-        self.scaling_factor = SD_SCALING_FACTOR
+        recorded = self.decoder.meta(META_SCALING)
+        self.scaling_factor = float(recorded) if recorded else SDXL_SCALING_FACTOR if self.xl else SD_SCALING_FACTOR
         self.scheduler_config: Mapping[str, Any] = _scheduler_config(info)
         self.tokenizer = load_tokenizer(info, self.text_length)
+        self.tokenizer_2 = load_tokenizer(info, self.text_length, second=True) if self.xl else None
+        if self.xl:
+            self._check_sdxl(first)
         self.guidance_embedding_dim: int | None = None
         self._capabilities = Capabilities(
-            family="sd1" if self.text_channels == 768 else "sd2",
+            family="sdxl" if self.xl else "sd1" if self.text_channels == 768 else "sd2",
             img2img=info.img2img,
             inpaint="concat" if unet_channels == 9 else "blend",
             max_prompt_chunks=1,
@@ -168,6 +196,26 @@ class CoreMLComponents:
         )
         self._counter = PromptCounter(self.tokenizer, max_chunks=1)
 
+    def _check_sdxl(self, unet: ModelSpec) -> None:
+        if self.te2 is None:
+            raise ModelError(f"{self.info.name}: an SDXL model needs TextEncoder2.mlmodelc (or .mlpackage); it is missing.")
+        ids, embeds = unet.input("time_ids"), unet.input("text_embeds")
+        if ids is None or embeds is None:
+            raise ModelError(f"{unet.path.name} takes no 'time_ids' and 'text_embeds'; it is not an SDXL UNet.")
+        per_row, rest = divmod(int(np.prod(ids.shape)), self.unet_batch)
+        if rest or per_row not in (5, 6):
+            raise ModelError(f"{unet.path.name}: time_ids is {ids.shape}, expected {self.unet_batch} rows of 6 (or 5 for a refiner).")
+        #: 6 ids (original size, crop, target size) for the base, 5 (with an aesthetic score) for a refiner.
+        self.time_id_count = per_row
+        self.pooled_channels = int(embeds.shape[-1])
+        widths = [int(s.outputs[0].shape[-1]) for s in (self.te, self.te2) if s is not None and s.outputs]
+        if sum(widths) != self.text_channels:
+            raise ModelError(
+                f"{self.info.name}: the text encoders give {' + '.join(map(str, widths))} channels but the UNet expects {self.text_channels}."
+            )
+        flag = unet.meta(META_FORCE_ZEROS)
+        self.force_zeros_for_empty_prompt = flag != "false"
+
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
@@ -177,13 +225,18 @@ class CoreMLComponents:
 
     # -- the loop's contract ---------------------------------------------------------
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        rows = []
+    def _encode_rows(self, spec: ModelSpec, input_ids: torch.Tensor) -> tuple[Array, Array | None]:
+        hidden, pooled = [], []
         for row in input_ids.cpu().numpy():
-            out = self.predict(self.te, {"input_ids": row[None, :]})
-            rows.append(_output(self.te, out))
-        hidden = np.concatenate(rows, axis=0)
-        if hidden.shape[-1] != self.text_channels:
+            out = self.predict(spec, {"input_ids": row[None, :]})
+            hidden.append(_output(spec, out))
+            if "pooled_outputs" in out:
+                pooled.append(np.asarray(out["pooled_outputs"]))
+        return np.concatenate(hidden, axis=0), (np.concatenate(pooled, axis=0) if pooled else None)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self._encode_rows(self.te, input_ids)
+        if not self.xl and hidden.shape[-1] != self.text_channels:
             raise ModelError(
                 f"{self.te.path.name} gives {hidden.shape[-1]}-wide embeddings but the UNet expects {self.text_channels}."
             )
@@ -192,11 +245,39 @@ class CoreMLComponents:
     def _clip_encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.encode_text(input_ids, attention_mask), None
 
+    def _clip_encode_2(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.te2 is not None
+        hidden, pooled = self._encode_rows(self.te2, input_ids)
+        if pooled is None:
+            raise ModelError(f"{self.te2.path.name} gives no 'pooled_outputs'; SDXL needs the pooled text.")
+        return torch.from_numpy(hidden.astype(np.float32)), torch.from_numpy(pooled.astype(np.float32))
+
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
-        return encode_prompt_pair(
-            request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
+        if not self.xl:
+            return encode_prompt_pair(
+                request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
+                device=self.device, dtype=self.dtype, max_chunks=1,
+            )
+        # SDXL, as diffusers' pipeline: both encoders' hidden states side by side, the second's
+        # pooled text, time ids; an empty negative prompt is all zeros when the model says so.
+        zero_negative = with_negative and self.force_zeros_for_empty_prompt and not request.negative_prompt.strip()
+        encoders = (ClipEncoder(self.tokenizer, self._clip_encode), ClipEncoder(self.tokenizer_2, self._clip_encode_2))
+        enc = encode_prompt_pair(
+            request, encoders=encoders, with_negative=with_negative and not zero_negative,
             device=self.device, dtype=self.dtype, max_chunks=1,
         )
+        cond = self._with_time_ids(enc.cond, request)
+        uncond = enc.cond.map(torch.zeros_like) if zero_negative else enc.uncond
+        if uncond is not None:
+            uncond = self._with_time_ids(uncond, request)
+        return PromptEncoding(cond, uncond, enc.warnings, enc.truncated_prompt, enc.truncated_negative)
+
+    def _with_time_ids(self, text: TextCond, request: GenerationRequest) -> TextCond:
+        size = [float(request.height), float(request.width)]
+        if self.time_id_count == 5:
+            raise ModelError(f"{self.info.name} is an SDXL refiner; HeyIm runs SDXL base Core ML models.")
+        ids = torch.tensor([[*size, 0.0, 0.0, *size]], dtype=self.dtype).expand(text.batch, -1)
+        return TextCond(text.hidden, text.pooled, {**text.extras, "time_ids": ids})
 
     def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
         from heyim_desktop.core.lora_torch import refuse_networks
@@ -206,13 +287,14 @@ class CoreMLComponents:
     def count_tokens(self, text: str) -> TokenCount:
         return self._counter(text)
 
-    def _unet_call(self, sample: Array, timestep: Array, hidden: Array) -> Array:
-        values: dict[str, Array] = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
+    def _unet_call(self, values: dict[str, Array]) -> Array:
         out: Arrays = {}
         for spec in self.unets:
-            # A chunked UNet's second half takes the first half's outputs by name.
-            out = self.predict(spec, {t.name: values[t.name] for t in spec.inputs if t.name in values})
-            values.update({k: np.asarray(v) for k, v in out.items()})
+            # A chunked UNet's second half takes the first half's outputs by name; inputs take
+            # the shape the spec declares (SDXL's time_ids are (B, 6) or flat).
+            feed = {t.name: np.reshape(values[t.name], t.shape) for t in spec.inputs if t.name in values}
+            out = self.predict(spec, feed)
+            values = {**values, **{k: np.asarray(v) for k, v in out.items()}}
         return _output(self.unets[-1], out)
 
     def unet(self, call: UNetCall) -> torch.Tensor:
@@ -221,28 +303,33 @@ class CoreMLComponents:
         if call.concat is not None and self._capabilities.inpaint != "concat":
             raise ModelError(f"{self.info.name}: this Core ML UNet is not an inpainting UNet.")
         latents = call.sample if call.concat is None else torch.cat([call.sample, call.concat], dim=1)
-        timestep = call.timestep
         n = latents.shape[0]
-        sample = latents.cpu().float().numpy()
-        # Apple's layout: (B, 77, C) -> (B, C, 1, 77).
-        hidden = call.text.hidden.cpu().float().permute(0, 2, 1).unsqueeze(2).numpy()
-        t = np.full((n,), float(timestep.reshape(-1)[0]), dtype=np.float32)
+        batched: dict[str, Array] = {
+            "sample": latents.cpu().float().numpy(),
+            "timestep": np.full((n,), float(call.timestep.reshape(-1)[0]), dtype=np.float32),
+            # Apple's layout: (B, 77, C) -> (B, C, 1, 77).
+            "encoder_hidden_states": call.text.hidden.cpu().float().permute(0, 2, 1).unsqueeze(2).numpy(),
+        }
+        if self.xl:
+            if call.text.pooled is None or "time_ids" not in call.text.extras:
+                raise ModelError(f"{self.info.name}: an SDXL UNet needs the pooled text and time ids.")
+            batched["text_embeds"] = call.text.pooled.cpu().float().numpy()
+            batched["time_ids"] = call.text.extras["time_ids"].cpu().float().numpy()
+
+        def rows(start: int, stop: int) -> dict[str, Array]:
+            return {k: v[start:stop] for k, v in batched.items()}
+
         b = self.unet_batch
         if n == b:
-            pred = self._unet_call(sample, t, hidden)
+            pred = self._unet_call(batched)
         elif b == 1:
-            pred = np.concatenate([self._unet_call(sample[i : i + 1], t[i : i + 1], hidden[i : i + 1]) for i in range(n)])
+            pred = np.concatenate([self._unet_call(rows(i, i + 1)) for i in range(n)])
         elif n < b:
             # No guidance with a batch-2 UNet: fill the batch with copies, keep the first rows.
             reps = -(-b // n)
-
-            def pad(a: Array) -> Array:
-                return np.concatenate([a] * reps)[:b]
-
-            pred = self._unet_call(pad(sample), pad(t), pad(hidden))[:n]
+            pred = self._unet_call({k: np.concatenate([v] * reps)[:b] for k, v in batched.items()})[:n]
         else:
-            parts = [self._unet_call(sample[i : i + b], t[i : i + b], hidden[i : i + b]) for i in range(0, n, b)]
-            pred = np.concatenate(parts)
+            pred = np.concatenate([self._unet_call(rows(i, i + b)) for i in range(0, n, b)])
         return torch.from_numpy(np.asarray(pred, dtype=np.float32))
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -252,10 +339,45 @@ class CoreMLComponents:
 
     def vae_encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
-            raise ModelError(f"{self.info.name} has no VAEEncoder, so it cannot do image-to-image.")
+            reason = self.info.img2img_note or f"{self.info.name} has no VAEEncoder"
+            raise ModelError(f"{reason}, so it cannot do image-to-image.")
         arr = images.cpu().float().numpy()
-        moments = [_output(self.encoder, self.predict(self.encoder, {"x": arr[i : i + 1]})) for i in range(arr.shape[0])]
-        return torch.from_numpy(np.concatenate(moments).astype(np.float32))
+        encode = self._encode_noised if self.info.encoder_form == ENCODER_NOISED else self._encode_moments
+        return torch.from_numpy(np.concatenate([encode(arr[i : i + 1]) for i in range(arr.shape[0])]).astype(np.float32))
+
+    def _encode_moments(self, image: Array) -> Array:
+        assert self.encoder is not None
+        # One image input, whatever the release named it (``x`` today, ``z`` before).
+        return _output(self.encoder, self.predict(self.encoder, {self.encoder.inputs[0].name: image}))
+
+    def _encode_noised(self, image: Array) -> Array:
+        """The moments from Apple's first encoder form, which samples, scales and noises inside.
+
+        That model returns ``s * (mean + std * diagonal_noise)`` noised by the alphas it is given.
+        With no noise (alphas 1 and 0) two calls, diagonal noise 0 and then ``NOISED_PROBE``,
+        give the mean and the standard deviation, so the loop draws its own noise and applies its
+        scheduler exactly as for every other encoder, and image-to-image matches the torch engine.
+        """
+        enc = self.encoder
+        assert enc is not None
+        shapes = {t.name: t.shape for t in enc.inputs}
+
+        def call(probe: float) -> Array:
+            feed = {
+                "sample": image,
+                "diagonal_noise": np.full(shapes["diagonal_noise"], probe, np.float32),
+                "noise": np.zeros(shapes["noise"], np.float32),
+                "sqrt_alphas_cumprod": np.ones(shapes["sqrt_alphas_cumprod"], np.float32),
+                "sqrt_one_minus_alphas_cumprod": np.zeros(shapes["sqrt_one_minus_alphas_cumprod"], np.float32),
+            }
+            out = np.asarray(next(iter(self.predict(enc, feed).values())), dtype=np.float32)
+            return out / np.float32(self.scaling_factor)
+
+        mean = call(0.0)
+        std = (call(NOISED_PROBE) - mean) / np.float32(NOISED_PROBE)
+        # The encoder clamps log-variance to [-30, 20]; rounding may leave a zero or negative std.
+        logvar = 2.0 * np.log(np.clip(std, np.exp(-15.0), np.exp(10.0)))
+        return np.concatenate([mean, logvar.astype(np.float32)], axis=1)
 
     def release(self) -> None:
         if self._release is not None:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from heyim_desktop.core.cancel import CancelToken
+from heyim_desktop.core.coreml.detect import META_FORCE_ZEROS, META_SCALING, TOKENIZER_2
 from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
-from heyim_desktop.core.storage import full_reason, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def _check_size(size: tuple[int, int], unet: Any) -> tuple[int, int]:
     return w, h
 
 
-def _convert(module: Any, inputs: Sequence[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]]) -> Any:
+def _convert(
+    module: Any, inputs: Sequence[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]], *, precision: str = "fp16"
+) -> Any:
     import coremltools as ct
     import torch
 
@@ -80,7 +82,7 @@ def _convert(module: Any, inputs: Sequence[tuple[str, tuple[int, ...], Any]], ou
             outputs=ct_outputs,
             convert_to="mlprogram",
             minimum_deployment_target=ct.target.macOS13,
-            compute_precision=ct.precision.FLOAT16,
+            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
             skip_model_load=True,  # loading needs macOS; the Mac compiles at first use
         )
     log.debug("coremltools: %s", noise.getvalue()[-2000:])
@@ -144,9 +146,9 @@ def convert_to_coreml(
     import torch
 
     from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
+    from heyim_desktop.core.coreml.source import load_source
     from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
     from heyim_desktop.core.thirdparty import quiet_third_party
-    from heyim_desktop.core.torch_engine import TorchComponents
 
     if attention not in ATTENTIONS:
         raise InvalidRequest("attention", f"choose one of {', '.join(ATTENTIONS)}, got {attention!r}")
@@ -156,13 +158,16 @@ def convert_to_coreml(
     dest = Path(out_dir).expanduser()
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
         raise ModelError(f"{dest} exists and is not an empty folder; choose another output folder.")
-    if folder_family(check_diffusers_folder(src)) != "sd":
-        raise ModelError(f"{src.name} is an SDXL model; the Core ML converter handles SD 1.x and 2.x models.")
+    family = folder_family(check_diffusers_folder(src))
+    if family not in ("sd", "sdxl"):
+        raise ModelError(f"{src.name} is an SDXL refiner; the Core ML converter handles SD 1.x/2.x and SDXL base models.")
+    xl = family == "sdxl"
     cancel = cancel or CancelToken()
     quiet_third_party()
     _quiet_coremltools()
     t0 = time.perf_counter()
-    stages = ["Loading the model", "TextEncoder", "Unet", "VAEDecoder"] + (["VAEEncoder"] if include_encoder else []) + ["Saving"]
+    text_names = ["TextEncoder", "TextEncoder2"] if xl else ["TextEncoder"]
+    stages = ["Loading the model", *text_names, "Unet", "VAEDecoder"] + (["VAEEncoder"] if include_encoder else []) + ["Saving"]
     total = len(stages)
 
     def report(i: int) -> None:
@@ -171,53 +176,73 @@ def convert_to_coreml(
             progress(ConversionProgress(i, total, stages[i], time.perf_counter() - t0))
 
     report(0)
-    parts = TorchComponents(src, torch.device("cpu"), torch.float32)
-    unet, vae, text_encoder = parts.unet_model, parts.vae, parts.text_encoder
+    parts = load_source(src)
+    unet, vae = parts.unet, parts.vae
     native = parts.sample_size * parts.vae_scale_factor
     w, h = _check_size(size or (native, native), unet)
     lh, lw = h // parts.vae_scale_factor, w // parts.vae_scale_factor
     cross = int(unet.config.cross_attention_dim)
     channels = int(unet.config.in_channels)
     f16, f32 = np.float16, np.float32
+    # SDXL's VAE overflows in fp16: it is converted in fp32 (and runs on the GPU, see runtime).
+    vae_type = f32 if xl else f16
+    vae_precision = "fp32" if xl else "fp16"
     meta = {META_ATTENTION: attention, META_SOURCE: src.name, "heyim.size": f"{w}x{h}"}
 
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
-    except OSError as exc:
-        parts.release()
-        raise storage_error(exc, dest.parent, "the Core ML model") from exc
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
     try:
         def save(model: Any, name: str, description: str, extra: dict[str, str] | None = None) -> None:
             model.short_description = description
             model.user_defined_metadata.update({**meta, **(extra or {})})
             model.save(str(tmp / f"{name}.mlpackage"))
 
-        def reused(stage: int, name: str, weights: str, inputs: Sequence[tuple[str, tuple[int, ...], Any]]) -> bool:
+        def reused(name: str, weights: str, inputs: Sequence[tuple[str, tuple[int, ...], Any]]) -> bool:
             found = _reusable(reuse_from, name, weights, inputs)
+            index = stages.index(name)
             if found is not None:
-                stages[stage] = f"{name} (reused)"
+                stages[index] = f"{name} (reused)"
                 shutil.copytree(found, tmp / found.name)
-            report(stage)
+            report(index)
             return found is not None
 
-        te_weights = _weights_id(src / "text_encoder")
         vae_weights = _weights_id(src / "vae")
-        cancel.raise_if_cancelled()
-        te_inputs = [("input_ids", (1, M.TEXT_LENGTH), f32)]
-        if not reused(1, "TextEncoder", te_weights, te_inputs):
-            te = _convert(M.TextEncoderModule(text_encoder), te_inputs, [("last_hidden_state", f32), ("pooled_outputs", f32)])
-            save(te, "TextEncoder", f"{src.name}: text encoder", {META_WEIGHTS: te_weights})
+        for name, encoder in zip(text_names, parts.text_encoders):
+            cancel.raise_if_cancelled()
+            folder = "text_encoder" if name == "TextEncoder" else "text_encoder_2"
+            te_weights = _weights_id(src / folder)
+            te_inputs = [("input_ids", (1, M.TEXT_LENGTH), f32)]
+            if not reused(name, te_weights, te_inputs):
+                if xl:
+                    module: Any = M.TextEncoderXLModule(encoder)
+                    outputs = [("hidden_embeds", f32), ("pooled_outputs", f32)]
+                else:
+                    module = M.TextEncoderModule(encoder)
+                    outputs = [("last_hidden_state", f32), ("pooled_outputs", f32)]
+                te = _convert(module, te_inputs, outputs)
+                save(te, name, f"{src.name}: text encoder{' 2' if name == 'TextEncoder2' else ''}", {META_WEIGHTS: te_weights})
 
         cancel.raise_if_cancelled()
-        report(2)
-        M.use_attention(unet, attention)
+        report(stages.index("Unet"))
+        unet = M.unet_for(unet, attention)
         unet_inputs = [
             ("sample", (batch, channels, lh, lw), f16),
             ("timestep", (batch,), f16),
             ("encoder_hidden_states", (batch, cross, 1, M.TEXT_LENGTH), f16),
         ]
+        unet_meta: dict[str, str] = {}
+        if xl:
+            per_id = int(parts.unet.config.addition_time_embed_dim)
+            pooled = int(parts.text_encoders[1].config.projection_dim)
+            source_unet: Any = parts.unet
+            count = (int(source_unet.add_embedding.linear_1.in_features) - pooled) // per_id
+            if count != 6:
+                raise ModelError(f"{src.name}: the UNet takes {count} time ids; the converter handles SDXL base models (6).")
+            unet_inputs += [("time_ids", (batch, count), f16), ("text_embeds", (batch, pooled), f16)]
+            unet_meta[META_FORCE_ZEROS] = "true" if parts.force_zeros_for_empty_prompt else "false"
         if chunk_unet:
+            if xl:
+                raise InvalidRequest("chunk_unet", "chunked UNets are for SD 1.x/2.x conversions")
             names = M.chunk1_output_names(unet)
             with torch.no_grad():
                 outs = M.UnetChunk1Module(unet)(*(torch.zeros(s) for _, s, _ in unet_inputs))
@@ -225,39 +250,42 @@ def convert_to_coreml(
             save(c1, "UnetChunk1", f"{src.name}: UNet, first half")
             cancel.raise_if_cancelled()
             c2_inputs = [unet_inputs[2]] + [(n, tuple(o.shape), f16) for n, o in zip(names, outs)]
-            c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f16)])
+            c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f32)])
             save(c2, "UnetChunk2", f"{src.name}: UNet, second half")
         else:
-            un = _convert(M.UnetModule(unet), unet_inputs, [("noise_pred", f16)])
-            save(un, "Unet", f"{src.name}: UNet")
+            # fp16 compute, fp32 out: the scheduler's arithmetic wants the full-precision prediction.
+            module = M.UnetXLModule(unet) if xl else M.UnetModule(unet)
+            un = _convert(module, unet_inputs, [("noise_pred", f32)])
+            save(un, "Unet", f"{src.name}: UNet", unet_meta)
 
         cancel.raise_if_cancelled()
         # An inpainting UNet takes 9 channels (latents + mask + masked latents); the VAE still makes 4.
-        dec_inputs = [("z", (1, int(vae.config.latent_channels), lh, lw), f16)]
-        if not reused(3, "VAEDecoder", vae_weights, dec_inputs):
-            dec = _convert(M.VAEDecoderModule(vae), dec_inputs, [("image", f16)])
-            save(dec, "VAEDecoder", f"{src.name}: VAE decoder", {META_WEIGHTS: vae_weights})
+        dec_inputs = [("z", (1, int(vae.config.latent_channels), lh, lw), vae_type)]
+        vae_meta = {META_WEIGHTS: vae_weights, META_SCALING: repr(parts.scaling_factor)}
+        if not reused("VAEDecoder", vae_weights, dec_inputs):
+            dec = _convert(M.VAEDecoderModule(vae), dec_inputs, [("image", vae_type)], precision=vae_precision)
+            save(dec, "VAEDecoder", f"{src.name}: VAE decoder", vae_meta)
         if include_encoder:
             cancel.raise_if_cancelled()
-            enc_inputs = [("x", (1, 3, h, w), f16)]
-            if not reused(4, "VAEEncoder", vae_weights, enc_inputs):
-                enc = _convert(M.VAEEncoderModule(vae), enc_inputs, [("latent", f16)])
-                save(enc, "VAEEncoder", f"{src.name}: VAE encoder", {META_WEIGHTS: vae_weights})
+            enc_inputs = [("x", (1, 3, h, w), vae_type)]
+            if not reused("VAEEncoder", vae_weights, enc_inputs):
+                enc = _convert(M.VAEEncoderModule(vae), enc_inputs, [("latent", vae_type)], precision=vae_precision)
+                save(enc, "VAEEncoder", f"{src.name}: VAE encoder", vae_meta)
 
         cancel.raise_if_cancelled()
         report(total - 1)
         for name in ("vocab.json", "merges.txt"):
-            shutil.copy2(src / "tokenizer" / name, tmp / name)
+            shutil.copy2(parts.tokenizer_dirs[0] / name, tmp / name)
+        if xl:
+            # The second tokenizer's own settings (SDXL's pads with "!"), so our engine pads alike.
+            shutil.copytree(parts.tokenizer_dirs[1], tmp / TOKENIZER_2)
         # Not part of Apple's layout; it keeps the model's own scheduler (prediction type, betas).
         (tmp / SCHEDULER_FILE).write_text(json.dumps(parts.scheduler_config, indent=2), encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    except BaseException as exc:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        # coremltools and protobuf report a full disk in their own words; OSError text is kept.
-        if isinstance(exc, OSError) or (isinstance(exc, Exception) and full_reason(exc)):
-            raise storage_error(exc, dest.parent, "the Core ML model") from exc
         raise
     finally:
         parts.release()

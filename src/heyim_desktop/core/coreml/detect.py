@@ -20,8 +20,23 @@ _NESTED = ("Resources", "compiled", "split_einsum/compiled", "original/compiled"
 #: Written by HeyIm's converter into each model's metadata (preferred over op sniffing).
 META_ATTENTION = "heyim.attention"
 
+#: Written by HeyIm's converter into the VAEDecoder's metadata: the source VAE's latent scale.
+META_SCALING = "heyim.scaling_factor"
+#: ... and into the Unet's: whether an empty negative prompt is all zeros (SDXL base: yes).
+META_FORCE_ZEROS = "heyim.force_zeros_for_empty_prompt"
+#: SDXL's second tokenizer pads with "!" (OpenCLIP's pad id 0); HeyIm's own conversions keep the
+#: source's tokenizer_2 configuration in this subfolder.
+TOKENIZER_2 = "tokenizer_2"
+
 KIND_SD = "SD 1.x/2.x"
 KIND_SDXL = "SDXL"
+
+#: How a VAEEncoder is called (Apple changed the contract twice).
+#: "moments": one image input (named ``x`` today, ``z`` in some releases) -> mean and log-variance.
+#: "noised": Apple's first form, five inputs, returns the latent already sampled, scaled and noised.
+ENCODER_MOMENTS = "moments"
+ENCODER_NOISED = "noised"
+NOISED_ENCODER_INPUTS = ("sample", "diagonal_noise", "noise", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,10 @@ class CoreMLModelInfo:
     chunked: bool
     has_safety_checker: bool
     models: tuple[ModelSpec, ...]
+    #: ENCODER_MOMENTS, ENCODER_NOISED, or None without a usable VAEEncoder.
+    encoder_form: str | None = None
+    #: Why image-to-image is off when the folder has a VAEEncoder we cannot use ("" otherwise).
+    img2img_note: str = ""
 
     @property
     def name(self) -> str:
@@ -57,6 +76,10 @@ class CoreMLModelInfo:
 
     def has(self, name: str) -> bool:
         return any(spec.name == name for spec in self.models)
+
+    @property
+    def text_encoder_names(self) -> tuple[str, ...]:
+        return ("TextEncoder", "TextEncoder2") if self.has("TextEncoder2") else ("TextEncoder",)
 
     @property
     def unet_names(self) -> tuple[str, ...]:
@@ -108,6 +131,30 @@ def _unet_sample(spec: ModelSpec) -> TensorSpec:
     return sample
 
 
+def encoder_form(spec: ModelSpec, latent_channels: int = 4) -> tuple[str | None, str]:
+    """How to call a VAEEncoder, or (None, the reason it cannot be used)."""
+    names = {t.name for t in spec.inputs}
+    if names == set(NOISED_ENCODER_INPUTS):
+        image, latent = spec.input("sample"), spec.input("noise")
+        assert image is not None and latent is not None
+        if len(image.shape) != 4 or len(latent.shape) != 4 or latent.shape[1] != latent_channels:
+            return None, f"{spec.path.name}: unexpected shapes {image.shape} / {latent.shape} for its image and noise inputs"
+        if len(spec.outputs) != 1:
+            return None, f"{spec.path.name}: expected one output (the noised latent), found {len(spec.outputs)}"
+        return ENCODER_NOISED, ""
+    if len(spec.inputs) != 1:
+        listed = ", ".join(t.name for t in spec.inputs) or "none"
+        return None, f"{spec.path.name} takes inputs HeyIm does not know ({listed})"
+    image = spec.inputs[0]
+    if len(image.shape) != 4 or image.shape[1] != 3:
+        return None, f"{spec.path.name}: its input '{image.name}' is {image.shape}, not an RGB image (1, 3, H, W)"
+    out = spec.outputs[0] if len(spec.outputs) == 1 else spec.output("latent")
+    if out is None or len(out.shape) != 4 or out.shape[1] != 2 * latent_channels:
+        got = "several outputs" if out is None else f"{out.shape}"
+        return None, f"{spec.path.name} returns {got}, not the latent distribution (1, {2 * latent_channels}, h, w)"
+    return ENCODER_MOMENTS, ""
+
+
 def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
     """Read a resources folder; raise :class:`ModelError` naming what is missing or wrong."""
     root = Path(path).expanduser()
@@ -146,6 +193,14 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
     unet_inputs = {t.name for s in specs if s.name.startswith("Unet") for t in s.inputs}
     kind = KIND_SDXL if {"time_ids", "text_embeds"} & unet_inputs or "TextEncoder2" in by_name else KIND_SD
     unets = [s for s in specs if s.name.startswith("Unet")]
+    form: str | None = None
+    note = ""
+    if "VAEEncoder" in by_name:
+        decoder_z = by_name["VAEDecoder"].inputs[0].shape if by_name["VAEDecoder"].inputs else ()
+        channels = decoder_z[1] if len(decoder_z) == 4 else 4
+        form, note = encoder_form(by_name["VAEEncoder"], channels)
+        if form is None:
+            note = f"image-to-image is off: {note}"
     tagged = next((s.meta(META_ATTENTION) for s in unets if s.meta(META_ATTENTION)), None)
     if tagged in ("split_einsum", "original"):
         attention = tagged
@@ -159,8 +214,10 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         attention=attention,
         size=(lw * 8, lh * 8),
         batch=batch,
-        img2img="VAEEncoder" in by_name,
+        img2img=form is not None,
         chunked=chunked,
         has_safety_checker="SafetyChecker" in by_name,
         models=specs,
+        encoder_form=form,
+        img2img_note=note,
     )

@@ -71,8 +71,6 @@ def load_coreml_engine(
     from heyim_desktop.core.coreml.components import CoreMLComponents, Predictor
 
     info = detect_coreml_folder(Path(folder))
-    if info.kind != "SD 1.x/2.x":
-        raise ModelError(f"{info.name} is an {info.kind} Core ML model; HeyIm runs SD 1.x/2.x Core ML models for now.")
     release = None
     units = normalise(compute_units) if compute_units else info.default_compute_units
     if predictor is None:

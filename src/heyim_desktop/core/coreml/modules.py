@@ -65,7 +65,8 @@ class SplitEinsumAttnProcessor:
 
 
 def use_attention(unet: nn.Module, attention: str) -> None:
-    """Set the UNet's attention implementation: ``split_einsum`` or ``original``."""
+    """Set a diffusers UNet's attention processor: ``split_einsum`` (the layout HeyIm's
+    converter wrote before the Neural Engine UNet; kept to measure against) or ``original``."""
     if attention == "split_einsum":
         unet.set_attn_processor(SplitEinsumAttnProcessor())  # type: ignore[operator]
     elif attention == "original":
@@ -77,8 +78,23 @@ def use_attention(unet: nn.Module, attention: str) -> None:
         raise ValueError(f"unknown attention {attention!r}")
 
 
-def _to_sequence(encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-    # Apple's (B, C, 1, 77) layout back to diffusers' (B, 77, C).
+def unet_for(unet: nn.Module, attention: str) -> nn.Module:
+    """The UNet a conversion traces: the Neural Engine layout for ``split_einsum``
+    (:mod:`~heyim_desktop.core.coreml.ane`), diffusers' own with plain attention for ``original``."""
+    if attention == "split_einsum":
+        from heyim_desktop.core.coreml.ane import ane_unet
+
+        ours = ane_unet(unet)
+        ours._heyim_channels_first_text = True  # type: ignore[assignment]
+        return ours
+    use_attention(unet, attention)
+    return unet
+
+
+def _text_for(unet: nn.Module, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    # The Neural Engine UNet takes Apple's (B, C, 1, 77) as it is; diffusers' wants (B, 77, C).
+    if getattr(unet, "_heyim_channels_first_text", False):
+        return encoder_hidden_states
     return encoder_hidden_states.squeeze(2).transpose(1, 2)
 
 
@@ -92,14 +108,49 @@ class TextEncoderModule(nn.Module):
         return out[0], out[1]
 
 
+class TextEncoderXLModule(nn.Module):
+    """SDXL's text encoders in Apple's layout: ``input_ids`` -> ``hidden_embeds`` (the penultimate
+    layer, what SDXL's UNet reads) and ``pooled_outputs`` (the projected text for TextEncoder2)."""
+
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out: Any = self.text_encoder(input_ids.to(torch.int32).long(), output_hidden_states=True, return_dict=True)
+        pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
+        return out.hidden_states[-2], pooled
+
+
 class UnetModule(nn.Module):
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
         self.unet = unet
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        ehs = _to_sequence(encoder_hidden_states)
+        ehs = _text_for(self.unet, encoder_hidden_states)
         pred: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
+        return pred
+
+
+class UnetXLModule(nn.Module):
+    """SDXL's UNet in Apple's layout: the SD inputs plus ``time_ids`` and ``text_embeds``.
+
+    ``time_ids`` arrive in whatever shape the model declares ((B, 6), or flat (B * 6,)); the
+    UNet reads them as (B, n).
+    """
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+        time_ids: torch.Tensor, text_embeds: torch.Tensor,
+    ) -> torch.Tensor:
+        ehs = _text_for(self.unet, encoder_hidden_states)
+        added = {"text_embeds": text_embeds, "time_ids": time_ids.reshape(sample.shape[0], -1)}
+        pred: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=added, return_dict=False)[0]
         return pred
 
 
@@ -116,7 +167,7 @@ class UnetChunk1Module(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         u: Any = self.unet
-        ehs = _to_sequence(encoder_hidden_states)
+        ehs = _text_for(u, encoder_hidden_states)
         t_emb = u.get_time_embed(sample=sample, timestep=timestep)
         emb = u.time_embedding(t_emb, None)
         if u.time_embed_act is not None:
@@ -143,7 +194,7 @@ class UnetChunk2Module(nn.Module):
 
     def forward(self, encoder_hidden_states: torch.Tensor, emb: torch.Tensor, mid: torch.Tensor, *residuals: torch.Tensor) -> torch.Tensor:
         u: Any = self.unet
-        ehs = _to_sequence(encoder_hidden_states)
+        ehs = _text_for(u, encoder_hidden_states)
         h = mid
         rest = tuple(residuals)
         for i, block in enumerate(u.up_blocks):
@@ -191,3 +242,30 @@ class VAEEncoderModule(nn.Module):
         h = v.encoder(x)
         moments: torch.Tensor = v.quant_conv(h) if v.quant_conv is not None else h
         return moments
+
+
+class NoisedVAEEncoderModule(nn.Module):
+    """Apple's first VAEEncoder contract: it samples, scales and noises the latent itself.
+
+    ``sample`` (1, 3, H, W), ``diagonal_noise`` and ``noise`` (1, 4, h, w), the two alphas as
+    broadcastable arrays -> ``sqrt_a * s * (mean + std * diagonal_noise) + sqrt_1ma * noise``.
+    HeyIm never writes this form; it exists so the tests can predict for such a model.
+    """
+
+    def __init__(self, vae: nn.Module, scaling_factor: float) -> None:
+        super().__init__()
+        self.moments = VAEEncoderModule(vae)
+        self.scaling_factor = scaling_factor
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        diagonal_noise: torch.Tensor,
+        noise: torch.Tensor,
+        sqrt_alphas_cumprod: torch.Tensor,
+        sqrt_one_minus_alphas_cumprod: torch.Tensor,
+    ) -> torch.Tensor:
+        mean, logvar = torch.chunk(self.moments(sample), 2, dim=1)
+        std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+        latent = (mean + std * diagonal_noise) * self.scaling_factor
+        return sqrt_alphas_cumprod * latent + sqrt_one_minus_alphas_cumprod * noise

@@ -15,27 +15,37 @@ import torch
 from numpy.typing import NDArray
 
 from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
-from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.coreml.detect import ENCODER_NOISED, CoreMLModelInfo
 
 
 class TorchReferencePredictor:
     """``predict(name, inputs) -> outputs`` over the diffusers model at ``source`` (fp32, CPU)."""
 
     def __init__(self, source: Path, info: CoreMLModelInfo) -> None:
-        from heyim_desktop.core.torch_engine import TorchComponents
+        from heyim_desktop.core.coreml.source import load_source
 
         self.info = info
-        self.parts = TorchComponents(source, torch.device("cpu"), torch.float32)
-        M.use_attention(self.parts.unet_model, info.attention)
-        unet = self.parts.unet_model
-        self.modules: dict[str, torch.nn.Module] = {
-            "TextEncoder": M.TextEncoderModule(self.parts.text_encoder),
-            "Unet": M.UnetModule(unet),
-            "UnetChunk1": M.UnetChunk1Module(unet),
-            "UnetChunk2": M.UnetChunk2Module(unet),
-            "VAEDecoder": M.VAEDecoderModule(self.parts.vae),
-            "VAEEncoder": M.VAEEncoderModule(self.parts.vae),
-        }
+        self.parts = load_source(source)
+        unet = M.unet_for(self.parts.unet, info.attention)
+        vae = self.parts.vae
+        if self.parts.xl:
+            te1, te2 = self.parts.text_encoders
+            self.modules: dict[str, torch.nn.Module] = {
+                "TextEncoder": M.TextEncoderXLModule(te1),
+                "TextEncoder2": M.TextEncoderXLModule(te2),
+                "Unet": M.UnetXLModule(unet),
+            }
+        else:
+            self.modules = {
+                "TextEncoder": M.TextEncoderModule(self.parts.text_encoders[0]),
+                "Unet": M.UnetModule(unet),
+                "UnetChunk1": M.UnetChunk1Module(unet),
+                "UnetChunk2": M.UnetChunk2Module(unet),
+            }
+        self.modules["VAEDecoder"] = M.VAEDecoderModule(vae)
+        self.modules["VAEEncoder"] = M.VAEEncoderModule(vae)
+        if info.encoder_form == ENCODER_NOISED:
+            self.modules["VAEEncoder"] = M.NoisedVAEEncoderModule(vae, self.parts.scaling_factor)
         self.calls: list[tuple[str, dict[str, tuple[tuple[int, ...], str]]]] = []
 
     @torch.inference_mode()

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
-from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.coreml.detect import KIND_SDXL, CoreMLModelInfo
 from heyim_desktop.core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class CoreMLRuntime:
         self._status = on_status
         self.models: dict[str, Any] = {}
         self.load_seconds: dict[str, float] = {}
-        wanted = names or (*info.unet_names, "TextEncoder", "VAEDecoder")
+        wanted = names or (*info.unet_names, *info.text_encoder_names, "VAEDecoder")
         for name in wanted:
             self.load(name)
 
@@ -76,15 +76,23 @@ class CoreMLRuntime:
             if not self.cache.path_for(path).is_dir():
                 self._say(f"Compiling {path.name} for this Mac (first use only)...")
             path, _ = self.cache.compiled(path)
-        where = _UNIT_WORDS.get(self.compute_units, self.compute_units)
+        units = self.units_for(name)
+        where = _UNIT_WORDS.get(units, units)
         self._say(f"Loading {name} on {where}...")
         try:
-            model = self._factory(path, self.compute_units)
+            model = self._factory(path, units)
         except Exception as exc:
             raise ModelError(f"{spec.path.name} could not be loaded by Core ML ({exc}).") from exc
         self.models[name] = model
         self.load_seconds[name] = time.perf_counter() - t0
         return model
+
+    def units_for(self, name: str) -> str:
+        """The compute units of one model: SDXL's VAE runs on the GPU in fp32 whatever the UNet uses
+        (in fp16 it overflows, and the Neural Engine computes in fp16), as in Apple's pipeline."""
+        if self.info.kind == KIND_SDXL and name.startswith("VAE") and self.compute_units != "CPU_ONLY":
+            return "CPU_AND_GPU"
+        return self.compute_units
 
     def predict(self, name: str, inputs: Mapping[str, NDArray[Any]]) -> Mapping[str, NDArray[Any]]:
         model = self.models.get(name) or self.load(name)
