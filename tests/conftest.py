@@ -130,3 +130,38 @@ def tiny_inpaint_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
     shutil.rmtree(folder / "unet")
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Z-Image model (diffusers' fast-test shapes) in diffusers format, on disk."""
+    from heyim_desktop.core.families.tiny import build_tiny_model
+    from heyim_desktop.core.thirdparty import quiet_third_party
+
+    quiet_third_party()
+    return build_tiny_model("zimage", tmp_path_factory.mktemp("models") / "tiny-zimage")
+
+
+@pytest.fixture(scope="session")
+def zimage_engine(tiny_zimage: Path):  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.loading import load_engine
+
+    engine = load_engine(str(tiny_zimage), device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_flux2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random FLUX.2 [klein] model (diffusers' fast-test shapes) in diffusers format."""
+    from heyim_desktop.core.families.tiny import build_tiny_model
+
+    return build_tiny_model("flux2", tmp_path_factory.mktemp("models") / "tiny-flux2")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD 3.5 model (two CLIP encoders; no T5: text_encoder_3 is None)."""
+    from heyim_desktop.core.families.tiny import build_tiny_model
+
+    return build_tiny_model("sd3", tmp_path_factory.mktemp("models") / "tiny-sd3")

@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--padding", type=int, default=32, help="pixels around the mask in --only-masked (default 32)")
     gen.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM",
                      help="outpainting: grow --image's canvas by these pixels (multiples of 8) and paint the border")
-    gen.add_argument("--steps", type=int, default=30, help="denoising steps, 1 to 150 (default 30)")
-    gen.add_argument("--cfg", type=float, default=7.5, help="guidance scale, 0 to 30 (default 7.5; 1 or less: off)")
+    gen.add_argument("--steps", type=int, default=None,
+                     help="denoising steps, 1 to 150 (default 30; Z-Image, FLUX.2, SD 3.5: the family's recommended)")
+    gen.add_argument("--cfg", type=float, default=None,
+                     help="guidance scale, 0 to 30 (default 7.5; 1 or less: off; Z-Image, FLUX.2, SD 3.5: the family's)")
     gen.add_argument("--seed", type=int, default=None, help="0 to 4294967295 (default: random)")
     gen.add_argument("--scheduler", "-s", default=None, help="DPM++ 2M (default), DPM++ 2M Karras, Euler, Euler a, DDIM, PNDM, LMS, UniPC, LCM")
     gen.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, multiples of 8 (default: the model's size)")
@@ -229,8 +231,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=negative,
-        steps=args.steps,
-        guidance=args.cfg,
+        steps=30 if args.steps is None else args.steps,
+        guidance=7.5 if args.cfg is None else args.cfg,
         seed=args.seed,
         width=width,
         height=height,
@@ -274,6 +276,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.size is None:
         w, h = engine.default_size
         request = request.replace(width=w, height=h)
+    request = _family_defaults(request, engine, args)
     request = request.with_seed()
     refiner = None
     if args.refiner:
@@ -317,6 +320,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"({t.get('per_step', 0) * 1000:.0f} ms/step)."
     )
     return EXIT_OK
+
+
+def _family_defaults(request: Any, engine: Any, args: argparse.Namespace) -> Any:
+    """Steps and guidance a diffusion-transformer family is meant to run with, unless the user chose."""
+    from heyim_desktop.core.families import FAMILIES
+
+    caps = engine.info.capabilities
+    if caps.family not in FAMILIES:
+        return request
+    changes: dict[str, Any] = {}
+    if args.steps is None and caps.recommended.steps is not None:
+        changes["steps"] = caps.recommended.steps
+    if args.cfg is None and caps.recommended.guidance is not None:
+        changes["guidance"] = caps.recommended.guidance
+    if args.scheduler is None and caps.schedulers:
+        changes["scheduler"] = caps.schedulers[0]
+    return request.replace(**changes) if changes else request
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:

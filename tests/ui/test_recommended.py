@@ -55,3 +55,21 @@ def test_a_model_without_recommendations_keeps_the_users_settings(window, qtbot)
     window._model_ready(ModelReady("plain", "plain", "torch-cpu", 0.1, (64, 64), None, True,
                                    capabilities=Capabilities()))
     assert panel.steps.value() == 23 and not panel.recommended_row.isVisibleTo(panel)
+
+
+def test_a_family_model_adapts_the_window(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.capabilities import Capabilities
+    from heyim_desktop.core.families import FLUX2_KLEIN, ZIMAGE
+    from heyim_desktop.ui.worker import ModelReady
+
+    panel = window.settings_panel
+    window._model_ready(ModelReady("klein", "klein", "torch-cpu", 0.1, (1024, 1024), None, True,
+                                   capabilities=FLUX2_KLEIN.capabilities(size_step=16)))
+    assert not window.prompt_panel.negative.isEnabled()  # FLUX.2 [klein] takes no negative prompt
+    assert (panel.guidance.minimum(), panel.guidance.maximum()) == FLUX2_KLEIN.guidance_range
+    assert panel.scheduler.currentText() == "Euler" and not panel.scheduler.isEnabled()
+    window._model_ready(ModelReady("z", "z", "torch-cpu", 0.1, (1024, 1024), None, True,
+                                   capabilities=ZIMAGE.capabilities(size_step=16)))
+    assert window.prompt_panel.negative.isEnabled()
+    window._model_ready(ModelReady("sd", "sd", "torch-cpu", 0.1, (64, 64), None, True, capabilities=Capabilities()))
+    assert panel.scheduler.isEnabled() and panel.guidance.maximum() == 30.0

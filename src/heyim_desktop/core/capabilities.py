@@ -42,6 +42,8 @@ class Capabilities:
     #: The model's token window (77 for CLIP).
     token_window: int = 77
     guidance: GuidanceKind = "cfg"
+    #: The guidance values this model is meant for (the window's range); requests allow 0 to 30.
+    guidance_range: tuple[float, float] = (0.0, 30.0)
     negative_prompt: bool = True
     #: (width, height) when the model only makes one size (Core ML), else None.
     fixed_size: tuple[int, int] | None = None
@@ -64,6 +66,7 @@ class Capabilities:
         data["fixed_size"] = list(self.fixed_size) if self.fixed_size else None
         data["default_size"] = list(self.default_size)
         data["schedulers"] = list(self.schedulers)
+        data["guidance_range"] = list(self.guidance_range)
         return data
 
     @classmethod
@@ -74,6 +77,8 @@ class Capabilities:
             values["fixed_size"] = tuple(values["fixed_size"])
         if "default_size" in values:
             values["default_size"] = tuple(values["default_size"])
+        if "guidance_range" in values:
+            values["guidance_range"] = (float(values["guidance_range"][0]), float(values["guidance_range"][1]))
         if "schedulers" in values:
             values["schedulers"] = tuple(values["schedulers"])
         if isinstance(values.get("recommended"), dict):

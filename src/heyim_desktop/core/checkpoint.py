@@ -45,7 +45,7 @@ class UnsupportedModel(ModelError):
 class CheckpointArch:
     """What a checkpoint is. ``profile`` names the shipped config set that loads it."""
 
-    base: str  # "SD1", "SD2", "SDXL", "unknown"
+    base: str  # "SD1", "SD2", "SDXL", a family label ("Z-Image", "FLUX.2 [klein]", "SD 3.5"), "unknown"
     profile: str  # "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "demo", "demo-sdxl"...; "" when HeyIm cannot run it
     problem: str = ""
 
@@ -68,6 +68,15 @@ def _sidecar_parameterization(path: Path | None) -> str | None:
 
 def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> CheckpointArch:
     keys = header.tensors
+    from heyim_desktop.core.families import family_of_keys
+
+    family = family_of_keys(keys)
+    if family is not None:
+        return CheckpointArch(
+            family.label, "",
+            f"A single-file {family.label} transformer: HeyIm runs {family.label} from a diffusers model folder "
+            "so far; single-file and GGUF transformers are not supported yet.",
+        )
     if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_" in k for k in list(keys)[:200]):
         return CheckpointArch("unknown", "", "This is a LoRA, not a full model; HeyIm cannot use LoRAs yet.")
     unet_in = header.shape(UNET_IN)

@@ -68,6 +68,13 @@ def _load(
 
         if device.startswith("coreml") or looks_like_coreml_folder(folder):
             return _load_coreml(folder, device, compute_units, on_status)
+        from heyim_desktop.core.families import read_family_index
+
+        found = read_family_index(folder)
+        if found is not None:  # Z-Image, FLUX.2 [klein], SD 3.5: diffusers' own pipeline
+            from heyim_desktop.core.families.engine import load_family_engine
+
+            return load_family_engine(folder, found[1], device=device, precision=precision)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device, precision=precision)

@@ -31,6 +31,19 @@ _SDXL_FILES = (
     "tokenizer_2/*",
 )
 
+#: A diffusion-transformer folder (Z-Image, FLUX.2 [klein]): sharded weights, so whole subfolders.
+_DIT_FILES = (
+    "model_index.json",
+    "scheduler/*",
+    "text_encoder/*.json",
+    "text_encoder/*.safetensors",
+    "tokenizer/*",
+    "transformer/*.json",
+    "transformer/*.safetensors",
+    "vae/*.json",
+    "vae/*.safetensors",
+)
+
 
 @dataclass(frozen=True)
 class CatalogueEntry:
@@ -65,6 +78,17 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("sdxl-turbo", "SDXL-Turbo (1-4 steps)", "stabilityai/sdxl-turbo", "diffusers", "SDXL",
                    13_880_000_000, _SDXL_FILES,
                    note="1-4 steps, guidance 0 (set when you pick it), 512x512. Non-commercial licence."),
+    # Sizes estimated from the published parameter counts in bf16 (no network here): Z-Image Turbo's
+    # 6B transformer (12 GB) + Qwen3-4B text encoder (8 GB) + VAE; [klein] 4B's 4B transformer (8 GB)
+    # + Qwen3-4B (8 GB) + VAE. The exact size comes from the hub when the download is planned.
+    CatalogueEntry("z-image-turbo", "Z-Image Turbo (8-9 steps)", "Tongyi-MAI/Z-Image-Turbo", "diffusers", "Z-Image",
+                   20_500_000_000, _DIT_FILES,
+                   note="Apache-2.0. 9 steps, guidance 0 (set when you pick it), 1024x1024. "
+                        "Its weights are about 20 GB in bf16 (estimated from its parameter count)."),
+    CatalogueEntry("flux2-klein-4b", "FLUX.2 [klein] 4B (4 steps)", "black-forest-labs/FLUX.2-klein-4B", "diffusers",
+                   "FLUX.2 [klein]", 16_300_000_000, _DIT_FILES,
+                   note="Apache-2.0. 4 steps (set when you pick it), 1024x1024, no negative prompt. "
+                        "Its weights are about 16 GB in bf16 (estimated from its parameter count)."),
     CatalogueEntry("coreml-sd15", "Stable Diffusion 1.5 (Core ML, Neural Engine)", "apple/coreml-stable-diffusion-v1-5",
                    "coreml", "SD1", 2_580_000_000, ("split_einsum/compiled/*",), subfolder="split_einsum/compiled",
                    platform="darwin"),

@@ -65,6 +65,20 @@ def inspect_folder(folder: Path, source: str = "", name: str | None = None) -> M
 
 def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo:
     size = folder_size(folder)
+    from heyim_desktop.core.families import check_family_folder, read_family_index
+
+    found = read_family_index(folder)
+    if found is not None:  # Z-Image, FLUX.2 [klein], SD 3.5
+        family, index = found
+        label = name or folder.name
+        try:
+            check_family_folder(folder, index)
+        except ModelError as exc:
+            text = str(exc)
+            status = (ModelStatus.UNSAFE if "pickle" in text else ModelStatus.CORRUPT if " is damaged: " in text
+                      else ModelStatus.INCOMPLETE)
+            return ModelInfo(label, str(folder), "diffusers", family.label, size, status, text, source)
+        return ModelInfo(label, str(folder), "diffusers", family.label, size, ModelStatus.READY, "", source)
     try:
         index = check_diffusers_folder(folder)
     except ModelError as exc:

@@ -435,12 +435,29 @@ class MainWindow(QMainWindow):
         caps = model_capabilities(info)
         self.model_caps = caps
         self.settings_panel.set_native_size(caps.native_size)
+        self._adapt_to_capabilities(info.capabilities)
         self._show_recommended(info)
         self.settings_panel.set_fixed_size(caps.fixed_size)
         self._follow_default_size(tuple(info.default_size))
         self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
+
+    def _adapt_to_capabilities(self, caps: Any) -> None:
+        """The one place the window reads what a model takes: negative prompt, guidance range, samplers."""
+        from heyim_desktop.core.capabilities import Capabilities
+
+        caps = caps if caps is not None else Capabilities()
+        negative = self.prompt_panel.negative
+        negative.setEnabled(caps.negative_prompt)
+        negative.setToolTip("" if caps.negative_prompt else "This model takes no negative prompt")
+        panel = self.settings_panel
+        panel.guidance.setRange(*caps.guidance_range)
+        only = caps.schedulers[0] if len(caps.schedulers) == 1 else None
+        if only is not None:
+            panel.scheduler.setCurrentText(only)
+        panel.scheduler.setEnabled(only is None)
+        panel.scheduler.setToolTip(f"This model runs its own {only} sampler" if only else "")
 
     def _show_recommended(self, info: Any) -> None:
         """Show the model's recommended settings; apply them when the user has just picked it."""

@@ -1,0 +1,233 @@
+"""Tiny random diffusion-transformer models, built on the spot (tests, benchmarks, the demo).
+
+The shapes follow diffusers' own fast-test configurations; the tokenizers are written here,
+as :mod:`heyim_desktop.core.demo_model` does for CLIP, since nothing can be downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from heyim_desktop.core.demo_model import _bytes_to_unicode
+from heyim_desktop.core.storage import storage_error
+
+_QWEN_WORDS = ("user", "assistant", "system", "Ġa", "Ġcat", "Ġdog", "Ġthe", "Ġphoto", "Ġof", "Ġred", "Ġfox",
+               "Ġblurry", "Ġugly", "Ġforest", "Ġcity")
+_QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+# Qwen3's chat layout (user turn, then the assistant's turn opened); thinking off adds an empty block.
+_QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def write_qwen_tokenizer(folder: Path) -> int:
+    """A small byte-level BPE tokenizer in Qwen2Tokenizer's format; returns its vocabulary size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = {ch: i for i, ch in enumerate(_bytes_to_unicode().values())}
+    merges: list[str] = []
+    for word in _QWEN_WORDS:
+        pieces = list(word)
+        while len(pieces) > 1:
+            pair = f"{pieces[0]} {pieces[1]}"
+            if pair not in merges:
+                merges.append(pair)
+            merged = pieces[0] + pieces[1]
+            vocab.setdefault(merged, len(vocab))
+            pieces = [merged] + pieces[2:]
+    base = len(vocab)
+    added = {
+        str(base + i): {"content": s, "special": True, "lstrip": False, "rstrip": False,
+                        "normalized": False, "single_word": False}
+        for i, s in enumerate(_QWEN_SPECIALS)
+    }
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "model_max_length": 512,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "bos_token": None,
+        "errors": "replace",
+        "added_tokens_decoder": added,
+        "chat_template": _QWEN_CHAT_TEMPLATE,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return base + len(_QWEN_SPECIALS)
+
+
+def _zimage_modules(tmp: Path, seed: int) -> dict[str, Any]:
+    import diffusers
+    import torch
+    from transformers import Qwen3Config, Qwen3Model
+
+    lib: Any = diffusers  # diffusers' constructors are untyped
+
+    vocab_size = write_qwen_tokenizer(tmp / "tokenizer")
+    torch.manual_seed(seed)
+    transformer = lib.ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0,
+        t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
+    )
+    with torch.no_grad():  # created with torch.empty: pin them so the model is reproducible
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token.data))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token.data))
+    torch.manual_seed(seed)
+    vae = lib.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
+        latent_channels=16, norm_num_groups=32, sample_size=32, scaling_factor=0.3611, shift_factor=0.1159,
+    )
+    torch.manual_seed(seed)
+    text_encoder = Qwen3Model(Qwen3Config(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
+    ))
+    return {
+        "transformer": transformer, "vae": vae, "text_encoder": text_encoder,
+        "scheduler": lib.FlowMatchEulerDiscreteScheduler(),
+    }
+
+
+def _flux2_klein_modules(tmp: Path, seed: int) -> dict[str, Any]:
+    import diffusers
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    lib: Any = diffusers
+    vocab_size = write_qwen_tokenizer(tmp / "tokenizer")
+    torch.manual_seed(seed)
+    transformer = lib.Flux2Transformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=16, timestep_guidance_channels=256,
+        axes_dims_rope=[4, 4, 4, 4], guidance_embeds=False,
+    )
+    torch.manual_seed(seed)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        intermediate_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
+    ))
+    torch.manual_seed(seed)
+    vae = lib.AutoencoderKLFlux2(
+        sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1, latent_channels=1,
+        norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder,
+            "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
+
+
+def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
+    """SD 3.5 without its T5 encoder: a T5 tokenizer (sentencepiece) cannot be made offline here, and
+    diffusers runs SD 3 with ``text_encoder_3=None`` (zero T5 features), as SD 3.5 users do to save memory."""
+    import diffusers
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from heyim_desktop.core.demo_model import write_tokenizer
+
+    lib: Any = diffusers
+    vocab_size = write_tokenizer(tmp / "tokenizer")
+    write_tokenizer(tmp / "tokenizer_2")
+    ids = json.loads((tmp / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
+    torch.manual_seed(seed)
+    transformer = lib.SD3Transformer2DModel(
+        sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+    )
+    clip = CLIPTextConfig(
+        bos_token_id=ids["<|startoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+        hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5,
+        vocab_size=vocab_size, hidden_act="gelu", projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(clip)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(clip)
+    torch.manual_seed(seed)
+    vae = lib.AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, latent_channels=4, norm_num_groups=1, use_quant_conv=False,
+        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )
+    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
+            "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
+
+
+_INDEX: dict[str, dict[str, Any]] = {
+    "zimage": {
+        "_class_name": "ZImagePipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3Model"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"],
+        "transformer": ["diffusers", "ZImageTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "flux2": {
+        "_class_name": "Flux2KleinPipeline",
+        # The released 4B [klein] is step-distilled (guidance unused); the tiny one runs true CFG
+        # so that path is tested too.
+        "is_distilled": False,
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "Qwen3ForCausalLM"],
+        "tokenizer": ["transformers", "Qwen2Tokenizer"],
+        "transformer": ["diffusers", "Flux2Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKLFlux2"],
+    },
+    "sd3": {
+        "_class_name": "StableDiffusion3Pipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "text_encoder_3": [None, None],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "tokenizer_3": [None, None],
+        "transformer": ["diffusers", "SD3Transformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    },
+}
+_BUILDERS = {"zimage": _zimage_modules, "flux2": _flux2_klein_modules, "sd3": _sd3_modules}
+TINY_FAMILIES = tuple(_BUILDERS)
+
+
+def build_tiny_model(family: str, destination: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Write a tiny random model of ``family`` in diffusers format (safetensors), all or nothing."""
+    if family not in _BUILDERS:
+        raise ValueError(f"no tiny model for {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    dest = Path(destination)
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} exists and is not empty")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{family}-", dir=dest.parent))
+    except OSError as exc:
+        raise storage_error(exc, dest.parent, "the tiny model") from exc
+    try:
+        modules = _BUILDERS[family](tmp, seed)
+        for part, module in modules.items():
+            if part == "scheduler":
+                module.save_pretrained(tmp / part)
+            else:
+                module.save_pretrained(tmp / part, safe_serialization=True)
+        index = {**_INDEX[family], "_diffusers_version": "0.42.1", "_heyim_tiny": True}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise storage_error(exc, dest.parent, "the tiny model") from exc
+        raise
+    return dest
