@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from heyim_desktop.core.cancel import CancelToken, Cancelled
+from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import TokenCount
 from heyim_desktop.core.engine import EngineInfo, _empty_device_cache, _is_oom, check_finite, floats_to_pil
