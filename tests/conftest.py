@@ -95,3 +95,19 @@ def tiny_inpaint_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
     shutil.rmtree(folder / "unet")
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ControlNet built from the tiny model's UNet, every weight random (diffusers folder)."""
+    from controlnet_layout import build_tiny_controlnet
+
+    return build_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet", seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_b(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second random tiny ControlNet, for two-unit requests."""
+    from controlnet_layout import build_tiny_controlnet
+
+    return build_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet-b", seed=6)

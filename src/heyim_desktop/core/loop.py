@@ -58,6 +58,8 @@ def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_fact
         raise InvalidRequest("init_image", "this model has no image encoder, so it cannot do image-to-image")
     if request.inpaint is not None and caps.inpaint == "none":
         raise InvalidRequest("mask", "this model cannot inpaint")
+    if request.controlnets and not caps.controlnet:
+        raise InvalidRequest("controlnet", "this model cannot use ControlNet")
     step = max(caps.size_step, vae_scale_factor)
     if request.width % step or request.height % step:
         raise InvalidRequest("size", f"width and height must be multiples of {step} for this model")

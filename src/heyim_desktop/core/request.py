@@ -13,6 +13,7 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.controlnet import ControlUnit
     from heyim_desktop.core.masking import Extend, InpaintSpec
 
 MAX_SEED = 2**32 - 1
@@ -68,6 +69,8 @@ class GenerationRequest:
     inpaint: "InpaintSpec | None" = None
     #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
     extend: "Extend | None" = None
+    #: ControlNets guiding the job, each with its control image.
+    controlnets: "tuple[ControlUnit, ...]" = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -104,6 +107,15 @@ class GenerationRequest:
             h = self.height + self.extend.top + self.extend.bottom
             if w > SIZE_RANGE[1] or h > SIZE_RANGE[1]:
                 raise InvalidRequest("extend", f"the grown canvas {w}x{h} is larger than {SIZE_RANGE[1]}x{SIZE_RANGE[1]}")
+        if self.controlnets:
+            from heyim_desktop.core.controlnet import MAX_UNITS, ControlUnit
+
+            units = tuple(self.controlnets)
+            if not all(isinstance(u, ControlUnit) for u in units):
+                raise InvalidRequest("controlnet", "each ControlNet must be a ControlUnit")
+            if len(units) > MAX_UNITS:
+                raise InvalidRequest("controlnet", f"at most {MAX_UNITS} ControlNets per image, got {len(units)}")
+            object.__setattr__(self, "controlnets", units)
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
@@ -182,4 +194,6 @@ def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
     if request.extend is not None:
         e = request.extend
         out["extend"] = [e.left, e.top, e.right, e.bottom]
+    if request.controlnets:
+        out["controlnet"] = [u.settings() for u in request.controlnets]
     return out

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from heyim_desktop.core.capabilities import Capabilities
-from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
+from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
 from heyim_desktop.core.request import GenerationRequest
@@ -104,7 +104,9 @@ class TorchComponents:
             guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
             default_size=(size, size),
             max_batch=4 if device.type != "cpu" else 1,
+            controlnet=True,
         )
+        self._controlnets: dict[str, Any] = {}
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
         self.latent_channels = int(self.vae.config.latent_channels)
 
@@ -140,6 +142,28 @@ class TorchComponents:
             return_dict=False, **kwargs,
         )[0]
 
+    def controlnet_model(self, path: str) -> Any:
+        """The ControlNet at ``path``, loaded once onto this device and dtype and kept."""
+        from heyim_desktop.core.controlnet_models import check_compatible, load_controlnet
+
+        key = str(Path(path).expanduser().resolve())
+        net = self._controlnets.get(key)
+        if net is None:
+            net = load_controlnet(key, device=self.device, dtype=self.dtype)
+            check_compatible(net, Path(key).name, int(self.unet_model.config.cross_attention_dim))
+            self._controlnets[key] = net
+        return net
+
+    def run_controlnet(
+        self, net: Any, sample: torch.Tensor, timestep: torch.Tensor, text: TextCond, image: torch.Tensor, *,
+        scale: float, guess_mode: bool,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        down, mid = net(
+            sample, timestep, encoder_hidden_states=text.hidden, controlnet_cond=image, conditioning_scale=scale,
+            guess_mode=guess_mode, return_dict=False,
+        )
+        return list(down), mid
+
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents, return_dict=False)[0]
 
@@ -147,6 +171,7 @@ class TorchComponents:
         return self.vae.encode(images).latent_dist.parameters
 
     def release(self) -> None:
+        self._controlnets = {}
         for attr in ("unet_model", "vae", "text_encoder"):
             if hasattr(self, attr):
                 delattr(self, attr)
