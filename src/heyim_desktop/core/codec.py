@@ -34,6 +34,12 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "init_image": (str, type(None)),
     "inpaint": (dict, type(None)),
     "extend": (list, type(None)),
+    "controlnet": (list, type(None)),
+}
+_CONTROLNET_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "image": (str, type(None)), "weight": (int, float), "guidance_start": (int, float),
+    "guidance_end": (int, float), "control_mode": (str, int), "resize_mode": (str,), "module": (str,),
+    "processor_res": (int,), "threshold_a": (int, float), "threshold_b": (int, float),
 }
 _INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
     "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
@@ -73,7 +79,40 @@ def request_to_data(request: GenerationRequest) -> dict[str, Any]:
         data["guidance_boost"] = request.guidance_boost
     if request.inpaint is not None:
         data["inpaint"] = dict(data["inpaint"], mask=encode_image(request.inpaint.mask))
+    if request.controlnets:
+        data["controlnet"] = [
+            dict(u.settings(), image=None if u.image is None else encode_image(u.image)) for u in request.controlnets
+        ]
     return data
+
+
+def controlnet_from_data(units: list[Any]) -> tuple[Any, ...]:
+    """ControlNet units from their JSON form (``controlnet`` of a request)."""
+    from heyim_desktop.core.controlnet import ControlUnit
+
+    out = []
+    for i, value in enumerate(units):
+        where = f"controlnet[{i}]"
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(where, "must be an object")
+        unknown = sorted(set(value) - set(_CONTROLNET_FIELDS))
+        if unknown:
+            raise InvalidRequest(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_CONTROLNET_FIELDS))}")
+        for key, item in value.items():
+            types = _CONTROLNET_FIELDS[key]
+            if isinstance(item, bool) or not isinstance(item, types):
+                raise InvalidRequest(f"{where}.{key}", f"has the wrong type ({type(item).__name__})")
+        if "model" not in value:
+            raise InvalidRequest(f"{where}.model", "is required")
+        image = value.get("image")
+        out.append(ControlUnit(
+            model=value["model"], image=decode_image(image, field=f"{where}.image") if image else None,
+            weight=value.get("weight", 1.0), start=value.get("guidance_start", 0.0), end=value.get("guidance_end", 1.0),
+            mode=value.get("control_mode", "balanced"), resize_mode=value.get("resize_mode", "Crop and Resize"),
+            preprocessor=value.get("module", "none"), processor_res=value.get("processor_res", -1),
+            threshold_a=value.get("threshold_a", -1.0), threshold_b=value.get("threshold_b", -1.0),
+        ))
+    return tuple(out)
 
 
 def _inpaint_from_data(value: Mapping[str, Any]) -> Any:
@@ -130,4 +169,8 @@ def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
         kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])
     if kwargs.get("extend") is not None:
         kwargs["extend"] = _extend_from_data(kwargs["extend"])
+    if kwargs.get("controlnet") is not None:
+        kwargs["controlnets"] = controlnet_from_data(kwargs.pop("controlnet"))
+    else:
+        kwargs.pop("controlnet", None)
     return GenerationRequest(**kwargs)

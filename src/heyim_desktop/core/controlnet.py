@@ -225,6 +225,88 @@ def _cond_half(text: "TextCond") -> "TextCond":
     return text.map(lambda t: t.chunk(2)[1])
 
 
+def short_hash(path: str) -> str | None:
+    """The extension's model hash: SHA-256 of 64 KiB at offset 1 MiB, 8 hex digits (cheap)."""
+    import hashlib
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "diffusion_pytorch_model.safetensors"
+    try:
+        with p.open("rb") as fh:
+            fh.seek(0x100000)
+            return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+    except OSError:
+        return None
+
+
+def _fmt(value: float) -> str:
+    return str(float(value))
+
+
+def unit_infotext(unit: ControlUnit) -> str:
+    """One unit as the extension writes it into infotext ("Module: canny, Model: name [hash], ...")."""
+    from heyim_desktop.core.control_preprocess import DEFAULT_PROCESSOR_RES, PREPROCESSORS
+
+    spec = PREPROCESSORS[unit.preprocessor]
+    res = unit.processor_res if unit.processor_res > 0 else (DEFAULT_PROCESSOR_RES if spec.uses_resolution else -1)
+    a = spec.slider_a.clamp(unit.threshold_a) if spec.slider_a else -1.0
+    b = spec.slider_b.clamp(unit.threshold_b) if spec.slider_b else -1.0
+    digest = short_hash(unit.model)
+    model = f"{unit.model_name} [{digest}]" if digest else unit.model_name
+    fields = [
+        ("Module", unit.preprocessor), ("Model", model), ("Weight", _fmt(unit.weight)),
+        ("Resize Mode", unit.resize_mode), ("Processor Res", str(res)), ("Threshold A", _fmt(a)),
+        ("Threshold B", _fmt(b)), ("Guidance Start", _fmt(unit.start)), ("Guidance End", _fmt(unit.end)),
+        ("Pixel Perfect", "False"), ("Control Mode", CONTROL_MODES[unit.mode]),
+    ]
+    return ", ".join(f"{k}: {v}" for k, v in fields)
+
+
+def infotext_pairs(request: "GenerationRequest") -> list[tuple[str, str]]:
+    return [(f"ControlNet {i}", unit_infotext(u)) for i, u in enumerate(request.controlnets)]
+
+
+def parse_unit_text(text: str) -> dict[str, Any] | None:
+    """A unit's infotext back to ControlUnit keywords (model: its name, hash dropped), or None."""
+    import re
+
+    values = {}
+    for part in text.split(","):
+        key, sep, value = part.partition(":")
+        if sep:
+            values[key.strip().lower()] = value.strip()
+    if "model" not in values:
+        return None
+    out: dict[str, Any] = {"model": re.sub(r"\s*\[[0-9a-fA-F]+\]\s*$", "", values["model"])}
+
+    def number(key: str) -> float | None:
+        try:
+            return float(values[key])
+        except (KeyError, ValueError):
+            return None
+
+    for key, name in (("weight", "weight"), ("guidance start", "start"), ("guidance end", "end"),
+                      ("threshold a", "threshold_a"), ("threshold b", "threshold_b")):
+        v = number(key)
+        if v is not None:
+            out[name] = v
+    res = number("processor res")
+    if res is not None:
+        out["processor_res"] = int(res)
+    if "module" in values:
+        out["preprocessor"] = values["module"]
+    if "resize mode" in values:
+        out["resize_mode"] = values["resize mode"]
+    if "control mode" in values:
+        try:
+            out["mode"] = _mode_name(values["control mode"])
+        except InvalidRequest:
+            pass
+    return out
+
+
 def controlnet_extensions(request: "GenerationRequest", components: "Components") -> list[BaseExtension]:
     if not request.controlnets:
         return []
