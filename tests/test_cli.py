@@ -150,3 +150,32 @@ def test_inpaint_and_outpaint_from_cli(data_dir: Path, tmp_path: Path, tiny_mode
     assert "need a mask" in capsys.readouterr().err
     assert main([*base, "--extend", "7,0,0,0"]) == 2
     assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_lora_from_cli_by_name_and_tag(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from lora_helpers import write_lora
+
+    from heyim_desktop.core.lora import parse_network_hashes
+
+    lora_dir = data_dir / "models" / "Lora"
+    write_lora(tiny_model, lora_dir / "inkwash.safetensors", seed=4)
+    base = ["generate", "--model", str(tiny_model), "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "-p", "a cat", "-o", str(tmp_path / "plain")]) == 0
+    plain = Path(capsys.readouterr().out.strip())
+    assert main([*base, "-p", "a cat", "--lora", "inkwash:0.7", "-o", str(tmp_path / "flag")]) == 0
+    flag = Path(capsys.readouterr().out.strip())
+    assert main([*base, "-p", "a cat <lora:inkwash:0.7>", "-o", str(tmp_path / "tag")]) == 0
+    tag = Path(capsys.readouterr().out.strip())
+    from PIL import Image
+
+    assert Image.open(flag).tobytes() == Image.open(tag).tobytes()
+    assert Image.open(flag).tobytes() != Image.open(plain).tobytes()
+    params = read_parameters(tag)
+    assert params is not None and "<lora:inkwash:0.7>" in params.prompt
+    assert "inkwash" in parse_network_hashes(params.params["Lora hashes"])
+    assert main([*base, "-p", "a cat <lora:nope:1>"]) == 2
+    assert "unknown LoRA 'nope'" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "inkwash\tlora\t" in listing

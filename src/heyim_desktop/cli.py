@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="use the built-in tiny random model (makes abstract noise)")
     gen.add_argument("--image", "-i", help="input image for image-to-image")
     gen.add_argument("--strength", type=float, default=0.75, help="image-to-image strength in (0, 1] (default 0.75)")
+    gen.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
+                     help="apply a LoRA (a .safetensors file, or its name in the model library), weight 1 unless "
+                          "given; repeat for several. <lora:NAME:WEIGHT> in the prompt works too")
     gen.add_argument("--mask", help="inpainting: repaint the white part of this mask image over --image")
     gen.add_argument("--mask-blur", type=int, default=4, help="soften the mask's edge by this many pixels (default 4)")
     gen.add_argument("--invert-mask", action="store_true", help="repaint the black part of the mask instead")
@@ -108,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
     demo.add_argument("--force", action="store_true", help="replace an existing folder")
+
+    history = sub.add_parser("history", help="the image history")
+    hsub = history.add_subparsers(dest="history_command")
+    move = hsub.add_parser("move", help="move HeyIm's images to another folder and make it the images folder")
+    move.add_argument("dest", help="the new images folder")
 
     from heyim_desktop.models.cli import add_models_parser
 
@@ -225,6 +233,31 @@ def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
     return tuple(units)
 
 
+def _resolve_networks(request: Any, loras: list[str]) -> Any:
+    """--lora values and the prompt's <lora:...> tags as files from the model library."""
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.lora import LoraUse, resolve_networks
+    from heyim_desktop.models.cli import _library
+    from heyim_desktop.models.networks import NetworkLibrary
+
+    networks = NetworkLibrary(_library())
+    extra = []
+    for value in loras:
+        ref, weight = value, 1.0
+        head, sep, tail = value.rpartition(":")
+        if sep and head and not (len(head) == 1 and head.isalpha()):  # C:\... on Windows is a path
+            try:
+                weight = float(tail)
+                ref = head
+            except ValueError:
+                pass
+        path = networks.find_lora(ref)
+        if path is None:
+            raise InvalidRequest("lora", f"{ref!r} is neither a .safetensors file nor a LoRA in the model library")
+        extra.append(LoraUse(str(path), weight, Path(ref).stem if Path(ref).suffix else ref))
+    return resolve_networks(request, networks.finder(), tuple(extra))
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
     from heyim_desktop.core.errors import InvalidRequest
@@ -256,6 +289,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         extend=extend,
         controlnets=controlnets,
     )
+    request = _resolve_networks(request, args.lora)
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidRequest("out", f"{out_dir} exists and is not a folder")
@@ -367,10 +401,27 @@ def _scale_command(args: argparse.Namespace) -> int:
     return SCALE_COMMANDS[args.command](args)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from heyim_desktop.store import HistoryStore
+    from heyim_desktop.store.history import default_images_dir
+    from heyim_desktop.store.preferences import load_preferences, save_preferences
+
+    if args.history_command != "move":
+        return _fail("choose: history move DEST", EXIT_USAGE)
+    prefs = load_preferences()
+    with HistoryStore.open(images_dir=default_images_dir(prefs.output_folder)) as store:
+        report = store.move_images(Path(args.dest))
+        save_preferences(prefs.replace(output_folder=str(store.images_dir)))
+    print(f"Moved {report.moved} image(s) to {store.images_dir}; {report.kept} left where they are "
+          f"(imported or already there), {report.missing} missing. New images go there too.")
+    return EXIT_OK
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "convert": cmd_convert,
     "demo-model": cmd_demo_model,
+    "history": cmd_history,
     "models": cmd_models,
     "serve": cmd_serve,
     "worker": _scale_command,

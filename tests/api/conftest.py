@@ -34,8 +34,15 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     host = EngineHost(lambda ref: load_engine(ref, device="cpu"), default_model=str(tiny_model))
     worker = WorkerThread(queue, host, sink)
     worker.start()
+    from lora_helpers import write_lora
+
+    from heyim_desktop.core.lora import NetworkFinder
+
+    loras = tmp_path_factory.mktemp("api-loras")
+    write_lora(tiny_model, loras / "inkwash.safetensors", seed=4)
+    finder = NetworkFinder(lambda name: (loras / f"{name}.safetensors") if (loras / f"{name}.safetensors").is_file() else None)
     server = ApiServer(queue, token=TOKEN, port=0, engine_host=host, default_model=str(tiny_model),
-                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))))
+                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))), networks=finder)
     server.start()
     yield Running(server, queue, host, store)
     server.stop()

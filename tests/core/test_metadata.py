@@ -137,7 +137,7 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(tmp_path: Path, monkeypat
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", full)
+    monkeypatch.setattr(os, "link", full)
     with pytest.raises(StorageError, match="disk is full"):
         write_png_atomic(Image.new("RGB", (8, 8)), tmp_path / "x.png", "p")
     assert list(tmp_path.iterdir()) == []

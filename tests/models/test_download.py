@@ -130,3 +130,24 @@ def test_one_download_at_a_time(hub: FakeHub, data_dir: Path) -> None:
     with FileLock(str(data_dir / "models" / ".tiny-sd.partial") + ".lock"):
         with pytest.raises(DownloadError, match="already being downloaded"):
             download_model(ENTRY)
+
+
+@pytest.mark.parametrize("where", ["while fetching", "writing the progress record"])
+def test_a_disk_that_fills_during_the_download_is_disk_full(hub: FakeHub, data_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    import errno
+
+    from huggingface_hub import file_download
+
+    from heyim_desktop.core.errors import DiskFull
+
+    def full(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "while fetching":
+        monkeypatch.setattr(file_download, "http_get", full)
+    else:
+        monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DiskFull, match=f"disk is full.*{data_dir / 'models'}"):
+        download_model(ENTRY)
+    assert not (data_dir / "models" / "tiny-sd").exists()  # the model appears complete or not at all

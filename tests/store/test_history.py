@@ -16,13 +16,7 @@ from heyim_desktop.core.errors import StorageError
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult
 from heyim_desktop.store import SCHEMA_VERSION, HistoryStore, NewerSchemaError
-
-
-def make_result(prompt: str = "a red fox", count: int = 1, seed: int = 1, **kw: object) -> GenerationResult:
-    req = GenerationRequest(prompt=prompt, seed=seed, count=count, width=64, height=64, **kw)  # type: ignore[arg-type]
-    images = tuple(GeneratedImage(Image.new("RGB", (64, 64), (i * 50 % 255, 90, 10)), s, i)
-                   for i, s in enumerate(req.image_seeds()))
-    return GenerationResult(req, images, "tiny", "torch-cpu", {"total": 0.1})
+from history_helpers import make_result
 
 
 @pytest.fixture()
@@ -108,17 +102,23 @@ def test_damaged_database_is_a_clear_error(tmp_path: Path) -> None:
         HistoryStore.open(root)
 
 
-def test_orphan_png_is_reindexed_and_temp_files_dropped(tmp_path: Path) -> None:
+def test_orphan_png_is_reindexed_and_only_our_temp_files_dropped(tmp_path: Path) -> None:
     root = tmp_path / "history"
     with HistoryStore.open(root) as s:
         entry = s.save_result(make_result("kept safe", seed=5))[0]
         with s._write() as conn:  # simulate a crash after the file, before the row
             conn.execute("DELETE FROM entries")
-        (entry.path.parent / ".tmp-abc.png").write_bytes(b"partial")
+        users = entry.path.parent / ".tmp-abc.png"  # looks like a temp file, but HeyIm did not make it
+        users.write_bytes(b"partial")
+        s.temp_dir.mkdir(exist_ok=True)
+        dead = s.temp_dir / "heyim-4194999-0123456789abcdef.png.part"  # a writer that died (no such pid)
+        dead.write_bytes(b"partial")
+        alive = s.temp_dir / f"heyim-{os.getpid()}-0123456789abcdef.png.part"  # a writer still at work
+        alive.write_bytes(b"partial")
     with HistoryStore.open(root) as s:
         (back,) = s.page(0, 5)
-        assert back.prompt == "kept safe" and back.seed == 5 and back.source == "recovered"
-        assert not (entry.path.parent / ".tmp-abc.png").exists()
+        assert back.prompt == "kept safe" and back.seed == 5 and back.source == "recovered" and back.owned
+        assert users.exists() and alive.exists() and not dead.exists()
 
 
 CHILD = r"""

@@ -113,3 +113,28 @@ def test_new_results_appear_on_top_without_a_reset(parts, qtbot) -> None:
     new = store.save_result(make_result("new", seed=9))
     panel.model.add_entries(new)
     assert resets == [] and panel.model.entry_at(0).prompt == "new" and panel.model.rowCount() == 2
+
+
+def test_an_undeletable_image_stays_marked_could_not_delete(parts, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    store, panel = parts.store, parts.window.history
+    (entry,) = fill(store, ["stuck"])
+    panel.model.refresh()
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):  # type: ignore[no-untyped-def]
+        if self == entry.path:
+            raise PermissionError(1, "Operation not permitted")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    messages = []
+    panel.message.connect(messages.append)
+    panel.confirm_delete = lambda n: True
+    panel.select_row(0)
+    panel.delete_button.click()
+    assert messages and "could not be deleted" in messages[-1]
+    assert store.count() == 1 and entry.path.exists()
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 1)
+    assert panel.model.data(panel.model.index(0)).startswith("(could not delete)")

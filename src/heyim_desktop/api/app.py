@@ -75,7 +75,14 @@ async def _json_body(request: Request) -> Any:
 async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
     """Submit the job and wait for it; a client that hangs up cancels its job."""
     def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
-        return build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+        from heyim_desktop.core.errors import InvalidRequest
+        from heyim_desktop.core.lora import resolve_networks
+
+        built = build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+        try:
+            return resolve_networks(built, ctx.networks)
+        except InvalidRequest as exc:
+            raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
 
     gen_request = await anyio.to_thread.run_sync(prepare)
     try:

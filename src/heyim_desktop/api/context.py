@@ -10,6 +10,7 @@ from heyim_desktop.api.mapping import ApiError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
+    from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.core.host import EngineHost
     from heyim_desktop.models.library import ModelLibrary
 
@@ -51,8 +52,12 @@ class ApiContext:
     """State behind the routes. ``host`` (optional) is only read, to report the loaded model."""
 
     def __init__(self, queue: JobQueue, *, models: ModelCatalog, default_model: DefaultModel = None,
-                 host: "EngineHost | None" = None) -> None:
+                 host: "EngineHost | None" = None, networks: "NetworkFinder | None" = None) -> None:
+        from heyim_desktop.core.lora import NetworkFinder
+
         self.queue = queue
+        #: Resolves <lora:NAME> tags and embedding words against the model library.
+        self.networks = networks or NetworkFinder(lambda name: None)
         self.models = models
         self.host = host
         self._lock = threading.Lock()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import json
 import logging
@@ -17,6 +18,9 @@ import re
 import secrets
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping
+
+from heyim_desktop.core.errors import StorageError
+from heyim_desktop.core.storage import new_temp_file, writing
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,9 @@ PUBLIC_PATHS = frozenset({"/health"})
 #: AUTOMATIC1111's --api-auth uses HTTP basic auth; its clients send the token as the password.
 BASIC_AUTH_PREFIX = "/sdapi/"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
+#: What a token file holds: one line of URL-safe text (ours are 43 characters; users may set their own).
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}")
 
 
 def token_file(data_dir: Path) -> Path:
@@ -45,7 +52,8 @@ def token_file(data_dir: Path) -> Path:
 def resolve_token(flag: str | None, data_dir: Path) -> tuple[str, str]:
     """The token and where it came from: the flag, the environment, or the per-install file.
 
-    The file is created on first use with a random token, readable by the owner only.
+    The file is created on first use with a random token, readable by the owner only, and
+    written atomically: it is whole or absent. A damaged one (empty, not text) is replaced.
     """
     if flag:
         return flag, "--token"
@@ -53,25 +61,60 @@ def resolve_token(flag: str | None, data_dir: Path) -> tuple[str, str]:
     if env:
         return env, TOKEN_ENV
     path = token_file(data_dir)
+    for _attempt in range(3):
+        text = _read_token(path)
+        if text:
+            if os.name == "posix" and path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)  # someone loosened it: the token is a password
+            return text, str(path)
+        # Read back rather than trust our own: another process may have written its token meanwhile.
+        _write_token(path, secrets.token_urlsafe(32), replace=path.exists())
+    raise StorageError(f"Cannot create the API token file {path}: it keeps changing; is another program writing it?")
+
+
+def _read_token(path: Path) -> str:
+    """The token in ``path``, or "" when there is none or the file is damaged (then it is replaced)."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        raw = path.read_bytes()
     except FileNotFoundError:
-        text = ""
-    if text:
-        if os.name == "posix" and path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)  # someone loosened it: the token is a password
-        return text, str(path)
-    token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two processes starting at once must not both write different tokens.
+        return ""
+    except OSError as exc:
+        raise StorageError(f"Cannot read the API token file {path}: {exc.strerror or exc}") from exc
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return resolve_token(None, data_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    log.info("created a new API token in %s", path)
-    return token, str(path)
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        text = ""
+    if not _TOKEN_RE.fullmatch(text):
+        log.warning("the API token file %s is damaged (%d bytes); writing a new token", path, len(raw))
+        return ""
+    return text
+
+
+def _write_token(path: Path, token: str, *, replace: bool) -> bool:
+    """Write a new token file atomically. Returns False if another process created one meanwhile."""
+    with writing(path.parent, "the API token"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = new_temp_file(path.parent, ".api-token", 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(token + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            if replace:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)  # two processes starting at once must not both write different tokens
+                except FileExistsError:
+                    return False
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS or path.exists():
+                        raise
+                    os.replace(tmp, path)  # a file system without hard links: a narrow race, read back below
+        finally:
+            tmp.unlink(missing_ok=True)
+    log.info("%s the API token in %s", "replaced" if replace else "created", path)
+    return True
 
 
 def allowed_hosts(port: int, extra: Iterable[str] = ()) -> frozenset[str]:

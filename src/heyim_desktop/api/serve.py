@@ -63,12 +63,15 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     from heyim_desktop.core.jobs import JobQueue
     from heyim_desktop.core.loading import load_engine
     from heyim_desktop.store import HistoryStore
+    from heyim_desktop.store.history import default_images_dir
+    from heyim_desktop.store.preferences import load_preferences
 
     if not 0 <= args.port <= 65535:
         raise InvalidRequest("port", f"must be from 0 to 65535, got {args.port}")
     catalog, default_ref, default_name = _catalog(args)
     token, token_source = resolve_token(args.token, paths.data_dir())
-    store = HistoryStore.open()
+    # The same images folder as the window: entries store where each file is either way.
+    store = HistoryStore.open(images_dir=default_images_dir(load_preferences().output_folder))
     queue = JobQueue()
     host = EngineHost(lambda ref: load_engine(ref, device=args.device, precision=args.precision), default_model=default_ref)
 
@@ -76,8 +79,12 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
         return tuple(store.save_result(result, job))
 
     worker = WorkerThread(queue, host, sink)
+    from heyim_desktop.models.library import ModelLibrary
+    from heyim_desktop.models.networks import NetworkLibrary
+
     server = ApiServer(queue, token=token, models=catalog, default_model=default_ref,
-                       engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host)
+                       engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host,
+                       networks=NetworkLibrary(ModelLibrary()).finder())
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():

@@ -14,6 +14,7 @@ from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
+    from heyim_desktop.core.lora import NetworkFinder
     import uvicorn
 
     from heyim_desktop.core.host import EngineHost
@@ -76,10 +77,12 @@ class ApiServer:
         port: int = DEFAULT_PORT,
         extra_hosts: Iterable[str] = (),
         max_body: int = MAX_BODY_BYTES,
+        networks: "NetworkFinder | None" = None,
     ) -> None:
         if not token:
             raise ValueError("the API needs a token")
-        self.context = ApiContext(queue, models=models or fixed_catalog(), default_model=default_model, host=engine_host)
+        self.context = ApiContext(queue, models=models or fixed_catalog(), default_model=default_model, host=engine_host,
+                                  networks=networks)
         self.host = host
         self._requested_port = port
         self._token = token

@@ -34,6 +34,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "init_image": (str, type(None)),
     "inpaint": (dict, type(None)),
     "extend": (list, type(None)),
+    "loras": (list, type(None)),
+    "embeddings": (list, type(None)),
     "controlnet": (list, type(None)),
 }
 _CONTROLNET_FIELDS: dict[str, tuple[type, ...]] = {
@@ -70,8 +72,16 @@ def decode_image(data: str, field: str = "init_image", *, mask: bool = False) ->
         raise InvalidRequest(field, str(exc).removeprefix(f"{field} ").strip()) from None
 
 
-def request_to_data(request: GenerationRequest) -> dict[str, Any]:
+def request_to_data(request: GenerationRequest, *, include_paths: bool = False) -> dict[str, Any]:
+    """Plain data for ``request``. File paths (LoRAs, embeddings) travel only with ``include_paths``,
+    between processes of one machine; elsewhere LoRAs go by name and the receiver resolves them."""
     data = {k: v for k, v in request.settings().items() if v is not None}
+    if request.loras:
+        data["loras"] = [{"name": u.name, "weight": u.weight, **({"path": u.path} if include_paths else {})}
+                         for u in request.loras]
+    data.pop("embeddings", None)
+    if include_paths and request.embeddings:
+        data["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
     data["seed"] = request.seed
     if request.init_image is not None:
         data["init_image"] = encode_image(request.init_image)
@@ -86,8 +96,11 @@ def request_to_data(request: GenerationRequest) -> dict[str, Any]:
     return data
 
 
-def controlnet_from_data(units: list[Any]) -> tuple[Any, ...]:
-    """ControlNet units from their JSON form (``controlnet`` of a request)."""
+def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[Any, ...]:
+    """ControlNet units from their JSON form (``controlnet`` of a request).
+
+    Untrusted data names a ControlNet (front ends resolve the name against the library);
+    only HeyIm's own engine process may hand over a path."""
     from heyim_desktop.core.controlnet import ControlUnit
 
     out = []
@@ -104,6 +117,9 @@ def controlnet_from_data(units: list[Any]) -> tuple[Any, ...]:
                 raise InvalidRequest(f"{where}.{key}", f"has the wrong type ({type(item).__name__})")
         if "model" not in value:
             raise InvalidRequest(f"{where}.model", "is required")
+        model = value["model"]
+        if not trust_paths and ("/" in model or "\\" in model):
+            raise InvalidRequest(f"{where}.model", "must name a ControlNet from the model library, not a path")
         image = value.get("image")
         out.append(ControlUnit(
             model=value["model"], image=decode_image(image, field=f"{where}.image") if image else None,
@@ -143,7 +159,38 @@ def _extend_from_data(value: list[Any]) -> Any:
     return Extend(*value)
 
 
-def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> GenerationRequest:
+def _loras_from_data(value: list[Any], trust_paths: bool) -> tuple[Any, ...]:
+    from heyim_desktop.core.lora import LoraUse
+
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or not isinstance(item.get("name", ""), str):
+            raise InvalidRequest(f"loras[{i}]", "must be an object with a name and a weight")
+        weight = item.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise InvalidRequest(f"loras[{i}].weight", "must be a number")
+        path = item.get("path", "") if trust_paths else ""
+        if not isinstance(path, str):
+            raise InvalidRequest(f"loras[{i}].path", "must be text")
+        out.append(LoraUse(path=path, weight=float(weight), name=item.get("name", "")))
+    return tuple(out)
+
+
+def _embeddings_from_data(value: list[Any]) -> tuple[Any, ...]:
+    from heyim_desktop.core.lora import EmbeddingUse
+
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in ("path", "word")):
+            raise InvalidRequest(f"embeddings[{i}]", "must be an object with a path and a word")
+        out.append(EmbeddingUse(item["path"], item["word"]))
+    return tuple(out)
+
+
+def request_from_data(
+    data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None, trust_paths: bool = False
+) -> GenerationRequest:
+    """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process."""
     if not isinstance(data, Mapping):
         raise InvalidRequest("request", "must be a JSON object")
     unknown = sorted(set(data) - set(_FIELDS))
@@ -169,8 +216,11 @@ def request_from_data(data: Mapping[str, Any], *, defaults: Mapping[str, Any] | 
         kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])
     if kwargs.get("extend") is not None:
         kwargs["extend"] = _extend_from_data(kwargs["extend"])
+    kwargs["loras"] = _loras_from_data(kwargs.pop("loras", None) or [], trust_paths)
+    embeddings = kwargs.pop("embeddings", None) or []
+    kwargs["embeddings"] = _embeddings_from_data(embeddings) if trust_paths else ()
     if kwargs.get("controlnet") is not None:
-        kwargs["controlnets"] = controlnet_from_data(kwargs.pop("controlnet"))
+        kwargs["controlnets"] = controlnet_from_data(kwargs.pop("controlnet"), trust_paths)
     else:
         kwargs.pop("controlnet", None)
     return GenerationRequest(**kwargs)

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from heyim_desktop.core.storage import full_reason, storage_error
+
 log = logging.getLogger(__name__)
 
 DEMO_MODEL_NAME = "HeyIm demo (tiny random model)"
@@ -88,8 +90,11 @@ def build_demo_model(destination: str | os.PathLike[str], *, seed: int = 0, over
     if dest.exists():
         if not overwrite and any(dest.iterdir()):
             raise FileExistsError(f"{dest} exists and is not empty")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-model-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".demo-model-", dir=dest.parent))
+    except OSError as exc:
+        raise storage_error(exc, dest.parent, "the demo model") from exc
     try:
         vocab_size = write_tokenizer(tmp / "tokenizer")
         ids = json.loads((tmp / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
@@ -165,8 +170,11 @@ def build_demo_model(destination: str | os.PathLike[str], *, seed: int = 0, over
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        # safetensors reports a full disk as its own error type, with the OS error as text.
+        if isinstance(exc, OSError) or (isinstance(exc, Exception) and full_reason(exc)):
+            raise storage_error(exc, dest.parent, "the demo model") from exc
         raise
     log.info("demo model written to %s", dest)
     return dest

@@ -157,7 +157,8 @@ class PipelineEngine:
         request = request.with_seed()
         plan = plan_edit(request)
         try:
-            out = run_loop(self.components, plan.request, progress=progress, cancel=cancel)
+            loop_request = self.components.prepare_networks(plan.request)
+            out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()

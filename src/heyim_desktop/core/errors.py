@@ -38,3 +38,17 @@ class OutOfMemory(UserFacingError):
 
 class StorageError(UserFacingError):
     """Writing an image or the history failed (disk full, permissions)."""
+
+
+class DiskFull(StorageError):
+    """The disk or quota is full, or the file system is read-only: nothing was written.
+
+    One kind for every writer (history, thumbnails, preferences, models, downloads, the API
+    token), so a front end can say "free some space" whatever was being saved. ``folder`` is
+    where the write failed; ``reason`` is ``"full"``, ``"quota"`` or ``"read-only"``.
+    """
+
+    def __init__(self, message: str, folder: object = None, reason: str = "full") -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.reason = reason

@@ -8,6 +8,8 @@ containing commas, colons or quotes are JSON-quoted, as AUTOMATIC1111 does.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,15 @@ from heyim_desktop.core.errors import InvalidRequest
 if TYPE_CHECKING:
     from heyim_desktop.core.request import GenerationRequest
 
+log = logging.getLogger(__name__)
+
 NEGATIVE_PREFIX = "Negative prompt:"
-# One "Key: value" pair; the value is either JSON-quoted or runs to the next comma.
-_PARAM_RE = re.compile(r'\s*(\w[\w \-/+.()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+#: The most text read from one image; longer text is cut (and the cut is logged and flagged).
+MAX_TEXT_CHARS = 64 * 1024
+# A key of a "Key: value" pair: bounded, so trying it at every position of a line stays linear.
+_KEY_RE = re.compile(r"\s*(\w[\w \-/+.()]{0,63}?):\s*")
+#: Longest number text taken as a number (int() refuses 4,300+ digits, float() overflows to inf).
+_MAX_NUMBER_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -31,24 +39,26 @@ class ImageParameters:
     prompt: str
     negative_prompt: str = ""
     params: dict[str, str] = field(default_factory=dict)
+    #: The text was longer than MAX_TEXT_CHARS and only its start was read.
+    truncated: bool = False
+
+    def get_float(self, key: str) -> float | None:
+        """The value as a finite number, or None (missing, not a number, inf, NaN, absurdly long)."""
+        value = self.params.get(key)
+        if not isinstance(value, str) or len(value) > _MAX_NUMBER_CHARS:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
 
     def get_int(self, key: str) -> int | None:
         value = self.params.get(key)
-        if value is None:
-            return None
-        try:
-            return int(float(value))
-        except ValueError:
-            return None
-
-    def get_float(self, key: str) -> float | None:
-        value = self.params.get(key)
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            return None
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):
+            return int(value)
+        number = self.get_float(key)
+        return int(number) if number is not None else None
 
     @property
     def steps(self) -> int | None:
@@ -64,7 +74,7 @@ class ImageParameters:
 
     @property
     def size(self) -> tuple[int, int] | None:
-        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", self.params.get("Size", ""))
+        m = re.fullmatch(r"\s*(\d{1,6})\s*x\s*(\d{1,6})\s*", self.params.get("Size", ""))
         return (int(m.group(1)), int(m.group(2))) if m else None
 
     @property
@@ -208,11 +218,72 @@ def format_parameters(
     from heyim_desktop.core.controlnet import infotext_pairs
 
     pairs.extend(infotext_pairs(request))
+    if request.loras or request.embeddings:
+        from heyim_desktop.core.lora import network_parameters
+
+        pairs.extend(network_parameters(request))
     for key, value in (extra or {}).items():
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
     return "\n".join(lines)
+
+
+def _parse_pairs(line: str) -> list[tuple[str, str]]:
+    """The ``Key: value`` pairs of a line, in one left-to-right pass (linear in the line's length).
+
+    A value is JSON-quoted (up to its closing quote) or runs to the next comma. Text that is
+    not a pair is skipped up to the next comma.
+    """
+    pairs: list[tuple[str, str]] = []
+    pos, n = 0, len(line)
+    while pos < n:
+        m = _KEY_RE.match(line, pos)
+        if m is None:
+            comma = line.find(",", pos)
+            if comma < 0:
+                break
+            pos = comma + 1
+            continue
+        key, start = m.group(1).strip(), m.end()
+        end = -1
+        if start < n and line[start] == '"':
+            end = _closing_quote(line, start)
+            if end >= 0:
+                after = end + 1
+                while after < n and line[after] in " \t":
+                    after += 1
+                if after < n and line[after] != ",":
+                    end = -1  # a quote, then more text: the value runs to the comma after all
+        if end >= 0:
+            value = line[start:end + 1]
+            comma = line.find(",", end + 1)
+        else:
+            comma = line.find(",", start)
+            value = line[start:comma if comma >= 0 else n]
+        pairs.append((key, value.strip()))
+        if comma < 0:
+            break
+        pos = comma + 1
+    return pairs
+
+
+def _closing_quote(line: str, start: int) -> int:
+    """Index of the quote closing the JSON string that opens at ``start``, or -1."""
+    i, n = start + 1, len(line)
+    while i < n:
+        j = line.find('"', i)
+        if j < 0:
+            return -1
+        backslashes = 0
+        k = j - 1
+        while k > start and line[k] == "\\":
+            backslashes += 1
+            k -= 1
+        if backslashes % 2 == 0:
+            return j
+        i = j + 1
+    return -1
 
 
 def _inpaint_pairs(request: "GenerationRequest") -> list[tuple[str, str]]:
@@ -231,23 +302,28 @@ def _inpaint_pairs(request: "GenerationRequest") -> list[tuple[str, str]]:
 
 
 def parse_parameters(text: str) -> ImageParameters:
-    """Parse AUTOMATIC1111-style ``parameters`` text (HeyIm's or another tool's)."""
+    """Parse AUTOMATIC1111-style ``parameters`` text (HeyIm's or another tool's).
+
+    Linear in the text's length; text past MAX_TEXT_CHARS is cut (``truncated`` says so).
+    """
+    truncated = len(text) > MAX_TEXT_CHARS
+    if truncated:
+        text = text[:MAX_TEXT_CHARS]
     text = text.replace("\r\n", "\n").strip()
     if not text:
         raise ValueError("empty parameters text")
     lines = text.split("\n")
     params: dict[str, str] = {}
-    last = lines[-1]
-    found = list(_PARAM_RE.finditer(last))
+    found = _parse_pairs(lines[-1])
     if len(found) >= 3:
         lines = lines[:-1]
-        for m in found:
-            key, value = m.group(1).strip(), m.group(2).strip()
+        for key, value in found:
             if value.startswith('"') and value.endswith('"') and len(value) >= 2:
                 try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    value = value[1:-1]
+                    decoded = json.loads(value)
+                except (ValueError, RecursionError):
+                    decoded = value[1:-1]
+                value = decoded if isinstance(decoded, str) else value[1:-1]
             params[key] = value
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
@@ -261,30 +337,48 @@ def parse_parameters(text: str) -> ImageParameters:
         prompt="\n".join(prompt_lines).strip(),
         negative_prompt="\n".join(negative_lines).strip(),
         params=params,
+        truncated=truncated,
     )
 
 
 def read_parameters_text(path: str | Path) -> str | None:
     """The raw ``parameters`` text of an image file, or None if it carries none.
 
-    Reads PNG text chunks (AUTOMATIC1111, HeyIm, many others) and the EXIF UserComment that
-    AUTOMATIC1111 writes into JPEG and WebP files.
+    Reads the PNG ``parameters`` chunk (AUTOMATIC1111, HeyIm, many others) without loading
+    any other text chunk, and the EXIF UserComment that AUTOMATIC1111 writes into JPEG and
+    WebP files. Text past MAX_TEXT_CHARS is cut, with a log line.
     """
+    from heyim_desktop.core.png_text import is_png, read_png_text
+
+    text: str | None
+    if is_png(path):
+        text = read_png_text(path, ("parameters",)).texts.get("parameters")
+        return _capped(text, path) if text and text.strip() else None
     from PIL import Image
 
     with Image.open(path) as img:
-        text = img.info.get("parameters")
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        if isinstance(text, str) and text.strip():
-            return text
+        raw = img.info.get("parameters")
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        if isinstance(raw, str) and raw.strip():
+            return _capped(raw, path)
         exif = img.getexif()
         comment = exif.get_ifd(0x8769).get(0x9286) if exif else None
     if isinstance(comment, bytes):
-        return _decode_user_comment(comment)
+        text = _decode_user_comment(comment[: 2 * MAX_TEXT_CHARS + 8])
+        return _capped(text, path) if text else None
     if isinstance(comment, str) and comment.strip():
-        return comment
+        return _capped(comment, path)
     return None
+
+
+def _capped(text: str, path: str | Path) -> str:
+    if len(text) > MAX_TEXT_CHARS:
+        log.warning("the parameters text of %s is %d characters; only the first %d were read",
+                    path, len(text), MAX_TEXT_CHARS)
+        # One character past the cap, so parse_parameters marks the result as cut.
+        return text[:MAX_TEXT_CHARS + 1]
+    return text
 
 
 def _decode_user_comment(raw: bytes) -> str | None:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from heyim_desktop.core.errors import StorageError
+from heyim_desktop.core.storage import fsync_dir, new_temp_file, place_exclusively, writing
 
 if TYPE_CHECKING:
     from heyim_desktop.core.result import GenerationResult
@@ -33,6 +31,10 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[\s_-]+", "-", words)[:limit].strip("-") or "image"
 
 
+#: Where unfinished PNGs are written, inside the folder they are saved to: a folder only HeyIm uses.
+TEMP_FOLDER = ".heyim-partial"
+
+
 def write_png_atomic(
     image: Image.Image,
     path: Path,
@@ -40,64 +42,40 @@ def write_png_atomic(
     settings: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
+    temp_dir: Path | None = None,
 ) -> Path:
-    """Write ``image`` to ``path``: temp file in the same folder, fsync, rename.
+    """Write ``image`` to ``path``: temp file in HeyIm's own temp folder, fsync, then its final name.
 
     A reader never sees a half-written file. Without ``overwrite`` an existing file is never
-    replaced: a numbered suffix is added instead. Returns the final path.
+    replaced, not even by another process saving the same name at the same moment: the name is
+    taken exclusively, with a numbered suffix when it is already used. The file's permissions
+    follow the umask. Returns the final path.
     """
     path = Path(path)
     folder = path.parent
+    tmp_folder = temp_dir or folder / TEMP_FOLDER
+    tmp: Path | None = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    except OSError as exc:
-        raise _storage_error(exc, folder) from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", pnginfo=png_bytes_info(parameters, settings), compress_level=4)
-            fh.flush()
-            os.fsync(fh.fileno())
-        final = path if overwrite else _free_name(path)
-        os.replace(tmp, final)
-        _fsync_dir(folder)
-        return final
-    except OSError as exc:
-        raise _storage_error(exc, folder) from exc
+        with writing(folder, "the image"):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = new_temp_file(tmp_folder, ".png")
+            with os.fdopen(fd, "wb") as fh:
+                image.save(fh, format="PNG", pnginfo=png_bytes_info(parameters, settings), compress_level=4)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if overwrite:
+                os.replace(tmp, path)
+                final = path
+            else:
+                final = place_exclusively(tmp, path)
+            fsync_dir(folder)
+            return final
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _free_name(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for n in range(1, 10_000):
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        if not candidate.exists():
-            return candidate
-    raise StorageError(f"Too many files named like {path.name} in {path.parent}.")
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _storage_error(exc: OSError, folder: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"The disk is full: cannot save the image in {folder}. Free some space and try again.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError(f"No permission to write images in {folder}. Choose another output folder.")
-    return StorageError(f"Cannot save the image in {folder}: {exc.strerror or exc}.")
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp_folder.rmdir()  # only succeeds when empty: another writer's file keeps it
 
 
 def image_filename(prompt: str, seed: int, when: float | None = None) -> str:

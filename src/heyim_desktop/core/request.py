@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.lora import EmbeddingUse, LoraUse
     from heyim_desktop.core.masking import Extend, InpaintSpec
 
 MAX_SEED = 2**32 - 1
@@ -71,6 +72,10 @@ class GenerationRequest:
     extend: "Extend | None" = None
     #: ControlNets guiding the job, each with its control image.
     controlnets: "tuple[ControlUnit, ...]" = ()
+    #: LoRAs by file (front ends resolve ``<lora:name:w>`` tags into these: core.lora.resolve_networks).
+    loras: "tuple[LoraUse, ...]" = ()
+    #: Textual-inversion embeddings the prompt's words activate.
+    embeddings: "tuple[EmbeddingUse, ...]" = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -196,4 +201,8 @@ def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
         out["extend"] = [e.left, e.top, e.right, e.bottom]
     if request.controlnets:
         out["controlnet"] = [u.settings() for u in request.controlnets]
+    if request.loras:
+        out["loras"] = [{"path": u.path, "weight": u.weight, "name": u.name} for u in request.loras]
+    if request.embeddings:
+        out["embeddings"] = [{"path": u.path, "word": u.word} for u in request.embeddings]
     return out

@@ -104,8 +104,10 @@ class TorchComponents:
             guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
             default_size=(size, size),
             max_batch=4 if device.type != "cpu" else 1,
+            runtime_lora=True,
             controlnet=True,
         )
+        self._networks: Any = None
         self._controlnets: dict[str, Any] = {}
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
         self.latent_channels = int(self.vae.config.latent_channels)
@@ -129,6 +131,22 @@ class TorchComponents:
 
     def count_tokens(self, text: str) -> TokenCount:
         return count_tokens(self.tokenizer, text)
+
+    def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
+        """Apply the job's LoRAs and embeddings (unloading any it does not use)."""
+        if self._networks is None:
+            if not request.loras and not request.embeddings:
+                from heyim_desktop.core.lora_torch import with_prompts
+                from heyim_desktop.core.lora import strip_lora_tags
+
+                return with_prompts(request, strip_lora_tags(request.prompt)[0], strip_lora_tags(request.negative_prompt)[0])
+            from heyim_desktop.core.lora_torch import NetworkPatcher
+
+            self._networks = NetworkPatcher(
+                unet=self.unet_model, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                family=self._capabilities.family,
+            )
+        return self._networks.prepare(request)
 
     def unet(self, call: UNetCall) -> torch.Tensor:
         sample = call.sample if call.concat is None else torch.cat([call.sample, call.concat], dim=1)

@@ -73,7 +73,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from heyim_desktop.models.types import human_size
 
-    models = _library(args.folder).list()
+    from heyim_desktop.models.networks import NetworkLibrary
+
+    library = _library(args.folder)
+    models = library.list() + NetworkLibrary(library).all()
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
                  "status": m.status.value, "problem": m.problem, "source": m.source} for m in models]

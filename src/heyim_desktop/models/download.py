@@ -10,7 +10,6 @@ and a model folder that appears only when complete (staged in a hidden folder, t
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import hashlib
 import json
@@ -24,6 +23,7 @@ from typing import Any, Callable
 
 from heyim_desktop.core.cancel import CancelToken, Cancelled
 from heyim_desktop.core.errors import ModelError, StorageError
+from heyim_desktop.core.storage import disk_full, full_reason, writing
 from heyim_desktop.models.catalogue import CatalogueEntry
 from heyim_desktop.models.inspect import inspect_folder
 from heyim_desktop.models.library import app_models_dir
@@ -210,7 +210,8 @@ class Downloader:
         except Timeout:
             raise DownloadError(f"{self.plan.entry.title} is already being downloaded (by another HeyIm window or command).") from None
         try:
-            return self._run()
+            with writing(self.dest_dir, f"the download of {self.plan.entry.title}"):
+                return self._run()
         finally:
             lock.release()
             Path(lock.lock_file).unlink(missing_ok=True)
@@ -269,8 +270,9 @@ class Downloader:
             if "Consistency check failed" in str(exc):
                 part.unlink(missing_ok=True)  # wrong length: an error page or a damaged transfer, useless for resuming
                 raise DownloadError(f"{remote.path} did not arrive intact (wrong size); try again.") from None
-            if exc.errno == errno.ENOSPC:
-                raise StorageError(f"The disk filled up while downloading {remote.path}.") from None
+            reason = full_reason(exc)
+            if reason:  # the .part file stays in the hidden staging folder, for resuming once space is freed
+                raise disk_full(self.dest_dir, f"the download of {remote.path}", reason) from None
             raise DownloadError(f"Download of {remote.path} failed: {exc}") from None
         except Exception as exc:  # httpx/hub errors after huggingface_hub's own retries
             raise DownloadError(f"Download of {remote.path} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from heyim_desktop.core.checkpoint import detect_architecture
 from heyim_desktop.core.errors import ModelError, StorageError
 from heyim_desktop.core.model_files import FileKind, UnsafeModel, read_safetensors_header, sniff
+from heyim_desktop.core.storage import atomic_write_bytes, disk_full, full_reason, writing
 from heyim_desktop.models.inspect import PICKLE_ADVICE, inspect_file, inspect_folder
 from heyim_desktop.models.library import app_models_dir
 from heyim_desktop.models.types import ModelInfo, ModelStatus
@@ -65,14 +66,15 @@ def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_
     _free_space_check(dest, src.stat().st_size)
     partial = dest / f".{target.name}.partial"
     try:
-        shutil.copyfile(src, partial)
-        read_safetensors_header(partial)  # the copy, not only the source, must be whole
-        os.replace(partial, target)
+        with writing(dest, f"the model {target.name}"):
+            shutil.copyfile(src, partial)
+            read_safetensors_header(partial)  # the copy, not only the source, must be whole
+            os.replace(partial, target)
+            sidecar = src.with_suffix(".yaml")
+            if sidecar.is_file():
+                atomic_write_bytes(target.with_suffix(".yaml"), sidecar.read_bytes(), what="the model's config")
     finally:
         partial.unlink(missing_ok=True)
-    sidecar = src.with_suffix(".yaml")
-    if sidecar.is_file():
-        shutil.copyfile(sidecar, target.with_suffix(".yaml"))
     return inspect_file(target, "app")
 
 
@@ -87,11 +89,25 @@ def _import_folder(src: Path, dest: Path) -> ModelInfo:
     partial = dest / f".{src.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        shutil.copytree(src, partial)
-        os.replace(partial, target)
+        with writing(dest, f"the model {src.name}"):
+            _copy_tree(src, partial)
+            os.replace(partial, target)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return inspect_folder(target, "app") or info
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Like shutil.copytree, but the first OSError is raised as is (copytree folds them into text)."""
+    dst.mkdir(parents=True)
+    for item in sorted(src.iterdir()):
+        if item.is_symlink():
+            target = item.resolve()
+            item = target if target.exists() else item
+        if item.is_dir():
+            _copy_tree(item, dst / item.name)
+        elif item.is_file():
+            shutil.copyfile(item, dst / item.name)
 
 
 def convert_pickle(src: Path, dest: Path) -> ModelInfo:
@@ -108,12 +124,16 @@ def convert_pickle(src: Path, dest: Path) -> ModelInfo:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, env=env)
         if proc.returncode != 0:
             reason = (proc.stderr.strip().splitlines() or ["the converter crashed"])[-1]
+            full = full_reason(RuntimeError(proc.stderr[-4000:]))
+            if full:
+                raise disk_full(dest, f"the converted {target.name}", full)
             raise ConversionRefused(f"{src.name} was not converted ({reason}).")
         header = read_safetensors_header(partial)
         arch = detect_architecture(header, src)
         if not arch.supported:
             raise ModelError(f"{src.name} converted, but {arch.problem[0].lower()}{arch.problem[1:]}")
-        os.replace(partial, target)
+        with writing(dest, f"the converted {target.name}"):
+            os.replace(partial, target)
     except subprocess.TimeoutExpired:
         raise ConversionRefused(f"{src.name}: conversion took longer than {CONVERT_TIMEOUT_S} s and was stopped.") from None
     finally:

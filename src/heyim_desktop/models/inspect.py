@@ -80,6 +80,11 @@ def inspect_file(path: Path, source: str = "") -> ModelInfo:
         return ModelInfo(name, str(path), "pickle", "unknown", size, ModelStatus.UNSAFE, str(exc), source)
     except CorruptModel as exc:
         return ModelInfo(name, str(path), "safetensors", "unknown", size, ModelStatus.CORRUPT, str(exc), source)
+    from heyim_desktop.models.networks import inspect_network
+
+    network = inspect_network(path, source)
+    if network is not None:
+        return network
     arch = detect_architecture(header, path)
     status = ModelStatus.READY if arch.supported else ModelStatus.UNSUPPORTED
     return ModelInfo(name, str(path), "safetensors", arch.base, size, status, arch.problem, source)

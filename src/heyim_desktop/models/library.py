@@ -120,7 +120,9 @@ class ModelLibrary:
                         found.setdefault(str(snap.resolve()), cached)
             except OSError as exc:
                 log.warning("cannot read the Hugging Face cache %s: %s", cache, exc)
-        models = sorted(found.values(), key=lambda m: (not m.ready, m.name.lower()))
+        # LoRAs and embeddings are listed by models.networks.NetworkLibrary, not as checkpoints.
+        models = sorted((m for m in found.values() if m.kind not in ("lora", "embedding")),
+                        key=lambda m: (not m.ready, m.name.lower()))
         if self.include_demo:
             models.append(ModelInfo(DEMO_NAME, DEMO_REF, "demo", "SD1", 0, ModelStatus.READY, "", "built-in"))
         return models

@@ -10,12 +10,12 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from heyim_desktop.core import paths
+from heyim_desktop.core.storage import atomic_write_bytes, writing
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +97,11 @@ def load_preferences(root: Path | None = None) -> Preferences:
 
 
 def save_preferences(prefs: Preferences, root: Path | None = None) -> None:
+    """Write the preferences atomically; a full disk is a DiskFull error and the old file stays."""
     path = _path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = dataclasses.asdict(prefs)
     data["model_folders"] = list(prefs.model_folders)
-    fd, tmp = tempfile.mkstemp(prefix=".prefs-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    with writing(path.parent, "the preferences"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, text.encode("utf-8"), what="the preferences")

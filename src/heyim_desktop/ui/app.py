@@ -70,6 +70,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     """Create the QApplication (if needed), the store, queue, worker and the window."""
     _import_non_qt_first()
     from heyim_desktop.store import HistoryStore
+    from heyim_desktop.store.history import default_images_dir
     from heyim_desktop.store.preferences import load_preferences
     from heyim_desktop.ui.logs import log_file, setup_logging
     from heyim_desktop.ui.qt import QApplication, QSettings
@@ -82,12 +83,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     app.setApplicationDisplayName("HeyIm")
     setup_logging()
     prefs = load_preferences()
-    images_dir = paths.data_dir() / "history" / "images"
-    if prefs.output_folder:
-        from pathlib import Path
-
-        images_dir = Path(prefs.output_folder).expanduser()
-    store = HistoryStore.open(images_dir=images_dir)
+    store = HistoryStore.open(images_dir=default_images_dir(prefs.output_folder))
     store.keep_limit = prefs.keep_limit or None
     queue = JobQueue()
     holder: dict[str, Any] = {}

@@ -155,6 +155,7 @@ class HistoryModel(QAbstractListModel):
         self.beginResetModel()
         self._ids = ids
         self._row_of = {entry_id: row for row, entry_id in enumerate(ids)}
+        self._entries.clear()  # rows may have changed too (a failed delete marks its entry)
         self.loader.forget_all()
         self.endResetModel()
         self.count_changed.emit(len(ids))
@@ -244,10 +245,12 @@ class HistoryModel(QAbstractListModel):
             return entry
         if role == Qt.ItemDataRole.DisplayRole:
             star = "\u2605 " if entry.favourite else ""
-            return star + (entry.prompt.splitlines()[0] if entry.prompt else "(no prompt)")
+            stuck = "(could not delete) " if entry.delete_error else ""
+            return stuck + star + (entry.prompt.splitlines()[0] if entry.prompt else "(no prompt)")
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+        stuck = f"\n\nCould not delete: {entry.delete_error}" if entry.delete_error else ""
         return (f"{entry.prompt}\n\n{when}   seed {entry.seed}   {entry.width}x{entry.height}   "
-                f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}")
+                f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}{stuck}")
 
     def flags(self, index: QModelIndex) -> Qt.ItemFlag:
         base = super().flags(index)

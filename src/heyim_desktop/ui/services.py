@@ -51,6 +51,7 @@ class LocalApiService(QObject):
     def _start(self, port: int) -> str:
         from heyim_desktop.api import ApiServer, library_catalog, resolve_token
         from heyim_desktop.models.library import ModelLibrary
+        from heyim_desktop.models.networks import NetworkLibrary
 
         token, where = resolve_token(None, paths.data_dir())
         server = ApiServer(
@@ -58,6 +59,7 @@ class LocalApiService(QObject):
             models=library_catalog(ModelLibrary(self.window.prefs.model_folders)),
             default_model=lambda: self.window.settings_panel.model_ref() or None,
             engine_host=getattr(self.worker, "host", None),
+            networks=NetworkLibrary(ModelLibrary(self.window.prefs.model_folders)).finder(),
         )
         server.start()
         self.server = server

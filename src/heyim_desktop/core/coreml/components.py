@@ -185,6 +185,11 @@ class CoreMLComponents:
             device=self.device, dtype=self.dtype,
         )
 
+    def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
+        from heyim_desktop.core.lora_torch import refuse_networks
+
+        return refuse_networks(request, "Core ML")
+
     def count_tokens(self, text: str) -> TokenCount:
         return count_tokens(self.tokenizer, text)
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
+from heyim_desktop.core.storage import full_reason, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,12 @@ def convert_to_coreml(
     f16, f32 = np.float16, np.float32
     meta = {META_ATTENTION: attention, META_SOURCE: src.name, "heyim.size": f"{w}x{h}"}
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
+    except OSError as exc:
+        parts.release()
+        raise storage_error(exc, dest.parent, "the Core ML model") from exc
     try:
         def save(model: Any, name: str, description: str, extra: dict[str, str] | None = None) -> None:
             model.short_description = description
@@ -247,8 +252,11 @@ def convert_to_coreml(
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        # coremltools and protobuf report a full disk in their own words; OSError text is kept.
+        if isinstance(exc, OSError) or (isinstance(exc, Exception) and full_reason(exc)):
+            raise storage_error(exc, dest.parent, "the Core ML model") from exc
         raise
     finally:
         parts.release()

@@ -1,0 +1,307 @@
+"""LoRAs and textual-inversion embeddings: recognising the files, prompt tags, and the job's set.
+
+Everything here is cheap and torch-free: the model library lists LoRA and embedding files
+with it, and every front end resolves ``<lora:NAME:WEIGHT>`` tags against the library with
+:func:`resolve_networks` before a request is queued, so the engine only ever sees file
+paths. Applying them to a loaded model is :mod:`heyim_desktop.core.lora_torch`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from heyim_desktop.core.errors import InvalidRequest, ModelError
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.request import GenerationRequest
+
+#: AUTOMATIC1111's extra-network tag: ``<lora:name>`` or ``<lora:name:0.8>`` (also ``lyco``).
+LORA_TAG = re.compile(r"<(lora|lyco):([^:<>]+?)(?::(-?[0-9]*\.?[0-9]+))?(?::[^<>]*)?>", re.IGNORECASE)
+WEIGHT_RANGE = (-10.0, 10.0)
+MAX_LORAS = 16
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    """One LoRA in a job: its file, weight, and the name the prompt calls it by."""
+
+    #: The file; empty for a LoRA named only (resolved against the library by resolve_networks).
+    path: str
+    weight: float = 1.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path and not self.name:
+            raise InvalidRequest("loras", "a LoRA needs a file or a name")
+        lo, hi = WEIGHT_RANGE
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not lo <= self.weight <= hi:
+            raise InvalidRequest("loras", f"weight of {self.name or self.path} must be from {lo:g} to {hi:g}")
+        if not self.name:
+            object.__setattr__(self, "name", Path(self.path).stem)
+
+
+@dataclass(frozen=True)
+class EmbeddingUse:
+    """A textual-inversion embedding activated by ``word`` in the prompt or negative prompt."""
+
+    path: str
+    word: str
+
+
+@dataclass(frozen=True)
+class LoraFileInfo:
+    """What a LoRA or embedding file is, read from its safetensors header."""
+
+    kind: str  # "lora", "embedding"
+    layout: str  # "kohya", "diffusers", "loha", "lokr", "embedding-a1111", "embedding-diffusers", "embedding-sdxl"
+    family: str  # "sd1", "sd2", "sdxl", "unknown"
+    #: The width of the UNet's cross-attention (text) input the file was made for.
+    cross_dim: int | None
+    #: The text encoder width for embeddings (768 SD1, 1024 SD2, 768+1280 SDXL).
+    text_dim: int | None
+    vectors: int = 0
+
+    @property
+    def supported(self) -> bool:
+        return self.layout not in ("loha", "lokr")
+
+
+def strip_lora_tags(text: str) -> tuple[str, list[tuple[str, float]]]:
+    """The prompt without its ``<lora:...>`` tags, and the tags' (name, weight) in order."""
+    found: list[tuple[str, float]] = []
+
+    def take(m: re.Match[str]) -> str:
+        found.append((m.group(2).strip(), float(m.group(3)) if m.group(3) else 1.0))
+        return ""
+
+    cleaned = LORA_TAG.sub(take, text)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+    cleaned = re.sub(r"\s+,", ",", cleaned).strip().strip(",").strip()
+    return cleaned, found
+
+
+def set_lora_tag(text: str, name: str, weight: float | None) -> str:
+    """``text`` with the tag for ``name`` set to ``weight`` (added at the end), or removed (None)."""
+    pattern = re.compile(r"<(?:lora|lyco):" + re.escape(name) + r"(?::[^<>]*)?>", re.IGNORECASE)
+    tag = "" if weight is None else f"<lora:{name}:{weight:g}>"
+    first = pattern.search(text)
+    if first:
+        rest = pattern.sub("", text[first.end():])
+        out = pattern.sub("", text[: first.start()]) + tag + rest
+    elif tag:
+        out = f"{text.rstrip()} {tag}" if text.strip() else tag
+    else:
+        out = text
+    return re.sub(r"[ \t]{2,}", " ", out).strip()
+
+
+class NetworkFinder:
+    """What resolving a request needs from the model library (names -> files)."""
+
+    def __init__(
+        self,
+        find_lora: Callable[[str], Path | None],
+        embeddings: Callable[[], Mapping[str, Path]] = lambda: {},
+    ) -> None:
+        self.find_lora = find_lora
+        self.embeddings = embeddings
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"[\w\-.]+", text)}
+
+
+def resolve_networks(
+    request: "GenerationRequest", finder: NetworkFinder, extra: tuple[LoraUse, ...] = ()
+) -> "GenerationRequest":
+    """``request`` with its prompt's ``<lora:...>`` tags (and ``extra``, e.g. CLI ``--lora``) as files.
+
+    Unknown names are a clear error naming them; embeddings whose names appear as words in
+    the prompt or negative prompt are attached, as AUTOMATIC1111 does.
+    """
+    _, tags = strip_lora_tags(request.prompt)
+    _, neg_tags = strip_lora_tags(request.negative_prompt)
+    uses: dict[str, LoraUse] = {}
+    missing = []
+    for use in (*request.loras, *extra):
+        if use.path:
+            uses[str(Path(use.path))] = use
+            continue
+        found = finder.find_lora(use.name)  # given by name only (from a queue or the API)
+        if found is None:
+            missing.append(use.name)
+        else:
+            uses[str(found)] = LoraUse(str(found), use.weight, use.name)
+    for name, weight in [*tags, *neg_tags]:
+        path = finder.find_lora(name)
+        if path is None:
+            missing.append(name)
+            continue
+        uses[str(path)] = LoraUse(str(path), weight, name)
+    if missing:
+        raise InvalidRequest("prompt", f"unknown LoRA {', '.join(repr(m) for m in missing)}: add the file to the "
+                                       "model library (its name is the file name without .safetensors)")
+    if len(uses) > MAX_LORAS:
+        raise InvalidRequest("loras", f"at most {MAX_LORAS} LoRAs at once, got {len(uses)}")
+    words = _words(request.prompt) | _words(request.negative_prompt)
+    embeddings = tuple(
+        EmbeddingUse(str(path), name) for name, path in sorted(finder.embeddings().items()) if name.lower() in words
+    )
+    return replace(request, loras=tuple(uses.values()), embeddings=embeddings)
+
+
+# -- reading the files ---------------------------------------------------------------------
+
+_CROSS_DIMS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
+def inspect_network_file(path: Path) -> LoraFileInfo:
+    """Recognise a LoRA or embedding from its header alone (no torch); ModelError if it is neither."""
+    from heyim_desktop.core.model_files import read_safetensors_header
+
+    header = read_safetensors_header(path)
+    keys = list(header.tensors)
+    if not keys:
+        raise ModelError(f"{path.name} holds no tensors.")
+    if "emb_params" in header.tensors:
+        shape = header.tensors["emb_params"].shape
+        dim = shape[-1]
+        return LoraFileInfo("embedding", "embedding-a1111", {768: "sd1", 1024: "sd2"}.get(dim, "unknown"), None, dim,
+                            shape[0] if len(shape) == 2 else 1)
+    if "clip_l" in header.tensors and "clip_g" in header.tensors:
+        shape = header.tensors["clip_l"].shape
+        return LoraFileInfo("embedding", "embedding-sdxl", "sdxl", None, 768 + header.tensors["clip_g"].shape[-1],
+                            shape[0] if len(shape) == 2 else 1)
+    if len(keys) == 1 and len(header.tensors[keys[0]].shape) in (1, 2) and "lora" not in keys[0]:
+        shape = header.tensors[keys[0]].shape
+        dim = shape[-1]
+        return LoraFileInfo("embedding", "embedding-diffusers", {768: "sd1", 1024: "sd2"}.get(dim, "unknown"), None,
+                            dim, shape[0] if len(shape) == 2 else 1)
+    if any(".hada_w1_a" in k for k in keys):
+        layout = "loha"
+    elif any(".lokr_w1" in k for k in keys):
+        layout = "lokr"
+    elif any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys):
+        layout = "kohya"
+    elif any(("lora_A" in k or "lora.down" in k or "lora_linear_layer" in k) for k in keys):
+        layout = "diffusers"
+    else:
+        raise ModelError(f"{path.name} is neither a LoRA nor a textual-inversion embedding HeyIm recognises.")
+    cross = None
+    for key, info in header.tensors.items():
+        low = key.lower()
+        if ("attn2" in low and ("to_k" in low or "to_v" in low)
+                and any(d in low for d in ("lora_down", "lora.down", "lora_a", "down.weight"))):
+            if len(info.shape) >= 2:
+                cross = int(info.shape[1])
+                break
+    family = _CROSS_DIMS.get(cross or 0, "unknown")
+    if any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in keys):
+        family = "sdxl"
+    return LoraFileInfo("lora", layout, family, cross, None)
+
+
+FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "unknown": "an unknown base model"}
+
+
+def check_family(name: str, info: LoraFileInfo, model_family: str, model_cross_dim: int | None) -> None:
+    """Refuse a LoRA made for another base model, naming both."""
+    if not info.supported:
+        raise ModelError(f"{name} is a LyCORIS {info.layout.upper()} file; HeyIm loads plain LoRAs (kohya and "
+                         "diffusers layouts) but not LoHa/LoKr yet.")
+    if info.cross_dim is not None and model_cross_dim is not None and info.cross_dim != model_cross_dim:
+        raise ModelError(f"{name} is a LoRA for {FAMILY_LABELS.get(info.family, info.family)} models; the loaded model is "
+                         f"{FAMILY_LABELS.get(model_family, model_family)}.")
+
+
+# -- hashes as AUTOMATIC1111 writes them ----------------------------------------------------
+
+_HASHES: dict[tuple[str, int, int, str], str] = {}
+
+
+def _cached(path: Path, kind: str, compute: Callable[[], str]) -> str:
+    import os
+
+    st = os.stat(path)
+    key = (str(path.resolve()), st.st_size, int(st.st_mtime_ns), kind)
+    if key not in _HASHES:
+        _HASHES[key] = compute()
+    return _HASHES[key]
+
+
+def lora_hash(path: str | Path) -> str:
+    """AUTOMATIC1111's LoRA short hash: the first 12 hex digits of the SHA-256 of the tensor data
+    after a safetensors file's header (the "addnet" hash), or of the whole file otherwise."""
+    import hashlib
+
+    p = Path(path)
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+            if p.suffix.lower() == ".safetensors" and len(head) == 8:
+                fh.seek(8 + int.from_bytes(head, "little"))
+            else:
+                fh.seek(0)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    return _cached(p, "lora", compute)[:12]
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a whole file, hex, cached by path, size and mtime (embeddings: first 12 shown)."""
+    import hashlib
+
+    p = Path(path)
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    return _cached(p, "file", compute)
+
+
+def _clean(name: str) -> str:
+    return name.replace(":", "").replace(",", "")
+
+
+def network_parameters(request: "GenerationRequest") -> list[tuple[str, str]]:
+    """``Lora hashes`` and ``TI hashes`` as AUTOMATIC1111 writes them (files that vanished are skipped)."""
+    pairs: list[tuple[str, str]] = []
+    loras = []
+    for use in request.loras:
+        try:
+            loras.append(f"{_clean(use.name)}: {lora_hash(use.path)}")
+        except OSError:
+            continue
+    if loras:
+        pairs.append(("Lora hashes", ", ".join(loras)))
+    tis = []
+    for emb in request.embeddings:
+        try:
+            tis.append(f"{_clean(emb.word)}: {file_hash(emb.path)[:12]}")
+        except OSError:
+            continue
+    if tis:
+        pairs.append(("TI hashes", ", ".join(tis)))
+    return pairs
+
+
+def parse_network_hashes(value: str) -> dict[str, str]:
+    """``"a: 0123456789ab, b: ..."`` -> {"a": "0123456789ab", ...}."""
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        if ":" in part:
+            name, h = part.rsplit(":", 1)
+            if name.strip() and h.strip():
+                out[name.strip()] = h.strip()
+    return out

@@ -1,0 +1,177 @@
+"""LoRAs and embeddings on a loaded PyTorch model, applied around each job.
+
+diffusers' own LoRA loader does the work (kohya/AUTOMATIC1111 and diffusers/PEFT layouts,
+through a pipeline object that shares the engine's modules, so nothing is copied): the same
+code diffusers users run, hence the same images. A set stays loaded while jobs keep using
+it; LoRAs a job no longer uses are deleted, and a job with none unloads them completely, so
+its image is bit for bit the image of a model that never saw a LoRA.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.lora import LoraUse, check_family, inspect_network_file, strip_lora_tags
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+def _file_key(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return (str(Path(path).resolve()), st.st_size, int(st.st_mtime_ns))
+
+
+class NetworkPatcher:
+    """Keeps a model's LoRA adapters and embeddings in step with each job's request."""
+
+    def __init__(self, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, family: str,
+                 text_encoder_2: Any = None, tokenizer_2: Any = None) -> None:
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
+        self.family = family
+        self._pipe: Any = None
+        #: file key -> adapter name
+        self._adapters: dict[tuple[str, int, int], str] = {}
+        self._words: set[str] = set()
+        self._count = 0
+
+    def _pipeline(self) -> Any:
+        if self._pipe is None:
+            from diffusers import DDIMScheduler
+
+            scheduler = DDIMScheduler()
+            if self.text_encoder_2 is not None:
+                from diffusers import StableDiffusionXLPipeline
+
+                self._pipe = StableDiffusionXLPipeline(
+                    vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
+                    tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=self.unet, scheduler=scheduler,
+                )
+            else:
+                from diffusers import StableDiffusionPipeline
+
+                self._pipe = StableDiffusionPipeline(
+                    vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                    scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                )
+            self._pipe.set_progress_bar_config(disable=True)
+        return self._pipe
+
+    @property
+    def active(self) -> list[str]:
+        return list(self._adapters.values())
+
+    # -- LoRA -----------------------------------------------------------------------------
+    def apply(self, loras: tuple[LoraUse, ...]) -> None:
+        wanted: dict[tuple[str, int, int], LoraUse] = {}
+        for use in loras:
+            try:
+                wanted[_file_key(use.path)] = use
+            except OSError as exc:
+                raise ModelError(f"LoRA {use.name}: cannot read {use.path} ({exc.strerror or exc}).") from None
+        stale = [name for key, name in self._adapters.items() if key not in wanted]
+        if not wanted:
+            if self._adapters:
+                self._pipeline().unload_lora_weights()
+                self._adapters.clear()
+                log.info("LoRAs unloaded")
+            return
+        pipe = self._pipeline()
+        if stale:
+            pipe.delete_adapters(stale)
+            self._adapters = {k: v for k, v in self._adapters.items() if v not in stale}
+        for key, use in wanted.items():
+            if key in self._adapters:
+                continue
+            path = Path(use.path)
+            if not path.is_file():
+                raise ModelError(f"LoRA {use.name}: {path} is not a file.")
+            info = inspect_network_file(path)
+            if info.kind != "lora":
+                raise ModelError(f"{path.name} is a textual-inversion embedding, not a LoRA: use its name as a word.")
+            check_family(use.name, info, self.family, int(self.unet.config.cross_attention_dim))
+            self._count += 1
+            name = f"heyim_{self._count}"
+            try:
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                raise ModelError(f"LoRA {use.name} could not be applied to this model: {exc}") from exc
+            self._adapters[key] = name
+            log.info("LoRA %s loaded (%s layout, %s)", use.name, info.layout, info.family)
+        names = [self._adapters[k] for k in wanted]
+        pipe.set_adapters(names, adapter_weights=[float(wanted[k].weight) for k in wanted])
+
+    # -- embeddings -----------------------------------------------------------------------
+    def load_embedding(self, path: str, word: str) -> None:
+        if word in self._words:
+            return
+        info = inspect_network_file(Path(path))
+        if info.kind != "embedding":
+            raise ModelError(f"{Path(path).name} is a LoRA, not an embedding: use it as <lora:{word}:1>.")
+        pipe = self._pipeline()
+        try:
+            if info.layout == "embedding-sdxl":
+                if self.text_encoder_2 is None:
+                    raise ModelError(f"{word} is an SDXL embedding; the loaded model is not SDXL.")
+                from safetensors.torch import load_file
+
+                tensors = load_file(path)
+                pipe.load_textual_inversion(tensors["clip_l"], token=word, text_encoder=self.text_encoder,
+                                            tokenizer=self.tokenizer)
+                pipe.load_textual_inversion(tensors["clip_g"], token=word, text_encoder=self.text_encoder_2,
+                                            tokenizer=self.tokenizer_2)
+            else:
+                width = int(self.text_encoder.get_input_embeddings().weight.shape[1])
+                if info.text_dim is not None and info.text_dim != width:
+                    raise ModelError(f"{word} is an embedding for {info.family.upper()} models (width {info.text_dim}); "
+                                     f"this model's text encoder is {width} wide.")
+                pipe.load_textual_inversion(path, token=word)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"Embedding {word} could not be loaded: {exc}") from exc
+        self._words.add(word)
+        log.info("embedding %s loaded", word)
+
+    def expand(self, text: str) -> str:
+        """Multi-vector embedding words spelled out as their tokens (word word_1 ...)."""
+        if not self._words:
+            return text
+        return str(self._pipeline().maybe_convert_prompt(text, self.tokenizer))
+
+    def prepare(self, request: "GenerationRequest") -> "GenerationRequest":
+        """Apply the request's LoRAs and embeddings; the request the text encoders should see."""
+        self.apply(request.loras)
+        for emb in request.embeddings:
+            self.load_embedding(emb.path, emb.word)
+        prompt, _ = strip_lora_tags(request.prompt)
+        negative, _ = strip_lora_tags(request.negative_prompt)
+        return with_prompts(request, self.expand(prompt), self.expand(negative))
+
+
+def refuse_networks(request: "GenerationRequest", engine: str) -> "GenerationRequest":
+    """For engines that cannot apply LoRAs at run time: refuse them clearly, strip stray tags."""
+    if request.loras:
+        raise ModelError(
+            f"LoRAs cannot be applied to a compiled {engine} model at run time. Bake them in when converting: "
+            "heyim-desktop convert MODEL OUT --lora FILE:WEIGHT (or File > Convert to Core ML...)."
+        )
+    if request.embeddings:
+        raise ModelError(f"Textual-inversion embeddings cannot be added to a compiled {engine} model.")
+    prompt, _ = strip_lora_tags(request.prompt)
+    negative, _ = strip_lora_tags(request.negative_prompt)
+    return with_prompts(request, prompt, negative)
+
+
+def with_prompts(request: "GenerationRequest", prompt: str, negative: str) -> "GenerationRequest":
+    """The loop's copy of ``request`` with the text the encoders see (may be empty once tags are gone)."""
+    out = copy.copy(request)
+    object.__setattr__(out, "prompt", prompt)
+    object.__setattr__(out, "negative_prompt", negative)
+    return out
