@@ -79,6 +79,10 @@ async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
         from heyim_desktop.core.lora import resolve_networks
 
         built = build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
+        if built.controlnets:
+            from heyim_desktop.api.controlnet_routes import _catalog, resolve_controlnets
+
+            built = resolve_controlnets(built, _catalog(ctx))
         try:
             return resolve_networks(built, ctx.networks)
         except InvalidRequest as exc:
@@ -253,6 +257,9 @@ def build_app(ctx: ApiContext) -> FastAPI:
             log.info("ignored options: %s", ", ".join(ignored))
         return JSONResponse(None)
 
+    from heyim_desktop.api.controlnet_routes import add_controlnet_routes
+
+    add_controlnet_routes(app, ctx, _ERRORS)
     return app
 
 

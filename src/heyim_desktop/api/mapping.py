@@ -127,7 +127,6 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "restore_faces": (False, None),
     "tiling": (False, None),
     "script_name": (None, ""),
-    "alwayson_scripts": (None, {}),
     "subseed_strength": (0, 0.0, None),
     "refiner_checkpoint": (None, ""),
     "latent_mask": (None, ""),
@@ -244,7 +243,8 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
     for key, allowed in _UNSUPPORTED.items():
         if key in body and body[key] not in allowed:
             raise ApiError(422, f"{key}: not supported by HeyIm (send {allowed[0]!r} or leave it out)", key)
-    unknown = sorted(k for k in body if k not in _A1111_FIELDS and k not in _IGNORED and k not in _UNSUPPORTED)
+    unknown = sorted(k for k in body if k not in _A1111_FIELDS and k not in _IGNORED and k not in _UNSUPPORTED
+                     and k != "alwayson_scripts")
     if unknown:
         notes.append(f"ignored unknown fields: {', '.join(unknown)}")
     data: dict[str, Any] = {}
@@ -288,6 +288,12 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
         raise ApiError(422, "mask: inpainting needs an input image; use /sdapi/v1/img2img", "mask")
     elif body.get("init_images"):
         notes.append("init_images is ignored by txt2img (use /sdapi/v1/img2img)")
+    from heyim_desktop.api.controlnet_routes import parse_units, unit_names
+
+    units = parse_units(body.get("alwayson_scripts"), notes)  # only the ControlNet script is accepted
+    if units:
+        data["controlnet"] = units
+        names.update(unit_names(len(units)))
     send = body.get("send_images", True)
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",
