@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from heyim_desktop.core.errors import InvalidRequest
 
@@ -141,19 +141,19 @@ def _scale_short_side(image: "Image.Image", short: int) -> "Image.Image":
     return image if size == (w, h) else image.resize(size, resample=PILImage.Resampling.LANCZOS)
 
 
-def _gray3(single: "npt.NDArray[np.uint8]") -> "npt.NDArray[np.uint8]":
+def _gray3(single: "npt.NDArray[Any]") -> "npt.NDArray[Any]":
     import numpy as np
 
     return np.repeat(single[:, :, None], 3, axis=2)
 
 
-def _canny(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _canny(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
 
     return _gray3(cv2.Canny(img, int(a), int(b)))
 
 
-def _scribble_canny(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _scribble_canny(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
     import numpy as np
 
@@ -161,7 +161,7 @@ def _scribble_canny(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int)
     return _gray3(cv2.dilate(edges, np.ones((3, 3), np.uint8), iterations=1))
 
 
-def _scribble_xdog(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _scribble_xdog(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
     import numpy as np
 
@@ -174,7 +174,7 @@ def _scribble_xdog(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) 
     return _gray3(out)
 
 
-def _scribble_adaptive(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _scribble_adaptive(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
 
     block = int(a) | 1  # odd, as OpenCV requires
@@ -183,7 +183,7 @@ def _scribble_adaptive(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: i
     return _gray3(lines)
 
 
-def _lineart_standard(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _lineart_standard(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
     import numpy as np
 
@@ -194,18 +194,18 @@ def _lineart_standard(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: in
     return _gray3((dark / norm * 127.0).clip(0, 255).astype(np.uint8))
 
 
-def _threshold(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _threshold(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
 
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     return _gray3(cv2.threshold(gray, a, 255, cv2.THRESH_BINARY)[1])
 
 
-def _invert(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _invert(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     return 255 - img
 
 
-def _tile_resample(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _tile_resample(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
 
     if a <= 1.0:
@@ -214,13 +214,13 @@ def _tile_resample(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) 
     return cv2.resize(img, (max(1, int(w / a)), max(1, int(h / a))), interpolation=cv2.INTER_AREA)
 
 
-def _blur_gaussian(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _blur_gaussian(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     import cv2
 
     return cv2.GaussianBlur(img, (0, 0), a)
 
 
-def _shuffle(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "npt.NDArray[np.uint8]":
+def _shuffle(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
     """Warp the picture by a smooth random flow, keeping colours and textures but not layout."""
     import cv2
     import numpy as np
@@ -229,17 +229,17 @@ def _shuffle(img: "npt.NDArray[np.uint8]", a: float, b: float, seed: int) -> "np
     rng = np.random.default_rng(seed)
     cell = 256
 
-    def field(extent: int) -> "npt.NDArray[np.float32]":
+    def field(extent: int) -> "npt.NDArray[Any]":
         coarse = rng.uniform(0, 1, (h // cell + 2, w // cell + 2)).astype(np.float32)
         fine = cv2.resize(coarse, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[cell:cell + h, cell:cell + w]
         fine = (fine - fine.min()) / max(float(fine.max() - fine.min()), 1e-6)
-        return fine * float(extent - 1)
+        return np.asarray(fine * float(extent - 1), dtype=np.float32)
 
     map_x, map_y = field(w), field(h)
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR)
 
 
-_RUNNERS: dict[str, Callable[["npt.NDArray[np.uint8]", float, float, int], "npt.NDArray[np.uint8]"]] = {
+_RUNNERS: dict[str, Callable[["npt.NDArray[Any]", float, float, int], "npt.NDArray[Any]"]] = {
     "canny": _canny, "scribble_canny": _scribble_canny, "scribble_xdog": _scribble_xdog,
     "scribble_adaptive": _scribble_adaptive, "lineart_standard": _lineart_standard, "threshold": _threshold,
     "invert": _invert, "tile_resample": _tile_resample, "blur_gaussian": _blur_gaussian, "shuffle": _shuffle,

@@ -216,7 +216,7 @@ class ControlNetExtension(BaseExtension):
             else:
                 down = [a + b for a, b in zip(down, d)]
                 mid = mid + m
-        if down is not None:
+        if down is not None and mid is not None:
             call.down_residuals = down if call.down_residuals is None else [a + b for a, b in zip(call.down_residuals, down)]
             call.mid_residual = mid if call.mid_residual is None else call.mid_residual + mid
 

@@ -117,7 +117,8 @@ def load_controlnet(path: str | Path, *, device: "torch.device", dtype: "torch.d
     weights = _weights_file(path)
     try:
         if path.is_dir():
-            net = ControlNetModel.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=dtype)
+            net = ControlNetModel.from_pretrained(  # type: ignore[no-untyped-call]
+                path, local_files_only=True, use_safetensors=True, dtype=dtype)
         else:
             from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
             from safetensors.torch import load_file
@@ -130,8 +131,8 @@ def load_controlnet(path: str | Path, *, device: "torch.device", dtype: "torch.d
                 if dim is None:
                     raise ModelError(f"{path.name} does not look like a ControlNet (no cross-attention weights found)")
                 config = _shipped_config(family_for_cross_dim(dim))
-            state = convert_controlnet_checkpoint(load_file(str(weights)), config)
-            net = ControlNetModel.from_config(config)
+            state = convert_controlnet_checkpoint(load_file(str(weights)), config)  # type: ignore[no-untyped-call]
+            net = ControlNetModel.from_config(config)  # type: ignore[no-untyped-call]
             missing, unexpected = net.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ModelError(f"{path.name} does not match its ControlNet config "
