@@ -77,6 +77,10 @@ class MainWindow(QMainWindow):
         self.prompt_panel.recent_source = lambda: self.store.recent_prompts(20)
         self.settings_panel = SettingsPanel()
         self.drop_panel = DropPanel()
+        from heyim_desktop.ui.controlnet_panel import ControlNetPanel
+
+        self.controlnet_panel = ControlNetPanel()
+        self.controlnet_panel.failed.connect(lambda msg: self.show_error(msg, offer_logs=False))
         self.queue_panel = QueuePanel(queue)
         self.result_view = ResultView()
         self.history = HistoryPanel(store)
@@ -95,6 +99,7 @@ class MainWindow(QMainWindow):
         left_layout.addWidget(self.prompt_panel, 2)
         left_layout.addWidget(self.settings_panel)
         left_layout.addWidget(self.drop_panel, 1)
+        left_layout.addWidget(self.controlnet_panel)
         run_row = QHBoxLayout()
         run_row.addWidget(self.generate_button, 1)
         run_row.addWidget(self.cancel_button)
@@ -193,6 +198,9 @@ class MainWindow(QMainWindow):
             self.settings_panel.model.addItem("No model: add one or try the demo", "")
             self.settings_panel.model.setCurrentIndex(0)
         self.no_model.setVisible(not shown)
+        from heyim_desktop.ui.controlnet_panel import library_source
+
+        self.controlnet_panel.refresh(library_source(self.prefs.model_folders))
 
     def _model_picked(self, _index: int) -> None:
         ref = self.settings_panel.model_ref()
@@ -301,7 +309,8 @@ class MainWindow(QMainWindow):
             values.pop("strength")
         return GenerationRequest(prompt=self.prompt_panel.prompt_text(),
                                  negative_prompt=self.prompt_panel.negative_text(),
-                                 init_image=image, **values, **self.drop_panel.edit_fields())
+                                 init_image=image, **values, **self.drop_panel.edit_fields(),
+                                 controlnets=self.controlnet_panel.units())
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():
@@ -446,6 +455,7 @@ class MainWindow(QMainWindow):
 
     def reuse_settings(self, entry: Any) -> None:
         self.apply_settings(entry.request_settings())
+        self.controlnet_panel.apply((entry.settings or {}).get("controlnet") or [])
         self.status("Settings loaded from history.")
 
     def use_as_input(self, entry: Any) -> None:
