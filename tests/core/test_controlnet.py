@@ -174,13 +174,18 @@ def test_controlnet_for_another_family_is_refused(tiny_engine, tiny_model: Path,
 
 
 def test_single_file_and_bad_files(tiny_engine, tiny_model: Path, tiny_controlnet: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from controlnet_layout import write_single_file
+    from controlnet_layout import write_ldm_single_file, write_single_file
 
     single = write_single_file(tiny_controlnet, tmp_path / "tiny-cn.safetensors")
+    original = write_ldm_single_file(tiny_controlnet, tmp_path / "tiny-cn-ldm.safetensors")
     req = GenerationRequest(prompt="fox", seed=3, width=64, height=64, steps=2)
-    a = run_loop(tiny_engine.components, req.replace(controlnets=(_unit(single),))).images
     b = run_loop(tiny_engine.components, req.replace(controlnets=(_unit(tiny_controlnet),))).images
-    assert np.abs(a - b).max() <= TOL
+    for path in (single, original):
+        a = run_loop(tiny_engine.components, req.replace(controlnets=(_unit(path),))).images
+        assert np.abs(a - b).max() <= TOL, path.name
+    bare = write_single_file(tiny_controlnet, tmp_path / "no-config.safetensors", sidecar=False)
+    with pytest.raises(ModelError, match="ships no .* config.*beside it"):
+        run_loop(tiny_engine.components, req.replace(controlnets=(_unit(bare),)))
     pickle = tmp_path / "cn.pth"
     pickle.write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(ModelError, match="pickle"):
