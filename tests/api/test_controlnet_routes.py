@@ -75,7 +75,7 @@ def test_controlnet_unit_errors_name_the_field(with_controlnet: Running) -> None
     status, text = post({"model": "tiny-controlnet"})
     assert status == 422 and "no control image" in text
     status, text = post({"model": "../../etc/passwd", "image": _b64(_hint())})
-    assert status == 422 and "not a path" in text
+    assert status == 422 and "unknown ControlNet 'passwd'" in text  # a path is only ever a name
 
 
 def test_controlnet_info_routes(with_controlnet: Running) -> None:

@@ -47,3 +47,21 @@ def test_base_family_from_cross_attention(tmp_path: Path, tiny_controlnet: Path)
     (folder / "diffusion_pytorch_model.safetensors").unlink()
     missing = inspect_controlnet(folder)
     assert missing is not None and missing.status is ModelStatus.INCOMPLETE
+
+
+def test_names_from_a_queue_resolve_against_the_library(tmp_path: Path, tiny_controlnet: Path) -> None:
+    import pytest
+
+    from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.errors import ModelError
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.models.controlnets import resolve_controlnet_names
+
+    folder = tmp_path / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    shutil.copytree(tiny_controlnet, folder / "edges")
+    lib = ControlNetLibrary(ModelLibrary([tmp_path], include_demo=False, hf_cache=False))
+    req = GenerationRequest(prompt="x", controlnets=(ControlUnit(model="edges"),))
+    assert resolve_controlnet_names(req, lib).controlnets[0].model == str(folder / "edges")
+    with pytest.raises(ModelError, match="'depth' is not in the model library"):
+        resolve_controlnet_names(req.replace(controlnets=(ControlUnit(model="depth"),)), lib)

@@ -99,8 +99,9 @@ def request_to_data(request: GenerationRequest, *, include_paths: bool = False) 
 def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[Any, ...]:
     """ControlNet units from their JSON form (``controlnet`` of a request).
 
-    Untrusted data names a ControlNet (front ends resolve the name against the library);
-    only HeyIm's own engine process may hand over a path."""
+    Untrusted data only names a ControlNet (a path is cut to its last part; receivers
+    resolve the name against their model library); only HeyIm's own engine process may
+    hand over a path."""
     from heyim_desktop.core.controlnet import ControlUnit
 
     out = []
@@ -118,8 +119,8 @@ def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[A
         if "model" not in value:
             raise InvalidRequest(f"{where}.model", "is required")
         model = value["model"]
-        if not trust_paths and ("/" in model or "\\" in model):
-            raise InvalidRequest(f"{where}.model", "must name a ControlNet from the model library, not a path")
+        if not trust_paths:  # a name only: the receiver looks it up in its own model library
+            model = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".safetensors")
         image = value.get("image")
         out.append(ControlUnit(
             model=value["model"], image=decode_image(image, field=f"{where}.image") if image else None,

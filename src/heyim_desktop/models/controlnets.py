@@ -22,6 +22,7 @@ from heyim_desktop.models.inspect import folder_size
 from heyim_desktop.models.types import ModelInfo, ModelStatus
 
 if TYPE_CHECKING:
+    from heyim_desktop.core.request import GenerationRequest
     from heyim_desktop.models.library import ModelLibrary
 
 log = logging.getLogger(__name__)
@@ -154,3 +155,19 @@ class ControlNetLibrary:
     def network_preprocessors(self) -> list[tuple[NetworkPreprocessor, bool]]:
         names = {p.name for p in self.annotator_files()}
         return [(p, p.weights in names) for p in NETWORK_PREPROCESSORS]
+
+
+def resolve_controlnet_names(request: "GenerationRequest", library: ControlNetLibrary) -> "GenerationRequest":
+    """The request with each unit's ControlNet name replaced by its file in ``library``."""
+    from dataclasses import replace
+
+    if not request.controlnets:
+        return request
+    units = []
+    for i, unit in enumerate(request.controlnets):
+        found = library.find(unit.model)
+        if found is None:
+            names = ", ".join(m.name for m in library.ready()) or "none"
+            raise ModelError(f"ControlNet {i}: {unit.model!r} is not in the model library (available: {names})")
+        units.append(replace(unit, model=found.ref))
+    return request.replace(controlnets=tuple(units))
