@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
                      help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from heyim_desktop.cli_styles import add_generate_arguments, add_styles_parser
+
+    add_generate_arguments(gen)
+    add_styles_parser(sub)
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
     conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
@@ -272,9 +276,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     inpaint, extend = _edit_arguments(args, init_image)
     controlnets = _control_arguments(args)
     width, height = args.size or (512, 512)
+    from heyim_desktop.cli_styles import expand
+
+    prompt, negative = expand(args.prompt, args.negative, args.style)
     request = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative,
+        prompt=prompt,
+        negative_prompt=negative,
         steps=args.steps,
         guidance=args.cfg,
         seed=args.seed,
@@ -285,6 +292,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         init_image=init_image,
         strength=args.strength,
         model=args.model,
+        clip_skip=args.clip_skip,
+        styles=tuple(args.style),
         inpaint=inpaint,
         extend=extend,
         controlnets=controlnets,
@@ -395,6 +404,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def cmd_styles(args: argparse.Namespace) -> int:
+    from heyim_desktop.cli_styles import cmd_styles as run
+
+    return run(args)
+
+
 def _scale_command(args: argparse.Namespace) -> int:
     from heyim_desktop.scale.cli import COMMANDS as SCALE_COMMANDS
 
@@ -424,6 +439,7 @@ COMMANDS = {
     "history": cmd_history,
     "models": cmd_models,
     "serve": cmd_serve,
+    "styles": cmd_styles,
     "worker": _scale_command,
     "batch": _scale_command,
 }

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import http.client
 import io
 import json
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -19,6 +23,8 @@ from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress
+from heyim_desktop.models.hashes import ModelHashes
+from heyim_desktop.store.styles import StyleBook
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -151,6 +157,18 @@ def fake_loader(gate: Gate | None = None):  # type: ignore[no-untyped-def]
 
 
 FAKE_MODELS = fixed_catalog(ModelChoice("Alpha", "alpha"), ModelChoice("Beta", "beta", "/models/beta"))
+#: Servers in these tests keep styles and model hashes in a private temporary folder.
+_PRIVATE = Path(tempfile.mkdtemp(prefix="heyim-api-tests-"))
+atexit.register(shutil.rmtree, _PRIVATE, True)
+FUZZ_STYLES = StyleBook(_PRIVATE / "styles.csv")
+
+
+def private_styles(name: str = "styles.csv") -> StyleBook:
+    return StyleBook(_PRIVATE / name)
+
+
+def private_hashes() -> ModelHashes:
+    return ModelHashes(_PRIVATE / "model-hashes.json")
 
 
 def start_fake(gate: Gate | None = None, **server_kw: Any) -> tuple[Running, WorkerThread]:
@@ -159,7 +177,8 @@ def start_fake(gate: Gate | None = None, **server_kw: Any) -> tuple[Running, Wor
     saved: list[Any] = []
     worker = WorkerThread(queue, host, lambda result, job: tuple(saved.append(result) or [f"fake-{job.id}"]))
     worker.start()
-    kw: dict[str, Any] = dict(token=TOKEN, port=0, engine_host=host, default_model="alpha", models=FAKE_MODELS)
+    kw: dict[str, Any] = dict(token=TOKEN, port=0, engine_host=host, default_model="alpha", models=FAKE_MODELS,
+                              styles=FUZZ_STYLES, hashes=private_hashes())
     kw.update(server_kw)
     server = ApiServer(queue, **kw)
     server.start()

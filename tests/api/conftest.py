@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from api_helpers import TOKEN, Gate, Running, start_fake
+from api_helpers import TOKEN, Gate, Running, private_hashes, private_styles, start_fake
 from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
 from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue
@@ -42,7 +42,8 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     write_lora(tiny_model, loras / "inkwash.safetensors", seed=4)
     finder = NetworkFinder(lambda name: (loras / f"{name}.safetensors") if (loras / f"{name}.safetensors").is_file() else None)
     server = ApiServer(queue, token=TOKEN, port=0, engine_host=host, default_model=str(tiny_model),
-                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))), networks=finder)
+                       models=fixed_catalog(ModelChoice("tiny-sd", str(tiny_model), str(tiny_model))),
+                       styles=private_styles("real-styles.csv"), hashes=private_hashes(), networks=finder)
     server.start()
     yield Running(server, queue, host, store)
     server.stop()

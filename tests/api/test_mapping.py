@@ -64,9 +64,10 @@ def test_a1111_errors_name_the_clients_field(body: dict[str, Any], field: str) -
 def test_a1111_defaults_of_unsupported_features_are_accepted_and_unknown_fields_noted() -> None:
     mapped, _ = _a1111({"prompt": "x", "enable_hr": False, "restore_faces": False, "tiling": False, "styles": [],
                         "alwayson_scripts": {}, "script_name": "", "save_images": True, "sampler_index": "Euler",
-                        "my_extension_field": 1, "override_settings": {"CLIP_stop_at_last_layers": 2}})
+                        "my_extension_field": 1, "override_settings": {"CLIP_stop_at_last_layers": 2, "eta_ddim": 0}})
     notes = " ".join(mapped.notes)
-    assert "my_extension_field" in notes and "CLIP_stop_at_last_layers" in notes
+    assert "my_extension_field" in notes and "eta_ddim" in notes
+    assert "CLIP_stop_at_last_layers" not in notes and mapped.data["clip_skip"] == 2  # used, as clip skip
 
 
 def test_karras_schedule_and_override_model() -> None:

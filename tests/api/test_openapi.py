@@ -19,7 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api_helpers import AUTH, FAKE_MODELS, Running, call, start_fake
+from api_helpers import AUTH, FAKE_MODELS, FUZZ_STYLES, Running, call, start_fake
+from heyim_desktop.models.hashes import ModelHashes
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _openapi_document() -> dict[str, object]:
     from heyim_desktop.api.context import ApiContext
     from heyim_desktop.core.jobs import JobQueue
 
-    return build_app(ApiContext(JobQueue(), models=FAKE_MODELS)).openapi()
+    return build_app(ApiContext(JobQueue(), models=FAKE_MODELS, styles=FUZZ_STYLES, hashes=ModelHashes())).openapi()
 
 
 schema = schemathesis.openapi.from_dict(_openapi_document())
@@ -63,6 +64,14 @@ def test_the_schema_describes_every_route(fuzz_api: Running) -> None:
         ("POST", "/sdapi/v1/interrupt"), ("GET", "/sdapi/v1/options"), ("POST", "/sdapi/v1/options"),
         ("GET", "/controlnet/version"), ("GET", "/controlnet/model_list"), ("GET", "/controlnet/module_list"),
         ("GET", "/controlnet/control_types"), ("POST", "/controlnet/detect"),
+        # the rest of AUTOMATIC1111's routes that clients probe (issue 15)
+        ("POST", "/sdapi/v1/skip"), ("POST", "/sdapi/v1/png-info"), ("GET", "/sdapi/v1/cmd-flags"),
+        *(("GET", f"/sdapi/v1/{name}") for name in (
+            "scripts", "script-info", "sd-vae", "sd-modules", "hypernetworks", "face-restorers", "realesrgan-models",
+            "extensions", "embeddings", "upscalers", "latent-upscale-modes", "loras", "prompt-styles", "memory")),
+        *(("POST", f"/sdapi/v1/{name}") for name in (
+            "refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings", "interrogate",
+            "create/embedding", "create/hypernetwork", "train/embedding", "train/hypernetwork")),
     }
     body = doc["paths"]["/sdapi/v1/txt2img"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"prompt", "cfg_scale", "sampler_name", "batch_size", "override_settings"} <= set(body["properties"])

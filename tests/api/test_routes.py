@@ -49,7 +49,7 @@ def test_img2img(real_api: Running) -> None:
                        "seed": 1, "include_init_images": False, **SMALL})
     assert reply.status == 200, reply.body
     info = json.loads(reply.json["info"])
-    assert info["denoising_strength"] == 0.5 and "init_images" not in reply.json["parameters"]
+    assert info["denoising_strength"] == 0.5 and reply.json["parameters"]["init_images"] is None  # as AUTOMATIC1111
     assert decode_png(reply.json["images"][0]).size == (64, 64)
     _assert_in_history(real_api, info["history_ids"], "a blue fox")
 
@@ -98,7 +98,9 @@ def test_status_and_models_report_the_loaded_model(real_api: Running) -> None:
     assert models["current"] == "tiny-sd"
     assert models["models"] == [{"name": "tiny-sd", "ref": models["models"][0]["ref"], "loaded": True, "default": True}]
     sd = call(real_api.port, "GET", "/sdapi/v1/sd-models").json
-    assert sd[0]["title"] == "tiny-sd" and sd[0]["model_name"] == "tiny-sd" and sd[0]["filename"]
+    # the txt2img above hashed the model, so its title carries AUTOMATIC1111's short hash
+    assert sd[0]["model_name"] == "tiny-sd" and sd[0]["filename"] and len(sd[0]["sha256"]) == 64
+    assert sd[0]["hash"] == sd[0]["sha256"][:10] and sd[0]["title"] == f"tiny-sd [{sd[0]['hash']}]"
 
 
 # -- listing routes -------------------------------------------------------------------------------

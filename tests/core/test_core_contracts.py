@@ -112,3 +112,26 @@ def test_extension_can_change_the_latents_after_a_step(tiny_engine) -> None:  # 
     # All-zero latents decode to the same image whatever the seed.
     other = run_loop(tiny_engine.components, req.replace(seed=6), extensions=[Freeze()]).images
     assert np.array_equal(frozen, other)
+
+
+def test_loaded_models_carry_automatic1111s_hash_into_the_metadata(data_dir, tiny_model, tiny_single_file) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from heyim_desktop.core.loading import load_engine
+    from heyim_desktop.core.metadata import format_parameters, parse_parameters
+
+    single = load_engine(str(tiny_single_file), device="cpu")
+    try:
+        want = hashlib.sha256(tiny_single_file.read_bytes()).hexdigest()[:10]
+        assert single.info.model_hash == want
+        result = single.generate(GenerationRequest(prompt="a fox", steps=1, seed=1, width=64, height=64))
+        assert result.model_hash == want
+        text = format_parameters(result.request, 1, result.model_name, model_hash=result.model_hash)
+        assert parse_parameters(text).params["Model hash"] == want
+    finally:
+        single.close()
+    folder = load_engine(str(tiny_model), device="cpu")
+    try:
+        assert folder.info.model_hash is not None and len(folder.info.model_hash) == 10
+    finally:
+        folder.close()

@@ -152,6 +152,75 @@ def test_a_worker_whose_model_is_missing_fails_its_jobs_with_the_reason(
 
 
 
+def test_poison_messages_fail_on_the_first_attempt_and_are_dead_lettered(
+    demo_pair: str, redis_server: RedisServer, farm: Farm
+) -> None:
+    import uuid
+
+    from dramatiq import Message
+
+    from heyim_desktop.core.codec import request_to_data
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.scale import broker as qb
+    from heyim_desktop.scale.client import new_batch_id, submit_requests
+    from heyim_desktop.scale.records import NewJob
+
+    records = Records(redis_server.client(DB_FARM))
+    broker = qb.make_broker(records.r)
+    poison: list[str] = []
+    try:
+        raw = str(uuid.uuid4())  # not a Dramatiq message at all
+        records.r.hset(f"{qb.NAMESPACE}:{qb.QUEUE_NAME}.msgs", raw, b"\x80 not json")
+        records.r.rpush(f"{qb.NAMESPACE}:{qb.QUEUE_NAME}", raw)
+        poison.append(raw)
+        for args, kwargs in (((1, 2), {}), ((), {"path": "/etc/passwd"}), (("../../x",), {})):
+            sent = broker.enqueue(Message(queue_name=qb.QUEUE_NAME, actor_name=qb.ACTOR_NAME, args=args, kwargs=kwargs,
+                                          options={}))
+            poison.append(sent.options["redis_message_id"])
+        batch_id = new_batch_id()
+        request = GenerationRequest(prompt="x", seed=1, width=64, height=64, steps=2)
+        (bad_job,) = records.create_batch(batch_id, [NewJob(request_to_data(request))], name="poison", source="test")
+        records.r.hset(f"{PREFIX}job:{bad_job}", "request", "{not json")  # a record HeyIm did not write
+        poison.append(qb.send_job(broker, bad_job))
+        after = submit_requests(demo_pair, [request], name="after the poison").batch_id  # workers still serve
+    finally:
+        broker.close()
+    dead = f"{qb.NAMESPACE}:{qb.QUEUE_NAME}.XQ"
+    waiter = Waiter(records.r)
+    waiter.until(lambda: all(records.r.zscore(dead, m) is not None for m in poison) and _finished(records, after),
+                 120, "the poison to be dead-lettered", farm.logs)
+    waiter.close()
+    status = records.batch(batch_id)
+    assert status is not None and status.jobs[0].state == "failed"
+    assert "malformed: its request is not JSON" in status.jobs[0].error
+    assert records.batch(after).count("done") == 1  # type: ignore[union-attr]
+    assert records.r.llen(f"{qb.NAMESPACE}:{qb.QUEUE_NAME}") == 0  # nothing retried without end
+    assert records.r.hlen(f"{qb.NAMESPACE}:{qb.QUEUE_NAME}.DQ.msgs") == 0
+
+
+def test_a_running_job_whose_worker_and_message_are_lost_is_queued_again(
+    demo_pair: str, redis_server: RedisServer, farm: Farm
+) -> None:
+    from heyim_desktop.core.codec import request_to_data
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.scale.client import new_batch_id
+    from heyim_desktop.scale.records import NewJob
+
+    records = Records(redis_server.client(DB_FARM))
+    batch_id = new_batch_id()
+    request = GenerationRequest(prompt="a lost one", seed=4, width=64, height=64, steps=2)
+    (job_id,) = records.create_batch(batch_id, [NewJob(request_to_data(request))], name="lost", source="test")
+    # What a Redis restart at the wrong moment leaves: "running" on a worker that is gone, and
+    # its message in no queue, ack set, delay or dead-letter set.
+    assert records.begin(job_id, "gone-worker", "a-message-that-is-nowhere") is not None
+    waiter = Waiter(records.r)
+    waiter.until(lambda: _finished(records, batch_id), 120, "the lost job to be reaped and rendered", farm.logs)
+    waiter.close()
+    (job,) = records.batch(batch_id).jobs  # type: ignore[union-attr]
+    assert (job.state, job.attempts) == ("done", 2) and job.worker in ("w1", "w2")
+    assert "queued again" in farm.logs()
+
+
 def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(
     demo_pair: str, _pair: dict[str, WorkerProcess], redis_server: RedisServer, farm: Farm, tmp_path: Path
 ) -> None:

@@ -101,7 +101,10 @@ def test_the_first_stored_result_wins_and_finished_jobs_are_not_begun_again(redi
     redis_server.client(DB).flushdb()
     records = Records(redis_server.client(DB))
     request = GenerationRequest(prompt="x", seed=3, width=64, height=64, steps=2)
-    (job_id,) = records.create_batch("b1", [NewJob(request_to_data(request), line=2)], name="t", source="test")
+    from heyim_desktop.scale.client import new_batch_id
+
+    batch_id = new_batch_id()
+    (job_id,) = records.create_batch(batch_id, [NewJob(request_to_data(request), line=2)], name="t", source="test")
     assert records.begin(job_id, "a") == (request_to_data(request), 1)
     assert records.begin(job_id, "b") is not None  # redelivered after "a" went silent: attempt 2
     assert records.store_result(job_id, "b", _result(request, (0, 0, 255))) is True
@@ -110,7 +113,7 @@ def test_the_first_stored_result_wins_and_finished_jobs_are_not_begun_again(redi
     assert stored is not None and stored.worker == "b" and len(stored.images) == 1
     assert records.begin(job_id, "c") is None  # done: a third delivery does nothing
     records.fail(job_id, "too late")  # a failure after success does not undo it
-    status = records.batch("b1")
+    status = records.batch(batch_id)
     assert status is not None and [(j.state, j.attempts, j.worker, j.line) for j in status.jobs] == [("done", 2, "b", 2)]
     result = stored.to_result(records.request_data(job_id) or {})
     assert result.images[0].image.getpixel((0, 0)) == (0, 0, 255) and result.request.seed == 3

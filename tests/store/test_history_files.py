@@ -301,3 +301,33 @@ def test_history_move_from_the_command_line(data_dir: Path, tmp_path: Path, caps
         (back,) = store.page(0, 5)
         assert back.path.is_file() and back.path.is_relative_to((tmp_path / "elsewhere").resolve())
     assert not entry.path.exists()
+
+
+def test_inpainted_images_keep_their_input_and_mask_and_delete_them_with_the_entry(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from PIL import Image
+
+    from heyim_desktop.core.masking import InpaintSpec
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.core.result import GeneratedImage, GenerationResult
+    from heyim_desktop.store import HistoryStore
+
+    source = Image.fromarray(np.full((64, 64, 3), 120, np.uint8))
+    mask_arr = np.zeros((64, 64), np.uint8)
+    mask_arr[8:20, 8:20] = 255
+    mask = Image.fromarray(mask_arr, mode="L")
+    req = GenerationRequest(prompt="fix the hand", seed=3, width=64, height=64, init_image=source, strength=0.8,
+                            inpaint=InpaintSpec(mask=mask, blur=2, fill="fill", only_masked=True, padding=16))
+    result = GenerationResult(req, (GeneratedImage(Image.new("RGB", (64, 64)), 3, 0),), "m", "torch-cpu", {})
+    with HistoryStore.open(root=tmp_path / "h") as store:
+        entry = store.save_result(result)[0]
+        src_path, mask_path = entry.edit_files()
+        assert src_path is not None and mask_path is not None
+        assert np.array_equal(np.asarray(Image.open(mask_path).convert("L")), mask_arr)
+        assert Image.open(src_path).size == (64, 64)
+        assert entry.inpaint_settings() == {"blur": 2, "invert": False, "fill": "fill", "only_masked": True,
+                                            "padding": 16, "keep_unmasked": True}
+        again = store.get(entry.id)
+        assert again is not None and again.edit_files() == (src_path, mask_path)
+        store.delete([entry.id])
+        assert not src_path.exists() and not mask_path.exists() and not entry.path.exists()

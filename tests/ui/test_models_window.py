@@ -60,6 +60,37 @@ def test_import_file_runs_off_the_ui_thread(qtbot, window: ModelsWindow, tiny_si
     qtbot.waitUntil(lambda: not window.busy())
 
 
+def test_importing_onto_a_taken_name_asks_for_another(qtbot, window: ModelsWindow, tiny_single_file: Path,  # type: ignore[no-untyped-def]
+                                                        monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    from heyim_desktop.models.importer import import_model
+
+    import_model(tiny_single_file)
+    answers = iter(["tiny-a1111", "tiny copy"])  # taken again, then a free one
+    asked: list[str] = []
+    monkeypatch.setattr(window, "ask_name", lambda title, text, default: asked.append(default) or next(answers))
+    with qtbot.waitSignal(window.modelsChanged, timeout=20000):
+        window.import_file(str(tiny_single_file))
+    qtbot.waitUntil(lambda: not window.busy())
+    assert asked == ["tiny-a1111-2", "tiny-a1111-2"]
+    assert (data_dir / "models" / "tiny copy.safetensors").is_file()
+    monkeypatch.setattr(window, "ask_name", lambda title, text, default: None)  # cancelled
+    window.import_file(str(tiny_single_file))
+    assert "not imported" in window.status.text() and not window.busy()
+
+
+def test_a_fifo_is_refused_without_blocking_the_window(qtbot, window: ModelsWindow, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    window.import_file(str(fifo))
+    assert "named pipe" in window.status.text() or window.busy()
+    qtbot.waitUntil(lambda: not window.busy())
+    assert "named pipe" in window.status.text()
+
+
 def test_pickle_import_asks_first(qtbot, window: ModelsWindow, tmp_path: Path,  # type: ignore[no-untyped-def]
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = tmp_path / "m.ckpt"

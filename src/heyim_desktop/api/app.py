@@ -6,7 +6,6 @@ requests from the window, the menu bar and any number of HTTP clients run one at
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -18,9 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from heyim_desktop import __version__
-from heyim_desktop.api import schemas
+from heyim_desktop.api import a1111_routes, schemas
 from heyim_desktop.api.context import ApiContext
-from heyim_desktop.api.mapping import ApiError, Mapped, build_request, parse_a1111, parse_heyim
+from heyim_desktop.api.limits import decode_fitted, image_bytes, image_size, parse_json, release_memory
+from heyim_desktop.api.mapping import ApiError, Mapped, build_request, invalid, parse_a1111, parse_heyim
 from heyim_desktop.api.results import (
     a1111_response,
     encode_images,
@@ -30,7 +30,7 @@ from heyim_desktop.api.results import (
     progress_payload,
 )
 from heyim_desktop.api.security import LOCAL_ORIGIN_RE, MAX_BODY_BYTES, Guard
-from heyim_desktop.core.errors import UserFacingError
+from heyim_desktop.core.errors import InvalidRequest, UserFacingError
 from heyim_desktop.core.jobs import Job, JobState, QueueClosed
 from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 
@@ -60,35 +60,87 @@ def _body_doc(model: type[schemas.BaseModel]) -> dict[str, Any]:
 
 
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse({"success": False, "error": exc.message, "detail": exc.message, "field": exc.field},
-                        status_code=exc.status)
+    # "detail", "body" and "errors" are AUTOMATIC1111's error keys; "success" and "field" HeyIm's.
+    return JSONResponse({"success": False, "error": exc.message, "detail": exc.message, "body": "",
+                         "errors": exc.message, "field": exc.field}, status_code=exc.status)
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the body is not valid JSON ({exc})", "body") from None
+    return parse_json(await request.body())
 
 
-async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
-    """Submit the job and wait for it; a client that hangs up cancels its job."""
-    def prepare() -> Any:  # the model library reads folders; input images are decoded: not on the event loop
-        from heyim_desktop.core.errors import InvalidRequest
-        from heyim_desktop.core.lora import resolve_networks
+def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
+    """The whole request checked, then its input image decoded and shrunk; (request, pixels held).
 
-        built = build_request(mapped, ctx.resolve(mapped.model, mapped.model_field))
-        if built.controlnets:
+    Every field but the inpainting mask is validated first (a 1-pixel stand-in checks the
+    image-to-image settings), the images' headers are read and charged to the server's pixel
+    budget before anything is decoded, and the input image is shrunk to the request's size at
+    once: the queue holds the small version (inpainting "only masked" keeps the whole image, as
+    it repaints a crop of it). The caller releases the returned pixels from ``ctx.pixels``.
+    """
+    from collections.abc import Mapping as MappingABC
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from heyim_desktop.core.lora import resolve_networks
+
+    def networks(built: Any) -> Any:
+        if built.controlnets:  # ControlNet names -> files of the model library
             from heyim_desktop.api.controlnet_routes import _catalog, resolve_controlnets
 
             built = resolve_controlnets(built, _catalog(ctx))
         try:
-            return resolve_networks(built, ctx.networks)
+            return resolve_networks(built, ctx.networks)  # <lora:...> tags and embeddings, checked
         except InvalidRequest as exc:
             raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
 
-    gen_request = await anyio.to_thread.run_sync(prepare)
+    ref = ctx.resolve(mapped.model, mapped.model_field)
+    data = dict(mapped.data)
+    encoded = data.pop("init_image", None)
+    inpaint = data.pop("inpaint", None)
+    stand_in = Image.new("RGB", (1, 1)) if encoded is not None else None
+    first = networks(build_request(replace(mapped, data=data), ref, ctx.styles, init_image=stand_in))
+    if encoded is None:
+        return (networks(build_request(mapped, ref, ctx.styles)) if inpaint is not None else first), 0
+    field = mapped.names.get("init_image", "init_image")
+    pixels = 0
+    if isinstance(inpaint, MappingABC) and isinstance(inpaint.get("mask"), str):
+        mask_field = mapped.names.get("inpaint.mask", mapped.names.get("mask", "mask"))
+        mask_w, mask_h = image_size(image_bytes(inpaint["mask"], mask_field), mask_field)
+        pixels += mask_w * mask_h
+    raw = image_bytes(encoded, field)
+    width, height = image_size(raw, field)
+    pixels += width * height
+    only_masked = isinstance(inpaint, MappingABC) and bool(inpaint.get("only_masked"))
+    with ctx.pixels.hold(pixels, field):
+        image = decode_fitted(raw, field, first.width, first.height, fit=not only_masked)
+        del raw
+        final = networks(build_request(mapped, ref, ctx.styles, init_image=image)) if inpaint is not None else None
+    if pixels > 4 * first.width * first.height:
+        release_memory()
+    held = image.width * image.height
+    ctx.pixels.reserve(held, field)
+    if final is not None:
+        return final, held
+    try:
+        return first.replace(init_image=image), held
+    except InvalidRequest as exc:
+        ctx.pixels.release(held)
+        raise invalid(mapped.names, exc) from None
+
+
+async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
+    """Submit the job and wait for it; a client that hangs up cancels its job."""
+    # The model library reads folders and input images are decoded: not on the event loop.
+    gen_request, held = await anyio.to_thread.run_sync(_prepare, ctx, mapped)
+    try:
+        return await _submit_and_wait(ctx, request, mapped, gen_request)
+    finally:
+        ctx.pixels.release(held)
+
+
+async def _submit_and_wait(ctx: ApiContext, request: Request, mapped: Mapped, gen_request: Any) -> Job:
     try:
         job = ctx.queue.submit(gen_request, source="api")
     except QueueClosed:
@@ -190,16 +242,26 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     async def _a1111(request: Request, img2img: bool) -> Response:
         body = await _json_body(request)
-        mapped = parse_a1111(body, img2img=img2img)
+        mapped = parse_a1111(body, img2img=img2img, clip_skip=ctx.clip_skip)
+        # Start hashing the model while it generates (info needs its hash; the first time is slow).
+        await anyio.to_thread.run_sync(
+            lambda: ctx.model_sha256(ctx.resolve(mapped.model, mapped.model_field), wait=False))
         job = await _run_job(ctx, request, mapped)
         if job.state is JobState.FAILED:
             raise failure(job, mapped.names)
-        images: list[str] = []
-        texts: list[str] = []
-        if job.result is not None:
-            images, texts = await anyio.to_thread.run_sync(encode_images, job.result)
-        name = await anyio.to_thread.run_sync(ctx.name_of, job.request.model)
-        return JSONResponse(a1111_response(job, mapped, body, images, texts, name))
+
+        def finish() -> dict[str, Any]:  # hashing (first time) and PNG encoding: off the event loop
+            ref = job.request.model or ctx.loaded_ref or ctx.default_model
+            sha = ctx.model_sha256(ref, wait=True)
+            short = sha[:10] if sha else None
+            images: list[str] = []
+            texts: list[str] = []
+            if job.result is not None:
+                images, texts = encode_images(job.result, short)
+            return a1111_response(job, mapped, body, images, texts, ctx.name_of(ref), short, img2img=img2img)
+
+        # An interrupted job answers 200 with what it made, as AUTOMATIC1111 does.
+        return JSONResponse(await anyio.to_thread.run_sync(finish))
 
     @app.post("/sdapi/v1/txt2img", response_model=schemas.ImagesResponse, responses=_GEN_ERRORS,
               openapi_extra=_body_doc(schemas.Txt2ImgRequest))
@@ -211,11 +273,21 @@ def build_app(ctx: ApiContext) -> FastAPI:
     async def img2img(request: Request) -> Response:
         return await _a1111(request, img2img=True)
 
-    @app.get("/sdapi/v1/sd-models", response_model=list[schemas.SDModelItem], responses=_ERRORS)
+    @app.get("/sdapi/v1/sd-models", response_model=list[schemas.SDModelItem], responses=_ERRORS,
+             summary="Models, titled 'name [hash]' once hashed (hashing runs in the background, as in AUTOMATIC1111)")
     async def sd_models() -> list[dict[str, Any]]:
-        choices = await anyio.to_thread.run_sync(ctx.models)
-        return [{"title": c.name, "model_name": c.name, "hash": None, "sha256": None,
-                 "filename": c.path or c.ref, "config": None} for c in choices]
+        return await anyio.to_thread.run_sync(_sd_models)
+
+    def _sd_models() -> list[dict[str, Any]]:
+        out = []
+        for c in ctx.models():
+            sha = ctx.model_sha256(c.ref, wait=False)
+            short = sha[:10] if sha else None
+            path = ctx.model_path(c.ref)
+            out.append({"title": f"{c.name} [{short}]" if short else c.name, "model_name": c.name, "hash": short,
+                        "sha256": sha, "filename": str(path) if path is not None else (c.path or c.ref),
+                        "config": None})
+        return out
 
     @app.get("/sdapi/v1/samplers", response_model=list[schemas.SamplerItem], responses=_ERRORS)
     async def samplers() -> list[dict[str, Any]]:
@@ -229,30 +301,28 @@ def build_app(ctx: ApiContext) -> FastAPI:
     async def progress(skip_current_image: bool = False) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(progress_payload, ctx.queue, skip_current_image)
 
-    @app.post("/sdapi/v1/interrupt", responses=_ERRORS, summary="Cancel the running job")
-    async def interrupt() -> dict[str, Any]:
-        ctx.queue.cancel_running()
-        return {}
-
-    @app.get("/sdapi/v1/options", responses=_ERRORS)
-    async def get_options() -> dict[str, Any]:
-        name = await anyio.to_thread.run_sync(lambda: ctx.name_of(ctx.default_model))
-        return {"sd_model_checkpoint": name or "", "samples_format": "png",
-                "sd_checkpoint_hash": None, "CLIP_stop_at_last_layers": 1}
+    a1111_routes.add_routes(app, ctx, _ERRORS)
 
     @app.post("/sdapi/v1/options", responses=_ERRORS, openapi_extra=_body_doc(schemas.OptionsBody),
-              summary="Switch the model for later jobs (sd_model_checkpoint); other options are ignored")
+              summary="Switch the model (sd_model_checkpoint) and clip skip (CLIP_stop_at_last_layers) for later "
+                      "jobs; other options are ignored")
     async def set_options(request: Request) -> Response:
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise ApiError(422, "the request body must be a JSON object", "body")
+        clip_skip = None
+        if "CLIP_stop_at_last_layers" in body:  # checked first: a bad value changes nothing
+            clip_skip = a1111_routes.clip_skip_option(body["CLIP_stop_at_last_layers"])
         wanted = body.get("sd_model_checkpoint")
         if wanted is not None:
             if not isinstance(wanted, str):
                 raise ApiError(422, "sd_model_checkpoint: must be text", "sd_model_checkpoint")
             ctx.default_model = await anyio.to_thread.run_sync(ctx.resolve, wanted, "sd_model_checkpoint")
             log.info("API default model is now %s", ctx.default_model)
-        ignored = sorted(k for k in body if k != "sd_model_checkpoint")
+        if clip_skip is not None:
+            ctx.clip_skip = clip_skip
+            log.info("API clip skip is now %d", ctx.clip_skip)
+        ignored = sorted(k for k in body if k not in ("sd_model_checkpoint", "CLIP_stop_at_last_layers"))
         if ignored:
             log.info("ignored options: %s", ", ".join(ignored))
         return JSONResponse(None)

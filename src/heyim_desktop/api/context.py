@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
+from heyim_desktop.api import a1111_lists
 from heyim_desktop.api.mapping import ApiError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
     from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.models.hashes import ModelHashes
     from heyim_desktop.models.library import ModelLibrary
+    from heyim_desktop.store.styles import StyleBook
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,8 @@ class ApiContext:
     """State behind the routes. ``host`` (optional) is only read, to report the loaded model."""
 
     def __init__(self, queue: JobQueue, *, models: ModelCatalog, default_model: DefaultModel = None,
-                 host: "EngineHost | None" = None, networks: "NetworkFinder | None" = None) -> None:
+                 host: "EngineHost | None" = None, styles: "StyleBook | None" = None,
+                 hashes: "ModelHashes | None" = None, networks: "NetworkFinder | None" = None) -> None:
         from heyim_desktop.core.lora import NetworkFinder
 
         self.queue = queue
@@ -60,9 +68,21 @@ class ApiContext:
         self.networks = networks or NetworkFinder(lambda name: None)
         self.models = models
         self.host = host
+        self._styles = styles
+        self._hashes = hashes
+        #: CLIP_stop_at_last_layers set through POST /sdapi/v1/options: the clip skip of later jobs.
+        self.clip_skip = 1
+        # The AUTOMATIC1111 lists that other features fill (see a1111_lists).
+        self.upscalers: Callable[[], list[dict[str, Any]]] = a1111_lists.upscalers
+        self.latent_upscale_modes: Callable[[], list[dict[str, Any]]] = a1111_lists.latent_upscale_modes
+        self.loras: Callable[[], list[dict[str, Any]]] = a1111_lists.loras
+        self._hashing: set[str] = set()
         self._lock = threading.Lock()
         self.waiting: set[int] = set()  # ids of jobs whose HTTP clients are waiting
         self.stopping = threading.Event()
+        from heyim_desktop.api.limits import PixelBudget
+
+        self.pixels = PixelBudget()  # input pixels being decoded or held by this server's queued jobs
         self._follow = default_model if callable(default_model) else None
         self._chosen = None if callable(default_model) else default_model
 
@@ -118,6 +138,72 @@ class ApiContext:
             if ref in (choice.ref, choice.path):
                 return choice.name
         return ref
+
+    # -- prompt styles and model hashes ------------------------------------------------------------
+    @property
+    def styles(self) -> "StyleBook":
+        if self._styles is None:
+            from heyim_desktop.store.styles import StyleBook
+
+            self._styles = StyleBook.default()
+        return self._styles
+
+    @property
+    def hashes(self) -> "ModelHashes":
+        if self._hashes is None:
+            from heyim_desktop.models.hashes import shared_hashes
+
+            self._hashes = shared_hashes()
+        return self._hashes
+
+    @staticmethod
+    def model_path(ref: str | None) -> Path | None:
+        """The file or folder behind a model reference (the demo model lives in the cache)."""
+        if not ref:
+            return None
+        from heyim_desktop.core.loading import DEMO_REF
+
+        if ref == DEMO_REF:
+            from heyim_desktop.core.paths import demo_model_dir
+
+            return demo_model_dir()
+        path = Path(ref).expanduser()
+        return path if path.exists() else None
+
+    def model_sha256(self, ref: str | None, *, wait: bool) -> str | None:
+        """The model's SHA-256: computed now when ``wait`` (slow the first time), else only if known
+        (and then hashed in the background for the next call)."""
+        path = self.model_path(ref)
+        if path is None:
+            return None
+        if wait:
+            try:
+                return self.hashes.sha256(path)
+            except OSError as exc:
+                log.warning("cannot hash %s: %s", path, exc)
+                return None
+        known = self.hashes.cached_sha256(path)
+        if known is None:
+            self._hash_later(path)
+        return known
+
+    def _hash_later(self, path: Path) -> None:
+        key = str(path)
+        with self._lock:
+            if key in self._hashing:
+                return
+            self._hashing.add(key)
+
+        def run() -> None:
+            try:
+                self.hashes.sha256(path)
+            except OSError as exc:
+                log.warning("cannot hash %s: %s", path, exc)
+            finally:
+                with self._lock:
+                    self._hashing.discard(key)
+
+        threading.Thread(target=run, name="heyim-model-hash", daemon=True).start()
 
     @property
     def loaded_ref(self) -> str | None:

@@ -10,12 +10,15 @@ it is only a default a client always sends. Values are then checked by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from heyim_desktop.core.codec import request_from_data
 from heyim_desktop.core.errors import InvalidRequest
 from heyim_desktop.core.request import COUNT_RANGE, GenerationRequest
 from heyim_desktop.core.schedulers import canonical_name
+
+if TYPE_CHECKING:
+    from heyim_desktop.store.styles import StyleBook
 
 
 class ApiError(Exception):
@@ -38,6 +41,8 @@ class Mapped:
     notes: tuple[str, ...] = ()
     send_images: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: Prompt styles to expand into the prompts when the request is built (names, in order).
+    styles: tuple[str, ...] = ()
 
 
 def invalid(names: Mapping[str, str], exc: InvalidRequest) -> ApiError:
@@ -45,12 +50,25 @@ def invalid(names: Mapping[str, str], exc: InvalidRequest) -> ApiError:
     return ApiError(422, f"{client}: {exc.detail}", client)
 
 
-def build_request(mapped: Mapped, model_ref: str | None) -> GenerationRequest:
+def build_request(mapped: Mapped, model_ref: str | None, styles: "StyleBook | None" = None, *,
+                  init_image: Any = None) -> GenerationRequest:
+    """The request, with the prompt styles expanded (reads the styles file: not on the event loop).
+
+    ``init_image`` is an input image already decoded (used instead of the base64 field).
+    """
     data = dict(mapped.data)
     if model_ref is not None:
         data["model"] = model_ref
     try:
-        return request_from_data(data, defaults=mapped.defaults)
+        if mapped.styles:
+            if styles is None:
+                raise InvalidRequest("styles", "prompt styles are not available here")
+            prompt = data.get("prompt", "")
+            negative = data.get("negative_prompt", mapped.defaults.get("negative_prompt", ""))
+            if isinstance(prompt, str) and isinstance(negative, str):
+                data["prompt"], data["negative_prompt"] = styles.expand(prompt, negative, mapped.styles)
+            data["styles"] = list(mapped.styles)
+        return request_from_data(data, defaults=mapped.defaults, init_image=init_image)
     except InvalidRequest as exc:
         raise invalid(mapped.names, exc) from None
 
@@ -69,6 +87,23 @@ def _seed(value: Any, name: str) -> int | None:
     if value == -1:
         return None
     return value  # range checked by GenerationRequest
+
+
+def _style_names(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(422, f"{name}: must be a list of style names (GET /sdapi/v1/prompt-styles)", name)
+    # AUTOMATIC1111's UI sends "None" for no style; empty names mean nothing either.
+    return tuple(v for v in value if v.strip() and v != "None")
+
+
+def _clip_skip(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        raise ApiError(422, f"{name}: must be a whole number from 1 to 12, got {value!r}", name)
+    return int(value)
 
 
 def _string(body: Mapping[str, Any], name: str) -> str | None:
@@ -93,8 +128,9 @@ _HEYIM_FIELDS = {
     "maskImage": "mask_image",
     "guidanceBoost": "guidance_boost",
     "count": "count",
+    "clipSkip": "clip_skip",
 }
-_HEYIM_EXTRA = ("seed", "model", "modelType")
+_HEYIM_EXTRA = ("seed", "model", "modelType", "styles")
 
 
 def parse_heyim(body: Any) -> Mapped:
@@ -117,7 +153,8 @@ def parse_heyim(body: Any) -> Mapped:
         names["mask"] = "maskImage"
         names["inpaint.mask"] = "maskImage"
     notes = ("modelType is ignored: pick a model with the model field",) if body.get("modelType") is not None else ()
-    return Mapped(data=data, names=names, model=_string(body, "model"), notes=notes)
+    return Mapped(data=data, names=names, model=_string(body, "model"), notes=notes,
+                  styles=_style_names(body.get("styles"), "styles"))
 
 
 # -- AUTOMATIC1111's dialect --------------------------------------------------------------------
@@ -237,7 +274,8 @@ def a1111_inpaint(body: Mapping[str, Any], notes: list[str]) -> dict[str, Any] |
     }
 
 
-def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
+def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
+    """``clip_skip`` is the server's CLIP_stop_at_last_layers, used when the request sets none."""
     body = _require_object(body)
     notes: list[str] = []
     for key, allowed in _UNSUPPORTED.items():
@@ -257,6 +295,8 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
     data["seed"] = _seed(body.get("seed", -1), "seed")
     data["scheduler"] = _sampler(body)
     data["count"] = _count(body)
+    names["clip_skip"] = "clip_skip"
+    skip = _clip_skip(body.get("clip_skip"), "clip_skip")
     model = None
     overrides = body.get("override_settings")
     if overrides is not None:
@@ -265,13 +305,19 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
         model = overrides.get("sd_model_checkpoint")
         if model is not None and not isinstance(model, str):
             raise ApiError(422, "override_settings.sd_model_checkpoint: must be text", "override_settings.sd_model_checkpoint")
-        others = sorted(k for k in overrides if k != "sd_model_checkpoint")
+        if "CLIP_stop_at_last_layers" in overrides and skip is None:
+            skip = _clip_skip(overrides["CLIP_stop_at_last_layers"], "override_settings.CLIP_stop_at_last_layers")
+            names["clip_skip"] = "override_settings.CLIP_stop_at_last_layers"
+        others = sorted(k for k in overrides if k not in ("sd_model_checkpoint", "CLIP_stop_at_last_layers"))
         if others:
             notes.append(f"override_settings ignored (HeyIm requests carry their own settings): {', '.join(others)}")
     if img2img:
         images = body.get("init_images")
         if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
             raise ApiError(422, "init_images: must be a list of at least one base64 image", "init_images")
+        empty = next((i for i, image in enumerate(images) if not image.strip()), None)
+        if empty is not None:
+            raise ApiError(422, f"init_images[{empty}]: is empty; send a base64 image", "init_images")
         if len(images) > 1:
             notes.append("only the first of init_images is used")
         data["init_image"] = images[0]
@@ -288,6 +334,7 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
         raise ApiError(422, "mask: inpainting needs an input image; use /sdapi/v1/img2img", "mask")
     elif body.get("init_images"):
         notes.append("init_images is ignored by txt2img (use /sdapi/v1/img2img)")
+    data["clip_skip"] = clip_skip if skip is None else skip
     from heyim_desktop.api.controlnet_routes import parse_units, unit_names
 
     units = parse_units(body.get("alwayson_scripts"), notes)  # only the ControlNet script is accepted
@@ -298,4 +345,5 @@ def parse_a1111(body: Any, *, img2img: bool) -> Mapped:
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",
         notes=tuple(notes), send_images=send is not False, defaults=dict(A1111_DEFAULTS),
+        styles=_style_names(body.get("styles"), "styles"),
     )

@@ -60,15 +60,16 @@ def job_seconds(job: Job) -> float:
     return round(job.finished_at - job.started, 4)
 
 
-def _infotexts(result: "GenerationResult") -> list[str]:
+def _infotexts(result: "GenerationResult", model_hash: str | None) -> list[str]:
     from heyim_desktop.core.metadata import format_parameters
 
-    return [format_parameters(result.request, item.seed, result.model_name) for item in result.images]
+    return [format_parameters(result.request, item.seed, result.model_name, model_hash=model_hash or result.model_hash)
+            for item in result.images]
 
 
-def encode_images(result: "GenerationResult") -> tuple[list[str], list[str]]:
+def encode_images(result: "GenerationResult", model_hash: str | None = None) -> tuple[list[str], list[str]]:
     """PNG base64 of every image (each with its parameters chunk) and the parameters texts."""
-    texts = _infotexts(result)
+    texts = _infotexts(result, model_hash)
     return [png_base64(item.image, text) for item, text in zip(result.images, texts)], texts
 
 
@@ -101,58 +102,108 @@ def heyim_response(job: Job, mapped: Mapped, images: list[str], model_name: str 
     }
 
 
-def a1111_response(job: Job, mapped: Mapped, body: dict[str, Any], images: list[str], texts: list[str],
-                   model_name: str | None) -> dict[str, Any]:
-    """AUTOMATIC1111's ``{images, parameters, info}``; ``info`` is a JSON string, as there."""
+#: The fields of AUTOMATIC1111's txt2img request model with their defaults (``parameters`` echoes
+#: the request with these filled in, as AUTOMATIC1111 echoes its parsed request model).
+_TXT2IMG_DEFAULTS: dict[str, Any] = {
+    "prompt": "", "negative_prompt": "", "styles": None, "seed": -1, "subseed": -1, "subseed_strength": 0,
+    "seed_resize_from_h": -1, "seed_resize_from_w": -1, "sampler_name": None, "scheduler": None,
+    "batch_size": 1, "n_iter": 1, "steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512,
+    "restore_faces": None, "tiling": None, "do_not_save_samples": False, "do_not_save_grid": False,
+    "eta": None, "denoising_strength": None, "s_min_uncond": None, "s_churn": None, "s_tmax": None,
+    "s_tmin": None, "s_noise": None, "override_settings": None, "override_settings_restore_afterwards": True,
+    "refiner_checkpoint": None, "refiner_switch_at": None, "disable_extra_networks": False,
+    "firstpass_image": None, "comments": None, "enable_hr": False, "firstphase_width": 0,
+    "firstphase_height": 0, "hr_scale": 2.0, "hr_upscaler": None, "hr_second_pass_steps": 0,
+    "hr_resize_x": 0, "hr_resize_y": 0, "hr_checkpoint_name": None, "hr_sampler_name": None,
+    "hr_scheduler": None, "hr_prompt": "", "hr_negative_prompt": "", "force_task_id": None,
+    "sampler_index": "Euler", "script_name": None, "script_args": [], "send_images": True,
+    "save_images": False, "alwayson_scripts": {}, "infotext": None,
+}
+_IMG2IMG_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in _TXT2IMG_DEFAULTS.items()
+       if not k.startswith(("hr_", "firstphase_")) and k not in ("enable_hr", "firstpass_image")},
+    "init_images": None, "resize_mode": 0, "image_cfg_scale": None, "mask": None, "mask_blur_x": 4,
+    "mask_blur_y": 4, "mask_blur": None, "mask_round": True, "inpainting_fill": 0, "inpaint_full_res": True,
+    "inpaint_full_res_padding": 0, "inpainting_mask_invert": 0, "initial_noise_multiplier": None,
+    "latent_mask": None, "denoising_strength": 0.75, "include_init_images": False,
+}
+
+
+def a1111_parameters(body: dict[str, Any], *, img2img: bool) -> dict[str, Any]:
+    """The request as AUTOMATIC1111 echoes it: every field, defaults filled, images left out."""
+    parameters = dict(_IMG2IMG_DEFAULTS if img2img else _TXT2IMG_DEFAULTS)
+    parameters.update(body)
+    if img2img and not body.get("include_init_images"):
+        parameters["init_images"] = None
+        parameters["mask"] = None
+    return parameters
+
+
+def a1111_info(job: Job, mapped: Mapped, body: dict[str, Any], texts: list[str], model_name: str | None,
+               model_hash: str | None) -> dict[str, Any]:
+    """The ``info`` object, key for key as AUTOMATIC1111's ``Processed.js()`` writes it.
+
+    It is complete even when nothing was made (a job interrupted before its first step).
+    """
     result = job.result
-    parameters = dict(body)
-    if not body.get("include_init_images"):
-        parameters.pop("init_images", None)
-    if result is None:  # interrupted before anything was made: AUTOMATIC1111 answers with no images
-        info: dict[str, Any] = {"interrupted": True, "warnings": list(mapped.notes), "infotexts": []}
-        return {"images": [], "parameters": parameters, "info": json.dumps(info)}
-    req = result.request
-    seeds = [i.seed for i in result.images]
-    count = len(seeds)
-    info = {
-        "prompt": req.prompt,
-        "all_prompts": [req.prompt] * count,
-        "negative_prompt": req.negative_prompt,
-        "all_negative_prompts": [req.negative_prompt] * count,
-        "seed": req.seed,
-        "all_seeds": seeds,
-        "subseed": req.seed,
-        "all_subseeds": seeds,
+    req = result.request if result is not None else job.request
+    planned = req.image_seeds() if req.seed is not None else []
+    seeds = [i.seed for i in result.images] if result is not None else []
+    all_seeds = planned or seeds or [-1]
+    prompts = [req.prompt] * max(1, req.count)
+    negatives = [req.negative_prompt] * max(1, req.count)
+    batch_size = body.get("batch_size")
+    warnings = [*mapped.notes, *(result.warnings if result is not None else ())]
+    return {
+        "prompt": prompts[0],
+        "all_prompts": prompts,
+        "negative_prompt": negatives[0],
+        "all_negative_prompts": negatives,
+        "seed": all_seeds[0],
+        "all_seeds": all_seeds,
+        "subseed": all_seeds[0],  # no variation seeds in HeyIm: the subseed is the seed
+        "all_subseeds": all_seeds,
         "subseed_strength": 0,
         "width": req.width,
         "height": req.height,
         "sampler_name": req.scheduler_name,
         "cfg_scale": req.effective_guidance,
         "steps": req.steps,
-        "batch_size": count,
+        "batch_size": batch_size if isinstance(batch_size, int) and not isinstance(batch_size, bool) else 1,
         "restore_faces": False,
         "face_restoration_model": None,
-        "sd_model_name": model_name or result.model_name,
-        "sd_model_hash": None,
+        "sd_model_name": model_name or (result.model_name if result is not None else ""),
+        "sd_model_hash": model_hash or "",
         "sd_vae_name": None,
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": req.strength if req.is_img2img else None,
+        "denoising_strength": req.strength if req.is_img2img else body.get("denoising_strength"),
         "extra_generation_params": {},
         "index_of_first_image": 0,
         "infotexts": texts,
-        "styles": [],
-        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or time.time())),
-        "clip_skip": 1,
+        "styles": list(req.styles),
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or job.created)),
+        "clip_skip": req.clip_skip,
         "is_using_inpainting_conditioning": False,
         "version": f"HeyIm {__version__}",
-        # HeyIm's additions:
+        # HeyIm's additions (clients that validate AUTOMATIC1111's shape ignore unknown keys):
         "generation_time": job_seconds(job),
         "history_ids": saved_ids(job),
-        "warnings": [*mapped.notes, *result.warnings],
+        "warnings": warnings,
+        "interrupted": job.state is JobState.CANCELLED or bool(result is not None and result.interrupted),
     }
-    return {"images": images if mapped.send_images else [], "parameters": parameters, "info": json.dumps(info)}
+
+
+def a1111_response(job: Job, mapped: Mapped, body: dict[str, Any], images: list[str], texts: list[str],
+                   model_name: str | None, model_hash: str | None = None, *, img2img: bool = False) -> dict[str, Any]:
+    """AUTOMATIC1111's ``{images, parameters, info}``; ``info`` is a JSON string, as there.
+
+    An interrupted job answers with what it made (the last image partial), or no images.
+    """
+    info = a1111_info(job, mapped, body, texts, model_name, model_hash)
+    return {"images": images if mapped.send_images else [], "parameters": a1111_parameters(body, img2img=img2img),
+            "info": json.dumps(info)}
 
 
 def progress_payload(queue: JobQueue, skip_current_image: bool) -> dict[str, Any]:
@@ -162,6 +213,7 @@ def progress_payload(queue: JobQueue, skip_current_image: bool) -> dict[str, Any
     state = {
         "skipped": False,
         "interrupted": False,
+        "stopping_generation": False,
         "job": "",
         "job_count": waiting,
         "job_timestamp": "0",
@@ -174,6 +226,7 @@ def progress_payload(queue: JobQueue, skip_current_image: bool) -> dict[str, Any
     progress = job.progress
     state.update(
         interrupted=job.cancel.cancelled,
+        skipped=job.cancel.skipping,
         job=f"job-{job.id}",
         job_count=waiting + 1,
         job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or time.time())),

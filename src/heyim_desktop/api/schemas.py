@@ -11,7 +11,15 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from heyim_desktop.core.request import COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
+from heyim_desktop.core.request import (
+    CLIP_SKIP_RANGE,
+    COUNT_RANGE,
+    GUIDANCE_RANGE,
+    MAX_SEED,
+    MAX_STYLES,
+    SIZE_RANGE,
+    STEPS_RANGE,
+)
 
 _Steps = Field(default=None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
 _Size = Field(default=None, ge=SIZE_RANGE[0], le=SIZE_RANGE[1], multiple_of=8)
@@ -23,6 +31,8 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="One line a person can act on.")
     detail: str = Field(description="The same message (the key FastAPI-style clients read).")
     field: Optional[str] = Field(description="The request field (or header) at fault, when there is one.")
+    body: str = Field(default="", description="AUTOMATIC1111's error key: the offending body part (empty).")
+    errors: str = Field(default="", description="AUTOMATIC1111's error key: the same message.")
 
 
 # -- HeyIm's original routes ---------------------------------------------------------------
@@ -44,6 +54,9 @@ class GenerateRequest(BaseModel):
     guidanceBoost: Optional[float] = Field(default=None, ge=0, le=10, description="Added to cfg for image-to-image (default 1.5).")
     count: Optional[int] = Field(default=None, ge=COUNT_RANGE[0], le=COUNT_RANGE[1])
     model: Optional[str] = Field(default=None, description="A model name from GET /api/models; default: the current model.")
+    clipSkip: Optional[int] = Field(default=None, ge=CLIP_SKIP_RANGE[0], le=CLIP_SKIP_RANGE[1],
+                                    description="AUTOMATIC1111's count: 1 = none, 2 = skip the last CLIP layer (PyTorch engine).")
+    styles: Optional[list[str]] = Field(default=None, max_length=MAX_STYLES, description="Prompt style names, applied in order.")
     modelType: Optional[str] = Field(default=None, description="Accepted for old clients and ignored.")
 
 
@@ -114,7 +127,12 @@ class Txt2ImgRequest(BaseModel):
     send_images: Optional[bool] = True
     save_images: Optional[bool] = Field(default=False, description="Ignored: HeyIm always keeps images in its history.")
     override_settings: Optional[dict[str, Any]] = Field(
-        default=None, description="Only sd_model_checkpoint is used (for this request); other keys are ignored with a note.")
+        default=None, description="sd_model_checkpoint and CLIP_stop_at_last_layers are used (for this request); "
+                                  "other keys are ignored with a note.")
+    styles: Optional[list[str]] = Field(default=None, max_length=MAX_STYLES,
+                                        description="Names from GET /sdapi/v1/prompt-styles, applied in order.")
+    clip_skip: Optional[int] = Field(default=None, ge=CLIP_SKIP_RANGE[0], le=CLIP_SKIP_RANGE[1],
+                                     description="As CLIP_stop_at_last_layers: 1 = none (PyTorch engine only).")
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -156,6 +174,7 @@ class SDModelItem(BaseModel):
 class ProgressState(BaseModel):
     skipped: bool
     interrupted: bool
+    stopping_generation: bool
     job: str
     job_count: int
     job_timestamp: str
@@ -175,3 +194,130 @@ class ProgressResponse(BaseModel):
 class OptionsBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     sd_model_checkpoint: Optional[str] = Field(default=None, description="Switches the model used by later jobs.")
+    CLIP_stop_at_last_layers: Optional[int] = Field(default=None, ge=CLIP_SKIP_RANGE[0], le=CLIP_SKIP_RANGE[1],
+                                                    description="The clip skip of later jobs (PyTorch engine).")
+
+
+class OptionsResponse(BaseModel):
+    """The options AUTOMATIC1111 clients read; HeyIm's values for them."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    sd_model_checkpoint: str
+    sd_checkpoint_hash: str
+    sd_vae: str
+    CLIP_stop_at_last_layers: int
+    samples_format: str
+
+
+# -- AUTOMATIC1111's list routes (empty where HeyIm has none of a thing) --------------------------
+class UpscalerItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    name: str
+    model_name: Optional[str] = None
+    model_path: Optional[str] = None
+    model_url: Optional[str] = None
+    scale: Optional[float] = None
+
+
+class LatentUpscalerModeItem(BaseModel):
+    name: str
+
+
+class SDVaeItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model_name: str
+    filename: str
+
+
+class SDModuleItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model_name: str
+    filename: str
+
+
+class HypernetworkItem(BaseModel):
+    name: str
+    path: Optional[str] = None
+
+
+class FaceRestorerItem(BaseModel):
+    name: str
+    cmd_dir: Optional[str] = None
+
+
+class RealesrganItem(BaseModel):
+    name: str
+    path: Optional[str] = None
+    scale: Optional[int] = None
+
+
+class PromptStyleItem(BaseModel):
+    name: str
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+
+
+class LoraItem(BaseModel):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
+
+
+class EmbeddingItem(BaseModel):
+    step: Optional[int] = None
+    sd_checkpoint: Optional[str] = None
+    sd_checkpoint_name: Optional[str] = None
+    shape: int
+    vectors: int
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem]
+
+
+class MemoryResponse(BaseModel):
+    ram: dict[str, Any]
+    cuda: dict[str, Any]
+
+
+class ScriptsList(BaseModel):
+    txt2img: Optional[list[Any]] = None
+    img2img: Optional[list[Any]] = None
+
+
+class ScriptArg(BaseModel):
+    label: Optional[str] = None
+    value: Optional[Any] = None
+    minimum: Optional[Any] = None
+    maximum: Optional[Any] = None
+    step: Optional[Any] = None
+    choices: Optional[list[str]] = None
+
+
+class ScriptInfo(BaseModel):
+    name: Optional[str] = None
+    is_alwayson: Optional[bool] = None
+    is_img2img: Optional[bool] = None
+    args: list[ScriptArg]
+
+
+class ExtensionItem(BaseModel):
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: str
+    enabled: bool
+
+
+class PNGInfoRequest(BaseModel):
+    image: str = Field(min_length=1, description="A base64 (or data URL) image: PNG, JPEG or WebP.")
+
+
+class PNGInfoResponse(BaseModel):
+    info: str = Field(description="The parameters text, as AUTOMATIC1111 writes it ('' when the image has none).")
+    items: dict[str, Any] = Field(description="The image's other text chunks.")
+    parameters: dict[str, Any] = Field(description="The parameters, parsed (Prompt, Negative prompt, Steps, ...).")

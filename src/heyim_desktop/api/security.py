@@ -1,5 +1,9 @@
 """The API's front door: token, Host allowlist, Origin policy, JSON-only POSTs, 10 MB bodies.
 
+A POST without a body (no Content-Length, or 0, and not chunked) needs no Content-Type on the
+routes AUTOMATIC1111 takes without one (:data:`BODYLESS_POSTS`): its clients send
+``POST /sdapi/v1/interrupt`` that way.
+
 One pure ASGI middleware does every check before a route runs, so no route can forget one
 (the 404 for an unknown path also needs the token). Order matters: Host first (DNS
 rebinding), then Origin, then the token, then the request's shape and size.
@@ -37,6 +41,11 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 LOCAL_ORIGIN_RE = r"^http://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$"
 _LOCAL_ORIGIN = re.compile(LOCAL_ORIGIN_RE)
 PUBLIC_PATHS = frozenset({"/health"})
+#: POST routes AUTOMATIC1111 accepts without a body (and so without a Content-Type).
+BODYLESS_POSTS = frozenset({
+    "/sdapi/v1/interrupt", "/sdapi/v1/skip", "/sdapi/v1/refresh-checkpoints", "/sdapi/v1/refresh-vae",
+    "/sdapi/v1/refresh-loras", "/sdapi/v1/refresh-embeddings",
+})
 #: AUTOMATIC1111's --api-auth uses HTTP basic auth; its clients send the token as the password.
 BASIC_AUTH_PREFIX = "/sdapi/"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -189,6 +198,10 @@ class Guard:
             return
         if method == "POST":
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            bodyless = headers.get("content-length", "0").strip() == "0" and "transfer-encoding" not in headers
+            if bodyless and path in BODYLESS_POSTS:  # what AUTOMATIC1111 clients send to /interrupt and /skip
+                await self.app(scope, _replay(b"", receive), send)
+                return
             if ctype != "application/json":
                 await send_error(send, 415, "POST bodies must be JSON (Content-Type: application/json)", "Content-Type")
                 return

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import uvicorn
 
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.models.hashes import ModelHashes
+    from heyim_desktop.store.styles import StyleBook
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +79,25 @@ class ApiServer:
         port: int = DEFAULT_PORT,
         extra_hosts: Iterable[str] = (),
         max_body: int = MAX_BODY_BYTES,
+        styles: "StyleBook | None" = None,
+        hashes: "ModelHashes | None" = None,
         networks: "NetworkFinder | None" = None,
+        header_timeout_s: float | None = None,
+        body_timeout_s: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if not token:
             raise ValueError("the API needs a token")
         self.context = ApiContext(queue, models=models or fixed_catalog(), default_model=default_model, host=engine_host,
-                                  networks=networks)
+                                  networks=networks, styles=styles, hashes=hashes)
         self.host = host
         self._requested_port = port
         self._token = token
         self._extra_hosts = list(extra_hosts)
         self._max_body = max_body
+        self._header_timeout_s = header_timeout_s
+        self._body_timeout_s = body_timeout_s
+        self._max_connections = max_connections
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -106,6 +116,7 @@ class ApiServer:
     def start(self, timeout: float = 15.0) -> None:
         import uvicorn
 
+        from heyim_desktop.api import front
         from heyim_desktop.api.app import create_asgi
 
         if self.running:
@@ -122,9 +133,14 @@ class ApiServer:
         if self.host not in ("0.0.0.0", "::", "[::]") and not is_loopback(self.host):
             extra.append(self.host)
         asgi = create_asgi(self.context, token=self._token, hosts=allowed_hosts(self.port, extra), max_body=self._max_body)
+        protocol = front.protocol_class(
+            header_timeout_s=self._header_timeout_s or front.HEADER_TIMEOUT_S,
+            body_timeout_s=self._body_timeout_s or front.BODY_TIMEOUT_S,
+            max_connections=front.connection_cap(self._max_connections or front.MAX_CONNECTIONS),
+        )
         config = uvicorn.Config(
             asgi, host=self.host, port=self.port, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=3, server_header=False,
+            timeout_graceful_shutdown=3, server_header=False, http=protocol, **front.uvicorn_limits(),
         )
         server = uvicorn.Server(config)
         started = threading.Event()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from typing import Any, Mapping
 
 from heyim_desktop.core.errors import ImageError, InvalidRequest
 from heyim_desktop.core.request import GenerationRequest
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Largest inline input image accepted, in bytes after base64 decoding.
 MAX_INLINE_IMAGE_BYTES = 7 * 1024 * 1024
 
@@ -32,6 +34,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "guidance_boost": (int, float),
     "model": (str, type(None)),
     "init_image": (str, type(None)),
+    "clip_skip": (int,),
+    "styles": (list,),
     "inpaint": (dict, type(None)),
     "extend": (list, type(None)),
     "loras": (list, type(None)),
@@ -189,9 +193,14 @@ def _embeddings_from_data(value: list[Any]) -> tuple[Any, ...]:
 
 
 def request_from_data(
-    data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None, trust_paths: bool = False
+    data: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None, trust_paths: bool = False,
+    init_image: Any = None,
 ) -> GenerationRequest:
-    """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process."""
+    """A request from plain data. ``trust_paths`` only for data from HeyIm's own engine process.
+
+    ``init_image``: an already decoded input image, used instead of (and without) an
+    ``init_image`` field (the API decodes and shrinks it itself, within its pixel budget).
+    """
     if not isinstance(data, Mapping):
         raise InvalidRequest("request", "must be a JSON object")
     unknown = sorted(set(data) - set(_FIELDS))
@@ -207,11 +216,15 @@ def request_from_data(
         if isinstance(value, bool) or not isinstance(value, types):
             names = " or ".join("null" if t is type(None) else {"str": "text", "int": "integer", "float": "number"}.get(t.__name__, t.__name__) for t in types)  # type: ignore[union-attr]
             raise InvalidRequest(key, f"must be {names}, got {type(value).__name__}")
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise InvalidRequest(key, "is not valid Unicode text (it holds a lone surrogate)")
         kwargs[key] = value
     if "prompt" not in kwargs:
         raise InvalidRequest("prompt", "is required")
     image_data = kwargs.pop("init_image", None)
-    if image_data:
+    if init_image is not None:
+        kwargs["init_image"] = init_image
+    elif image_data is not None:  # "" is an empty image, not text-to-image
         kwargs["init_image"] = decode_image(image_data)
     if kwargs.get("inpaint") is not None:
         kwargs["inpaint"] = _inpaint_from_data(kwargs["inpaint"])

@@ -67,16 +67,25 @@ class PromptEncoding:
 class TokenCount:
     """What the token counter shows: tokens used, the model's limit, and chunk boundaries."""
 
+    #: Prompt tokens without start/end tokens; where the model chunks, AUTOMATIC1111's
+    #: count (every chunk but the last counts a full 75).
     tokens: int
-    #: Tokens the model reads: chunks x 75 (+2) where it chunks, else the 77-token window.
+    #: Where it chunks: the chunks used x 75 (``83/150``); else the window's 75.
     limit: int
     chunks: int = 1
-    #: Token positions where a new 75-token chunk starts (empty when not chunked).
+    #: Prompt-token positions where chunks 2, 3, ... start (empty when not chunked).
     boundaries: tuple[int, ...] = ()
-    #: Tokens beyond this index are cut (None when nothing is cut).
+    #: Tokens beyond this count are cut (None when nothing is cut).
     cut_at: int | None = None
     #: Counted by the model's own tokenizer (False: an estimate).
     exact: bool = True
+    #: Prompt tokens in each chunk, and the first words of chunks 2, 3, ...
+    chunk_tokens: tuple[int, ...] = ()
+    chunk_starts: tuple[str, ...] = ()
+    #: The text that is cut, decoded, when something is.
+    cut_text: str | None = None
+    #: The model's token window (77 for CLIP), for showing ``N/77``.
+    window: int = 77
 
 
 @dataclass

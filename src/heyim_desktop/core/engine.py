@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import TokenCount
-from heyim_desktop.core.errors import OutOfMemory
+from heyim_desktop.core.errors import ModelError, OutOfMemory
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, ProgressCallback
 
@@ -94,6 +94,27 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "cannot allocate memory" in text
 
 
+class NonFiniteImage(ModelError):
+    """The model produced NaN or infinite pixels: its weights are damaged, or fp16 overflowed."""
+
+
+def check_finite(images: npt.NDArray[np.float32], device: str, model_name: str) -> None:
+    """Refuse decoded images holding NaN or infinity (they would be written as black PNGs)."""
+    import numpy as np
+
+    flat = np.isfinite(images).reshape(len(images), -1)
+    finite = [bool(flat[i].all()) for i in range(len(flat))]
+    if all(finite):
+        return
+    bad = [str(i + 1) for i, ok in enumerate(finite) if not ok]
+    hint = (" On a GPU in fp16 this can be an overflow: run with --precision fp32."
+            if device not in ("cpu", "") else "")
+    raise NonFiniteImage(
+        f"{model_name} produced invalid pixels (NaN or infinity) for image {', '.join(bad)} of {len(images)}: "
+        f"its weights are probably damaged (or hold NaN values). Nothing was saved.{hint}"
+    )
+
+
 def floats_to_pil(images: npt.NDArray[np.float32]) -> list[Image.Image]:
     """(N, H, W, 3) floats in [0, 1] -> Pillow images (rounded like diffusers)."""
     import numpy as np
@@ -169,6 +190,7 @@ class PipelineEngine:
                 ) from exc
             raise
         request = plan.result_request
+        check_finite(out.images, str(self.components.device), self.model_name)
         pil = floats_to_pil(plan.finish(out.images))
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
         log.info(
@@ -184,6 +206,8 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            interrupted=out.interrupted,
+            model_hash=self.model_hash,
         )
 
     def close(self) -> None:

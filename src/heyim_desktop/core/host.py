@@ -86,7 +86,9 @@ class EngineHost:
                 queue.report_progress(job, p)
 
             result = engine.generate(job.request, progress=on_progress, cancel=job.cancel)
-            saved = sink(result, job) if sink is not None else ()
+            # As AUTOMATIC1111 (save_incomplete_images off): an interrupted job's partial images go to
+            # its client only, not into the history.
+            saved = sink(result, job) if sink is not None and not result.interrupted else ()
             queue.finish(job, result=result, saved=saved)
         except Cancelled:
             queue.finish(job, cancelled=True)

@@ -28,6 +28,34 @@ def load_engine(
     from heyim_desktop.core.thirdparty import quiet_third_party
 
     quiet_third_party()
+    engine = _load(ref, device, precision, compute_units, on_status)
+    attach_model_hash(engine, paths.ensure_demo_model() if ref == DEMO_REF else Path(ref).expanduser())
+    return engine
+
+
+def attach_model_hash(engine: Engine, source: Path) -> None:
+    """Give the engine AUTOMATIC1111's short hash of its weights (read once per file, then cached).
+
+    The first load of a big checkpoint reads the whole file once (seconds); later loads find the
+    hash in the cache by path, size and modification time.
+    """
+    import logging
+
+    from heyim_desktop.core.hashes import shared_hashes
+
+    if not hasattr(engine, "model_hash"):
+        return
+    try:
+        engine.model_hash = shared_hashes().short(source)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("could not hash %s: %s", source, exc)
+
+
+def _load(
+    ref: str, device: str, precision: str, compute_units: str | None, on_status: Callable[[str], None] | None
+) -> Engine:
+    from heyim_desktop.core import paths
+
     if ref == DEMO_REF:
         folder = paths.ensure_demo_model()
     else:
@@ -35,7 +63,7 @@ def load_engine(
         if not folder.exists():
             what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
             raise ModelError(f"Model {what} not found: {ref}")
-        if folder.is_file():
+        if not folder.is_dir():  # a checkpoint file (a FIFO or device is refused there, unread)
             from heyim_desktop.core.single_file import load_single_file_engine
 
             return load_single_file_engine(folder, device=device, precision=precision)

@@ -47,6 +47,8 @@ class LoopOutput:
     warnings: list[str] = field(default_factory=list)
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: Stopped by ``CancelToken.interrupt()``: ``images`` holds what was made, the last one partial.
+    interrupted: bool = False
 
 
 def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_factor: int = 8) -> None:
@@ -56,6 +58,8 @@ def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_fact
         raise InvalidRequest("size", f"this model only makes {w}x{h} images, got {request.width}x{request.height}")
     if request.is_img2img and not caps.img2img:
         raise InvalidRequest("init_image", "this model has no image encoder, so it cannot do image-to-image")
+    if request.clip_skip > 1 and not caps.clip_skip:
+        raise InvalidRequest("clip_skip", "clip skip is not available with this engine (PyTorch only); set it to 1")
     if request.inpaint is not None and caps.inpaint == "none":
         raise InvalidRequest("mask", "this model cannot inpaint")
     if request.controlnets and not caps.controlnet:
@@ -220,7 +224,8 @@ def run_loop(
         for hook in hooks:
             hook.before_loop(state)
         for i, t in enumerate(state.timesteps):
-            cancel.raise_if_cancelled()
+            if cancel.stop_sampling():  # interrupt or skip: decode what this image has so far
+                break
             state.step_index, state.timestep = i, t
             call = UNetCall(
                 scheduler.scale_model_input(guidance.batch(state.latents), t), t, guidance.text, guidance.timestep_cond
@@ -235,20 +240,25 @@ def run_loop(
                 hook.after_step(state)
         for hook in hooks:
             hook.after_loop(state)
-        cancel.raise_if_cancelled()
+        if not cancel.interrupted:
+            cancel.raise_if_cancelled()
         _sync(device)
         t1 = time.perf_counter()
         timings["denoise"] += t1 - t0
         outputs.append(decode(components, state.latents))
         timings["decode"] += time.perf_counter() - t1
+        if cancel.interrupted:  # the images made so far, this one partial, are the result
+            break
     timings["total"] = time.perf_counter() - t_start
     if steps_done:
         timings["per_step"] = timings["denoise"] / steps_done
+    images_out = np.concatenate(outputs, axis=0)
     return LoopOutput(
-        images=np.concatenate(outputs, axis=0),
-        seeds=seeds,
+        images=images_out,
+        seeds=seeds[: len(images_out)],
         timings=timings,
         warnings=list(prompts.warnings),
         truncated_prompt=prompts.truncated_prompt,
         truncated_negative=prompts.truncated_negative,
+        interrupted=cancel.interrupted,
     )

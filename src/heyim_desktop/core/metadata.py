@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from heyim_desktop import __version__
 from heyim_desktop.core.errors import InvalidRequest
@@ -95,6 +95,21 @@ class ImageParameters:
     def model(self) -> str | None:
         return self.params.get("Model")
 
+    @property
+    def clip_skip(self) -> int | None:
+        return self.get_int("Clip skip")
+
+    @property
+    def styles(self) -> list[str]:
+        """The prompt styles HeyIm recorded (already expanded into the prompt)."""
+        raw = self.params.get("Styles")
+        if not raw:
+            return []
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return [raw]
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
     def inpaint_settings(self) -> dict[str, Any] | None:
         """The inpainting settings these parameters record (the mask itself is not in them)."""
         from heyim_desktop.core.masking import FILL_MODES, MAX_BLUR, MAX_PADDING
@@ -176,6 +191,11 @@ class ImageParameters:
             out["strength"] = strength
         if self.model:
             out["model"] = self.model
+        from heyim_desktop.core.request import CLIP_SKIP_RANGE
+
+        clip_skip = self.clip_skip
+        if clip_skip is not None and CLIP_SKIP_RANGE[0] <= clip_skip <= CLIP_SKIP_RANGE[1]:
+            out["clip_skip"] = clip_skip
         return out
 
 
@@ -214,6 +234,10 @@ def format_parameters(
     if request.is_img2img:
         pairs.append(("Denoising strength", _fmt_number(request.strength)))
         pairs.append(("Guidance boost", _fmt_number(request.guidance_boost)))
+    if request.clip_skip > 1:  # AUTOMATIC1111 leaves the default (1) out
+        pairs.append(("Clip skip", str(request.clip_skip)))
+    if request.styles:
+        pairs.append(("Styles", json.dumps(list(request.styles), ensure_ascii=False)))
     pairs.extend(_inpaint_pairs(request))
     from heyim_desktop.core.controlnet import infotext_pairs
 
@@ -341,7 +365,7 @@ def parse_parameters(text: str) -> ImageParameters:
     )
 
 
-def read_parameters_text(path: str | Path) -> str | None:
+def read_parameters_text(path: "str | Path | BinaryIO") -> str | None:
     """The raw ``parameters`` text of an image file, or None if it carries none.
 
     Reads the PNG ``parameters`` chunk (AUTOMATIC1111, HeyIm, many others) without loading
@@ -372,7 +396,7 @@ def read_parameters_text(path: str | Path) -> str | None:
     return None
 
 
-def _capped(text: str, path: str | Path) -> str:
+def _capped(text: str, path: "str | Path | BinaryIO") -> str:
     if len(text) > MAX_TEXT_CHARS:
         log.warning("the parameters text of %s is %d characters; only the first %d were read",
                     path, len(text), MAX_TEXT_CHARS)

@@ -17,6 +17,20 @@ SUPPORTED_PIPELINES = {
 REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+def _check_weights(folder: Path, part: str, weights: Path) -> None:
+    """A component's weight file is a regular file with a sound safetensors header (only the header is read)."""
+    from heyim_desktop.core.model_files import CorruptModel, UnsafeModel, read_safetensors_header
+
+    try:
+        read_safetensors_header(weights)
+    except UnsafeModel as exc:
+        raise ModelError(f"{folder.name}/{part}: {exc}") from None
+    except CorruptModel as exc:
+        raise ModelError(f"{folder.name} is damaged: {part}/{exc}") from None
+    except OSError as exc:
+        raise ModelError(f"{folder.name}: cannot read {part}/{weights.name} ({exc.strerror or exc}).") from None
+
+
 def check_diffusers_folder(folder: Path) -> dict[str, Any]:
     """Validate a diffusers-format folder; return its model_index. Raises ModelError naming what is wrong."""
     if not folder.exists():
@@ -52,6 +66,8 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
             raise ModelError(f"{folder.name} is incomplete: {part}/ has no .safetensors weights.")
         if not (folder / part / "config.json").is_file():
             raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
+        for weights in sorted(files):
+            _check_weights(folder, part, weights)
     for name in ("vocab.json", "merges.txt"):
         if not (folder / "tokenizer" / name).is_file():
             raise ModelError(f"{folder.name} is incomplete: tokenizer/{name} is missing.")

@@ -34,7 +34,13 @@ class PngText:
     skipped: list[str] = field(default_factory=list)
 
 
-def is_png(path: str | Path) -> bool:
+def is_png(path: "str | Path | BinaryIO") -> bool:
+    if not isinstance(path, (str, Path)):  # an open binary file (bytes from an HTTP body)
+        pos = path.tell()
+        try:
+            return path.read(8) == PNG_SIGNATURE
+        finally:
+            path.seek(pos)
     try:
         with open(path, "rb") as fh:
             return fh.read(8) == PNG_SIGNATURE
@@ -42,8 +48,14 @@ def is_png(path: str | Path) -> bool:
         return False
 
 
-def read_png_text(path: str | Path, keys: Iterable[str] = ("parameters", "heyim")) -> PngText:
+def read_png_text(path: "str | Path | BinaryIO", keys: Iterable[str] = ("parameters", "heyim")) -> PngText:
     """The text of the chunks named ``keys`` (first one of each wins). Raises OSError / ValueError."""
+    if not isinstance(path, (str, Path)):
+        pos = path.tell()
+        try:
+            return _read(path, frozenset(keys))
+        finally:
+            path.seek(pos)
     with open(path, "rb") as fh:
         return _read(fh, frozenset(keys))
 

@@ -25,6 +25,9 @@ COUNT_RANGE = (1, 16)
 #: HeyIm's original design raised guidance by 1.5 for image-to-image; it is the default.
 IMG2IMG_GUIDANCE_BOOST = 1.5
 MAX_PROMPT_CHARS = 10_000
+#: AUTOMATIC1111's "CLIP_stop_at_last_layers": 1 uses the text encoder's last layer, 2 the one before it.
+CLIP_SKIP_RANGE = (1, 12)
+MAX_STYLES = 20
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -66,6 +69,10 @@ class GenerationRequest:
     strength: float = 0.75
     guidance_boost: float = IMG2IMG_GUIDANCE_BOOST
     model: str | None = None
+    #: AUTOMATIC1111's count: 1 is no skip (diffusers' ``clip_skip`` is this minus one).
+    clip_skip: int = 1
+    #: Names of the prompt styles already expanded into ``prompt``/``negative_prompt`` (for metadata).
+    styles: tuple[str, ...] = ()
     #: Inpainting: repaint the white part of a mask over ``init_image``.
     inpaint: "InpaintSpec | None" = None
     #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
@@ -122,6 +129,13 @@ class GenerationRequest:
                 raise InvalidRequest("controlnet", f"at most {MAX_UNITS} ControlNets per image, got {len(units)}")
             object.__setattr__(self, "controlnets", units)
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
+        _check_int("clip_skip", self.clip_skip, *CLIP_SKIP_RANGE)
+        if isinstance(self.styles, list):
+            object.__setattr__(self, "styles", tuple(self.styles))
+        if not isinstance(self.styles, tuple) or not all(isinstance(s, str) and s.strip() for s in self.styles):
+            raise InvalidRequest("styles", "must be a list of style names")
+        if len(self.styles) > MAX_STYLES:
+            raise InvalidRequest("styles", f"at most {MAX_STYLES} styles at once")
         if self.scheduler is None or self.scheduler == "":
             object.__setattr__(self, "scheduler", DEFAULT_IMG2IMG if self.init_image is not None else DEFAULT_TXT2IMG)
         else:
@@ -184,6 +198,8 @@ class GenerationRequest:
             "strength": self.strength if self.is_img2img else None,
             "guidance_boost": self.guidance_boost if self.is_img2img else None,
             "model": self.model,
+            "clip_skip": self.clip_skip,
+            "styles": list(self.styles),
             **_edit_settings(self),
         }
 

@@ -52,3 +52,7 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: AUTOMATIC1111's short hash of the model's weights (``Model hash:`` in the metadata), when known.
+    model_hash: str | None = None
+    #: Stopped early by an interrupt: the images are what was made, the last one partial.
+    interrupted: bool = False

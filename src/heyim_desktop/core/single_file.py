@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 def check_single_file(path: Path) -> tuple[str, str]:
     """Validate ``path`` without loading it; return (base, profile). Raises a ModelError subclass."""
-    if not path.is_file():
+    if not path.exists():
         raise ModelError(f"Model file not found: {path}")
-    header = read_safetensors_header(path)
+    header = read_safetensors_header(path)  # refuses a FIFO or device before reading it
     arch = detect_architecture(header, path)
     if not arch.supported:
         raise UnsupportedModel(f"{path.name}: {arch.problem}")
@@ -65,7 +65,7 @@ def load_single_file_engine(
     scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     components = TorchComponents.from_modules(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler_config=scheduler_config, device=dev, dtype=dtype,
+        scheduler_config=scheduler_config, device=dev, dtype=dtype, source_name=file.stem,
     )
     size = components.sample_size * components.vae_scale_factor
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=name or file.stem, default_size=(size, size))

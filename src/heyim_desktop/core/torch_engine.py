@@ -12,7 +12,8 @@ import torch
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
+from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder
@@ -20,6 +21,13 @@ from heyim_desktop.core.model_folder import check_diffusers_folder
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+#: Longest prompt the PyTorch engine reads, in 75-token chunks (600 tokens). AUTOMATIC1111
+#: sets no limit; every chunk adds 77 keys to each cross-attention and one text-encoder
+#: pass, so a pasted page should not slow every step down unnoticed. Prompts shared with
+#: images rarely pass 3 chunks; past 8 the rest is cut with a warning.
+MAX_PROMPT_CHUNKS = 8
+
+
 def pick_device(preference: str = "auto") -> torch.device:
     """CUDA, then MPS, then CPU; a named device that is missing is an error."""
     pref = preference.lower()
@@ -50,6 +58,7 @@ class TorchComponents:
 
         self.device = device
         self.dtype = dtype
+        self.source_name = folder.name
         variant = "fp16" if dtype == torch.float16 and _has_variant(folder, "unet", "fp16") else None
         common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
         try:
@@ -74,11 +83,15 @@ class TorchComponents:
     @classmethod
     def from_modules(
         cls, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: dict[str, Any],
-        device: torch.device, dtype: torch.dtype,
+        device: torch.device, dtype: torch.dtype, source_name: str = "",
     ) -> "TorchComponents":
-        """Wrap models that are already loaded (single-file checkpoints)."""
+        """Wrap models that are already loaded (single-file checkpoints).
+
+        ``source_name`` (the file's name) lets a known few-step model get its recommended settings.
+        """
         self = cls.__new__(cls)
         self.device, self.dtype = device, dtype
+        self.source_name = source_name
         self.unet_model = unet.to(device).eval()
         self.vae = vae.to(device).eval()
         self.text_encoder = text_encoder.to(device).eval()
@@ -95,6 +108,8 @@ class TorchComponents:
         self.guidance_embedding_dim = self.unet_model.config.time_cond_proj_dim
         self.sample_size = int(self.unet_model.config.sample_size)
         self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
+        #: The deepest clip skip this text encoder allows (its layer count).
+        self.max_clip_skip = int(getattr(self.text_encoder.config, "num_hidden_layers", 12))
         size = self.sample_size * self.vae_scale_factor
         family = "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
         self._capabilities = Capabilities(
@@ -104,9 +119,16 @@ class TorchComponents:
             guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
             default_size=(size, size),
             max_batch=4 if device.type != "cpu" else 1,
+            max_prompt_chunks=MAX_PROMPT_CHUNKS,
+            token_window=int(self.tokenizer.model_max_length),
+            recommended=recommended_for(
+                self.source_name, scheduler_config=scheduler_config,
+                guidance_embedding=self.guidance_embedding_dim is not None,
+            ),
             runtime_lora=True,
             controlnet=True,
         )
+        self._counter = PromptCounter(self.tokenizer, max_chunks=MAX_PROMPT_CHUNKS)
         self._networks: Any = None
         self._controlnets: dict[str, Any] = {}
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
@@ -116,21 +138,40 @@ class TorchComponents:
     def capabilities(self) -> Capabilities:
         return self._capabilities
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, clip_skip: int = 1) -> torch.Tensor:
+        """CLIP embeddings; ``clip_skip`` counts as AUTOMATIC1111 does (1: the last layer).
+
+        Skipping takes an earlier layer's hidden states and applies the final layer norm to
+        them, as diffusers does for its ``clip_skip`` (which is this value minus one).
+        """
         mask = attention_mask if self._use_attention_mask else None
-        return self.text_encoder(input_ids, attention_mask=mask)[0]
+        if clip_skip <= 1:
+            return self.text_encoder(input_ids, attention_mask=mask)[0]
+        if clip_skip > self.max_clip_skip:
+            from heyim_desktop.core.errors import InvalidRequest
+
+            raise InvalidRequest("clip_skip", f"this model's text encoder has {self.max_clip_skip} layers; "
+                                              f"clip skip must be at most {self.max_clip_skip}")
+        out = self.text_encoder(input_ids, attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states[-clip_skip]
+        encoder = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5 flattened it
+        return encoder.final_layer_norm(hidden)
 
     def _clip_encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """The text encoder as a prompts.ClipEncoder sees it (no clip skip, no pooled output)."""
         return self.encode_text(input_ids, attention_mask), None
 
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
+        def clip_encode(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return self.encode_text(input_ids, attention_mask, clip_skip=request.clip_skip), None
+
         return encode_prompt_pair(
-            request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
-            device=self.device, dtype=self.dtype,
+            request, encoders=(ClipEncoder(self.tokenizer, clip_encode),), with_negative=with_negative,
+            device=self.device, dtype=self.dtype, max_chunks=self._capabilities.max_prompt_chunks,
         )
 
     def count_tokens(self, text: str) -> TokenCount:
-        return count_tokens(self.tokenizer, text)
+        return self._counter(text)
 
     def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
         """Apply the job's LoRAs and embeddings (unloading any it does not use)."""

@@ -23,6 +23,14 @@ _TORCH_FILES = (
     "vae/diffusion_pytorch_model.safetensors",
 )
 
+#: SDXL's second text encoder and tokenizer join the SD files.
+_SDXL_FILES = (
+    *_TORCH_FILES,
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/*",
+)
+
 
 @dataclass(frozen=True)
 class CatalogueEntry:
@@ -48,9 +56,15 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
                    "SD1", 4_270_000_000, _TORCH_FILES, note="512x512, the classic general-purpose model."),
     CatalogueEntry("lcm-dreamshaper", "LCM Dreamshaper v7 (4-8 steps)", "SimianLuo/LCM_Dreamshaper_v7", "diffusers",
                    "SD1", 4_270_000_000, _TORCH_FILES,
-                   note="Few-step model: use the LCM scheduler, 4-8 steps, guidance 1-2."),
+                   note="Few-step model: the LCM scheduler, 4-8 steps, guidance 8 (set when you pick it)."),
     CatalogueEntry("sd-turbo", "SD-Turbo (1-4 steps)", "stabilityai/sd-turbo", "diffusers", "SD2", 5_210_000_000,
-                   _TORCH_FILES, note="1-4 steps, guidance 0-1, 512x512. Non-commercial licence."),
+                   _TORCH_FILES, note="1-4 steps, guidance 0 (set when you pick it), 512x512. Non-commercial licence."),
+    CatalogueEntry("sdxl-base", "Stable Diffusion XL base 1.0", "stabilityai/stable-diffusion-xl-base-1.0",
+                   "diffusers", "SDXL", 13_880_000_000, _SDXL_FILES,
+                   note="1024x1024, the general-purpose SDXL model. Needs 16 GB of memory or more."),
+    CatalogueEntry("sdxl-turbo", "SDXL-Turbo (1-4 steps)", "stabilityai/sdxl-turbo", "diffusers", "SDXL",
+                   13_880_000_000, _SDXL_FILES,
+                   note="1-4 steps, guidance 0 (set when you pick it), 512x512. Non-commercial licence."),
     CatalogueEntry("coreml-sd15", "Stable Diffusion 1.5 (Core ML, Neural Engine)", "apple/coreml-stable-diffusion-v1-5",
                    "coreml", "SD1", 2_580_000_000, ("split_einsum/compiled/*",), subfolder="split_einsum/compiled",
                    platform="darwin"),

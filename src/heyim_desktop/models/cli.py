@@ -26,6 +26,7 @@ def add_models_parser(sub: Any) -> None:
     imp.add_argument("path", help="a .safetensors checkpoint, a pickle checkpoint (.ckpt/.pt/.bin) or a model folder")
     imp.add_argument("--convert", action="store_true",
                      help="convert a pickle checkpoint to .safetensors in a separate restricted process")
+    imp.add_argument("--name", default=None, help="import it under this name (default: the file's or folder's own)")
     dl = msub.add_parser("download", help="download a recommended model (run without NAME to see the list)")
     dl.add_argument("name", nargs="?", help="catalogue name, e.g. sd15")
     dl.add_argument("--yes", "-y", action="store_true", help="do not ask before downloading")
@@ -93,11 +94,15 @@ def _import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from heyim_desktop.core.model_files import FileKind, sniff
-    from heyim_desktop.models.importer import import_model
+    from heyim_desktop.models.importer import existing_name, import_model
 
     path = Path(args.path).expanduser()
     if not path.exists():
         return _err(f"{path}: file not found", EXIT_USAGE)
+    taken = existing_name(path, name=args.name)
+    if taken is not None:  # said before asking about a conversion that could not land anyway
+        return _err(f"a model named {taken} already exists; import it under another name with --name NEW_NAME",
+                    EXIT_MODEL)
     convert = args.convert
     if path.is_file() and not convert and sniff(path) is FileKind.PICKLE:
         print(f"{path.name} is a pickle checkpoint. Pickles can run code when loaded, so HeyIm never opens them.\n"
@@ -108,7 +113,7 @@ def _import(args: argparse.Namespace) -> int:
             return _err(f"{path.name} was not imported (run again with --convert to convert it).", EXIT_MODEL)
     if convert:
         print(f"Converting {path.name} in a separate process...", file=sys.stderr)
-    info = import_model(path, convert=convert)
+    info = import_model(path, convert=convert, name=args.name)
     print(info.ref)
     return EXIT_OK
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from heyim_desktop.core.checkpoint import detect_architecture
 from heyim_desktop.core.errors import ModelError, StorageError
-from heyim_desktop.core.model_files import FileKind, UnsafeModel, read_safetensors_header, sniff
+from heyim_desktop.core.model_files import FileKind, UnsafeModel, check_regular_file, read_safetensors_header, sniff
 from heyim_desktop.core.storage import atomic_write_bytes, disk_full, full_reason, writing
 from heyim_desktop.models.inspect import PICKLE_ADVICE, inspect_file, inspect_folder
 from heyim_desktop.models.library import app_models_dir
@@ -31,6 +31,14 @@ class ConversionRefused(ModelError):
     """The restricted loader refused the pickle (it names code, not just tensors)."""
 
 
+class ModelExists(ModelError):
+    """The models folder already holds a model of that name; ``name`` says which."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def _free_space_check(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed + 64 * 1024 * 1024:
@@ -39,30 +47,64 @@ def _free_space_check(folder: Path, needed: int) -> None:
 
 def _target(dest_dir: Path, name: str) -> Path:
     target = dest_dir / name
-    if target.exists():
-        raise ModelError(f"A model named {name} already exists in {dest_dir}.")
+    if os.path.lexists(target):
+        stem = name.removesuffix(".safetensors")
+        raise ModelExists(
+            f"A model named {stem} already exists in {dest_dir}. Import it under another name "
+            f"(`--name NEW_NAME` on the command line), or remove the existing one first.", stem)
     return target
 
 
-def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_dir: Path | None = None) -> ModelInfo:
-    """Copy (and, for pickles with ``convert``, convert) ``source`` into the models folder."""
+def clean_name(name: str) -> str:
+    """A user-given model name as a file or folder name: no folders, no hidden names."""
+    cleaned = name.strip().removesuffix(".safetensors").strip()
+    if not cleaned or cleaned in (".", "..") or cleaned.startswith(".") or any(c in cleaned for c in '/\\\0:'):
+        raise ModelError(f"{name!r} cannot be a model name: use letters, digits, spaces, '-' or '_', no '/' or leading '.'.")
+    if len(cleaned.encode("utf-8")) > 200:
+        raise ModelError("A model name must be at most 200 bytes long.")
+    return cleaned
+
+
+def target_name(source: str | os.PathLike[str], name: str | None = None) -> str:
+    """The file or folder name ``source`` gets in the models folder (``name`` overrides its own)."""
+    src = Path(source).expanduser()
+    stem = clean_name(name) if name else (src.name if src.is_dir() else src.stem)
+    return stem if src.is_dir() else stem + ".safetensors"
+
+
+def existing_name(source: str | os.PathLike[str], dest_dir: Path | None = None, name: str | None = None) -> str | None:
+    """The model name already taken in the models folder by importing ``source``, else None."""
+    dest = dest_dir or app_models_dir()
+    wanted = target_name(source, name)
+    return wanted.removesuffix(".safetensors") if os.path.lexists(dest / wanted) else None
+
+
+def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_dir: Path | None = None,
+                 name: str | None = None) -> ModelInfo:
+    """Copy (and, for pickles with ``convert``, convert) ``source`` into the models folder.
+
+    ``name`` imports it under another name (the default is the file's or folder's own);
+    a name already taken raises :class:`ModelExists`. Anything that is not a regular file or
+    a folder (a FIFO, a device) is refused before it is opened.
+    """
     src = Path(source).expanduser()
     dest = dest_dir or app_models_dir()
     if not src.exists():
         raise ModelError(f"File not found: {src}")
     dest.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        return _import_folder(src, dest)
+        return _import_folder(src, dest, target_name(src, name))
+    check_regular_file(src)
     kind = sniff(src)
     if kind is FileKind.PICKLE:
         if not convert:
             raise UnsafeModel(f"{src.name} is a {PICKLE_ADVICE}")
-        return convert_pickle(src, dest)
+        return convert_pickle(src, dest, name=name)
     header = read_safetensors_header(src)  # raises CorruptModel / UnsafeModel
     arch = detect_architecture(header, src)
     if not arch.supported:
         raise ModelError(f"{src.name}: {arch.problem}")
-    target = _target(dest, src.stem + ".safetensors")
+    target = _target(dest, target_name(src, name))
     _free_space_check(dest, src.stat().st_size)
     partial = dest / f".{target.name}.partial"
     try:
@@ -78,15 +120,15 @@ def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_
     return inspect_file(target, "app")
 
 
-def _import_folder(src: Path, dest: Path) -> ModelInfo:
+def _import_folder(src: Path, dest: Path, folder_name: str) -> ModelInfo:
     info = inspect_folder(src, "user")
     if info is None:
         raise ModelError(f"{src} is not a model folder (no model_index.json, no Core ML resources).")
     if info.status is not ModelStatus.READY:
         raise ModelError(f"{src.name}: {info.problem}")
-    target = _target(dest, src.name)
+    target = _target(dest, folder_name)
     _free_space_check(dest, info.size_bytes)
-    partial = dest / f".{src.name}.partial"
+    partial = dest / f".{folder_name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     try:
         with writing(dest, f"the model {src.name}"):
@@ -110,9 +152,10 @@ def _copy_tree(src: Path, dst: Path) -> None:
             shutil.copyfile(item, dst / item.name)
 
 
-def convert_pickle(src: Path, dest: Path) -> ModelInfo:
+def convert_pickle(src: Path, dest: Path, *, name: str | None = None) -> ModelInfo:
     """Convert a pickle checkpoint in a child process; the result is checked before it is kept."""
-    target = _target(dest, src.stem + ".safetensors")
+    check_regular_file(src)  # the child would block forever reading a FIFO
+    target = _target(dest, target_name(src, name))
     _free_space_check(dest, src.stat().st_size)
     partial = dest / f".{target.name}.partial"
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))

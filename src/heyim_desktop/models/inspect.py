@@ -10,7 +10,14 @@ from pathlib import Path
 
 from heyim_desktop.core.checkpoint import detect_architecture
 from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.model_files import CorruptModel, FileKind, UnsafeModel, read_safetensors_header, sniff
+from heyim_desktop.core.model_files import (
+    CorruptModel,
+    FileKind,
+    UnsafeModel,
+    file_size,
+    read_safetensors_header,
+    sniff,
+)
 from heyim_desktop.core.model_folder import check_diffusers_folder
 from heyim_desktop.models.types import ModelInfo, ModelStatus
 
@@ -57,7 +64,8 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
     except ModelError as exc:
         text = str(exc)
         unsupported = "SDXL" in text or "HeyIm runs" in text
-        status = ModelStatus.UNSUPPORTED if unsupported else ModelStatus.UNSAFE if "pickle" in text else ModelStatus.INCOMPLETE
+        status = (ModelStatus.UNSUPPORTED if unsupported else ModelStatus.UNSAFE if "pickle" in text
+              else ModelStatus.CORRUPT if " is damaged: " in text else ModelStatus.INCOMPLETE)
         base = "SDXL" if "SDXL" in text else _guess_base(folder)
         return ModelInfo(name or folder.name, str(folder), "diffusers", base, size, status, text, source)
     label = DEMO_NAME if index.get("_heyim_demo") else (name or folder.name)
@@ -66,10 +74,12 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
 
 def inspect_file(path: Path, source: str = "") -> ModelInfo:
     """A single-file checkpoint, recognised by its content (never unpickled)."""
-    size = path.stat().st_size
+    size = file_size(path)
     name = path.stem
     try:
-        kind = sniff(path)
+        kind = sniff(path)  # refuses a FIFO or device before reading from it
+    except CorruptModel as exc:
+        return ModelInfo(name, str(path), "file", "unknown", size, ModelStatus.CORRUPT, str(exc), source)
     except OSError as exc:
         return ModelInfo(name, str(path), "file", "unknown", size, ModelStatus.CORRUPT, f"unreadable: {exc}", source)
     if kind is FileKind.PICKLE:

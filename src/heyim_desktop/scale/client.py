@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from heyim_desktop.scale.errors import UnknownBatch
-from heyim_desktop.scale.records import DONE, BatchStatus, NewJob, Records
+from heyim_desktop.scale.errors import MalformedRecord, UnknownBatch
+from heyim_desktop.scale.records import DONE, BatchStatus, NewJob, Records, batch_created, is_job_id
 
 if TYPE_CHECKING:
     from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.core.result import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,24 @@ def batch_status(url: str, batch_id: str, records: Records | None = None) -> Bat
     records = records or _records(url)
     status = records.batch(batch_id)
     if status is None:
-        raise UnknownBatch(f"No batch {batch_id!r} on this queue (never submitted, or expired).")
+        raise UnknownBatch(_why_unknown(records, batch_id))
     return status
+
+
+def _why_unknown(records: Records, batch_id: str) -> str:
+    """Why a batch is not on the queue: expired, never submitted, or the server lost its data."""
+    shown = batch_id if len(batch_id) <= 80 else batch_id[:80] + "..."
+    created = batch_created(batch_id)
+    if created is None:
+        return f"No batch {shown!r} on this queue (never submitted, or expired)."
+    if time.time() - created > records.ttl_s:
+        return f"No batch {shown!r} on this queue: it expired (batches are kept {records.ttl_s // 86400} days)."
+    since = records.since()
+    if since is None or since > created + 1:
+        return (f"No batch {shown!r} on this queue: the queue's Redis server has lost its data since the batch "
+                "was submitted (it was restarted without persistence, or flushed). Submit the batch again, and give "
+                "the render farm's Redis persistence: `appendonly yes` in redis.conf.")
+    return f"No batch {shown!r} on this queue (never submitted to this server, or expired)."
 
 
 def wait_for_batch(url: str, batch_id: str, *, timeout_s: float | None = None, poll_s: float = 1.0,
@@ -115,17 +132,48 @@ def wait_for_batch(url: str, batch_id: str, *, timeout_s: float | None = None, p
 
 def _scan(records: Records, batch_id: str, skip: set[str]) -> tuple[list[str], list[tuple[str, str]], int]:
     status = batch_status("", batch_id, records)
-    done = [j.id for j in status.jobs if j.state == DONE and j.id not in skip]
-    failed = [(j.id, j.error) for j in status.jobs if j.state == "failed"]
+    done, failed = [], []
+    for j in status.jobs:
+        if not is_job_id(j.id, batch_id):
+            # Its id becomes a file name: only the ids HeyIm makes for this batch are used.
+            failed.append((j.id[:80], "not a job id HeyIm makes for this batch; skipped"))
+        elif j.state == DONE and j.id not in skip:
+            done.append(j.id)
+        elif j.state == "failed":
+            failed.append((j.id, j.error))
     pending = sum(1 for j in status.jobs if j.state not in (DONE, "failed"))
     return done, failed, pending
+
+
+def _stored_result(records: Records, job_id: str) -> "tuple[GenerationResult, str] | None":
+    """A finished job's result, checked; a damaged or hostile one marks the job failed (MalformedRecord)."""
+    try:
+        stored, data = records.result(job_id), records.request_data(job_id)
+        if stored is None or data is None:
+            return None  # expired between the scan and now
+        return stored.to_result(data), stored.worker
+    except MalformedRecord as exc:
+        reason = f"Its stored result cannot be used: {exc}."
+        log.warning("job %s: %s", job_id, reason)
+        records.bad_result(job_id, reason)
+        raise MalformedRecord(reason) from None
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, checked to stay inside ``folder`` (no separators, no links out)."""
+    target = folder / name
+    if Path(name).name != name or name in ("", ".", "..") or target.resolve().parent != folder.resolve():
+        raise MalformedRecord(f"the file name {name[:80]!r} would leave the output folder")
+    return target
 
 
 def collect(url: str, batch_id: str, out_dir: str | Path) -> Collected:
     """Write each finished job's images as ``<job id>.png`` (``<job id>-<n>.png`` for several).
 
     Each PNG carries the same A1111 ``parameters`` and HeyIm settings as a local generation.
-    Collecting again rewrites the same files: never two images for one job.
+    Collecting again rewrites the same files: never two images for one job. Only job ids
+    HeyIm makes for this batch become file names, and every path is checked to stay in
+    ``out_dir``; a damaged result is marked failed and reported, the others still written.
     """
     from heyim_desktop.core.metadata import format_parameters
     from heyim_desktop.core.output import write_png_atomic
@@ -136,20 +184,24 @@ def collect(url: str, batch_id: str, out_dir: str | Path) -> Collected:
     saved: list[Path] = []
     already = 0
     for job_id in done:
-        stored, data = records.result(job_id), records.request_data(job_id)
-        if stored is None or data is None:
-            continue  # expired between the scan and now
-        result = stored.to_result(data)
-        for item in result.images:
-            name = f"{job_id}.png" if len(result.images) == 1 else f"{job_id}-{item.index + 1}.png"
-            target = out / name
+        try:
+            got = _stored_result(records, job_id)
+            if got is None:
+                continue
+            result, worker = got
+            targets = [_inside(out, f"{job_id}.png" if len(result.images) == 1 else f"{job_id}-{item.index + 1}.png")
+                       for item in result.images]
+        except MalformedRecord as exc:
+            failed.append((job_id, str(exc)))
+            continue
+        for item, target in zip(result.images, targets):
             if target.exists():
                 already += 1
                 continue
             request = result.request
-            params = format_parameters(request, item.seed, result.model_name)
+            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
             settings = dict(request.settings(), seed=item.seed, model_name=result.model_name, engine=result.engine,
-                            queue_job=job_id, worker=stored.worker)
+                            queue_job=job_id, worker=worker)
             saved.append(write_png_atomic(item.image, target, params, settings, overwrite=True))
     return Collected(tuple(saved), already, tuple(failed), pending)
 
@@ -174,11 +226,16 @@ def collect_into_history(url: str, batch_id: str, store: Any, records: Records |
     consumer = history_consumer_id(store)
     done, failed, pending = _scan(records, batch_id, records.imported(batch_id, consumer))
     saved: list[Any] = []
+    failed = list(failed)
     for job_id in done:
-        stored, data = records.result(job_id), records.request_data(job_id)
-        if stored is None or data is None:
+        try:
+            got = _stored_result(records, job_id)
+        except MalformedRecord as exc:
+            failed.append((job_id, str(exc)))
             continue
-        result = stored.to_result(data)
+        if got is None:
+            continue
+        result = got[0]
         # A stand-in job only to tell the history where the images came from.
         entries = store.save_result(result, job=Job(id=JobId(0), request=result.request, source=f"queue {batch_id}"))
         saved.extend(entries)

@@ -20,4 +20,12 @@ class BatchFileError(UserFacingError):
 
 
 class UnknownBatch(UserFacingError):
-    """No batch with this id is on the queue (never submitted, or expired)."""
+    """No batch with this id is on the queue (never submitted, expired, or the server lost its data)."""
+
+
+class MalformedRecord(UserFacingError, ValueError):
+    """A record or result in Redis is not what HeyIm writes (damaged, or written by someone else)."""
+
+
+class PoisonMessage(Exception):
+    """A queue message no attempt can ever process (not one HeyIm sends): dead-lettered at once."""

@@ -9,7 +9,12 @@ engine); the main thread sends heartbeats and handles signals. What happens to a
 * an unexpected error or a time-out: retried on any worker, at most ``MAX_ERROR_RETRIES`` times;
 * the worker is stopped (Ctrl+C, SIGTERM): the job is cancelled within a step and requeued;
 * the worker dies (SIGKILL, power off): Dramatiq's dead-worker check requeues it once the
-  heartbeat is ``dead_after_s`` old; after ``MAX_ATTEMPTS`` starts the job is failed.
+  heartbeat is ``dead_after_s`` old; after ``MAX_ATTEMPTS`` starts the job is failed;
+* the worker is gone and the job's message with it (a Redis restart at the wrong moment):
+  every live worker's reaper compares "running" records with live heartbeats and sends the
+  job again when its message is nowhere (:meth:`QueueWorker.reap`);
+* a poison message (not one HeyIm sends, or a job record HeyIm did not write): failed on the
+  first attempt with the reason, and dead-lettered.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import ModelError, OutOfMemory, UserFacingError
 from heyim_desktop.core.result import Progress
 from heyim_desktop.scale import broker as qb
-from heyim_desktop.scale.records import Records, WorkerStatus
+from heyim_desktop.scale.errors import MalformedRecord, PoisonMessage
+from heyim_desktop.scale.records import Records, WorkerStatus, is_job_id
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,7 @@ class QueueWorker:
         self._lock = threading.Lock()
         self.state, self.job, self.jobs_done = "starting", "", 0
         self._dramatiq: Any = None
+        self._broker: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self) -> None:
@@ -98,6 +105,7 @@ class QueueWorker:
         broker = qb.make_broker(self.records.r, dead_after_s=self.config.dead_after_s,
                                 job_timeout_s=self.config.job_timeout_s)
         qb.declare_render_actor(broker, self.render)
+        self._broker = broker
         broker.emit_after("process_boot")  # starts the time-limit watchdog, as Dramatiq's CLI does
         worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=self.config.poll_ms)
         worker.queue_prefetch = 1  # take one job at a time: the rest stays for other machines
@@ -109,6 +117,7 @@ class QueueWorker:
         try:
             while not self._stop.wait(HEARTBEAT_S):
                 self._beat()
+                self.reap()
         finally:
             self._beat("stopping")
             worker.stop(timeout=60_000)
@@ -137,12 +146,46 @@ class QueueWorker:
         except Exception as exc:  # Redis blips must not kill the worker; Dramatiq reconnects too
             log.warning("heartbeat failed: %s", exc)
 
+    def reap(self) -> list[str]:
+        """Send again the running jobs whose worker is gone and whose message was lost.
+
+        Dramatiq itself requeues the messages a dead worker held; this covers the rest (a
+        message lost in a Redis restart): a "running" record whose worker has no live
+        heartbeat and whose message is in no queue or live ack set goes back to the queue.
+        Several workers may reap at once: claiming a job is atomic, so it is sent once.
+        """
+        sent: list[str] = []
+        try:
+            for job_id, worker, message_id in self.records.lost_candidates():
+                if not is_job_id(job_id) or qb.message_alive(self.records.r, message_id):
+                    continue
+                if self.records.claim_lost(job_id, worker):
+                    qb.send_job(self._broker, job_id)
+                    log.warning("job %s: its worker %s is gone and its queue message was lost; queued again",
+                                job_id, worker or "?")
+                    sent.append(job_id)
+        except Exception as exc:  # a Redis blip: try again on the next beat
+            log.warning("lost-job check failed: %s", exc)
+        return sent
+
     # -- one job (on Dramatiq's worker thread) -------------------------------------------
-    def render(self, job_id: str) -> None:
+    def render(self, *args: Any, **kwargs: Any) -> None:
+        """The actor: one HeyIm job id, nothing else (anything else is a poison message)."""
         from dramatiq import Retry
         from dramatiq.middleware import TimeLimitExceeded
 
-        begun = self.records.begin(job_id, self.id)
+        if kwargs or len(args) != 1 or not isinstance(args[0], str) or not is_job_id(args[0]):
+            reason = f"not a message HeyIm sends (arguments {str(args)[:120]}, keyword arguments {sorted(kwargs)[:10]})"
+            log.error("poison message dead-lettered: %s", reason)
+            if len(args) == 1 and isinstance(args[0], str) and is_job_id(args[0]):
+                self.records.fail(args[0], f"Its queue message was malformed: {reason}.")
+            raise PoisonMessage(reason)
+        job_id = args[0]
+        try:
+            begun = self.records.begin(job_id, self.id, qb.current_message_id())
+        except MalformedRecord as exc:
+            log.error("job %s failed and dead-lettered: its record in Redis is malformed: %s", job_id, exc)
+            raise PoisonMessage(f"job {job_id}: malformed record: {exc}") from None
         if begun is None:
             log.info("job %s: already finished or expired; skipped", job_id)
             return

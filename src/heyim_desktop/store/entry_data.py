@@ -18,12 +18,12 @@ from heyim_desktop.core.metadata import MAX_TEXT_CHARS, parse_parameters
 #: Key in the ``heyim`` PNG chunk of every image the history itself wrote: only those are re-indexed.
 HISTORY_MARKER = "heyim_history"
 _TEXT_KEYS = ("prompt", "negative_prompt", "scheduler", "model", "model_name", "engine", "queue_job", "worker")
-_INT_KEYS = ("seed", "width", "height", "steps", "count", HISTORY_MARKER)
+_INT_KEYS = ("seed", "width", "height", "steps", "count", "clip_skip", HISTORY_MARKER)
 _FLOAT_KEYS = ("guidance", "strength", "guidance_boost")
 _MAX_INT = 2**63 - 1
 #: What GenerationRequest takes back from an entry ("Reuse settings").
 REQUEST_KEYS = ("prompt", "negative_prompt", "steps", "guidance", "seed", "width", "height", "scheduler",
-                "strength", "guidance_boost", "model")
+                "strength", "guidance_boost", "model", "clip_skip")
 
 
 def _int(value: Any) -> int | None:

@@ -43,6 +43,7 @@ from heyim_desktop.store.schema import NewerSchemaError, NotAHistoryError, inspe
 
 if TYPE_CHECKING:
     from heyim_desktop.core.jobs import Job
+    from heyim_desktop.core.request import GenerationRequest
     from heyim_desktop.core.result import GenerationResult
     from heyim_desktop.store.relocate import MoveReport
 
@@ -91,6 +92,21 @@ class HistoryEntry:
     #: Why deleting this entry's file failed; the entry stays, shown as "could not delete".
     delete_error: str = ""
 
+    def edit_files(self) -> tuple[Path | None, Path | None]:
+        """(input picture, mask) of an inpainted image, where HeyIm kept them and they still exist."""
+        found = {p.name.rsplit(".", 2)[-2]: p for p in edit_file_paths(self.path, self.settings) if p.is_file()}
+        return found.get("source"), found.get("mask")
+
+    def inpaint_settings(self) -> dict[str, Any]:
+        """The inpainting options this image was made with ({} when it was not inpainted)."""
+        value = self.settings.get("inpaint")
+        if isinstance(value, dict):
+            out = {("blur" if k == "mask_blur" else k): v for k, v in value.items()}
+            return {k: v for k, v in out.items() if k in ("blur", "invert", "fill", "only_masked", "padding", "keep_unmasked")}
+        from heyim_desktop.core.metadata import parse_parameters as parse
+
+        return (parse(self.parameters).inpaint_settings() or {}) if self.parameters.strip() else {}
+
     def request_settings(self) -> dict[str, Any]:
         """Keyword arguments for GenerationRequest that reproduce this image (never raises)."""
         if self.settings:
@@ -98,6 +114,19 @@ class HistoryEntry:
         if self.parameters.strip():
             return request_settings(parse_parameters(self.parameters).request_settings())
         return {"prompt": self.prompt}
+
+
+def edit_file_paths(image: Path, settings: dict[str, Any]) -> list[Path]:
+    """The inpainting input and mask HeyIm kept beside ``image`` (names it recorded, beside it only)."""
+    edit = settings.get("edit_files")
+    if not isinstance(edit, dict):
+        return []
+    out = []
+    for role in ("source", "mask"):
+        name = edit.get(role)
+        if isinstance(name, str) and name == Path(name).name and name.endswith(f".{role}.png"):
+            out.append(image.with_name(name))
+    return out
 
 
 def _fts_query(text: str) -> str:
@@ -203,15 +232,30 @@ class HistoryStore:
         folder = self.images_dir / time.strftime("%Y-%m")
         entries = []
         for item in result.images:
-            params = format_parameters(request, item.seed, result.model_name)
+            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
             settings = dict(request.settings(), seed=item.seed, count=1, model_name=result.model_name,
                             engine=result.engine)
             marked = dict(settings, **{HISTORY_MARKER: 1})
             path = write_png_atomic(item.image, folder / image_filename(request.prompt, item.seed), params, marked,
                                     temp_dir=self.temp_dir)
+            edit = self._write_edit_files(request, path)
+            if edit:
+                settings["edit_files"] = edit
             entries.append(self._insert(path, params, settings, source=job.source if job else "", owned=True))
         self.enforce_keep_limit()
         return entries
+
+    def _write_edit_files(self, request: "GenerationRequest", image_path: Path) -> dict[str, str]:
+        """An inpainting job's input picture and mask, kept beside its image (so it can be redone)."""
+        spec = request.inpaint
+        if spec is None or request.init_image is None:
+            return {}
+        written: dict[str, str] = {}
+        for role, picture in (("source", request.init_image), ("mask", spec.mask)):
+            target = image_path.with_name(f"{image_path.stem}.{role}.png")
+            final = write_png_atomic(picture, target, "", None, temp_dir=self.temp_dir)
+            written[role] = final.name
+        return written
 
     def import_image(self, path: Path, *, source: str = "import", owned: bool = False) -> HistoryEntry:
         """Index an existing PNG (with HeyIm or AUTOMATIC1111 metadata).
@@ -366,13 +410,14 @@ class HistoryStore:
     def _finish_deletes(self) -> tuple[int, dict[int, str]]:
         """Remove the files of entries marked for deletion, then their rows. Returns (deleted, failures)."""
         with self._lock:
-            rows = self._conn.execute("SELECT id, path, owned FROM entries WHERE deleting = 1").fetchall()
+            rows = self._conn.execute("SELECT id, path, owned, settings FROM entries WHERE deleting = 1").fetchall()
         done: list[int] = []
         failed: dict[int, str] = {}
-        for entry_id, stored, owned in rows:
+        for entry_id, stored, owned, settings_text in rows:
             targets = list(self.thumbs_dir.glob(f"{int(entry_id)}-*.jpg"))
             if owned:
-                targets.insert(0, self._abs(stored))
+                image = self._abs(stored)
+                targets[:0] = [image, *edit_file_paths(image, load_settings_json(settings_text))]
             for path in targets:
                 try:
                     path.unlink()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from heyim_desktop.ui.qt import (
-    QAbstractItemView, QComboBox, QDesktopServices, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+    QAbstractItemView, QComboBox, QDesktopServices, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
     QMessageBox, QObject, QProgressBar, QPushButton, Qt, QThread, QTreeWidget, QTreeWidgetItem, QUrl,
     QVBoxLayout, QWidget, Signal, Slot,
 )
@@ -182,6 +182,11 @@ class ModelsWindow(QDialog):
                                       QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
+    def ask_name(self, title: str, text: str, default: str) -> str | None:
+        """A new name from the user, or None if they cancel."""
+        value, ok = QInputDialog.getText(self, title, text, text=default)
+        return value if ok else None
+
     # --- actions ------------------------------------------------------------------------------
 
     def _add_folder(self) -> None:
@@ -206,7 +211,7 @@ class ModelsWindow(QDialog):
     def import_file(self, path: str) -> None:
         """Import a file or folder (also for files dropped on the main window)."""
         from heyim_desktop.core.model_files import FileKind, sniff
-        from heyim_desktop.models.importer import import_model
+        from heyim_desktop.models.importer import existing_name, import_model
 
         source = Path(path)
         convert = False
@@ -214,6 +219,22 @@ class ModelsWindow(QDialog):
             is_pickle = source.is_file() and sniff(source) is FileKind.PICKLE
         except OSError as exc:
             self.status.setText(f"Cannot read {source.name}: {exc}")
+            return
+        except UserFacingError as exc:  # a FIFO or device: refused before it is read
+            self.status.setText(str(exc))
+            return
+        name: str | None = None
+        try:
+            taken = existing_name(source)
+            while taken is not None:
+                name = self.ask_name("Model name taken", f"A model named {taken} already exists. "
+                                     "Import this one under another name:", f"{taken}-2")
+                if not name:
+                    self.status.setText(f"{source.name} was not imported.")
+                    return
+                taken = existing_name(source, name=name)
+        except UserFacingError as exc:
+            self.status.setText(str(exc))
             return
         if is_pickle:
             convert = self.confirm(
@@ -226,7 +247,7 @@ class ModelsWindow(QDialog):
                 self.status.setText(f"{source.name} was not imported.")
                 return
         verb = "Converting" if convert else "Importing"
-        self._start(lambda task: import_model(source, convert=convert), f"{verb} {source.name}…")
+        self._start(lambda task: import_model(source, convert=convert, name=name), f"{verb} {source.name}…")
 
     def _download_clicked(self) -> None:
         from heyim_desktop.models.download import Downloader, plan_download

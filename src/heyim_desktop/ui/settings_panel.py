@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from heyim_desktop.core.request import COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
+from heyim_desktop.core.request import CLIP_SKIP_RANGE, COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
 from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
 from heyim_desktop.ui.qt import (
     QCheckBox,
@@ -18,6 +18,9 @@ from heyim_desktop.ui.qt import (
     QWidget,
     Signal,
 )
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.capabilities import Recommended
 
 #: (label, width, height); "Model default" follows the loaded model's own size.
 SIZE_PRESETS: tuple[tuple[str, int, int], ...] = (
@@ -86,6 +89,13 @@ class SettingsPanel(QWidget):
         self.strength.setValue(0.75)
         self.strength.setToolTip("How much of the input image is re-imagined (1 = all of it)")
         self.strength_label = QLabel("Strength")
+        self.clip_skip = QSpinBox()
+        self.clip_skip.setRange(*CLIP_SKIP_RANGE)
+        self.clip_skip.setValue(1)
+        self.clip_skip.setAccessibleName("Clip skip")
+        self._clip_skip_tip = ("Stop this many CLIP layers before the end, as AUTOMATIC1111 counts: 1 = none. "
+                               "Many anime SD 1.5 models expect 2.")
+        self.clip_skip.setToolTip(self._clip_skip_tip)
 
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed, 1)
@@ -100,10 +110,25 @@ class SettingsPanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
         model_row.addWidget(self.refresh_models_button)
+        #: What the loaded model is made for (few-step models), with a button to use it again.
+        self.recommended_label = QLabel()
+        self.recommended_label.setWordWrap(True)
+        self.recommended_button = QToolButton()
+        self.recommended_button.setText("Use")
+        self.recommended_button.setToolTip("Set the steps, guidance and scheduler this model is made for")
+        self.recommended_button.clicked.connect(self.apply_recommended)
+        self.recommended_row = QWidget()
+        rec_row = QHBoxLayout(self.recommended_row)
+        rec_row.setContentsMargins(0, 0, 0, 0)
+        rec_row.addWidget(self.recommended_label, 1)
+        rec_row.addWidget(self.recommended_button)
+        self.recommended_row.setVisible(False)
+        self.recommended: Recommended | None = None
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", model_row)
+        form.addRow("", self.recommended_row)
         form.addRow("Scheduler", self.scheduler)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
@@ -112,10 +137,11 @@ class SettingsPanel(QWidget):
         form.addRow("", size_row)
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
+        form.addRow("Clip skip", self.clip_skip)
         self.set_img2img(False)
 
         self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit(self.model_ref()))
-        for box in (self.steps, self.count, self.seed, self.width_box, self.height_box):
+        for box in (self.steps, self.count, self.seed, self.width_box, self.height_box, self.clip_skip):
             box.valueChanged.connect(lambda _v: self.changed.emit())
         self.guidance.valueChanged.connect(lambda _v: self.changed.emit())
         self.scheduler.currentIndexChanged.connect(lambda _i: self.changed.emit())
@@ -150,6 +176,35 @@ class SettingsPanel(QWidget):
             self.model.setCurrentIndex(index)
         return index >= 0
 
+    # -- recommended settings ---------------------------------------------------------------
+    def show_recommended(self, rec: "Recommended | None") -> None:
+        """Show what the loaded model is made for (nothing when it says nothing)."""
+        from heyim_desktop.core.recommended import describe
+
+        text = describe(rec) if rec is not None else ""
+        self.recommended = rec if text else None
+        self.recommended_row.setVisible(bool(text))
+        if rec is not None and text:
+            self.recommended_label.setText(f"Made for: {text}")
+            self.recommended_label.setToolTip(f"From the {rec.source}." if rec.source else "")
+
+    def apply_recommended(self) -> str:
+        """Set the recommended steps, guidance and scheduler; returns what was set ("" if nothing)."""
+        from heyim_desktop.core.recommended import describe
+
+        rec = self.recommended
+        if rec is None:
+            return ""
+        settings: dict[str, Any] = {}
+        if rec.steps is not None:
+            settings["steps"] = int(rec.steps)
+        if rec.guidance is not None:
+            settings["guidance"] = float(rec.guidance)
+        if rec.scheduler in SCHEDULER_NAMES:
+            settings["scheduler"] = rec.scheduler
+        self.apply(settings)
+        return describe(rec)
+
     # -- size -----------------------------------------------------------------------------
     def _preset_chosen(self, _index: int) -> None:
         size = self.size_preset.currentData()
@@ -182,6 +237,12 @@ class SettingsPanel(QWidget):
             w.setEnabled(size is None)
 
     # -- img2img --------------------------------------------------------------------------
+    def set_clip_skip_available(self, on: bool) -> None:
+        """Clip skip works on the PyTorch engine; Core ML models say it is not available."""
+        self.clip_skip.setEnabled(on)
+        self.clip_skip.setToolTip(self._clip_skip_tip if on else
+                                  "Clip skip is not available for this model (Core ML runs its text encoder whole).")
+
     def set_img2img(self, on: bool) -> None:
         self.strength.setVisible(on)
         self.strength_label.setVisible(on)
@@ -212,6 +273,7 @@ class SettingsPanel(QWidget):
             "height": self.height_box.value(),
             "count": self.count.value(),
             "strength": round(self.strength.value(), 4),
+            "clip_skip": self.clip_skip.value() if self.clip_skip.isEnabled() else 1,
         }
 
     def apply(self, settings: dict[str, Any]) -> None:
@@ -232,6 +294,9 @@ class SettingsPanel(QWidget):
             self.count.setValue(settings["count"])
         if isinstance(settings.get("strength"), (int, float)):
             self.strength.setValue(float(settings["strength"]))
+        clip_skip = settings.get("clip_skip", 1 if "prompt" in settings else None)  # an image without it used 1
+        if isinstance(clip_skip, int) and not isinstance(clip_skip, bool):
+            self.clip_skip.setValue(clip_skip)
         model = settings.get("model")
         if isinstance(model, str) and model:
             self.select_model(model)

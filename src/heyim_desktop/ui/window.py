@@ -66,6 +66,8 @@ class MainWindow(QMainWindow):
         self.list_models = list_models
         self.log_file = log_file
         self.models: list[Any] = []
+        #: The model the user just picked: its recommended settings apply when it is ready.
+        self._recommend_for: str | None = None
         #: Replaceable in tests: ask what to do with a dropped image that has settings.
         self.ask_dropped_settings: Callable[[DroppedImage], str] = self._ask_dropped_settings
         self.active_job: int | None = None
@@ -155,6 +157,7 @@ class MainWindow(QMainWindow):
         self.history.reveal_requested.connect(self._reveal_entry)
         self.history.message.connect(self.status)
         self.result_view.message.connect(self.status)
+        self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
         self.no_model.enable_download(True)
@@ -206,6 +209,7 @@ class MainWindow(QMainWindow):
         ref = self.settings_panel.model_ref()
         if ref:
             self.prefs = self.prefs.replace(last_model=ref)
+            self._recommend_for = ref  # the user's pick: its recommended settings apply once loaded
             self.worker.request_model(ref)  # load now, releasing the previous model first
 
     def use_demo_model(self) -> None:
@@ -266,6 +270,7 @@ class MainWindow(QMainWindow):
         self._save_prefs()
         self.refresh_models()
         if self.settings_panel.select_model(ref):
+            self._recommend_for = ref
             self.worker.request_model(ref)
             self.status(f"Model selected: {self._model_label(ref)}.")
 
@@ -284,15 +289,28 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: Any) -> None:
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
-        self.prompt_panel.set_tokenizer(info.tokenizer)
+        self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
+        self._show_recommended(info)
         self.settings_panel.set_fixed_size(info.fixed_size)
+        self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
+
+    def _show_recommended(self, info: Any) -> None:
+        """Show the model's recommended settings; apply them when the user has just picked it."""
+        caps = getattr(info, "capabilities", None)
+        self.settings_panel.show_recommended(caps.recommended if caps is not None else None)
+        picked = self._recommend_for == info.ref
+        self._recommend_for = None
+        if picked:
+            applied = self.settings_panel.apply_recommended()
+            if applied:
+                self.status(f"{info.model_name} is made for {applied}: set.")
 
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
         self.model_state.setText("Model failed to load")
-        self.prompt_panel.set_tokenizer(None)
+        self.prompt_panel.set_counter(None)
         self.result_view.end_job()
         self.show_error(f"Could not load the model {self._model_label(ref)}: {message}")
 
@@ -307,8 +325,8 @@ class MainWindow(QMainWindow):
         image = self.drop_panel.image
         if image is None:
             values.pop("strength")
-        return GenerationRequest(prompt=self.prompt_panel.prompt_text(),
-                                 negative_prompt=self.prompt_panel.negative_text(),
+        prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
+        return GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles,
                                  init_image=image, **values, **self.drop_panel.edit_fields(),
                                  controlnets=self.controlnet_panel.units())
 
@@ -446,6 +464,10 @@ class MainWindow(QMainWindow):
         """Prompt and every setting back into the panels (history, a dropped PNG, last session)."""
         if "prompt" in settings:
             self.prompt_panel.set_prompt(settings.get("prompt") or "", settings.get("negative_prompt") or "")
+            # An image's prompt already has its styles in it; only the last session remembers ticks.
+            chosen = settings.get("style_selection")
+            self.prompt_panel.style_picker.set_selected(
+                [n for n in chosen if isinstance(n, str)] if isinstance(chosen, list) else [])
         model = settings.get("model")
         if isinstance(model, str) and model and not self.settings_panel.select_model(model):
             match = next((m for m in self.models if m.name == model or Path(m.ref).name == model), None)

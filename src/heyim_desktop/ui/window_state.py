@@ -49,7 +49,8 @@ class WindowState:
         w = self.window
         values = w.settings_panel.values()
         values.update(prompt=w.prompt_panel.prompt.toPlainText(),
-                      negative_prompt=w.prompt_panel.negative.toPlainText())
+                      negative_prompt=w.prompt_panel.negative.toPlainText(),
+                      style_selection=w.prompt_panel.style_picker.selected())
         if values.get("seed") is None:
             values.pop("seed")
         w.prefs = w.prefs.replace(last_settings=values, last_model=values.get("model") or w.prefs.last_model)

@@ -7,7 +7,6 @@ thread by Qt's queued connections.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from dataclasses import dataclass
@@ -19,6 +18,9 @@ from heyim_desktop.ui.qt import QImage, QThread, Signal
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from heyim_desktop.core.capabilities import Capabilities
+    from heyim_desktop.core.conditioning import TokenCount
 
     from heyim_desktop.core.engine import Engine
 
@@ -39,9 +41,13 @@ class ModelReady:
     default_size: tuple[int, int]
     fixed_size: tuple[int, int] | None
     supports_img2img: bool
-    #: A private copy of the model's tokenizer for the token counter (fast tokenizers are
-    #: not safe to share between threads), or None.
-    tokenizer: Any = None
+    #: Clip skip works with this model (PyTorch engine; not Core ML).
+    supports_clip_skip: bool = True
+    #: The engine's ``count_tokens`` for the token counter (safe to call from the GUI
+    #: thread: the engine counts on its own copy of the tokenizer), or None.
+    count_tokens: "Callable[[str], TokenCount] | None" = None
+    #: What the model can do (prompt chunks, recommended settings), from the engine's info.
+    capabilities: "Capabilities | None" = None
 
 
 def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
@@ -179,13 +185,7 @@ class _HostEvents:
         self.worker.model_loading.emit(ref)
 
     def model_ready(self, ref: str, engine: "Engine", seconds: float) -> None:
-        tokenizer = None
-        components = getattr(engine, "components", None)
-        if components is not None and getattr(components, "tokenizer", None) is not None:
-            try:
-                tokenizer = copy.deepcopy(components.tokenizer)
-            except Exception:  # noqa: BLE001 - the counter falls back to an estimate
-                log.info("cannot copy the tokenizer for the token counter", exc_info=True)
+        engine_info = getattr(engine, "info", None)
         info = ModelReady(
             ref=ref,
             model_name=getattr(engine, "model_name", ref),
@@ -194,7 +194,9 @@ class _HostEvents:
             default_size=tuple(engine.default_size),  # type: ignore[arg-type]
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
-            tokenizer=tokenizer,
+            supports_clip_skip=_clip_skip_ok(engine),
+            count_tokens=getattr(engine, "count_tokens", None),
+            capabilities=getattr(engine_info, "capabilities", None),
         )
         self.worker.model_ready.emit(info)
 
@@ -203,6 +205,13 @@ class _HostEvents:
 
         message = str(error) if isinstance(error, UserFacingError) else f"{type(error).__name__}: {error}"
         self.worker.model_failed.emit(ref, message)
+
+
+def _clip_skip_ok(engine: "Engine") -> bool:
+    try:
+        return bool(engine.info.capabilities.clip_skip)
+    except AttributeError:  # an engine without EngineInfo (test doubles)
+        return True
 
 
 def history_sink(store: Any) -> ResultSink:

@@ -19,7 +19,8 @@ from numpy.typing import NDArray
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
-from heyim_desktop.core.prompts import ClipEncoder, count_tokens, encode_prompt_pair
+from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
+from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.coreml.specs import ModelSpec
 from heyim_desktop.core.errors import ModelError
@@ -91,6 +92,16 @@ def load_tokenizer(info: CoreMLModelInfo, max_length: int) -> Any:
     return tok
 
 
+#: Folder names inside Apple's layout that say nothing about the model itself.
+_LAYOUT_PARTS = {"compiled", "packages", "split_einsum", "original", "resources", "coreml"}
+
+
+def _model_name(folder: Any) -> str:
+    """The model's own name from its resources path (``coreml-sd-turbo/split_einsum/compiled``)."""
+    parts = [p for p in getattr(folder, "parts", ()) if p.lower() not in _LAYOUT_PARTS]
+    return parts[-1] if parts else ""
+
+
 def _scheduler_config(info: CoreMLModelInfo) -> dict[str, Any]:
     path = info.folder / "scheduler_config.json"
     if path.is_file():
@@ -153,7 +164,9 @@ class CoreMLComponents:
             default_size=info.size,
             max_batch=1,
             clip_skip=False,
+            recommended=recommended_for(_model_name(info.folder)),
         )
+        self._counter = PromptCounter(self.tokenizer, max_chunks=1)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -182,7 +195,7 @@ class CoreMLComponents:
     def encode_prompts(self, request: GenerationRequest, *, with_negative: bool) -> PromptEncoding:
         return encode_prompt_pair(
             request, encoders=(ClipEncoder(self.tokenizer, self._clip_encode),), with_negative=with_negative,
-            device=self.device, dtype=self.dtype,
+            device=self.device, dtype=self.dtype, max_chunks=1,
         )
 
     def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:
@@ -191,7 +204,7 @@ class CoreMLComponents:
         return refuse_networks(request, "Core ML")
 
     def count_tokens(self, text: str) -> TokenCount:
-        return count_tokens(self.tokenizer, text)
+        return self._counter(text)
 
     def _unet_call(self, sample: Array, timestep: Array, hidden: Array) -> Array:
         values: dict[str, Array] = {"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden}
