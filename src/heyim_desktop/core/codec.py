@@ -127,7 +127,7 @@ def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[A
             model = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".safetensors")
         image = value.get("image")
         out.append(ControlUnit(
-            model=value["model"], image=decode_image(image, field=f"{where}.image") if image else None,
+            model=model, image=decode_image(image, field=f"{where}.image") if image else None,
             weight=value.get("weight", 1.0), start=value.get("guidance_start", 0.0), end=value.get("guidance_end", 1.0),
             mode=value.get("control_mode", "balanced"), resize_mode=value.get("resize_mode", "Crop and Resize"),
             preprocessor=value.get("module", "none"), processor_res=value.get("processor_res", -1),
