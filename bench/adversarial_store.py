@@ -298,8 +298,7 @@ def disk_full_cases(disk: FullDisk) -> dict[str, Case]:
 
 # -- hostile history databases ----------------------------------------------------------------
 def hostile_db_cases() -> dict[str, Case]:
-    from heyim_desktop.store import HistoryStore
-    from heyim_desktop.store import opening, schema
+    from heyim_desktop.store import HistoryStore, opening, schema
 
     def foreign(sql: str, journal: str = "DELETE") -> Callable[[Path], None]:
         def make(db: Path) -> None:

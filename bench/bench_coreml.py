@@ -88,7 +88,7 @@ def main() -> int:
                 times.append(time.perf_counter() - t0)
                 per_step = result.timings.get("per_step", 0.0)
             engine.close()
-        except Exception as exc:  # one unit failing should not hide the others
+        except Exception as exc:  # noqa: BLE001 - one unit failing should not hide the others
             print(f"{units:<14}failed: {exc}")
             continue
         steady = sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0]

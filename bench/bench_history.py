@@ -124,7 +124,7 @@ def main() -> None:
                PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, env=env, timeout=600)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("{")), None)
     if line is None:
         raise SystemExit(out.stdout + out.stderr)
     r = json.loads(line)

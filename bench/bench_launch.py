@@ -53,7 +53,7 @@ def one_run(data_dir: Path) -> dict[str, float]:
     env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
     start = time.time()
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("{")), None)
     if line is None:
         raise SystemExit(f"the app did not report:\n{out.stdout}\n{out.stderr}")
     data = json.loads(line)

@@ -37,11 +37,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="heyim-bench-"))
     os.environ["HEYIM_DATA_DIR"] = str(tmp / "data")
     try:
-        from ldm_layout import write_single_file
-
         from heyim_desktop.core import paths
         from heyim_desktop.core.loading import load_engine
         from heyim_desktop.models.library import ModelLibrary
+        from ldm_layout import write_single_file
 
         model = paths.ensure_demo_model()
         single = write_single_file(model, tmp / "tiny.safetensors")
@@ -65,9 +64,9 @@ def main() -> None:
 
 
 def _download(tmp: Path, model: Path, mb: int) -> None:
-    from fake_hub import FakeHub
     from huggingface_hub import constants
 
+    from fake_hub import FakeHub
     from heyim_desktop.models.catalogue import CatalogueEntry
     from heyim_desktop.models.download import Downloader, plan_download
 

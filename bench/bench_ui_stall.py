@@ -103,7 +103,7 @@ def main() -> None:
         raise SystemExit(failed[0])
     load_s = time.perf_counter() - t0
     report(f"model load ({load_s:.1f} s)", beat.take())
-    print(f"  torch imported on the main thread before this phase: no (worker only)")
+    print("  torch imported on the main thread before this phase: no (worker only)")
 
     done: list[object] = []
     previews: list[object] = []

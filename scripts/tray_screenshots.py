@@ -34,7 +34,7 @@ def main() -> None:
     for prompt in ("a lighthouse at dusk", "portrait of a cat, oil painting", "neon street market in the rain"):
         tray.quick_generate(prompt)
         n = len(done) + 1
-        pump(app, lambda: len(done) >= n)
+        pump(app, lambda n=n: len(done) >= n)
 
     tray.open_quick_box()
     tray.box.prompt.setText("a red fox in the snow, golden hour")

@@ -154,9 +154,8 @@ def test_inpaint_and_outpaint_from_cli(data_dir: Path, tmp_path: Path, tiny_mode
 
 def test_lora_from_cli_by_name_and_tag(data_dir: Path, tmp_path: Path, tiny_model: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from lora_helpers import write_lora
-
     from heyim_desktop.core.lora import parse_network_hashes
+    from lora_helpers import write_lora
 
     lora_dir = data_dir / "models" / "Lora"
     write_lora(tiny_model, lora_dir / "inkwash.safetensors", seed=4)

@@ -263,7 +263,7 @@ def _resolve_networks(request: Any, loras: list[str]) -> Any:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from heyim_desktop.core import CancelToken, Cancelled, GenerationRequest
+    from heyim_desktop.core import Cancelled, CancelToken, GenerationRequest
     from heyim_desktop.core.errors import InvalidRequest
 
     init_image = None
@@ -368,7 +368,7 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from heyim_desktop.core import CancelToken, Cancelled
+    from heyim_desktop.core import Cancelled, CancelToken
     from heyim_desktop.core.coreml.convert import convert_to_coreml
 
     cancel = CancelToken()

@@ -34,9 +34,8 @@ def real_api(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     host = EngineHost(lambda ref: load_engine(ref, device="cpu"), default_model=str(tiny_model))
     worker = WorkerThread(queue, host, sink)
     worker.start()
-    from lora_helpers import write_lora
-
     from heyim_desktop.core.lora import NetworkFinder
+    from lora_helpers import write_lora
 
     loras = tmp_path_factory.mktemp("api-loras")
     write_lora(tiny_model, loras / "inkwash.safetensors", seed=4)

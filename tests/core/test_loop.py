@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from heyim_desktop.core.cancel import CancelToken, Cancelled
-from heyim_desktop.core.errors import InvalidRequest
+from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.images import fit_to_size
 from heyim_desktop.core.loop import run_loop
 from heyim_desktop.core.request import GenerationRequest

@@ -11,7 +11,13 @@ import pytest
 
 from heyim_desktop.core.checkpoint import detect_architecture
 from heyim_desktop.core.model_files import (
-    CorruptModel, FileKind, SafetensorsHeader, TensorInfo, UnsafeModel, read_safetensors_header, sniff,
+    CorruptModel,
+    FileKind,
+    SafetensorsHeader,
+    TensorInfo,
+    UnsafeModel,
+    read_safetensors_header,
+    sniff,
 )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
 from queue_helpers import Farm, RedisServer, launch_redis, stop_redis
 
 

@@ -13,7 +13,6 @@ from PIL import Image
 from heyim_desktop.cli import main
 from heyim_desktop.core.metadata import read_parameters
 from heyim_desktop.scale.records import PREFIX, Records
-
 from queue_helpers import Farm, RedisServer, Waiter, WorkerProcess
 
 DB_FARM, DB_MISSING = 0, 2

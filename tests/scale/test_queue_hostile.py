@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from queue_helpers import RedisServer
 
 from heyim_desktop.cli import main
 from heyim_desktop.core.codec import request_to_data
@@ -24,6 +23,7 @@ from heyim_desktop.scale import broker as qb
 from heyim_desktop.scale.client import collect, new_batch_id
 from heyim_desktop.scale.errors import MalformedRecord
 from heyim_desktop.scale.records import PREFIX, NewJob, Records, is_job_id
+from queue_helpers import RedisServer
 
 DB = 7
 REQUEST = GenerationRequest(prompt="a fox", seed=3, width=64, height=64, steps=2)
@@ -78,7 +78,7 @@ def test_job_ids_must_have_heyims_form() -> None:
     for bad in ("../../../x", "/tmp/x", f"{batch_id}-00001/../../x", f"{batch_id}-1", "", f"{batch_id}-00001\n",
                 f"../{batch_id}-00001", f"{batch_id}-00001.png"):
         assert not is_job_id(bad), bad
-    assert not is_job_id(f"20990101-000000-abcdef-00001", batch_id)  # another batch's job
+    assert not is_job_id("20990101-000000-abcdef-00001", batch_id)  # another batch's job
 
 
 def test_collect_never_writes_outside_out(records: Records, tmp_path: Path, redis_server: RedisServer,
@@ -87,7 +87,7 @@ def test_collect_never_writes_outside_out(records: Records, tmp_path: Path, redi
     assert records.store_result(good, "w", _result())
     outside = tmp_path / "victim"
     hostile = ["../../victim/x", str(outside / "abs"), f"{batch_id}-00002/../../../victim/y", "..", "",
-               f"20990101-000000-abcdef-00001"]
+               "20990101-000000-abcdef-00001"]
     for job_id in hostile:  # what anyone who can write to Redis could add to the batch
         records.r.rpush(f"{PREFIX}batch:{batch_id}:jobs", job_id)
         records.r.hset(f"{PREFIX}job:{job_id}", mapping={"request": json.dumps(request_to_data(REQUEST)), "state": "done"})

@@ -14,7 +14,6 @@ from PIL import Image
 
 from heyim_desktop.core.errors import StorageError
 from heyim_desktop.core.request import GenerationRequest
-from heyim_desktop.core.result import GeneratedImage, GenerationResult
 from heyim_desktop.store import SCHEMA_VERSION, HistoryStore, NewerSchemaError
 from history_helpers import make_result
 

@@ -13,8 +13,7 @@ from typing import Callable
 import pytest
 
 from heyim_desktop.core.errors import DiskFull, StorageError
-from heyim_desktop.store import HistoryStore, NewerSchemaError
-from heyim_desktop.store import opening, schema
+from heyim_desktop.store import HistoryStore, NewerSchemaError, opening, schema
 from heyim_desktop.store.schema import APPLICATION_ID, SCHEMA_VERSION, NotAHistoryError
 from history_helpers import make_result
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from conftest import GEN_TIMEOUT_MS, quick_settings
-
 from heyim_desktop.core.jobs import JobState
 from heyim_desktop.store.preferences import load_preferences
 

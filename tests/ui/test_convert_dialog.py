@@ -29,7 +29,7 @@ def test_convert_dialog_defaults_to_the_selected_folder_model(window, qtbot, tin
     assert dialog.source.text() == str(tiny_model)
     assert dialog.output_dir().name == "tiny-sd-coreml-split_einsum-512"
     dialog.attention.setCurrentIndex(1)
-    dialog.size.setValue(256)
+    dialog.image_size.setValue(256)
     assert dialog.output_dir().name == "tiny-sd-coreml-original-256"
     dialog.cancel_or_close()
     assert not dialog.isVisible()

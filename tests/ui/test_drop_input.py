@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import GEN_TIMEOUT_MS, quick_settings
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from conftest import GEN_TIMEOUT_MS, quick_settings
 from heyim_desktop.core.jobs import JobState
 from heyim_desktop.ui.qt import QDropEvent, QMimeData, QPointF, Qt, QUrl
 from heyim_desktop.ui.window import CANCEL, LOAD_SETTINGS, USE_AS_INPUT

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import make_result
-
 from heyim_desktop.ui.drop_panel import HISTORY_MIME
 from heyim_desktop.ui.history_model import EntryRole
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import GEN_TIMEOUT_MS, quick_settings
-
 from heyim_desktop.core.jobs import JobState
 from heyim_desktop.core.loading import DEMO_REF
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from fake_hub import FakeHub
 
+from fake_hub import FakeHub
 from heyim_desktop.models import catalogue
 from heyim_desktop.models.catalogue import CatalogueEntry
 from heyim_desktop.models.library import ModelLibrary

@@ -8,7 +8,6 @@ import json
 import socket
 
 from conftest import GEN_TIMEOUT_MS, quick_settings
-
 from heyim_desktop.core import paths
 
 
@@ -35,8 +34,8 @@ def test_api_switch_serves_from_the_app_queue_into_history(parts, qtbot) -> None
     quick_settings(window)
     port = _free_port()
     window.apply_preferences(window.prefs.replace(api_enabled=True, api_port=port))
-    qtbot.waitUntil(lambda: window.api_service.url is not None, timeout=30_000)
-    assert window.api_service.url == f"http://127.0.0.1:{port}"
+    qtbot.waitUntil(lambda: window.services.api.url is not None, timeout=30_000)
+    assert window.services.api.url == f"http://127.0.0.1:{port}"
     assert _call(port, "GET", "/health") == (200, b"OK")
     token = (paths.data_dir() / "api-token").read_text().strip()
     assert _call(port, "GET", "/api/status")[0] == 401  # the token is required
@@ -57,8 +56,8 @@ def test_api_switch_serves_from_the_app_queue_into_history(parts, qtbot) -> None
     assert parts.store.count(query="api") == 1
     assert window.history.model.rowCount() == 1
     window.apply_preferences(window.prefs.replace(api_enabled=False))
-    qtbot.waitUntil(lambda: window.api_service.server is None, timeout=30_000)
-    parts.window.api_service._pool.waitForDone(10_000)
+    qtbot.waitUntil(lambda: window.services.api.server is None, timeout=30_000)
+    parts.window.services.api._pool.waitForDone(10_000)
     try:
         _call(port, "GET", "/health")
         raise AssertionError("the server still answers after the switch was turned off")
@@ -73,9 +72,9 @@ def test_a_taken_port_is_a_banner_not_a_crash(parts, qtbot) -> None:
         blocker.listen(1)
         port = blocker.getsockname()[1]
         window.apply_preferences(window.prefs.replace(api_enabled=True, api_port=port))
-        qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=30_000)
+        qtbot.waitUntil(lambda: "could not start" in window.banner.message(), timeout=30_000)
     assert "could not start" in window.banner.message() and str(port) in window.banner.message()
-    assert window.api_service.server is None
+    assert window.services.api.server is None
 
 
 def test_bad_render_queue_url_is_refused_by_preferences(qtbot, data_dir) -> None:
@@ -118,7 +117,7 @@ def test_generate_goes_to_the_render_queue_when_one_is_set(parts, qtbot, monkeyp
                 batch_id = "b1"
             return S()
 
-    window.remote_queue.remote = FakeRemote()
+    window.services.remote.remote = FakeRemote()
     window.prompt_panel.set_prompt("render elsewhere")
     assert window.generate() is None  # nothing queued locally
     assert parts.queue.pending() == [] and parts.queue.running is None
@@ -128,7 +127,6 @@ def test_generate_goes_to_the_render_queue_when_one_is_set(parts, qtbot, monkeyp
 
 def test_finished_remote_images_arrive_in_the_grid_and_failures_in_a_banner(parts, qtbot) -> None:
     from conftest import make_result
-
     from heyim_desktop.scale.client import Collected
 
     window = parts.window
@@ -142,9 +140,9 @@ def test_finished_remote_images_arrive_in_the_grid_and_failures_in_a_banner(part
             self.open_batches = []
             return Collected(saved=(entry,), already=0, failed=(("job-9", "Model folder not found: x"),), pending=0)
 
-    window.remote_queue.remote = FakeRemote()
-    window.remote_queue.poll()
+    window.services.remote.remote = FakeRemote()
+    window.services.remote.poll()
     qtbot.waitUntil(lambda: window.history.model.rowCount() == 1, timeout=10_000)
     assert window.history.model.entry_at(0).prompt == "rendered elsewhere"
-    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
+    qtbot.waitUntil(lambda: window.banner.isVisible() and window.banner.kind != "info", timeout=10_000)
     assert "job-9" in window.banner.message() and "Model folder not found" in window.banner.message()

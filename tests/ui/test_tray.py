@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import GEN_TIMEOUT_MS, make_result, quick_settings
 
-from heyim_desktop.ui.qt import QApplication, QObject, Qt, QSystemTrayIcon, Signal
+from conftest import GEN_TIMEOUT_MS, make_result, quick_settings
+from heyim_desktop.ui.global_shortcut import TRAY_NAME
+from heyim_desktop.ui.qt import QApplication, QObject, QSystemTrayIcon, Qt, Signal
 
 
 def test_quick_generate_queues_a_tray_job_that_reaches_history_and_clipboard(parts, qtbot) -> None:
@@ -32,7 +33,7 @@ def test_quick_generate_queues_a_tray_job_that_reaches_history_and_clipboard(par
     assert [j.source for j in queued] == ["tray"]
     assert queued[0].request.prompt == "a quick red fox"
     assert (queued[0].request.width, queued[0].request.steps) == (64, 2)
-    assert any("a quick red fox" in line and "(menu bar)" in line for line in panel_lines)
+    assert any("a quick red fox" in line and f"({TRAY_NAME})" in line for line in panel_lines)
 
     entry = done.args[0]
     stored = parts.store.page(0, 1)[0]
@@ -77,7 +78,11 @@ def test_without_a_tray_the_app_says_so_once_and_closing_quits(qtbot, data_dir, 
         assert p.tray.available is False and p.tray.icon is None
         said = [r for r in caplog.records if "no system tray" in r.getMessage()]
         assert len(said) == 1
-        assert p.window.statusBar().currentMessage() == NO_TRAY_MESSAGE
+        # A banner, not a status line: the API's status 0.6 s later must not overwrite it.
+        assert p.window.banner.message() == NO_TRAY_MESSAGE and p.window.banner.kind == "info"
+        p.window.status("Local API on http://127.0.0.1:7860")
+        assert p.window.banner.message() == NO_TRAY_MESSAGE
+        assert NO_TRAY_MESSAGE in p.window.status_history
         # The preference says "keep running", but with no tray closing must quit.
         assert p.window.prefs.keep_running_in_tray is True
         assert QApplication.instance().quitOnLastWindowClosed()
@@ -85,7 +90,7 @@ def test_without_a_tray_the_app_says_so_once_and_closing_quits(qtbot, data_dir, 
         assert not p.window.isVisible()
         # Quick Generate stays reachable from the window's menu with its in-app shortcut.
         assert p.tray.window_quick_action.shortcut().toString() == "Ctrl+Shift+G"
-        assert p.tray.window_quick_action in p.window.generate_action.associatedObjects()[0].actions()
+        assert p.tray.window_quick_action in p.window.menu_actions.generate_menu.actions()
     finally:
         p.app.aboutToQuit.disconnect(p.shutdown)
         p.shutdown()

@@ -13,6 +13,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -50,12 +51,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "A field is invalid (named in `field`)",
     }.items()
 }
-_GEN_ERRORS = {**_ERRORS, **{c: {"model": schemas.ErrorResponse, "description": d} for c, d in {
+_GEN_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, **{c: {"model": schemas.ErrorResponse, "description": d} for c, d in {
     409: "Cancelled (HeyIm route)", 500: "A bug (logged)", 503: "Model cannot load, out of memory, or queue full",
     507: "Saving to the history failed"}.items()}}
 
 
-def _body_doc(model: type[schemas.BaseModel]) -> dict[str, Any]:
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 

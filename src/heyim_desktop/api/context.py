@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
@@ -13,8 +13,8 @@ from heyim_desktop.api.mapping import ApiError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
-    from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.models.hashes import ModelHashes
     from heyim_desktop.models.library import ModelLibrary
     from heyim_desktop.store.styles import StyleBook

@@ -86,7 +86,7 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
                        engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host,
                        networks=NetworkLibrary(ModelLibrary()).finder())
     stop = stop or threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())

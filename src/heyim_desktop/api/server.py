@@ -14,10 +14,10 @@ from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.core.jobs import JobQueue
 
 if TYPE_CHECKING:
-    from heyim_desktop.core.lora import NetworkFinder
     import uvicorn
 
     from heyim_desktop.core.host import EngineHost
+    from heyim_desktop.core.lora import NetworkFinder
     from heyim_desktop.models.hashes import ModelHashes
     from heyim_desktop.store.styles import StyleBook
 

@@ -6,7 +6,7 @@ the heavy modules (``loop``, ``torch_engine``, ``demo_model``) are imported on d
 
 from __future__ import annotations
 
-from heyim_desktop.core.cancel import CancelToken, Cancelled
+from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import (
     ImageError,
     InvalidRequest,

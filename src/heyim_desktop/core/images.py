@@ -22,9 +22,9 @@ MAX_INPUT_BYTES = 200 * 1024 * 1024
 
 def load_mask(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Image.Image:
     """Decode a mask as a greyscale image (white = repaint); transparent pixels count as black."""
-    from heyim_desktop.core.masking import mask_to_array
-
     import numpy as np
+
+    from heyim_desktop.core.masking import mask_to_array
 
     img = load_image(source, name, keep_alpha=True)
     return Image.fromarray((mask_to_array(img) * 255).round().astype(np.uint8), mode="L")
@@ -88,8 +88,12 @@ def _decode(fh: BinaryIO, label: str, keep_alpha: bool = False) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image format HeyIm can read (PNG, JPEG, WebP, BMP, TIFF, GIF).") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label} is too large to decode safely ({exc}).") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own message talks of "decompression bomb DOS attacks": say HeyIm's limit instead.
+        raise ImageError(
+            f"{label} is too large: the largest image HeyIm accepts is {MAX_INPUT_PIXELS:,} pixels "
+            "(for example 8192x8192). Scale it down and try again."
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         log.info("cannot decode %s: %s", label, exc)
         raise ImageError(f"{label} is damaged or truncated and cannot be decoded ({exc}).") from None

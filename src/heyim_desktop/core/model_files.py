@@ -178,6 +178,11 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
         )
     with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
+        if kind is FileKind.UNKNOWN and path.suffix.lower() != ".safetensors":
+            # A .ckpt/.pt/.bin that is not a pickle either: calling it "not safetensors" would puzzle.
+            raise CorruptModel(f"{name} is not a model checkpoint HeyIm can read ({size} bytes): it is neither a "
+                               "pickle checkpoint nor safetensors, so it is damaged or not a model. "
+                               "Download or copy it again.")
         prefix = fh.read(8)
         if len(prefix) < 8:
             raise CorruptModel(f"{name} is not a safetensors file (only {size} bytes).")

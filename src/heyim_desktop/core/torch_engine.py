@@ -12,11 +12,11 @@ import torch
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
+from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.model_folder import check_diffusers_folder
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
 from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
-from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.model_folder import check_diffusers_folder
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,8 @@ class TorchComponents:
         """Apply the job's LoRAs and embeddings (unloading any it does not use)."""
         if self._networks is None:
             if not request.loras and not request.embeddings:
-                from heyim_desktop.core.lora_torch import with_prompts
                 from heyim_desktop.core.lora import strip_lora_tags
+                from heyim_desktop.core.lora_torch import with_prompts
 
                 return with_prompts(request, strip_lora_tags(request.prompt)[0], strip_lora_tags(request.negative_prompt)[0])
             from heyim_desktop.core.lora_torch import NetworkPatcher

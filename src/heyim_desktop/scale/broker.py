@@ -60,7 +60,7 @@ def _broker_class() -> type:
                     continue
                 try:
                     Message.decode(data)
-                except Exception:  # DecodeError, or fields Message does not take
+                except Exception:  # noqa: BLE001 - DecodeError, or fields Message does not take
                     bad.append(data)
                     continue
                 good.append(data)
@@ -93,7 +93,9 @@ def make_broker(client: "redis.Redis", *, dead_after_s: float = DEFAULT_DEAD_AFT
         ShutdownNotifications(),
         # The actor bounds retries itself (it knows user errors from bugs); every raise it
         # lets through is meant to be retried, after a short backoff, except a poison message.
-        Retries(max_retries=None, min_backoff=1000, max_backoff=60_000, retry_when=_retry_when),
+        # max_retries=None (no cap) is what Dramatiq documents; its annotation says int.
+        Retries(max_retries=None, min_backoff=1000, max_backoff=60_000,  # type: ignore[arg-type]
+                retry_when=_retry_when),
         CurrentMessage(),
     ]
     broker = _broker_class()(

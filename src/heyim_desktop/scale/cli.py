@@ -159,10 +159,10 @@ def _status(url: str, batch_id: str | None) -> int:
         if not ids:
             print("No batches on this queue.")
         for bid in ids:
-            status = records.batch(bid)
-            if status is not None:
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.created))
-                print(f"{status.id}  {when}  {status.name or status.source}: {_fmt_counts(status)}")
+            listed = records.batch(bid)
+            if listed is not None:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(listed.created))
+                print(f"{listed.id}  {when}  {listed.name or listed.source}: {_fmt_counts(listed)}")
     workers = records.workers()
     print(f"{len(workers)} worker(s) alive" + (":" if workers else "."))
     for w in workers:

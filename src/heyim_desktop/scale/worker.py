@@ -143,7 +143,7 @@ class QueueWorker:
                 device=engine.name if engine else "", state=self.state, job=self.job,
                 jobs_done=self.jobs_done, last_seen=time.time(),
             ))
-        except Exception as exc:  # Redis blips must not kill the worker; Dramatiq reconnects too
+        except Exception as exc:  # noqa: BLE001 - Redis blips must not kill the worker; Dramatiq reconnects too
             log.warning("heartbeat failed: %s", exc)
 
     def reap(self) -> list[str]:
@@ -164,7 +164,7 @@ class QueueWorker:
                     log.warning("job %s: its worker %s is gone and its queue message was lost; queued again",
                                 job_id, worker or "?")
                     sent.append(job_id)
-        except Exception as exc:  # a Redis blip: try again on the next beat
+        except Exception as exc:  # noqa: BLE001 - a Redis blip: try again on the next beat
             log.warning("lost-job check failed: %s", exc)
         return sent
 
@@ -264,7 +264,7 @@ class QueueWorker:
                 last = now
                 try:
                     self.records.progress(job_id, p.image_index * p.total + p.step, p.total * p.image_count)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - progress is a bonus; the job goes on
                     log.debug("progress report failed: %s", exc)
 
         return engine.generate(request, progress=on_progress, cancel=cancel)

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NewType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NewType
 
 from heyim_desktop.core import paths
 from heyim_desktop.core.errors import StorageError
@@ -225,6 +225,19 @@ class HistoryStore:
         p = Path(stored)
         return p if p.is_absolute() else self.images_dir / p
 
+    def set_images_dir(self, images_dir: Path) -> None:
+        """New images go to ``images_dir`` from now on; images saved so far stay where they are."""
+        new = Path(images_dir)
+        if new.resolve() == self.images_dir.resolve():
+            return
+        with self._write() as conn:
+            rows = conn.execute("SELECT id, path FROM entries").fetchall()
+            moved = [(str(self._abs(stored).resolve()), entry_id) for entry_id, stored in rows
+                     if not Path(stored).is_absolute()]
+            conn.executemany("UPDATE entries SET path = ? WHERE id = ?", moved)
+        self.images_dir = new
+        self.temp_dir = new / TEMP_FOLDER
+
     # -- saving ----------------------------------------------------------------------------
     def save_result(self, result: "GenerationResult", job: "Job | None" = None) -> list[HistoryEntry]:
         """Write every image of ``result`` (file first), then its row. Returns the new entries."""
@@ -321,6 +334,16 @@ class HistoryStore:
             ).fetchall()
             return self._entries(rows)
 
+    def days(self, query: str = "", favourites_only: bool = False, tag: str | None = None) -> list[tuple[str, int]]:
+        """(local date "YYYY-MM-DD", how many images) for each day with matches, newest first: the
+        order of :meth:`ids`, so a day's first row is the sum of the counts before it."""
+        where, args = self._where(query, favourites_only, tag)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT date(e.created, 'unixepoch', 'localtime') AS day, COUNT(*) FROM entries e WHERE {where} "
+                "GROUP BY day ORDER BY day DESC", args).fetchall()
+        return [(str(day), int(n)) for day, n in rows]
+
     def ids(self, query: str = "", favourites_only: bool = False, tag: str | None = None) -> list[EntryId]:
         """Every matching id, newest first (cheap: the grid loads rows lazily by id)."""
         where, args = self._where(query, favourites_only, tag)
@@ -387,9 +410,11 @@ class HistoryStore:
             conn.execute("DELETE FROM tags WHERE entry_id = ?", (entry_id,))
             conn.executemany("INSERT INTO tags (entry_id, tag) VALUES (?, ?)", [(entry_id, t) for t in clean])
 
-    def delete(self, entry_ids: Iterable[int]) -> int:
+    def delete(self, entry_ids: Iterable[int], remove_file: Callable[[Path], None] | None = None) -> int:
         """Delete entries with their image (if HeyIm wrote it) and thumbnail files. Returns how many.
 
+        ``remove_file`` disposes of each image file (the app moves it to the system Trash);
+        without it the file is unlinked. Thumbnails, HeyIm's own cache, are always unlinked.
         A file that cannot be removed keeps its entry, marked "could not delete", and a
         StorageError says so after every other entry has been deleted.
         """
@@ -399,7 +424,7 @@ class HistoryStore:
         marks = ",".join("?" * len(ids))
         with self._write() as conn:
             conn.execute(f"UPDATE entries SET deleting = 1, delete_error = '' WHERE id IN ({marks})", ids)
-        done, failed = self._finish_deletes()
+        done, failed = self._finish_deletes(remove_file)
         if failed:
             first = next(iter(failed.values()))
             n = len(failed)
@@ -407,7 +432,7 @@ class HistoryStore:
                                f"{'they stay' if n != 1 else 'it stays'} in the history, marked \"could not delete\".")
         return done
 
-    def _finish_deletes(self) -> tuple[int, dict[int, str]]:
+    def _finish_deletes(self, remove_file: Callable[[Path], None] | None = None) -> tuple[int, dict[int, str]]:
         """Remove the files of entries marked for deletion, then their rows. Returns (deleted, failures)."""
         with self._lock:
             rows = self._conn.execute("SELECT id, path, owned, settings FROM entries WHERE deleting = 1").fetchall()
@@ -415,12 +440,17 @@ class HistoryStore:
         failed: dict[int, str] = {}
         for entry_id, stored, owned, settings_text in rows:
             targets = list(self.thumbs_dir.glob(f"{int(entry_id)}-*.jpg"))
-            if owned:
-                image = self._abs(stored)
+            image = self._abs(stored) if owned else None
+            if image is not None:
                 targets[:0] = [image, *edit_file_paths(image, load_settings_json(settings_text))]
             for path in targets:
                 try:
-                    path.unlink()
+                    if remove_file is not None and path == image:
+                        if not path.exists():
+                            continue
+                        remove_file(path)
+                    else:
+                        path.unlink()
                 except FileNotFoundError:
                     pass
                 except OSError as exc:

@@ -77,7 +77,7 @@ def _reindex(store: "HistoryStore", path: Path) -> bool:
         return True
     except StorageError:
         raise
-    except Exception as exc:  # one hostile file must not stop the history from opening
+    except Exception as exc:  # noqa: BLE001 - one hostile file must not stop the history from opening
         log.warning("skipped %s while re-indexing the history: %s: %s", path, type(exc).__name__, exc)
         return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,16 +28,19 @@ class AppParts:
     worker: Any
     #: The menu-bar icon and Quick Generate box (ui.tray), set by build_app.
     tray: Any = None
+    #: True when the process ends right after shutdown (run_app): the model is not unloaded first.
+    exiting: bool = False
 
     def shutdown(self) -> None:
         """Stop the worker (the running job stops within a step), then close the store."""
         if getattr(self, "_shut", False):
             return
         self._shut = True
-        for service in (getattr(self.window, "api_service", None), getattr(self.window, "remote_queue", None)):
+        services = self.window.services
+        for service in (services.api, services.remote):
             if service is not None:
                 service.shutdown()
-        self.worker.stop()
+        self.worker.stop(unload=not self.exiting)
         if self.tray is not None:
             self.tray.close()
         opener = getattr(self.window, "file_open_filter", None)
@@ -77,7 +81,8 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     from heyim_desktop.ui.window import MainWindow
     from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink
 
-    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(list(argv or sys.argv[:1]))
     app.setApplicationName("HeyIm")
     app.setOrganizationName("HeyIm")
     app.setApplicationDisplayName("HeyIm")
@@ -97,15 +102,24 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store))
     holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
-                        list_models=list_models, log_file=log_file())
-    holder["window"] = window
     from heyim_desktop.ui.services import LocalApiService, RemoteQueueService
+    from heyim_desktop.ui.window import WindowServices
 
-    window.api_service = LocalApiService(window, queue, worker)
-    window.remote_queue = RemoteQueueService(window, store)
-    window.api_service.apply(prefs)
-    window.remote_queue.apply(prefs)
+    def current_prefs() -> Any:
+        return holder["window"].prefs if "window" in holder else prefs
+
+    services = WindowServices(
+        api=LocalApiService(queue, worker, model_folders=lambda: current_prefs().model_folders,
+                            default_model=lambda: holder["window"].settings_panel.model_ref() or None
+                            if "window" in holder else None),
+        remote=RemoteQueueService(store),
+    )
+    window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,
+                        list_models=list_models, log_file=log_file(), services=services)
+    holder["window"] = window
+    for service in (services.api, services.remote):
+        service.setParent(window)
+        service.apply(prefs)
 
     parts = AppParts(app, window, queue, store, worker)
     app.aboutToQuit.connect(parts.shutdown)
@@ -125,7 +139,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     return parts
 
 
-def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = ()) -> int:
+def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = (), fast_exit: bool = True) -> int:
     from heyim_desktop.core.errors import UserFacingError
 
     try:
@@ -134,7 +148,11 @@ def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = ()) -
             from heyim_desktop.ui.file_open import open_image
             from heyim_desktop.ui.qt import QTimer
 
-            QTimer.singleShot(0, lambda: [open_image(parts.window, f) for f in open_files])
+            def open_all() -> None:
+                for f in open_files:
+                    open_image(parts.window, f)
+
+            QTimer.singleShot(0, open_all)
     except UserFacingError as exc:  # e.g. a history database from a newer HeyIm
         from heyim_desktop.ui.qt import QApplication, QMessageBox
 
@@ -143,4 +161,25 @@ def run_app(argv: Sequence[str] | None = None, open_files: Sequence[str] = ()) -
         QMessageBox.critical(None, "HeyIm cannot start", str(exc))
         del app
         return 3
-    return int(parts.app.exec())
+    parts.exiting = fast_exit
+    rc = int(parts.app.exec())
+    parts.shutdown()  # already ran on aboutToQuit; everything is saved and closed now
+    if fast_exit:
+        _exit_now(rc)
+    return rc
+
+
+def _exit_now(rc: int) -> None:
+    """End the process without Python's module teardown.
+
+    Once torch, diffusers and transformers are imported, tearing their modules down takes 3-4 s
+    after the last window closed (measured: see the README), so the app would linger. Every
+    file is written and closed by now; flush the log and the standard streams, then leave.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)

@@ -47,20 +47,25 @@ class Banner(QFrame):
         row.addWidget(self.text, 1)
         row.addLayout(self.buttons)
         row.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.kind = "info"
+        self.cause = ""
         self.hide()
 
     def show_message(self, text: str, kind: str = "error",
-                     actions: tuple[tuple[str, Callable[[], None]], ...] = ()) -> None:
+                     actions: tuple[tuple[str, Callable[[], None]], ...] = (), cause: str = "") -> None:
+        """``cause`` names what the message is about ("model", "input"...), so fixing it can clear it."""
         icons = {"error": QStyle.StandardPixmap.SP_MessageBoxCritical,
                  "warning": QStyle.StandardPixmap.SP_MessageBoxWarning,
                  "info": QStyle.StandardPixmap.SP_MessageBoxInformation}
         self.kind = kind
+        self.cause = cause
         self.icon.setPixmap(self.style().standardIcon(icons.get(kind, icons["info"])).pixmap(24, 24))
         self.text.setText(text)
         while self.buttons.count():
             item = self.buttons.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         for label, fn in actions:
             button = QPushButton(label)
             button.clicked.connect(fn)
@@ -69,6 +74,11 @@ class Banner(QFrame):
 
     def message(self) -> str:
         return self.text.text() if self.isVisible() else ""
+
+    def clear(self, *causes: str) -> None:
+        """Hide the banner if it is about one of ``causes`` (the user fixed it)."""
+        if self.isVisible() and self.cause in causes:
+            self.dismiss()
 
     def dismiss(self) -> None:
         self.hide()

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from heyim_desktop.core.cancel import CancelToken, Cancelled
+from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.ui.qt import (
     QComboBox,
@@ -53,11 +53,11 @@ class ConvertDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.source, 1)
         row.addWidget(browse)
-        self.size = QSpinBox()
-        self.size.setRange(256, 1024)
-        self.size.setSingleStep(64)
-        self.size.setValue(512)
-        self.size.setSuffix(" px (square)")
+        self.image_size = QSpinBox()
+        self.image_size.setRange(256, 1024)
+        self.image_size.setSingleStep(64)
+        self.image_size.setValue(512)
+        self.image_size.setSuffix(" px (square)")
         self.attention = QComboBox()
         self.attention.addItem("split_einsum: best on the Neural Engine", "split_einsum")
         self.attention.addItem("original: best on the GPU", "original")
@@ -73,7 +73,7 @@ class ConvertDialog(QDialog):
         self.buttons.rejected.connect(self.cancel_or_close)
         form = QFormLayout()
         form.addRow("Model", row)
-        form.addRow("Image size", self.size)
+        form.addRow("Image size", self.image_size)
         form.addRow("Attention", self.attention)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -96,7 +96,7 @@ class ConvertDialog(QDialog):
 
     def output_dir(self) -> Path:
         name = Path(self.source.text().strip()).name or "model"
-        return self.out_root / f"{name}-coreml-{self.attention.currentData()}-{self.size.value()}"
+        return self.out_root / f"{name}-coreml-{self.attention.currentData()}-{self.image_size.value()}"
 
     @property
     def running(self) -> bool:
@@ -111,7 +111,7 @@ class ConvertDialog(QDialog):
             return
         self._cancel = CancelToken()
         out = self.output_dir()
-        size = self.size.value()
+        size = self.image_size.value()
         attention = str(self.attention.currentData())
         cancel, relay = self._cancel, self.relay
 

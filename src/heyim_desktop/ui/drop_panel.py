@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from heyim_desktop.ui.qt import (
+    QColor,
     QDragEnterEvent,
+    QDragLeaveEvent,
+    QDragMoveEvent,
     QDropEvent,
     QFileDialog,
     QFrame,
@@ -20,8 +23,11 @@ from heyim_desktop.ui.qt import (
     QImage,
     QLabel,
     QMimeData,
+    QPainter,
+    QPalette,
     QPixmap,
     QPushButton,
+    QResizeEvent,
     QSizePolicy,
     Qt,
     QVBoxLayout,
@@ -64,8 +70,8 @@ def _decode_file(path: Path, from_history: bool) -> DroppedImage:
 
 
 def _decode_qimage(qimage: QImage, label: str) -> DroppedImage:
-    from heyim_desktop.core.images import MAX_INPUT_PIXELS
     from heyim_desktop.core.errors import ImageError
+    from heyim_desktop.core.images import MAX_INPUT_PIXELS
 
     if qimage.width() * qimage.height() > MAX_INPUT_PIXELS:
         raise ImageError(f"{label} is {qimage.width()}x{qimage.height()} pixels, too large.")
@@ -76,7 +82,8 @@ def _decode_qimage(qimage: QImage, label: str) -> DroppedImage:
 def _preview(image: Any) -> QImage:
     small = image.copy()
     small.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))
-    return pil_to_qimage(small)
+    preview: QImage = pil_to_qimage(small)
+    return preview
 
 
 def _overlay(image: Any, mask: Any) -> Any:
@@ -94,6 +101,64 @@ def local_files(mime: QMimeData) -> list[Path]:
 
 def can_accept(mime: QMimeData) -> bool:
     return bool(local_files(mime)) or mime.hasImage()
+
+
+class FittedPicture(QLabel):
+    """Shows a picture whole, scaled to fit with its aspect kept, and the crop frame a job will use."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.source: QImage | None = None
+        self.target: tuple[int, int] | None = None
+
+    def set_source(self, image: QImage | None) -> None:
+        self.source = image
+        self._render()
+
+    def set_target(self, size: tuple[int, int] | None) -> None:
+        self.target = size
+        self._render()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._render()
+
+    def shown_size(self) -> tuple[int, int]:
+        pix = self.pixmap()
+        return (pix.width(), pix.height()) if pix is not None and not pix.isNull() else (0, 0)
+
+    def _render(self) -> None:
+        if self.source is None or self.source.isNull():
+            return
+        room = self.contentsRect().size()
+        if room.width() < 8 or room.height() < 8:
+            return
+        pix = QPixmap.fromImage(self.source).scaled(room, Qt.AspectRatioMode.KeepAspectRatio,
+                                                    Qt.TransformationMode.SmoothTransformation)
+        if self.target is not None:
+            self._draw_crop(pix)
+        self.setPixmap(pix)
+
+    def _draw_crop(self, pix: QPixmap) -> None:
+        """Dim what a centre crop to the target shape cuts away (core.images.fit_to_size)."""
+        tw, th = self.target or (1, 1)
+        pw, ph = pix.width(), pix.height()
+        if pw == 0 or ph == 0 or abs((pw / ph) / (tw / th) - 1) < 0.02:
+            return
+        if pw / ph > tw / th:
+            keep_w, keep_h = round(ph * tw / th), ph
+        else:
+            keep_w, keep_h = pw, round(pw * th / tw)
+        x, y = (pw - keep_w) // 2, (ph - keep_h) // 2
+        p = QPainter(pix)
+        shade = QColor(0, 0, 0, 140)
+        p.fillRect(0, 0, pw, y, shade)
+        p.fillRect(0, y + keep_h, pw, ph - y - keep_h, shade)
+        p.fillRect(0, y, x, keep_h, shade)
+        p.fillRect(x + keep_w, y, pw - x - keep_w, keep_h, shade)
+        p.setPen(QColor(255, 255, 255, 220))
+        p.drawRect(x, y, keep_w - 1, keep_h - 1)
+        p.end()
 
 
 class DropPanel(QFrame):
@@ -115,7 +180,7 @@ class DropPanel(QFrame):
         self.current: DroppedImage | None = None
         self._pending = 0
 
-        self.picture = QLabel()
+        self.picture = FittedPicture()
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.picture.setMinimumSize(PREVIEW_SIZE // 2, PREVIEW_SIZE // 2)
         self.picture.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -158,6 +223,7 @@ class DropPanel(QFrame):
 
     # -- display --------------------------------------------------------------------------
     def _show_empty(self) -> None:
+        self.picture.set_source(None)
         self.picture.setPixmap(QPixmap())
         self.picture.setText("Drop an image here, or paste one,\nto start from a picture.")
         self.picture.setEnabled(False)  # the disabled palette greys the hint in any theme
@@ -174,23 +240,51 @@ class DropPanel(QFrame):
             self._show_empty()
         else:
             self.picture.setEnabled(True)
-            self.picture.setPixmap(QPixmap.fromImage(dropped.preview))
-            w, h = dropped.image.size
-            caption = f"{dropped.label}  ({w} x {h})"
+            self.picture.setText("")
             if self.inpaint is not None:
-                self.picture.setPixmap(QPixmap.fromImage(_preview(_overlay(dropped.image, self.inpaint.mask))))
-                parts = []
-                if self.inpaint.painted_fraction() > 0:
-                    parts.append(f"inpaint {self.inpaint.painted_fraction():.0%} of it")
-                if self.inpaint.extend:
-                    parts.append("extend by {}, {}, {}, {} px".format(*self.inpaint.extend))
-                caption += " - " + ", ".join(parts)
-            self.caption.setText(caption)
+                self.picture.set_source(_preview(_overlay(dropped.image, self.inpaint.mask)))
+            else:
+                self.picture.set_source(dropped.preview)
+            self.caption.setText(self._caption_text())
             self.clear_button.setEnabled(True)
         self.input_changed.emit(dropped)
 
+    def _caption_text(self) -> str:
+        dropped = self.current
+        if dropped is None:
+            return ""
+        w, h = dropped.image.size
+        caption = f"{dropped.label}  ({w} x {h})"
+        if self.inpaint is not None:
+            parts = []
+            if self.inpaint.painted_fraction() > 0:
+                parts.append(f"inpaint {self.inpaint.painted_fraction():.0%} of it")
+            if self.inpaint.extend:
+                parts.append("extend by {}, {}, {}, {} px".format(*self.inpaint.extend))
+            caption += " - " + ", ".join(parts)
+        return caption
+
     def clear(self) -> None:
         self.set_input(None)
+
+    def set_target_size(self, width: int, height: int) -> None:
+        """The job's size: the preview marks the part of the input a centre crop keeps."""
+        self.picture.set_target((width, height))
+
+    def set_highlight(self, on: bool) -> None:
+        """A visible drop target while something droppable is dragged over the window."""
+        self.setProperty("dropTarget", on)
+        self.setFrameShadow(QFrame.Shadow.Raised if on else QFrame.Shadow.Sunken)
+        self.setLineWidth(3 if on else 1)
+        self.setBackgroundRole(QPalette.ColorRole.Highlight if on else QPalette.ColorRole.Window)
+        self.setAutoFillBackground(on)
+        if on:
+            self.caption.setText("Drop to use as the input image")
+        else:
+            self._restore_caption()
+
+    def _restore_caption(self) -> None:
+        self.caption.setText(self._caption_text())
 
     # -- inpainting ----------------------------------------------------------------------
     def edit_mask(self) -> None:
@@ -240,7 +334,7 @@ class DropPanel(QFrame):
         self._start()
         run_in_background(lambda: _decode_qimage(image, label), self._decoded, self._failed)
 
-    def load_mime(self, mime: QMimeData) -> bool:
+    def load_mime(self, mime: QMimeData, label: str = "Dropped image") -> bool:
         """Use a drop or the clipboard: the first local file, else inline image data."""
         files = local_files(mime)
         if files:
@@ -249,7 +343,7 @@ class DropPanel(QFrame):
             self.load_file(files[0], from_history=mime.hasFormat(HISTORY_MIME))
             return True
         if mime.hasImage():
-            self.load_qimage(QImage(mime.imageData()), "Dropped image")
+            self.load_qimage(QImage(mime.imageData()), label)
             return True
         return False
 
@@ -257,12 +351,15 @@ class DropPanel(QFrame):
         from heyim_desktop.ui.qt import QGuiApplication
 
         mime = QGuiApplication.clipboard().mimeData()
-        if mime is None or not self.load_mime(mime):
+        if mime is None or not self.load_mime(mime, "Pasted image"):
             self.failed.emit("The clipboard holds no image or image file.")
 
     def choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose an input image", "", IMAGE_FILTER)
+        from heyim_desktop.ui.dialogs import remember_folder, start_folder
+
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an input image", str(start_folder("image")), IMAGE_FILTER)
         if path:
+            remember_folder("image", Path(path).parent)
             self.load_file(Path(path))
 
     def _start(self) -> None:
@@ -292,18 +389,27 @@ class DropPanel(QFrame):
             self.failed.emit(f"The image could not be read ({type(exc).__name__}: {exc}).")
 
     # -- drag and drop --------------------------------------------------------------------
+    # Always a copy: after a "move" drop a file manager may delete the source file.
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
         if can_accept(event.mimeData()):
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+            self.set_highlight(True)
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt override
         if can_accept(event.mimeData()):
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:  # noqa: N802 - Qt override
+        self.set_highlight(False)
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        self.set_highlight(False)
         if self.load_mime(event.mimeData()):
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
         else:
             event.ignore()

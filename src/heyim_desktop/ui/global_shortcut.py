@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
+#: What the platform calls the place where the app's icon lives.
+TRAY_NAME = "menu bar" if sys.platform == "darwin" else "system tray"
 #: The in-app shortcut (Cmd+Shift+G on macOS: Qt maps Ctrl to Cmd there).
 IN_APP_SHORTCUT = "Ctrl+Shift+G"
 

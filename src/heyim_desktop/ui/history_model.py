@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Sequence
 
 from heyim_desktop.ui.drop_panel import HISTORY_MIME
 from heyim_desktop.ui.qt import (
@@ -23,6 +23,7 @@ from heyim_desktop.ui.qt import (
     QModelIndex,
     QObject,
     QPainter,
+    QPersistentModelIndex,
     QPixmap,
     QSize,
     Qt,
@@ -39,6 +40,8 @@ ENTRY_CACHE = 2000
 PIXMAP_CACHE = 600  # ~40 MB of 128 px icons at most
 EntryRole = Qt.ItemDataRole.UserRole + 1
 IdRole = Qt.ItemDataRole.UserRole + 2
+#: The day's name ("Today", "Yesterday", ...) on the first image of each day, else None.
+DayStartRole = Qt.ItemDataRole.UserRole + 3
 
 
 class ThumbnailLoader(QObject):
@@ -97,6 +100,9 @@ class ThumbnailLoader(QObject):
                     raise OSError(f"cannot decode {path}")
                 image = image.scaled(ICON_SIZE, ICON_SIZE, Qt.AspectRatioMode.KeepAspectRatio,
                                      Qt.TransformationMode.SmoothTransformation)
+            except KeyError:  # deleted meanwhile (the keep-limit, another window): nothing to show
+                self.failed.emit(entry_id)
+                continue
             except Exception:  # noqa: BLE001 - a missing file shows a placeholder, never a crash
                 log.info("thumbnail for %s failed", entry_id, exc_info=True)
                 self.failed.emit(entry_id)
@@ -131,6 +137,8 @@ class HistoryModel(QAbstractListModel):
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self._broken: set[int] = set()
         self._placeholder: QPixmap | None = None
+        #: (first row, local date "YYYY-MM-DD", count) per day, newest first.
+        self.day_groups: list[tuple[int, str, int]] = []
         self.loader = ThumbnailLoader(store, self)
         self.loader.loaded.connect(self._thumbnail_loaded)
         self.loader.failed.connect(self._thumbnail_failed)
@@ -157,6 +165,7 @@ class HistoryModel(QAbstractListModel):
         self._row_of = {entry_id: row for row, entry_id in enumerate(ids)}
         self._entries.clear()  # rows may have changed too (a failed delete marks its entry)
         self.loader.forget_all()
+        self._read_days()
         self.endResetModel()
         self.count_changed.emit(len(ids))
 
@@ -174,6 +183,7 @@ class HistoryModel(QAbstractListModel):
         self._row_of = {entry_id: row for row, entry_id in enumerate(self._ids)}
         for e in entries:
             self._remember(int(e.id), e)
+        self._read_days()
         self.endInsertRows()
         self.count_changed.emit(len(self._ids))
 
@@ -188,6 +198,7 @@ class HistoryModel(QAbstractListModel):
             self._entries.pop(int(entry_id), None)
             self._pixmaps.pop(int(entry_id), None)
             self.endRemoveRows()
+        self._read_days()
         self.count_changed.emit(len(self._ids))
 
     def update_entry(self, entry_id: int) -> None:
@@ -198,11 +209,30 @@ class HistoryModel(QAbstractListModel):
             self.dataChanged.emit(idx, idx)
 
     # -- rows -----------------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
         return 0 if parent.isValid() else len(self._ids)
 
     def entry_id(self, row: int) -> int:
         return self._ids[row]
+
+    def row_of(self, entry_id: int) -> int | None:
+        return self._row_of.get(int(entry_id))
+
+    def _read_days(self) -> None:
+        days = self.store.days(self.query, self.favourites_only) if hasattr(self.store, "days") else []
+        groups, row = [], 0
+        for day, n in days:
+            groups.append((row, day, n))
+            row += n
+        self.day_groups = groups
+        self._day_start = {first: day for first, day, _n in groups}
+
+    def day_name(self, day: str) -> str:
+        """ "Today", "Yesterday", a weekday or a date for a "YYYY-MM-DD" day."""
+        import datetime as dt
+
+        d = dt.date.fromisoformat(day)
+        return day_label(time.mktime((d.year, d.month, d.day, 12, 0, 0, 0, 0, -1)))
 
     def entry_at(self, row: int) -> Any | None:
         if not 0 <= row < len(self._ids):
@@ -225,7 +255,7 @@ class HistoryModel(QAbstractListModel):
         while len(self._entries) > ENTRY_CACHE:
             self._entries.popitem(last=False)
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         row = index.row()
@@ -233,6 +263,9 @@ class HistoryModel(QAbstractListModel):
             return self._icon(self._ids[row])
         if role == IdRole:
             return self._ids[row]
+        if role == DayStartRole:
+            day = getattr(self, "_day_start", {}).get(row)
+            return self.day_name(day) if day else None
         if role == Qt.ItemDataRole.SizeHintRole:
             return _CELL  # fixed cells: the prompt is elided to the thumbnail's width
         if role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, EntryRole,
@@ -244,15 +277,13 @@ class HistoryModel(QAbstractListModel):
         if role == EntryRole:
             return entry
         if role == Qt.ItemDataRole.DisplayRole:
-            star = "\u2605 " if entry.favourite else ""
-            stuck = "(could not delete) " if entry.delete_error else ""
-            return stuck + star + (entry.prompt.splitlines()[0] if entry.prompt else "(no prompt)")
+            return entry_label(entry)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
         stuck = f"\n\nCould not delete: {entry.delete_error}" if entry.delete_error else ""
         return (f"{entry.prompt}\n\n{when}   seed {entry.seed}   {entry.width}x{entry.height}   "
                 f"{entry.steps} steps   {entry.scheduler or ''}   {entry.model_name}{stuck}")
 
-    def flags(self, index: QModelIndex) -> Qt.ItemFlag:
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         base = super().flags(index)
         return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
 
@@ -287,7 +318,7 @@ class HistoryModel(QAbstractListModel):
     def mimeTypes(self) -> list[str]:  # noqa: N802 - Qt API
         return ["text/uri-list", HISTORY_MIME]
 
-    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:  # noqa: N802 - Qt API
+    def mimeData(self, indexes: Sequence[QModelIndex]) -> QMimeData:  # noqa: N802 - Qt API
         mime = QMimeData()
         entries = [e for e in (self.entry_at(i.row()) for i in indexes if i.isValid()) if e is not None]
         mime.setUrls([QUrl.fromLocalFile(str(e.path)) for e in entries])
@@ -300,8 +331,33 @@ class HistoryModel(QAbstractListModel):
         return Qt.DropAction.CopyAction
 
 
+def day_label(created: float, now: float | None = None) -> str:
+    """"Today", "Yesterday", a weekday within the week, else "3 Nov 2026"."""
+    import datetime as dt
+
+    day = dt.date.fromtimestamp(created)
+    today = dt.date.fromtimestamp(now if now is not None else time.time())
+    delta = (today - day).days
+    if delta == 0:
+        return "Today"
+    if delta == 1:
+        return "Yesterday"
+    if 1 < delta < 7:
+        return day.strftime("%A")
+    return f"{day.day} {day.strftime('%b %Y')}"
+
+
+def entry_label(entry: Any, now: float | None = None) -> str:
+    """What a grid cell says: the prompt (elided in the middle, where similar prompts agree), then day and time."""
+    star = "\u2605 " if entry.favourite else ""
+    star = ("(could not delete) " if getattr(entry, "delete_error", "") else "") + star
+    when = f"{day_label(entry.created, now)} {time.strftime('%H:%M', time.localtime(entry.created))}"
+    prompt = " ".join(entry.prompt.split()) if entry.prompt else "(no prompt)"
+    return f"{star}{prompt}\n{when}"
+
+
 def icon_grid_size() -> QSize:
-    return QSize(ICON_SIZE + 16, ICON_SIZE + 30)
+    return QSize(ICON_SIZE + 16, ICON_SIZE + 46)
 
 
-_CELL = QSize(ICON_SIZE + 10, ICON_SIZE + 26)
+_CELL = QSize(ICON_SIZE + 10, ICON_SIZE + 42)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from heyim_desktop.ui.history_model import ICON_SIZE, EntryRole, HistoryModel, icon_grid_size
+from heyim_desktop.ui.history_model import ICON_SIZE, DayStartRole, EntryRole, HistoryModel, icon_grid_size
 from heyim_desktop.ui.qt import (
     QAbstractItemView,
     QAction,
     QCheckBox,
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListView,
     QMenu,
     QModelIndex,
+    QPainter,
+    QPersistentModelIndex,
     QPoint,
     QPushButton,
     QSize,
@@ -54,7 +57,7 @@ class HistoryView(QListView):
         self.setDragEnabled(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
-        self.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # similar prompts differ at the end
         self.setWordWrap(False)
         self.setLayoutMode(QListView.LayoutMode.Batched)  # the first screenful paints before the rest is laid out
         self.setBatchSize(300)
@@ -63,9 +66,31 @@ class HistoryView(QListView):
 
 
 class ThumbnailDelegate(QStyledItemDelegate):
-    """Thumbnail on top, the prompt centred underneath (IconMode's look)."""
+    """Thumbnail on top, the prompt centred underneath (IconMode's look); the first image of each
+    day carries the day's name as a badge, so the grid reads as groups by day."""
 
-    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex) -> None:  # noqa: N802
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        super().paint(painter, option, index)
+        day = index.data(DayStartRole)
+        if not day:
+            return
+        from heyim_desktop.ui.qt import QApplication, QPalette
+
+        palette = QApplication.palette()
+        metrics = painter.fontMetrics()
+        rect = option.rect
+        w, h = metrics.horizontalAdvance(day) + 12, metrics.height() + 4
+        painter.save()
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(palette.color(QPalette.ColorRole.Highlight))
+        painter.drawRoundedRect(rect.left() + 6, rect.top() + 6, w, h, 4, 4)
+        painter.setPen(palette.color(QPalette.ColorRole.HighlightedText))
+        painter.drawText(rect.left() + 12, rect.top() + 6 + 2 + metrics.ascent(), day)
+        painter.restore()
+
+    def initStyleOption(self, option: QStyleOptionViewItem,  # noqa: N802 - Qt API
+                        index: QModelIndex | QPersistentModelIndex) -> None:
         super().initStyleOption(option, index)
         option.decorationPosition = QStyleOptionViewItem.Position.Top
         option.decorationAlignment = Qt.AlignmentFlag.AlignHCenter
@@ -87,6 +112,7 @@ class HistoryPanel(QWidget):
         #: Asks before deleting; tests and the window may replace it. Returns True to delete.
         self.confirm_delete: Callable[[int], bool] = self._ask_delete
         self.model = HistoryModel(store, self)
+        self._opened_id: int | None = None
         self.view = HistoryView()
         self.view.setModel(self.model)
 
@@ -96,6 +122,10 @@ class HistoryPanel(QWidget):
         self.favourites = QCheckBox("Favourites")
         self.favourites.setToolTip("Show only favourites")
         self.count_label = QLabel()
+        self.day_jump = QComboBox()
+        self.day_jump.setAccessibleName("Jump to day")
+        self.day_jump.setToolTip("Jump to the images of a day")
+        self.day_jump.activated.connect(self._jump_to_day)
         self.reuse_button = QPushButton("Reuse Settings")
         self.reuse_button.setToolTip("Load this image's prompt and settings (or double-click it)")
         self.input_button = QPushButton("Use as Input")
@@ -124,6 +154,7 @@ class HistoryPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("<b>History</b>"))
         top.addWidget(self.search, 1)
+        top.addWidget(self.day_jump)
         top.addWidget(self.favourites)
         top.addWidget(self.count_label)
         actions = QHBoxLayout()
@@ -133,8 +164,14 @@ class HistoryPanel(QWidget):
         actions.addWidget(self.delete_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.no_matches = QLabel()
+        self.no_matches.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.no_matches.setWordWrap(True)
+        self.no_matches.setEnabled(False)  # greyed by the palette in any theme
+        self.no_matches.hide()
         layout.addLayout(top)
         layout.addWidget(self.view, 1)
+        layout.addWidget(self.no_matches, 1)
         layout.addLayout(actions)
 
         self.delete_action = QAction("Delete", self)
@@ -163,10 +200,36 @@ class HistoryPanel(QWidget):
 
     def _show_count(self, n: int) -> None:
         what = "favourite" if self.favourites.isChecked() else "image"
-        if self.search.text().strip():
+        text = self.model.query
+        if text:
             self.count_label.setText(f"{n} found")
         else:
             self.count_label.setText(f"{n} {what}{'' if n == 1 else 's'}")
+        empty_reason = ""
+        if n == 0 and text:
+            where = " among favourites" if self.model.favourites_only else ""
+            empty_reason = f"No images match \u201c{text}\u201d{where}.\nClear the search to see every image."
+        elif n == 0 and self.model.favourites_only:
+            empty_reason = "No favourites yet.\nStar an image with Favourite to find it here."
+        self._fill_days()
+        self.no_matches.setText(empty_reason)
+        self.no_matches.setVisible(bool(empty_reason))
+        self.view.setVisible(not empty_reason)
+
+    def _fill_days(self) -> None:
+        self.day_jump.blockSignals(True)
+        self.day_jump.clear()
+        self.day_jump.addItem("All days", None)
+        for first, day, n in self.model.day_groups:
+            self.day_jump.addItem(f"{self.model.day_name(day)} ({n})", first)
+        self.day_jump.blockSignals(False)
+        self.day_jump.setEnabled(len(self.model.day_groups) > 1)
+
+    def _jump_to_day(self, index: int) -> None:
+        row = self.day_jump.itemData(index)
+        if isinstance(row, int):
+            self.select_row(row)
+            self.view.scrollTo(self.model.index(row), QListView.ScrollHint.PositionAtTop)
 
     # -- selection ------------------------------------------------------------------------
     def selected_entries(self) -> list[Any]:
@@ -186,12 +249,24 @@ class HistoryPanel(QWidget):
         for b in (self.reuse_button, self.input_button, self.favourite_button, self.delete_button):
             b.setEnabled(has)
         self.favourite_button.setChecked(bool(entry and entry.favourite))
-        if entry is not None:
+        # Only a change of selection opens an image: inserting rows or a reset re-announces the
+        # same selection, which must not replace a newer image in the result view.
+        entry_id = int(entry.id) if entry is not None else None
+        if entry is not None and entry_id != self._opened_id:
             self.open_requested.emit(entry)
+        self._opened_id = entry_id
 
     def select_row(self, row: int) -> None:
         idx = self.model.index(row)
         self.view.setCurrentIndex(idx)
+
+    def select_entry(self, entry_id: int) -> None:
+        """Select ``entry_id`` if it is in the grid (the full-screen viewer follows it here)."""
+        row = self.model.row_of(int(entry_id))
+        if row is not None:
+            self._opened_id = int(entry_id)  # already on screen in the viewer
+            self.select_row(row)
+            self.view.scrollTo(self.model.index(row))
 
     def _emit_for(self, index: QModelIndex, signal: Any) -> None:
         entry = index.data(EntryRole) if index.isValid() else None
@@ -222,16 +297,21 @@ class HistoryPanel(QWidget):
             return
         ids = [int(e.id) for e in entries]
         from heyim_desktop.core.errors import UserFacingError
+        from heyim_desktop.ui.generate import plural
+        from heyim_desktop.ui.reveal import TrashBin
 
+        trash = TrashBin()
         try:
-            self.store.delete(ids)
-        except UserFacingError as exc:
+            self.store.delete(ids, remove_file=trash)
+        except (UserFacingError, OSError) as exc:
             self.message.emit(str(exc))
             self.model.refresh()
+            self.deleted.emit(ids)
             return
         self.model.remove_ids(ids)
         self.deleted.emit(ids)
-        self.message.emit(f"Deleted {len(ids)} image{'s' if len(ids) != 1 else ''}.")
+        where = "moved to the Trash" if not trash.unlinked else "deleted (this desktop has no Trash)"
+        self.message.emit(f"{plural(len(ids), 'image')} {where}.")
 
     def _ask_delete(self, n: int) -> bool:
         from heyim_desktop.ui.qt import QMessageBox
@@ -239,7 +319,7 @@ class HistoryPanel(QWidget):
         what = "this image" if n == 1 else f"these {n} images"
         answer = QMessageBox.question(
             self, "Delete from history",
-            f"Delete {what} from history? The image file{'s are' if n != 1 else ' is'} removed from disk.",
+            f"Delete {what} from history? The image file{'s go' if n != 1 else ' goes'} to the Trash.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
         return answer == QMessageBox.StandardButton.Yes
 

@@ -10,17 +10,35 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from heyim_desktop.ui.qt import (
-    QAbstractItemView, QComboBox, QDesktopServices, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QInputDialog, QLabel,
-    QMessageBox, QObject, QProgressBar, QPushButton, Qt, QThread, QTreeWidget, QTreeWidgetItem, QUrl,
-    QVBoxLayout, QWidget, Signal, Slot,
-)
-
-from heyim_desktop.core.cancel import CancelToken, Cancelled
+from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.models.catalogue import CatalogueEntry, catalogue
 from heyim_desktop.models.library import ModelLibrary
 from heyim_desktop.models.types import ModelInfo, human_size
+from heyim_desktop.ui.qt import (
+    QAbstractItemView,
+    QComboBox,
+    QDesktopServices,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QObject,
+    QProgressBar,
+    QPushButton,
+    Qt,
+    QThread,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QUrl,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+    Slot,
+)
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Name", "Kind", "Base", "Size", "Status")
@@ -157,6 +175,8 @@ class ModelsWindow(QDialog):
     def select(self, ref: str) -> None:
         for i in range(self.tree.topLevelItemCount()):
             item = self.tree.topLevelItem(i)
+            if item is None:
+                continue
             item.setSelected(item.data(0, Qt.ItemDataRole.UserRole) == ref)
 
     def _update_buttons(self) -> None:
@@ -172,10 +192,20 @@ class ModelsWindow(QDialog):
     # --- asking the user (separate methods so tests can answer) --------------------------------
 
     def ask_folder(self) -> str:
-        return QFileDialog.getExistingDirectory(self, "Add a folder of models")
+        from heyim_desktop.ui.dialogs import remember_folder, start_folder
+
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of models", str(start_folder("folder")))
+        if folder:
+            remember_folder("folder", Path(folder))
+        return folder
 
     def ask_file(self) -> str:
-        return QFileDialog.getOpenFileName(self, "Import a model file", "", CHECKPOINT_FILTER)[0]
+        from heyim_desktop.ui.dialogs import remember_folder, start_folder
+
+        path = QFileDialog.getOpenFileName(self, "Import a model file", str(start_folder("model")), CHECKPOINT_FILTER)[0]
+        if path:
+            remember_folder("model", Path(path).parent)
+        return path
 
     def confirm(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
@@ -193,14 +223,27 @@ class ModelsWindow(QDialog):
         folder = self.ask_folder()
         if not folder:
             return
+        before = {m.ref for m in self._models}
         try:
-            self.library.add_folder(folder)
+            added = self.library.add_folder(folder)
         except UserFacingError as exc:
             self.status.setText(str(exc))
             return
         self.foldersChanged.emit([str(f) for f in self.library.extra_folders])
         self.refresh()
         self.modelsChanged.emit()
+        found = [m for m in self._models if m.ref not in before]
+        usable = [m for m in found if m.ready]
+        if usable:
+            self.status.setText(f"Found {len(usable)} usable model{'s' if len(usable) != 1 else ''} in {added}.")
+            self.select(usable[0].ref)
+        elif found:
+            self.status.setText(f"{added} holds {len(found)} model{'s' if len(found) != 1 else ''} HeyIm cannot use "
+                                "yet; the list says why.")
+        else:
+            self.status.setText(f"No models in {added}. HeyIm looks for diffusers folders (with a model_index.json), "
+                                ".safetensors checkpoints and Core ML folders; the folder stays in the list and is "
+                                "searched again on Refresh.")
 
     def _import_clicked(self) -> None:
         path = self.ask_file()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 from heyim_desktop.core.request import GUIDANCE_RANGE, STEPS_RANGE
+from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 from heyim_desktop.store.preferences import Preferences
 from heyim_desktop.ui.qt import (
     QCheckBox,
@@ -36,10 +36,8 @@ DEVICE_LABELS = {
 
 
 def available_devices() -> list[str]:
-    devices = ["auto", "cpu", "cuda"]
-    if sys.platform == "darwin":
-        devices += ["mps", "coreml"]
-    return devices
+    """What can be offered before detection ran: the choices every install has."""
+    return ["auto", "cpu"]
 
 
 class PreferencesDialog(QDialog):
@@ -82,10 +80,16 @@ class PreferencesDialog(QDialog):
         self.guidance.setSingleStep(0.5)
         self.guidance.setValue(prefs.default_guidance)
         self.device = QComboBox()
-        for d in available_devices():
-            self.device.addItem(DEVICE_LABELS[d], d)
-        index = self.device.findData(prefs.device)
-        self.device.setCurrentIndex(max(0, index))
+        self.device_note = _note("Looking for GPUs...")
+        #: What detection found (None until it answered).
+        self.detected: list[str] | None = None
+        self.set_devices(available_devices())
+        # torch answers which GPUs exist; importing it takes seconds, so ask off the UI thread.
+        from heyim_desktop.core.devices import detect_devices
+        from heyim_desktop.ui.tasks import run_in_background
+
+        self._detection = run_in_background(detect_devices, self._devices_detected,
+                                            lambda exc: self.device_note.setText(f"GPU detection failed: {exc}"))
         from heyim_desktop.core.coreml import CHOICES, LABELS
 
         self.compute_units = QComboBox()
@@ -111,12 +115,12 @@ class PreferencesDialog(QDialog):
         form = QFormLayout()
         form.addRow("Model folders", folder_row)
         form.addRow("Image folder", output_row)
-        form.addRow("", _note("A new image folder is used from the next launch."))
+        form.addRow("", _note("New images go to this folder as soon as you press OK; earlier ones stay where they are."))
         form.addRow("Default scheduler", self.scheduler)
         form.addRow("Default steps", self.steps)
         form.addRow("Default guidance", self.guidance)
         form.addRow("Compute device", self.device)
-        form.addRow("", _note("A device change applies the next time a model loads."))
+        form.addRow("", self.device_note)
         form.addRow("Core ML runs on", self.compute_units)
         if sys.platform != "darwin":
             form.addRow("", _note("Core ML models run on macOS only."))
@@ -127,11 +131,11 @@ class PreferencesDialog(QDialog):
         form.addRow("Render queue", self.remote_queue)
         form.addRow("", _note("With a Redis URL, Generate sends jobs to the machines running "
                               "'heyim-desktop worker'; finished images arrive in history."))
-        from heyim_desktop.ui.global_shortcut import shortcut_note
+        from heyim_desktop.ui.global_shortcut import TRAY_NAME, shortcut_note
 
-        self.keep_in_tray = QCheckBox("Keep HeyIm running in the menu bar when the window closes")
+        self.keep_in_tray = QCheckBox(f"Keep HeyIm running in the {TRAY_NAME} when the window closes")
         self.keep_in_tray.setChecked(prefs.keep_running_in_tray)
-        form.addRow("Menu bar", self.keep_in_tray)
+        form.addRow(TRAY_NAME.capitalize(), self.keep_in_tray)
         self.shortcut_note = _note(shortcut_note())
         form.addRow("Shortcut", self.shortcut_note)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -140,6 +144,21 @@ class PreferencesDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(buttons)
+
+    def set_devices(self, devices: list[str]) -> None:
+        """Offer ``devices``; a saved choice this machine lacks stays visible, marked, until changed."""
+        wanted = str(self.device.currentData() or self.prefs.device)
+        self.device.clear()
+        for d in devices:
+            self.device.addItem(DEVICE_LABELS.get(d, d), d)
+        if wanted not in devices:
+            self.device.addItem(f"{DEVICE_LABELS.get(wanted, wanted)} (not found on this computer)", wanted)
+        self.device.setCurrentIndex(max(0, self.device.findData(wanted)))
+
+    def _devices_detected(self, devices: list[str]) -> None:
+        self.detected = list(devices)
+        self.set_devices(self.detected)
+        self.device_note.setText("A device change applies the next time a model loads.")
 
     def accept(self) -> None:  # noqa: D102 - Qt override: check the queue URL before closing
         url = self.remote_queue.text().strip()

@@ -7,7 +7,6 @@ import re
 from typing import TYPE_CHECKING, Callable
 
 from heyim_desktop.core.errors import UserFacingError
-
 from heyim_desktop.ui.qt import (
     QHBoxLayout,
     QLabel,
@@ -144,7 +143,9 @@ class PromptPanel(QWidget):
         self.negative_tokens = TokenCounter()
 
         self.recent_button = QToolButton()
-        self.recent_button.setText("Recent")
+        self.recent_button.setText("Recent \u25be")
+        # The style's own menu arrow is drawn over the text on some styles (Fusion): the text has one.
+        self.recent_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
         self.recent_button.setToolTip("Pick a prompt you used before")
         self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.recent_menu = QMenu(self.recent_button)
@@ -168,6 +169,9 @@ class PromptPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(head)
         layout.addWidget(self.prompt, 3)
+        # Capped, so the input image below keeps room; longer prompts scroll inside the box.
+        self.prompt.setMaximumHeight(self.prompt.fontMetrics().lineSpacing() * 5 + 12)
+        self.negative.setMaximumHeight(self.negative.fontMetrics().lineSpacing() * 2 + 12)
         layout.addLayout(neg_head)
         layout.addWidget(self.negative, 1)
         #: What the model will get once the chosen styles are applied (shown only with styles).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from heyim_desktop.core.jobs import Job, JobQueue
+from heyim_desktop.ui.global_shortcut import TRAY_NAME
 from heyim_desktop.ui.qt import (
     QHBoxLayout,
     QLabel,
@@ -16,7 +17,7 @@ from heyim_desktop.ui.qt import (
     QWidget,
 )
 
-SOURCES = {"app": "", "tray": " (menu bar)", "api": " (API)"}
+SOURCES = {"app": "", "tray": f" ({TRAY_NAME})", "api": " (API)"}
 
 
 def describe(job: Job) -> str:
@@ -35,7 +36,7 @@ class QueuePanel(QWidget):
         self.title = QLabel()
         self.list = QListWidget()
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.list.setMaximumHeight(88)
+        self.list.setMaximumHeight(56)
         self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setUniformItemSizes(True)
@@ -72,7 +73,8 @@ class QueuePanel(QWidget):
             item.setSelected(int(job.id) in selected)
         state = "1 running" if running is not None else "idle"
         self.title.setText(f"<b>Queue</b>: {state}, {len(pending)} waiting")
-        self.setVisible(running is not None or bool(pending))
+        # Always on screen: a panel that appears with the first job would move the Generate button.
+        self.list.setEnabled(running is not None or bool(pending))
         self._update_buttons()
 
     def _update_buttons(self) -> None:

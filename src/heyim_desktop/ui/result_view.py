@@ -1,44 +1,47 @@
-"""The result view: zoomable image, the live preview while denoising, and what to do with a result."""
+"""The result view: the live preview while denoising, then the job's images, and what to do with one.
+
+The actions (Save As, Copy, Show in Folder, Full Screen) always act on the image on screen:
+they are disabled while a live preview shows, and a deleted image leaves the view.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from heyim_desktop.ui.glyphs import FULL_SCREEN, symbol
 from heyim_desktop.ui.qt import (
     QApplication,
-    QDesktopServices,
-    QDrag,
     QFileDialog,
-    QFrame,
-    QGraphicsPixmapItem,
-    QGraphicsScene,
-    QGraphicsView,
     QHBoxLayout,
+    QIcon,
     QImage,
     QLabel,
-    QMimeData,
-    QPainter,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
     QPixmap,
-    QPoint,
     QProgressBar,
-    QPushButton,
+    QSize,
+    QSizePolicy,
     Qt,
     QToolButton,
-    QUrl,
     QVBoxLayout,
-    QWheelEvent,
     QWidget,
     Signal,
 )
+from heyim_desktop.ui.reveal import show_in_file_manager
 from heyim_desktop.ui.tasks import run_in_background
+from heyim_desktop.ui.zoom_view import ZoomView, image_mime
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ResultView", "ShownImage", "entry_caption", "image_mime", "show_in_file_manager"]
+
+STRIP_ICON = 72
 
 
 @dataclass(frozen=True)
@@ -48,135 +51,57 @@ class ShownImage:
     entry: Any = None  # HistoryEntry when the image is in history
     caption: str = ""
 
-
-def image_mime(image: QImage | None, path: Path | None) -> QMimeData:
-    """What a drag or a copy carries: the file (for file managers and editors) and the pixels."""
-    mime = QMimeData()
-    if path is not None:
-        mime.setUrls([QUrl.fromLocalFile(str(path))])
-    if image is not None and not image.isNull():
-        mime.setImageData(image)
-    return mime
+    @property
+    def entry_id(self) -> int | None:
+        return int(self.entry.id) if self.entry is not None and hasattr(self.entry, "id") else None
 
 
-def show_in_file_manager(path: Path) -> None:
-    """Reveal ``path`` (selected where the platform allows it)."""
-    try:
-        if sys.platform == "darwin":
-            subprocess.Popen(["open", "-R", str(path)])
-            return
-        if sys.platform == "win32":
-            subprocess.Popen(["explorer", "/select,", str(path)])
-            return
-    except OSError:
-        log.info("cannot reveal %s; opening its folder", path, exc_info=True)
-    QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
-
-
-class ZoomView(QGraphicsView):
-    """Wheel zooms, drag pans when zoomed in; when the whole image shows, a drag carries it out."""
-
-    zoom_changed = Signal(float)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setScene(QGraphicsScene(self))
-        self.item = QGraphicsPixmapItem()
-        self.item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
-        self.scene().addItem(self.item)
-        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.SmoothPixmapTransform)
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.fit = True
-        self.drag_payload: tuple[QImage | None, Path | None] = (None, None)
-        self._press: QPoint | None = None
-
-    def set_image(self, image: QImage, smooth: bool = True) -> None:
-        mode = Qt.TransformationMode.SmoothTransformation if smooth else Qt.TransformationMode.FastTransformation
-        self.item.setTransformationMode(mode)
-        self.item.setPixmap(QPixmap.fromImage(image))
-        self.scene().setSceneRect(self.item.boundingRect())
-        if self.fit:
-            self.fit_to_window()
-
-    def clear(self) -> None:
-        self.item.setPixmap(QPixmap())
-
-    def fit_to_window(self) -> None:
-        self.fit = True
-        if not self.item.pixmap().isNull():
-            self.fitInView(self.item, Qt.AspectRatioMode.KeepAspectRatio)
-        self.zoom_changed.emit(self.transform().m11())
-
-    def zoom_by(self, factor: float) -> None:
-        current = self.transform().m11()
-        factor = max(0.05, min(32.0, current * factor)) / current
-        self.fit = False
-        self.scale(factor, factor)
-        self._update_drag_mode()
-        self.zoom_changed.emit(self.transform().m11())
-
-    def actual_size(self) -> None:
-        self.fit = False
-        self.resetTransform()
-        self._update_drag_mode()
-        self.zoom_changed.emit(1.0)
-
-    def _update_drag_mode(self) -> None:
-        scrollable = self.horizontalScrollBar().maximum() > 0 or self.verticalScrollBar().maximum() > 0
-        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag if scrollable else QGraphicsView.DragMode.NoDrag)
-
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt override
-        if self.item.pixmap().isNull():
-            return
-        self.zoom_by(1.25 if event.angleDelta().y() > 0 else 0.8)
-
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
-        super().resizeEvent(event)
-        if self.fit:
-            self.fit_to_window()
-
-    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
-        self._press = event.position().toPoint() if event.button() == Qt.MouseButton.LeftButton else None
-        super().mousePressEvent(event)
-
-    def mouseMoveEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
-        if (self._press is not None and self.dragMode() == QGraphicsView.DragMode.NoDrag
-                and (event.position().toPoint() - self._press).manhattanLength() >= QApplication.startDragDistance()):
-            self._press = None
-            self.start_drag()
-            return
-        super().mouseMoveEvent(event)
-
-    def start_drag(self) -> None:
-        image, path = self.drag_payload
-        if image is None:
-            return
-        drag = QDrag(self)
-        drag.setMimeData(image_mime(image, path))
-        drag.setPixmap(QPixmap.fromImage(image).scaled(128, 128, Qt.AspectRatioMode.KeepAspectRatio,
-                                                       Qt.TransformationMode.SmoothTransformation))
-        drag.exec(Qt.DropAction.CopyAction)
+def _retain_when_hidden(widget: QWidget) -> None:
+    """Hiding ``widget`` keeps its space, so the controls around it stay where they are."""
+    policy = widget.sizePolicy()
+    policy.setRetainSizeWhenHidden(True)
+    widget.setSizePolicy(policy)
 
 
 class ResultView(QWidget):
-    """Shows the running job's preview, then its images; Save As, Copy, Show in folder, drag out."""
+    """Shows the running job's preview, then its images (a strip to compare a batch); actions on the shown one."""
 
     message = Signal(str)  # a status line for the window
+    #: (what, path): the desktop could not open ``path``; the window shows it to copy.
+    location_failed = Signal(str, object)
+    #: The image on screen changed: a ShownImage, or None (preview, nothing, deleted).
+    shown_changed = Signal(object)
+    full_screen_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.view = ZoomView()
         self.images: list[ShownImage] = []
         self.index = 0
+        self.previewing = False
+        self._load_token = 0  # newer shows win over slower background decodes
         self.placeholder = QLabel("Your images appear here.\nType a prompt and press Ctrl+Enter.")
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
+        _retain_when_hidden(self.progress)
         self.progress.hide()
         self.caption = QLabel()
         self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+        self.strip = QListWidget()
+        self.strip.setViewMode(QListView.ViewMode.IconMode)
+        self.strip.setFlow(QListView.Flow.LeftToRight)
+        self.strip.setWrapping(False)
+        self.strip.setMovement(QListView.Movement.Static)
+        self.strip.setIconSize(QSize(STRIP_ICON, STRIP_ICON))
+        self.strip.setFixedHeight(STRIP_ICON + 26)
+        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.strip.setToolTip("Every image of this job: click one to see it large")
+        self.strip.currentRowChanged.connect(self._strip_row)
+        self.strip.hide()
 
         self.prev_button = QToolButton()
         self.prev_button.setText("<")
@@ -191,20 +116,42 @@ class ResultView(QWidget):
         self.actual_button = QToolButton()
         self.actual_button.setText("100%")
         self.actual_button.setToolTip("Actual pixels (scroll to zoom)")
-        self.save_button = QPushButton("Save As...")
-        self.copy_button = QPushButton("Copy")
-        self.reveal_button = QPushButton("Show in Folder")
+        self.zoom_label = QLabel()
+        self.zoom_label.setToolTip("Zoom level")
+        self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("Fit (100%)"))
+        self.full_button = QToolButton()
+        self.full_button.setText(symbol(self.full_button, FULL_SCREEN, "Full"))
+        self.full_button.setAccessibleName("Full screen")
+        self.full_button.setToolTip("Show the image full screen; arrow keys step through history (F11)")
+        self.save_button = QToolButton()
+        self.save_button.setText("Save As...")
+        self.copy_button = QToolButton()
+        self.copy_button.setText("Copy")
+        self.reveal_button = QToolButton()
+        self.reveal_button.setText("Show in Folder")
         self.reveal_button.setToolTip("Show the image file in the file manager")
         self.prev_button.clicked.connect(lambda: self.show_index(self.index - 1))
         self.next_button.clicked.connect(lambda: self.show_index(self.index + 1))
         self.fit_button.clicked.connect(self.view.fit_to_window)
         self.actual_button.clicked.connect(self.view.actual_size)
+        self.view.zoom_changed.connect(lambda _z: self.zoom_label.setText(self.view.zoom_text()
+                                                                          if self.view.has_image() else ""))
+        self.full_button.clicked.connect(self.full_screen_requested)
         self.save_button.clicked.connect(self.save_as)
         self.copy_button.clicked.connect(self.copy)
         self.reveal_button.clicked.connect(self.reveal)
 
+        # A batch brings its own row (strip, previous/next): the bar below never changes.
+        self.batch_row = QWidget()
+        batch = QHBoxLayout(self.batch_row)
+        batch.setContentsMargins(0, 0, 0, 0)
+        batch.addWidget(self.prev_button)
+        batch.addWidget(self.strip, 1)
+        batch.addWidget(self.next_button)
+        batch.addWidget(self.counter)
+        self.batch_row.hide()
         bar = QHBoxLayout()
-        for w in (self.prev_button, self.counter, self.next_button, self.fit_button, self.actual_button):
+        for w in (self.fit_button, self.actual_button, self.zoom_label, self.full_button):
             bar.addWidget(w)
         bar.addStretch(1)
         for w in (self.save_button, self.copy_button, self.reveal_button):
@@ -213,6 +160,7 @@ class ResultView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.placeholder, 1)
         layout.addWidget(self.view, 1)
+        layout.addWidget(self.batch_row)
         layout.addWidget(self.progress)
         layout.addWidget(self.caption)
         layout.addLayout(bar)
@@ -224,11 +172,12 @@ class ResultView(QWidget):
         self.progress.setFormat(label)
         self.progress.show()
 
-    def set_progress(self, done: int, total: int, elapsed: float) -> None:
+    def set_progress(self, done: int, total: int, elapsed: float, label: str | None = None) -> None:
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
         rate = done / elapsed if elapsed > 0 else 0.0
-        self.progress.setFormat(f"Step {done}/{total}   {rate:.1f} it/s   {elapsed:.1f} s   (Esc cancels)")
+        what = label or f"Step {done}/{total}"
+        self.progress.setFormat(f"{what}   {rate:.1f} it/s   {elapsed:.1f} s   (Esc cancels)")
         self.progress.show()
 
     def set_preview(self, image: QImage) -> None:
@@ -238,33 +187,70 @@ class ResultView(QWidget):
         self.view.set_image(image, smooth=True)
         self.view.drag_payload = (None, None)
         self.caption.setText("Live preview")
+        if not self.previewing:
+            self.previewing = True
+            self._update_controls()
+            self.shown_changed.emit(None)
 
     def end_job(self) -> None:
+        """The job is over; after a cancel or failure the preview gives way to what was shown before."""
         self.progress.hide()
+        if self.previewing:
+            self.previewing = False
+            self.show_index(self.index)
 
     def show_images(self, images: Sequence[ShownImage]) -> None:
+        self._load_token += 1
+        self.previewing = False
         self.images = list(images)
+        self._fill_strip()
         self.show_index(0)
 
     def show_entry(self, entry: Any) -> None:
-        """Show a history entry's image (decoded off the UI thread)."""
+        """Show a history entry's image (decoded off the UI thread); a newer show wins."""
         path = Path(entry.path)
+        self._load_token += 1
+        token = self._load_token
 
         def loaded(image: QImage) -> None:
+            if token != self._load_token or self.previewing:
+                return  # something newer is on screen (a finished job, another selection)
             if image.isNull():
                 self.message.emit(f"Cannot open {path.name}: the file is missing or damaged.")
                 return
-            self.show_images([ShownImage(image, path, entry, _caption(entry))])
+            self.show_images([ShownImage(image, path, entry, entry_caption(entry))])
 
         run_in_background(lambda: QImage(str(path)), loaded)
 
+    def remove_entries(self, ids: Sequence[int]) -> None:
+        """History entries were deleted: their images leave the view (the next one shows)."""
+        gone = {int(i) for i in ids}
+        keep = [s for s in self.images if s.entry_id not in gone]
+        if len(keep) == len(self.images):
+            return
+        self._load_token += 1
+        index = min(self.index, len(keep) - 1)
+        self.images = keep
+        self._fill_strip()
+        self.show_index(max(0, index))
+
+    def clear(self) -> None:
+        self._load_token += 1
+        self.images = []
+        self._fill_strip()
+        self.show_index(0)
+
     def show_index(self, index: int) -> None:
+        if self.previewing:
+            return
         if not self.images:
+            self.index = 0
             self.view.clear()
             self.view.hide()
             self.placeholder.show()
             self.caption.setText("")
             self._update_controls()
+            self.shown_changed.emit(None)
             return
         self.index = max(0, min(index, len(self.images) - 1))
         shown = self.images[self.index]
@@ -273,23 +259,52 @@ class ResultView(QWidget):
         self.view.set_image(shown.image)
         self.view.drag_payload = (shown.image, shown.path)
         self.caption.setText(shown.caption)
+        if self.strip.currentRow() != self.index:
+            self.strip.blockSignals(True)
+            self.strip.setCurrentRow(self.index)
+            self.strip.blockSignals(False)
         self._update_controls()
+        self.shown_changed.emit(shown)
 
     def current(self) -> ShownImage | None:
-        return self.images[self.index] if self.images else None
+        """The image on screen, or None while a preview (or nothing) shows."""
+        if self.previewing or not self.images:
+            return None
+        return self.images[self.index]
+
+    def _fill_strip(self) -> None:
+        self.strip.blockSignals(True)
+        self.strip.clear()
+        for n, shown in enumerate(self.images, 1):
+            icon = QIcon(QPixmap.fromImage(shown.image.scaled(
+                STRIP_ICON, STRIP_ICON, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)))
+            item = QListWidgetItem(icon, str(n))
+            item.setToolTip(shown.caption)
+            self.strip.addItem(item)
+        self.strip.blockSignals(False)
+        self.strip.setVisible(len(self.images) > 1)
+        self.batch_row.setVisible(len(self.images) > 1)
+
+    def _strip_row(self, row: int) -> None:
+        if row >= 0 and row != self.index:
+            self.show_index(row)
 
     def _update_controls(self) -> None:
-        n = len(self.images)
+        n = len(self.images) if not self.previewing else 0
         self.counter.setText(f"{self.index + 1} of {n}" if n > 1 else "")
         for w in (self.prev_button, self.next_button, self.counter):
             w.setVisible(n > 1)
         self.prev_button.setEnabled(self.index > 0)
         self.next_button.setEnabled(self.index < n - 1)
-        has = n > 0
-        for w in (self.save_button, self.copy_button, self.fit_button, self.actual_button):
+        has = self.current() is not None
+        for w in (self.save_button, self.copy_button, self.full_button):
             w.setEnabled(has)
-        self.reveal_button.setEnabled(has and self.images[self.index].path is not None)
-        if not has:
+        for w in (self.fit_button, self.actual_button):
+            w.setEnabled(has or self.previewing)
+        shown = self.current()
+        self.reveal_button.setEnabled(shown is not None and shown.path is not None)
+        self.zoom_label.setText(self.view.zoom_text() if (has or self.previewing) else "")
+        if not has and not self.previewing:
             self.view.hide()
 
     # -- actions --------------------------------------------------------------------------
@@ -297,10 +312,15 @@ class ResultView(QWidget):
         shown = self.current()
         if shown is None:
             return
-        suggested = shown.path.name if shown.path else "heyim.png"
+        from heyim_desktop.ui.dialogs import start_folder
+
+        suggested = str(start_folder("save") / (shown.path.name if shown.path else "heyim.png"))
         target, _ = QFileDialog.getSaveFileName(self, "Save image as", suggested,
                                                 "PNG image (*.png);;JPEG image (*.jpg *.jpeg);;WebP image (*.webp)")
         if target:
+            from heyim_desktop.ui.dialogs import remember_folder
+
+            remember_folder("save", Path(target).parent)
             self.save_to(Path(target))
 
     def save_to(self, target: Path) -> bool:
@@ -331,15 +351,11 @@ class ResultView(QWidget):
 
     def reveal(self) -> None:
         shown = self.current()
-        if shown is not None and shown.path is not None:
-            show_in_file_manager(shown.path)
-
-
-def _caption(entry: Any) -> str:
-    parts = [f"Seed {entry.seed}", f"{entry.width}x{entry.height}", f"{entry.steps} steps",
-             f"CFG {entry.guidance:g}", entry.scheduler or "", entry.model_name or ""]
-    return "   ".join(p for p in parts if p)
+        if shown is not None and shown.path is not None and not show_in_file_manager(shown.path):
+            self.location_failed.emit("the image", shown.path)
 
 
 def entry_caption(entry: Any) -> str:
-    return _caption(entry)
+    parts = [f"Seed {entry.seed}", f"{entry.width}x{entry.height}", f"{entry.steps} steps",
+             f"CFG {entry.guidance:g}", entry.scheduler or "", entry.model_name or ""]
+    return "   ".join(p for p in parts if p)

@@ -1,17 +1,18 @@
 """Services the running app offers beside its window: the local HTTP API and a remote Redis queue.
 
 Both follow Preferences (``api_enabled``/``api_port``, ``remote_queue_url``) and do their
-network work off the UI thread; their errors reach the window as banners.
+network work off the UI thread. They know nothing of the window: they report through signals
+(``status``, ``failed``, ...) that the window connects to its status bar and banners.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from heyim_desktop.core import paths
 from heyim_desktop.store.preferences import Preferences
-from heyim_desktop.ui.qt import QObject, QThreadPool, QTimer
+from heyim_desktop.ui.qt import QObject, QThreadPool, QTimer, Signal
 from heyim_desktop.ui.tasks import run_in_background
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,16 @@ def _serial_pool(name: str) -> QThreadPool:
 class LocalApiService(QObject):
     """Starts and stops :class:`heyim_desktop.api.ApiServer` on the app's own queue."""
 
-    def __init__(self, window: Any, queue: Any, worker: Any) -> None:
-        super().__init__(window)
-        self.window, self.queue, self.worker = window, queue, worker
+    status = Signal(str)
+    failed = Signal(str)
+    #: The address it serves on, or None once stopped.
+    url_changed = Signal(object)
+
+    def __init__(self, queue: Any, worker: Any, model_folders: Callable[[], Sequence[str]],
+                 default_model: Callable[[], str | None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.queue, self.worker = queue, worker
+        self.model_folders, self.default_model = model_folders, default_model
         self.server: Any = None
         self.url: str | None = None
         self._pool = _serial_pool("heyim-api")
@@ -41,7 +49,7 @@ class LocalApiService(QObject):
         if prefs.api_enabled and running_port == prefs.api_port:
             return
         if self.server is not None:
-            self._run(self._stop, lambda _=None: None)
+            self._run(self._stop, self._stopped)
         if prefs.api_enabled:
             self._run(lambda: self._start(prefs.api_port), self._started)
 
@@ -56,10 +64,10 @@ class LocalApiService(QObject):
         token, where = resolve_token(None, paths.data_dir())
         server = ApiServer(
             self.queue, token=token, port=port,
-            models=library_catalog(ModelLibrary(self.window.prefs.model_folders)),
-            default_model=lambda: self.window.settings_panel.model_ref() or None,
+            models=library_catalog(ModelLibrary(tuple(self.model_folders()))),
+            default_model=self.default_model,
             engine_host=getattr(self.worker, "host", None),
-            networks=NetworkLibrary(ModelLibrary(self.window.prefs.model_folders)).finder(),
+            networks=NetworkLibrary(ModelLibrary(tuple(self.model_folders()))).finder(),
         )
         server.start()
         self.server = server
@@ -73,10 +81,16 @@ class LocalApiService(QObject):
     def _started(self, message: str) -> None:
         self.url = self.server.url if self.server is not None else None
         log.info("%s", message)
-        self.window.status(message)
+        self.status.emit(message)
+        self.url_changed.emit(self.url)
+
+    def _stopped(self, _value: object = None) -> None:
+        if self.server is None:
+            self.url = None
+            self.url_changed.emit(None)
 
     def _failed(self, exc: BaseException) -> None:
-        self.window.show_error(f"The local API could not start: {exc}", offer_logs=True)
+        self.failed.emit(f"The local API could not start: {exc}")
 
     def shutdown(self) -> None:
         self._pool.waitForDone(10_000)
@@ -86,9 +100,14 @@ class LocalApiService(QObject):
 class RemoteQueueService(QObject):
     """Sends the window's jobs to a Redis queue and brings finished images into history."""
 
-    def __init__(self, window: Any, store: Any) -> None:
-        super().__init__(window)
-        self.window, self.store = window, store
+    status = Signal(str)
+    failed = Signal(str)
+    #: History entries of images that machines finished (already in the store).
+    arrived = Signal(list)
+
+    def __init__(self, store: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
         self.remote: Any = None
         self._pool = _serial_pool("heyim-remote-queue")
         self._timer = QTimer(self)
@@ -114,7 +133,7 @@ class RemoteQueueService(QObject):
         try:
             self.remote = RemoteQueue(url, self.store)
         except UserFacingError as exc:
-            self.window.show_error(str(exc), offer_logs=False)
+            self.failed.emit(str(exc))
             return
         self._timer.start()
 
@@ -123,7 +142,7 @@ class RemoteQueueService(QObject):
         requests = [request.with_seed()]
 
         def done(submitted: Any) -> None:
-            self.window.status(f"Sent to the render queue (batch {submitted.batch_id}); "
+            self.status.emit(f"Sent to the render queue (batch {submitted.batch_id}); "
                                "images arrive in history as machines finish them.")
 
         run_in_background(lambda: remote.submit(requests, name=request.prompt[:40]), done, self._failed,
@@ -139,14 +158,13 @@ class RemoteQueueService(QObject):
     def _polled(self, collected: Any) -> None:
         self._polling = False
         if collected.saved:
-            self.window.history.model.add_entries(list(collected.saved))
-            self.window.status(f"{len(collected.saved)} image(s) arrived from the render queue.")
+            self.arrived.emit(list(collected.saved))
         for job_id, reason in collected.failed:
-            self.window.show_error(f"A queued job failed ({job_id}): {reason}", offer_logs=False)
+            self.failed.emit(f"A queued job failed ({job_id}): {reason}")
 
     def _failed(self, exc: BaseException) -> None:
         self._polling = False
-        self.window.show_error(f"Render queue: {exc}", offer_logs=False)
+        self.failed.emit(f"Render queue: {exc}")
 
     def shutdown(self) -> None:
         self._timer.stop()

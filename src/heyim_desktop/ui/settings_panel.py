@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from heyim_desktop.core.request import CLIP_SKIP_RANGE, COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
 from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
+from heyim_desktop.ui.glyphs import DICE, symbol
 from heyim_desktop.ui.qt import (
     QCheckBox,
     QComboBox,
@@ -33,11 +34,57 @@ SIZE_PRESETS: tuple[tuple[str, int, int], ...] = (
     ("64 x 64 tiny", 64, 64),
 )
 CUSTOM = "Custom"
+#: (label, width part, height part) for the aspect-ratio picker.
+ASPECTS: tuple[tuple[str, int, int], ...] = (
+    ("1:1 square", 1, 1), ("3:2 photo", 3, 2), ("2:3 portrait", 2, 3), ("4:3", 4, 3), ("3:4", 3, 4),
+    ("16:9 wide", 16, 9), ("9:16 tall", 9, 16), ("21:9 cinema", 21, 9),
+)
+SIZE_STEP = 8  # what GenerationRequest accepts
+
+
+def model_source(ref: str) -> str:
+    """Where a model comes from, to tell two of the same name apart: "built-in" or its folder."""
+    from pathlib import Path
+
+    from heyim_desktop.core.loading import DEMO_REF
+
+    if ref == DEMO_REF:
+        return "built-in demo"
+    folder = Path(ref).parent
+    try:
+        return "~/" + folder.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def snap(value: float) -> int:
+    lo, hi = SIZE_RANGE
+    return int(max(lo, min(hi, round(value / SIZE_STEP) * SIZE_STEP)))
+
+
+def aspect_size(ratio_w: int, ratio_h: int, native: tuple[int, int]) -> tuple[int, int]:
+    """The size with this aspect ratio and about the model's native pixel count, in multiples of 8."""
+    pixels = native[0] * native[1]
+    ratio = ratio_w / ratio_h
+    return snap((pixels * ratio) ** 0.5), snap((pixels / ratio) ** 0.5)
+
+
+def match_size(width: int, height: int, native: tuple[int, int]) -> tuple[int, int]:
+    """An input image's size for image-to-image: its own (multiples of 8) up to ~1.5x the model's
+    native pixel count per side; larger inputs keep their aspect at the native pixel count."""
+    limit = native[0] * native[1] * 2.25
+    if width * height <= limit:
+        return snap(width), snap(height)
+    scale = (native[0] * native[1] / (width * height)) ** 0.5
+    return snap(width * scale), snap(height * scale)
 
 
 class SettingsPanel(QWidget):
     model_changed = Signal(str)  # model reference ("" when none)
     changed = Signal()
+    size_changed = Signal()
+    #: "Match Input Size" was clicked; the window knows the input image.
+    match_input_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -65,6 +112,18 @@ class SettingsPanel(QWidget):
         self.random_seed.setToolTip("Unchecked: the seed is locked, so the same settings make the same image")
         self.random_seed.toggled.connect(lambda on: self.seed.setEnabled(not on))
         self._big_seed: int | None = None
+        self.last_seed: int | None = None
+        self.dice = QToolButton()
+        self.dice.setText(symbol(self.dice, DICE, "New"))
+        self.dice.setAccessibleName("New random seed")
+        self.dice.setToolTip("New random seed, locked (Ctrl+R)")
+        self.dice.clicked.connect(self.roll_seed)
+        self.last_seed_button = QToolButton()
+        self.last_seed_button.setText("Last")
+        self.last_seed_button.setToolTip("Reuse the seed of the last image made")
+        self.last_seed_button.setEnabled(False)
+        self.last_seed_button.clicked.connect(self.reuse_last_seed)
+        self.native_size: tuple[int, int] = (512, 512)
 
         self.size_preset = QComboBox()
         for label, w, h in SIZE_PRESETS:
@@ -76,6 +135,26 @@ class SettingsPanel(QWidget):
             box.setRange(*SIZE_RANGE)
             box.setSingleStep(64)
             box.setValue(512)
+        self.aspect = QComboBox()
+        self.aspect.setAccessibleName("Aspect ratio")
+        self.aspect.setToolTip("Pick a shape: the size follows at about the model's native pixel count")
+        for label, rw, rh in ASPECTS:
+            self.aspect.addItem(label, (rw, rh))
+        self.aspect.addItem(CUSTOM, None)
+        self.aspect.activated.connect(self._aspect_chosen)
+        self.match_button = QToolButton()
+        self.match_button.setText("Match Input")
+        self.match_button.setToolTip("Use the input image's own size and shape (no crop)")
+        self.match_button.clicked.connect(self.match_input_requested)
+        self.crop_note = QLabel()
+        self.crop_note.setWordWrap(True)
+        self.crop_note.setEnabled(False)
+        self.scheduler_note = QLabel()
+        self.scheduler_note.setWordWrap(True)
+        self.scheduler_note.setEnabled(False)
+        self.keep_scheduler = QToolButton()
+        self.keep_scheduler.clicked.connect(self._keep_user_scheduler)
+        self._user_scheduler: str | None = None
         self.size_preset.currentIndexChanged.connect(self._preset_chosen)
         self.width_box.valueChanged.connect(self._size_edited)
         self.height_box.valueChanged.connect(self._size_edited)
@@ -99,11 +178,24 @@ class SettingsPanel(QWidget):
 
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.dice)
+        seed_row.addWidget(self.last_seed_button)
         seed_row.addWidget(self.random_seed)
         size_row = QHBoxLayout()
         size_row.addWidget(self.width_box)
         size_row.addWidget(QLabel("x"))
         size_row.addWidget(self.height_box)
+        size_row.addWidget(self.match_button)
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(self.aspect, 1)
+        preset_row.addWidget(self.size_preset, 1)
+        scheduler_row = QHBoxLayout()
+        scheduler_row.addWidget(self.scheduler, 1)
+        scheduler_row.addWidget(self.keep_scheduler)
+        self.scheduler_notes = QWidget()
+        notes = QHBoxLayout(self.scheduler_notes)
+        notes.setContentsMargins(0, 0, 0, 0)
+        notes.addWidget(self.scheduler_note, 1)
         self.refresh_models_button = QToolButton()
         self.refresh_models_button.setText("Refresh")
         self.refresh_models_button.setToolTip("Look for models again")
@@ -129,16 +221,28 @@ class SettingsPanel(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", model_row)
         form.addRow("", self.recommended_row)
-        form.addRow("Scheduler", self.scheduler)
+        form.addRow("Scheduler", scheduler_row)
+        form.addRow("", self.scheduler_notes)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
         form.addRow("Seed", seed_row)
-        form.addRow("Size", self.size_preset)
+        form.addRow("Size", preset_row)
         form.addRow("", size_row)
+        form.addRow("", self.crop_note)
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
         form.addRow("Clip skip", self.clip_skip)
+        # Image-to-image rows keep their space when hidden: dropping an image moves no control.
+        retained: tuple[QWidget, ...] = (self.strength, self.strength_label, self.match_button, self.crop_note,
+                                         self.scheduler_notes, self.keep_scheduler)
+        for widget in retained:
+            policy = widget.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)
+            widget.setSizePolicy(policy)
+        self._input_size: tuple[int, int] | None = None
         self.set_img2img(False)
+        self._clear_scheduler_note()
+        self._sync_aspect()
 
         self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit(self.model_ref()))
         for box in (self.steps, self.count, self.seed, self.width_box, self.height_box, self.clip_skip):
@@ -152,8 +256,11 @@ class SettingsPanel(QWidget):
         keep = current if current is not None else self.model_ref()
         self.model.blockSignals(True)
         self.model.clear()
+        names = [info.name for info in models]
         for info in models:
-            label = info.name if info.ready else f"{info.name} (unusable: {info.problem or info.status.value})"
+            label = info.name if names.count(info.name) == 1 else f"{info.name} \u2014 {model_source(info.ref)}"
+            if not info.ready:
+                label = f"{label} (unusable: {info.problem or info.status.value})"
             self.model.addItem(label, info.ref)
             if not info.ready:
                 item = self.model.model().item(self.model.count() - 1)  # type: ignore[attr-defined]
@@ -217,6 +324,47 @@ class SettingsPanel(QWidget):
         self.size_preset.blockSignals(True)
         self.size_preset.setCurrentIndex(index if index >= 0 else self.size_preset.count() - 1)
         self.size_preset.blockSignals(False)
+        self._sync_aspect()
+        self._update_crop_note()
+        self.size_changed.emit()
+
+    def _aspect_chosen(self, _index: int) -> None:
+        ratio = self.aspect.currentData()
+        if ratio:
+            self.set_size(*aspect_size(ratio[0], ratio[1], self.native_size))
+
+    def _sync_aspect(self) -> None:
+        """Show the ratio the boxes hold (within 2%), else Custom."""
+        w, h = self.width_box.value(), self.height_box.value()
+        index = self.aspect.count() - 1
+        for i, (_label, rw, rh) in enumerate(ASPECTS):
+            if abs((w / h) / (rw / rh) - 1) < 0.02:
+                index = i
+                break
+        self.aspect.setCurrentIndex(index)
+
+    def set_native_size(self, size: tuple[int, int]) -> None:
+        """The loaded model's own size: the aspect picker keeps its pixel count."""
+        self.native_size = (int(size[0]), int(size[1]))
+        self.aspect.setToolTip(f"Pick a shape: about {self.native_size[0] * self.native_size[1]:,} pixels, "
+                               f"like the model's native {self.native_size[0]} x {self.native_size[1]}")
+
+    def match_size(self, width: int, height: int) -> None:
+        self.set_size(*match_size(width, height, self.native_size))
+
+    def _update_crop_note(self) -> None:
+        size = self._input_size
+        if size is None:
+            self.crop_note.setText("")
+            return
+        w, h = self.width_box.value(), self.height_box.value()
+        iw, ih = size
+        if abs((iw / ih) / (w / h) - 1) < 0.02:  # rounding to multiples of 8 trims a few pixels at most
+            text = "" if (iw, ih) == (w, h) else f"The {iw} x {ih} input is resized to {w} x {h}."
+        else:
+            text = (f"The {iw} x {ih} input is cropped to the {w}:{h} shape (the frame on it shows what is kept). "
+                    "Match Input avoids the crop.").replace(f"{w}:{h}", _ratio_text(w, h))
+        self.crop_note.setText(text)
 
     def _set_size_boxes(self, width: int, height: int) -> None:
         for box, value in ((self.width_box, width), (self.height_box, height)):
@@ -237,15 +385,67 @@ class SettingsPanel(QWidget):
             w.setEnabled(size is None)
 
     # -- img2img --------------------------------------------------------------------------
+    def set_img2img(self, on: bool, input_size: tuple[int, int] | None = None) -> None:
+        self._input_size = input_size if on else None
+        for w in (self.strength, self.strength_label, self.match_button, self.crop_note):
+            w.setVisible(on)
+        self._update_crop_note()
+
+    def switch_scheduler_for_img2img(self, name: str) -> None:
+        """Image-to-image starts on ``name`` (the original design's choice), said beside the picker."""
+        previous = self.scheduler.currentText()
+        if previous == name:
+            return
+        self._user_scheduler = previous
+        self.scheduler.setCurrentText(name)
+        self.scheduler_note.setText(f"Switched to {name} for image-to-image.")
+        self.keep_scheduler.setText(f"Keep {previous}")
+        self.keep_scheduler.setToolTip(f"Use {previous} for image-to-image too")
+        self.scheduler_notes.show()
+        self.keep_scheduler.show()
+
+    def restore_scheduler_after_img2img(self) -> None:
+        """Back to text-to-image: the scheduler the user had, if the switch was ours."""
+        from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG
+
+        if self._user_scheduler is not None and self.scheduler.currentText() == DEFAULT_IMG2IMG:
+            self.scheduler.setCurrentText(self._user_scheduler)
+        self._clear_scheduler_note()
+
+    def _keep_user_scheduler(self) -> None:
+        if self._user_scheduler is not None:
+            self.scheduler.setCurrentText(self._user_scheduler)
+        self._clear_scheduler_note()
+
+    def _clear_scheduler_note(self) -> None:
+        self._user_scheduler = None
+        self.scheduler_note.setText("")
+        self.scheduler_notes.hide()
+        self.keep_scheduler.hide()
+
+    # -- seeds ----------------------------------------------------------------------------
+    def roll_seed(self) -> None:
+        """A new random seed, locked, so the next image is new and can be made again."""
+        import secrets
+
+        self.set_seed(secrets.randbelow(self.seed.maximum() + 1), locked=True)
+
+    def remember_seed(self, seed: int | None) -> None:
+        """The seed of the last job (random or not), for Reuse Last Seed."""
+        if seed is not None:
+            self.last_seed = int(seed)
+            self.last_seed_button.setEnabled(True)
+            self.last_seed_button.setToolTip(f"Reuse the seed of the last image made ({seed})")
+
+    def reuse_last_seed(self) -> None:
+        if self.last_seed is not None:
+            self.set_seed(self.last_seed, locked=True)
+
     def set_clip_skip_available(self, on: bool) -> None:
         """Clip skip works on the PyTorch engine; Core ML models say it is not available."""
         self.clip_skip.setEnabled(on)
         self.clip_skip.setToolTip(self._clip_skip_tip if on else
                                   "Clip skip is not available for this model (Core ML runs its text encoder whole).")
-
-    def set_img2img(self, on: bool) -> None:
-        self.strength.setVisible(on)
-        self.strength_label.setVisible(on)
 
     # -- values ---------------------------------------------------------------------------
     def seed_value(self) -> int | None:
@@ -303,3 +503,10 @@ class SettingsPanel(QWidget):
 
     def use_img2img_default_scheduler(self) -> None:
         self.scheduler.setCurrentText(DEFAULT_IMG2IMG)
+
+
+def _ratio_text(width: int, height: int) -> str:
+    from math import gcd
+
+    g = gcd(width, height) or 1
+    return f"{width // g}:{height // g}"

@@ -1,4 +1,4 @@
-"""The menu-bar (system tray) icon: Quick Generate, Show Window, recent images, Quit.
+"""The menu-bar (macOS) or system-tray icon: Quick Generate, Show Window, recent images, Quit.
 
 Quick Generate goes through the same JobQueue and worker as the window (source ``"tray"``), so
 the job shows in the queue panel and lands in history. When it is done the image is copied to
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from heyim_desktop.core.errors import InvalidRequest
 from heyim_desktop.core.jobs import Job
-from heyim_desktop.ui.global_shortcut import IN_APP_SHORTCUT
+from heyim_desktop.ui.global_shortcut import IN_APP_SHORTCUT, TRAY_NAME
 from heyim_desktop.ui.qt import (
     QAction,
     QApplication,
@@ -35,7 +35,7 @@ from heyim_desktop.ui.quick_generate import QuickGenerateBox
 log = logging.getLogger(__name__)
 
 RECENT_COUNT = 8
-NO_TRAY_MESSAGE = ("No system tray on this desktop: closing the window quits HeyIm. "
+NO_TRAY_MESSAGE = (f"No {TRAY_NAME} on this desktop: closing the window quits HeyIm. "
                    f"Quick Generate is in the Generate menu ({IN_APP_SHORTCUT}).")
 
 
@@ -65,6 +65,8 @@ class TrayController(QObject):
         self.box.submitted.connect(self.quick_generate)
         self._mine: set[int] = set()
         self.last_entry: Any = None
+        #: What clicking the notification on screen opens (None: just the window).
+        self._message_entry: Any = None
         #: Replaceable in tests; Quit from the tray always ends the app.
         self.quit_app: Callable[[], None] = QApplication.quit
 
@@ -85,12 +87,12 @@ class TrayController(QObject):
             self.icon = QSystemTrayIcon(app_icon(), self)
             self.icon.setToolTip("HeyIm")
             self.icon.setContextMenu(self.menu)
-            self.icon.messageClicked.connect(self.open_last)
+            self.icon.messageClicked.connect(self.message_clicked)
             self.icon.activated.connect(self._activated)
             self.icon.show()
         else:
             log.info("no system tray available: %s", NO_TRAY_MESSAGE)
-            window.status(NO_TRAY_MESSAGE)
+            window.notice(NO_TRAY_MESSAGE)  # a banner: later status messages must not hide it
 
         self._add_window_action()
         window.close_to_tray = self.keeps_running
@@ -106,13 +108,9 @@ class TrayController(QObject):
         # Works from any HeyIm window (Qt cannot grab keys system-wide; see global_shortcut).
         action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         action.triggered.connect(lambda _c=False: self.open_quick_box())
-        generate_menu = getattr(self.window, "generate_action", None)
-        menu = generate_menu.associatedObjects()[0] if generate_menu is not None else None
-        if isinstance(menu, QMenu):
-            menu.addSeparator()
-            menu.addAction(action)
-        else:
-            self.window.addAction(action)
+        menu = self.window.menu_actions.generate_menu
+        menu.addSeparator()
+        menu.addAction(action)
         self.window_quick_action = action
 
     def keeps_running(self) -> bool:
@@ -120,8 +118,9 @@ class TrayController(QObject):
         keep = bool(self.available and self.window.prefs.keep_running_in_tray)
         if keep and self.icon is not None and not getattr(self, "_told_hidden", False):
             self._told_hidden = True
+            self._message_entry = None
             self.icon.showMessage("HeyIm is still running",
-                                  "HeyIm keeps running in the menu bar. Quit from its menu.",
+                                  f"HeyIm keeps running in the {TRAY_NAME}. Quit from its menu.",
                                   QSystemTrayIcon.MessageIcon.Information, 4000)
         return keep
 
@@ -157,13 +156,13 @@ class TrayController(QObject):
         self.box.open(self.settings_summary())
 
     def build_request(self, prompt: str) -> Any:
-        """The window's current settings (model, size, steps, guidance, scheduler, seed) and ``prompt``."""
-        from heyim_desktop.core.request import GenerationRequest
+        """The window's current settings (model, size, steps, guidance, scheduler, seed) and ``prompt``.
 
-        values = self.window.settings_panel.values()
-        values.pop("strength", None)  # text-to-image: the window's input image is not used
-        return GenerationRequest(prompt=prompt, negative_prompt=self.window.prompt_panel.negative_text(),
-                                 **values)
+        Text-to-image: the window's input image is not used.
+        """
+        from heyim_desktop.ui.generate import build_request
+
+        return build_request(self.window.settings_panel.values(), prompt, self.window.prompt_panel.negative_text())
 
     def quick_generate(self, prompt: str) -> Job | None:
         if not self.window.settings_panel.model_ref():
@@ -174,22 +173,24 @@ class TrayController(QObject):
         except InvalidRequest as exc:
             self.box.say(str(exc))
             return None
-        job = self.window.submit(request, source="tray")
+        job: Job | None = self.window.submit(request, source="tray")
         if job is None:
             self.box.say("Could not queue the image; the main window says why.")
             return None
         self._mine.add(int(job.id))
         self.box.prompt.clear()
         self.box.hide()
-        waiting = len(self.window.queue.pending())
-        self._notify("Generating...", f"{_short(prompt)}" + (f" ({waiting} waiting)" if waiting else ""))
+        from heyim_desktop.ui.generate import queue_note
+
+        note = queue_note(self.window.queue, job)
+        self._notify("Generating...", f"{_short(prompt)}" + (f" ({note})" if note else ""))
         return job
 
     def _finished(self, job: Job) -> None:
         if int(job.id) not in self._mine:
             return
         self._mine.discard(int(job.id))
-        entries = [e for e in job.saved if hasattr(e, "path")]
+        entries: list[Any] = [e for e in job.saved if hasattr(e, "path")]
         if not entries:
             return
         entry = entries[0]
@@ -203,7 +204,8 @@ class TrayController(QObject):
         QApplication.clipboard().setMimeData(image_mime(image, Path(entry.path)))
         self.last_entry = entry
         self.refresh_recent()
-        self._notify("Image ready", f"{_short(entry.prompt)}\nCopied to the clipboard. Click to open it in HeyIm.")
+        self._notify("Image ready", f"{_short(entry.prompt)}\nCopied to the clipboard. Click to open it in HeyIm.",
+                     entry=entry)
         self.quick_done.emit(entry)
 
     def _failed(self, job: Job, message: str) -> None:
@@ -212,8 +214,10 @@ class TrayController(QObject):
             self._notify("Quick Generate failed", message, QSystemTrayIcon.MessageIcon.Warning)
 
     def _notify(self, title: str, text: str,
-                kind: QSystemTrayIcon.MessageIcon = QSystemTrayIcon.MessageIcon.Information) -> None:
+                kind: QSystemTrayIcon.MessageIcon = QSystemTrayIcon.MessageIcon.Information,
+                entry: Any = None) -> None:
         if self.icon is not None:
+            self._message_entry = entry
             self.icon.showMessage(title, text, kind, 6000)
         else:
             self.window.status(f"{title}: {text.splitlines()[0]}")
@@ -222,6 +226,14 @@ class TrayController(QObject):
     def open_last(self) -> None:
         if self.last_entry is not None:
             self.open_entry(self.last_entry)
+
+    def message_clicked(self) -> None:
+        """A click on the notification opens what it was about; any notification shows the window."""
+        entry = self._message_entry
+        if entry is not None:
+            self.open_entry(entry)
+        else:
+            self.show_window()
 
     def open_entry(self, entry: Any) -> None:
         self.show_window()

@@ -1,13 +1,15 @@
-"""The main window: panels on the left, the result and the history on the right.
+"""The main window: panels on the left, the result, its info and the history on the right.
 
-The window only talks to the worker through the queue (``submit``) and the worker's signals,
-so the tray's quick-generate box and the local API share the same path: they submit to
-``window.queue`` and the results show up here and in history.
+The window only talks to the worker through the queue (via :class:`JobRouter`) and the
+worker's signals, so the tray's quick-generate box and the local API share the same path:
+they submit to the same queue and the results show up here and in history.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,28 +19,37 @@ from heyim_desktop.core.loading import DEMO_REF
 from heyim_desktop.store.preferences import Preferences, save_preferences
 from heyim_desktop.ui.banners import Banner, NoModelCard
 from heyim_desktop.ui.drop_panel import DropPanel, DroppedImage
+from heyim_desktop.ui.generate import JobRouter, build_request, plural, progress_label, queue_note
 from heyim_desktop.ui.history_panel import HistoryPanel
-from heyim_desktop.ui.menus import build_menus
+from heyim_desktop.ui.image_info import ImageInfoPanel
+from heyim_desktop.ui.menus import WindowActions, build_menus
 from heyim_desktop.ui.prompt_panel import PromptPanel
 from heyim_desktop.ui.qt import (
+    QApplication,
     QCloseEvent,
-    QDesktopServices,
+    QDragEnterEvent,
+    QDragLeaveEvent,
+    QDragMoveEvent,
+    QDropEvent,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSettings,
+    QSizePolicy,
     QSplitter,
     Qt,
-    QUrl,
     QVBoxLayout,
     QWidget,
     Signal,
 )
 from heyim_desktop.ui.queue_panel import QueuePanel
 from heyim_desktop.ui.result_view import ResultView, ShownImage, entry_caption
+from heyim_desktop.ui.reveal import open_path, show_in_file_manager
 from heyim_desktop.ui.settings_panel import SettingsPanel
 from heyim_desktop.ui.tasks import pil_to_qimage
 from heyim_desktop.ui.window_state import WindowState
@@ -49,6 +60,21 @@ log = logging.getLogger(__name__)
 LOAD_SETTINGS, USE_AS_INPUT, CANCEL = "settings", "input", "cancel"
 #: Dropped files with these suffixes go to the Models window instead of the input panel.
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+STATUS_HISTORY = 100
+
+
+@dataclass
+class WindowServices:
+    """What runs beside the window: the local API and the Redis render queue (ui.services), if any."""
+
+    api: Any = None
+    remote: Any = None
+
+
+def _retain_when_hidden(widget: QWidget) -> None:
+    policy = widget.sizePolicy()
+    policy.setRetainSizeWhenHidden(True)
+    widget.setSizePolicy(policy)
 
 
 class MainWindow(QMainWindow):
@@ -57,21 +83,34 @@ class MainWindow(QMainWindow):
 
     def __init__(self, *, queue: JobQueue, store: Any, prefs: Preferences, worker: Any,
                  settings: QSettings, list_models: Callable[[Preferences], list[Any]],
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, services: WindowServices | None = None) -> None:
         super().__init__()
+        from heyim_desktop.ui.dialogs import use_settings
+
         self.setWindowTitle("HeyIm")
         self.setAcceptDrops(True)
         self.queue, self.store, self.prefs, self.worker = queue, store, prefs, worker
         self.qsettings = settings
+        use_settings(settings)
         self.list_models = list_models
         self.log_file = log_file
+        self.services = services or WindowServices()
+        self.router = JobRouter(queue, self.services.remote)
         self.models: list[Any] = []
         #: The model the user just picked: its recommended settings apply when it is ready.
         self._recommend_for: str | None = None
         #: Replaceable in tests: ask what to do with a dropped image that has settings.
         self.ask_dropped_settings: Callable[[DroppedImage], str] = self._ask_dropped_settings
-        self.active_job: int | None = None
+        #: Replaceable in tests: (images to delete, new limit) -> go ahead?
+        self.confirm_prune: Callable[[int, int], bool] = self._confirm_prune
+        self.active_job: Job | None = None
         self.models_window: Any = None
+        self.viewer: Any = None
+        #: What the loaded model can do (ui.worker.model_capabilities), None before one loads.
+        self.model_caps: Any = None
+        #: The macOS file-open event filter (ui.file_open), installed by build_app.
+        self.file_open_filter: Any = None
+        self.status_history: deque[str] = deque(maxlen=STATUS_HISTORY)
         #: Set by the tray: True when closing should hide the window and keep the app running.
         self.close_to_tray: Callable[[], bool] = lambda: False
 
@@ -84,7 +123,9 @@ class MainWindow(QMainWindow):
         self.controlnet_panel = ControlNetPanel()
         self.controlnet_panel.failed.connect(lambda msg: self.show_error(msg, offer_logs=False))
         self.queue_panel = QueuePanel(queue)
+        _retain_when_hidden(self.queue_panel)
         self.result_view = ResultView()
+        self.info_panel = ImageInfoPanel()
         self.history = HistoryPanel(store)
         self.banner = Banner()
         self.no_model = NoModelCard()
@@ -95,20 +136,50 @@ class MainWindow(QMainWindow):
         self.cancel_button.setToolTip("Stop the running job (Esc)")
         self.cancel_button.setEnabled(False)
         self.model_state = QLabel("No model loaded")
+        self.api_state = QLabel()
+        # Long model names must not widen the window: the labels elide, the tooltip has it all.
+        for label in (self.model_state, self.api_state):
+            label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(120)
+            label.setMaximumWidth(420)
+        self.api_state.hide()
 
+        controls = QWidget()
+        controls_layout = QVBoxLayout(controls)
+        controls_layout.setContentsMargins(0, 0, 4, 0)
+        controls_layout.addWidget(self.prompt_panel, 1)
+        controls_layout.addWidget(self.settings_panel)
+        controls_layout.addWidget(self.drop_panel, 1)
+        controls_layout.addWidget(self.controlnet_panel)
+        # The settings scroll rather than squeeze on a short screen (the window fits 1024 x 700);
+        # Generate, Cancel and the queue stay pinned below them, always in the same place.
+        controls_scroll = QScrollArea()
+        controls_scroll.setWidget(controls)
+        controls_scroll.setWidgetResizable(True)
+        controls_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        controls_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        controls_scroll.setMinimumWidth(controls.minimumSizeHint().width() + 16)
         left = QWidget()
         left_layout = QVBoxLayout(left)
-        left_layout.addWidget(self.prompt_panel, 2)
-        left_layout.addWidget(self.settings_panel)
-        left_layout.addWidget(self.drop_panel, 1)
-        left_layout.addWidget(self.controlnet_panel)
+        left_layout.addWidget(controls_scroll, 1)
         run_row = QHBoxLayout()
         run_row.addWidget(self.generate_button, 1)
         run_row.addWidget(self.cancel_button)
         left_layout.addLayout(run_row)
         left_layout.addWidget(self.queue_panel)
+        # Banners sit over the result, not over the controls: a message never moves a button.
+        result_column = QWidget()
+        result_layout = QVBoxLayout(result_column)
+        result_layout.setContentsMargins(0, 0, 0, 0)
+        result_layout.addWidget(self.banner)
+        result_layout.addWidget(self.result_view, 1)
+        self.result_split = QSplitter(Qt.Orientation.Horizontal)
+        self.result_split.addWidget(result_column)
+        self.result_split.addWidget(self.info_panel)
+        self.result_split.setStretchFactor(0, 3)
+        self.result_split.setStretchFactor(1, 1)
         self.right_split = QSplitter(Qt.Orientation.Vertical)
-        self.right_split.addWidget(self.result_view)
+        self.right_split.addWidget(self.result_split)
         self.right_split.addWidget(self.history)
         self.right_split.setStretchFactor(0, 3)
         self.right_split.setStretchFactor(1, 2)
@@ -118,13 +189,17 @@ class MainWindow(QMainWindow):
         self.main_split.setStretchFactor(1, 1)
         central = QWidget()
         column = QVBoxLayout(central)
-        column.addWidget(self.banner)
         column.addWidget(self.no_model)
         column.addWidget(self.main_split, 1)
         self.setCentralWidget(central)
+        self.statusBar().addPermanentWidget(self.api_state)
         self.statusBar().addPermanentWidget(self.model_state)
 
-        build_menus(self)
+        # Not "actions": that would hide QWidget.actions(), which Qt and the tray call.
+        self.menu_actions: WindowActions = build_menus(self)
+        # Kept for callers that name them directly (tests, the tray).
+        self.generate_action, self.cancel_action, self.save_action = (
+            self.menu_actions.generate, self.menu_actions.cancel, self.menu_actions.save)
         self._connect()
         self.state = WindowState(self)
         self.refresh_models(initial=True)
@@ -147,43 +222,93 @@ class MainWindow(QMainWindow):
         w.model_failed.connect(self._model_failed)
         self.settings_panel.refresh_models_button.clicked.connect(lambda: self.refresh_models())
         self.settings_panel.model.activated.connect(self._model_picked)
+        self.settings_panel.match_input_requested.connect(self._match_input_size)
         self.drop_panel.decoded.connect(self._dropped)
-        self.drop_panel.failed.connect(lambda msg: self.show_error(msg, offer_logs=False))
+        self.drop_panel.failed.connect(lambda msg: self.show_error(msg, offer_logs=False, cause="input"))
         self.drop_panel.input_changed.connect(self._input_changed)
+        self.settings_panel.size_changed.connect(self._size_changed)
         self.history.reuse_requested.connect(self.reuse_settings)
         self.history.use_as_input_requested.connect(self.use_as_input)
         self.history.open_requested.connect(self.result_view.show_entry)
         self.history.copy_requested.connect(self._copy_entry)
         self.history.reveal_requested.connect(self._reveal_entry)
+        self.history.deleted.connect(self.result_view.remove_entries)
         self.history.message.connect(self.status)
         self.result_view.message.connect(self.status)
+        self.result_view.location_failed.connect(self.say_where)
+        self.result_view.shown_changed.connect(self._shown_changed)
+        self.result_view.full_screen_requested.connect(self.open_viewer)
+        self.info_panel.message.connect(self.status)
         self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
         self.no_model.enable_download(True)
         self.no_model.demo_requested.connect(self.use_demo_model)
+        api, remote = self.services.api, self.services.remote
+        if api is not None:
+            api.status.connect(self.status)
+            api.failed.connect(lambda msg: self.show_error(msg, offer_logs=True, cause="api"))
+            api.url_changed.connect(self._api_changed)
+        if remote is not None:
+            remote.status.connect(self.status)
+            remote.failed.connect(lambda msg: self.show_error(msg, offer_logs=False, cause="remote"))
+            remote.arrived.connect(self._remote_arrived)
 
     # -- status and errors ---------------------------------------------------------------
     def status(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
+        self.status_history.append(text)
+        self.statusBar().setToolTip("Recent messages:\n" + "\n".join(list(self.status_history)[-8:]))
         log.info("status: %s", text)
 
-    def show_error(self, text: str, offer_logs: bool = True, kind: str = "error") -> None:
+    def notice(self, text: str) -> None:
+        """Something the user must be able to read later: an info banner that stays until dismissed."""
+        self.status_history.append(text)
+        log.info("notice: %s", text)
+        if not self.banner.isVisible() or self.banner.kind == "info":
+            self.banner.show_message(text, "info", cause="notice")
+
+    def show_error(self, text: str, offer_logs: bool = True, kind: str = "error", cause: str = "") -> None:
         actions: tuple[tuple[str, Callable[[], None]], ...] = (("Show Logs", self.show_logs),) if offer_logs else ()
-        self.banner.show_message(text, kind, actions)
+        self.banner.show_message(text, kind, actions, cause=cause)
+
+    def say_where(self, what: str, path: Path) -> None:
+        """The desktop could not open ``path``: show it, selectable, with a Copy Path button."""
+        def copy() -> None:
+            QApplication.clipboard().setText(str(path))
+            self.status("Path copied to the clipboard.")
+
+        self.banner.show_message(f"No app on this desktop could open {what}. It is here:\n{path}", "info",
+                                 (("Copy Path", copy),), cause="where")
 
     def show_logs(self) -> None:
         if self.log_file is None:
             return
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.touch(exist_ok=True)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_file)))
+        if not open_path(self.log_file):
+            self.say_where("the log file", self.log_file)
 
     def about(self) -> None:
         from heyim_desktop import __version__
 
         QMessageBox.about(self, "About HeyIm",
                           f"HeyIm Desktop {__version__}\nLocal Stable Diffusion: nothing leaves this machine.")
+
+    def _api_changed(self, url: str | None) -> None:
+        self.api_state.setText(f"API on {url}" if url else "")
+        self.api_state.setToolTip("The local HTTP API is serving (Preferences > Local API)" if url else "")
+        self.api_state.setVisible(bool(url))
+
+    # -- output folder -------------------------------------------------------------------
+    def output_folder(self) -> Path:
+        return Path(self.store.images_dir)
+
+    def open_output_folder(self) -> None:
+        folder = self.output_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        if not open_path(folder):
+            self.say_where("the image folder", folder)
 
     # -- models --------------------------------------------------------------------------
     def refresh_models(self, initial: bool = False) -> None:
@@ -201,6 +326,8 @@ class MainWindow(QMainWindow):
             self.settings_panel.model.addItem("No model: add one or try the demo", "")
             self.settings_panel.model.setCurrentIndex(0)
         self.no_model.setVisible(not shown)
+        if self.settings_panel.model_ref():
+            self.banner.clear("model")
         from heyim_desktop.ui.controlnet_panel import library_source
 
         self.controlnet_panel.refresh(library_source(self.prefs.model_folders))
@@ -209,6 +336,7 @@ class MainWindow(QMainWindow):
         ref = self.settings_panel.model_ref()
         if ref:
             self.prefs = self.prefs.replace(last_model=ref)
+            self.banner.clear("model")
             self._recommend_for = ref  # the user's pick: its recommended settings apply once loaded
             self.worker.request_model(ref)  # load now, releasing the previous model first
 
@@ -221,7 +349,11 @@ class MainWindow(QMainWindow):
 
     def add_model_folder(self, folder: str | None = None) -> None:
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Add a folder with models")
+            from heyim_desktop.ui.dialogs import remember_folder, start_folder
+
+            folder = QFileDialog.getExistingDirectory(self, "Add a folder with models", str(start_folder("folder")))
+            if folder:
+                remember_folder("folder", Path(folder))
         if not folder:
             return
         if folder not in self.prefs.model_folders:
@@ -233,11 +365,12 @@ class MainWindow(QMainWindow):
         if found:
             self.settings_panel.select_model(found[0].ref)
             self.prefs = self.prefs.replace(last_model=found[0].ref)
-            self.status(f"Found {len(found)} model(s) in {folder}.")
+            self.banner.clear("model")
+            self.status(f"Found {plural(len(found), 'model')} in {folder}.")
         else:
             self.show_error(f"No usable model found in {folder}. HeyIm reads diffusers folders (with a "
                             "model_index.json) and .safetensors checkpoints; File > Models... lists what it saw.",
-                            offer_logs=False, kind="warning")
+                            offer_logs=False, kind="warning", cause="model")
 
     def open_models_window(self) -> Any:
         """The Models window (list, add, import, download, delete); created on first use."""
@@ -287,11 +420,17 @@ class MainWindow(QMainWindow):
             self.load_clock.stop()
 
     def _model_ready(self, info: Any) -> None:
+        from heyim_desktop.ui.worker import model_capabilities
+
         self._stop_load_clock()
         self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
+        self.model_state.setToolTip(self.model_state.text())
         self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
+        caps = model_capabilities(info)
+        self.model_caps = caps
+        self.settings_panel.set_native_size(caps.native_size)
         self._show_recommended(info)
-        self.settings_panel.set_fixed_size(info.fixed_size)
+        self.settings_panel.set_fixed_size(caps.fixed_size)
         self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
@@ -312,29 +451,23 @@ class MainWindow(QMainWindow):
         self.model_state.setText("Model failed to load")
         self.prompt_panel.set_counter(None)
         self.result_view.end_job()
-        self.show_error(f"Could not load the model {self._model_label(ref)}: {message}")
+        self.show_error(f"Could not load the model {self._model_label(ref)}: {message}", cause="model")
 
     def _model_label(self, ref: str) -> str:
         return next((m.name for m in self.models if m.ref == ref), Path(ref).name or ref)
 
     # -- generating ----------------------------------------------------------------------
     def build_request(self) -> Any:
-        from heyim_desktop.core.request import GenerationRequest
-
-        values = self.settings_panel.values()
-        image = self.drop_panel.image
-        if image is None:
-            values.pop("strength")
         prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
-        return GenerationRequest(prompt=prompt, negative_prompt=negative, styles=styles,
-                                 init_image=image, **values, **self.drop_panel.edit_fields(),
-                                 controlnets=self.controlnet_panel.units())
+        return build_request(self.settings_panel.values(), prompt, negative, self.drop_panel.image,
+                             extra={"styles": styles, **self.drop_panel.edit_fields(),
+                                    "controlnets": self.controlnet_panel.units()})
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():
             self.no_model.show()
             self.show_error("Choose a model first: add a model folder, or try the demo model.",
-                            offer_logs=False, kind="warning")
+                            offer_logs=False, kind="warning", cause="model")
             return None
         if self.drop_panel.busy:
             self.status("Still reading the input image...")
@@ -343,7 +476,7 @@ class MainWindow(QMainWindow):
             request = self.build_request()
         except InvalidRequest as exc:
             hint = "Type a prompt first." if exc.field == "prompt" else str(exc)
-            self.show_error(hint, offer_logs=False, kind="warning")
+            self.show_error(hint, offer_logs=False, kind="warning", cause="request")
             if exc.field == "prompt":
                 self.prompt_panel.prompt.setFocus()
             return None
@@ -351,43 +484,42 @@ class MainWindow(QMainWindow):
 
     def submit(self, request: Any, source: str = "app") -> Job | None:
         """Queue a request (the tray and other front ends may call this too)."""
-        remote = getattr(self, "remote_queue", None)
-        if source == "app" and remote is not None and remote.active:
-            remote.submit(request)  # Preferences: render on a Redis queue; results come back to history
-            self.state.remember_settings()
-            return None
         try:
-            job = self.queue.submit(request, source=source)
+            routed = self.router.submit(request, source=source, allow_remote=source == "app")
         except UserFacingError as exc:
-            self.show_error(str(exc), offer_logs=False)
+            self.show_error(str(exc), offer_logs=False, cause="queue")
             return None
         if self.banner.isVisible() and self.banner.kind != "info":
-            self.banner.dismiss()
+            self.banner.dismiss()  # the next action worked: the old problem is gone
         self.state.remember_settings()
-        waiting = len(self.queue.pending())
-        if waiting:
-            self.status(f"Queued ({waiting} waiting).")
-        return job
+        if routed.job is not None:
+            self.settings_panel.remember_seed(request.seed)
+            note = queue_note(self.queue, routed.job)
+            if note:
+                self.status(f"Queued ({note}).")
+        return routed.job
 
     def cancel(self) -> None:
         if self.queue.cancel_running():
             self.status("Cancelling...")
 
     def _job_started(self, job: Job) -> None:
-        self.active_job = int(job.id)
+        self.active_job = job
         self.cancel_button.setEnabled(True)
         self.result_view.start_job("Starting...")
 
     def _progress(self, job_id: int, done: int, total: int, elapsed: float) -> None:
-        if job_id == self.active_job:
-            self.result_view.set_progress(done, total, elapsed)
+        job = self.active_job
+        if job is not None and int(job.id) == job_id:
+            batch = self.model_caps.max_batch if self.model_caps is not None else None
+            self.result_view.set_progress(done, total, elapsed, progress_label(job, done, total, batch))
 
     def _preview(self, job_id: int, image: Any) -> None:
-        if job_id == self.active_job:
+        if self.active_job is not None and int(self.active_job.id) == job_id:
             self.result_view.set_preview(image)
 
     def _job_ended(self, job: Job) -> bool:
-        if self.active_job != int(job.id):
+        if self.active_job is None or int(self.active_job.id) != int(job.id):
             return False
         self.active_job = None
         self.cancel_button.setEnabled(False)
@@ -397,24 +529,38 @@ class MainWindow(QMainWindow):
     def _job_finished(self, job: Job) -> None:
         self._job_ended(job)
         result = job.result
-        entries = list(job.saved)
+        entries: list[Any] = [e for e in job.saved if hasattr(e, "id")]
         if result is not None:
             shown = []
             for i, item in enumerate(result.images):
-                entry = entries[i] if i < len(entries) and hasattr(entries[i], "path") else None
-                shown.append(ShownImage(pil_to_qimage(item.image), entry.path if entry else None, entry,
+                entry = entries[i] if i < len(entries) else None
+                shown.append(ShownImage(pil_to_qimage(item.image), Path(entry.path) if entry else None, entry,
                                         entry_caption(entry) if entry else f"Seed {item.seed}"))
             self.result_view.show_images(shown)
             t = result.timings.get("total", 0.0)
-            self.status(f"Done: {len(result.images)} image(s) in {t:.1f} s, seed {result.request.seed}.")
+            self.settings_panel.remember_seed(result.request.seed)
+            where = f" Saved in {Path(entries[0].path).parent}." if entries else ""
+            self.status(f"Done: {plural(len(result.images), 'image')} in {t:.1f} s, seed {result.request.seed}.{where}")
             if result.warnings:
-                self.show_error("\n".join(result.warnings), offer_logs=False, kind="warning")
-        self.history.model.add_entries([e for e in entries if hasattr(e, "id")])
+                self.show_error("\n".join(result.warnings), offer_logs=False, kind="warning", cause="job")
+        self.history.model.add_entries(entries)
+        self._after_prune()
         self.job_shown.emit(job)
+
+    def _after_prune(self) -> None:
+        """The keep-limit may have deleted old images while saving: drop them from the grid and the view."""
+        if not self.store.keep_limit:
+            return
+        shown_ids = [s.entry_id for s in self.result_view.images if s.entry_id is not None]
+        alive = {int(e.id) for e in self.store.get_many(shown_ids)} if shown_ids else set()
+        self.result_view.remove_entries([i for i in shown_ids if i not in alive])
+        if self.history.model.rowCount() != self.store.count(self.history.model.query,
+                                                             self.history.model.favourites_only):
+            self.history.model.refresh()
 
     def _job_failed(self, job: Job, message: str) -> None:
         self._job_ended(job)
-        self.show_error(message)
+        self.show_error(message, cause="job")
         self.job_shown.emit(job)
 
     def _job_cancelled(self, job: Job) -> None:
@@ -422,21 +568,69 @@ class MainWindow(QMainWindow):
             self.status("Cancelled; nothing was saved.")
         self.job_shown.emit(job)
 
+    def _remote_arrived(self, entries: list[Any]) -> None:
+        self.history.model.add_entries(entries)
+        self.status(f"{plural(len(entries), 'image')} arrived from the render queue.")
+
+    # -- the shown image -----------------------------------------------------------------
+    def _shown_changed(self, shown: ShownImage | None) -> None:
+        self.info_panel.show_entry(shown.entry if shown is not None else None)
+        self.menu_actions.seed_of_shown.setEnabled(shown is not None and shown.entry is not None)
+
+    def use_shown_seed(self) -> None:
+        shown = self.result_view.current()
+        if shown is None or shown.entry is None or shown.entry.seed is None:
+            self.status("No image with a seed is shown.")
+            return
+        self.settings_panel.set_seed(int(shown.entry.seed), locked=True)
+        self.status(f"Seed {shown.entry.seed} locked: the same settings make the same image.")
+
+    def toggle_info(self) -> None:
+        self.info_panel.setVisible(not self.info_panel.isVisible())
+        self.menu_actions.image_info.setChecked(self.info_panel.isVisible())
+
+    def open_viewer(self) -> Any:
+        """The full-screen viewer on the shown image; arrow keys step through history."""
+        from heyim_desktop.ui.viewer import ImageViewer
+
+        shown = self.result_view.current()
+        if shown is None:
+            self.status("No image to show full screen.")
+            return None
+        if self.viewer is None:
+            self.viewer = ImageViewer(self.history.model)
+            self.viewer.entry_shown.connect(self.history.select_entry)
+        self.viewer.open_at(shown)
+        return self.viewer
+
     # -- input image, reuse --------------------------------------------------------------
     def _input_changed(self, dropped: DroppedImage | None) -> None:
         from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG
 
         img2img = dropped is not None
-        self.settings_panel.set_img2img(img2img)
+        self.settings_panel.set_img2img(img2img, dropped.image.size if dropped is not None else None)
         self.generate_button.setText("Generate from Image" if img2img else "Generate")
-        # The original design used PNDM for image-to-image: switch only from the default.
+        self._size_changed()
+        # The original design used PNDM for image-to-image: switch only from the default, and say so.
         sched = self.settings_panel.scheduler
-        if img2img and sched.currentText() == self.prefs.default_scheduler:
-            sched.setCurrentText(DEFAULT_IMG2IMG)
-        elif not img2img and sched.currentText() == DEFAULT_IMG2IMG:
-            sched.setCurrentText(self.prefs.default_scheduler)
+        if img2img and sched.currentText() == self.prefs.default_scheduler and DEFAULT_IMG2IMG != sched.currentText():
+            self.settings_panel.switch_scheduler_for_img2img(DEFAULT_IMG2IMG)
+        elif not img2img:
+            self.settings_panel.restore_scheduler_after_img2img()
+
+    def _size_changed(self) -> None:
+        values = self.settings_panel.values()
+        self.drop_panel.set_target_size(int(values["width"]), int(values["height"]))
+
+    def _match_input_size(self) -> None:
+        dropped = self.drop_panel.current
+        if dropped is None:
+            self.status("Add an input image first.")
+            return
+        self.settings_panel.match_size(*dropped.image.size)
 
     def _dropped(self, dropped: DroppedImage) -> None:
+        self.banner.clear("input")
         if dropped.parameters is not None and not dropped.from_history:
             choice = self.ask_dropped_settings(dropped)
             if choice == LOAD_SETTINGS:
@@ -484,16 +678,15 @@ class MainWindow(QMainWindow):
         self.drop_panel.load_file(Path(entry.path), from_history=True)
 
     def _copy_entry(self, entry: Any) -> None:
-        from heyim_desktop.ui.qt import QApplication, QImage
-        from heyim_desktop.ui.result_view import image_mime
+        from heyim_desktop.ui.qt import QImage
+        from heyim_desktop.ui.zoom_view import image_mime
 
         QApplication.clipboard().setMimeData(image_mime(QImage(str(entry.path)), Path(entry.path)))
         self.status("Image copied to the clipboard.")
 
     def _reveal_entry(self, entry: Any) -> None:
-        from heyim_desktop.ui.result_view import show_in_file_manager
-
-        show_in_file_manager(Path(entry.path))
+        if not show_in_file_manager(Path(entry.path)):
+            self.say_where("the image", Path(entry.path))
 
     # -- preferences ---------------------------------------------------------------------
     def open_preferences(self) -> None:
@@ -503,43 +696,88 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             self.apply_preferences(dialog.result_preferences())
 
+    def prune_count(self, limit: int) -> int:
+        """How many images a keep-limit of ``limit`` deletes now (favourites are always kept)."""
+        if limit <= 0:
+            return 0
+        return max(0, int(self.store.count()) - int(self.store.count(favourites_only=True)) - limit)
+
+    def _confirm_prune(self, n: int, limit: int) -> bool:
+        answer = QMessageBox.question(
+            self, "Keep in history",
+            f"Keeping only the newest {plural(limit, 'image')} deletes {plural(n, 'older image')} now, "
+            "files included (favourites are kept). Delete them?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
     def apply_preferences(self, prefs: Preferences) -> None:
+        to_delete = self.prune_count(prefs.keep_limit)
+        if to_delete and not self.confirm_prune(to_delete, prefs.keep_limit):
+            prefs = prefs.replace(keep_limit=self.prefs.keep_limit)
+            self.status("History limit unchanged; no image was deleted.")
+        folder_changed = (prefs.output_folder or "") != (self.prefs.output_folder or "")
         self.prefs = prefs
         self.store.keep_limit = prefs.keep_limit or None
+        if folder_changed:
+            self._use_output_folder(prefs.output_folder)
+        if to_delete and self.store.keep_limit:
+            try:
+                removed = self.store.enforce_keep_limit()
+            except UserFacingError as exc:
+                self.show_error(str(exc), offer_logs=False, cause="history")
+                removed = 0
+            if removed:
+                self.status(f"Deleted {plural(removed, 'older image')} to keep {prefs.keep_limit}.")
+            self._after_prune()
         self._save_prefs()
         self.refresh_models()
-        for service in (getattr(self, "api_service", None), getattr(self, "remote_queue", None)):
+        for service in (self.services.api, self.services.remote):
             if service is not None:
                 service.apply(prefs)
+
+    def _use_output_folder(self, folder: str) -> None:
+        """Preferences changed the image folder: new images go there from the next job on."""
+        from heyim_desktop.store.history import default_images_dir
+
+        target = default_images_dir(folder)
+        try:
+            self.store.set_images_dir(target)
+        except UserFacingError as exc:
+            self.show_error(str(exc), offer_logs=False, cause="prefs")
+            return
+        self.status(f"New images are saved in {target}.")
 
     def _save_prefs(self) -> None:
         try:
             save_preferences(self.prefs)
         except OSError as exc:
-            self.show_error(f"Could not save preferences: {exc.strerror or exc}", offer_logs=False)
+            self.show_error(f"Could not save preferences: {exc.strerror or exc}", offer_logs=False, cause="prefs")
 
     # -- drops anywhere in the window go to the input panel ------------------------------
-    def dragEnterEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
         self.drop_panel.dragEnterEvent(event)
 
-    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt override
         self.drop_panel.dragMoveEvent(event)
 
-    def dropEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:  # noqa: N802 - Qt override
+        self.drop_panel.dragLeaveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
         from heyim_desktop.ui.drop_panel import local_files
 
         files = local_files(event.mimeData())
         if files and files[0].suffix.lower() in MODEL_SUFFIXES:
             # A model file, not a picture: the Models window imports it (checked copy, no unpickling).
+            self.drop_panel.set_highlight(False)
             self.open_models_window().import_file(str(files[0]))
-            event.acceptProposedAction()
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
             return
         self.drop_panel.dropEvent(event)
 
     def quit_app(self) -> None:
         """File > Quit: always quits, even when closing the window would only hide it."""
-        from heyim_desktop.ui.qt import QApplication
-
         self.close_to_tray = lambda: False
         if self.close():
             QApplication.quit()
@@ -551,4 +789,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             self.hide()
             return
+        if self.viewer is not None:
+            self.viewer.close()
         super().closeEvent(event)
+

@@ -28,14 +28,15 @@ class WindowState:
             w.restoreGeometry(geometry)
         else:
             w.resize(1280, 820)
-        for key, splitter in (("window/main_split", w.main_split), ("window/right_split", w.right_split)):
+        splitter_defaults = {"window/main_split": [400, 880], "window/right_split": [480, 300],
+                    "window/result_split": [620, 260]}
+        for key, splitter in (("window/main_split", w.main_split), ("window/right_split", w.right_split),
+                              ("window/result_split", w.result_split)):
             state = s.value(key)
             if isinstance(state, QByteArray) and not state.isEmpty():
                 splitter.restoreState(state)
-            elif splitter is w.main_split:
-                splitter.setSizes([400, 880])
             else:
-                splitter.setSizes([480, 300])
+                splitter.setSizes(splitter_defaults[key])
         prefs = w.prefs
         defaults: dict[str, Any] = {"scheduler": prefs.default_scheduler, "steps": prefs.default_steps,
                                     "guidance": prefs.default_guidance}
@@ -61,5 +62,6 @@ class WindowState:
         s.setValue("window/geometry", w.saveGeometry())
         s.setValue("window/main_split", w.main_split.saveState())
         s.setValue("window/right_split", w.right_split.saveState())
+        s.setValue("window/result_split", w.result_split.saveState())
         s.sync()
         self.remember_settings()

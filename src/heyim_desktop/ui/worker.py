@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from heyim_desktop.core.errors import UserFacingError
 from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink
 from heyim_desktop.core.jobs import Job, JobQueue, JobState
 from heyim_desktop.ui.qt import QImage, QThread, Signal
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
     from heyim_desktop.core.capabilities import Capabilities
     from heyim_desktop.core.conditioning import TokenCount
-
     from heyim_desktop.core.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ModelReady:
     capabilities: "Capabilities | None" = None
 
 
-def rgb_array_to_qimage(arr: "np.ndarray") -> QImage:
+def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
     """(h, w, 3) uint8 -> QImage that owns its pixels (safe to send across threads)."""
     import numpy as np
 
@@ -105,8 +105,13 @@ class GenerationWorker(QThread):
         with self._wanted_lock:
             self._wanted = ref or None
 
-    def stop(self, timeout_ms: int | None = None) -> bool:
-        """Cancel everything, let the running job stop within a step, free the engine."""
+    def stop(self, timeout_ms: int | None = None, unload: bool = True) -> bool:
+        """Cancel everything, let the running job stop within a step, free the engine.
+
+        ``unload=False`` when the process is about to end: freeing a model's memory (about a
+        second of garbage collection) buys nothing then, the OS takes it back at exit.
+        """
+        self._unload_on_stop = unload
         self._stopping = True
         self.queue.remove_listener(self._on_job)
         self.queue.close()
@@ -134,7 +139,8 @@ class GenerationWorker(QThread):
                 self.host.run_job(self.queue, job, self.sink)
         finally:
             try:
-                self.host.unload()
+                if getattr(self, "_unload_on_stop", True):
+                    self.host.unload()
             except Exception:  # noqa: BLE001 - quitting must not crash
                 log.exception("unloading the model failed")
 
@@ -145,6 +151,8 @@ class GenerationWorker(QThread):
             return
         try:
             self.host.ensure_model(ref)
+        except UserFacingError as exc:  # reported through model_failed already; not a bug
+            log.info("preloading %s failed: %s", ref, exc)
         except Exception:  # reported through model_failed already
             log.info("preloading %s failed", ref, exc_info=True)
 
@@ -160,8 +168,8 @@ class GenerationWorker(QThread):
                 self.job_started.emit(job)
                 self.queue_changed.emit()
                 return
-            done = p.image_index * p.total + p.step
-            self.progress.emit(int(job.id), done, p.total * p.image_count, float(p.elapsed))
+            # Progress counts the steps of every image already (core.loop): no multiplying by images.
+            self.progress.emit(int(job.id), p.step, p.total, float(p.elapsed))
             if p.preview is not None:
                 self.preview.emit(int(job.id), rgb_array_to_qimage(p.preview))
         elif state is JobState.DONE:
@@ -212,6 +220,29 @@ def _clip_skip_ok(engine: "Engine") -> bool:
         return bool(engine.info.capabilities.clip_skip)
     except AttributeError:  # an engine without EngineInfo (test doubles)
         return True
+
+
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What the window adapts to once a model is loaded."""
+
+    native_size: tuple[int, int]
+    fixed_size: tuple[int, int] | None
+    supports_img2img: bool
+    #: Images denoised together; 1 means the images of a job run one after another.
+    max_batch: int = 1
+
+
+def model_capabilities(info: ModelReady) -> ModelCapabilities:
+    """The one place the window learns what a model can do: EngineInfo.capabilities where the
+    engine offers it, else what the worker read off the engine."""
+    caps = info.capabilities
+    if caps is not None:
+        return ModelCapabilities(native_size=(int(info.default_size[0]), int(info.default_size[1])),
+                                 fixed_size=caps.fixed_size, supports_img2img=bool(caps.img2img),
+                                 max_batch=max(1, int(caps.max_batch)))
+    return ModelCapabilities(native_size=(int(info.default_size[0]), int(info.default_size[1])),
+                             fixed_size=info.fixed_size, supports_img2img=info.supports_img2img)
 
 
 def history_sink(store: Any) -> ResultSink:

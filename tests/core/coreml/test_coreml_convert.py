@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from heyim_desktop import cli
-from heyim_desktop.core import CancelToken, Cancelled
+from heyim_desktop.core import Cancelled, CancelToken
 from heyim_desktop.core.errors import InvalidRequest, ModelError
 
 

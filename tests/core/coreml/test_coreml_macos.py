@@ -44,8 +44,8 @@ def test_real_prediction_matches_torch(coreml_model: Path, tiny_engine, tmp_path
 def test_real_chunked_batch1_and_auto(coreml_chunked: Path, tiny_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
     from heyim_desktop.core.coreml.compute_units import ComputeUnitChooser
-    from heyim_desktop.core.coreml.engine import load_coreml_engine, model_key
     from heyim_desktop.core.coreml.detect import detect_coreml_folder
+    from heyim_desktop.core.coreml.engine import load_coreml_engine, model_key
 
     chooser = ComputeUnitChooser(tmp_path / "units.json")
     engine = load_coreml_engine(coreml_chunked, "AUTO", cache=CompiledModelCache(tmp_path / "c"), chooser=chooser)

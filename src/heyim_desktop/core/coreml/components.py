@@ -19,11 +19,11 @@ from numpy.typing import NDArray
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
+from heyim_desktop.core.coreml.specs import ModelSpec
+from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
 from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
-from heyim_desktop.core.coreml.specs import ModelSpec
-from heyim_desktop.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ class ComputeUnitChooser:
             for units in candidates:
                 try:
                     timings[units] = float(time_step(units))
-                except Exception as exc:  # a unit that fails to run simply loses
+                except Exception as exc:  # noqa: BLE001 - a unit that fails to run simply loses
                     log.warning("timing %s on %s failed: %s", model_key, units, exc)
             if not timings:
                 raise ModelError("The model could not run on the Neural Engine or the GPU.")

@@ -143,9 +143,9 @@ def convert_to_coreml(
     import numpy as np
     import torch
 
-    from heyim_desktop.core.coreml import modules as M
-    from heyim_desktop.core.thirdparty import quiet_third_party
+    from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
     from heyim_desktop.core.model_folder import check_diffusers_folder
+    from heyim_desktop.core.thirdparty import quiet_third_party
     from heyim_desktop.core.torch_engine import TorchComponents
 
     if attention not in ATTENTIONS:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from heyim_desktop.core.coreml import modules as M
+from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
 from heyim_desktop.core.coreml.detect import CoreMLModelInfo
 
 
