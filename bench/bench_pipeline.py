@@ -1,14 +1,20 @@
-"""HeyIm's engine against diffusers' StableDiffusionPipeline on the same model, side by side.
+"""HeyIm's engine against diffusers' StableDiffusion(XL)Pipeline on the same model, side by side.
 
     python bench/bench_pipeline.py                       # tiny random model, CPU
     python bench/bench_pipeline.py --sd15 --size 256 --steps 10 --runs 3
     python bench/bench_pipeline.py --sd15 --size 512 --steps 30 --device cuda   # on a GPU
+    python bench/bench_pipeline.py --sdxl --size 256 --steps 2 --runs 1          # full SDXL, CPU
+    python bench/bench_pipeline.py --sdxl --size 1024 --steps 30 --device cuda  # SDXL fp16 on a GPU
 
 Timing: both run in one process on the same loaded weights, alternating (ours, diffusers,
 ours, ...) after a warm-up; medians and the ratio ours/diffusers are printed. Loop overhead:
 one extra run of ours with the UNet timed separately (synchronised), the rest per step is
 what the loop itself costs. Memory: each side loads the model from disk in its own child
 process and reports peak RSS and, on CUDA, peak allocated GPU memory.
+
+SDXL on the CPU: its fp32 weights are ~14 GB, so the timing run hands diffusers HeyIm's
+loaded modules instead of a second copy (same weights, same threads); on a GPU diffusers
+loads its own copy as usual. The memory children still load one side each from disk.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ def _model_path(args: argparse.Namespace) -> Path:
         return Path(args.model)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.sdxl:
+        from sdxl_random import build_sdxl_random
+
+        print("building full-size SDXL architecture with random weights (once)...", file=sys.stderr)
+        return build_sdxl_random(work / "sdxl-random", "float16" if args.device == "cuda" else "float32")
     if args.sd15:
         from sd15_random import build_sd15_random
 
@@ -53,14 +64,16 @@ def _sync(device: str) -> None:
 
 def _weights_bytes(components) -> int:  # type: ignore[no-untyped-def]
     total = 0
-    for module in (components.unet_model, components.vae, components.text_encoder):
+    for module in (components.unet_model, components.vae, components.text_encoder,
+                   getattr(components, "text_encoder_2", None)):
+        if module is None:
+            continue
         total += sum(p.numel() * p.element_size() for p in module.parameters())
     return total
 
 
 def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
     import torch
-    from diffusers import StableDiffusionPipeline
 
     from heyim_desktop.core.loop import run_loop
     from heyim_desktop.core.request import GenerationRequest
@@ -73,10 +86,7 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
         torch.set_num_threads(args.threads)
     engine = load_torch_engine(model, device=args.device)
     comps = engine.components
-    # diffusers loads its own copy, as a diffusers user would: our CUDA layout choices must not help it.
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model, dtype=comps.dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
-    ).to(comps.device)
+    pipe = _diffusers_pipeline(args, model, comps)
     pipe.set_progress_bar_config(disable=True)
     req = GenerationRequest(prompt="a red fox in the snow, photo", negative_prompt="blurry", steps=args.steps,
                             guidance=7.5, seed=1, width=args.size, height=args.size, scheduler=args.scheduler)
@@ -137,6 +147,34 @@ def run_timing(args: argparse.Namespace, model: Path) -> dict[str, float]:
     }
 
 
+def _diffusers_pipeline(args: argparse.Namespace, model: Path, comps):  # type: ignore[no-untyped-def]
+    """diffusers' own pipeline for the timing run."""
+    if args.sdxl:
+        from diffusers import StableDiffusionXLPipeline
+
+        if comps.device.type == "cpu":  # one copy of the 14 GB fp32 weights, shared (see the docstring)
+            return StableDiffusionXLPipeline(
+                vae=comps.vae, text_encoder=comps.text_encoder, text_encoder_2=comps.text_encoder_2,
+                tokenizer=comps.tokenizer, tokenizer_2=comps.tokenizer_2, unet=comps.unet_model,
+                scheduler=_scheduler(args, comps.scheduler_config), add_watermarker=False,
+            )
+        return StableDiffusionXLPipeline.from_pretrained(
+            model, dtype=comps.dtype, local_files_only=True, add_watermarker=False
+        ).to(comps.device)
+    from diffusers import StableDiffusionPipeline
+
+    # diffusers loads its own copy, as a diffusers user would: our CUDA layout choices must not help it.
+    return StableDiffusionPipeline.from_pretrained(
+        model, dtype=comps.dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
+    ).to(comps.device)
+
+
+def _scheduler(args: argparse.Namespace, config):  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.schedulers import build_scheduler
+
+    return build_scheduler(args.scheduler, config)
+
+
 def _peak_rss_mb() -> float:
     """This process's own peak RSS. On Linux ru_maxrss also counts the parent's peak before
     exec (it is carried over), so VmHWM of the current address space is read instead."""
@@ -171,15 +209,19 @@ def run_memory_child(args: argparse.Namespace, model: Path, side: str) -> dict[s
         engine.generate(GenerationRequest(prompt="a red fox", steps=args.steps, seed=1, width=args.size,
                                           height=args.size, scheduler=args.scheduler))
     else:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         from heyim_desktop.core.schedulers import build_scheduler
         from heyim_desktop.core.torch_engine import pick_device
 
         device = pick_device(args.device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False, local_files_only=True).to(device)
+        if args.sdxl:
+            pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=dtype, local_files_only=True,
+                                                             add_watermarker=False).to(device)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None,
+                                                           requires_safety_checker=False, local_files_only=True).to(device)
         pipe.scheduler = build_scheduler(args.scheduler, pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         pipe(**kw, generator=torch.Generator("cpu").manual_seed(1))
@@ -192,7 +234,9 @@ def run_memory_child(args: argparse.Namespace, model: Path, side: str) -> dict[s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a diffusers-format folder (default: the tiny random model)")
-    ap.add_argument("--sd15", action="store_true", help="full-size SD 1.5 architecture, random weights")
+    model_kind = ap.add_mutually_exclusive_group()
+    model_kind.add_argument("--sd15", action="store_true", help="full-size SD 1.5 architecture, random weights")
+    model_kind.add_argument("--sdxl", action="store_true", help="full-size SDXL base architecture, random weights")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--runs", type=int, default=5)
@@ -215,7 +259,7 @@ def main() -> None:
         for side in ("ours", "diffusers"):
             cmd = [sys.executable, __file__, "--memory-child", side, "--model", str(model), "--size", str(args.size),
                    "--steps", str(args.steps), "--device", args.device, "--scheduler", args.scheduler,
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), *(["--sdxl"] if args.sdxl else [])]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             for key, value in json.loads(res.stdout.strip().splitlines()[-1]).items():
                 figures[f"{side}_{key}"] = value

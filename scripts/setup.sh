@@ -13,5 +13,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing HeyIm and its dependencies into .venv (first time: a few minutes)..." >&2
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
   .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,coreml]" >&2
+  # Upscaler models (the [upscale] extra) without torchvision: PyPI's Linux torchvision is built for
+  # CUDA torch and breaks transformers' imports next to the CPU build; HeyIm does not need it.
+  .venv/bin/python -m pip install --quiet -c constraints.txt --no-deps spandrel einops >&2
   echo "$want" > "$stamp"
 fi

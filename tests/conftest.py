@@ -81,6 +81,41 @@ def tiny_single_file(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL base in diffusers format (two CLIP encoders, text_time UNet), built once."""
+    from heyim_desktop.core.demo_model import build_demo_sdxl_model
+    from heyim_desktop.core.thirdparty import quiet_third_party
+
+    quiet_third_party()
+    return build_demo_sdxl_model(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL's refiner (second encoder only, aesthetic-score time ids), built once."""
+    from heyim_desktop.core.demo_model import build_demo_sdxl_model
+
+    return build_demo_sdxl_model(tmp_path_factory.mktemp("models") / "tiny-sdxl-refiner", refiner=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_engine(tiny_sdxl: Path):  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    engine = load_torch_engine(tiny_sdxl, device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_single_file(tiny_sdxl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL as an original-layout (A1111) single-file ``.safetensors`` checkpoint."""
+    from ldm_layout import write_sdxl_single_file
+
+    return write_sdxl_single_file(tiny_sdxl, tmp_path_factory.mktemp("single") / "tiny-sdxl-a1111.safetensors")
+
+
+@pytest.fixture(scope="session")
 def tiny_inpaint_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with a 9-channel (inpainting) UNet of random weights."""
     import torch

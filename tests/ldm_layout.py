@@ -28,6 +28,8 @@ def unet_to_ldm(sd: dict[str, Any], layers: int) -> dict[str, Any]:
         parts = key.split(".")
         if parts[0] in ("time_embedding",):
             new = {"linear_1": "time_embed.0", "linear_2": "time_embed.2"}[parts[1]] + "." + ".".join(parts[2:])
+        elif parts[0] == "add_embedding":  # SDXL's pooled-text + time-id embedding
+            new = {"linear_1": "label_emb.0.0", "linear_2": "label_emb.0.2"}[parts[1]] + "." + ".".join(parts[2:])
         elif parts[0] == "conv_in":
             new = "input_blocks.0.0." + ".".join(parts[1:])
         elif parts[0] == "conv_norm_out":
@@ -110,5 +112,70 @@ def write_single_file(model_dir: Path, dest: Path) -> Path:
     state.update(unet_to_ldm(load_file(str(model_dir / "unet" / "diffusion_pytorch_model.safetensors")), layers))
     state.update(vae_to_ldm(load_file(str(model_dir / "vae" / "diffusion_pytorch_model.safetensors"))))
     state.update(clip_to_ldm(load_file(str(model_dir / "text_encoder" / "model.safetensors"))))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dest))
+    return dest
+
+
+OPEN_CLIP_LAYER = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+                   "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def open_clip_to_ldm(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A transformers CLIPTextModelWithProjection in OpenCLIP's layout (SDXL's bigG embedder).
+
+    OpenCLIP keeps q, k and v as one ``in_proj`` matrix and the projection as (width, dim).
+    """
+    import torch
+
+    out: dict[str, Any] = {}
+    fused: dict[str, dict[str, Any]] = {}
+    for key, value in sd.items():
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif key == "text_model.embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = value
+        elif key == "text_model.embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = value
+        elif key.startswith("text_model.final_layer_norm."):
+            out[prefix + "ln_final." + key.rsplit(".", 1)[1]] = value
+        elif key.startswith("text_model.encoder.layers."):
+            layer, rest = key[len("text_model.encoder.layers."):].split(".", 1)
+            block = f"{prefix}transformer.resblocks.{layer}."
+            if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+                kind = rest.rsplit(".", 1)[1]  # weight or bias
+                fused.setdefault(f"{block}attn.in_proj_{kind}", {})[rest.split(".")[1]] = value
+            else:
+                out[block + _rename(rest, OPEN_CLIP_LAYER)] = value
+        elif key.endswith("position_ids"):
+            continue
+        else:
+            raise KeyError(key)
+    for key, qkv in fused.items():
+        out[key] = torch.cat([qkv["q_proj"], qkv["k_proj"], qkv["v_proj"]], dim=0)
+    return out
+
+
+def write_sdxl_single_file(model_dir: Path, dest: Path) -> Path:
+    """Write a diffusers-format SDXL base (or refiner) as one original-layout ``.safetensors`` file.
+
+    The base keeps CLIP ViT-L as ``conditioner.embedders.0.transformer.*`` and OpenCLIP bigG as
+    ``conditioner.embedders.1.model.*``; the refiner has bigG alone, as embedder 0.
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    layers = json.loads((model_dir / "unet" / "config.json").read_text())["layers_per_block"]
+    state: dict[str, Any] = {}
+    state.update(unet_to_ldm(load_file(str(model_dir / "unet" / "diffusion_pytorch_model.safetensors")), layers))
+    state.update(vae_to_ldm(load_file(str(model_dir / "vae" / "diffusion_pytorch_model.safetensors"))))
+    big_g = load_file(str(model_dir / "text_encoder_2" / "model.safetensors"))
+    if (model_dir / "text_encoder").is_dir():
+        clip = load_file(str(model_dir / "text_encoder" / "model.safetensors"))
+        state.update({"conditioner.embedders.0.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
+                      for k, v in clip.items()})
+        state.update(open_clip_to_ldm(big_g, "conditioner.embedders.1.model."))
+    else:
+        state.update(open_clip_to_ldm(big_g, "conditioner.embedders.0.model."))
     save_file({k: v.contiguous() for k, v in state.items()}, str(dest))
     return dest

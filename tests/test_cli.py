@@ -123,6 +123,26 @@ def test_ctrl_c_mid_run_cancels_and_saves_nothing(data_dir: Path, tmp_path: Path
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_sdxl_with_refiner_at_the_models_own_size(  # type: ignore[no-untyped-def]
+    data_dir: Path, tmp_path: Path, tiny_sdxl_single_file: Path, tiny_sdxl_refiner: Path, capsys
+) -> None:
+    code = main(["generate", "--model", str(tiny_sdxl_single_file), "-p", "a red fox", "--steps", "4", "--seed", "2",
+                 "--scheduler", "Euler a", "--refiner", str(tiny_sdxl_refiner), "--refiner-switch", "0.5",
+                 "-o", str(tmp_path / "o"), "--device", "cpu"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    params = read_parameters(Path(out.out.strip()))
+    assert params is not None and params.size == (256, 256)  # no --size: the model's own (tiny SDXL: 256)
+    assert params.model == "tiny-sdxl-a1111" and params.refiner == "tiny-sdxl-refiner"
+    assert params.request_settings()["refiner_switch"] == 0.5
+    assert "4/4 steps" in out.err  # 2 base + 2 refiner steps in one progress run
+
+
+def test_refiner_switch_out_of_range_is_one_line(data_dir: Path, tiny_sdxl: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["generate", "--model", str(tiny_sdxl), "-p", "x", "--refiner", str(tiny_sdxl), "--refiner-switch", "1.2"])
+    assert code == 2 and "refiner_switch: must be from 0 to 1" in capsys.readouterr().err
+
+
 def test_inpaint_and_outpaint_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     import numpy as np

@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--scheduler", "-s", default=None, help="DPM++ 2M (default), DPM++ 2M Karras, Euler, Euler a, DDIM, PNDM, LMS, UniPC, LCM")
     gen.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, multiples of 8 (default: the model's size)")
     gen.add_argument("--count", type=int, default=1, help="images to make, 1 to 16 (seeds seed, seed+1, ...)")
+    gen.add_argument("--refiner", metavar="MODEL", default=None,
+                     help="an SDXL refiner (folder or .safetensors) that finishes each image")
+    gen.add_argument("--refiner-switch", type=float, default=0.8, metavar="FRACTION",
+                     help="hand over to the refiner after this fraction of the steps, in (0, 1) (default 0.8)")
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
     gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu", "coreml"))
     gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
@@ -100,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_arguments(gen)
     add_styles_parser(sub)
+    from heyim_desktop.upscale_cli import add_hires_arguments, add_upscale_parser
+
+    add_hires_arguments(gen)
+    add_upscale_parser(sub)
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
     conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
@@ -292,12 +300,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         init_image=init_image,
         strength=args.strength,
         model=args.model,
+        refiner=args.refiner,
+        refiner_switch=args.refiner_switch,
         clip_skip=args.clip_skip,
         styles=tuple(args.style),
         inpaint=inpaint,
         extend=extend,
         controlnets=controlnets,
     )
+    if args.hires_scale is not None:
+        from heyim_desktop.upscale_cli import hires_from_args
+
+        request = request.replace(hires=hires_from_args(args))
     request = _resolve_networks(request, args.lora)
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
@@ -323,6 +337,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         w, h = engine.default_size
         request = request.replace(width=w, height=h)
     request = request.with_seed()
+    refiner = None
+    if args.refiner:
+        bar.status(f"Loading refiner {Path(args.refiner).name}...")
+        try:
+            refiner = load_engine(str(Path(args.refiner).expanduser()), device=args.device, precision=args.precision)
+        except BaseException:
+            engine.close()
+            raise
 
     cancel = CancelToken()
     previous = signal.getsignal(signal.SIGINT)
@@ -333,13 +355,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_interrupt)
     try:
         bar.started = time.perf_counter()
-        result = engine.generate(request, progress=bar, cancel=cancel)
+        if refiner is not None:
+            result = engine.generate(request, progress=bar, cancel=cancel, refiner=refiner)  # type: ignore[call-arg]
+        else:
+            result = engine.generate(request, progress=bar, cancel=cancel)
     except Cancelled:
         print("\nCancelled; nothing was saved.", file=sys.stderr)
         return EXIT_CANCELLED
     finally:
         signal.signal(signal.SIGINT, previous)
         engine.close()
+        if refiner is not None:
+            refiner.close()
     for warning in result.warnings:
         print(f"heyim-desktop: warning: {warning}", file=sys.stderr)
     from heyim_desktop.core.output import save_result
@@ -416,6 +443,12 @@ def _scale_command(args: argparse.Namespace) -> int:
     return SCALE_COMMANDS[args.command](args)
 
 
+def _upscale_command(args: argparse.Namespace) -> int:
+    from heyim_desktop.upscale_cli import cmd_upscale
+
+    return cmd_upscale(args)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from heyim_desktop.store import HistoryStore
     from heyim_desktop.store.history import default_images_dir
@@ -440,6 +473,7 @@ COMMANDS = {
     "models": cmd_models,
     "serve": cmd_serve,
     "styles": cmd_styles,
+    "upscale": _upscale_command,
     "worker": _scale_command,
     "batch": _scale_command,
 }

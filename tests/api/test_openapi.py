@@ -72,6 +72,7 @@ def test_the_schema_describes_every_route(fuzz_api: Running) -> None:
         *(("POST", f"/sdapi/v1/{name}") for name in (
             "refresh-checkpoints", "refresh-vae", "refresh-loras", "refresh-embeddings", "interrogate",
             "create/embedding", "create/hypernetwork", "train/embedding", "train/hypernetwork")),
+        ("POST", "/sdapi/v1/extra-single-image"), ("POST", "/sdapi/v1/extra-batch-images"),
     }
     body = doc["paths"]["/sdapi/v1/txt2img"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"prompt", "cfg_scale", "sampler_name", "batch_size", "override_settings"} <= set(body["properties"])

@@ -96,7 +96,8 @@ def test_status_and_models_report_the_loaded_model(real_api: Running) -> None:
     assert status["isGenerating"] is False and status["queueSize"] == 0 and status["lastGenerationTime"] > 0
     models = call(real_api.port, "GET", "/api/models").json
     assert models["current"] == "tiny-sd"
-    assert models["models"] == [{"name": "tiny-sd", "ref": models["models"][0]["ref"], "loaded": True, "default": True}]
+    assert models["models"] == [{"name": "tiny-sd", "ref": models["models"][0]["ref"], "loaded": True, "default": True,
+                                 "base": None}]
     sd = call(real_api.port, "GET", "/sdapi/v1/sd-models").json
     # the txt2img above hashed the model, so its title carries AUTOMATIC1111's short hash
     assert sd[0]["model_name"] == "tiny-sd" and sd[0]["filename"] and len(sd[0]["sha256"]) == 64

@@ -141,3 +141,17 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(tmp_path: Path, monkeypat
     with pytest.raises(StorageError, match="disk is full"):
         write_png_atomic(Image.new("RGB", (8, 8)), tmp_path / "x.png", "p")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_refiner_settings_round_trip_without_the_path() -> None:
+    from heyim_desktop.core.metadata import format_parameters, parse_parameters
+    from heyim_desktop.core.request import GenerationRequest
+
+    req = GenerationRequest(prompt="a fox", seed=3, width=1024, height=1024, refiner="/models/sd_xl_refiner_1.0",
+                            refiner_switch=0.7)
+    text = format_parameters(req, 3, "sd_xl_base_1.0")
+    assert "Refiner: sd_xl_refiner_1.0, Refiner switch at: 0.7" in text and "/models" not in text
+    settings = parse_parameters(text).request_settings()
+    assert (settings["refiner"], settings["refiner_switch"], settings["width"]) == ("sd_xl_refiner_1.0", 0.7, 1024)
+    a1111 = parse_parameters("x\nSteps: 20, Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.8")
+    assert a1111.refiner == "sd_xl_refiner_1.0" and a1111.request_settings()["refiner_switch"] == 0.8

@@ -98,13 +98,16 @@ UNET = {"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3), "first_
         ({"cond_stage_model.model.token_embedding.weight": (49408, 1024)}, {}, "SD2", "sd2-v"),
         ({"cond_stage_model.model.token_embedding.weight": (49408, 1024)}, {"modelspec.prediction_type": "epsilon"}, "SD2", "sd2"),
         ({"conditioner.embedders.1.model.positional_embedding": (77, 1280)}, {}, "SDXL", ""),
+        ({"conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": (49408, 768),
+          "conditioner.embedders.1.model.token_embedding.weight": (49408, 1280)}, {}, "SDXL", "sdxl"),
+        ({"conditioner.embedders.0.model.token_embedding.weight": (49408, 1280)}, {}, "SDXL", ""),  # UNet 320: no refiner
     ],
 )
 def test_architecture_from_header(extra: dict[str, tuple[int, ...]], metadata: dict[str, str], base: str, profile: str) -> None:
     arch = detect_architecture(_header({**UNET, **extra}, metadata))
     assert (arch.base, arch.profile) == (base, profile)
-    if base == "SDXL":
-        assert "not supported by the PyTorch engine yet" in arch.problem
+    if base == "SDXL" and not profile:
+        assert "SDXL" in arch.problem
 
 
 def test_sd2_sidecar_yaml_picks_eps(tmp_path: Path) -> None:
@@ -118,3 +121,12 @@ def test_inpainting_and_lora_are_explained() -> None:
     inpaint = dict(UNET, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
     assert "inpainting" in detect_architecture(_header(inpaint)).problem
     assert "LoRA" in detect_architecture(_header({"lora_unet_down.alpha": ()})).problem
+
+
+def test_sdxl_refiner_from_header() -> None:
+    unet = {"model.diffusion_model.input_blocks.0.0.weight": (384, 4, 3, 3), "first_stage_model.encoder.conv_in.weight": (128, 3, 3, 3)}
+    arch = detect_architecture(_header({**unet, "conditioner.embedders.0.model.token_embedding.weight": (49408, 1280)}))
+    assert (arch.base, arch.profile) == ("SDXL", "sdxl-refiner")
+    inpaint = {**UNET, "model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3),
+               "conditioner.embedders.1.model.token_embedding.weight": (49408, 1280)}
+    assert "inpainting" in detect_architecture(_header(inpaint)).problem

@@ -42,3 +42,19 @@ def test_listing_imports_no_heavy_library() -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(heyim_desktop.__file__).parents[1]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == ""
+
+
+def test_sdxl_folders_and_checkpoints_are_ready(data_dir: Path, tmp_path: Path, tiny_sdxl: Path,  # type: ignore[no-untyped-def]
+                                                tiny_sdxl_refiner: Path, tiny_sdxl_single_file: Path) -> None:
+    folder = tmp_path / "xl"
+    folder.mkdir()
+    shutil.copytree(tiny_sdxl, folder / "base")
+    shutil.copytree(tiny_sdxl_refiner, folder / "refiner")
+    shutil.copy(tiny_sdxl_single_file, folder / "base-file.safetensors")
+    shutil.copytree(tiny_sdxl, folder / "broken")
+    shutil.rmtree(folder / "broken" / "text_encoder_2")
+    by_name = {m.name: m for m in ModelLibrary([folder], include_demo=False, hf_cache=False).list()}
+    assert by_name["base"].ready and by_name["base"].base == "SDXL" and not by_name["base"].is_refiner
+    assert by_name["base-file"].ready and by_name["base-file"].base == "SDXL"
+    assert by_name["refiner"].ready and by_name["refiner"].is_refiner
+    assert by_name["broken"].status is ModelStatus.INCOMPLETE and "text_encoder_2/" in by_name["broken"].problem

@@ -18,8 +18,10 @@ def upscalers() -> list[dict[str, Any]]:
 
 
 def latent_upscale_modes() -> list[dict[str, Any]]:
-    """``GET /sdapi/v1/latent-upscale-modes``: {name}. Filled by upscaling (hires fix)."""
-    return []
+    """``GET /sdapi/v1/latent-upscale-modes``: {name}, AUTOMATIC1111's hires fix latent modes."""
+    from heyim_desktop.core.upscale import LATENT_MODES
+
+    return [{"name": name} for name in LATENT_MODES]
 
 
 def loras() -> list[dict[str, Any]]:

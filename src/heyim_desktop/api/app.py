@@ -33,6 +33,7 @@ from heyim_desktop.api.results import (
 from heyim_desktop.api.security import LOCAL_ORIGIN_RE, MAX_BODY_BYTES, Guard
 from heyim_desktop.core.errors import InvalidRequest, UserFacingError
 from heyim_desktop.core.jobs import Job, JobState, QueueClosed
+from heyim_desktop.core.result import GenerationResult
 from heyim_desktop.core.schedulers import SCHEDULER_NAMES
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,18 @@ def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
             from heyim_desktop.api.controlnet_routes import _catalog, resolve_controlnets
 
             built = resolve_controlnets(built, _catalog(ctx))
+        from heyim_desktop.api.upscale_routes import resolve_hires_request
+
+        built = resolve_hires_request(ctx, built)  # a hires fix upscaler's name -> its model file
         try:
             return resolve_networks(built, ctx.networks)  # <lora:...> tags and embeddings, checked
         except InvalidRequest as exc:
             raise ApiError(422, str(exc), mapped.names.get(exc.field, exc.field)) from None
 
     ref = ctx.resolve(mapped.model, mapped.model_field)
+    refiner = ctx.resolve_refiner(mapped.refiner, mapped.refiner_field)
+    if refiner is not None:
+        mapped = replace(mapped, data={**mapped.data, "refiner": refiner})
     data = dict(mapped.data)
     encoded = data.pop("init_image", None)
     inpaint = data.pop("inpaint", None)
@@ -223,7 +230,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
 
     def _models() -> dict[str, Any]:
         loaded, default = ctx.loaded_ref, ctx.default_model
-        entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default}
+        entries = [{"name": c.name, "ref": c.ref, "loaded": c.ref == loaded, "default": c.ref == default, "base": c.base}
                    for c in ctx.models()]
         return {"models": entries, "current": ctx.name_of(loaded)}
 
@@ -236,7 +243,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(409, "the job was cancelled; nothing was saved")
         if job.state is JobState.FAILED:
             raise failure(job, mapped.names)
-        assert job.result is not None
+        assert isinstance(job.result, GenerationResult)
         images, _texts = await anyio.to_thread.run_sync(encode_images, job.result)
         name = await anyio.to_thread.run_sync(ctx.name_of, job.request.model)
         return JSONResponse(heyim_response(job, mapped, images, name))
@@ -257,7 +264,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
             short = sha[:10] if sha else None
             images: list[str] = []
             texts: list[str] = []
-            if job.result is not None:
+            if isinstance(job.result, GenerationResult):
                 images, texts = encode_images(job.result, short)
             return a1111_response(job, mapped, body, images, texts, ctx.name_of(ref), short, img2img=img2img)
 
@@ -331,6 +338,10 @@ def build_app(ctx: ApiContext) -> FastAPI:
     from heyim_desktop.api.controlnet_routes import add_controlnet_routes
 
     add_controlnet_routes(app, ctx, _ERRORS)
+
+    from heyim_desktop.api.upscale_routes import register_upscale_routes
+
+    register_upscale_routes(app, ctx, _ERRORS, _GEN_ERRORS)
     return app
 
 

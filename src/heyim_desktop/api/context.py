@@ -29,6 +29,8 @@ class ModelChoice:
     name: str
     ref: str
     path: str | None = None
+    #: The model library's base ("SD1", "SDXL", "SDXL-refiner"...), when known.
+    base: str | None = None
 
 
 ModelCatalog = Callable[[], Sequence[ModelChoice]]
@@ -49,7 +51,7 @@ def library_catalog(library: "ModelLibrary", *, also: Sequence[ModelChoice] = ()
         for info in library.list():
             if info.ready and info.ref not in known:
                 path = None if info.kind == "demo" else info.ref
-                out.append(ModelChoice(name=info.name, ref=info.ref, path=path))
+                out.append(ModelChoice(name=info.name, ref=info.ref, path=path, base=info.base))
         return out
 
     return catalog
@@ -121,6 +123,12 @@ class ApiContext:
             names = ", ".join(c.name for c in self.models()) or "none"
             raise ApiError(422, f"{field}: unknown model {wanted!r}; available: {names}", field)
         return choice.ref
+
+    def resolve_refiner(self, wanted: str | None, field: str) -> str | None:
+        """The reference of the refiner a client named; None when it named none."""
+        if wanted is None or not wanted.strip():
+            return None
+        return self.resolve(wanted, field)
 
     def find(self, wanted: str) -> ModelChoice | None:
         wanted = wanted.strip()

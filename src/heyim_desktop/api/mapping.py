@@ -38,6 +38,9 @@ class Mapped:
     names: dict[str, str]
     model: str | None = None
     model_field: str = "model"
+    #: The refiner the client named (resolved like ``model``), and its field.
+    refiner: str | None = None
+    refiner_field: str = "refiner"
     notes: tuple[str, ...] = ()
     send_images: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -128,9 +131,10 @@ _HEYIM_FIELDS = {
     "maskImage": "mask_image",
     "guidanceBoost": "guidance_boost",
     "count": "count",
+    "refinerSwitch": "refiner_switch",
     "clipSkip": "clip_skip",
 }
-_HEYIM_EXTRA = ("seed", "model", "modelType", "styles")
+_HEYIM_EXTRA = ("seed", "model", "modelType", "styles", "refiner")
 
 
 def parse_heyim(body: Any) -> Mapped:
@@ -153,19 +157,18 @@ def parse_heyim(body: Any) -> Mapped:
         names["mask"] = "maskImage"
         names["inpaint.mask"] = "maskImage"
     notes = ("modelType is ignored: pick a model with the model field",) if body.get("modelType") is not None else ()
+    names["refiner"] = "refiner"
     return Mapped(data=data, names=names, model=_string(body, "model"), notes=notes,
-                  styles=_style_names(body.get("styles"), "styles"))
+                  styles=_style_names(body.get("styles"), "styles"), refiner=_string(body, "refiner"))
 
 
 # -- AUTOMATIC1111's dialect --------------------------------------------------------------------
 #: Fields AUTOMATIC1111 accepts that ask for a feature HeyIm lacks: allowed only at these values.
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "enable_hr": (False, None),
     "restore_faces": (False, None),
     "tiling": (False, None),
     "script_name": (None, ""),
     "subseed_strength": (0, 0.0, None),
-    "refiner_checkpoint": (None, ""),
     "latent_mask": (None, ""),
 }
 #: Fields AUTOMATIC1111 accepts that do not change what HeyIm makes (or have no equivalent).
@@ -173,10 +176,10 @@ _IGNORED = frozenset({
     "sampler_index", "save_images", "do_not_save_samples", "do_not_save_grid", "styles", "subseed",
     "seed_resize_from_h", "seed_resize_from_w", "eta", "s_churn", "s_tmax", "s_tmin", "s_noise",
     "s_min_uncond", "override_settings_restore_afterwards", "script_args", "denoising_strength",
-    "firstphase_width", "firstphase_height", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
+    "enable_hr", "firstphase_width", "firstphase_height", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
     "hr_resize_x", "hr_resize_y", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler",
     "hr_prompt", "hr_negative_prompt", "hr_cfg", "hr_distilled_cfg", "hr_additional_modules",
-    "refiner_switch_at", "disable_extra_networks", "firstpass_image", "comments", "force_task_id",
+    "disable_extra_networks", "firstpass_image", "comments", "force_task_id",
     "infotext", "user", "clip_skip", "resize_mode", "image_cfg_scale", "mask_blur", "mask_blur_x",
     "mask_blur_y", "mask_round", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding",
     "inpainting_mask_invert", "initial_noise_multiplier", "include_init_images", "send_images",
@@ -184,6 +187,7 @@ _IGNORED = frozenset({
     "distilled_cfg_scale", "outpath_samples", "outpath_grids",
 })
 _A1111_FIELDS = {
+    "refiner_switch_at": "refiner_switch",
     "prompt": "prompt",
     "negative_prompt": "negative_prompt",
     "steps": "steps",
@@ -288,7 +292,7 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
     data: dict[str, Any] = {}
     names = {ours: key for key, ours in _A1111_FIELDS.items()}
     names.update({"count": "batch_size", "scheduler": "sampler_name", "seed": "seed", "size": "width",
-                  "strength": "denoising_strength", "init_image": "init_images"})
+                  "strength": "denoising_strength", "init_image": "init_images", "refiner": "refiner_checkpoint"})
     for key, ours in _A1111_FIELDS.items():
         if body.get(key) is not None:
             data[ours] = body[key]
@@ -335,6 +339,13 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
     elif body.get("init_images"):
         notes.append("init_images is ignored by txt2img (use /sdapi/v1/img2img)")
     data["clip_skip"] = clip_skip if skip is None else skip
+    if not img2img:  # hires fix: enable_hr, hr_* and denoising_strength (api/upscale_routes.py)
+        from heyim_desktop.api.upscale_routes import HIRES_NAMES, a1111_hires
+
+        hires = a1111_hires(body)
+        if hires is not None:
+            data["hires"] = hires
+            names.update(HIRES_NAMES)
     from heyim_desktop.api.controlnet_routes import parse_units, unit_names
 
     units = parse_units(body.get("alwayson_scripts"), notes)  # only the ControlNet script is accepted
@@ -342,8 +353,13 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         data["controlnet"] = units
         names.update(unit_names(len(units)))
     send = body.get("send_images", True)
+    refiner = _string(body, "refiner_checkpoint") or None
+    if refiner is None and body.get("refiner_switch_at") is not None:
+        notes.append("refiner_switch_at is ignored without refiner_checkpoint")
+        data.pop("refiner_switch", None)
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",
         notes=tuple(notes), send_images=send is not False, defaults=dict(A1111_DEFAULTS),
+        refiner=refiner, refiner_field="refiner_checkpoint",
         styles=_style_names(body.get("styles"), "styles"),
     )

@@ -12,6 +12,7 @@ from heyim_desktop import __version__
 from heyim_desktop.api.mapping import ApiError, Mapped
 from heyim_desktop.core.errors import ImageError, InvalidRequest, ModelError, OutOfMemory, StorageError, UserFacingError
 from heyim_desktop.core.jobs import Job, JobQueue, JobState
+from heyim_desktop.core.request import GenerationRequest
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -77,6 +78,7 @@ def heyim_response(job: Job, mapped: Mapped, images: list[str], model_name: str 
     result = job.result
     assert result is not None
     req = result.request
+    assert isinstance(req, GenerationRequest)
     warnings = [*mapped.notes, *result.warnings]
     return {
         "success": True,
@@ -147,6 +149,7 @@ def a1111_info(job: Job, mapped: Mapped, body: dict[str, Any], texts: list[str],
     """
     result = job.result
     req = result.request if result is not None else job.request
+    assert isinstance(req, GenerationRequest)
     planned = req.image_seeds() if req.seed is not None else []
     seeds = [i.seed for i in result.images] if result is not None else []
     all_seeds = planned or seeds or [-1]

@@ -54,6 +54,8 @@ class GenerateRequest(BaseModel):
     guidanceBoost: Optional[float] = Field(default=None, ge=0, le=10, description="Added to cfg for image-to-image (default 1.5).")
     count: Optional[int] = Field(default=None, ge=COUNT_RANGE[0], le=COUNT_RANGE[1])
     model: Optional[str] = Field(default=None, description="A model name from GET /api/models; default: the current model.")
+    refiner: Optional[str] = Field(default=None, description="An SDXL refiner's name from GET /api/models (base SDXL-refiner): it finishes the image.")
+    refinerSwitch: Optional[float] = Field(default=None, gt=0, lt=1, description="Fraction of the steps after which the refiner takes over (default 0.8).")
     clipSkip: Optional[int] = Field(default=None, ge=CLIP_SKIP_RANGE[0], le=CLIP_SKIP_RANGE[1],
                                     description="AUTOMATIC1111's count: 1 = none, 2 = skip the last CLIP layer (PyTorch engine).")
     styles: Optional[list[str]] = Field(default=None, max_length=MAX_STYLES, description="Prompt style names, applied in order.")
@@ -100,6 +102,7 @@ class ModelEntry(BaseModel):
     ref: str
     loaded: bool
     default: bool
+    base: Optional[str] = Field(default=None, description="SD1, SD2, SDXL, SDXL-refiner, ... when known.")
 
 
 class ModelsResponse(BaseModel):
@@ -133,9 +136,20 @@ class Txt2ImgRequest(BaseModel):
                                         description="Names from GET /sdapi/v1/prompt-styles, applied in order.")
     clip_skip: Optional[int] = Field(default=None, ge=CLIP_SKIP_RANGE[0], le=CLIP_SKIP_RANGE[1],
                                      description="As CLIP_stop_at_last_layers: 1 = none (PyTorch engine only).")
+    # Hires fix (txt2img): generate at width x height, upscale, refine with image-to-image.
+    enable_hr: Optional[bool] = False
+    hr_scale: Optional[float] = Field(default=2.0, ge=1, le=8)
+    hr_upscaler: Optional[str] = Field(default=None, description="Latent (default), a name from GET /sdapi/v1/latent-upscale-modes or /sdapi/v1/upscalers.")
+    hr_second_pass_steps: Optional[int] = Field(default=0, ge=0, le=STEPS_RANGE[1], description="0: as many as steps.")
+    hr_resize_x: Optional[int] = Field(default=0, ge=0, le=SIZE_RANGE[1], description="Overrides hr_scale (with hr_resize_y).")
+    hr_resize_y: Optional[int] = Field(default=0, ge=0, le=SIZE_RANGE[1])
+    denoising_strength: Optional[float] = Field(default=0.75, ge=0, le=1, description="Of the hires second pass.")
+    refiner_checkpoint: Optional[str] = Field(default=None, description="An SDXL refiner's name (GET /sdapi/v1/sd-models).")
+    refiner_switch_at: Optional[float] = Field(default=None, gt=0, lt=1, description="Fraction of the steps before the refiner takes over (default 0.8).")
 
 
 class Img2ImgRequest(Txt2ImgRequest):
+    enable_hr: Optional[bool] = Field(default=False, description="Not used by img2img.")
     init_images: list[str] = Field(min_length=1, description="Base64 images; the first is used.")
     denoising_strength: Optional[float] = Field(default=0.75, gt=0, le=1)
     include_init_images: Optional[bool] = False

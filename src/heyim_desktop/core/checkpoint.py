@@ -27,8 +27,14 @@ CLIP_TOKENS = (
     "cond_stage_model.transformer.embeddings.token_embedding.weight",
 )
 OPEN_CLIP_TOKENS = "cond_stage_model.model.token_embedding.weight"
+#: SDXL: CLIP ViT-L (base only) and OpenCLIP bigG (embedder 1 in the base, 0 in the refiner).
+SDXL_CLIP_TOKENS = "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"
+SDXL_OPEN_CLIP_TOKENS = "conditioner.embedders.1.model.token_embedding.weight"
+REFINER_OPEN_CLIP_TOKENS = "conditioner.embedders.0.model.token_embedding.weight"
 #: (text width, first UNet channels) of the demo model (core/demo_model.py).
 DEMO_SHAPE = (32, 32)
+#: (first text width, second text width, first UNet channels) of the tiny SDXL (core/demo_model.py).
+DEMO_SDXL_SHAPE = (32, 64, 32)
 
 
 class UnsupportedModel(ModelError):
@@ -40,7 +46,7 @@ class CheckpointArch:
     """What a checkpoint is. ``profile`` names the shipped config set that loads it."""
 
     base: str  # "SD1", "SD2", "SDXL", "unknown"
-    profile: str  # "sd1", "sd2", "sd2-v", "demo"; "" when HeyIm cannot run it
+    profile: str  # "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "demo", "demo-sdxl"...; "" when HeyIm cannot run it
     problem: str = ""
 
     @property
@@ -62,8 +68,6 @@ def _sidecar_parameterization(path: Path | None) -> str | None:
 
 def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> CheckpointArch:
     keys = header.tensors
-    if any(k.startswith("conditioner.embedders.") for k in keys):
-        return CheckpointArch("SDXL", "", "SDXL checkpoint: not supported by the PyTorch engine yet (SD 1.x and 2.x are).")
     if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_" in k for k in list(keys)[:200]):
         return CheckpointArch("unknown", "", "This is a LoRA, not a full model; HeyIm cannot use LoRAs yet.")
     unet_in = header.shape(UNET_IN)
@@ -78,6 +82,8 @@ def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> 
         return CheckpointArch("unknown", "", f"This is {kind} model ({unet_in[1]} input channels); HeyIm runs text-to-image models.")
     if not any(k.startswith("first_stage_model.") for k in keys):
         return CheckpointArch("unknown", "", "The checkpoint has no VAE weights (first_stage_model.*).")
+    if any(k.startswith("conditioner.embedders.") for k in keys):
+        return _detect_sdxl(header, unet_in[0])
     clip = next((header.shape(k) for k in CLIP_TOKENS if k in keys), None)
     if clip is not None:
         if (clip[-1], unet_in[0]) == DEMO_SHAPE:
@@ -93,6 +99,26 @@ def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> 
         # Without a hint, assume v-prediction: SD 2.0-v/2.1 (768 px) are the common 2.x checkpoints.
         return CheckpointArch("SD2", "sd2" if pred in ("eps", "epsilon") else "sd2-v")
     return CheckpointArch("unknown", "", "The checkpoint has no text encoder weights (cond_stage_model.*).")
+
+
+def _detect_sdxl(header: SafetensorsHeader, unet_width: int) -> CheckpointArch:
+    clip, big_g = header.shape(SDXL_CLIP_TOKENS), header.shape(SDXL_OPEN_CLIP_TOKENS)
+    if clip is not None and big_g is not None:
+        if (clip[-1], big_g[-1], unet_width) == DEMO_SDXL_SHAPE:
+            return CheckpointArch("SDXL", "demo-sdxl")
+        if (clip[-1], big_g[-1], unet_width) == (768, 1280, 320):
+            return CheckpointArch("SDXL", "sdxl")
+        return CheckpointArch(
+            "SDXL", "", f"Unrecognised SDXL variant (text widths {clip[-1]} and {big_g[-1]}, UNet width {unet_width})."
+        )
+    refiner = header.shape(REFINER_OPEN_CLIP_TOKENS)
+    if refiner is not None:
+        if (refiner[-1], unet_width) == DEMO_SDXL_SHAPE[1:]:
+            return CheckpointArch("SDXL", "demo-sdxl-refiner")
+        if (refiner[-1], unet_width) == (1280, 384):
+            return CheckpointArch("SDXL", "sdxl-refiner")
+        return CheckpointArch("SDXL", "", f"Unrecognised SDXL refiner variant (text width {refiner[-1]}, UNet width {unet_width}).")
+    return CheckpointArch("SDXL", "", "SDXL checkpoint without both text encoders (conditioner.embedders.*).")
 
 
 # --- the shipped configs ---------------------------------------------------------------------
@@ -119,26 +145,34 @@ def write_clip_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
 
 
+def _tokenizers_written(folder: Path) -> bool:
+    tokenizers = list(folder.glob("tokenizer*")) if folder.is_dir() else []
+    return bool(tokenizers) and all((t / "merges.txt").is_file() for t in tokenizers)
+
+
 def profile_config_dir(profile: str) -> Path:
     """A diffusers-format config folder (no weights) for ``profile``, built once in the cache."""
     from heyim_desktop.core import paths
 
     if profile == "demo":
         return paths.ensure_demo_model()
+    if profile in ("demo-sdxl", "demo-sdxl-refiner"):
+        return paths.ensure_demo_sdxl_model(refiner=profile.endswith("refiner"))
     source = resources.files("heyim_desktop").joinpath(f"resources/model_configs/{profile}")
     if not source.is_dir():
         raise ModelError(f"No shipped configuration for {profile!r}.")
     from heyim_desktop import __version__
 
     target = paths.cache_dir() / "model-configs" / __version__ / profile
-    if (target / "tokenizer" / "merges.txt").is_file():
+    if _tokenizers_written(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{profile}-", dir=target.parent))
     try:
         with resources.as_file(source) as src:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
-        write_clip_tokenizer_files(tmp / "tokenizer")
+        for tokenizer in sorted(tmp.glob("tokenizer*")):  # SDXL has tokenizer/ and tokenizer_2/
+            write_clip_tokenizer_files(tokenizer)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race: its copy is as good as ours

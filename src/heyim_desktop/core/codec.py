@@ -34,6 +34,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "guidance_boost": (int, float),
     "model": (str, type(None)),
     "init_image": (str, type(None)),
+    "hires": (dict, type(None)),
+    "refiner": (str, type(None)),
+    "refiner_switch": (int, float),
     "clip_skip": (int,),
     "styles": (list,),
     "inpaint": (dict, type(None)),
@@ -51,6 +54,17 @@ _INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
     "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
     "padding": (int,), "keep_unmasked": (bool,),
 }
+#: Hires fix settings as data (a model upscaler travels by name; its file is found by the receiver).
+_HIRES_FIELDS = ("scale", "upscaler", "steps", "denoising_strength", "resize_x", "resize_y", "save_first_pass")
+
+
+def _hires_from_data(data: Mapping[str, Any]) -> Any:
+    from heyim_desktop.core.request import HiresFix
+
+    unknown = sorted(set(data) - set(_HIRES_FIELDS))
+    if unknown:
+        raise InvalidRequest("hires", f"unknown field {unknown[0]!r}; allowed: {', '.join(_HIRES_FIELDS)}")
+    return HiresFix(**data)
 
 
 def encode_image(image: Any) -> str:
@@ -221,6 +235,9 @@ def request_from_data(
         kwargs[key] = value
     if "prompt" not in kwargs:
         raise InvalidRequest("prompt", "is required")
+    hires_data = kwargs.pop("hires", None)
+    if hires_data:
+        kwargs["hires"] = _hires_from_data(hires_data)
     image_data = kwargs.pop("init_image", None)
     if init_image is not None:
         kwargs["init_image"] = init_image

@@ -168,7 +168,9 @@ class PipelineEngine:
         request: GenerationRequest,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        refiner: "PipelineEngine | None" = None,
     ) -> GenerationResult:
+        """Run ``request``; with ``refiner`` (the engine of ``request.refiner``) as a two-stage job."""
         from heyim_desktop.core.loop import run_loop
 
         if self.components is None:
@@ -179,7 +181,24 @@ class PipelineEngine:
         plan = plan_edit(request)
         try:
             loop_request = self.components.prepare_networks(plan.request)
-            out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
+            out: Any
+            if loop_request.hires is not None:  # a multi-stage job: core/pipeline.py
+                from heyim_desktop.core.pipeline import run_hires
+
+                if refiner is not None or request.refiner:
+                    raise ModelError("Hires fix and an SDXL refiner in one job are not supported yet; choose one.")
+                out = run_hires(self.components, loop_request, progress=progress, cancel=cancel)
+            elif refiner is not None:
+                from heyim_desktop.core.refine import run_refined
+
+                if refiner.components is None:
+                    raise RuntimeError("refiner engine is closed")
+                # LoRAs and embeddings act on the base model; the refiner reads the cleaned prompt.
+                out = run_refined(self.components, refiner.components, loop_request, progress=progress, cancel=cancel)
+            else:
+                if request.refiner:
+                    raise ModelError(f"The refiner {request.refiner} is not loaded; the job needs it.")
+                out = run_loop(self.components, loop_request, progress=progress, cancel=cancel)
         except Exception as exc:
             if _is_oom(exc):
                 gc.collect()
@@ -193,6 +212,10 @@ class PipelineEngine:
         check_finite(out.images, str(self.components.device), self.model_name)
         pil = floats_to_pil(plan.finish(out.images))
         images = tuple(GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(pil, out.seeds)))
+        first = getattr(out, "first_pass", None)
+        first_pass = () if first is None else tuple(
+            GeneratedImage(image=img, seed=seed, index=i) for i, (img, seed) in enumerate(zip(floats_to_pil(first), out.seeds))
+        )
         log.info(
             "generated %d image(s) %dx%d in %.2fs (%s, %s)",
             len(images), request.width, request.height, out.timings.get("total", 0.0), self.name, self.model_name,
@@ -206,6 +229,7 @@ class PipelineEngine:
             warnings=tuple(out.warnings),
             truncated_prompt=out.truncated_prompt,
             truncated_negative=out.truncated_negative,
+            first_pass=first_pass,
             interrupted=out.interrupted,
             model_hash=self.model_hash,
         )

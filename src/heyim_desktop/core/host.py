@@ -15,6 +15,7 @@ from heyim_desktop.core.cancel import Cancelled
 from heyim_desktop.core.engine import Engine
 from heyim_desktop.core.jobs import Job, JobQueue
 from heyim_desktop.core.result import GenerationResult, Progress
+from heyim_desktop.core.upscale_job import UpscaleRequest, UpscaleResult, run_upscale_job
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ EngineLoader = Callable[[str], Engine]
 class ResultSink(Protocol):
     """Where finished images go (the history store, or a folder). Returns what it saved."""
 
-    def __call__(self, result: GenerationResult, job: Job) -> tuple[object, ...]: ...
+    def __call__(self, result: "GenerationResult | UpscaleResult", job: Job) -> tuple[object, ...]: ...
 
 
 class HostListener(Protocol):
@@ -42,6 +43,9 @@ class EngineHost:
         self.default_model = default_model
         self.engine: Engine | None = None
         self.model_ref: str | None = None
+        #: The SDXL refiner of the last job that asked for one, kept beside the base model.
+        self.refiner: Engine | None = None
+        self.refiner_ref: str | None = None
         self.listener: HostListener | None = None
 
     def ensure_model(self, ref: str | None) -> Engine:
@@ -69,7 +73,25 @@ class EngineHost:
             self.listener.model_ready(ref, engine, seconds)
         return engine
 
+    def ensure_refiner(self, ref: str) -> Engine:
+        """The refiner engine for ``ref``, loaded (with the same loader) beside the base model."""
+        if self.refiner is not None and ref == self.refiner_ref:
+            return self.refiner
+        self.unload_refiner()
+        t0 = time.perf_counter()
+        engine = self._loader(ref)  # a failure fails the job, which says why
+        self.refiner, self.refiner_ref = engine, ref
+        log.info("refiner %s ready in %.2fs (%s)", ref, time.perf_counter() - t0, engine.name)
+        return engine
+
+    def unload_refiner(self) -> None:
+        if self.refiner is not None:
+            log.info("unloading refiner %s", self.refiner_ref)
+            self.refiner.close()
+        self.refiner, self.refiner_ref = None, None
+
     def unload(self) -> None:
+        self.unload_refiner()
         if self.engine is not None:
             log.info("unloading %s", self.model_ref)
             self.engine.close()
@@ -79,13 +101,22 @@ class EngineHost:
         """Run one taken job to its end; every outcome is recorded on the job, nothing raises."""
         try:
             job.cancel.raise_if_cancelled()
-            engine = self.ensure_model(job.request.model)
-            job.cancel.raise_if_cancelled()
 
             def on_progress(p: Progress) -> None:
                 queue.report_progress(job, p)
 
-            result = engine.generate(job.request, progress=on_progress, cancel=job.cancel)
+            result: GenerationResult | UpscaleResult
+            if isinstance(job.request, UpscaleRequest):  # no generation model needed: the loaded one stays
+                result = run_upscale_job(job.request, progress=on_progress, cancel=job.cancel)
+            else:
+                engine = self.ensure_model(job.request.model)
+                job.cancel.raise_if_cancelled()
+                if job.request.refiner:
+                    refiner = self.ensure_refiner(job.request.refiner)
+                    job.cancel.raise_if_cancelled()
+                    result = engine.generate(job.request, progress=on_progress, cancel=job.cancel, refiner=refiner)  # type: ignore[call-arg]
+                else:
+                    result = engine.generate(job.request, progress=on_progress, cancel=job.cancel)
             # As AUTOMATIC1111 (save_incomplete_images off): an interrupted job's partial images go to
             # its client only, not into the history.
             saved = sink(result, job) if sink is not None and not result.interrupted else ()

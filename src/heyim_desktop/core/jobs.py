@@ -13,11 +13,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, NewType
+from typing import TYPE_CHECKING, Callable, NewType
 
 from heyim_desktop.core.cancel import CancelToken
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GenerationResult, Progress
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.upscale_job import UpscaleRequest, UpscaleResult
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +44,13 @@ class Job:
     """One submitted request and everything that happens to it. Mutated only by the queue."""
 
     id: JobId
-    request: GenerationRequest
+    #: A generation, or an upscale (core/upscale_job.py), which needs no generation model.
+    request: "GenerationRequest | UpscaleRequest"
     source: str = "app"
     state: JobState = JobState.QUEUED
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress | None = None
-    result: GenerationResult | None = None
+    result: "GenerationResult | UpscaleResult | None" = None
     #: Where the images were saved (history entry ids or file paths), set by the sink.
     saved: tuple[object, ...] = ()
     error: BaseException | None = None
@@ -111,7 +115,7 @@ class JobQueue:
                 log.exception("job listener failed")
 
     # -- submitters ----------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, source: str = "app") -> Job:
+    def submit(self, request: "GenerationRequest | UpscaleRequest", source: str = "app") -> Job:
         with self._lock:
             if self._closed:
                 raise QueueClosed("the generation queue is shut down")
@@ -217,7 +221,7 @@ class JobQueue:
         job.progress = progress
         self._notify(job)
 
-    def finish(self, job: Job, *, result: GenerationResult | None = None, error: BaseException | None = None,
+    def finish(self, job: Job, *, result: "GenerationResult | UpscaleResult | None" = None, error: BaseException | None = None,
                cancelled: bool = False, saved: tuple[object, ...] = ()) -> None:
         if cancelled:
             state = JobState.CANCELLED

@@ -47,6 +47,8 @@ class LoopOutput:
     warnings: list[str] = field(default_factory=list)
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: The undecoded latents (N, C, h, w) of a stage that stops early (:attr:`Stage.end`); else None.
+    latents: torch.Tensor | None = None
     #: Stopped by ``CancelToken.interrupt()``: ``images`` holds what was made, the last one partial.
     interrupted: bool = False
 
@@ -140,6 +142,72 @@ def prepare_latents(state: LoopState, shape: tuple[int, ...]) -> None:
     state.latents = scheduler.add_noise(init, noise, state.timesteps[:1].repeat(len(gens)))
 
 
+def _cutoff(scheduler: Any, fraction: float) -> int:
+    """The training timestep at ``fraction`` of the way through denoising (diffusers' discrete cutoff)."""
+    train = scheduler.config.num_train_timesteps
+    return int(round(train - (fraction * train)))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The part of the schedule one run covers; the default is all of it, decoded.
+
+    A job split between two models (SDXL base, then the refiner) runs the first with ``end``
+    (stop once the timesteps fall below that fraction and hand back undecoded latents, as
+    diffusers' ``denoising_end``) and the second with ``start`` and those ``latents``
+    (resume at the same fraction without adding noise, as ``denoising_start``).
+    """
+
+    start: float | None = None
+    end: float | None = None
+    #: The first stage's latents, one per image of the job (with ``start``).
+    latents: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise InvalidRequest(f"denoising_{name}", f"must be between 0 and 1 (exclusive), got {value:g}")
+        if (self.start is None) != (self.latents is None):
+            raise ValueError("a stage that starts part-way needs the latents to start from, and only then")
+
+    @property
+    def decodes(self) -> bool:
+        return self.end is None
+
+    def image(self, components: Components, request: GenerationRequest) -> ImageCond:
+        """The input image's conditioning; a resumed stage starts from latents instead."""
+        return encode_image(components, request) if self.start is None else ImageCond()
+
+    def prepare(
+        self, state: LoopState, shape: tuple[int, ...], fresh: "Callable[[LoopState, tuple[int, ...]], None]"
+    ) -> None:
+        """Starting latents and the timesteps this stage runs; ``fresh`` makes them at the start of a job."""
+        if self.latents is not None and self.start is not None:
+            resume_latents(state, self.latents, self.start)
+        else:
+            fresh(state, shape)
+        if self.end is not None:
+            cutoff = _cutoff(state.scheduler, self.end)
+            state.timesteps = state.timesteps[: sum(1 for t in state.timesteps if t >= cutoff)]
+
+
+def resume_latents(state: LoopState, latents: torch.Tensor, start: float) -> None:
+    """Start this group from ``latents`` at the timestep ``start`` of the way through (no noise added)."""
+    scheduler = state.scheduler
+    count = int((scheduler.timesteps < _cutoff(scheduler, start)).sum().item())
+    if scheduler.order == 2 and count % 2 == 0:
+        count += 1  # a second-order scheduler must not resume between its two evaluations
+    first = len(scheduler.timesteps) - count
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first)
+    state.timesteps = scheduler.timesteps[first:]
+    n = len(state.generators)
+    state.latents = latents[state.first_image : state.first_image + n].to(
+        device=state.components.device, dtype=state.components.dtype
+    )
+
+
 def latent_preparer(request: GenerationRequest) -> Callable[[LoopState, tuple[int, ...]], None]:
     """How a job's starting latents are made: noise, image-to-image, or inpainting."""
     if request.inpaint is not None:
@@ -164,8 +232,12 @@ def run_loop(
     cancel: CancelToken | None = None,
     previews: bool = True,
     extensions: Sequence[Extension] = (),
+    stage: Stage = Stage(),
 ) -> LoopOutput:
-    """Run ``request`` (its seed resolved) through ``components``; images stay float."""
+    """Run ``request`` (its seed resolved) through ``components``; images stay float.
+
+    ``stage`` limits the run to part of the schedule (the two stages of a refined job).
+    """
     if request.seed is None:
         raise ValueError("run_loop needs a request with a resolved seed (GenerationRequest.with_seed)")
     caps = components.capabilities
@@ -182,7 +254,7 @@ def run_loop(
     timings["text_encode"] = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
-    image = encode_image(components, request)
+    image = stage.image(components, request)
     if image.moments is not None:
         _sync(device)
         timings["image_encode"] = time.perf_counter() - t0
@@ -195,6 +267,7 @@ def run_loop(
     batch = max(1, min(caps.max_batch, len(seeds)))
     groups = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
     outputs: list[npt.NDArray[np.float32]] = []
+    kept: list[torch.Tensor] = []
     timings["denoise"] = timings["decode"] = 0.0
     steps_done = 0
     steps_total: int | None = None
@@ -216,7 +289,7 @@ def run_loop(
             latents=torch.empty(0), guidance=guidance, generators=generators, seeds=group,
             first_image=group_index * batch, image=image, steps_done=steps_done,
         )
-        prepare(state, (n, components.latent_channels, h, w))
+        stage.prepare(state, (n, components.latent_channels, h, w), prepare)
         if steps_total is None:
             steps_total = len(state.timesteps) * len(groups)
         state.steps_total = steps_total
@@ -245,20 +318,26 @@ def run_loop(
         _sync(device)
         t1 = time.perf_counter()
         timings["denoise"] += t1 - t0
-        outputs.append(decode(components, state.latents))
+        if stage.decodes:
+            outputs.append(decode(components, state.latents))
+        else:
+            kept.append(state.latents)
         timings["decode"] += time.perf_counter() - t1
         if cancel.interrupted:  # the images made so far, this one partial, are the result
             break
     timings["total"] = time.perf_counter() - t_start
     if steps_done:
         timings["per_step"] = timings["denoise"] / steps_done
-    images_out = np.concatenate(outputs, axis=0)
+    images_out = np.concatenate(outputs, axis=0) if outputs else np.zeros((0, request.height, request.width, 3), np.float32)
+    latents_out = torch.cat(kept) if kept else None
+    made = len(images_out) if latents_out is None else len(latents_out)
     return LoopOutput(
         images=images_out,
-        seeds=seeds[: len(images_out)],
+        seeds=seeds[:made],
         timings=timings,
         warnings=list(prompts.warnings),
         truncated_prompt=prompts.truncated_prompt,
         truncated_negative=prompts.truncated_negative,
         interrupted=cancel.interrupted,
+        latents=latents_out,
     )

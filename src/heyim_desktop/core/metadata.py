@@ -95,6 +95,37 @@ class ImageParameters:
     def model(self) -> str | None:
         return self.params.get("Model")
 
+    def hires_settings(self) -> Any:
+        """A HiresFix from AUTOMATIC1111's ``Hires ...`` keys, or None (also when they are unusable)."""
+        from heyim_desktop.core.request import HiresFix
+
+        if not any(k in self.params for k in ("Hires upscale", "Hires upscaler", "Hires resize")):
+            return None
+        kwargs: dict[str, Any] = {"upscaler": self.params.get("Hires upscaler") or "Latent"}
+        scale = self.get_float("Hires upscale")
+        if scale is not None:
+            kwargs["scale"] = scale
+        steps = self.get_int("Hires steps")
+        if steps is not None:
+            kwargs["steps"] = steps
+        if self.denoising_strength is not None:
+            kwargs["denoising_strength"] = self.denoising_strength
+        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", self.params.get("Hires resize", ""))
+        if m:
+            kwargs["resize_x"], kwargs["resize_y"] = int(m.group(1)), int(m.group(2))
+        try:
+            return HiresFix(**kwargs)
+        except InvalidRequest:
+            return None
+
+    @property
+    def refiner(self) -> str | None:
+        """The refiner's name, without the `` [hash]`` AUTOMATIC1111 appends."""
+        name = self.params.get("Refiner")
+        if not name:
+            return None
+        return re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", name).strip() or None
+
     @property
     def clip_skip(self) -> int | None:
         return self.get_int("Clip skip")
@@ -187,10 +218,21 @@ class ImageParameters:
             except InvalidRequest:
                 pass
         strength = self.denoising_strength
-        if strength is not None and 0 < strength <= 1:
+        hires = self.hires_settings()
+        if hires is not None:
+            out["hires"] = hires
+            out.pop("guidance_boost", None)
+            if cfg is not None and GUIDANCE_RANGE[0] <= cfg <= GUIDANCE_RANGE[1]:
+                out["guidance"] = round(cfg, 4)
+        elif strength is not None and 0 < strength <= 1:
             out["strength"] = strength
         if self.model:
             out["model"] = self.model
+        if self.refiner:
+            out["refiner"] = self.refiner
+            switch = self.get_float("Refiner switch at")
+            if switch is not None and 0 < switch < 1:
+                out["refiner_switch"] = switch
         from heyim_desktop.core.request import CLIP_SKIP_RANGE
 
         clip_skip = self.clip_skip
@@ -207,6 +249,12 @@ def _quote(value: str) -> str:
 
 def _fmt_number(value: float) -> str:
     return f"{value:g}" if value != int(value) else str(int(value))
+
+
+def model_label(ref: str) -> str:
+    """A model reference as images name it: a file or folder's name (never its full path)."""
+    name = re.split(r"[\\/]", ref.rstrip("/\\"))[-1] or ref
+    return name[: -len(".safetensors")] if name.lower().endswith(".safetensors") else name
 
 
 def format_parameters(
@@ -234,6 +282,20 @@ def format_parameters(
     if request.is_img2img:
         pairs.append(("Denoising strength", _fmt_number(request.strength)))
         pairs.append(("Guidance boost", _fmt_number(request.guidance_boost)))
+    hires = request.hires
+    if hires is not None:  # AUTOMATIC1111's keys; Size stays the first pass's size, as there
+        pairs.append(("Denoising strength", _fmt_number(hires.denoising_strength)))
+        if hires.resize_x or hires.resize_y:
+            w, h = hires.target_size(request.width, request.height)
+            pairs.append(("Hires resize", f"{w}x{h}"))
+        else:
+            pairs.append(("Hires upscale", _fmt_number(hires.scale)))
+        if hires.steps:
+            pairs.append(("Hires steps", str(hires.steps)))
+        pairs.append(("Hires upscaler", hires.upscaler))
+    if request.refiner:
+        pairs.append(("Refiner", model_label(request.refiner)))
+        pairs.append(("Refiner switch at", _fmt_number(request.refiner_switch)))
     if request.clip_skip > 1:  # AUTOMATIC1111 leaves the default (1) out
         pairs.append(("Clip skip", str(request.clip_skip)))
     if request.styles:
@@ -250,6 +312,20 @@ def format_parameters(
         pairs.append((key, value))
     pairs.append(("Version", f"HeyIm {__version__}"))
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
+    return "\n".join(lines)
+
+
+def postprocess_parameters(source: str | None, scale: float, upscaler: str) -> str:
+    """An upscaled image's ``parameters``: its source's, plus the keys AUTOMATIC1111's Extras adds."""
+    extra = f"Postprocess upscale by: {_fmt_number(scale)}, Postprocess upscaler: {_quote(upscaler)}"
+    text = (source or "").strip()
+    if not text:
+        return extra
+    lines = text.split("\n")
+    if len(_parse_pairs(lines[-1])) >= 3:
+        lines[-1] = f"{lines[-1]}, {extra}"
+    else:
+        lines.append(extra)
     return "\n".join(lines)
 
 

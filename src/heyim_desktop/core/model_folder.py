@@ -1,4 +1,4 @@
-"""Recognising a diffusers-format Stable Diffusion folder without loading it (no torch)."""
+"""Recognising a diffusers-format Stable Diffusion (1.x, 2.x, SDXL) folder without loading it (no torch)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,32 @@ SUPPORTED_PIPELINES = {
     "StableDiffusionInpaintPipelineLegacy",
     "LatentConsistencyModelPipeline",
 }
+SDXL_PIPELINES = {"StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"}
 REQUIRED_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def folder_family(index: dict[str, Any]) -> str:
+    """"sdxl", "sdxl-refiner" (second text encoder only) or "sd" for a valid folder's model_index."""
+    if index.get("_class_name") not in SDXL_PIPELINES:
+        return "sd"
+    text_encoder = index.get("text_encoder")
+    has_first = isinstance(text_encoder, list) and bool(text_encoder) and text_encoder[0] is not None
+    return "sdxl" if has_first else "sdxl-refiner"
+
+
+def required_parts(index: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(all parts, parts with weights, tokenizers) a folder of this family needs."""
+    family = folder_family(index)
+    encoders: tuple[str, ...]
+    tokenizers: tuple[str, ...]
+    if family == "sdxl":
+        encoders, tokenizers = ("text_encoder", "text_encoder_2"), ("tokenizer", "tokenizer_2")
+    elif family == "sdxl-refiner":
+        encoders, tokenizers = ("text_encoder_2",), ("tokenizer_2",)
+    else:
+        encoders, tokenizers = ("text_encoder",), ("tokenizer",)
+    weighted = ("unet", "vae", *encoders)
+    return (*weighted, *tokenizers, "scheduler"), weighted, tokenizers
 
 
 def _check_weights(folder: Path, part: str, weights: Path) -> None:
@@ -47,14 +72,13 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
     if not isinstance(index, dict):
         raise ModelError(f"{folder.name}: model_index.json is not a JSON object.")
     kind = index.get("_class_name", "")
-    if "XL" in kind:
-        raise ModelError(f"{folder.name} is an SDXL model ({kind}); the PyTorch engine runs SD 1.x and 2.x models.")
-    if kind not in SUPPORTED_PIPELINES:
-        raise ModelError(f"{folder.name} is a {kind or 'unknown'} model; HeyIm runs Stable Diffusion 1.x/2.x models.")
-    missing = [part for part in REQUIRED_PARTS if not (folder / part).is_dir()]
+    if kind not in SUPPORTED_PIPELINES and kind not in SDXL_PIPELINES:
+        raise ModelError(f"{folder.name} is a {kind or 'unknown'} model; HeyIm runs Stable Diffusion 1.x/2.x and SDXL models.")
+    parts, weighted, tokenizers = required_parts(index)
+    missing = [part for part in parts if not (folder / part).is_dir()]
     if missing:
         raise ModelError(f"{folder.name} is incomplete: missing {', '.join(missing)}/.")
-    for part in ("unet", "vae", "text_encoder"):
+    for part in weighted:
         files = list((folder / part).glob("*.safetensors"))
         if not files:
             pickles = [p.name for p in (folder / part).glob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
@@ -68,9 +92,10 @@ def check_diffusers_folder(folder: Path) -> dict[str, Any]:
             raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
         for weights in sorted(files):
             _check_weights(folder, part, weights)
-    for name in ("vocab.json", "merges.txt"):
-        if not (folder / "tokenizer" / name).is_file():
-            raise ModelError(f"{folder.name} is incomplete: tokenizer/{name} is missing.")
+    for tokenizer in tokenizers:
+        for name in ("vocab.json", "merges.txt"):
+            if not (folder / tokenizer / name).is_file():
+                raise ModelError(f"{folder.name} is incomplete: {tokenizer}/{name} is missing.")
     if not (folder / "scheduler" / "scheduler_config.json").is_file():
         raise ModelError(f"{folder.name} is incomplete: scheduler/scheduler_config.json is missing.")
     return index

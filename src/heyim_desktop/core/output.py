@@ -91,6 +91,14 @@ def save_result(result: "GenerationResult", folder: Path) -> list[Path]:
 
     paths = []
     request = result.request
+    if result.first_pass:  # hires fix with save_first_pass: the first pass as the plain txt2img it was
+        plain = request.replace(hires=None)
+        for item in result.first_pass:
+            params = format_parameters(plain, item.seed, result.model_name)
+            settings = dict(plain.settings(), seed=item.seed, model_name=result.model_name, engine=result.engine,
+                            hires_first_pass=True)
+            target = Path(folder) / image_filename(request.prompt + " first pass", item.seed)
+            paths.append(write_png_atomic(item.image, target, params, settings))
     for item in result.images:
         params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
         settings = dict(request.settings(), seed=item.seed, model_name=result.model_name, engine=result.engine)

@@ -42,6 +42,16 @@ def demo_model_dir() -> Path:
     return cache_dir() / "demo-model"
 
 
+def ensure_demo_sdxl_model(*, refiner: bool = False) -> Path:
+    """The tiny random SDXL (or its refiner), built into the cache on first use (tests, checks)."""
+    folder = cache_dir() / ("demo-sdxl-refiner" if refiner else "demo-sdxl")
+    if (folder / "model_index.json").is_file():
+        return folder
+    from heyim_desktop.core.demo_model import build_demo_sdxl_model
+
+    return build_demo_sdxl_model(folder, refiner=refiner, overwrite=True)
+
+
 def ensure_demo_model() -> Path:
     """The tiny random model, built into the cache on first use."""
     folder = demo_model_dir()

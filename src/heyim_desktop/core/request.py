@@ -25,6 +25,8 @@ COUNT_RANGE = (1, 16)
 #: HeyIm's original design raised guidance by 1.5 for image-to-image; it is the default.
 IMG2IMG_GUIDANCE_BOOST = 1.5
 MAX_PROMPT_CHARS = 10_000
+#: AUTOMATIC1111's default: the refiner takes over for the last 20% of the steps.
+DEFAULT_REFINER_SWITCH = 0.8
 #: AUTOMATIC1111's "CLIP_stop_at_last_layers": 1 uses the text encoder's last layer, 2 the one before it.
 CLIP_SKIP_RANGE = (1, 12)
 MAX_STYLES = 20
@@ -47,13 +49,81 @@ def _check_float(name: str, value: Any, lo: float, hi: float) -> float:
     return number
 
 
+#: Hires fix: denoising strength of the second pass (AUTOMATIC1111 allows 0-1; 0 keeps the upscale as is).
+HIRES_STEPS_RANGE = (0, 150)
+
+
+@dataclass(frozen=True)
+class HiresFix:
+    """AUTOMATIC1111's hires fix: generate at the request's size, upscale, refine with image-to-image.
+
+    ``upscaler`` is a latent mode ("Latent", ...), "Lanczos"/"Nearest", or an upscaler model's name;
+    for a model, the app (which knows the model library) fills ``upscaler_path`` before the job runs.
+    ``resize_x``/``resize_y`` (either or both) override ``scale``; ``steps`` 0 means the first
+    pass's steps. The first pass's images are kept in the result only with ``save_first_pass``.
+    """
+
+    scale: float = 2.0
+    upscaler: str = "Latent"
+    steps: int = 0
+    denoising_strength: float = 0.7
+    resize_x: int = 0
+    resize_y: int = 0
+    save_first_pass: bool = False
+    upscaler_path: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _check_float("hires_scale", self.scale, 1.0, 8.0))
+        if not isinstance(self.upscaler, str) or not self.upscaler.strip():
+            raise InvalidRequest("hires_upscaler", "must name an upscaler")
+        _check_int("hires_steps", self.steps, *HIRES_STEPS_RANGE)
+        object.__setattr__(self, "denoising_strength",
+                           _check_float("denoising_strength", self.denoising_strength, 0.0, 1.0))
+        for name in ("resize_x", "resize_y"):
+            value = _check_int(f"hires_{name}", getattr(self, name), 0, SIZE_RANGE[1])
+            if value and value < SIZE_RANGE[0]:
+                raise InvalidRequest(f"hires_{name}", f"must be 0 (use the scale) or from {SIZE_RANGE[0]} to {SIZE_RANGE[1]}")
+        if not isinstance(self.save_first_pass, bool):
+            raise InvalidRequest("hires_save_first_pass", "must be true or false")
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """The second pass's size (multiples of 8), as AUTOMATIC1111 derives it."""
+        if self.resize_x and self.resize_y:
+            w, h = self.resize_x, self.resize_y
+        elif self.resize_x:
+            w, h = self.resize_x, round(height * self.resize_x / width)
+        elif self.resize_y:
+            w, h = round(width * self.resize_y / height), self.resize_y
+        else:
+            w, h = int(width * self.scale), int(height * self.scale)
+        w, h = w - w % 8, h - h % 8
+        for label, value in (("width", w), ("height", h)):
+            if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1]:
+                raise InvalidRequest(
+                    "hires_scale", f"the hires {label} would be {value}; it must be from {SIZE_RANGE[0]} to {SIZE_RANGE[1]}"
+                )
+        return w, h
+
+    def second_pass_steps(self, first_steps: int) -> int:
+        return self.steps or first_steps
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale, "upscaler": self.upscaler, "steps": self.steps,
+            "denoising_strength": self.denoising_strength, "resize_x": self.resize_x, "resize_y": self.resize_y,
+            "save_first_pass": self.save_first_pass,
+        }
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything one job needs. Build it once; change it with :meth:`replace`.
 
     ``guidance`` of 1 or less turns classifier-free guidance off. With an ``init_image``
     the job is image-to-image: ``guidance_boost`` is added to ``guidance`` and
-    ``strength`` in (0, 1] says how much of the image is re-imagined.
+    ``strength`` in (0, 1] says how much of the image is re-imagined. With a ``refiner``
+    (a model reference, an SDXL refiner) the job hands over to it once ``refiner_switch``
+    of the denoising is done (diffusers' ``denoising_end`` / ``denoising_start``).
     """
 
     prompt: str
@@ -69,6 +139,10 @@ class GenerationRequest:
     strength: float = 0.75
     guidance_boost: float = IMG2IMG_GUIDANCE_BOOST
     model: str | None = None
+    #: Hires fix (text-to-image only): see :class:`HiresFix`.
+    hires: HiresFix | None = None
+    refiner: str | None = None
+    refiner_switch: float = DEFAULT_REFINER_SWITCH
     #: AUTOMATIC1111's count: 1 is no skip (diffusers' ``clip_skip`` is this minus one).
     clip_skip: int = 1
     #: Names of the prompt styles already expanded into ``prompt``/``negative_prompt`` (for metadata).
@@ -129,6 +203,14 @@ class GenerationRequest:
                 raise InvalidRequest("controlnet", f"at most {MAX_UNITS} ControlNets per image, got {len(units)}")
             object.__setattr__(self, "controlnets", units)
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
+        if self.refiner is not None and (not isinstance(self.refiner, str) or not self.refiner.strip()):
+            raise InvalidRequest("refiner", "must name a refiner model, or be left out")
+        switch = _check_float("refiner_switch", self.refiner_switch, 0.0, 1.0)
+        if self.refiner is not None and not 0.0 < switch < 1.0:
+            raise InvalidRequest("refiner_switch", f"must be between 0 and 1 (exclusive), got {switch:g}")
+        object.__setattr__(self, "refiner_switch", switch)
+        if self.refiner is not None and (self.inpaint is not None or self.extend is not None):
+            raise InvalidRequest("refiner", "a refiner cannot finish inpainting or outpainting yet; leave it out")
         _check_int("clip_skip", self.clip_skip, *CLIP_SKIP_RANGE)
         if isinstance(self.styles, list):
             object.__setattr__(self, "styles", tuple(self.styles))
@@ -142,6 +224,15 @@ class GenerationRequest:
             if not isinstance(self.scheduler, str):
                 raise InvalidRequest("scheduler", "must be a scheduler name")
             object.__setattr__(self, "scheduler", canonical_name(self.scheduler))
+        if self.hires is not None:
+            if not isinstance(self.hires, HiresFix):
+                raise InvalidRequest("hires", "must be hires fix settings")
+            if self.init_image is not None:
+                raise InvalidRequest("hires", "hires fix is for text-to-image; this request has an input image")
+            self.hires.target_size(self.width, self.height)
+            if int(self.hires.second_pass_steps(self.steps) * self.hires.denoising_strength) < 1 \
+                    and self.hires.denoising_strength > 0:
+                raise InvalidRequest("denoising_strength", "leaves no second-pass step to run; raise it or the hires steps")
 
     # -- derived values -------------------------------------------------------------
     @property
@@ -198,6 +289,9 @@ class GenerationRequest:
             "strength": self.strength if self.is_img2img else None,
             "guidance_boost": self.guidance_boost if self.is_img2img else None,
             "model": self.model,
+            **({"hires": self.hires.settings()} if self.hires is not None else {}),
+            "refiner": self.refiner,
+            "refiner_switch": self.refiner_switch if self.refiner else None,
             "clip_skip": self.clip_skip,
             "styles": list(self.styles),
             **_edit_settings(self),

@@ -52,6 +52,8 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: Hires fix with ``save_first_pass``: the first pass's images, before upscaling.
+    first_pass: tuple[GeneratedImage, ...] = ()
     #: AUTOMATIC1111's short hash of the model's weights (``Model hash:`` in the metadata), when known.
     model_hash: str | None = None
     #: Stopped early by an interrupt: the images are what was made, the last one partial.

@@ -13,7 +13,7 @@ from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.model_folder import check_diffusers_folder
+from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
 from heyim_desktop.core.recommended import recommended_for
 from heyim_desktop.core.request import GenerationRequest
@@ -107,32 +107,42 @@ class TorchComponents:
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.guidance_embedding_dim = self.unet_model.config.time_cond_proj_dim
         self.sample_size = int(self.unet_model.config.sample_size)
-        self._use_attention_mask = bool(getattr(self.text_encoder.config, "use_attention_mask", False))
-        #: The deepest clip skip this text encoder allows (its layer count).
-        self.max_clip_skip = int(getattr(self.text_encoder.config, "num_hidden_layers", 12))
+        first_encoder = self._text_encoders()[0]
+        self._use_attention_mask = bool(getattr(first_encoder.config, "use_attention_mask", False))
+        #: The deepest clip skip the text encoders allow (their layer count).
+        self.max_clip_skip = min(int(getattr(te.config, "num_hidden_layers", 12)) for te in self._text_encoders())
         size = self.sample_size * self.vae_scale_factor
-        family = "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
         self._capabilities = Capabilities(
-            family=family,
+            family=self._family(),
             img2img=True,
             inpaint="concat" if self.latent_channels == 9 else "blend",
             guidance="embedded" if self.guidance_embedding_dim is not None else "cfg",
             default_size=(size, size),
             max_batch=4 if device.type != "cpu" else 1,
             max_prompt_chunks=MAX_PROMPT_CHUNKS,
-            token_window=int(self.tokenizer.model_max_length),
+            token_window=int(self._first_tokenizer().model_max_length),
             recommended=recommended_for(
                 self.source_name, scheduler_config=scheduler_config,
                 guidance_embedding=self.guidance_embedding_dim is not None,
             ),
-            runtime_lora=True,
+            runtime_lora=self._family() != "sdxl-refiner",
             controlnet=True,
         )
-        self._counter = PromptCounter(self.tokenizer, max_chunks=MAX_PROMPT_CHUNKS)
+        self._counter = PromptCounter(self._first_tokenizer(), max_chunks=MAX_PROMPT_CHUNKS)
         self._networks: Any = None
         self._controlnets: dict[str, Any] = {}
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
         self.latent_channels = int(self.vae.config.latent_channels)
+
+    def _family(self) -> str:
+        return "sd2" if int(self.unet_model.config.cross_attention_dim or 768) == 1024 else "sd1"
+
+    def _text_encoders(self) -> list[Any]:
+        """The loaded text encoders, first to last (SDXL has two; its refiner the second only)."""
+        return [self.text_encoder]
+
+    def _first_tokenizer(self) -> Any:
+        return self.tokenizer
 
     @property
     def capabilities(self) -> Capabilities:
@@ -183,9 +193,12 @@ class TorchComponents:
                 return with_prompts(request, strip_lora_tags(request.prompt)[0], strip_lora_tags(request.negative_prompt)[0])
             from heyim_desktop.core.lora_torch import NetworkPatcher
 
+            if not self._capabilities.runtime_lora:  # an SDXL refiner: LoRAs apply to the base model
+                raise ModelError("LoRAs and embeddings apply to the base model; an SDXL refiner takes neither.")
             self._networks = NetworkPatcher(
                 unet=self.unet_model, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                family=self._capabilities.family,
+                family=self._capabilities.family, text_encoder_2=getattr(self, "text_encoder_2", None),
+                tokenizer_2=getattr(self, "tokenizer_2", None),
             )
         return self._networks.prepare(request)
 
@@ -196,6 +209,9 @@ class TorchComponents:
             kwargs["down_block_additional_residuals"] = call.down_residuals
         if call.mid_residual is not None:
             kwargs["mid_block_additional_residual"] = call.mid_residual
+        added = self._added_cond(call)
+        if added is not None:
+            kwargs["added_cond_kwargs"] = added
         return self.unet_model(
             sample, call.timestep, encoder_hidden_states=call.text.hidden, timestep_cond=call.timestep_cond,
             return_dict=False, **kwargs,
@@ -217,11 +233,16 @@ class TorchComponents:
         self, net: Any, sample: torch.Tensor, timestep: torch.Tensor, text: TextCond, image: torch.Tensor, *,
         scale: float, guess_mode: bool,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        added = self._added_cond(UNetCall(sample, timestep, text))  # SDXL: pooled text and time ids
         down, mid = net(
             sample, timestep, encoder_hidden_states=text.hidden, controlnet_cond=image, conditioning_scale=scale,
-            guess_mode=guess_mode, return_dict=False,
+            guess_mode=guess_mode, added_cond_kwargs=added, return_dict=False,
         )
         return list(down), mid
+
+    def _added_cond(self, call: UNetCall) -> dict[str, torch.Tensor] | None:
+        """The UNet's extra inputs beyond the text (SDXL: pooled text and time ids); none for SD 1.x/2.x."""
+        return None
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents, return_dict=False)[0]
@@ -231,7 +252,7 @@ class TorchComponents:
 
     def release(self) -> None:
         self._controlnets = {}
-        for attr in ("unet_model", "vae", "text_encoder"):
+        for attr in ("unet_model", "vae", "text_encoder", "text_encoder_2"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -252,7 +273,7 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 def load_torch_engine(
     path: str | Path, *, device: str = "auto", name: str | None = None, precision: str = "auto"
 ) -> PipelineEngine:
-    """Load a diffusers-format Stable Diffusion folder onto the best (or the named) device.
+    """Load a diffusers-format Stable Diffusion (1.x, 2.x, SDXL) folder onto the best (or the named) device.
 
     ``precision`` "auto" is fp16 on a GPU and fp32 on the CPU; "fp32" on a GPU avoids the
     black or NaN images some cards give in fp16.
@@ -262,9 +283,15 @@ def load_torch_engine(
     dev = pick_device(device)
     dtype = pick_dtype(dev, precision)
     log.info("loading %s on %s (%s)", folder, dev, dtype)
-    components = TorchComponents(folder, dev, dtype)
+    components: TorchComponents
+    if folder_family(index) == "sd":
+        components = TorchComponents(folder, dev, dtype)
+        demo_name = "HeyIm demo (tiny random model)"
+    else:
+        from heyim_desktop.core.sdxl import SDXLComponents
+
+        components = SDXLComponents(folder, dev, dtype, index)
+        demo_name = folder.name
     size = components.sample_size * components.vae_scale_factor
-    model_name = name or (
-        "HeyIm demo (tiny random model)" if index.get("_heyim_demo") else folder.name
-    )
+    model_name = name or (demo_name if index.get("_heyim_demo") else folder.name)
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=model_name, default_size=(size, size))

@@ -37,7 +37,7 @@ class CatalogueEntry:
     name: str  # what the user types: `heyim-desktop models download sd15`
     title: str
     repo_id: str
-    kind: str  # "diffusers" or "coreml"
+    kind: str  # "diffusers", "coreml" or "upscaler"
     base: str
     approx_bytes: int
     files: tuple[str, ...]  # fnmatch patterns of the repo files to fetch
@@ -74,6 +74,13 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("coreml-sdxl", "Stable Diffusion XL base (Core ML)", "apple/coreml-stable-diffusion-xl-base",
                    "coreml", "SDXL", 6_950_000_000, ("original/compiled/*",), subfolder="original/compiled",
                    platform="darwin", note="Needs 16 GB of memory or more."),
+    # Upscalers land in models/upscalers/. Both ship as .pth: converted to safetensors on first use, out of process.
+    CatalogueEntry("realesrgan-x4", "Real-ESRGAN x4 (photos, general)", "ai-forever/Real-ESRGAN", "upscaler", "x4",
+                   67_000_000, ("RealESRGAN_x4.pth",),
+                   note="RRDBNet, 4x. Licence: BSD-3-Clause. Slow on a CPU; tiles keep memory bounded."),
+    CatalogueEntry("span-x2", "2x NomosUni SPAN (small, fast)", "Phips/2xNomosUni_span_multijpg", "upscaler", "x2",
+                   1_700_000, ("2xNomosUni_span_multijpg.pth",),
+                   note="SPAN, 2x, about 2 MB: fast enough for a CPU. Licence: CC-BY-4.0 (credit Philip Hofmann)."),
 )
 
 

@@ -79,10 +79,12 @@ def _list(args: argparse.Namespace) -> int:
     from heyim_desktop.models.controlnets import ControlNetLibrary
 
     library = _library(args.folder)
-    models = library.list() + NetworkLibrary(library).all() + ControlNetLibrary(library).all()
+    models = (library.list() + NetworkLibrary(library).all() + library.list_upscalers()
+              + ControlNetLibrary(library).all())
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
-                 "status": m.status.value, "problem": m.problem, "source": m.source} for m in models]
+                 "status": m.status.value, "problem": m.problem, "source": m.source,
+                 **({"scale": m.scale} if m.kind == "upscaler" else {})} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for m in models:

@@ -21,8 +21,12 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the restricted unpickler's refusal is the message the user needs
         print(f"refused: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
         return 3
-    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    # Wrappers: Lightning's "state_dict"; BasicSR (Real-ESRGAN) upscalers' "params_ema" / "params".
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in ("state_dict", "params_ema", "params") if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
     if not isinstance(obj, dict):
         print("refused: the file does not hold a dictionary of tensors", file=sys.stderr)
         return 3

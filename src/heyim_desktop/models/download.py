@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from heyim_desktop.core.cancel import CancelToken, Cancelled
 from heyim_desktop.core.errors import ModelError, StorageError
+from heyim_desktop.core.model_files import is_checkpoint_candidate
 from heyim_desktop.core.storage import disk_full, full_reason, writing
 from heyim_desktop.models.catalogue import CatalogueEntry
 from heyim_desktop.models.inspect import inspect_folder
@@ -151,7 +152,9 @@ class Downloader:
                  report_every_s: float = 0.1) -> None:
         self.plan = plan
         self.report_every_s = report_every_s  # progress is throttled so a UI is not flooded
-        self.dest_dir = dest_dir or app_models_dir()
+        if dest_dir is None:
+            dest_dir = app_models_dir() / "upscalers" if plan.entry.kind == "upscaler" else app_models_dir()
+        self.dest_dir = dest_dir
         self.endpoint = endpoint or hub_endpoint()
         self.progress = progress
         self.cancel = cancel or CancelToken()
@@ -287,6 +290,8 @@ class Downloader:
     def _finish(self) -> ModelInfo:
         root = self.staging / self.plan.entry.subfolder if self.plan.entry.subfolder else self.staging
         (self.staging / VERIFIED).unlink(missing_ok=True)
+        if self.plan.entry.kind == "upscaler":
+            return self._finish_upscaler(root)
         info = inspect_folder(root, "app", name=self.plan.entry.folder_name)
         if info is None or info.status is ModelStatus.INCOMPLETE:
             problem = info.problem if info else "the files do not form a model"
@@ -300,6 +305,28 @@ class Downloader:
             shutil.rmtree(self.staging, ignore_errors=True)
         log.info("downloaded %s to %s", self.plan.entry.repo_id, self.target)
         return inspect_folder(self.target, "app", name=self.plan.entry.folder_name) or info
+
+    def _write_manifest(self, root: Path) -> None:
+        manifest = {"repo_id": self.plan.entry.repo_id, "commit": self.plan.commit, "files": [
+            {"path": f.path[len(self.plan.entry.subfolder) + 1:] if self.plan.entry.subfolder else f.path,
+             "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in self.plan.files]}
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+    def _finish_upscaler(self, root: Path) -> ModelInfo:
+        """An upscaler download is a folder holding its one model file (found by models/upscalers)."""
+        from heyim_desktop.models.upscalers import inspect_upscaler
+
+        files = [root / f.path for f in self.plan.files if is_checkpoint_candidate(root / f.path)]
+        infos = [inspect_upscaler(p, "app") for p in files]
+        if not infos or not all(i.ready for i in infos):
+            problem = next((i.problem for i in infos if not i.ready), "no model file arrived")
+            raise DownloadError(f"{self.plan.entry.title} downloaded but is not usable: {problem}")
+        self._write_manifest(root)
+        os.replace(root, self.target)
+        if root != self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        log.info("downloaded the upscaler %s to %s", self.plan.entry.repo_id, self.target)
+        return inspect_upscaler(self.target / Path(files[0]).relative_to(root), "app")
 
     def discard_partial(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)

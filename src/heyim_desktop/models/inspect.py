@@ -18,7 +18,7 @@ from heyim_desktop.core.model_files import (
     read_safetensors_header,
     sniff,
 )
-from heyim_desktop.core.model_folder import check_diffusers_folder
+from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
 from heyim_desktop.models.types import ModelInfo, ModelStatus
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,12 @@ def folder_size(folder: Path) -> int:
 
 def _guess_base(folder: Path) -> str:
     try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        if isinstance(index, dict) and "XL" in str(index.get("_class_name", "")):
+            return "SDXL-refiner" if folder_family(index) == "sdxl-refiner" else "SDXL"
+    except (OSError, ValueError):
+        pass
+    try:
         cfg = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "unknown"
@@ -63,12 +69,12 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
         index = check_diffusers_folder(folder)
     except ModelError as exc:
         text = str(exc)
-        unsupported = "SDXL" in text or "HeyIm runs" in text
+        unsupported = "HeyIm runs" in text
         status = (ModelStatus.UNSUPPORTED if unsupported else ModelStatus.UNSAFE if "pickle" in text
               else ModelStatus.CORRUPT if " is damaged: " in text else ModelStatus.INCOMPLETE)
-        base = "SDXL" if "SDXL" in text else _guess_base(folder)
+        base = _guess_base(folder)
         return ModelInfo(name or folder.name, str(folder), "diffusers", base, size, status, text, source)
-    label = DEMO_NAME if index.get("_heyim_demo") else (name or folder.name)
+    label = DEMO_NAME if index.get("_heyim_demo") and folder_family(index) == "sd" else (name or folder.name)
     return ModelInfo(label, str(folder), "diffusers", _guess_base(folder), size, ModelStatus.READY, "", source)
 
 
@@ -97,7 +103,8 @@ def inspect_file(path: Path, source: str = "") -> ModelInfo:
         return network
     arch = detect_architecture(header, path)
     status = ModelStatus.READY if arch.supported else ModelStatus.UNSUPPORTED
-    return ModelInfo(name, str(path), "safetensors", arch.base, size, status, arch.problem, source)
+    base = "SDXL-refiner" if arch.profile.endswith("refiner") else arch.base
+    return ModelInfo(name, str(path), "safetensors", base, size, status, arch.problem, source)
 
 
 # --- Core ML (Apple's layout) ------------------------------------------------------------------

@@ -7,6 +7,7 @@ built-in demo model. Nothing here loads weights or imports torch: listing is che
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
@@ -83,6 +84,10 @@ class ModelLibrary:
         return None
 
     def _scan_root(self, root: Path, source: str) -> Iterable[ModelInfo]:
+        from heyim_desktop.models.upscalers import UPSCALER_FOLDERS
+
+        if root.name in UPSCALER_FOLDERS:  # a folder of upscalers: list_upscalers() lists those
+            return
         itself = inspect_folder(root, source)
         if itself is not None:  # the folder itself is one model
             yield itself
@@ -127,6 +132,14 @@ class ModelLibrary:
             models.append(ModelInfo(DEMO_NAME, DEMO_REF, "demo", "SD1", 0, ModelStatus.READY, "", "built-in"))
         return models
 
+    def list_upscalers(self) -> "builtins.list[ModelInfo]":
+        """Upscaler models (kind "upscaler") from the usual folders under every root; see models.upscalers."""
+        from heyim_desktop.models.upscalers import scan_upscalers, upscaler_folders
+
+        roots = self.roots()
+        sources = {folder: source for root, source in roots for folder in upscaler_folders([root])}
+        return scan_upscalers([root for root, _ in roots], sources)
+
     def find(self, ref_or_name: str) -> ModelInfo | None:
         """By ref (path), exact name, or a unique case-insensitive name."""
         models = self.list()
@@ -160,6 +173,8 @@ class ModelLibrary:
             if not repo.name.startswith("models--"):
                 raise ModelError(f"{path} is not in a Hugging Face cache layout.")
             shutil.rmtree(repo)
+        elif info.kind == "upscaler" and path.is_file() and (path.parent / ".heyim-download.json").is_file():
+            shutil.rmtree(path.parent)  # a downloaded upscaler: its folder (file + manifest) is HeyIm's
         elif path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

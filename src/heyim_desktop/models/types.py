@@ -20,16 +20,23 @@ class ModelInfo:
 
     name: str
     ref: str
-    kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo"
-    base: str  # "SD1", "SD2", "SDXL", "SD" (Core ML 1.x/2.x), "unknown"
+    kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo", "upscaler", "lora", "embedding"
+    base: str  # "SD1", "SD2", "SDXL", "SDXL-refiner", "SD" (Core ML 1.x/2.x), "unknown"
     size_bytes: int
     status: ModelStatus
     problem: str = ""
     source: str = ""  # "app", "repo", "user", "hf-cache", "built-in"
+    #: Upscalers: how many times larger the model makes an image (0: found out when loaded).
+    scale: int = 0
 
     @property
     def ready(self) -> bool:
         return self.status is ModelStatus.READY
+
+    @property
+    def is_refiner(self) -> bool:
+        """An SDXL refiner: it finishes another model's images (``GenerationRequest.refiner``)."""
+        return self.base == "SDXL-refiner"
 
     @property
     def summary(self) -> str:

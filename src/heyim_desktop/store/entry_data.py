@@ -17,13 +17,13 @@ from heyim_desktop.core.metadata import MAX_TEXT_CHARS, parse_parameters
 
 #: Key in the ``heyim`` PNG chunk of every image the history itself wrote: only those are re-indexed.
 HISTORY_MARKER = "heyim_history"
-_TEXT_KEYS = ("prompt", "negative_prompt", "scheduler", "model", "model_name", "engine", "queue_job", "worker")
+_TEXT_KEYS = ("prompt", "negative_prompt", "scheduler", "model", "model_name", "engine", "queue_job", "worker", "refiner")
 _INT_KEYS = ("seed", "width", "height", "steps", "count", "clip_skip", HISTORY_MARKER)
-_FLOAT_KEYS = ("guidance", "strength", "guidance_boost")
+_FLOAT_KEYS = ("guidance", "strength", "guidance_boost", "refiner_switch")
 _MAX_INT = 2**63 - 1
 #: What GenerationRequest takes back from an entry ("Reuse settings").
 REQUEST_KEYS = ("prompt", "negative_prompt", "steps", "guidance", "seed", "width", "height", "scheduler",
-                "strength", "guidance_boost", "model", "clip_skip")
+                "strength", "guidance_boost", "model", "clip_skip", "refiner", "refiner_switch")
 
 
 def _int(value: Any) -> int | None:
@@ -105,14 +105,40 @@ def load_settings_json(text: str | None) -> dict[str, Any]:
 
 
 def request_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    clean = clean_settings(settings)
-    return {k: clean[k] for k in REQUEST_KEYS if clean.get(k) is not None}
+    clean = clean_settings(_plain_hires(settings))
+    out = {k: clean[k] for k in REQUEST_KEYS if clean.get(k) is not None}
+    hires = _hires(clean.get("hires"))
+    if hires is not None:
+        out["hires"] = hires
+    return out
+
+
+def _plain_hires(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with a HiresFix (from parsed parameters) as the plain data it is stored as."""
+    from heyim_desktop.core.request import HiresFix
+
+    hires = settings.get("hires")
+    return dict(settings, hires=hires.settings()) if isinstance(hires, HiresFix) else settings
+
+
+def _hires(value: Any) -> Any:
+    """Stored hires fix settings back as a HiresFix (None when absent or unusable)."""
+    if not isinstance(value, dict):
+        return None
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.request import HiresFix
+
+    known = ("scale", "upscaler", "steps", "denoising_strength", "resize_x", "resize_y")
+    try:
+        return HiresFix(**{k: value[k] for k in known if k in value})
+    except (InvalidRequest, TypeError):
+        return None
 
 
 def settings_from_parameters(parameters: str) -> dict[str, Any]:
     if not parameters.strip():
         return {}
-    return clean_settings(parse_parameters(parameters).request_settings())
+    return clean_settings(_plain_hires(parse_parameters(parameters).request_settings()))
 
 
 def read_image_settings(path: Path) -> tuple[str, dict[str, Any], bool]:

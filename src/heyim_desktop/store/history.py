@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from heyim_desktop.core.jobs import Job
     from heyim_desktop.core.request import GenerationRequest
     from heyim_desktop.core.result import GenerationResult
+    from heyim_desktop.core.upscale_job import UpscaleResult
     from heyim_desktop.store.relocate import MoveReport
 
 log = logging.getLogger(__name__)
@@ -239,11 +240,24 @@ class HistoryStore:
         self.temp_dir = new / TEMP_FOLDER
 
     # -- saving ----------------------------------------------------------------------------
-    def save_result(self, result: "GenerationResult", job: "Job | None" = None) -> list[HistoryEntry]:
+    def save_result(self, result: "GenerationResult | UpscaleResult", job: "Job | None" = None) -> list[HistoryEntry]:
         """Write every image of ``result`` (file first), then its row. Returns the new entries."""
+        from heyim_desktop.core.upscale_job import UpscaleResult
+
+        if isinstance(result, UpscaleResult):
+            return [self.save_upscaled(result, job)]
         request = result.request
         folder = self.images_dir / time.strftime("%Y-%m")
         entries = []
+        if result.first_pass:  # hires fix, asked to keep the first pass: saved as the plain txt2img it was
+            plain = request.replace(hires=None)
+            for item in result.first_pass:
+                params = format_parameters(plain, item.seed, result.model_name)
+                settings = dict(plain.settings(), seed=item.seed, count=1, model_name=result.model_name,
+                                engine=result.engine, hires_first_pass=True)
+                path = write_png_atomic(item.image, folder / image_filename(request.prompt, item.seed), params,
+                                        dict(settings, **{HISTORY_MARKER: 1}), temp_dir=self.temp_dir)
+                entries.append(self._insert(path, params, settings, source=job.source if job else "", owned=True))
         for item in result.images:
             params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
             settings = dict(request.settings(), seed=item.seed, count=1, model_name=result.model_name,
@@ -257,6 +271,27 @@ class HistoryStore:
             entries.append(self._insert(path, params, settings, source=job.source if job else "", owned=True))
         self.enforce_keep_limit()
         return entries
+
+    def save_upscaled(self, result: "UpscaleResult", job: "Job | None" = None) -> HistoryEntry:
+        """An upscaled image as a new entry that records its source entry and the upscale."""
+        from heyim_desktop.core.metadata import postprocess_parameters
+
+        req = result.request
+        image = result.images[0].image
+        params = postprocess_parameters(req.source_parameters, req.effective_scale, req.upscaler)
+        settings = dict(req.source_settings)
+        settings.update(width=image.width, height=image.height, upscaled_from=req.source_entry,
+                        postprocess_upscale_by=req.effective_scale, postprocess_upscaler=req.upscaler,
+                        engine="upscale")
+        settings.setdefault("prompt", "")
+        stem = settings.get("prompt") or "upscale"
+        folder = self.images_dir / time.strftime("%Y-%m")
+        name = image_filename(f"{stem} x{req.effective_scale:g}", int(settings.get("seed") or 0))
+        path = write_png_atomic(image, folder / name, params, dict(settings, **{HISTORY_MARKER: 1}),
+                                temp_dir=self.temp_dir)
+        entry = self._insert(path, params, settings, source="upscale", owned=True)
+        self.enforce_keep_limit()
+        return entry
 
     def _write_edit_files(self, request: "GenerationRequest", image_path: Path) -> dict[str, str]:
         """An inpainting job's input picture and mask, kept beside its image (so it can be redone)."""

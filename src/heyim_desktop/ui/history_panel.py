@@ -103,6 +103,7 @@ class HistoryPanel(QWidget):
     open_requested = Signal(object)  # HistoryEntry: show it in the result view
     copy_requested = Signal(object)
     reveal_requested = Signal(object)
+    upscale_requested = Signal(object)  # HistoryEntry
     deleted = Signal(list)  # ids
     message = Signal(str)
 
@@ -335,6 +336,7 @@ class HistoryPanel(QWidget):
         menu = QMenu(self)
         menu.addAction("Reuse Settings", lambda: self.reuse_requested.emit(entry))
         menu.addAction("Use as Input", lambda: self.use_as_input_requested.emit(entry))
+        menu.addAction("Upscale...", lambda: self.upscale_requested.emit(entry))
         menu.addAction("Unfavourite" if entry.favourite else "Favourite", self.toggle_favourite)
         menu.addSeparator()
         menu.addAction("Copy Image", lambda: self.copy_requested.emit(entry))

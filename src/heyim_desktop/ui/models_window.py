@@ -149,7 +149,7 @@ class ModelsWindow(QDialog):
 
     def refresh(self) -> None:
         selected = self.selected_model()
-        self._models = self.library.list()
+        self._models = self.library.list() + self.library.list_upscalers()
         self.tree.clear()
         for m in self._models:
             item = QTreeWidgetItem([m.name, m.kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",

@@ -21,7 +21,11 @@ SOURCES = {"app": "", "tray": f" ({TRAY_NAME})", "api": " (API)"}
 
 
 def describe(job: Job) -> str:
+    from heyim_desktop.core.upscale_job import UpscaleRequest
+
     r = job.request
+    if isinstance(r, UpscaleRequest):
+        return f"Upscale {r.upscaler} {r.effective_scale:g}x to {r.width}x{r.height}"
     prompt = r.prompt.replace("\n", " ")
     prompt = prompt if len(prompt) <= 48 else prompt[:45] + "..."
     kind = "img2img" if r.is_img2img else f"{r.width}x{r.height}"

@@ -72,6 +72,7 @@ class ResultView(QWidget):
     #: The image on screen changed: a ShownImage, or None (preview, nothing, deleted).
     shown_changed = Signal(object)
     full_screen_requested = Signal()
+    upscale_requested = Signal(object)  # ShownImage
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -128,8 +129,14 @@ class ResultView(QWidget):
         self.copy_button = QToolButton()
         self.copy_button.setText("Copy")
         self.reveal_button = QToolButton()
-        self.reveal_button.setText("Show in Folder")
+        # Short, so the bar fits a 1024-wide window beside Upscale; the tooltip and name say it in full.
+        self.reveal_button.setText("Reveal")
+        self.reveal_button.setAccessibleName("Show in Folder")
         self.reveal_button.setToolTip("Show the image file in the file manager")
+        self.upscale_button = QToolButton()
+        self.upscale_button.setText("Upscale...")
+        self.upscale_button.setToolTip("Enlarge this image 2x or 4x (a new history entry)")
+        self.upscale_button.clicked.connect(self._upscale_clicked)
         self.prev_button.clicked.connect(lambda: self.show_index(self.index - 1))
         self.next_button.clicked.connect(lambda: self.show_index(self.index + 1))
         self.fit_button.clicked.connect(self.view.fit_to_window)
@@ -154,7 +161,7 @@ class ResultView(QWidget):
         for w in (self.fit_button, self.actual_button, self.zoom_label, self.full_button):
             bar.addWidget(w)
         bar.addStretch(1)
-        for w in (self.save_button, self.copy_button, self.reveal_button):
+        for w in (self.upscale_button, self.save_button, self.copy_button, self.reveal_button):
             bar.addWidget(w)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -303,11 +310,17 @@ class ResultView(QWidget):
             w.setEnabled(has or self.previewing)
         shown = self.current()
         self.reveal_button.setEnabled(shown is not None and shown.path is not None)
+        self.upscale_button.setEnabled(shown is not None and shown.path is not None)
         self.zoom_label.setText(self.view.zoom_text() if (has or self.previewing) else "")
         if not has and not self.previewing:
             self.view.hide()
 
     # -- actions --------------------------------------------------------------------------
+    def _upscale_clicked(self) -> None:
+        shown = self.current()
+        if shown is not None:
+            self.upscale_requested.emit(shown)
+
     def save_as(self) -> None:
         shown = self.current()
         if shown is None:

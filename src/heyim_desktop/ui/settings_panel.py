@@ -1,10 +1,18 @@
-"""Generation settings: model, scheduler, steps, guidance, seed, size, count, strength."""
+"""Generation settings: model, SDXL refiner, scheduler, steps, guidance, seed, size, count, strength."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from heyim_desktop.core.request import CLIP_SKIP_RANGE, COUNT_RANGE, GUIDANCE_RANGE, MAX_SEED, SIZE_RANGE, STEPS_RANGE
+from heyim_desktop.core.request import (
+    CLIP_SKIP_RANGE,
+    COUNT_RANGE,
+    DEFAULT_REFINER_SWITCH,
+    GUIDANCE_RANGE,
+    MAX_SEED,
+    SIZE_RANGE,
+    STEPS_RANGE,
+)
 from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, SCHEDULER_NAMES
 from heyim_desktop.ui.glyphs import DICE, symbol
 from heyim_desktop.ui.qt import (
@@ -92,6 +100,19 @@ class SettingsPanel(QWidget):
         self.model.setAccessibleName("Model")
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.setMinimumContentsLength(18)
+        self.refiner = QComboBox()
+        self.refiner.setAccessibleName("Refiner")
+        self.refiner.setToolTip("An SDXL refiner that finishes the image after the base model (SDXL models only)")
+        self.refiner.addItem("None", "")
+        self.refiner_switch = QDoubleSpinBox()
+        self.refiner_switch.setAccessibleName("Refiner switch")
+        self.refiner_switch.setRange(0.05, 0.95)
+        self.refiner_switch.setSingleStep(0.05)
+        self.refiner_switch.setDecimals(2)
+        self.refiner_switch.setValue(DEFAULT_REFINER_SWITCH)
+        self.refiner_switch.setToolTip("Fraction of the steps after which the refiner takes over")
+        self._bases: dict[str, str] = {}
+        self._refiner_names: dict[str, str] = {}
         self.scheduler = QComboBox()
         self.scheduler.addItems(SCHEDULER_NAMES)
         self.steps = QSpinBox()
@@ -221,6 +242,11 @@ class SettingsPanel(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", model_row)
         form.addRow("", self.recommended_row)
+        refiner_row = QHBoxLayout()
+        refiner_row.addWidget(self.refiner, 1)
+        refiner_row.addWidget(QLabel("from"))
+        refiner_row.addWidget(self.refiner_switch)
+        form.addRow("Refiner", refiner_row)
         form.addRow("Scheduler", scheduler_row)
         form.addRow("", self.scheduler_notes)
         form.addRow("Steps", self.steps)
@@ -232,6 +258,14 @@ class SettingsPanel(QWidget):
         form.addRow("Images", self.count)
         form.addRow(self.strength_label, self.strength)
         form.addRow("Clip skip", self.clip_skip)
+        from heyim_desktop.ui.upscaling import HiresSection
+
+        self.hires = HiresSection()
+        form.addRow(self.hires)
+        for box in (self.width_box, self.height_box):
+            box.valueChanged.connect(lambda _v: self.hires.show_size(self.width_box.value(), self.height_box.value()))
+        self.hires.scale.valueChanged.connect(lambda _v: self.hires.show_size(self.width_box.value(), self.height_box.value()))
+        self.hires.show_size(self.width_box.value(), self.height_box.value())
         # Image-to-image rows keep their space when hidden: dropping an image moves no control.
         retained: tuple[QWidget, ...] = (self.strength, self.strength_label, self.match_button, self.crop_note,
                                          self.scheduler_notes, self.keep_scheduler)
@@ -245,6 +279,9 @@ class SettingsPanel(QWidget):
         self._sync_aspect()
 
         self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit(self.model_ref()))
+        self.model.currentIndexChanged.connect(lambda _i: self._update_refiner())
+        self.refiner.currentIndexChanged.connect(lambda _i: self._update_refiner())
+        self._update_refiner()
         for box in (self.steps, self.count, self.seed, self.width_box, self.height_box, self.clip_skip):
             box.valueChanged.connect(lambda _v: self.changed.emit())
         self.guidance.valueChanged.connect(lambda _v: self.changed.emit())
@@ -271,7 +308,49 @@ class SettingsPanel(QWidget):
             index = next((i for i, info in enumerate(models) if info.ready), -1)
         self.model.setCurrentIndex(index)
         self.model.blockSignals(False)
+        self._set_refiners(models)
         self.model_changed.emit(self.model_ref())
+
+    # -- the SDXL refiner -------------------------------------------------------------------
+    def _set_refiners(self, models: Sequence[Any]) -> None:
+        self._bases = {str(info.ref): str(getattr(info, "base", "")) for info in models}
+        keep = self.refiner_ref()
+        self.refiner.blockSignals(True)
+        self.refiner.clear()
+        self.refiner.addItem("None", "")
+        self._refiner_names = {}
+        for info in models:
+            if info.ready and getattr(info, "is_refiner", False):
+                self.refiner.addItem(info.name, info.ref)
+                self._refiner_names[str(info.name)] = str(info.ref)
+        index = self.refiner.findData(keep) if keep else 0
+        self.refiner.setCurrentIndex(max(index, 0))
+        self.refiner.blockSignals(False)
+        self._update_refiner()
+
+    def _update_refiner(self) -> None:
+        """The refiner applies to SDXL base models only; the switch only matters with a refiner."""
+        sdxl = self._bases.get(self.model_ref()) == "SDXL"
+        self.refiner.setEnabled(sdxl and self.refiner.count() > 1)
+        self.refiner_switch.setEnabled(sdxl and bool(self.refiner_ref()))
+
+    def refiner_ref(self) -> str:
+        data = self.refiner.currentData()
+        return str(data) if data else ""
+
+    def select_refiner(self, wanted: str) -> bool:
+        """Pick a refiner by reference or by the name images carry ("Refiner: NAME")."""
+        from heyim_desktop.core.metadata import model_label
+
+        index = self.refiner.findData(wanted)
+        if index < 0:
+            ref = self._refiner_names.get(wanted) or next(
+                (r for r in self._refiner_names.values() if model_label(r) == wanted), None
+            )
+            index = self.refiner.findData(ref) if ref else -1
+        if index >= 0:
+            self.refiner.setCurrentIndex(index)
+        return index >= 0
 
     def model_ref(self) -> str:
         data = self.model.currentData()
@@ -389,6 +468,8 @@ class SettingsPanel(QWidget):
         self._input_size = input_size if on else None
         for w in (self.strength, self.strength_label, self.match_button, self.crop_note):
             w.setVisible(on)
+        if hasattr(self, "hires"):
+            self.hires.setEnabled(not on)  # hires fix is text-to-image only
         self._update_crop_note()
 
     def switch_scheduler_for_img2img(self, name: str) -> None:
@@ -473,6 +554,8 @@ class SettingsPanel(QWidget):
             "height": self.height_box.value(),
             "count": self.count.value(),
             "strength": round(self.strength.value(), 4),
+            "refiner": (self.refiner_ref() or None) if self.refiner.isEnabled() else None,
+            "refiner_switch": round(self.refiner_switch.value(), 4),
             "clip_skip": self.clip_skip.value() if self.clip_skip.isEnabled() else 1,
         }
 
@@ -500,6 +583,14 @@ class SettingsPanel(QWidget):
         model = settings.get("model")
         if isinstance(model, str) and model:
             self.select_model(model)
+        self.hires.apply(settings.get("hires"))
+        refiner = settings.get("refiner")
+        if isinstance(refiner, str) and refiner:
+            self.select_refiner(refiner)
+        elif "prompt" in settings:  # a whole image's settings: no refiner means none
+            self.refiner.setCurrentIndex(0)
+        if isinstance(settings.get("refiner_switch"), (int, float)):
+            self.refiner_switch.setValue(float(settings["refiner_switch"]))
 
     def use_img2img_default_scheduler(self) -> None:
         self.scheduler.setCurrentText(DEFAULT_IMG2IMG)

@@ -195,6 +195,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.api_state)
         self.statusBar().addPermanentWidget(self.model_state)
 
+        from heyim_desktop.ui.upscaling import Upscaling
+
+        self.upscaling = Upscaling(self, self._upscaler_library)
         # Not "actions": that would hide QWidget.actions(), which Qt and the tray call.
         self.menu_actions: WindowActions = build_menus(self)
         # Kept for callers that name them directly (tests, the tray).
@@ -239,6 +242,8 @@ class MainWindow(QMainWindow):
         self.result_view.shown_changed.connect(self._shown_changed)
         self.result_view.full_screen_requested.connect(self.open_viewer)
         self.info_panel.message.connect(self.status)
+        self.result_view.upscale_requested.connect(self.upscaling.upscale)
+        self.history.upscale_requested.connect(self.upscaling.upscale)
         self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
@@ -328,9 +333,15 @@ class MainWindow(QMainWindow):
         self.no_model.setVisible(not shown)
         if self.settings_panel.model_ref():
             self.banner.clear("model")
+        self.settings_panel.hires.set_upscalers(self.upscaling.model_names())
         from heyim_desktop.ui.controlnet_panel import library_source
 
         self.controlnet_panel.refresh(library_source(self.prefs.model_folders))
+
+    def _upscaler_library(self) -> Any:
+        from heyim_desktop.models.library import ModelLibrary
+
+        return ModelLibrary(self.prefs.model_folders, include_demo=False, hf_cache=False)
 
     def _model_picked(self, _index: int) -> None:
         ref = self.settings_panel.model_ref()
@@ -431,6 +442,7 @@ class MainWindow(QMainWindow):
         self.settings_panel.set_native_size(caps.native_size)
         self._show_recommended(info)
         self.settings_panel.set_fixed_size(caps.fixed_size)
+        self._follow_default_size(tuple(info.default_size))
         self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
         if self.active_job is None:
             self.result_view.end_job()
@@ -446,6 +458,14 @@ class MainWindow(QMainWindow):
             if applied:
                 self.status(f"{info.model_name} is made for {applied}: set.")
 
+    def _follow_default_size(self, size: tuple[int, int]) -> None:
+        """A newly loaded model brings its own size (1024 for SDXL) unless the user chose another."""
+        previous = getattr(self, "_model_default_size", None) or (512, 512)  # the panel's own default
+        current = (self.settings_panel.width_box.value(), self.settings_panel.height_box.value())
+        if current == previous and size != previous:
+            self.settings_panel.set_size(*size)
+        self._model_default_size = size
+
     def _model_failed(self, ref: str, message: str) -> None:
         self._stop_load_clock()
         self.model_state.setText("Model failed to load")
@@ -459,9 +479,13 @@ class MainWindow(QMainWindow):
     # -- generating ----------------------------------------------------------------------
     def build_request(self) -> Any:
         prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
-        return build_request(self.settings_panel.values(), prompt, negative, self.drop_panel.image,
-                             extra={"styles": styles, **self.drop_panel.edit_fields(),
-                                    "controlnets": self.controlnet_panel.units()})
+        extra: dict[str, Any] = {"styles": styles, **self.drop_panel.edit_fields(),
+                                 "controlnets": self.controlnet_panel.units()}
+        if self.drop_panel.image is None:
+            hires = self.settings_panel.hires.settings()
+            if hires is not None:  # hires fix is text-to-image only
+                extra["hires"] = self.upscaling.resolve_hires(hires)
+        return build_request(self.settings_panel.values(), prompt, negative, self.drop_panel.image, extra=extra)
 
     def generate(self) -> Job | None:
         if not self.settings_panel.model_ref():

@@ -105,10 +105,12 @@ def test_cli_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> None:
     assert code == cli.EXIT_USAGE and err.count("\n") == 1
 
 
-def test_sdxl_source_is_refused(tmp_path: Path) -> None:
+def test_sdxl_source_is_refused(tmp_path: Path, tiny_sdxl: Path) -> None:
     from heyim_desktop.core.coreml.convert import convert_to_coreml
 
     (tmp_path / "xl").mkdir()
     (tmp_path / "xl" / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
-    with pytest.raises(ModelError, match="SDXL"):
+    with pytest.raises(ModelError, match="incomplete"):
         convert_to_coreml(tmp_path / "xl", tmp_path / "out")
+    with pytest.raises(ModelError, match="SDXL model; the Core ML converter handles SD 1.x and 2.x"):
+        convert_to_coreml(tiny_sdxl, tmp_path / "out")

@@ -144,7 +144,7 @@ def convert_to_coreml(
     import torch
 
     from heyim_desktop.core.coreml import modules as M  # noqa: N812 - the torch modules, short in long expressions
-    from heyim_desktop.core.model_folder import check_diffusers_folder
+    from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
     from heyim_desktop.core.thirdparty import quiet_third_party
     from heyim_desktop.core.torch_engine import TorchComponents
 
@@ -156,7 +156,8 @@ def convert_to_coreml(
     dest = Path(out_dir).expanduser()
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
         raise ModelError(f"{dest} exists and is not an empty folder; choose another output folder.")
-    check_diffusers_folder(src)
+    if folder_family(check_diffusers_folder(src)) != "sd":
+        raise ModelError(f"{src.name} is an SDXL model; the Core ML converter handles SD 1.x and 2.x models.")
     cancel = cancel or CancelToken()
     quiet_third_party()
     _quiet_coremltools()
