@@ -2,9 +2,12 @@
 
 A heartbeat QTimer ticks every 5 ms on the main thread; the longest gap between two ticks
 beyond the interval is how long the window could not repaint or react. Phases: idle,
-model load (the worker's first torch import included), and generation with live previews.
+model load (the engine's start and torch import included), and generation with live previews.
+Each mode runs in a fresh interpreter: "child" is the app as shipped (the engine in its own
+process), "in-process" the peer, with the engine on the worker thread of the GUI process.
 
-    .venv/bin/python bench/bench_ui_stall.py [--model demo|FOLDER] [--size 256] [--steps 20]
+    .venv/bin/python bench/bench_ui_stall.py [--mode both|child|in-process] [--model demo|FOLDER]
+                                             [--size 256] [--steps 20]
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))  # this checkout's code, not an installed copy
 
 TICK_MS = 5
 
@@ -69,7 +75,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--count", type=int, default=2)
+    parser.add_argument("--mode", choices=("both", "child", "in-process"), default="both")
     args = parser.parse_args()
+    if args.mode == "both":
+        import subprocess
+
+        for mode in ("child", "in-process"):
+            print(f"== {mode} ==", flush=True)
+            argv = [a for a in sys.argv[1:] if not a.startswith("--mode")]
+            subprocess.run([sys.executable, __file__, *argv, "--mode", mode], check=True)
+        return
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     tmp = tempfile.TemporaryDirectory()
@@ -84,7 +99,14 @@ def main() -> None:
     from heyim_desktop.core.request import GenerationRequest
     from heyim_desktop.ui.app import build_app
 
-    parts = build_app(["bench"])
+    loader = None
+    if args.mode == "in-process":
+        from heyim_desktop.core.loading import load_engine
+
+        def loader(ref: str):  # type: ignore[no-untyped-def]
+            return load_engine(ref, device="cpu")
+
+    parts = build_app(["bench"], loader=loader)
     app, worker = parts.app, parts.worker
     beat = Heartbeat()
     wait_for(app, worker.isRunning, 30)
@@ -103,7 +125,7 @@ def main() -> None:
         raise SystemExit(failed[0])
     load_s = time.perf_counter() - t0
     report(f"model load ({load_s:.1f} s)", beat.take())
-    print("  torch imported on the main thread before this phase: no (worker only)")
+    print(f"  torch in the GUI process after the load: {'yes' if 'torch' in sys.modules else 'no'}")
 
     done: list[object] = []
     previews: list[object] = []
@@ -118,6 +140,13 @@ def main() -> None:
     report(f"generation ({gen_s:.1f} s)", beat.take())
     print(f"  {args.count} image(s) {args.size}x{args.size}, {args.steps} steps, {len(previews)} previews shown; "
           f"job {done[0].state.value}")  # type: ignore[attr-defined]
+    try:
+        import psutil
+
+        print(f"  GUI process RSS {psutil.Process().memory_info().rss / 2**20:.0f} MB; torch imported here: "
+              f"{'yes' if 'torch' in sys.modules else 'no'}")
+    except ImportError:
+        pass
     parts.shutdown()
     print(f"target: longest stall < 50 ms (2-core machine load average now "
           f"{os.getloadavg()[0]:.1f})")

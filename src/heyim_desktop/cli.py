@@ -509,6 +509,12 @@ def _file_arguments(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["engine-process"]:
+        # The frozen app's binary, started again by itself as its engine process (not for people).
+        from heyim_desktop.core.process.child import main as engine_main
+
+        return engine_main(args_list[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(_file_arguments(list(sys.argv[1:] if argv is None else argv)))

@@ -215,7 +215,4 @@ class ApiContext:
 
     @property
     def loaded_ref(self) -> str | None:
-        host = self.host
-        if host is None or host.engine is None:
-            return None
-        return host.model_ref
+        return self.host.loaded_ref if self.host is not None else None

@@ -61,7 +61,7 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     from heyim_desktop.core import paths
     from heyim_desktop.core.host import EngineHost, WorkerThread
     from heyim_desktop.core.jobs import JobQueue
-    from heyim_desktop.core.loading import load_engine
+    from heyim_desktop.core.process.remote import ProcessLoader
     from heyim_desktop.store import HistoryStore
     from heyim_desktop.store.history import default_images_dir
     from heyim_desktop.store.preferences import load_preferences
@@ -73,7 +73,9 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     # The same images folder as the window: entries store where each file is either way.
     store = HistoryStore.open(images_dir=default_images_dir(load_preferences().output_folder))
     queue = JobQueue()
-    host = EngineHost(lambda ref: load_engine(ref, device=args.device, precision=args.precision), default_model=default_ref)
+    # The model runs in an engine process: a crash or an out-of-memory kill there fails one job
+    # and the server stays up; the next job starts a fresh process.
+    host = EngineHost(ProcessLoader(device=args.device, precision=args.precision), default_model=default_ref)
 
     def sink(result: Any, job: Any) -> tuple[object, ...]:
         return tuple(store.save_result(result, job))

@@ -52,3 +52,7 @@ class DiskFull(StorageError):
         super().__init__(message)
         self.folder = folder
         self.reason = reason
+
+
+class EngineStopped(UserFacingError):
+    """The engine process died (a signal, an exit) or was stopped while it ran a job."""

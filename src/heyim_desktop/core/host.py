@@ -37,6 +37,11 @@ class HostListener(Protocol):
     def model_failed(self, ref: str, error: BaseException) -> None: ...
 
 
+def engine_stopped(engine: Engine) -> bool:
+    """Whether ``engine`` can no longer run jobs (an engine process that died or was killed)."""
+    return bool(getattr(engine, "stopped", False))
+
+
 class EngineHost:
     def __init__(self, loader: EngineLoader, default_model: str | None = None) -> None:
         self._loader = loader
@@ -54,7 +59,7 @@ class EngineHost:
             from heyim_desktop.core.errors import ModelError
 
             raise ModelError("No model is selected. Add a model folder, download one, or try the demo model.")
-        if self.engine is not None and ref == self.model_ref:
+        if self.engine is not None and ref == self.model_ref and not engine_stopped(self.engine):
             return self.engine
         self.unload()
         if self.listener:
@@ -90,6 +95,13 @@ class EngineHost:
             self.refiner.close()
         self.refiner, self.refiner_ref = None, None
 
+    @property
+    def loaded_ref(self) -> str | None:
+        """The model that is loaded and usable now (None once its engine process died)."""
+        if self.engine is None or engine_stopped(self.engine):
+            return None
+        return self.model_ref
+
     def unload(self) -> None:
         self.unload_refiner()
         if self.engine is not None:
@@ -111,7 +123,7 @@ class EngineHost:
             else:
                 engine = self.ensure_model(job.request.model)
                 job.cancel.raise_if_cancelled()
-                if job.request.refiner:
+                if job.request.refiner and not getattr(engine, "loads_refiner_itself", False):
                     refiner = self.ensure_refiner(job.request.refiner)
                     job.cancel.raise_if_cancelled()
                     result = engine.generate(job.request, progress=on_progress, cancel=job.cancel, refiner=refiner)  # type: ignore[call-arg]

@@ -59,10 +59,7 @@ def _load(
     if ref == DEMO_REF:
         folder = paths.ensure_demo_model()
     else:
-        folder = Path(ref).expanduser()
-        if not folder.exists():
-            what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
-            raise ModelError(f"Model {what} not found: {ref}")
+        folder = require_model_path(ref)
         if not folder.is_dir():  # a checkpoint file (a FIFO or device is refused there, unread)
             from heyim_desktop.core.single_file import load_single_file_engine
 
@@ -74,6 +71,15 @@ def _load(
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device, precision=precision)
+
+
+def require_model_path(ref: str) -> Path:
+    """The file or folder ``ref`` names; a clear :class:`ModelError` when it is not there."""
+    folder = Path(ref).expanduser()
+    if not folder.exists():
+        what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
+        raise ModelError(f"Model {what} not found: {ref}")
+    return folder
 
 
 def _load_coreml(folder: Path, device: str, compute_units: str | None, on_status: Callable[[str], None] | None) -> Engine:

@@ -8,6 +8,8 @@ engine); the main thread sends heartbeats and handles signals. What happens to a
   with the reason, never retried;
 * an unexpected error or a time-out: retried on any worker, at most ``MAX_ERROR_RETRIES`` times;
 * the worker is stopped (Ctrl+C, SIGTERM): the job is cancelled within a step and requeued;
+* the engine process dies (a crash, an out-of-memory kill): retried like an unexpected error,
+  and the next job starts a fresh engine process;
 * the worker dies (SIGKILL, power off): Dramatiq's dead-worker check requeues it once the
   heartbeat is ``dead_after_s`` old; after ``MAX_ATTEMPTS`` starts the job is failed;
 * the worker is gone and the job's message with it (a Redis restart at the wrong moment):
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
-from heyim_desktop.core.errors import ModelError, OutOfMemory, UserFacingError
+from heyim_desktop.core.errors import EngineStopped, ModelError, OutOfMemory, UserFacingError
 from heyim_desktop.core.result import Progress
 from heyim_desktop.scale import broker as qb
 from heyim_desktop.scale.errors import MalformedRecord, PoisonMessage
@@ -71,14 +73,15 @@ def model_names(ref: str) -> set[str]:
 class QueueWorker:
     def __init__(self, config: WorkerConfig) -> None:
         from heyim_desktop.core.host import EngineHost
-        from heyim_desktop.core.loading import load_engine
+        from heyim_desktop.core.process.remote import ProcessLoader
         from heyim_desktop.scale.connection import open_redis
 
         self.config = replace(config, worker_id=config.worker_id or default_worker_id())
         self.id = self.config.worker_id
         self.records = Records(open_redis(config.url))
 
-        self.host = EngineHost(lambda ref: load_engine(ref, device=config.device, precision=config.precision),
+        # The model runs in an engine process, so a crash there costs one attempt, not the worker.
+        self.host = EngineHost(ProcessLoader(device=config.device, precision=config.precision),
                                default_model=config.model)
         self._stop = threading.Event()
         self._cancel: CancelToken | None = None
@@ -99,7 +102,7 @@ class QueueWorker:
         try:
             # Loaded here, before Dramatiq's thread starts; from then on only that thread uses the host.
             self.host.ensure_model(self.config.model)
-        except ModelError as exc:
+        except (ModelError, EngineStopped) as exc:
             # Stay up and fail each job with the reason, so the submitter sees it in `batch status`.
             log.error("worker %s: %s (its jobs will fail with this reason)", self.id, exc)
         broker = qb.make_broker(self.records.r, dead_after_s=self.config.dead_after_s,
@@ -207,8 +210,8 @@ class QueueWorker:
             log.info("job %s: worker stopping, back to the queue", job_id)
             raise Retry(delay=0) from None
         except (UserFacingError, ValueError) as exc:  # ValueError: a malformed record
-            if isinstance(exc, OutOfMemory) and self._should_retry(job_id, exc):
-                raise  # another worker may have more memory
+            if isinstance(exc, (OutOfMemory, EngineStopped)) and self._should_retry(job_id, exc):
+                raise  # another worker (or a fresh engine process) may get through
             log.warning("job %s failed: %s", job_id, exc)
             self.records.fail(job_id, str(exc))
             return

@@ -37,6 +37,8 @@ class Preferences:
     coreml_compute_units: str = ""
     #: Keep only the newest N history entries; 0 = unlimited.
     keep_limit: int = 0
+    #: Minutes without a job after which the model is unloaded (its engine process ends); 0 = never.
+    idle_unload_minutes: int = 0
     #: The model reference used last (preloaded at launch).
     last_model: str = ""
     #: Closing the window keeps the app in the menu bar / tray.
@@ -93,6 +95,8 @@ def load_preferences(root: Path | None = None) -> Preferences:
     prefs = Preferences(**kwargs)
     if prefs.device not in DEVICES:
         prefs = prefs.replace(device="auto")
+    if prefs.idle_unload_minutes < 0:
+        prefs = prefs.replace(idle_unload_minutes=0)
     return prefs
 
 

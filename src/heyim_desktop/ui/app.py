@@ -1,4 +1,4 @@
-"""Starting the desktop app: window first, then the worker; torch loads only in the worker."""
+"""Starting the desktop app: window first, then the worker; torch loads only in the engine process."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def _import_non_qt_first() -> None:
     """
     import heyim_desktop.core.host  # noqa: F401
     import heyim_desktop.core.loading  # noqa: F401
+    import heyim_desktop.core.process.remote  # noqa: F401
     import heyim_desktop.core.request  # noqa: F401
     import heyim_desktop.models.library  # noqa: F401
     import heyim_desktop.store  # noqa: F401
@@ -92,14 +93,21 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     store.keep_limit = prefs.keep_limit or None
     queue = JobQueue()
     holder: dict[str, Any] = {}
+    from heyim_desktop.core.process.remote import ProcessLoader
+
+    # Models load in an engine process: a crash there costs one job, never the window.
+    engines = ProcessLoader()
 
     def preferred_loader(ref: str) -> Any:
         # Read the device at load time, so a change in Preferences applies to the next model load.
         current = holder["window"].prefs if "window" in holder else prefs
         status = holder["worker"].load_status.emit if "worker" in holder else None
-        return default_loader(current.device, current.coreml_compute_units or None, status)(ref)
+        return default_loader(current.device, current.coreml_compute_units or None, status, engines)(ref)
 
-    worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store))
+    # The last model preloads as soon as the worker runs: its engine process starts at launch.
+    worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store),
+                              preload=prefs.last_model or None, engines=None if loader else engines)
+    worker.set_idle_unload(prefs.idle_unload_minutes)
     holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
     from heyim_desktop.ui.services import LocalApiService, RemoteQueueService
@@ -131,7 +139,8 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     app.installEventFilter(window.file_open_filter)
     if show:
         window.show()
-    # The worker starts after the window is on screen; it imports torch when the first job needs it.
+    # The worker starts after the window is on screen; its engine process starts with the first
+    # model load (at once when the last model is preloaded).
     from heyim_desktop.ui.qt import QTimer
 
     QTimer.singleShot(0, worker.start)

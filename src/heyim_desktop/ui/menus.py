@@ -90,6 +90,10 @@ def build_menus(window: MainWindow) -> WindowActions:
     cancel = _action(window, gen, "Cancel", window.cancel, [QKeySequence("Esc")])
     _action(window, gen, "Clear Queue", window.queue_panel.clear)
     gen.addSeparator()
+    unload = _action(window, gen, "Unload Model", window.worker.unload_model)
+    setattr(window, "unload_action", unload)  # noqa: B010 - tests and the window reach it by name
+    unload.setToolTip(
+        "End the engine process: all of the model's memory goes back to the system")
     panel = window.settings_panel
     new_seed = _action(window, gen, "New Random Seed", panel.roll_seed, QKeySequence("Ctrl+R"))
     reuse_seed = _action(window, gen, "Reuse Last Seed", panel.reuse_last_seed)

@@ -104,6 +104,14 @@ class PreferencesDialog(QDialog):
         self.keep.setValue(prefs.keep_limit)
         self.keep.setToolTip("Keep only the newest N images (favourites are always kept). 0 = unlimited.")
 
+        self.idle_unload = QSpinBox()
+        self.idle_unload.setRange(0, 24 * 60)
+        self.idle_unload.setSuffix(" min")
+        self.idle_unload.setSpecialValueText("Never")
+        self.idle_unload.setValue(prefs.idle_unload_minutes)
+        self.idle_unload.setToolTip("After this long without a job the engine process ends and the model's "
+                                    "memory goes back to the system; the next job loads it again.")
+
         self.api_enabled = QCheckBox("Serve the local HTTP API (HeyIm and AUTOMATIC1111 routes) on 127.0.0.1")
         self.api_enabled.setChecked(prefs.api_enabled)
         self.api_port = QSpinBox()
@@ -125,6 +133,7 @@ class PreferencesDialog(QDialog):
         if sys.platform != "darwin":
             form.addRow("", _note("Core ML models run on macOS only."))
         form.addRow("Keep in history", self.keep)
+        form.addRow("Unload an idle model", self.idle_unload)
         form.addRow("Local API", self.api_enabled)
         form.addRow("API port", self.api_port)
         form.addRow("", _note("Every request needs the token kept in the file api-token in HeyIm's data folder."))
@@ -196,6 +205,7 @@ class PreferencesDialog(QDialog):
             device=str(self.device.currentData()),
             coreml_compute_units=str(self.compute_units.currentData() or ""),
             keep_limit=self.keep.value(),
+            idle_unload_minutes=self.idle_unload.value(),
             api_enabled=self.api_enabled.isChecked(),
             api_port=self.api_port.value(),
             remote_queue_url=self.remote_queue.text().strip(),

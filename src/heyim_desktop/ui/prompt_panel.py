@@ -39,7 +39,7 @@ def _html(text: str) -> str:
 _WORDISH = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
 #: Counts a prompt the way the loaded model will read it (``Engine.count_tokens``).
-CountFn = Callable[[str], "TokenCount"]
+CountFn = Callable[[str], "TokenCount | None"]
 
 
 def estimate_tokens(text: str) -> int:
@@ -56,7 +56,9 @@ def count_prompt(text: str, counter: CountFn | None) -> "TokenCount":
 
     if counter is not None:
         try:
-            return counter(text)
+            exact = counter(text)
+            if exact is not None:  # None: the engine process did not answer in time (busy)
+                return exact
         except Exception:  # noqa: BLE001 - a closed engine or a tokenizer quirk must not break typing
             log.debug("token counter failed; estimating", exc_info=True)
     n = estimate_tokens(text) if text.strip() else 0
@@ -132,6 +134,7 @@ class PromptPanel(QWidget):
 
         #: The loaded model's counter (``Engine.count_tokens``) and how many chunks it reads.
         self.counter: CountFn | None = None
+        self._recounts = 0  # re-counts while the engine process is too busy to answer
         self.max_chunks = 1
         self.recent_source: Callable[[], list[str]] = lambda: []
 
@@ -202,6 +205,7 @@ class PromptPanel(QWidget):
     def set_counter(self, counter: CountFn | None, capabilities: "Capabilities | None" = None) -> None:
         """Count with the loaded model (its engine's ``count_tokens``), or estimate (None)."""
         self.counter = counter
+        self._recounts = 0
         self.max_chunks = capabilities.max_prompt_chunks if capabilities is not None else 1
         self.update_counts()
 
@@ -218,8 +222,15 @@ class PromptPanel(QWidget):
         else:
             self.final_preview.hide()
         # The counts are of what the model gets: the prompts with their styles.
-        self.prompt_tokens.show_count(count_prompt(prompt, self.counter), max_chunks=self.max_chunks)
-        self.negative_tokens.show_count(count_prompt(negative, self.counter), max_chunks=self.max_chunks)
+        counts = count_prompt(prompt, self.counter), count_prompt(negative, self.counter)
+        self.prompt_tokens.show_count(counts[0], max_chunks=self.max_chunks)
+        self.negative_tokens.show_count(counts[1], max_chunks=self.max_chunks)
+        # A busy engine process answers late: count again shortly (a few times, not forever).
+        if self.counter is not None and not all(c.exact for c in counts) and self._recounts < 50:
+            self._recounts += 1
+            self._count_timer.start()
+        elif all(c.exact for c in counts):
+            self._recounts = 0
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

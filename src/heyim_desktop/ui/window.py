@@ -223,6 +223,7 @@ class MainWindow(QMainWindow):
         w.load_status.connect(self.status)
         w.model_ready.connect(self._model_ready)
         w.model_failed.connect(self._model_failed)
+        w.model_unloaded.connect(self._model_unloaded)
         self.settings_panel.refresh_models_button.clicked.connect(lambda: self.refresh_models())
         self.settings_panel.model.activated.connect(self._model_picked)
         self.settings_panel.match_input_requested.connect(self._match_input_size)
@@ -472,6 +473,12 @@ class MainWindow(QMainWindow):
         self.prompt_panel.set_counter(None)
         self.result_view.end_job()
         self.show_error(f"Could not load the model {self._model_label(ref)}: {message}", cause="model")
+
+    def _model_unloaded(self, ref: str, why: str) -> None:
+        self.model_state.setText("No model loaded")
+        self.prompt_panel.set_counter(None)
+        when = "after the idle time set in Preferences" if why == "idle" else "as asked"
+        self.status(f"Model {self._model_label(ref)} unloaded {when}; its memory is back with the system.")
 
     def _model_label(self, ref: str) -> str:
         return next((m.name for m in self.models if m.ref == ref), Path(ref).name or ref)
@@ -742,6 +749,7 @@ class MainWindow(QMainWindow):
         folder_changed = (prefs.output_folder or "") != (self.prefs.output_folder or "")
         self.prefs = prefs
         self.store.keep_limit = prefs.keep_limit or None
+        self.worker.set_idle_unload(prefs.idle_unload_minutes)
         if folder_changed:
             self._use_output_folder(prefs.output_folder)
         if to_delete and self.store.keep_limit:

@@ -2,18 +2,21 @@
 
 Widgets never touch the engine. They submit requests to the queue (so can the tray and the
 local API) and hear about jobs through the typed signals below, delivered on the main
-thread by Qt's queued connections.
+thread by Qt's queued connections. In the app the engine itself runs in a child process
+(:mod:`heyim_desktop.core.process`): this thread only waits on it, and this process never
+imports torch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from heyim_desktop.core.errors import UserFacingError
-from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink
+from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink, engine_stopped
 from heyim_desktop.core.jobs import Job, JobQueue, JobState
 from heyim_desktop.ui.qt import QImage, QThread, Signal
 
@@ -22,7 +25,8 @@ if TYPE_CHECKING:
 
     from heyim_desktop.core.capabilities import Capabilities
     from heyim_desktop.core.conditioning import TokenCount
-    from heyim_desktop.core.engine import Engine
+    from heyim_desktop.core.engine import Engine, EngineInfo
+    from heyim_desktop.core.process.remote import ProcessLoader
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,13 @@ class ModelReady:
     supports_img2img: bool
     #: Clip skip works with this model (PyTorch engine; not Core ML).
     supports_clip_skip: bool = True
-    #: The engine's ``count_tokens`` for the token counter (safe to call from the GUI
-    #: thread: the engine counts on its own copy of the tokenizer), or None.
-    count_tokens: "Callable[[str], TokenCount] | None" = None
+    #: The engine's ``count_tokens`` for the token counter (safe to call from the GUI thread;
+    #: the engine process answers it, or None when busy: the counter then estimates), or None.
+    count_tokens: "Callable[[str], TokenCount | None] | None" = None
     #: What the model can do (prompt chunks, recommended settings), from the engine's info.
     capabilities: "Capabilities | None" = None
+    #: Everything the engine says about the model (from the engine process: plain data).
+    info: "EngineInfo | None" = field(default=None, compare=False)
 
 
 def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
@@ -60,13 +66,16 @@ def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
 
 
 def default_loader(device: str = "auto", compute_units: str | None = None,
-                   on_status: Callable[[str], None] | None = None) -> EngineLoader:
-    from heyim_desktop.core.loading import load_engine
+                   on_status: Callable[[str], None] | None = None,
+                   engines: ProcessLoader | None = None) -> EngineLoader:
+    """Load models in an engine process (``engines`` keeps the crash counts between loads)."""
+    from heyim_desktop.core.process.remote import ProcessLoader
 
     # "coreml" is not a torch device: Core ML folders are routed by their contents, and the
     # preference's compute units apply to them.
     torch_device = device if device in ("auto", "cpu", "cuda", "mps") else "auto"
-    return lambda ref: load_engine(ref, device=torch_device, compute_units=compute_units, on_status=on_status)
+    loader = engines or ProcessLoader()
+    return lambda ref: loader.load(ref, device=torch_device, compute_units=compute_units, on_status=on_status)
 
 
 class GenerationWorker(QThread):
@@ -85,25 +94,46 @@ class GenerationWorker(QThread):
     model_ready = Signal(object)  # ModelReady
     model_failed = Signal(str, str)  # model reference, message
     load_status = Signal(str)  # a step of a long model load (Core ML compiling, measuring), for the status bar
+    #: model reference, why ("asked" by Unload Model, "idle" after the preference's time);
+    #: the engine process has ended and its memory is back with the system.
+    model_unloaded = Signal(str, str)
 
     def __init__(self, queue: JobQueue, loader: EngineLoader, sink: ResultSink | None = None,
-                 preload: str | None = None, parent: Any = None) -> None:
+                 preload: str | None = None, parent: Any = None, *, engines: ProcessLoader | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("heyim-engine")
         self.queue = queue
         self.host = EngineHost(loader)
         self.host.listener = _HostEvents(self)
         self.sink = sink
+        #: The engine processes' loader, when ``loader`` uses one (crash counts live there).
+        self.engines = engines
+        #: Seconds without a job after which the model is unloaded; 0 = never (the default).
+        self.idle_unload_s = 0.0
         self._wanted_lock = threading.Lock()
         self._wanted: str | None = preload
+        self._unload_wanted = False
+        self._last_busy = time.monotonic()
         self._stopping = False
         queue.add_listener(self._on_job)
 
     # -- called from the main thread ---------------------------------------------------------
     def request_model(self, ref: str | None) -> None:
         """Load ``ref`` as soon as the worker is idle (model switch without restart)."""
+        if ref and self.engines is not None:
+            self.engines.forgive(ref)  # the user chose it again: crashes no longer block restarts
         with self._wanted_lock:
             self._wanted = ref or None
+            self._unload_wanted = False
+
+    def unload_model(self) -> None:
+        """End the engine process (all its memory goes back) once the running job, if any, is done."""
+        with self._wanted_lock:
+            self._wanted, self._unload_wanted = None, True
+
+    def set_idle_unload(self, minutes: float) -> None:
+        """Unload the model after ``minutes`` without a job; 0 turns it off."""
+        self.idle_unload_s = max(0.0, float(minutes)) * 60.0
 
     def stop(self, timeout_ms: int | None = None, unload: bool = True) -> bool:
         """Cancel everything, let the running job stop within a step, free the engine.
@@ -115,19 +145,22 @@ class GenerationWorker(QThread):
         self._stopping = True
         self.queue.remove_listener(self._on_job)
         self.queue.close()
+        if self.engines is not None:
+            self.engines.abort_loading()  # a model load in the engine process cannot be cancelled
         if not self.isRunning():
             return True
         return self.wait() if timeout_ms is None else self.wait(timeout_ms)
 
     @property
     def current_model(self) -> str | None:
-        return self.host.model_ref
+        return self.host.loaded_ref
 
     # -- the worker thread -------------------------------------------------------------------
     def run(self) -> None:
         threading.current_thread().name = "heyim-engine"
         try:
             while not self._stopping:
+                self._unload_if_wanted()
                 self._preload_if_wanted()
                 job = self.queue.take(timeout=IDLE_POLL_S)
                 if job is None:
@@ -137,6 +170,11 @@ class GenerationWorker(QThread):
                 with self._wanted_lock:
                     self._wanted = None  # the job names its own model
                 self.host.run_job(self.queue, job, self.sink)
+                self._last_busy = time.monotonic()
+                engine = self.host.engine
+                if job.state is JobState.CANCELLED and engine is not None and engine_stopped(engine):
+                    # The engine ignored the cancel and was killed: start a fresh one at once.
+                    self.request_model(self.host.model_ref)
         finally:
             try:
                 if getattr(self, "_unload_on_stop", True):
@@ -144,13 +182,28 @@ class GenerationWorker(QThread):
             except Exception:  # noqa: BLE001 - quitting must not crash
                 log.exception("unloading the model failed")
 
+    def _unload_if_wanted(self) -> None:
+        with self._wanted_lock:
+            asked, self._unload_wanted = self._unload_wanted, False
+        idle = (self.idle_unload_s > 0 and time.monotonic() - self._last_busy >= self.idle_unload_s)
+        ref = self.host.model_ref
+        if ref is None or not (asked or idle):
+            return
+        try:
+            self.host.unload()
+        except Exception:  # noqa: BLE001 - the engine process is gone either way
+            log.exception("unloading the model failed")
+        log.info("model %s unloaded (%s)", ref, "asked" if asked else "idle")
+        self.model_unloaded.emit(ref, "asked" if asked else "idle")
+
     def _preload_if_wanted(self) -> None:
         with self._wanted_lock:
             ref, self._wanted = self._wanted, None
-        if ref is None or ref == self.host.model_ref:
+        if ref is None or ref == self.host.loaded_ref:
             return
         try:
             self.host.ensure_model(ref)
+            self._last_busy = time.monotonic()
         except UserFacingError as exc:  # reported through model_failed already; not a bug
             log.info("preloading %s failed: %s", ref, exc)
         except Exception:  # reported through model_failed already
@@ -193,15 +246,19 @@ class _HostEvents:
         self.worker.model_loading.emit(ref)
 
     def model_ready(self, ref: str, engine: "Engine", seconds: float) -> None:
+        # What the engine offers through its interface (the engine process answers these).
+        from heyim_desktop.core.engine import EngineInfo
+
         engine_info = getattr(engine, "info", None)
         info = ModelReady(
             ref=ref,
-            model_name=getattr(engine, "model_name", ref),
-            engine_name=getattr(engine, "name", "?"),
+            model_name=engine.model_name,
+            engine_name=engine.name,
             seconds=seconds,
             default_size=tuple(engine.default_size),  # type: ignore[arg-type]
             fixed_size=engine.fixed_size,
             supports_img2img=bool(getattr(engine, "supports_img2img", True)),
+            info=engine_info if isinstance(engine_info, EngineInfo) else None,
             supports_clip_skip=_clip_skip_ok(engine),
             count_tokens=getattr(engine, "count_tokens", None),
             capabilities=getattr(engine_info, "capabilities", None),

@@ -1,0 +1,58 @@
+"""``heyim-desktop serve`` over the engine process: a killed engine fails one request, the server stays up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api_helpers import TOKEN, call
+from heyim_desktop.api.serve import run_serve
+from heyim_desktop.cli import build_parser
+from heyim_desktop.core.jobs import Job, JobState
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals by PID are POSIX")
+
+KILLED = "The engine stopped unexpectedly (killed by signal 9, likely out of memory). It restarts for the next job."
+
+
+@pytest.mark.slow
+def test_killing_the_engine_mid_request_fails_that_request_and_the_next_one_works(data_dir: Path) -> None:
+    from heyim_desktop.core.process.remote import RemoteEngine
+
+    args = build_parser().parse_args(["serve", "--demo", "--port", "0", "--token", TOKEN, "--device", "cpu"])
+    ready, stop = threading.Event(), threading.Event()
+    holder: list[Any] = []
+    thread = threading.Thread(target=run_serve, args=(args,), daemon=True,
+                              kwargs={"on_ready": lambda s: (holder.append(s), ready.set()), "stop": stop})
+    thread.start()
+    assert ready.wait(120), "serve did not start"
+    server = holder[0]
+    host = server.context.host
+    pids: list[int] = []
+
+    def kill_once(job: Job) -> None:
+        if job.state is JobState.RUNNING and job.progress is not None and not pids:
+            engine = host.engine
+            assert isinstance(engine, RemoteEngine)
+            pids.append(engine.pid)
+            os.kill(engine.pid, signal.SIGKILL)
+
+    server.context.queue.add_listener(kill_once)
+    try:
+        body = {"prompt": "a doomed fox", "steps": 150, "width": 64, "height": 64, "seed": 5}
+        failed = call(server.port, "POST", "/sdapi/v1/txt2img", body=body)
+        assert pids and failed.status >= 500
+        assert KILLED in failed.body.decode()
+        assert call(server.port, "GET", "/api/status").status == 200  # the server is still up
+        ok = call(server.port, "POST", "/sdapi/v1/txt2img", body={**body, "steps": 2})
+        assert ok.status == 200, ok.body
+        assert isinstance(host.engine, RemoteEngine) and host.engine.pid != pids[0]
+    finally:
+        stop.set()
+        thread.join(60)
