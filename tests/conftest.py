@@ -165,3 +165,19 @@ def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from heyim_desktop.core.families.tiny import build_tiny_model
 
     return build_tiny_model("sd3", tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ControlNet built from the tiny model's UNet, every weight random (diffusers folder)."""
+    from controlnet_layout import build_tiny_controlnet
+
+    return build_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet", seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_b(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second random tiny ControlNet, for two-unit requests."""
+    from controlnet_layout import build_tiny_controlnet
+
+    return build_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet-b", seed=6)

@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--padding", type=int, default=32, help="pixels around the mask in --only-masked (default 32)")
     gen.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM",
                      help="outpainting: grow --image's canvas by these pixels (multiples of 8) and paint the border")
+    gen.add_argument("--control", action="append", default=[], metavar="MODEL:IMAGE[:WEIGHT]",
+                     help="guide by a ControlNet (folder or .safetensors) and its control image; repeatable")
+    gen.add_argument("--control-preprocessor", action="append", default=[], metavar="NAME",
+                     help="make the control map from the image: canny, scribble_xdog, lineart_standard, tile_resample, "
+                          "shuffle, inpaint, ... (default none: the image already is a map); once for all units or once each")
+    gen.add_argument("--control-start", action="append", type=float, default=[], metavar="FRACTION",
+                     help="fraction of the steps where ControlNet starts acting (default 0)")
+    gen.add_argument("--control-end", action="append", type=float, default=[], metavar="FRACTION",
+                     help="fraction of the steps where ControlNet stops acting (default 1)")
+    gen.add_argument("--control-mode", action="append", default=[], choices=("balanced", "prompt", "controlnet"),
+                     help="balanced (default), prompt (my prompt is more important), controlnet (ControlNet is more important)")
     gen.add_argument("--steps", type=int, default=None,
                      help="denoising steps, 1 to 150 (default 30; Z-Image, FLUX.2, SD 3.5: the family's recommended)")
     gen.add_argument("--cfg", type=float, default=None,
@@ -187,6 +198,58 @@ def _edit_arguments(args: argparse.Namespace, init_image: object) -> tuple[objec
     return inpaint, extend
 
 
+def _split_control(spec: str) -> tuple[str, str, float]:
+    """MODEL:IMAGE[:WEIGHT], where MODEL and IMAGE may hold colons (C:\\...) when they exist."""
+    from heyim_desktop.core.errors import InvalidRequest
+
+    parts = spec.split(":")
+    weight = 1.0
+    if len(parts) >= 3:
+        try:
+            weight = float(parts[-1])
+            parts = parts[:-1]
+        except ValueError:
+            pass
+    if len(parts) < 2:
+        raise InvalidRequest("control", f"--control {spec!r}: expected MODEL:IMAGE[:WEIGHT]")
+    cut = next((i for i in range(1, len(parts)) if Path(":".join(parts[:i])).expanduser().exists()), 1)
+    return ":".join(parts[:cut]), ":".join(parts[cut:]), weight
+
+
+def _nth(values: list[Any], i: int, default: Any, name: str, units: int) -> Any:
+    from heyim_desktop.core.errors import InvalidRequest
+
+    if not values:
+        return default
+    if len(values) not in (1, units):
+        raise InvalidRequest(name, f"give --{name} once for all ControlNets or once for each ({units}), got {len(values)}")
+    return values[0] if len(values) == 1 else values[i]
+
+
+def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
+    """--control and its options as the request's ControlNet units."""
+    from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.images import load_image
+
+    if not args.control:
+        if args.control_preprocessor or args.control_start or args.control_end or args.control_mode:
+            raise InvalidRequest("control", "--control-* options need a ControlNet (--control MODEL:IMAGE)")
+        return ()
+    n = len(args.control)
+    units = []
+    for i, spec in enumerate(args.control):
+        model, image, weight = _split_control(spec)
+        units.append(ControlUnit(
+            model=str(Path(model).expanduser()), image=load_image(image), weight=weight,
+            preprocessor=_nth(args.control_preprocessor, i, "none", "control-preprocessor", n),
+            start=_nth(args.control_start, i, 0.0, "control-start", n),
+            end=_nth(args.control_end, i, 1.0, "control-end", n),
+            mode=_nth(args.control_mode, i, "balanced", "control-mode", n),
+        ))
+    return tuple(units)
+
+
 def _resolve_networks(request: Any, loras: list[str]) -> Any:
     """--lora values and the prompt's <lora:...> tags as files from the model library."""
     from heyim_desktop.core.lora import resolve_networks
@@ -224,6 +287,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.model and not args.demo:
         raise InvalidRequest("model", "pass --model FOLDER, or --demo for the built-in tiny random model")
     inpaint, extend = _edit_arguments(args, init_image)
+    controlnets = _control_arguments(args)
     width, height = args.size or (512, 512)
     from heyim_desktop.cli_styles import expand
 
@@ -247,6 +311,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         styles=tuple(args.style),
         inpaint=inpaint,
         extend=extend,
+        controlnets=controlnets,
     )
     if args.hires_scale is not None:
         from heyim_desktop.upscale_cli import hires_from_args

@@ -56,7 +56,7 @@ def test_seed_minus_one_is_random_and_other_negatives_are_refused() -> None:
     ({"prompt": "x", "enable_hr": True, "denoising_strength": 2}, "denoising_strength"),
     ({"prompt": "x", "enable_hr": True, "hr_second_pass_steps": -1}, "hr_second_pass_steps"),
     ({"prompt": "x", "restore_faces": True}, "restore_faces"),
-    ({"prompt": "x", "alwayson_scripts": {"controlnet": {}}}, "alwayson_scripts"),
+    ({"prompt": "x", "alwayson_scripts": {"adetailer": {"args": []}}}, "alwayson_scripts.adetailer"),
     ({"prompt": "x", "override_settings": "no"}, "override_settings"),
 ])
 def test_a1111_errors_name_the_clients_field(body: dict[str, Any], field: str) -> None:

@@ -62,6 +62,8 @@ def test_the_schema_describes_every_route(fuzz_api: Running) -> None:
         ("POST", "/sdapi/v1/txt2img"), ("POST", "/sdapi/v1/img2img"), ("GET", "/sdapi/v1/sd-models"),
         ("GET", "/sdapi/v1/samplers"), ("GET", "/sdapi/v1/schedulers"), ("GET", "/sdapi/v1/progress"),
         ("POST", "/sdapi/v1/interrupt"), ("GET", "/sdapi/v1/options"), ("POST", "/sdapi/v1/options"),
+        ("GET", "/controlnet/version"), ("GET", "/controlnet/model_list"), ("GET", "/controlnet/module_list"),
+        ("GET", "/controlnet/control_types"), ("POST", "/controlnet/detect"),
         # the rest of AUTOMATIC1111's routes that clients probe (issue 15)
         ("POST", "/sdapi/v1/skip"), ("POST", "/sdapi/v1/png-info"), ("GET", "/sdapi/v1/cmd-flags"),
         *(("GET", f"/sdapi/v1/{name}") for name in (

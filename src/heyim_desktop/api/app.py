@@ -88,6 +88,10 @@ def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
     from heyim_desktop.core.lora import resolve_networks
 
     def networks(built: Any) -> Any:
+        if built.controlnets:  # ControlNet names -> files of the model library
+            from heyim_desktop.api.controlnet_routes import _catalog, resolve_controlnets
+
+            built = resolve_controlnets(built, _catalog(ctx))
         from heyim_desktop.api.upscale_routes import resolve_hires_request
 
         built = resolve_hires_request(ctx, built)  # a hires fix upscaler's name -> its model file
@@ -330,6 +334,10 @@ def build_app(ctx: ApiContext) -> FastAPI:
         if ignored:
             log.info("ignored options: %s", ", ".join(ignored))
         return JSONResponse(None)
+
+    from heyim_desktop.api.controlnet_routes import add_controlnet_routes
+
+    add_controlnet_routes(app, ctx, _ERRORS)
 
     from heyim_desktop.api.upscale_routes import register_upscale_routes
 

@@ -168,7 +168,6 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "restore_faces": (False, None),
     "tiling": (False, None),
     "script_name": (None, ""),
-    "alwayson_scripts": (None, {}),
     "subseed_strength": (0, 0.0, None),
     "latent_mask": (None, ""),
 }
@@ -286,7 +285,8 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
     for key, allowed in _UNSUPPORTED.items():
         if key in body and body[key] not in allowed:
             raise ApiError(422, f"{key}: not supported by HeyIm (send {allowed[0]!r} or leave it out)", key)
-    unknown = sorted(k for k in body if k not in _A1111_FIELDS and k not in _IGNORED and k not in _UNSUPPORTED)
+    unknown = sorted(k for k in body if k not in _A1111_FIELDS and k not in _IGNORED and k not in _UNSUPPORTED
+                     and k != "alwayson_scripts")
     if unknown:
         notes.append(f"ignored unknown fields: {', '.join(unknown)}")
     data: dict[str, Any] = {}
@@ -346,6 +346,12 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         if hires is not None:
             data["hires"] = hires
             names.update(HIRES_NAMES)
+    from heyim_desktop.api.controlnet_routes import parse_units, unit_names
+
+    units = parse_units(body.get("alwayson_scripts"), notes)  # only the ControlNet script is accepted
+    if units:
+        data["controlnet"] = units
+        names.update(unit_names(len(units)))
     send = body.get("send_images", True)
     refiner = _string(body, "refiner_checkpoint") or None
     if refiner is None and body.get("refiner_switch_at") is not None:

@@ -43,6 +43,12 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
     "extend": (list, type(None)),
     "loras": (list, type(None)),
     "embeddings": (list, type(None)),
+    "controlnet": (list, type(None)),
+}
+_CONTROLNET_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "image": (str, type(None)), "weight": (int, float), "guidance_start": (int, float),
+    "guidance_end": (int, float), "control_mode": (str, int), "resize_mode": (str,), "module": (str,),
+    "processor_res": (int,), "threshold_a": (int, float), "threshold_b": (int, float),
 }
 _INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
     "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
@@ -101,7 +107,47 @@ def request_to_data(request: GenerationRequest, *, include_paths: bool = False) 
         data["guidance_boost"] = request.guidance_boost
     if request.inpaint is not None:
         data["inpaint"] = dict(data["inpaint"], mask=encode_image(request.inpaint.mask))
+    if request.controlnets:
+        data["controlnet"] = [
+            dict(u.settings(), image=None if u.image is None else encode_image(u.image)) for u in request.controlnets
+        ]
     return data
+
+
+def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[Any, ...]:
+    """ControlNet units from their JSON form (``controlnet`` of a request).
+
+    Untrusted data only names a ControlNet (a path is cut to its last part; receivers
+    resolve the name against their model library); only HeyIm's own engine process may
+    hand over a path."""
+    from heyim_desktop.core.controlnet import ControlUnit
+
+    out = []
+    for i, value in enumerate(units):
+        where = f"controlnet[{i}]"
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(where, "must be an object")
+        unknown = sorted(set(value) - set(_CONTROLNET_FIELDS))
+        if unknown:
+            raise InvalidRequest(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_CONTROLNET_FIELDS))}")
+        for key, item in value.items():
+            types = _CONTROLNET_FIELDS[key]
+            if isinstance(item, bool) or not isinstance(item, types):
+                raise InvalidRequest(f"{where}.{key}", f"has the wrong type ({type(item).__name__})")
+        if "model" not in value:
+            raise InvalidRequest(f"{where}.model", "is required")
+        model = value["model"]
+        if not trust_paths:  # a name only: the receiver looks it up in its own model library
+            model = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".safetensors")
+        image = value.get("image")
+        out.append(ControlUnit(
+            model=model, image=decode_image(image, field=f"{where}.image") if image else None,
+            weight=value.get("weight", 1.0), start=value.get("guidance_start", 0.0), end=value.get("guidance_end", 1.0),
+            mode=value.get("control_mode", "balanced"), resize_mode=value.get("resize_mode", "Crop and Resize"),
+            preprocessor=value.get("module", "none"), processor_res=value.get("processor_res", -1),
+            threshold_a=value.get("threshold_a", -1.0), threshold_b=value.get("threshold_b", -1.0),
+        ))
+    return tuple(out)
 
 
 def _inpaint_from_data(value: Mapping[str, Any]) -> Any:
@@ -204,4 +250,8 @@ def request_from_data(
     kwargs["loras"] = _loras_from_data(kwargs.pop("loras", None) or [], trust_paths)
     embeddings = kwargs.pop("embeddings", None) or []
     kwargs["embeddings"] = _embeddings_from_data(embeddings) if trust_paths else ()
+    if kwargs.get("controlnet") is not None:
+        kwargs["controlnets"] = controlnet_from_data(kwargs.pop("controlnet"), trust_paths)
+    else:
+        kwargs.pop("controlnet", None)
     return GenerationRequest(**kwargs)

@@ -103,6 +103,7 @@ class ProgressReporter(BaseExtension):
 
 def extensions_for(request: "GenerationRequest", components: "Components") -> list[Extension]:
     """The feature extensions a request asks for, in the order they run."""
+    from heyim_desktop.core.controlnet import controlnet_extensions
     from heyim_desktop.core.inpaint import inpaint_extensions
 
-    return [*inpaint_extensions(request, components)]
+    return [*inpaint_extensions(request, components), *controlnet_extensions(request, components)]

@@ -64,6 +64,8 @@ def check_request(caps: Capabilities, request: GenerationRequest, vae_scale_fact
         raise InvalidRequest("clip_skip", "clip skip is not available with this engine (PyTorch only); set it to 1")
     if request.inpaint is not None and caps.inpaint == "none":
         raise InvalidRequest("mask", "this model cannot inpaint")
+    if request.controlnets and not caps.controlnet:
+        raise InvalidRequest("controlnet", "this model cannot use ControlNet")
     step = max(caps.size_step, vae_scale_factor)
     if request.width % step or request.height % step:
         raise InvalidRequest("size", f"width and height must be multiples of {step} for this model")

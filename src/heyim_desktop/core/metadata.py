@@ -161,6 +161,21 @@ class ImageParameters:
             out["padding"] = padding
         return out
 
+    def controlnet_settings(self) -> list[dict[str, Any]]:
+        """The ControlNet units these parameters record (``ControlNet 0: "Module: ..."``),
+        as :class:`~heyim_desktop.core.controlnet.ControlUnit` keywords; the model is its name."""
+        from heyim_desktop.core.controlnet import parse_unit_text
+
+        units = []
+        for i in range(16):
+            text = self.params.get(f"ControlNet {i}")
+            if text is None:
+                break
+            unit = parse_unit_text(text)
+            if unit is not None:
+                units.append(unit)
+        return units
+
     def request_settings(self) -> dict[str, Any]:
         """Keyword arguments for :class:`GenerationRequest` that these parameters support.
 
@@ -286,6 +301,9 @@ def format_parameters(
     if request.styles:
         pairs.append(("Styles", json.dumps(list(request.styles), ensure_ascii=False)))
     pairs.extend(_inpaint_pairs(request))
+    from heyim_desktop.core.controlnet import infotext_pairs
+
+    pairs.extend(infotext_pairs(request))
     if request.loras or request.embeddings:
         from heyim_desktop.core.lora import network_parameters
 

@@ -13,6 +13,7 @@ from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG, DEFAULT_TXT2IMG, cano
 if TYPE_CHECKING:
     from PIL import Image
 
+    from heyim_desktop.core.controlnet import ControlUnit
     from heyim_desktop.core.lora import EmbeddingUse, LoraUse
     from heyim_desktop.core.masking import Extend, InpaintSpec
 
@@ -150,6 +151,8 @@ class GenerationRequest:
     inpaint: "InpaintSpec | None" = None
     #: Outpainting: grow ``init_image``'s canvas (the new border is inpainted).
     extend: "Extend | None" = None
+    #: ControlNets guiding the job, each with its control image.
+    controlnets: "tuple[ControlUnit, ...]" = ()
     #: LoRAs by file (front ends resolve ``<lora:name:w>`` tags into these: core.lora.resolve_networks).
     loras: "tuple[LoraUse, ...]" = ()
     #: Textual-inversion embeddings the prompt's words activate.
@@ -190,6 +193,15 @@ class GenerationRequest:
             h = self.height + self.extend.top + self.extend.bottom
             if w > SIZE_RANGE[1] or h > SIZE_RANGE[1]:
                 raise InvalidRequest("extend", f"the grown canvas {w}x{h} is larger than {SIZE_RANGE[1]}x{SIZE_RANGE[1]}")
+        if self.controlnets:
+            from heyim_desktop.core.controlnet import MAX_UNITS, ControlUnit
+
+            units = tuple(self.controlnets)
+            if not all(isinstance(u, ControlUnit) for u in units):
+                raise InvalidRequest("controlnet", "each ControlNet must be a ControlUnit")
+            if len(units) > MAX_UNITS:
+                raise InvalidRequest("controlnet", f"at most {MAX_UNITS} ControlNets per image, got {len(units)}")
+            object.__setattr__(self, "controlnets", units)
         object.__setattr__(self, "guidance_boost", _check_float("guidance_boost", self.guidance_boost, 0.0, 10.0))
         if self.refiner is not None and (not isinstance(self.refiner, str) or not self.refiner.strip()):
             raise InvalidRequest("refiner", "must name a refiner model, or be left out")
@@ -297,6 +309,8 @@ def _edit_settings(request: GenerationRequest) -> dict[str, Any]:
     if request.extend is not None:
         e = request.extend
         out["extend"] = [e.left, e.top, e.right, e.bottom]
+    if request.controlnets:
+        out["controlnet"] = [u.settings() for u in request.controlnets]
     if request.loras:
         out["loras"] = [{"path": u.path, "weight": u.weight, "name": u.name} for u in request.loras]
     if request.embeddings:

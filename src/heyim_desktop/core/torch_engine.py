@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from heyim_desktop.core.capabilities import Capabilities
-from heyim_desktop.core.conditioning import PromptEncoding, TokenCount, UNetCall
+from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
@@ -126,9 +126,11 @@ class TorchComponents:
                 guidance_embedding=self.guidance_embedding_dim is not None,
             ),
             runtime_lora=self._family() != "sdxl-refiner",
+            controlnet=True,
         )
         self._counter = PromptCounter(self._first_tokenizer(), max_chunks=MAX_PROMPT_CHUNKS)
         self._networks: Any = None
+        self._controlnets: dict[str, Any] = {}
         # The loop denoises 4-channel latents; an inpainting UNet's extra 5 come from UNetCall.concat.
         self.latent_channels = int(self.vae.config.latent_channels)
 
@@ -215,6 +217,29 @@ class TorchComponents:
             return_dict=False, **kwargs,
         )[0]
 
+    def controlnet_model(self, path: str) -> Any:
+        """The ControlNet at ``path``, loaded once onto this device and dtype and kept."""
+        from heyim_desktop.core.controlnet_models import check_compatible, load_controlnet
+
+        key = str(Path(path).expanduser().resolve())
+        net = self._controlnets.get(key)
+        if net is None:
+            net = load_controlnet(key, device=self.device, dtype=self.dtype)
+            check_compatible(net, Path(key).name, int(self.unet_model.config.cross_attention_dim))
+            self._controlnets[key] = net
+        return net
+
+    def run_controlnet(
+        self, net: Any, sample: torch.Tensor, timestep: torch.Tensor, text: TextCond, image: torch.Tensor, *,
+        scale: float, guess_mode: bool,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        added = self._added_cond(UNetCall(sample, timestep, text))  # SDXL: pooled text and time ids
+        down, mid = net(
+            sample, timestep, encoder_hidden_states=text.hidden, controlnet_cond=image, conditioning_scale=scale,
+            guess_mode=guess_mode, added_cond_kwargs=added, return_dict=False,
+        )
+        return list(down), mid
+
     def _added_cond(self, call: UNetCall) -> dict[str, torch.Tensor] | None:
         """The UNet's extra inputs beyond the text (SDXL: pooled text and time ids); none for SD 1.x/2.x."""
         return None
@@ -226,6 +251,7 @@ class TorchComponents:
         return self.vae.encode(images).latent_dist.parameters
 
     def release(self) -> None:
+        self._controlnets = {}
         for attr in ("unet_model", "vae", "text_encoder", "text_encoder_2"):
             if hasattr(self, attr):
                 delattr(self, attr)

@@ -76,8 +76,11 @@ def _list(args: argparse.Namespace) -> int:
 
     from heyim_desktop.models.networks import NetworkLibrary
 
+    from heyim_desktop.models.controlnets import ControlNetLibrary
+
     library = _library(args.folder)
-    models = library.list() + NetworkLibrary(library).all() + library.list_upscalers()
+    models = (library.list() + NetworkLibrary(library).all() + library.list_upscalers()
+              + ControlNetLibrary(library).all())
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
                  "status": m.status.value, "problem": m.problem, "source": m.source,

@@ -247,6 +247,11 @@ class QueueWorker:
         from heyim_desktop.core.codec import request_from_data
 
         request = request_from_data(data)
+        if request.controlnets:  # names from the queue, looked up in this machine's library
+            from heyim_desktop.models.controlnets import ControlNetLibrary, resolve_controlnet_names
+            from heyim_desktop.models.library import ModelLibrary
+
+            request = resolve_controlnet_names(request, ControlNetLibrary(ModelLibrary()))
         wanted = request.model
         if wanted and wanted not in model_names(self.config.model) and not (
             self.host.engine is not None and wanted == self.host.engine.model_name

@@ -119,6 +119,10 @@ class MainWindow(QMainWindow):
         self.prompt_panel.recent_source = lambda: self.store.recent_prompts(20)
         self.settings_panel = SettingsPanel()
         self.drop_panel = DropPanel()
+        from heyim_desktop.ui.controlnet_panel import ControlNetPanel
+
+        self.controlnet_panel = ControlNetPanel()
+        self.controlnet_panel.failed.connect(lambda msg: self.show_error(msg, offer_logs=False))
         self.queue_panel = QueuePanel(queue)
         _retain_when_hidden(self.queue_panel)
         self.result_view = ResultView()
@@ -147,6 +151,7 @@ class MainWindow(QMainWindow):
         controls_layout.addWidget(self.prompt_panel, 1)
         controls_layout.addWidget(self.settings_panel)
         controls_layout.addWidget(self.drop_panel, 1)
+        controls_layout.addWidget(self.controlnet_panel)
         # The settings scroll rather than squeeze on a short screen (the window fits 1024 x 700);
         # Generate, Cancel and the queue stay pinned below them, always in the same place.
         controls_scroll = QScrollArea()
@@ -332,6 +337,9 @@ class MainWindow(QMainWindow):
         if self.settings_panel.model_ref():
             self.banner.clear("model")
         self.settings_panel.hires.set_upscalers(self.upscaling.model_names())
+        from heyim_desktop.ui.controlnet_panel import library_source
+
+        self.controlnet_panel.refresh(library_source(self.prefs.model_folders))
 
     def _upscaler_library(self) -> Any:
         from heyim_desktop.models.library import ModelLibrary
@@ -497,7 +505,8 @@ class MainWindow(QMainWindow):
     # -- generating ----------------------------------------------------------------------
     def build_request(self) -> Any:
         prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
-        extra: dict[str, Any] = {"styles": styles, **self.drop_panel.edit_fields()}
+        extra: dict[str, Any] = {"styles": styles, **self.drop_panel.edit_fields(),
+                                 "controlnets": self.controlnet_panel.units()}
         if self.drop_panel.image is None:
             hires = self.settings_panel.hires.settings()
             if hires is not None:  # hires fix is text-to-image only
@@ -716,6 +725,7 @@ class MainWindow(QMainWindow):
         from heyim_desktop.core.metadata import parse_parameters
 
         self.apply_settings(entry.request_settings(), parse_parameters(entry.parameters).params.get("Lora hashes", ""))
+        self.controlnet_panel.apply((entry.settings or {}).get("controlnet") or [])
         self.status("Settings loaded from history.")
 
     def use_as_input(self, entry: Any) -> None:

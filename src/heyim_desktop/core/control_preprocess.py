@@ -1,0 +1,303 @@
+"""ControlNet preprocessors that need no network of their own, and control-image fitting.
+
+A preprocessor turns a photo into the map a ControlNet was trained on (edges, scribbles, a
+blurred tile, a shuffled image); "none" takes the image as a map made elsewhere (depth,
+pose, normals). Module names and their two sliders follow the AUTOMATIC1111 ControlNet
+extension, so its API clients and infotext work unchanged. Every image operation is
+OpenCV's or Pillow's. Preprocessors that need weights (depth, openpose) are listed by
+:func:`network_preprocessors` with the file that would enable them; none ships here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from heyim_desktop.core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    from PIL import Image
+
+#: How a control image of another shape is brought to the generation size (the extension's names).
+RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+DEFAULT_RESIZE_MODE = "Crop and Resize"
+#: Short side the image is scaled to before a detector runs, when the request does not say.
+DEFAULT_PROCESSOR_RES = 512
+
+
+@dataclass(frozen=True)
+class Slider:
+    """One preprocessor parameter, as the extension's ``threshold_a`` / ``threshold_b``."""
+
+    label: str
+    default: float
+    minimum: float
+    maximum: float
+    step: float = 1.0
+
+    def clamp(self, value: float) -> float:
+        # The extension resets out-of-range values (and -1, "unset") to the default.
+        return self.default if not self.minimum <= value <= self.maximum else float(value)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    name: str
+    label: str
+    #: The extension's control-type tag ("Canny", "Scribble", ...).
+    control_type: str
+    slider_a: Slider | None = None
+    slider_b: Slider | None = None
+    #: Whether ``processor_res`` applies (detectors run at a chosen resolution).
+    uses_resolution: bool = True
+    #: Needs the request's inpainting mask.
+    needs_mask: bool = False
+
+
+_PREPROCESSORS: tuple[Preprocessor, ...] = (
+    Preprocessor("none", "None (the image is already a control map)", "All", uses_resolution=False),
+    Preprocessor("canny", "Canny edges", "Canny",
+                 Slider("Canny Low Threshold", 100, 1, 255), Slider("Canny High Threshold", 200, 1, 255)),
+    Preprocessor("scribble_xdog", "Scribble (difference of Gaussians)", "Scribble", Slider("XDoG Threshold", 32, 1, 64)),
+    Preprocessor("scribble_adaptive", "Scribble (adaptive threshold)", "Scribble",
+                 Slider("Block Size", 15, 3, 101, 2), Slider("Offset", 6, 0, 64)),
+    Preprocessor("scribble_canny", "Scribble (thick Canny edges)", "Scribble",
+                 Slider("Canny Low Threshold", 100, 1, 255), Slider("Canny High Threshold", 200, 1, 255)),
+    Preprocessor("lineart_standard", "Line art (from a white background)", "Lineart"),
+    Preprocessor("threshold", "Binary threshold", "Scribble", Slider("Binarization Threshold", 127, 0, 255)),
+    Preprocessor("invert", "Invert (black lines on white -> white on black)", "Lineart", uses_resolution=False),
+    Preprocessor("tile_resample", "Tile (downscale)", "Tile", Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01),
+                 uses_resolution=False),
+    Preprocessor("blur_gaussian", "Tile (Gaussian blur)", "Tile", Slider("Sigma", 9.0, 0.01, 64.0, 0.01)),
+    Preprocessor("inpaint", "Inpaint (masked pixels = -1)", "Inpaint", uses_resolution=False, needs_mask=True),
+    Preprocessor("shuffle", "Shuffle (content warp)", "Shuffle"),
+)
+PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in _PREPROCESSORS}
+#: Names other tools use for the same preprocessor.
+ALIASES = {"inpaint_global_harmonious": "inpaint", "canny_edge": "canny", "tile": "tile_resample"}
+
+
+@dataclass(frozen=True)
+class NetworkPreprocessor:
+    """A preprocessor that needs its own network: offered when its weights are in the library."""
+
+    name: str
+    label: str
+    control_type: str
+    #: The file (in a ControlNet annotator folder) whose presence enables it.
+    weights: str
+
+
+NETWORK_PREPROCESSORS = (
+    NetworkPreprocessor("depth_midas", "Depth (MiDaS)", "Depth", "dpt_hybrid-midas-501f0c75.safetensors"),
+    NetworkPreprocessor("openpose", "OpenPose", "OpenPose", "body_pose_model.safetensors"),
+)
+
+
+def canonical(name: str) -> str:
+    """The preprocessor's own name for ``name``; unknown names raise InvalidRequest."""
+    key = (name or "none").strip()
+    key = ALIASES.get(key, key)
+    if key not in PREPROCESSORS:
+        known = ", ".join(PREPROCESSORS)
+        net = {p.name: p for p in NETWORK_PREPROCESSORS}.get(key)
+        if net is not None:
+            raise InvalidRequest("controlnet.module", f"{net.label} needs its own network, which HeyIm does not run; "
+                                 f"make the map elsewhere and use 'none'. Available: {known}")
+        raise InvalidRequest("controlnet.module", f"unknown preprocessor {name!r}; choose one of {known}")
+    return key
+
+
+def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPreprocessor, bool]]:
+    """Each network preprocessor and whether its weights file is among ``library_files``."""
+    names = {p.name for p in library_files}
+    return [(p, p.weights in names) for p in NETWORK_PREPROCESSORS]
+
+
+def fit_control_image(image: "Image.Image", width: int, height: int, resize_mode: str) -> "Image.Image":
+    """The image at ``width x height`` the way ``resize_mode`` says (Lanczos, as diffusers resizes)."""
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    if image.size == (width, height):
+        return image
+    lanczos = PILImage.Resampling.LANCZOS
+    if resize_mode == "Just Resize":
+        return image.resize((width, height), resample=lanczos)
+    if resize_mode == "Resize and Fill":
+        return ImageOps.pad(image, (width, height), method=lanczos, color=(0, 0, 0), centering=(0.5, 0.5))
+    return ImageOps.fit(image, (width, height), method=lanczos, centering=(0.5, 0.5))
+
+
+def _scale_short_side(image: "Image.Image", short: int) -> "Image.Image":
+    from PIL import Image as PILImage
+
+    w, h = image.size
+    k = short / min(w, h)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    return image if size == (w, h) else image.resize(size, resample=PILImage.Resampling.LANCZOS)
+
+
+def _gray3(single: "npt.NDArray[Any]") -> "npt.NDArray[Any]":
+    import numpy as np
+
+    return np.repeat(single[:, :, None], 3, axis=2)
+
+
+def _canny(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+
+    return _gray3(cv2.Canny(img, int(a), int(b)))
+
+
+def _scribble_canny(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+    import numpy as np
+
+    edges = cv2.Canny(img, int(a), int(b))
+    return _gray3(cv2.dilate(edges, np.ones((3, 3), np.uint8), iterations=1))
+
+
+def _scribble_xdog(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+    import numpy as np
+
+    x = img.astype(np.float32)
+    fine = cv2.GaussianBlur(x, (0, 0), 0.5)
+    coarse = cv2.GaussianBlur(x, (0, 0), 5.0)
+    # Lines are where the sharp image is darker than its blurred surroundings.
+    out = np.zeros(img.shape[:2], np.uint8)
+    out[np.max(coarse - fine, axis=2) * 2.0 > a] = 255
+    return _gray3(out)
+
+
+def _scribble_adaptive(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+
+    block = int(a) | 1  # odd, as OpenCV requires
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    lines = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, max(3, block), b)
+    return _gray3(lines)
+
+
+def _lineart_standard(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+    import numpy as np
+
+    x = img.astype(np.float32)
+    dark = np.min(cv2.GaussianBlur(x, (0, 0), 6.0) - x, axis=2).clip(0, 255)
+    strong = dark[dark > 8]
+    norm = max(16.0, float(np.median(strong))) if strong.size else 16.0
+    return _gray3((dark / norm * 127.0).clip(0, 255).astype(np.uint8))
+
+
+def _threshold(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return _gray3(cv2.threshold(gray, a, 255, cv2.THRESH_BINARY)[1])
+
+
+def _invert(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    return 255 - img
+
+
+def _tile_resample(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+
+    if a <= 1.0:
+        return img
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(1, int(w / a)), max(1, int(h / a))), interpolation=cv2.INTER_AREA)
+
+
+def _blur_gaussian(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), a)
+
+
+def _shuffle(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    """Warp the picture by a smooth random flow, keeping colours and textures but not layout."""
+    import cv2
+    import numpy as np
+
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(seed)
+    cell = 256
+
+    def field(extent: int) -> "npt.NDArray[Any]":
+        coarse = rng.uniform(0, 1, (h // cell + 2, w // cell + 2)).astype(np.float32)
+        fine = cv2.resize(coarse, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[cell:cell + h, cell:cell + w]
+        fine = (fine - fine.min()) / max(float(fine.max() - fine.min()), 1e-6)
+        return np.asarray(fine * float(extent - 1), dtype=np.float32)
+
+    map_x, map_y = field(w), field(h)
+    return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR)
+
+
+_RUNNERS: dict[str, Callable[["npt.NDArray[Any]", float, float, int], "npt.NDArray[Any]"]] = {
+    "canny": _canny, "scribble_canny": _scribble_canny, "scribble_xdog": _scribble_xdog,
+    "scribble_adaptive": _scribble_adaptive, "lineart_standard": _lineart_standard, "threshold": _threshold,
+    "invert": _invert, "tile_resample": _tile_resample, "blur_gaussian": _blur_gaussian, "shuffle": _shuffle,
+}
+
+
+def detect(
+    image: "Image.Image", module: str, *, processor_res: int = -1, threshold_a: float = -1, threshold_b: float = -1,
+    seed: int = 0,
+) -> "Image.Image":
+    """The control map ``module`` makes from ``image`` (RGB), at the detector's resolution.
+
+    "none" and "inpaint" hand the image back unchanged (inpaint's -1 pixels are set where
+    the mask is known, in :func:`control_array`).
+    """
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from heyim_desktop.core.images import to_rgb
+
+    spec = PREPROCESSORS[canonical(module)]
+    if image.width < 1 or image.height < 1:
+        raise InvalidRequest("controlnet.image", "the control image has no pixels")
+    rgb = to_rgb(image)
+    runner = _RUNNERS.get(spec.name)
+    if runner is None:
+        return rgb
+    if spec.uses_resolution:
+        res = processor_res if processor_res and processor_res > 0 else DEFAULT_PROCESSOR_RES
+        if not 64 <= res <= 2048:
+            raise InvalidRequest("controlnet.processor_res", f"must be from 64 to 2048, got {res}")
+        rgb = _scale_short_side(rgb, res)
+    a = spec.slider_a.clamp(threshold_a) if spec.slider_a else 0.0
+    b = spec.slider_b.clamp(threshold_b) if spec.slider_b else 0.0
+    out = runner(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), a, b, seed)
+    return PILImage.fromarray(np.ascontiguousarray(out), mode="RGB")
+
+
+def control_array(
+    image: "Image.Image", module: str, width: int, height: int, *, resize_mode: str = DEFAULT_RESIZE_MODE,
+    processor_res: int = -1, threshold_a: float = -1, threshold_b: float = -1, seed: int = 0,
+    mask: "npt.NDArray[np.float32] | None" = None,
+) -> "npt.NDArray[np.float32]":
+    """(H, W, 3) float32 for the ControlNet: [0, 1] as diffusers' control image processor
+    makes it (RGB, resized to the generation size), or -1 under the mask for "inpaint"
+    (the extension's inpaint protocol). ``mask`` (H, W) in [0, 1] is the request's."""
+    import numpy as np
+
+    name = canonical(module)
+    if resize_mode not in RESIZE_MODES:
+        raise InvalidRequest("controlnet.resize_mode", f"must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    control_map = detect(image, name, processor_res=processor_res, threshold_a=threshold_a,
+                         threshold_b=threshold_b, seed=seed)
+    fitted = fit_control_image(control_map, width, height, resize_mode)
+    arr = np.asarray(fitted, dtype=np.float32) / 255.0
+    if PREPROCESSORS[name].needs_mask:
+        if mask is None:
+            raise InvalidRequest("controlnet.module", "the inpaint preprocessor needs an inpainting mask on the request")
+        arr = arr.copy()
+        arr[mask > 0.5] = -1.0
+    return np.ascontiguousarray(arr)

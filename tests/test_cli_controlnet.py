@@ -1,0 +1,48 @@
+"""heyim-desktop generate --control ..."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heyim_desktop.cli import _split_control, main
+from heyim_desktop.core.metadata import read_parameters
+
+
+def test_control_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path, tiny_controlnet: Path,
+                          tiny_controlnet_b: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hint = tmp_path / "edges.png"
+    rng = np.random.RandomState(4)
+    Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(hint)
+    base = ["generate", "--model", str(tiny_model), "-p", "a cat", "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "-o", str(tmp_path / "plain")]) == 0
+    plain = np.asarray(Image.open(capsys.readouterr().out.strip()))
+    args = [*base, "--control", f"{tiny_controlnet}:{hint}:0.8", "--control", f"{tiny_controlnet_b}:{hint}",
+            "--control-preprocessor", "canny", "--control-preprocessor", "none", "--control-end", "0.5",
+            "--control-mode", "prompt", "-o", str(tmp_path / "cn")]
+    assert main(args) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - plain).max() > 0
+    params = read_parameters(out)
+    assert params is not None
+    units = params.controlnet_settings()
+    assert [u["model"] for u in units] == ["tiny-controlnet", "tiny-controlnet-b"]
+    assert units[0]["weight"] == 0.8 and units[0]["preprocessor"] == "canny" and units[1]["preprocessor"] == "none"
+    assert all(u["end"] == 0.5 and u["mode"] == "prompt" for u in units)
+    assert main([*base, "--control", f"{tiny_controlnet}:{hint}", "--control-end", "0.5", "--control-end", "0.2",
+                 "--control-end", "1"]) == 2
+    assert "once for all" in capsys.readouterr().err
+    assert main([*base, "--control-preprocessor", "canny"]) == 2
+    assert "need a ControlNet" in capsys.readouterr().err
+    assert main([*base, "--control", f"{tiny_controlnet}"]) == 2
+    assert "MODEL:IMAGE" in capsys.readouterr().err
+
+
+def test_split_control_keeps_colons_in_paths(tmp_path: Path) -> None:
+    model = tmp_path / "a:b"
+    model.mkdir()
+    assert _split_control(f"{model}:x.png:0.5") == (str(model), "x.png", 0.5)
+    assert _split_control("m:C:/x.png") == ("m", "C:/x.png", 1.0)

@@ -1,0 +1,103 @@
+"""The ControlNet panel: units, live preview of the processed map, generating and reusing settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import GEN_TIMEOUT_MS, quick_settings
+from heyim_desktop.core.control_preprocess import detect
+from heyim_desktop.core.errors import InvalidRequest
+from heyim_desktop.core.jobs import JobState
+from heyim_desktop.models.types import ModelInfo, ModelStatus
+from heyim_desktop.ui.controlnet_panel import ControlNetPanel
+
+
+def _photo() -> Image.Image:
+    rng = np.random.RandomState(2)
+    arr = np.zeros((64, 64, 3), np.uint8)
+    arr[10:40, 12:50] = (220, 40, 30)
+    return Image.fromarray(np.clip(arr + rng.randint(0, 30, arr.shape), 0, 255).astype(np.uint8))
+
+
+def _info(path: Path) -> ModelInfo:
+    return ModelInfo("tiny-controlnet", str(path), "controlnet", "unknown", 1, ModelStatus.READY)
+
+
+def test_unit_preview_shows_the_processed_map(qtbot, tiny_controlnet: Path) -> None:  # type: ignore[no-untyped-def]
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([_info(tiny_controlnet)], {"depth_midas": False, "openpose": True})
+    assert panel.hint.isVisible() is False or not panel.isVisible()
+    editor = panel.add_unit()
+    assert editor is not None and editor.model.currentData() == str(tiny_controlnet)
+    editor.preprocessor.setCurrentIndex(editor.preprocessor.findData("canny"))
+    assert editor.label_a.text() == "Canny Low Threshold" and editor.slider_a.value() == 100
+    editor.resolution.setValue(64)
+    editor.slider_b.setValue(150)
+    with qtbot.waitSignal(editor.preview_ready, timeout=10_000) as blocker:
+        editor.set_image(_photo())
+    expected = detect(_photo(), "canny", processor_res=64, threshold_a=100, threshold_b=150)
+    assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(expected))
+    assert not editor.preview.pixmap().isNull()
+    unit = panel.units()[0]
+    assert unit.preprocessor == "canny" and unit.threshold_b == 150 and unit.image is not None
+    openpose = editor.preprocessor.model().item(editor.preprocessor.findData("openpose"))
+    depth = editor.preprocessor.model().item(editor.preprocessor.findData("depth_midas"))
+    assert not openpose.isEnabled() and "found" in openpose.text() and "needs dpt_hybrid" in depth.text()
+    for _ in range(3):
+        panel.add_unit()
+    assert len(panel.editors) == 4 and not panel.add_button.isEnabled()
+    with qtbot.waitSignal(panel.failed):
+        assert panel.add_unit() is None
+    panel.remove_unit(panel.editors[1])
+    assert [e.index for e in panel.editors] == [0, 1, 2]
+    panel.editors[1].enabled.setChecked(False)
+    assert len(panel.units()) == 2
+
+
+def test_unit_without_a_model_is_a_clear_error(qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([])
+    editor = panel.add_unit()
+    assert editor is not None and "models/ControlNet" in editor.model.currentText()
+    with pytest.raises(InvalidRequest, match="choose a ControlNet model"):
+        panel.units()
+
+
+def test_generate_with_a_controlnet_and_reuse_its_settings(parts, qtbot, data_dir: Path,  # type: ignore[no-untyped-def]
+                                                           tiny_controlnet: Path) -> None:
+    import shutil
+
+    window = parts.window
+    quick_settings(window)
+    panel = window.controlnet_panel
+    library_copy = data_dir / "models" / "ControlNet" / "tiny-controlnet"
+    shutil.copytree(tiny_controlnet, library_copy)
+    window.refresh_models()  # the library lists it in the panel
+    qtbot.waitUntil(lambda: [m.name for m in panel.models] == ["tiny-controlnet"], timeout=10_000)
+    tiny_controlnet = library_copy
+    editor = panel.add_unit()
+    with qtbot.waitSignal(editor.preview_ready, timeout=10_000):
+        editor.set_image(_photo())
+    editor.weight.setValue(0.7)
+    editor.end.setValue(0.5)
+    editor.mode.setCurrentIndex(editor.mode.findData("prompt"))
+    window.prompt_panel.set_prompt("a red fox")
+    with qtbot.waitSignal(window.job_shown, timeout=GEN_TIMEOUT_MS) as blocker:
+        assert window.generate() is not None, window.banner.message()
+    job = blocker.args[0]
+    assert job.state is JobState.DONE, job.error_message
+    entry = window.history.model.entry_at(0)
+    assert 'ControlNet 0: "Module: none, Model: tiny-controlnet [' in entry.parameters
+    panel.remove_unit(editor)
+    assert panel.editors == []
+    window.reuse_settings(entry)
+    assert len(panel.editors) == 1
+    restored = panel.editors[0]
+    assert restored.weight.value() == pytest.approx(0.7) and restored.end.value() == pytest.approx(0.5)
+    assert restored.mode.currentData() == "prompt" and restored.model.currentData() == str(tiny_controlnet)
