@@ -86,7 +86,9 @@ def progress_label(job: Job, done: int, total: int, max_batch: int | None = None
     without it, the total tells: about ``steps x count`` or about ``steps``.
     """
     request = job.request
-    if not isinstance(request, GenerationRequest):  # an upscale counts tiles, not steps
+    from heyim_desktop.core.upscale_job import UpscaleRequest
+
+    if isinstance(request, UpscaleRequest):  # an upscale counts tiles, not steps
         return f"Step {done}/{total}"
     count = max(1, int(request.count))
     if max_batch is not None and count > 1 and total % count == 0:

@@ -725,7 +725,8 @@ class MainWindow(QMainWindow):
         from heyim_desktop.core.metadata import parse_parameters
 
         self.apply_settings(entry.request_settings(), parse_parameters(entry.parameters).params.get("Lora hashes", ""))
-        self.controlnet_panel.apply((entry.settings or {}).get("controlnet") or [])
+        settings = getattr(entry, "settings", None)
+        self.controlnet_panel.apply((settings.get("controlnet") if isinstance(settings, dict) else None) or [])
         self.status("Settings loaded from history.")
 
     def use_as_input(self, entry: Any) -> None:
