@@ -216,3 +216,25 @@ def test_collect_writes_map_a_full_disk(tmp_path: Path, monkeypatch: pytest.Monk
 def test_permission_denied_is_a_storage_error_but_not_disk_full(tmp_path: Path) -> None:
     err = storage_error(PermissionError(errno.EACCES, "Permission denied"), tmp_path, "the image")
     assert isinstance(err, StorageError) and not isinstance(err, DiskFull) and "permission" in str(err).lower()
+
+
+def test_a_temp_folder_removed_by_another_writer_mid_mkdir_is_made_again(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two writers share one temp folder, and each removes it when it is empty again. Between
+    # mkdir's "exists" error and its "is it a folder" check the other writer may remove it:
+    # mkdir then raises FileExistsError for a folder that is gone. The write must retry.
+    from heyim_desktop.core import storage
+
+    real_mkdir = Path.mkdir
+    raced = []
+
+    def racing_mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name == "tmp" and not raced:
+            raced.append(self)
+            raise FileExistsError(17, "File exists")
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    fd, path = storage.new_temp_file(tmp_path / "tmp", ".png")
+    os.close(fd)
+    assert raced and path.parent == tmp_path / "tmp" and path.exists()

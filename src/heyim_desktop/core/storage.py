@@ -85,7 +85,12 @@ def temp_name(suffix: str) -> str:
 def new_temp_file(folder: Path, suffix: str, mode: int = 0o666) -> tuple[int, Path]:
     """Create an empty temp file in ``folder`` (made if needed), exclusively; permissions follow the umask."""
     for _attempt in range(5):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            # Another writer made the folder and, done with it, removed it again between
+            # mkdir's two checks: try once more.
+            continue
         path = folder / temp_name(suffix)
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode), path
