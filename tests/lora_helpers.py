@@ -59,3 +59,110 @@ def write_embedding(dest: Path, *, width: int = 32, vectors: int = 2, seed: int 
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_file({"emb_params": torch.randn(vectors, width, generator=gen)}, str(dest))
     return dest
+
+
+# -- SDXL: kohya sd-scripts names SDXL's UNet modules in the original (SGM) layout --------------
+
+_RESNET_SGM = {"conv1": "in_layers.2", "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1",
+               "conv_shortcut": "skip_connection"}
+_TOP_SGM = {"conv_in": "input_blocks.0.0", "conv_out": "out.2", "time_embedding.linear_1": "time_embed.0",
+            "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
+            "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def sgm_name(diffusers_name: str, layers_per_block: int, up_has_attention: list[bool]) -> str:
+    """The SGM (original SDXL) module path of a diffusers UNet module path, as kohya's SDXL UNet names it.
+
+    Written from the SGM UNet's structure (input_blocks: conv_in, then per down block
+    ``layers_per_block`` (resnet, attention) pairs and a downsampler; middle_block: resnet,
+    attention, resnet; output_blocks: per up block ``layers_per_block + 1`` (resnet, attention,
+    upsampler) triples), not from diffusers' converter, which the tests check it against.
+    """
+    if diffusers_name in _TOP_SGM:
+        return _TOP_SGM[diffusers_name]
+    parts = diffusers_name.split(".")
+    step = layers_per_block + 1
+
+    def inner(kind: str, rest: list[str]) -> str:
+        if kind == "resnets":
+            return ".".join([_RESNET_SGM.get(rest[0], rest[0]), *rest[1:]])
+        return ".".join(rest)
+
+    if parts[0] == "down_blocks":
+        block, kind, idx, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+        if kind == "downsamplers":
+            return f"input_blocks.{(block + 1) * step}.0.op"
+        slot = 0 if kind == "resnets" else 1
+        return f"input_blocks.{1 + block * step + idx}.{slot}.{inner(kind, rest)}"
+    if parts[0] == "mid_block":
+        kind, idx, rest = parts[1], int(parts[2]), parts[3:]
+        slot = {("resnets", 0): 0, ("attentions", 0): 1, ("resnets", 1): 2}[(kind, idx)]
+        return f"middle_block.{slot}.{inner(kind, rest)}"
+    if parts[0] == "up_blocks":
+        block, kind, idx, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+        if kind == "upsamplers":
+            return f"output_blocks.{block * step + layers_per_block}.{2 if up_has_attention[block] else 1}.conv"
+        slot = 0 if kind == "resnets" else 1
+        return f"output_blocks.{block * step + idx}.{slot}.{inner(kind, rest)}"
+    raise ValueError(f"no SGM name for {diffusers_name}")
+
+
+UNET_ATTENTION = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
+TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "mlp.fc1", "mlp.fc2"]
+
+
+def _kohya_te_name(prefix: str, module: str) -> str:
+    # kohya names CLIP modules from transformers' CLIPTextModel (text_model.encoder...).
+    if not module.startswith("text_model."):
+        module = "text_model." + module
+    return prefix + module.replace(".", "_")
+
+
+def write_sdxl_kohya_lora(model_folder: Path, dest: Path, *, rank: int = 4, alpha: float = 2.0, seed: int = 0,
+                          text_encoders: bool = True) -> Path:
+    """A random LoRA for the tiny SDXL as kohya sd-scripts writes one: ``lora_unet_input_blocks_...``,
+    ``lora_unet_middle_block_...``, ``lora_unet_output_blocks_...``, ``lora_te1_text_model_encoder_...``,
+    ``lora_te2_...``, each module with ``lora_down``/``lora_up`` and a scalar ``alpha``."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    unet = UNet2DConditionModel.from_pretrained(model_folder, subfolder="unet")
+    lpb = int(unet.config.layers_per_block)
+    up_attn = ["CrossAttn" in t for t in unet.config.up_block_types]
+    state: dict[str, torch.Tensor] = {}
+
+    for key, value in _peft_layers(unet, UNET_ATTENTION, rank, seed).items():
+        module, kind = key.rsplit(".lora_", 1)
+        base = "lora_unet_" + sgm_name(module, lpb, up_attn).replace(".", "_")
+        state[f"{base}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = value.half()
+        state[f"{base}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
+    if text_encoders:
+        te1 = CLIPTextModel.from_pretrained(model_folder / "text_encoder")
+        te2 = CLIPTextModelWithProjection.from_pretrained(model_folder / "text_encoder_2")
+        for prefix, te, s in (("lora_te1_", te1, seed + 1), ("lora_te2_", te2, seed + 2)):
+            for key, value in _peft_layers(te, TE_TARGETS, rank, s).items():
+                module, kind = key.rsplit(".lora_", 1)
+                base = _kohya_te_name(prefix, module)
+                state[f"{base}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = value.half()
+                state[f"{base}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dest), metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    return dest
+
+
+def write_sdxl_diffusers_lora(model_folder: Path, dest: Path, *, rank: int = 4, seed: int = 0) -> Path:
+    """A random LoRA for the tiny SDXL in the diffusers/PEFT layout (``unet.``, ``text_encoder.``, ``text_encoder_2.``)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    unet = UNet2DConditionModel.from_pretrained(model_folder, subfolder="unet")
+    state = {f"unet.{k}": v for k, v in _peft_layers(unet, ["to_q", "to_k", "to_v", "to_out.0"], rank, seed).items()}
+    te1 = CLIPTextModel.from_pretrained(model_folder / "text_encoder")
+    te2 = CLIPTextModelWithProjection.from_pretrained(model_folder / "text_encoder_2")
+    for prefix, te, s in (("text_encoder", te1, seed + 1), ("text_encoder_2", te2, seed + 2)):
+        state.update({f"{prefix}.{k}": v for k, v in _peft_layers(te, ["q_proj", "k_proj", "v_proj", "out_proj"], rank, s).items()})
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dest))
+    return dest
