@@ -51,15 +51,15 @@ def xl_reference(tiny_sdxl: Path):  # type: ignore[no-untyped-def]
             names.append(f"a{i}")
         if names:
             pipe.set_adapters(names, adapter_weights=[w for _, w in files])
-        out = pipe("a red fox", negative_prompt="blurry", num_inference_steps=2, guidance_scale=6.0, height=32,
-                   width=32, generator=torch.Generator("cpu").manual_seed(5), output_type="np").images
+        out = pipe("a red fox", negative_prompt="blurry", num_inference_steps=2, guidance_scale=6.0, height=64,
+                   width=64, generator=torch.Generator("cpu").manual_seed(5), output_type="np").images
         return np.round(out * 255) / 255  # as our PNG-bound images are rounded
 
     return run
 
 
 def _req(**kw: object) -> GenerationRequest:
-    base = dict(prompt="a red fox", negative_prompt="blurry", steps=2, guidance=6.0, seed=5, width=32, height=32,
+    base = dict(prompt="a red fox", negative_prompt="blurry", steps=2, guidance=6.0, seed=5, width=64, height=64,
                 scheduler="Euler a")
     base.update(kw)
     return GenerationRequest(**base)  # type: ignore[arg-type]
@@ -104,6 +104,7 @@ def test_kohya_sdxl_lora_equals_diffusers_and_lands_on_the_right_modules(  # typ
         assert torch.equal(module.lora_B[name].weight, file[f"{key}.lora_up.weight"].float()), key
 
 
+@pytest.mark.slow  # four tiny-SDXL generations and diffusers' reference (~10 s on 2 cores)
 def test_two_stacked_sdxl_loras_then_unloaded_exactly(xl_engine, xl_reference, xl_loras: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     before = xl_engine.generate(_req()).images[0].image.tobytes()
     uses = (LoraUse(str(xl_loras["kohya"]), 0.8), LoraUse(str(xl_loras["diffusers"]), -0.5))
