@@ -166,3 +166,94 @@ def write_sdxl_diffusers_lora(model_folder: Path, dest: Path, *, rank: int = 4, 
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(dest))
     return dest
+
+
+# -- LyCORIS LoHa / LoKr: made with peft's own LoHa/LoKr layers, which then serve as the reference ----
+
+LYCO_UNET = r".*(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.2|proj_in|proj_out|resnets\.\d+\.(conv1|conv2|conv_shortcut|time_emb_proj)|downsamplers\.0\.conv)$"
+LYCO_TE = r".*(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))$"
+_LOHA_PARTS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+_LOKR_PARTS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+
+
+def inject_peft_lycoris(module: torch.nn.Module, algo: str, adapter: str, *, targets: str, rank: int, alpha: float,
+                        seed: int, std: float) -> dict[str, dict[str, torch.Tensor]]:
+    """peft LoHa/LoKr layers on ``module`` (in place) with random weights; their parts by module path.
+
+    LoHa uses peft's effective (Tucker) form on 3x3 convolutions; LoKr decomposes both factors
+    where the rank allows (so the file mixes full ``lokr_w1`` and ``lokr_w1_a``/``_b`` layers) and
+    uses the Tucker ``lokr_t2`` on 3x3 convolutions.
+    """
+    from peft import LoHaConfig, LoKrConfig, inject_adapter_in_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if algo == "loha":
+        config: object = LoHaConfig(r=rank, alpha=alpha, target_modules=targets, use_effective_conv2d=True)
+    else:
+        config = LoKrConfig(r=rank, alpha=alpha, target_modules=targets, use_effective_conv2d=True, decompose_both=True)
+    inject_adapter_in_model(config, module, adapter_name=adapter)  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(seed)
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    names = _LOHA_PARTS if algo == "loha" else _LOKR_PARTS
+    for path, layer in module.named_modules():
+        if not isinstance(layer, BaseTunerLayer) or not hasattr(layer, names[0]):
+            continue
+        found = {}
+        for name in names:
+            store = getattr(layer, name)
+            if adapter in store:
+                with torch.no_grad():
+                    # fp16-representable, as the file stores them
+                    store[adapter].copy_((torch.randn(store[adapter].shape, generator=gen) * std).half().float())
+                found[name] = store[adapter].detach().clone()
+        if found:
+            parts[path.replace(".base_layer", "")] = found
+    for layer in module.modules():  # every adapter injected so far active at once
+        adapters = getattr(layer, "_available_adapters", None)
+        if isinstance(layer, BaseTunerLayer) and adapters:
+            layer.set_adapter(sorted(adapters))
+    return parts
+
+
+def set_peft_weight(module: torch.nn.Module, adapter: str, weight: float) -> None:
+    """The user's weight on a peft LoHa/LoKr adapter (peft's scaling = weight * alpha / r)."""
+    from peft.tuners.lycoris_utils import LycorisLayer
+
+    for layer in module.modules():
+        if isinstance(layer, LycorisLayer):
+            layer.set_scale(adapter, weight)
+
+
+def write_lycoris(dest: Path, layers: dict[str, dict[str, torch.Tensor]], *, algo: str, rank: int, alpha: float,
+                  dtype: torch.dtype = torch.float16) -> Path:
+    """A LyCORIS file (kohya module names -> parts, with ``alpha``) as LyCORIS saves one.
+
+    LyCORIS applies no alpha to a LoKr layer with both factors full (peft does: alpha / r), so
+    such layers carry peft's scale in ``lokr_w1``.
+    """
+    from safetensors.torch import save_file
+
+    state: dict[str, torch.Tensor] = {}
+    for name, parts in layers.items():
+        parts = dict(parts)
+        if algo == "lokr" and "lokr_w1_b" not in parts and "lokr_w2_b" not in parts:
+            parts["lokr_w1"] = parts["lokr_w1"] * (alpha / rank)
+        for part, value in parts.items():
+            state[f"{name}.{part}"] = value.to(dtype).contiguous()
+        state[f"{name}.alpha"] = torch.tensor(alpha, dtype=dtype)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dest))
+    return dest
+
+
+def kohya_names(parts: dict[str, dict[str, torch.Tensor]], prefix: str, *, sgm: tuple[int, list[bool]] | None = None,
+                text: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """Module paths -> kohya names (``lora_unet_``/``lora_te_`` + underscores; SGM names for SDXL UNets)."""
+    out = {}
+    for path, value in parts.items():
+        if sgm is not None:
+            path = sgm_name(path, *sgm)
+        if text and not path.startswith("text_model."):
+            path = "text_model." + path
+        out[prefix + path.replace(".", "_")] = value
+    return out

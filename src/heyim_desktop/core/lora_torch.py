@@ -42,6 +42,11 @@ class NetworkPatcher:
         self._adapters: dict[tuple[str, int, int], str] = {}
         self._words: set[str] = set()
         self._count = 0
+        from heyim_desktop.core.lycoris import LycorisSet
+
+        #: LoHa/LoKr files (applied by HeyIm's hooks, not diffusers): file key -> layers
+        self._lyco = LycorisSet()
+        self._index: dict[str, Any] | None = None
 
     def _pipeline(self) -> Any:
         if self._pipe is None:
@@ -67,9 +72,20 @@ class NetworkPatcher:
 
     @property
     def active(self) -> list[str]:
+        """diffusers adapter names of the plain LoRAs applied now (LoHa/LoKr files are not adapters)."""
         return list(self._adapters.values())
 
     # -- LoRA -----------------------------------------------------------------------------
+    def _encoders(self) -> list[Any]:
+        return [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
+
+    def _module_index(self) -> dict[str, Any]:
+        if self._index is None:
+            from heyim_desktop.core.lycoris import module_index
+
+            self._index = module_index(self.unet, self._encoders())
+        return self._index
+
     def apply(self, loras: tuple[LoraUse, ...]) -> None:
         wanted: dict[tuple[str, int, int], LoraUse] = {}
         for use in loras:
@@ -77,37 +93,51 @@ class NetworkPatcher:
                 wanted[_file_key(use.path)] = use
             except OSError as exc:
                 raise ModelError(f"LoRA {use.name}: cannot read {use.path} ({exc.strerror or exc}).") from None
+        for key in [k for k in self._lyco.keys() if k not in wanted]:
+            self._lyco.remove(key)
         stale = [name for key, name in self._adapters.items() if key not in wanted]
-        if not wanted:
-            if self._adapters:
-                self._pipeline().unload_lora_weights()
-                self._adapters.clear()
-                log.info("LoRAs unloaded")
-            return
-        pipe = self._pipeline()
         if stale:
-            pipe.delete_adapters(stale)
+            if len(stale) == len(self._adapters):
+                self._pipeline().unload_lora_weights()  # the modules become plain again
+            else:
+                self._pipeline().delete_adapters(stale)
             self._adapters = {k: v for k, v in self._adapters.items() if v not in stale}
+            log.info("LoRAs unloaded: %d", len(stale))
         for key, use in wanted.items():
-            if key in self._adapters:
+            if key in self._adapters or key in self._lyco:
                 continue
-            path = Path(use.path)
-            if not path.is_file():
-                raise ModelError(f"LoRA {use.name}: {path} is not a file.")
-            info = inspect_network_file(path)
-            if info.kind != "lora":
-                raise ModelError(f"{path.name} is a textual-inversion embedding, not a LoRA: use its name as a word.")
-            check_family(use.name, info, self.family, int(self.unet.config.cross_attention_dim))
-            self._count += 1
-            name = f"heyim_{self._count}"
-            try:
-                pipe.load_lora_weights(str(path), adapter_name=name)
-            except (ValueError, KeyError, RuntimeError, OSError) as exc:
-                raise ModelError(f"LoRA {use.name} could not be applied to this model: {exc}") from exc
-            self._adapters[key] = name
-            log.info("LoRA %s loaded (%s layout, %s)", use.name, info.layout, info.family)
-        names = [self._adapters[k] for k in wanted]
-        pipe.set_adapters(names, adapter_weights=[float(wanted[k].weight) for k in wanted])
+            self._load(key, use)
+        for key, use in wanted.items():
+            if key in self._lyco:
+                self._lyco.set_weight(key, float(use.weight))
+        plain = [k for k in wanted if k in self._adapters]
+        if plain:
+            self._pipeline().set_adapters([self._adapters[k] for k in plain],
+                                          adapter_weights=[float(wanted[k].weight) for k in plain])
+
+    def _load(self, key: tuple[str, int, int], use: LoraUse) -> None:
+        path = Path(use.path)
+        if not path.is_file():
+            raise ModelError(f"LoRA {use.name}: {path} is not a file.")
+        info = inspect_network_file(path)
+        if info.kind != "lora":
+            raise ModelError(f"{path.name} is a textual-inversion embedding, not a LoRA: use its name as a word.")
+        check_family(use.name, info, self.family, int(self.unet.config.cross_attention_dim))
+        if info.layout in ("loha", "lokr"):
+            from heyim_desktop.core.lycoris import load_layers
+
+            layers = load_layers(path, self.unet, self._encoders(), self._module_index)
+            self._lyco.add(key, layers, float(use.weight))
+            log.info("LoRA %s loaded (LyCORIS %s, %d layers, %s)", use.name, info.layout, len(layers), info.family)
+            return
+        self._count += 1
+        name = f"heyim_{self._count}"
+        try:
+            self._pipeline().load_lora_weights(str(path), adapter_name=name)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            raise ModelError(f"LoRA {use.name} could not be applied to this model: {exc}") from exc
+        self._adapters[key] = name
+        log.info("LoRA %s loaded (%s layout, %s)", use.name, info.layout, info.family)
 
     # -- embeddings -----------------------------------------------------------------------
     def load_embedding(self, path: str, word: str) -> None:
@@ -179,11 +209,13 @@ def bake_modules(*, unet: Any, vae: Any, text_encoders: list[Any], tokenizers: l
         tokenizer_2=tokenizers[1] if len(tokenizers) > 1 else None,
     )
     patcher.apply(loras)
-    pipe = patcher._pipeline()
     components = ["unet", "text_encoder"] + (["text_encoder_2"] if patcher.text_encoder_2 is not None else [])
     try:
-        pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=patcher.active)
-        pipe.unload_lora_weights()
+        if patcher.active:
+            pipe = patcher._pipeline()
+            pipe.fuse_lora(components=components, lora_scale=1.0, adapter_names=patcher.active)
+            pipe.unload_lora_weights()
+        patcher._lyco.merge()  # LoHa/LoKr: weight * dW added to the weights, hooks dropped
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"The LoRAs could not be baked into the model: {exc}") from exc
     log.info("baked %d LoRA(s): %s", len(loras), ", ".join(f"{u.name}:{u.weight:g}" for u in loras))

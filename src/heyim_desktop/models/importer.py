@@ -138,8 +138,7 @@ def _network_kind(path: Path) -> str | None:
     except ModelError:
         return None  # not a LoRA or embedding: a checkpoint (or nothing), checked as such
     if not info.supported:
-        raise ModelError(f"{path.name} is a LyCORIS {info.layout.upper()} file; HeyIm loads plain LoRAs (kohya and "
-                         "diffusers layouts) but not LoHa/LoKr yet, so it was not imported.")
+        raise ModelError(f"{path.name} is {info.problem}, so it was not imported.")
     return info.kind
 
 
