@@ -322,7 +322,8 @@ def _apply(module: Any, x: "torch.Tensor", delta: "torch.Tensor") -> "torch.Tens
     import torch
 
     if isinstance(module, torch.nn.Conv2d):
-        return module._conv_forward(x, delta, None)
+        conv: torch.Tensor = module._conv_forward(x, delta, None)  # the layer's stride, padding, groups
+        return conv
     return torch.nn.functional.linear(x, delta)
 
 
