@@ -33,10 +33,12 @@ class NetworkPatcher:
     """Keeps a model's LoRA adapters and embeddings in step with each job's request."""
 
     def __init__(self, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, family: str,
-                 text_encoder_2: Any = None, tokenizer_2: Any = None) -> None:
+                 text_encoder_2: Any = None, tokenizer_2: Any = None, compact: bool = True) -> None:
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.family = family
+        #: keep LoRA layers in the file's (smaller) dtype; see _compact
+        self.compact = compact
         self._pipe: Any = None
         #: file key -> adapter name
         self._adapters: dict[tuple[str, int, int], str] = {}
@@ -47,6 +49,8 @@ class NetworkPatcher:
         #: LoHa/LoKr files (applied by HeyIm's hooks, not diffusers): file key -> layers
         self._lyco = LycorisSet()
         self._index: dict[str, Any] | None = None
+        #: compact adapters -> the dtype their layers are kept in
+        self._stored: dict[str, Any] = {}
 
     def _pipeline(self) -> Any:
         if self._pipe is None:
@@ -102,6 +106,8 @@ class NetworkPatcher:
             else:
                 self._pipeline().delete_adapters(stale)
             self._adapters = {k: v for k, v in self._adapters.items() if v not in stale}
+            for name in stale:
+                self._stored.pop(name, None)
             log.info("LoRAs unloaded: %d", len(stale))
         for key, use in wanted.items():
             if key in self._adapters or key in self._lyco:
@@ -137,7 +143,43 @@ class NetworkPatcher:
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             raise ModelError(f"LoRA {use.name} could not be applied to this model: {exc}") from exc
         self._adapters[key] = name
+        if self.compact:
+            self._compact(name, path)
         log.info("LoRA %s loaded (%s layout, %s)", use.name, info.layout, info.family)
+
+    def _compact(self, adapter: str, path: Path) -> None:
+        """Keep the adapters' layers in their files' dtype when it is smaller than the model's.
+
+        peft makes every adapter layer in the model's dtype, so an fp16 file on an fp32 model
+        (the usual case on a CPU) would cost twice its size. The layers keep the file's values
+        instead and widen them to the input's dtype at each call: the same numbers, computed in
+        the same dtype, as diffusers' own fp32 layers, at half the memory. Loading a further
+        adapter into a text encoder widens the earlier ones again (transformers' adapter
+        loading casts them all), so every compact adapter is narrowed again after each load.
+        """
+        import torch
+
+        from heyim_desktop.core.model_files import read_safetensors_header
+
+        dtypes = {t.dtype for k, t in read_safetensors_header(path).tensors.items() if not k.endswith("alpha")}
+        stored = {"F16": torch.float16, "BF16": torch.bfloat16}.get(dtypes.pop()) if len(dtypes) == 1 else None
+        if stored is not None:
+            self._stored[adapter] = stored
+        if not self._stored:
+            return
+        for module in (self.unet, *self._encoders()):
+            for layer in module.modules():
+                a, b = getattr(layer, "lora_A", None), getattr(layer, "lora_B", None)
+                if not (isinstance(a, torch.nn.ModuleDict) and isinstance(b, torch.nn.ModuleDict)):
+                    continue
+                for name, dtype in self._stored.items():
+                    if name not in a or name not in b:
+                        continue
+                    for holder in (a, b):
+                        part = holder[name]
+                        if part.weight.dtype.itemsize > dtype.itemsize:
+                            holder[name] = _StoredLayer(getattr(part, "inner", part), dtype)
+                    layer.cast_input_dtype_enabled = False  # inputs stay in the model's dtype
 
     # -- embeddings -----------------------------------------------------------------------
     def load_embedding(self, path: str, word: str) -> None:
@@ -185,6 +227,42 @@ class NetworkPatcher:
         return with_prompts(request, self.expand(prompt), self.expand(negative))
 
 
+_STORED_CLASS: Any = None
+
+
+def _StoredLayer(part: Any, dtype: Any) -> Any:  # noqa: N802 (builds a module, reads like a class)
+    """``part`` (a LoRA layer's lora_A/lora_B) with its weight kept in ``dtype``, widened at each call."""
+    global _STORED_CLASS
+    if _STORED_CLASS is None:
+        _STORED_CLASS = _stored_layer_class()
+    return _STORED_CLASS(part, dtype)
+
+
+def _stored_layer_class() -> Any:
+    import torch
+
+    class StoredLayer(torch.nn.Module):
+        """A LoRA ``lora_A``/``lora_B`` Linear or Conv2d whose weight is kept in a smaller dtype."""
+
+        def __init__(self, part: Any, dtype: Any) -> None:
+            super().__init__()
+            self.inner = part
+            with torch.no_grad():
+                part.weight = torch.nn.Parameter(part.weight.detach().to(dtype), requires_grad=False)
+
+        @property
+        def weight(self) -> Any:
+            return self.inner.weight
+
+        def forward(self, x: Any) -> Any:
+            weight = self.inner.weight.to(x.dtype)
+            if isinstance(self.inner, torch.nn.Conv2d):
+                return self.inner._conv_forward(x, weight, self.inner.bias)
+            return torch.nn.functional.linear(x, weight, self.inner.bias)
+
+    return StoredLayer
+
+
 def bake_loras(parts: Any, loras: tuple[LoraUse, ...]) -> None:
     """Merge ``loras`` into a loaded TorchComponents' weights for good (see :func:`bake_modules`)."""
     encoders = [parts.text_encoder] + ([parts.text_encoder_2] if getattr(parts, "text_encoder_2", None) is not None else [])
@@ -207,6 +285,7 @@ def bake_modules(*, unet: Any, vae: Any, text_encoders: list[Any], tokenizers: l
         unet=unet, vae=vae, text_encoder=text_encoders[0], tokenizer=tokenizers[0], family=family,
         text_encoder_2=text_encoders[1] if len(text_encoders) > 1 else None,
         tokenizer_2=tokenizers[1] if len(tokenizers) > 1 else None,
+        compact=False,  # fused at the model's precision: the layers must not be narrowed first
     )
     patcher.apply(loras)
     components = ["unet", "text_encoder"] + (["text_encoder_2"] if patcher.text_encoder_2 is not None else [])

@@ -279,6 +279,11 @@ class LycorisSet:
             if module not in self._handles:
                 self._handles[module] = module.register_forward_hook(self._hook)
 
+    def held_bytes(self) -> int:
+        """Bytes of the factors held for all files (what the set costs in memory)."""
+        return sum(t.numel() * t.element_size() for n in self._nets.values() for f in n.layers.values()
+                   for t in f.tensors.values())
+
     def set_weight(self, key: Any, weight: float) -> None:
         self._nets[key].weight = weight
 
