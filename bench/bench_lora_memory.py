@@ -89,6 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="an SD 1.5-architecture model folder to reuse")
     parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--passes", default="before,after",
+                        help="which ways of holding LoRA layers to measure, in order: before (the model's dtype), "
+                             "after (the file's dtype)")
     parser.add_argument("--file-dtype", default="float16", choices=("float16", "float32", "bfloat16"))
     args = parser.parse_args()
 
@@ -115,6 +118,20 @@ def main() -> None:
     modules = [parts.unet_model, parts.text_encoder]
     import peft  # noqa: F401  (imported on the first LoRA otherwise: a one-off cost, not the set's)
 
+    from heyim_desktop.core.lora_torch import NetworkPatcher
+
+    for compact in [p.strip() == "after" for p in args.passes.split(",")]:
+        # compact=False is how LoRA layers were held before (peft's copies in the model's dtype).
+        parts._networks = NetworkPatcher(unet=parts.unet_model, vae=parts.vae, text_encoder=parts.text_encoder,
+                                         tokenizer=parts.tokenizer, family=parts.capabilities.family, compact=compact)
+        print(f"\n{'kept in the file dtype' if compact else 'model dtype (before)'}:")
+        run(apply, modules, parts, mb, a, b, loha)
+    engine.close()
+
+
+def run(apply, modules, parts, mb, a, b, loha) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.lora import LoraUse
+
     base = _rss()
     print(f"{'step':34} {'files MB':>9} {'RSS +MB':>8} {'layers MB':>10} {'over files':>11}  load avg")
     for label, uses, files in (
@@ -132,7 +149,6 @@ def main() -> None:
             held += lyco.held_bytes() / 1e6
         print(f"{label:34} {files:9.1f} {grown:+8.1f} {held:10.1f} {grown - files:+11.1f}  "
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    engine.close()
 
 
 if __name__ == "__main__":
