@@ -67,7 +67,7 @@ def write_files(parts, work: Path, rank: int, dtype_name: str) -> tuple[Path, Pa
                 full = name if prefix == "lora_unet_" or name.startswith("text_model.") else f"text_model.{name}"
                 key = prefix + full.replace(".", "_")
 
-                def rnd(*shape: int) -> torch.Tensor:
+                def rnd(*shape: int, gen: torch.Generator = gen) -> torch.Tensor:
                     return (torch.randn(*shape, generator=gen) * 0.01).to(dtype)
 
                 if algo == "lora":

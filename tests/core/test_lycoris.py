@@ -118,9 +118,8 @@ def test_loha_then_loha_and_lokr_stacked_equal_peft_then_restore_exactly(sd_engi
 def test_lycoris_next_to_a_plain_lora_and_weight_changes_do_not_reload(  # type: ignore[no-untyped-def]
     sd_engine, sd_case, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lora_helpers import write_lora
-
     import heyim_desktop.core.lycoris as lycoris
+    from lora_helpers import write_lora
 
     _, files = sd_case
     lora = write_lora(tiny_model, tmp_path / "plain.safetensors", layout="kohya", seed=4)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_helpers import write_embedding, write_lora
-
 from heyim_desktop.models.library import ModelLibrary
 from heyim_desktop.models.networks import NetworkLibrary
+from lora_helpers import write_embedding, write_lora
 
 
 def test_a1111_and_comfyui_folders_are_listed_and_found(data_dir: Path, tmp_path: Path, tiny_model: Path) -> None:

@@ -81,9 +81,8 @@ def test_importing_onto_a_taken_name_asks_for_another(qtbot, window: ModelsWindo
 def test_importing_a_lora_onto_a_taken_name_asks_for_another(qtbot, window: ModelsWindow, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
                                                                data_dir: Path) -> None:
-    from lora_helpers import write_lora
-
     from heyim_desktop.models.importer import import_model
+    from lora_helpers import write_lora
 
     lora = write_lora(tiny_model, tmp_path / "inkwash.safetensors", seed=1)
     import_model(lora)  # now in models/Lora/, not in the models root
