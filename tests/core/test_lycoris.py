@@ -202,3 +202,30 @@ def test_sdxl_loha_and_lokr_with_sgm_names_equal_peft(tiny_sdxl: Path, tmp_path:
         assert engine.generate(_req()).images[0].image.tobytes() == before
     finally:
         engine.close()
+
+
+def test_baking_merges_loha_and_lokr_into_the_weights(tiny_model: Path, sd_case) -> None:  # type: ignore[no-untyped-def]
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from heyim_desktop.core.lora_torch import NetworkPatcher, bake_modules
+
+    _, files = sd_case
+    unet = UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
+    te = CLIPTextModel.from_pretrained(tiny_model / "text_encoder")
+    tok = CLIPTokenizer.from_pretrained(tiny_model / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(tiny_model, subfolder="vae")
+    uses = (LoraUse(str(files["loha"]), 0.8), LoraUse(str(files["lokr"]), -0.6))
+    gen = torch.Generator().manual_seed(0)
+    x, ctx, ids = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 5, 32, generator=gen), torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        plain = unet(x, 10, ctx).sample
+        patcher = NetworkPatcher(unet=unet, vae=vae, text_encoder=te, tokenizer=tok, family="sd1")
+        patcher.apply(uses)
+        runtime, runtime_te = unet(x, 10, ctx).sample, te(ids)[0]
+        patcher.apply(())
+        bake_modules(unet=unet, vae=vae, text_encoders=[te], tokenizers=[tok], family="sd1", loras=uses)
+        assert not any(m._forward_hooks for m in (*unet.modules(), *te.modules()))
+        baked, baked_te = unet(x, 10, ctx).sample, te(ids)[0]
+    assert (baked - runtime).abs().max() <= TOL and (baked_te - runtime_te).abs().max() <= TOL
+    assert (baked - plain).abs().max() > 0.01
