@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,9 @@ class Render:
     interrupted: bool
 
 
+#: AUTOMATIC1111's latent fills, which diffusers' family inpainting pipelines have no way to take.
+_LATENT_FILLS = ("latent noise", "latent nothing")
+
 #: The Qwen3 layers FLUX.2 [klein] reads its prompt features from (diffusers' default).
 _FLUX2_TEXT_LAYERS = (9, 18, 27)
 
@@ -84,11 +87,15 @@ class FamilyEngine:
         self.name = name
         self.model_name = model_name
         self.model_hash = model_hash
+        self._edit_pipes: dict[str, Any] = {}
         # Sizes must be whole latent patches: the VAE's factor times the transformer's 2x2 patch.
         self.size_step = max(8, int(pipe.vae_scale_factor) * 2)
         distilled = bool(getattr(pipe.config, "is_distilled", False))
-        self._capabilities: Capabilities = family.capabilities(
-            size_step=self.size_step, guidance="none" if distilled else None)
+        caps = family.capabilities(size_step=self.size_step, guidance="none" if distilled else None)
+        if family.key == "sd3" and int(pipe.transformer.config.in_channels) not in (16, 33):
+            # diffusers' SD3 inpainting takes SD 3's 16 latent channels (or 33 for an inpainting model)
+            caps = replace(caps, inpaint="none")
+        self._capabilities: Capabilities = caps
 
     @property
     def capabilities(self) -> Capabilities:
@@ -108,7 +115,7 @@ class FamilyEngine:
 
     @property
     def supports_img2img(self) -> bool:
-        return False
+        return self._capabilities.img2img
 
     def count_tokens(self, text: str) -> TokenCount:
         if self.pipe is None:
@@ -120,14 +127,63 @@ class FamilyEngine:
 
     def _check(self, request: GenerationRequest) -> None:
         label = self.family.label
-        if request.init_image is not None:
-            raise InvalidRequest("init_image", f"{label} models run text-to-image only in HeyIm so far")
+        caps = self._capabilities
+        if request.init_image is not None and not caps.img2img:
+            raise InvalidRequest("init_image", f"{label} models run text-to-image only: diffusers has no "
+                                               "image-to-image pipeline for them")
+        if (request.inpaint is not None or request.extend is not None) and caps.inpaint == "none":
+            raise InvalidRequest("mask", f"{label} models cannot inpaint: diffusers has no inpainting pipeline for them")
+        if request.inpaint is not None and request.inpaint.fill in _LATENT_FILLS:
+            raise InvalidRequest(
+                "inpainting_fill",
+                f"{label} inpaints with diffusers' pipeline, which starts the masked area from the image or from "
+                f"noise only; choose \"original\" or \"fill\" instead of {request.inpaint.fill!r}",
+            )
         if request.loras or request.embeddings:
             raise InvalidRequest("loras", f"LoRAs and embeddings are not supported for {label} models yet")
+        if request.controlnets:
+            raise InvalidRequest("controlnet", f"ControlNet is not available for {label} models in HeyIm")
+        if request.hires is not None:
+            raise InvalidRequest("hires", f"hires fix is not available for {label} models yet")
+        self._check_size(request)
+
+    def _check_size(self, request: GenerationRequest) -> None:
         for field_name in ("width", "height"):
             value = getattr(request, field_name)
             if value % self.size_step:
-                raise InvalidRequest(field_name, f"{label} needs a multiple of {self.size_step}, got {value}")
+                raise InvalidRequest(field_name, f"{self.family.label} needs a multiple of {self.size_step}, got {value}")
+
+    def _edit_pipe(self, class_name: str) -> Any:
+        """diffusers' image-to-image or inpainting pipeline on the loaded components (shared, not copied)."""
+        pipe = self._edit_pipes.get(class_name)
+        if pipe is None:
+            import diffusers
+
+            pipe = getattr(diffusers, class_name).from_pipe(self.pipe)
+            pipe.set_progress_bar_config(disable=True)
+            self._edit_pipes[class_name] = pipe
+        return pipe
+
+    def _pipe_and_kwargs(self, request: GenerationRequest) -> tuple[Any, dict[str, Any]]:
+        """The pipeline a request needs (text-to-image, image-to-image or inpainting) and its arguments."""
+        kwargs = self._call_kwargs(request)
+        if request.init_image is None:
+            return self.pipe, kwargs
+        from PIL import Image
+
+        from heyim_desktop.core.images import fit_to_size
+
+        family = self.family
+        image = fit_to_size(request.init_image.convert("RGB"), request.width, request.height)
+        kwargs.update(image=image, strength=request.strength)
+        if request.inpaint is not None:  # plan_edit has fitted and prepared the mask
+            assert family.inpaint_pipeline is not None
+            kwargs["mask_image"] = fit_to_size(request.inpaint.mask.convert("L"), request.width, request.height)
+            return self._edit_pipe(family.inpaint_pipeline), kwargs
+        assert family.img2img_pipeline is not None
+        if family.img2img_by_full_mask:
+            kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
+        return self._edit_pipe(family.img2img_pipeline), kwargs
 
     def _call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -135,7 +191,8 @@ class FamilyEngine:
             "height": request.height,
             "width": request.width,
             "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance,
+            # image-to-image adds the request's guidance boost, as for SD (and as the metadata records)
+            "guidance_scale": request.effective_guidance,
             "output_type": "np",
         }
         if self.family.negative_prompt:
@@ -151,6 +208,8 @@ class FamilyEngine:
         cancel: CancelToken | None = None,
     ) -> Render:
         """Run the pipeline for every image of ``request`` (seed resolved): float images in [0, 1]."""
+        from heyim_desktop.core.inpaint import plan_edit
+
         if self.pipe is None:
             raise RuntimeError("engine is closed")
         self._check(request)
@@ -164,19 +223,23 @@ class FamilyEngine:
             request = request.replace(scheduler=self.family.sampler)
         if request.negative_prompt.strip() and not self.family.negative_prompt:
             warnings.append(f"{self.family.label} takes no negative prompt; it was ignored.")
+        # Inpainting and outpainting: the mask fitted and prepared, the canvas grown, the paste-back after.
+        plan = plan_edit(request)
+        self._check_size(plan.request)
         started = time.perf_counter()
         timings = {"steps": 0.0, "decode": 0.0}
         arrays: list[Any] = []
         seeds: list[int] = []
         interrupted = False
         try:
-            for index, seed in enumerate(request.image_seeds()):
+            for index, seed in enumerate(plan.request.image_seeds()):
                 if cancel is not None and cancel.cancelled:
                     if not cancel.interrupted:
                         raise Cancelled()
                     interrupted = True
                     break
-                image, step_time, decode_time, stopped = self._one_image(request, seed, index, started, progress, cancel)
+                image, step_time, decode_time, stopped = self._one_image(
+                    plan.request, seed, index, started, progress, cancel)
                 arrays.append(image)
                 seeds.append(seed)
                 timings["steps"] += step_time
@@ -195,10 +258,10 @@ class FamilyEngine:
             raise
         import numpy as np
 
-        images = np.concatenate(arrays, axis=0).astype(np.float32)
+        images = plan.finish(np.concatenate(arrays, axis=0).astype(np.float32)).astype(np.float32)
         timings["total"] = time.perf_counter() - started
-        timings["per_step"] = timings["steps"] / max(1, request.steps * len(seeds))
-        return Render(request, images, tuple(seeds), timings, tuple(warnings), interrupted)
+        timings["per_step"] = timings["steps"] / max(1, state_steps(request) * len(seeds))
+        return Render(plan.result_request, images, tuple(seeds), timings, tuple(warnings), interrupted)
 
     def generate(
         self,
@@ -236,7 +299,8 @@ class FamilyEngine:
                 if latents is not None and now - state["last_preview"] >= PREVIEW_INTERVAL_S:
                     preview = latents_to_rgb(self._preview_latents(latents))
                     state["last_preview"] = now
-                progress(Progress(step + 1, request.steps, now - started, index, request.count, preview))
+                total = int(getattr(pipe, "_num_timesteps", 0) or request.steps)
+                progress(Progress(step + 1, total, now - started, index, request.count, preview))
             # A cancel raises Cancelled out of the pipeline (nothing is decoded); an interrupt or a
             # skip lets diffusers skip the remaining steps and decode what it has.
             if cancel is not None and cancel.stop_sampling():
@@ -245,8 +309,9 @@ class FamilyEngine:
             return {}
 
         generator = torch.Generator("cpu").manual_seed(seed)
-        out = self.pipe(**self._call_kwargs(request), generator=generator, callback_on_step_end=on_step_end,
-                        callback_on_step_end_tensor_inputs=["latents"])
+        pipe, kwargs = self._pipe_and_kwargs(request)
+        out = pipe(**kwargs, generator=generator, callback_on_step_end=on_step_end,
+                   callback_on_step_end_tensor_inputs=["latents"])
         end = time.perf_counter()
         return out.images, float(state["last_step"]) - t0, end - float(state["last_step"]), bool(state["stopped"])
 
@@ -262,10 +327,19 @@ class FamilyEngine:
         return lat.numpy()
 
     def close(self) -> None:
+        self._edit_pipes.clear()
         if self.pipe is not None:
             self.pipe = None
         gc.collect()
         _empty_device_cache()
+
+
+def state_steps(request: GenerationRequest) -> int:
+    """The steps a request runs: image-to-image skips the first ``1 - strength`` of the schedule."""
+    if request.init_image is None:
+        return request.steps
+    # diffusers' get_timesteps: the schedule starts at int(steps - steps * strength)
+    return max(1, request.steps - int(max(request.steps - request.steps * request.strength, 0)))
 
 
 def load_family_engine(

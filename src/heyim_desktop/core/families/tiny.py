@@ -141,8 +141,9 @@ def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
     ids = json.loads((tmp / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
     torch.manual_seed(seed)
     transformer = lib.SD3Transformer2DModel(
-        sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+        # 16 latent channels as in SD 3.5 (diffusers' SD3 inpainting pipeline takes 16 or 33 only)
+        sample_size=32, patch_size=1, in_channels=16, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=16,
     )
     clip = CLIPTextConfig(
         bos_token_id=ids["<|startoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
@@ -157,7 +158,7 @@ def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
     vae = lib.AutoencoderKL(
         sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4),
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, latent_channels=4, norm_num_groups=1, use_quant_conv=False,
+        layers_per_block=1, latent_channels=16, norm_num_groups=1, use_quant_conv=False,
         use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
     )
     return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
