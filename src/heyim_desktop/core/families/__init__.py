@@ -67,7 +67,7 @@ class Family:
             default_size=default_size or self.default_size,
             size_step=size_step,
             max_batch=max_batch,
-            runtime_lora=False,
+            runtime_lora=True,  # diffusers' load_lora_weights on the transformer
             clip_skip=False,
             schedulers=(self.sampler,),
             recommended=Recommended(

@@ -27,6 +27,8 @@ from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from heyim_desktop.core.lora import LoraUse
     import numpy.typing as npt
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,9 @@ class FamilyEngine:
         self.model_name = model_name
         self.model_hash = model_hash
         self._edit_pipes: dict[str, Any] = {}
+        #: LoRAs on the transformer: (path, size, mtime) -> adapter name, in load order
+        self._adapters: dict[tuple[str, int, int], str] = {}
+        self._adapter_count = 0
         # Sizes must be whole latent patches: the VAE's factor times the transformer's 2x2 patch.
         self.size_step = max(8, int(pipe.vae_scale_factor) * 2)
         distilled = bool(getattr(pipe.config, "is_distilled", False))
@@ -139,8 +144,6 @@ class FamilyEngine:
                 f"{label} inpaints with diffusers' pipeline, which starts the masked area from the image or from "
                 f"noise only; choose \"original\" or \"fill\" instead of {request.inpaint.fill!r}",
             )
-        if request.loras or request.embeddings:
-            raise InvalidRequest("loras", f"LoRAs and embeddings are not supported for {label} models yet")
         if request.controlnets:
             raise InvalidRequest("controlnet", f"ControlNet is not available for {label} models in HeyIm")
         if request.hires is not None:
@@ -185,9 +188,62 @@ class FamilyEngine:
             kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
         return self._edit_pipe(family.img2img_pipeline), kwargs
 
+    def apply_loras(self, loras: "tuple[LoraUse, ...]") -> None:
+        """Put exactly these LoRAs on the transformer with their weights (diffusers' ``load_lora_weights``).
+
+        Adapters stay loaded between jobs and only change when the set of files does; the image-to-image
+        and inpainting pipelines share the transformer, so they see the same LoRAs.
+        """
+        from safetensors.torch import load_file
+
+        from heyim_desktop.core.lora import check_family, inspect_network_file
+
+        wanted: dict[tuple[str, int, int], LoraUse] = {}
+        for use in loras:
+            path = Path(use.path)
+            try:
+                st = path.stat()
+            except OSError as exc:
+                raise ModelError(f"LoRA {use.name}: {path} cannot be read ({exc.strerror or exc}).") from exc
+            wanted[(str(path.resolve()), st.st_size, st.st_mtime_ns)] = use
+        if list(wanted) == list(self._adapters) and not wanted:
+            return
+        pipe = self.pipe
+        stale = [name for key, name in self._adapters.items() if key not in wanted]
+        if not wanted:
+            pipe.unload_lora_weights()
+            self._adapters.clear()
+            log.info("LoRAs unloaded")
+            return
+        if stale:
+            pipe.delete_adapters(stale)
+            self._adapters = {k: v for k, v in self._adapters.items() if v not in stale}
+        for key, use in wanted.items():
+            if key in self._adapters:
+                continue
+            path = Path(use.path)
+            info = inspect_network_file(path)  # safetensors header only; a pickle file never gets here
+            if info.kind != "lora":
+                raise ModelError(f"{path.name} is a textual-inversion embedding, not a LoRA.")
+            check_family(use.name, info, self.family.key, None)
+            self._adapter_count += 1
+            name = f"heyim_{self._adapter_count}"
+            try:
+                pipe.load_lora_weights(load_file(str(path)), adapter_name=name)
+            except (ValueError, KeyError, RuntimeError, OSError, AttributeError) as exc:
+                raise ModelError(f"LoRA {use.name} could not be applied to this {self.family.label} model: {exc}") \
+                    from exc
+            self._adapters[key] = name
+            log.info("LoRA %s loaded (%s layout, %s)", use.name, info.layout, info.family)
+        pipe.set_adapters([self._adapters[k] for k in wanted],
+                          adapter_weights=[float(wanted[k].weight) for k in wanted])
+
     def _call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        from heyim_desktop.core.lora import strip_lora_tags
+
         kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
+            # <lora:...> tags are the LoRAs already applied (resolve_networks); the text encoder never sees them
+            "prompt": strip_lora_tags(request.prompt)[0],
             "height": request.height,
             "width": request.width,
             "num_inference_steps": request.steps,
@@ -196,7 +252,7 @@ class FamilyEngine:
             "output_type": "np",
         }
         if self.family.negative_prompt:
-            kwargs["negative_prompt"] = request.negative_prompt or None
+            kwargs["negative_prompt"] = strip_lora_tags(request.negative_prompt)[0] or None
         if self.family.key == "flux2":
             kwargs["text_encoder_out_layers"] = flux2_text_layers(self.pipe.text_encoder.config.num_hidden_layers)
         return kwargs
@@ -223,6 +279,10 @@ class FamilyEngine:
             request = request.replace(scheduler=self.family.sampler)
         if request.negative_prompt.strip() and not self.family.negative_prompt:
             warnings.append(f"{self.family.label} takes no negative prompt; it was ignored.")
+        if request.embeddings:
+            words = ", ".join(e.word for e in request.embeddings)
+            warnings.append(f"Textual-inversion embeddings are for SD models; {words} stayed plain words.")
+        self.apply_loras(request.loras)
         # Inpainting and outpainting: the mask fitted and prepared, the canvas grown, the paste-back after.
         plan = plan_edit(request)
         self._check_size(plan.request)
@@ -328,6 +388,7 @@ class FamilyEngine:
 
     def close(self) -> None:
         self._edit_pipes.clear()
+        self._adapters.clear()
         if self.pipe is not None:
             self.pipe = None
         gc.collect()

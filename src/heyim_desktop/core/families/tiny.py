@@ -232,3 +232,49 @@ def build_tiny_model(family: str, destination: str | os.PathLike[str], *, seed: 
             raise storage_error(exc, dest.parent, "the tiny model") from exc
         raise
     return dest
+
+
+#: The attention projections a tiny LoRA adapts, per family (diffusers' module names).
+_LORA_TARGETS = {
+    "zimage": ["to_q", "to_k", "to_v", "to_out.0"],
+    "flux2": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "to_qkv_mlp_proj"],
+    "sd3": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj"],
+}
+
+
+def write_tiny_lora(model: str | os.PathLike[str], destination: str | os.PathLike[str], *, rank: int = 4,
+                    seed: int = 0) -> Path:
+    """A random diffusers-format LoRA (peft) for a tiny family model's transformer, as one .safetensors file."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from heyim_desktop.core.families import family_for_pipeline
+
+    folder = Path(model)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    family = family_for_pipeline(str(index.get("_class_name", "")))
+    if family is None:
+        raise ValueError(f"{folder} is not a family model")
+    lib: Any = diffusers
+    transformer_cls = getattr(lib, index["transformer"][1])
+    transformer = transformer_cls.from_pretrained(folder / "transformer", local_files_only=True)
+    torch.manual_seed(seed)
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=_LORA_TARGETS[family.key],
+                                       init_lora_weights=False))
+    with torch.no_grad():  # peft's random init is small: make the LoRA visibly change the image
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20.0)
+    layers = get_peft_model_state_dict(transformer)
+    dest = Path(destination)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-lora-", dir=dest.parent))
+    try:
+        getattr(lib, family.pipeline).save_lora_weights(tmp, transformer_lora_layers=layers, safe_serialization=True)
+        os.replace(tmp / "pytorch_lora_weights.safetensors", dest)
+    except OSError as exc:
+        raise storage_error(exc, dest.parent, "the tiny LoRA") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
