@@ -172,6 +172,10 @@ def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
         raise ModelError(f"{folder.name} is incomplete: missing {', '.join(p + '/' for p in missing)}.")
     for part in parts:
         files = sorted((folder / part).glob("*.safetensors"))
+        if part == "transformer" and not files and any((folder / part).glob("*.gguf")):
+            if not (folder / part / "config.json").is_file():
+                raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
+            continue  # a GGUF-quantized transformer (core.families.single_file), header-checked when listed
         if not files:
             if any(p.suffix in (".bin", ".ckpt", ".pt", ".pth") for p in (folder / part).iterdir()):
                 raise ModelError(

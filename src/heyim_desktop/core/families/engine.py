@@ -405,10 +405,16 @@ def state_steps(request: GenerationRequest) -> int:
 
 def load_family_engine(
     folder: Path, index: dict[str, Any], *, device: str = "auto", precision: str = "auto", name: str | None = None,
+    transformer_file: Path | None = None,
 ) -> FamilyEngine:
-    """Load a diffusers-format folder of a family (local files only, safetensors only)."""
+    """Load a diffusers-format folder of a family (local files only, safetensors only).
+
+    ``transformer_file`` (a GGUF or single-file ``.safetensors`` transformer) replaces the folder's own
+    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way.
+    """
     import diffusers
 
+    from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
     from heyim_desktop.core.torch_engine import pick_device
 
     family = check_family_folder(folder, index)
@@ -418,9 +424,12 @@ def load_family_engine(
     log.info("loading %s (%s) on %s (%s)", folder, family.label, dev, dtype)
     # Components a folder leaves out (SD 3.5 without T5, no image encoder) are passed as None, as diffusers allows.
     expected, _optional = cls._get_signature_keys(cls)
-    absent = {k: None for k in expected if index.get(k) in (None, [None, None])}
+    parts: dict[str, Any] = {k: None for k in expected if index.get(k) in (None, [None, None])}
+    single = transformer_file or folder_transformer_file(folder)
     try:
-        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **absent)
+        if single is not None:
+            parts["transformer"] = load_transformer(single, folder, index, dtype)
+        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **parts)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
@@ -428,7 +437,24 @@ def load_family_engine(
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     model_name = name or ("HeyIm tiny " + family.label if index.get("_heyim_tiny") else folder.name)
+    if single is not None and name is None:
+        model_name = single.stem
     return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name)
 
 
-__all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine"]
+def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto") -> FamilyEngine:
+    """A single-file transformer (GGUF or ``.safetensors``) with its family folder's other parts."""
+    from heyim_desktop.core.families import read_family_index
+    from heyim_desktop.core.families.single_file import find_base_folder, no_base_message, transformer_file_family
+
+    family = transformer_file_family(path)
+    if family is None:
+        raise ModelError(f"{path.name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 transformer.")
+    base = find_base_folder(path, family)
+    found = read_family_index(base) if base is not None else None
+    if base is None or found is None:
+        raise ModelError(no_base_message(path, family))
+    return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path)
+
+
+__all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine", "load_family_file_engine"]

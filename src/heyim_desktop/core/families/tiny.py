@@ -278,3 +278,43 @@ def write_tiny_lora(model: str | os.PathLike[str], destination: str | os.PathLik
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLike[str], *,
+                    quantization: str = "Q8_0") -> Path:
+    """A family model's transformer as a GGUF file, written with the ``gguf`` package's own writer.
+
+    Linear weights whose rows split into whole ggml blocks are quantized (``Q8_0``, ``Q4_0``...: what
+    the package can quantize; it has no K-quant encoder); everything else stays F32. Tensor names are
+    diffusers' (``from_single_file`` takes them as they are).
+    """
+    import gguf
+    import numpy as np
+    from gguf import quants
+    from safetensors.numpy import load_file
+
+    qtype = gguf.GGMLQuantizationType[quantization]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    weights: dict[str, Any] = {}
+    for file in sorted((Path(model) / "transformer").glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    dest = Path(destination)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        writer = gguf.GGUFWriter(str(tmp), "heyim-tiny")
+        for name, array in weights.items():
+            values = np.asarray(array, dtype=np.float32)
+            if name.endswith(".weight") and values.ndim == 2 and values.shape[-1] % block == 0:
+                packed = quants.quantize(values, qtype)
+                writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
+            else:
+                writer.add_tensor(name, values)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(exc, dest.parent, "the tiny GGUF file") from exc
+    return dest
