@@ -74,8 +74,8 @@ def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> 
     if family is not None:
         return CheckpointArch(
             family.label, "",
-            f"A single-file {family.label} transformer: HeyIm runs {family.label} from a diffusers model folder "
-            "so far; single-file and GGUF transformers are not supported yet.",
+            f"A single-file {family.label} transformer: it runs with the other parts of a {family.label} diffusers "
+            "folder (put it in that folder's transformer/, or beside the folder).",
         )
     if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_" in k for k in list(keys)[:200]):
         return CheckpointArch("unknown", "", "This is a LoRA, not a full model; HeyIm cannot use LoRAs yet.")

@@ -82,13 +82,15 @@ def _list(args: argparse.Namespace) -> int:
     models = (library.list() + NetworkLibrary(library).all() + library.list_upscalers()
               + ControlNetLibrary(library).all())
     if args.json:
-        rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
+        rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "quantization": m.quantization,
+                 "size_bytes": m.size_bytes,
                  "status": m.status.value, "problem": m.problem, "source": m.source,
                  **({"scale": m.scale} if m.kind == "upscaler" else {})} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for m in models:
-        print(f"{m.name}\t{m.kind}\t{m.base}\t{human_size(m.size_bytes) if m.size_bytes else '-'}\t{m.summary}\t{m.ref}")
+        kind = f"{m.kind} {m.quantization}" if m.quantization else m.kind
+        print(f"{m.name}\t{kind}\t{m.base}\t{human_size(m.size_bytes) if m.size_bytes else '-'}\t{m.summary}\t{m.ref}")
     return EXIT_OK
 
 
