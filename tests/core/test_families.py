@@ -327,3 +327,47 @@ def test_a_lora_for_another_family_is_refused(zimage_engine: Any, tiny_sd3: Path
     lora = write_tiny_lora(tiny_sd3, tmp_path / "sd3.safetensors")
     with pytest.raises(ModelError, match="LoRA for SD 3.5 models; the loaded model is Z-Image"):
         zimage_engine.render(_req(loras=(LoraUse(str(lora), 1.0),)))
+
+
+# -- memory: VAE tiling for large images, model CPU offload -----------------------------------------
+
+
+def test_large_images_decode_in_tiles_as_diffusers_does(zimage_engine: Any, tiny_zimage: Path) -> None:
+    import torch
+    from diffusers import ZImagePipeline
+
+    zimage_engine.tile_above_pixels = 48 * 48  # the tiny VAE tiles at 32 px: 64x64 counts as large here
+    try:
+        out = zimage_engine.render(_req(steps=2))
+    finally:
+        zimage_engine.tile_above_pixels = 1280 * 1280
+    assert any("in tiles" in w for w in out.warnings)
+    pipe = ZImagePipeline.from_pretrained(tiny_zimage, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.vae.enable_tiling()
+    ref = pipe("a red fox in the forest", height=64, width=64, num_inference_steps=2, guidance_scale=3.0,
+               generator=torch.Generator("cpu").manual_seed(7), output_type="np").images[0]
+    assert float(np.abs(out.images[0] - ref).max()) <= 1e-4
+    whole = zimage_engine.render(_req(steps=2))  # below the threshold: decoded whole again
+    assert not any("in tiles" in w for w in whole.warnings)
+    assert float(np.abs(whole.images[0] - out.images[0]).max()) > 1e-3
+
+
+def test_model_cpu_offload_gives_the_same_images(tiny_zimage: Path, zimage_engine: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from heyim_desktop.core.families.engine import load_family_engine, wants_offload
+    from heyim_desktop.core.families import read_family_index
+
+    cpu = torch.device("cpu")
+    assert not wants_offload(cpu, 10**12) and wants_offload(cpu, 1, True)
+    monkeypatch.setenv("HEYIM_OFFLOAD", "on")
+    assert wants_offload(cpu, 1) and not wants_offload(cpu, 1, False)
+    found = read_family_index(tiny_zimage)
+    assert found is not None
+    engine = load_family_engine(tiny_zimage, found[1], device="cpu")  # accelerate's hooks, CPU as the device
+    assert engine.offloaded and engine.pipe._all_hooks
+    out = engine.render(_req(steps=2))
+    engine.close()
+    assert float(np.abs(out.images[0] - zimage_engine.render(_req(steps=2)).images[0]).max()) <= 1e-6

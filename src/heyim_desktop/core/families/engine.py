@@ -67,6 +67,13 @@ class Render:
     interrupted: bool
 
 
+#: Images larger than this many pixels are decoded by the VAE in tiles (diffusers' ``enable_tiling``): a
+#: 2048x2048 decode in one piece needs several GB on top of the model. At and below 1280x1280 the
+#: decode is whole, so those images are exactly diffusers' pipeline output.
+TILE_ABOVE_PIXELS = 1280 * 1280
+#: Model CPU offload is chosen when the weights take more than this share of the device's memory.
+OFFLOAD_SHARE = 0.75
+
 #: AUTOMATIC1111's latent fills, which diffusers' family inpainting pipelines have no way to take.
 _LATENT_FILLS = ("latent noise", "latent nothing")
 
@@ -83,8 +90,13 @@ def flux2_text_layers(num_layers: int) -> tuple[int, ...]:
 class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
-    def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None) -> None:
+    def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None,
+                 offloaded: bool = False) -> None:
         self.pipe: Any = pipe
+        #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
+        #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
+        self.offloaded = offloaded
+        self.tile_above_pixels = TILE_ABOVE_PIXELS
         self.family = family
         self.name = name
         self.model_name = model_name
@@ -188,6 +200,16 @@ class FamilyEngine:
             kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
         return self._edit_pipe(family.img2img_pipeline), kwargs
 
+    def _set_tiling(self, request: GenerationRequest) -> bool:
+        """Tile the VAE's work for large images only; True when it is tiled."""
+        vae = self.pipe.vae
+        tiled = request.width * request.height > self.tile_above_pixels and hasattr(vae, "enable_tiling")
+        if tiled:
+            vae.enable_tiling()
+        elif hasattr(vae, "disable_tiling"):
+            vae.disable_tiling()
+        return tiled
+
     def apply_loras(self, loras: "tuple[LoraUse, ...]") -> None:
         """Put exactly these LoRAs on the transformer with their weights (diffusers' ``load_lora_weights``).
 
@@ -286,6 +308,8 @@ class FamilyEngine:
         # Inpainting and outpainting: the mask fitted and prepared, the canvas grown, the paste-back after.
         plan = plan_edit(request)
         self._check_size(plan.request)
+        if self._set_tiling(plan.request):
+            warnings.append(f"The VAE decoded this {plan.request.width}x{plan.request.height} image in tiles to save memory.")
         started = time.perf_counter()
         timings = {"steps": 0.0, "decode": 0.0}
         arrays: list[Any] = []
@@ -405,12 +429,15 @@ def state_steps(request: GenerationRequest) -> int:
 
 def load_family_engine(
     folder: Path, index: dict[str, Any], *, device: str = "auto", precision: str = "auto", name: str | None = None,
-    transformer_file: Path | None = None,
+    transformer_file: Path | None = None, offload: bool | None = None,
 ) -> FamilyEngine:
     """Load a diffusers-format folder of a family (local files only, safetensors only).
 
     ``transformer_file`` (a GGUF or single-file ``.safetensors`` transformer) replaces the folder's own
-    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way.
+    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. ``offload``
+    (None: when the weights would take more than :data:`OFFLOAD_SHARE` of the device's memory; also
+    the ``HEYIM_OFFLOAD`` environment variable, ``on``/``off``) keeps the parts on the CPU and moves
+    each to the device only while it runs (accelerate's hooks, through diffusers).
     """
     import diffusers
 
@@ -434,12 +461,54 @@ def load_family_engine(
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
         raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-    pipe.to(dev)
+    weights = _weights_bytes(folder, family, single)
+    offloaded = wants_offload(dev, weights, offload)
+    if offloaded:
+        log.info("model CPU offload for %s (%.1f GB of weights on %s)", folder.name, weights / 1e9, dev)
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     model_name = name or ("HeyIm tiny " + family.label if index.get("_heyim_tiny") else folder.name)
     if single is not None and name is None:
         model_name = single.stem
-    return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name)
+    return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded)
+
+
+def _weights_bytes(folder: Path, family: Family, single: Path | None) -> int:
+    total = 0
+    for part in family.weighted_parts:
+        if part == "transformer" and single is not None:
+            total += single.stat().st_size
+            continue
+        for file in (folder / part).glob("*.safetensors"):
+            total += file.stat().st_size
+    return total
+
+
+def device_memory_bytes(dev: torch.device) -> int | None:
+    """The accelerator's memory (CUDA: the card's; MPS: Metal's recommended working set); None on the CPU."""
+    try:
+        if dev.type == "cuda":
+            return int(torch.cuda.mem_get_info(dev)[1])
+        if dev.type == "mps":
+            return int(torch.mps.recommended_max_memory())
+    except (RuntimeError, AttributeError) as exc:
+        log.debug("device memory unknown: %s", exc)
+    return None
+
+
+def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = None) -> bool:
+    """Whether to run with model CPU offload: asked for, or the weights would crowd the device."""
+    import os
+
+    env = os.environ.get("HEYIM_OFFLOAD", "").strip().lower()
+    if offload is None and env in ("on", "1", "yes", "off", "0", "no"):
+        offload = env in ("on", "1", "yes")
+    if offload is not None:
+        return offload
+    total = device_memory_bytes(dev) if dev.type != "cpu" else None
+    return total is not None and weights_bytes > OFFLOAD_SHARE * total
 
 
 def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto") -> FamilyEngine:
