@@ -357,8 +357,8 @@ def test_model_cpu_offload_gives_the_same_images(tiny_zimage: Path, zimage_engin
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from heyim_desktop.core.families.engine import load_family_engine, wants_offload
     from heyim_desktop.core.families import read_family_index
+    from heyim_desktop.core.families.engine import load_family_engine, wants_offload
 
     cpu = torch.device("cpu")
     assert not wants_offload(cpu, 10**12) and wants_offload(cpu, 1, True)

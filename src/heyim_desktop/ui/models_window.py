@@ -299,6 +299,10 @@ class ModelsWindow(QDialog):
         entry = next((e for e in self._entries if e.name == name), None)
         if entry is None:
             return
+        if entry.licence_terms and not self.confirm(f"{entry.title}: licence",
+                                                    f"{entry.licence_terms}\n\nDo you accept these terms?"):
+            self.status.setText(f"{entry.title} was not downloaded: its licence was not accepted.")
+            return
 
         def work(task: _Task) -> ModelInfo:
             plan = plan_download(entry)

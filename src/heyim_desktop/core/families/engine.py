@@ -27,9 +27,9 @@ from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress
 
 if TYPE_CHECKING:
     import numpy as np
+    import numpy.typing as npt
 
     from heyim_desktop.core.lora import LoraUse
-    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
