@@ -90,7 +90,7 @@ def test_a_licensed_model_shows_its_terms_and_needs_them_accepted(hub: FakeHub, 
     assert main(["models", "download", "tiny-gated"]) == 130  # not a terminal, not accepted: nothing fetched
     err = capsys.readouterr().err
     assert "The Tiny Licence: be kind." in err and "--accept-licence" in err and "files" not in err
-    assert not list((data_dir).rglob("model_index.json"))
+    assert not [p for p in data_dir.rglob("model_index.json") if "tiny" in str(p)]
     assert main(["models", "download", "tiny-gated", "--accept-licence"]) == 0
     assert Path(capsys.readouterr().out.strip()).is_dir()
     sd35 = catalogue.find_entry("sd35-medium")

@@ -98,9 +98,10 @@ def load_transformer(file: Path, base: Path, index: dict[str, Any], dtype: Any) 
     kwargs: dict[str, Any] = {"config": str(base), "subfolder": "transformer", "local_files_only": True,
                               "torch_dtype": dtype}
     if file.suffix.lower() == ".gguf":
-        from diffusers import GGUFQuantizationConfig
+        import diffusers as lib
 
-        kwargs["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
+        quant: Any = lib.GGUFQuantizationConfig  # untyped in diffusers
+        kwargs["quantization_config"] = quant(compute_dtype=dtype)
     elif file.suffix.lower() not in (".safetensors", ".sft"):
         raise ModelError(f"{file.name}: HeyIm loads single-file transformers from .gguf or .safetensors only.")
     log.info("loading the transformer from %s (%s's other parts)", file, base)
