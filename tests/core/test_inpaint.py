@@ -205,3 +205,19 @@ def test_codec_round_trips_masks_and_refuses_non_images() -> None:
     with pytest.raises(InvalidRequest) as info:
         request_from_data(data)
     assert info.value.field == "mask"
+
+
+def test_the_blend_path_encodes_only_the_input_image(tiny_engine, inpaint_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The masked image's latents feed only an inpainting UNet: the blend path skips that VAE encode
+    (it still draws diffusers' numbers for it; the Euler a comparisons above check the stream)."""
+    from heyim_desktop.core.inpaint import encode_inpaint_image
+
+    req = GenerationRequest(prompt="x", steps=2, seed=1, width=64, height=64, init_image=_image(),
+                            inpaint=InpaintSpec(mask=_mask(), blur=0))
+    for engine, expected in ((tiny_engine, 1), (inpaint_engine, 2)):
+        comps = engine.components
+        calls: list[int] = []
+        real = comps.vae_encode
+        monkeypatch.setattr(comps, "vae_encode", lambda images, real=real: calls.append(1) or real(images))
+        cond = encode_inpaint_image(comps, req)
+        assert len(calls) == expected and (cond.masked_moments is not None) == (expected == 2)
