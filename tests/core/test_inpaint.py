@@ -221,3 +221,15 @@ def test_the_blend_path_encodes_only_the_input_image(tiny_engine, inpaint_engine
         monkeypatch.setattr(comps, "vae_encode", lambda images, real=real: calls.append(1) or real(images))
         cond = encode_inpaint_image(comps, req)
         assert len(calls) == expected and (cond.masked_moments is not None) == (expected == 2)
+
+
+def test_outpaint_with_a_painted_mask_repaints_both(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    init, mask = _image(), _mask()
+    req = GenerationRequest(prompt="a fox", steps=3, seed=4, width=64, height=64, init_image=init, strength=1.0,
+                            inpaint=InpaintSpec(mask=mask, blur=0), extend=Extend(right=16))
+    out = np.asarray(tiny_engine.generate(req).images[0].image)
+    assert out.shape == (64, 80, 3)
+    original = out[:, :64]
+    keep = _kept(mask)  # the seam fades in over the new border only, so all of this stays
+    assert np.array_equal(original[keep], np.asarray(init)[keep])
+    assert not np.array_equal(original[16:48, 8:40], np.asarray(init)[16:48, 8:40])  # the painted part changed

@@ -176,6 +176,13 @@ def plan_edit(request: "GenerationRequest") -> EditPlan:
         base = fit_to_size(request.init_image.convert("RGB"), request.width, request.height)
         canvas, mask_img = outpaint_canvas(base, ext, request.seed)
         user = request.inpaint
+        if user is not None:  # a mask painted on the picture too: repainted along with the new border
+            from PIL import Image
+
+            grown_mask = np.asarray(mask_img, dtype=np.float32) / 255.0
+            inside = grown_mask[ext.top : ext.top + base.height, ext.left : ext.left + base.width]
+            inside[...] = np.maximum(inside, prepare_mask(user, base.width, base.height))
+            mask_img = Image.fromarray((grown_mask * 255).round().astype(np.uint8), mode="L")
         grown = Spec(
             mask=mask_img, blur=0, fill=user.fill if user else "original",
             keep_unmasked=user.keep_unmasked if user else True,
