@@ -233,3 +233,28 @@ def test_outpaint_with_a_painted_mask_repaints_both(tiny_engine) -> None:  # typ
     keep = _kept(mask)  # the seam fades in over the new border only, so all of this stays
     assert np.array_equal(original[keep], np.asarray(init)[keep])
     assert not np.array_equal(original[16:48, 8:40], np.asarray(init)[16:48, 8:40])  # the painted part changed
+
+
+def test_single_file_inpainting_checkpoint_loads_as_an_inpainting_model(  # type: ignore[no-untyped-def]
+    inpaint_engine, tiny_inpaint_model: Path, tmp_path: Path
+) -> None:
+    """An A1111-layout inpainting checkpoint (9-channel UNet input) runs the concat path, as its folder does."""
+    from ldm_layout import write_single_file
+
+    from heyim_desktop.core.checkpoint import detect_architecture
+    from heyim_desktop.core.loading import load_engine
+    from heyim_desktop.core.model_files import read_safetensors_header
+
+    file = write_single_file(tiny_inpaint_model, tmp_path / "tiny-inpainting.safetensors")
+    arch = detect_architecture(read_safetensors_header(file), file)
+    assert arch.supported and arch.unet_in_channels == 9 and arch.profile == "demo"
+    engine = load_engine(str(file), device="cpu")
+    try:
+        assert engine.info.capabilities.inpaint == "concat"
+        req = GenerationRequest(prompt="a fox", steps=2, seed=3, width=64, height=64, init_image=_image(),
+                                strength=1.0, inpaint=InpaintSpec(mask=_mask(), blur=0))
+        ours = run_loop(engine.components, req).images
+    finally:
+        engine.close()
+    folder = run_loop(inpaint_engine.components, req).images
+    assert np.abs(ours - folder).max() <= TOL
