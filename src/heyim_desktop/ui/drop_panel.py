@@ -349,8 +349,7 @@ class DropPanel(QFrame):
             from dataclasses import replace
 
             dropped = _decode_file(source, True)
-            kept_for = source.name.removesuffix(".source.png")
-            dropped = replace(dropped, label=f"Input of {kept_for}.png" if kept_for != source.name else source.name)
+            dropped = replace(dropped, label="Kept input")  # short: the caption adds size and mask
             picture = load_mask(mask)
             if picture.size != dropped.image.size:  # fitted to the picture as a job fits it
                 picture = fit_to_size(picture, *dropped.image.size)
