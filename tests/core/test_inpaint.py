@@ -218,7 +218,7 @@ def test_the_blend_path_encodes_only_the_input_image(tiny_engine, inpaint_engine
         comps = engine.components
         calls: list[int] = []
         real = comps.vae_encode
-        monkeypatch.setattr(comps, "vae_encode", lambda images, real=real: calls.append(1) or real(images))
+        monkeypatch.setattr(comps, "vae_encode", lambda images, real=real, calls=calls: calls.append(1) or real(images))
         cond = encode_inpaint_image(comps, req)
         assert len(calls) == expected and (cond.masked_moments is not None) == (expected == 2)
 
@@ -239,11 +239,10 @@ def test_single_file_inpainting_checkpoint_loads_as_an_inpainting_model(  # type
     inpaint_engine, tiny_inpaint_model: Path, tmp_path: Path
 ) -> None:
     """An A1111-layout inpainting checkpoint (9-channel UNet input) runs the concat path, as its folder does."""
-    from ldm_layout import write_single_file
-
     from heyim_desktop.core.checkpoint import detect_architecture
     from heyim_desktop.core.loading import load_engine
     from heyim_desktop.core.model_files import read_safetensors_header
+    from ldm_layout import write_single_file
 
     file = write_single_file(tiny_inpaint_model, tmp_path / "tiny-inpainting.safetensors")
     arch = detect_architecture(read_safetensors_header(file), file)

@@ -344,9 +344,9 @@ class DropPanel(QFrame):
         self._start()
 
         def decode() -> tuple[DroppedImage, Any]:
-            from heyim_desktop.core.images import fit_to_size, load_mask
-
             from dataclasses import replace
+
+            from heyim_desktop.core.images import fit_to_size, load_mask
 
             dropped = _decode_file(source, True)
             dropped = replace(dropped, label="Kept input")  # short: the caption adds size and mask
