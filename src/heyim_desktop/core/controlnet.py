@@ -155,6 +155,30 @@ def control_images(request: "GenerationRequest") -> list[Any]:
     return out
 
 
+def crop_control_images(units: "tuple[ControlUnit, ...]", canvas: tuple[int, int], box: tuple[int, int, int, int],
+                        size: tuple[int, int]) -> "tuple[ControlUnit, ...]":
+    """Units for inpainting "only masked": each own control image cropped with the input image.
+
+    As the extension does it (its ``inpaint_crop_input_image``): the control image is brought to
+    the input image's size with the unit's resize mode, cut to the crop ``box`` around the mask,
+    and fitted to the generation ``size`` with "Resize and Fill". A unit without its own image
+    uses the input image, which the crop already is."""
+    from dataclasses import replace
+
+    from heyim_desktop.core.control_preprocess import fit_control_image
+    from heyim_desktop.core.images import to_rgb
+
+    out = []
+    for unit in units:
+        if unit.image is None:
+            out.append(unit)
+            continue
+        whole = fit_control_image(to_rgb(unit.image), canvas[0], canvas[1], unit.resize_mode)
+        cropped = fit_control_image(whole.crop(box), size[0], size[1], "Resize and Fill")
+        out.append(replace(unit, image=cropped))
+    return tuple(out)
+
+
 @dataclass
 class _Prepared:
     unit: ControlUnit
