@@ -223,7 +223,28 @@ def _control_types(models: Sequence["ModelInfo"]) -> dict[str, Any]:
     return {"control_types": out}
 
 
-def _detect(body: Any) -> dict[str, Any]:
+def _detect(body: Any, budget: Any = None) -> dict[str, Any]:
+    """The maps of ``/controlnet/detect``; the images' pixels are held in ``budget`` (the server's
+    :class:`~heyim_desktop.api.limits.PixelBudget`) while they are decoded and processed."""
+    import contextlib
+
+    from heyim_desktop.api.limits import image_bytes, image_size
+
+    if not isinstance(body, Mapping):
+        raise ApiError(422, "the request body must be a JSON object", "body")
+    pixels = 0
+    for key in ("controlnet_input_images", "controlnet_masks"):
+        found = body.get(key)
+        if isinstance(found, list):
+            for i, data in enumerate(found):
+                if isinstance(data, str):
+                    width, height = image_size(image_bytes(data, f"{key}[{i}]"), f"{key}[{i}]")
+                    pixels += width * height
+    with budget.hold(pixels, "controlnet_input_images") if budget is not None else contextlib.nullcontext():
+        return _detect_images(body)
+
+
+def _detect_images(body: Any) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
@@ -322,4 +343,4 @@ def add_controlnet_routes(app: "FastAPI", ctx: "ApiContext", errors: dict[int | 
               summary="Run a preprocessor on images; returns the maps")
     async def controlnet_detect(request: Request) -> Response:
         body = await _json_body(request)
-        return JSONResponse(await anyio.to_thread.run_sync(_detect, body))
+        return JSONResponse(await anyio.to_thread.run_sync(_detect, body, ctx.pixels))
