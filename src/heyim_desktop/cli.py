@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
                       help="bake a LoRA into the converted model (weight 1 unless given); repeat for several. "
                            "Core ML models cannot take LoRAs at run time")
+    conv.add_argument("--controlnet", action="append", default=[], metavar="MODEL_DIR",
+                      help="also convert this ControlNet (a diffusers folder or .safetensors) into controlnet/, "
+                           "with a UNet that takes its residuals (Apple's ControlledUnet); repeat for several")
 
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
@@ -437,7 +440,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         out = convert_to_coreml(
             args.model_dir, args.out_dir, size=args.size, attention=args.attention, batch=args.batch,
             chunk_unet=args.chunk_unet, include_encoder=not args.no_encoder, overwrite=args.force,
-            progress=report, cancel=cancel, loras=tuple(loras),
+            progress=report, cancel=cancel, loras=tuple(loras), controlnets=tuple(args.controlnet),
         )
     except Cancelled:
         print("Cancelled; nothing was written.", file=sys.stderr)
