@@ -43,19 +43,17 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def coreml_controlled(tiny_model: Path, tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with the tiny ControlNet, converted through the CLI (once per module)."""
-    import contextlib
-    import io
+def coreml_controlled(tiny_model: Path, tiny_controlnet: Path, coreml_model: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with the tiny ControlNet, converted once per module (original attention, the
+    cheaper conversion; its TextEncoder and VAEDecoder reused from the session's conversion)."""
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
 
-    from heyim_desktop import cli
-
-    out = tmp_path_factory.mktemp("coreml") / "tiny-coreml-controlled"
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = cli.main(["convert", str(tiny_model), str(out), "--controlnet", str(tiny_controlnet), "--no-encoder"])
-    assert code == 0, err.getvalue()
-    assert "ControlNet tiny-controlnet" in err.getvalue()
+    stages: list[str] = []
+    out = convert_to_coreml(tiny_model, tmp_path_factory.mktemp("coreml") / "tiny-coreml-controlled",
+                            attention="original", include_encoder=False, reuse_from=coreml_model,
+                            controlnets=[tiny_controlnet], progress=lambda p: stages.append(p.label))
+    assert "ControlNet tiny-controlnet" in stages and "ControlledUnet" in stages
     return out
 
 
@@ -81,7 +79,7 @@ def test_controlled_unet_fed_zeros_is_the_plain_unet(tiny_model: Path, tiny_cont
     parts.release()
 
 
-@pytest.mark.slow  # converts a UNet, a ControlNet, a text encoder and a decoder (~20 s on 2 cores)
+@pytest.mark.slow  # converts a UNet and a ControlNet with coremltools
 def test_conversion_writes_apples_controlnet_layout(coreml_controlled: Path, tiny_controlnet: Path) -> None:
     from heyim_desktop.core.controlnet_models import load_controlnet
 
@@ -133,11 +131,17 @@ def test_core_ml_controlnet_equals_the_torch_engine(coreml_controlled: Path, tin
     alone.close()
 
 
-def test_controlnet_conversion_refuses_what_it_cannot_make(tiny_model: Path, tiny_controlnet: Path, tmp_path: Path) -> None:
+def test_controlnet_conversion_refuses_what_it_cannot_make(tiny_model: Path, tiny_controlnet: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from heyim_desktop import cli
     from heyim_desktop.core.coreml.convert import convert_to_coreml
+
+    # The CLI hands --controlnet to the converter (which refuses a chunked ControlledUnet at once).
+    code = cli.main(["convert", str(tiny_model), str(tmp_path / "c"), "--controlnet", str(tiny_controlnet), "--chunk-unet"])
+    assert code != 0 and "chunk-unet" in capsys.readouterr().err
 
     with pytest.raises(InvalidRequest, match="chunk-unet"):
         convert_to_coreml(tiny_model, tmp_path / "a", chunk_unet=True, controlnets=[tiny_controlnet])
     with pytest.raises(InvalidRequest, match="share a name"):
         convert_to_coreml(tiny_model, tmp_path / "b", controlnets=[tiny_controlnet, tiny_controlnet])
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / n).exists() for n in "abc")
