@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of the steps where ControlNet stops acting (default 1)")
     gen.add_argument("--control-mode", action="append", default=[], choices=("balanced", "prompt", "controlnet"),
                      help="balanced (default), prompt (my prompt is more important), controlnet (ControlNet is more important)")
+    gen.add_argument("--control-pixel-perfect", action="store_true",
+                     help="run the preprocessors at the resolution the image size asks for (the extension's Pixel Perfect)")
     gen.add_argument("--steps", type=int, default=None,
                      help="denoising steps, 1 to 150 (default 30; Z-Image, FLUX.2, SD 3.5: the family's recommended)")
     gen.add_argument("--cfg", type=float, default=None,
@@ -236,7 +238,8 @@ def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
     from heyim_desktop.core.images import load_image
 
     if not args.control:
-        if args.control_preprocessor or args.control_start or args.control_end or args.control_mode:
+        if (args.control_preprocessor or args.control_start or args.control_end or args.control_mode
+                or args.control_pixel_perfect):
             raise InvalidRequest("control", "--control-* options need a ControlNet (--control MODEL:IMAGE)")
         return ()
     n = len(args.control)
@@ -249,6 +252,7 @@ def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
             start=_nth(args.control_start, i, 0.0, "control-start", n),
             end=_nth(args.control_end, i, 1.0, "control-end", n),
             mode=_nth(args.control_mode, i, "balanced", "control-mode", n),
+            pixel_perfect=bool(args.control_pixel_perfect),
         ))
     return tuple(units)
 

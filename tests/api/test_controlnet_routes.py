@@ -145,11 +145,13 @@ def test_control_images_count_in_the_pixel_budget(fake_api: Running, monkeypatch
     # Inpainting builds the request again with the mask: the control image is decoded once and kept.
     mask = Image.new("L", (64, 64))
     mask.paste(255, (8, 8, 40, 40))
-    reply = call(fake_api.port, "POST", "/sdapi/v1/img2img", body=dict(img2img, mask=_b64(mask)))
+    perfect = {"controlnet": {"args": [{"model": "net", "image": big, "pixel_perfect": True}]}}
+    reply = call(fake_api.port, "POST", "/sdapi/v1/img2img", body=dict(img2img, mask=_b64(mask), alwayson_scripts=perfect))
     assert reply.status == 200 and budget.used == 0, reply.body
     done = fake_api.queue.last_finished
     assert done is not None and done.request.inpaint is not None
     assert done.request.controlnets[0].image.size == (128, 128) and done.request.controlnets[0].model.endswith("net")
+    assert done.request.controlnets[0].pixel_perfect is True
 
 
 def test_a_queued_job_holds_its_control_images_pixels(gated_api: Running, gate, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]

@@ -87,6 +87,7 @@ def test_generate_with_a_controlnet_and_reuse_its_settings(parts, qtbot, data_di
     editor.weight.setValue(0.7)
     editor.end.setValue(0.5)
     editor.mode.setCurrentIndex(editor.mode.findData("prompt"))
+    editor.pixel_perfect.setChecked(True)
     window.prompt_panel.set_prompt("a red fox")
     with qtbot.waitSignal(window.job_shown, timeout=GEN_TIMEOUT_MS) as blocker:
         assert window.generate() is not None, window.banner.message()
@@ -107,6 +108,7 @@ def test_generate_with_a_controlnet_and_reuse_its_settings(parts, qtbot, data_di
     assert np.array_equal(np.asarray(restored.image.convert("RGB")), np.asarray(_photo()))
     assert restored.weight.value() == pytest.approx(0.7) and restored.end.value() == pytest.approx(0.5)
     assert restored.mode.currentData() == "prompt" and restored.model.currentData() == str(tiny_controlnet)
+    assert restored.pixel_perfect.isChecked() and "Pixel Perfect: True" in entry.parameters
     (unit,) = panel.units()
     assert unit.weight == pytest.approx(0.7) and unit.image is restored.image
     # The kept file gone: the unit comes back without it and the window says so.

@@ -117,6 +117,10 @@ class ControlUnitEditor(QFrame):
         self.resolution.setSingleStep(64)
         self.resolution.setValue(512)
         self.resolution.setToolTip("The detector runs at this short side; the map is then fitted to the image size")
+        self.pixel_perfect = QCheckBox("Pixel perfect")
+        self.pixel_perfect.setToolTip("Run the detector at the resolution the image size asks for (the ControlNet "
+                                      "extension's Pixel Perfect); the preview keeps using the resolution above")
+        self.pixel_perfect.toggled.connect(lambda _on: self._resolution_state())
         self.slider_a, self.slider_b = QDoubleSpinBox(), QDoubleSpinBox()
         self.label_a, self.label_b = QLabel(), QLabel()
         self.weight = QDoubleSpinBox()
@@ -166,7 +170,10 @@ class ControlUnitEditor(QFrame):
         form = QFormLayout()
         form.addRow("Model", self.model)
         form.addRow("Preprocessor", self.preprocessor)
-        form.addRow("Resolution", self.resolution)
+        res_row = QHBoxLayout()
+        res_row.addWidget(self.resolution)
+        res_row.addWidget(self.pixel_perfect)
+        form.addRow("Resolution", res_row)
         form.addRow(self.label_a, self.slider_a)
         form.addRow(self.label_b, self.slider_b)
         form.addRow("Weight", self.weight)
@@ -235,10 +242,15 @@ class ControlUnitEditor(QFrame):
                 spin.setValue(slider.default)
                 spin.blockSignals(False)
                 label.setText(slider.label)
-        self.resolution.setEnabled(spec.uses_resolution)
+        self._resolution_state()
         self.note.setText("Uses the inpainting mask of the input image: masked pixels reach the ControlNet as -1."
                           if spec.needs_mask else "")
         self._timer.start()
+
+    def _resolution_state(self) -> None:
+        spec = PREPROCESSORS.get(self.preprocessor.currentData() or "none", PREPROCESSORS["none"])
+        self.pixel_perfect.setEnabled(spec.uses_resolution)
+        self.resolution.setEnabled(spec.uses_resolution and not self.pixel_perfect.isChecked())
 
     # -- the control image ---------------------------------------------------------------
     def set_image(self, image: Any) -> None:
@@ -340,7 +352,7 @@ class ControlUnitEditor(QFrame):
                                  "(put one in models/ControlNet and refresh)")
         return ControlUnit(model=model, image=self.image, weight=self.weight.value(), start=self.start.value(),
                            end=self.end.value(), mode=self.mode.currentData(), resize_mode=self.resize_mode.currentText(),
-                           **self.params())
+                           pixel_perfect=self.pixel_perfect.isChecked(), **self.params())
 
     def apply(self, settings: dict[str, Any]) -> None:
         """Fields from a unit's settings (history, infotext); the model by path or name."""
@@ -371,6 +383,9 @@ class ControlUnitEditor(QFrame):
         resize = settings.get("resize_mode")
         if isinstance(resize, str) and resize in RESIZE_MODES:
             self.resize_mode.setCurrentText(resize)
+        perfect = settings.get("pixel_perfect")
+        if isinstance(perfect, bool):
+            self.pixel_perfect.setChecked(perfect)
 
 
 class ControlNetPanel(QGroupBox):
