@@ -110,7 +110,7 @@ def test_bad_control_images_give_clear_errors() -> None:
 
 def test_network_preprocessors_need_their_weights(tmp_path: Path) -> None:
     listed = dict((p.name, ok) for p, ok in network_preprocessors([tmp_path / "body_pose_model.safetensors"]))
-    assert listed == {"depth_midas": False, "openpose": True}
+    assert listed == {"depth_midas": False, "openpose": True, "inpaint_only+lama": False}
 
 
 def test_infotext_round_trip(tmp_path: Path) -> None:
@@ -171,3 +171,23 @@ def test_pixel_perfect_resolution_follows_the_extension() -> None:
     assert back.controlnets[0].pixel_perfect is True
     with pytest.raises(InvalidRequest, match="pixel_perfect"):
         ControlUnit(model="m", pixel_perfect=1)  # type: ignore[arg-type]
+
+
+def test_recolor_colour_grid_and_inpaint_only() -> None:
+    import cv2
+
+    from heyim_desktop.core.control_preprocess import canonical
+
+    photo = _photo(128, 128)
+    rgb = np.asarray(photo)
+    lum = np.asarray(detect(photo, "recolor_luminance", threshold_a=0.8))
+    level = cv2.cvtColor(rgb, cv2.COLOR_BGR2LAB)[:, :, 0].astype(np.float32) / 255.0
+    assert np.array_equal(lum[:, :, 0], (level ** 0.8 * 255).clip(0, 255).astype(np.uint8))
+    assert np.array_equal(lum[:, :, 0], lum[:, :, 2])
+    value = np.asarray(detect(photo, "recolor_intensity"))  # gamma 1: the HSV value channel
+    assert np.array_equal(value[:, :, 1], cv2.cvtColor(rgb, cv2.COLOR_BGR2HSV)[:, :, 2])
+    grid = np.asarray(detect(photo, "t2ia_color_grid", processor_res=128))
+    assert grid.shape == (128, 128, 3) and len(np.unique(grid[:64, :64].reshape(-1, 3), axis=0)) == 1
+    assert canonical("inpaint_only") == "inpaint"
+    with pytest.raises(InvalidRequest, match="needs its own network"):
+        canonical("inpaint_only+lama")
