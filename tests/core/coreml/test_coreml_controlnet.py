@@ -145,3 +145,18 @@ def test_controlnet_conversion_refuses_what_it_cannot_make(tiny_model: Path, tin
     with pytest.raises(InvalidRequest, match="share a name"):
         convert_to_coreml(tiny_model, tmp_path / "b", controlnets=[tiny_controlnet, tiny_controlnet])
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+@pytest.mark.macos
+@pytest.mark.slow
+def test_real_core_ml_controlnet_matches_torch(coreml_controlled: Path, tiny_controlnet: Path, tiny_engine,  # type: ignore[no-untyped-def]
+                                               tmp_path: Path) -> None:
+    """Core ML's own compiler and fp16 arithmetic on the ControlledUnet and the ControlNet."""
+    from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
+
+    engine = load_coreml_engine(coreml_controlled, "CPU_ONLY", cache=CompiledModelCache(tmp_path / "compiled"))
+    base = GenerationRequest(prompt="a red fox", negative_prompt="blurry", steps=3, seed=5, width=256, height=256)
+    ours = _pixels(engine.generate(base.replace(controlnets=(ControlUnit(model="tiny-controlnet", image=_hint()),))))
+    theirs = _pixels(tiny_engine.generate(base.replace(controlnets=(ControlUnit(model=str(tiny_controlnet), image=_hint()),))))
+    assert np.abs(ours - theirs).mean() <= 6.0  # fp16 throughout, as test_coreml_macos.py bounds it
+    engine.close()
