@@ -227,6 +227,11 @@ def _plan_only_masked(request: "GenerationRequest", spec: InpaintSpec) -> EditPl
     loop_mask = np.asarray(crop_mask.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     check_not_empty(loop_mask)
     loop_request = request.replace(init_image=loop_image, inpaint=_prepared_spec(spec, loop_mask))
+    if request.controlnets:  # their own control images are cropped with the input image
+        from heyim_desktop.core.controlnet import crop_control_images
+
+        loop_request = loop_request.replace(
+            controlnets=crop_control_images(request.controlnets, canvas.size, (x1, y1, x2, y2), size))
     original = pil_to_float(canvas)
 
     def finish(images: "npt.NDArray[np.float32]") -> "npt.NDArray[np.float32]":
