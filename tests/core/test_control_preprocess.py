@@ -150,8 +150,8 @@ def test_request_json_round_trip() -> None:
 
 
 def test_pixel_perfect_resolution_follows_the_extension() -> None:
-    from heyim_desktop.core.controlnet import control_images, pixel_perfect_resolution
     from heyim_desktop.core.control_preprocess import control_array
+    from heyim_desktop.core.controlnet import control_images, pixel_perfect_resolution
 
     # The short side scaled by the larger factor (crop, just resize) or the smaller (fill).
     assert pixel_perfect_resolution((1000, 500), 512, 512, "Crop and Resize") == 512
