@@ -154,7 +154,8 @@ def _recommended(ctx: ApiContext, mapped: Mapped, gen_request: Any) -> tuple[Any
     )
     if applied.note is None:
         return gen_request, mapped
-    fields = ", ".join(mapped.names.get(k, k) for k in ("steps", "guidance", "scheduler"))
+    fallback = {"steps": "steps", "guidance": "cfgScale", "scheduler": "scheduler"}  # HeyIm's names
+    fields = ", ".join(mapped.names.get(k, fallback[k]) for k in fallback)
     return applied.request, replace(mapped, notes=(*mapped.notes, f"{applied.note}; send {fields} to choose"))
 
 

@@ -136,5 +136,5 @@ def apply_recommended(
     if not changes:
         return Applied(request, None)
     applied = describe(Recommended(changes.get("steps"), changes.get("guidance"), changes.get("scheduler")))
-    where = f" ({rec.source})" if rec.source else ""
+    where = f" (from {rec.source})" if rec.source else ""
     return Applied(request.replace(**changes), f"using the model's recommended settings: {applied}{where}")
