@@ -329,7 +329,12 @@ class CoreMLComponents:
             reps = -(-b // n)
             pred = self._unet_call({k: np.concatenate([v] * reps)[:b] for k, v in batched.items()})[:n]
         else:
-            pred = np.concatenate([self._unet_call(rows(i, i + b)) for i in range(0, n, b)])
+            # Several batches; a last partial one (AND's negative + parts: 3 rows) is filled with
+            # copies of its last row and those predictions dropped.
+            total = -(-n // b) * b
+            if total != n:
+                batched = {k: np.concatenate([v, np.repeat(v[-1:], total - n, axis=0)]) for k, v in batched.items()}
+            pred = np.concatenate([self._unet_call(rows(i, i + b)) for i in range(0, total, b)])[:n]
         return torch.from_numpy(np.asarray(pred, dtype=np.float32))
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
