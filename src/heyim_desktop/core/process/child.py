@@ -106,6 +106,8 @@ class EngineChild:
         with self._job_lock:
             if self._job is not None and (job_id is None or self._job[0] == job_id):
                 self._job[1].cancel()
+        if self._log_lines is not None:
+            self._log_lines.flush()  # a job that hangs past the cancel leaves its lines in the parent's tail
 
     def _count_tokens(self, msg: Message) -> None:
         import dataclasses
@@ -397,7 +399,7 @@ def _make_unet_hang(engine: Any) -> None:
     components = engine.components
 
     def blocked(*_args: Any, **_kwargs: Any) -> Any:
-        log.info("test hook: the UNet blocks and ignores cancel")
+        log.warning("test hook: the UNet blocks and ignores cancel")  # a warning: written at once
         threading.Event().wait()  # blocks like a hung driver call: no cancel check ever runs
 
     components.unet = blocked
