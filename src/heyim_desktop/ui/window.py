@@ -196,9 +196,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.api_state)
         self.statusBar().addPermanentWidget(self.model_state)
 
+        from heyim_desktop.ui.inpainting import Inpainting
         from heyim_desktop.ui.upscaling import Upscaling
 
         self.upscaling = Upscaling(self, self._upscaler_library)
+        self.inpainting = Inpainting(self)
         # Not "actions": that would hide QWidget.actions(), which Qt and the tray call.
         self.menu_actions: WindowActions = build_menus(self)
         # Kept for callers that name them directly (tests, the tray).
@@ -247,6 +249,8 @@ class MainWindow(QMainWindow):
         self.info_panel.message.connect(self.status)
         self.result_view.upscale_requested.connect(self.upscaling.upscale)
         self.history.upscale_requested.connect(self.upscaling.upscale)
+        self.result_view.inpaint_requested.connect(self.inpainting.edit)
+        self.history.inpaint_requested.connect(self.inpainting.edit)
         self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
@@ -728,6 +732,7 @@ class MainWindow(QMainWindow):
         settings = getattr(entry, "settings", None)
         self.controlnet_panel.apply((settings.get("controlnet") if isinstance(settings, dict) else None) or [])
         self.status("Settings loaded from history.")
+        self.inpainting.reuse(entry)  # an inpainted image: its input picture and mask come back too
 
     def use_as_input(self, entry: Any) -> None:
         self.drop_panel.load_file(Path(entry.path), from_history=True)
