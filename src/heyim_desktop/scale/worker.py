@@ -81,8 +81,8 @@ class QueueWorker:
         self.records = Records(open_redis(config.url))
 
         # The model runs in an engine process, so a crash there costs one attempt, not the worker.
-        self.host = EngineHost(ProcessLoader(device=config.device, precision=config.precision),
-                               default_model=config.model)
+        engines = ProcessLoader(device=config.device, precision=config.precision)
+        self.host = EngineHost(engines, default_model=config.model, upscalers=engines.upscaler)
         self._stop = threading.Event()
         self._cancel: CancelToken | None = None
         self._lock = threading.Lock()

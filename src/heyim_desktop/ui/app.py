@@ -80,7 +80,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     from heyim_desktop.ui.logs import log_file, setup_logging
     from heyim_desktop.ui.qt import QApplication, QSettings
     from heyim_desktop.ui.window import MainWindow
-    from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink
+    from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink, torch_device
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(list(argv or sys.argv[:1]))
@@ -105,8 +105,13 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
         return default_loader(current.device, current.coreml_compute_units or None, status, engines)(ref)
 
     # The last model preloads as soon as the worker runs: its engine process starts at launch.
+    def preferred_upscaler() -> Any:
+        current = holder["window"].prefs if "window" in holder else prefs
+        return engines.upscaler(device=torch_device(current.device))
+
     worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store),
-                              preload=prefs.last_model or None, engines=None if loader else engines)
+                              preload=prefs.last_model or None, engines=None if loader else engines,
+                              upscalers=None if loader else preferred_upscaler)
     worker.set_idle_unload(prefs.idle_unload_minutes)
     holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)
