@@ -25,7 +25,6 @@ KILLED = "The engine stopped unexpectedly (killed by signal 9, likely out of mem
 def test_killing_the_engine_mid_request_fails_that_request_and_the_next_one_works(data_dir: Path) -> None:
     """Generations and upscales (extra-single-image) alike."""
     from heyim_desktop.core.process.remote import RemoteEngine
-
     from tiny_upscaler import make_esrgan
 
     folder = data_dir / "models" / "upscalers"
