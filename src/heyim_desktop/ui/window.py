@@ -491,7 +491,12 @@ class MainWindow(QMainWindow):
         self.model_state.setText("Model failed to load")
         self.prompt_panel.set_counter(None)
         self.result_view.end_job()
-        self.show_error(f"Could not load the model {self._model_label(ref)}: {message}", cause="model")
+        text = f"Could not load the model {self._model_label(ref)}: {message}"
+        if self.prefs.device in ("cuda", "mps"):  # a chosen GPU may be the cause: one click to change it
+            self.banner.show_message(text, "error", (("Preferences...", self.open_preferences),
+                                                     ("Show Logs", self.show_logs)), cause="model")
+        else:
+            self.show_error(text, cause="model")
 
     def _model_unloaded(self, ref: str, why: str) -> None:
         self.model_state.setText("No model loaded")

@@ -236,7 +236,9 @@ class FamilyEngine:
                 if latents is not None and now - state["last_preview"] >= PREVIEW_INTERVAL_S:
                     preview = latents_to_rgb(self._preview_latents(latents))
                     state["last_preview"] = now
-                progress(Progress(step + 1, request.steps, now - started, index, request.count, preview))
+                # Steps over the whole job (the images run one after another), as core.loop counts them.
+                progress(Progress(index * request.steps + step + 1, request.steps * request.count, now - started,
+                                  index, request.count, preview))
             # A cancel raises Cancelled out of the pipeline (nothing is decoded); an interrupt or a
             # skip lets diffusers skip the remaining steps and decode what it has.
             if cancel is not None and cancel.stop_sampling():
