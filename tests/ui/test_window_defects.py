@@ -24,6 +24,11 @@ def _drain(qtbot) -> None:  # type: ignore[no-untyped-def]
     qtbot.wait(50)  # deliver the queued results of background decodes
 
 
+def _places(window, *widgets):  # type: ignore[no-untyped-def]
+    """Where each widget is in the window, and how big: a layout that moves a control changes these."""
+    return [(w.mapTo(window, w.rect().topLeft()), w.size()) for w in widgets]
+
+
 def test_1_new_image_is_shown_while_a_thumbnail_is_selected(parts, qtbot) -> None:
     window = parts.window
     quick_settings(window)
@@ -122,8 +127,8 @@ def test_5_starting_a_job_neither_resizes_the_window_nor_moves_generate(parts, q
     qtbot.wait(20)
     size = window.size()
     assert (size.width(), size.height()) == (1024, 700)  # the window fits a small screen
-    button = window.generate_button.mapTo(window, window.generate_button.rect().topLeft())
-    prompt_height = window.prompt_panel.prompt.height()
+    controls = (window.generate_button, window.prompt_panel.prompt)
+    before = _places(window, *controls)
     window.prompt_panel.set_prompt("a long one")
     started = []
     parts.worker.job_started.connect(started.append)
@@ -134,10 +139,39 @@ def test_5_starting_a_job_neither_resizes_the_window_nor_moves_generate(parts, q
     window.show_error("Something went wrong", offer_logs=False)
     qtbot.wait(20)
     assert window.size() == size
-    assert window.generate_button.mapTo(window, window.generate_button.rect().topLeft()) == button
-    assert window.prompt_panel.prompt.height() == prompt_height
+    assert _places(window, *controls) == before
     window.queue_panel.clear()
     window.cancel()
+
+
+def test_5_a_models_recommended_settings_move_no_control(parts, qtbot) -> None:
+    from heyim_desktop.core.capabilities import Capabilities, Recommended
+    from heyim_desktop.ui.worker import ModelReady
+
+    window = parts.window
+    panel = window.settings_panel
+    window.resize(1024, 700)
+    qtbot.wait(20)
+    controls = (panel.refiner, panel.scheduler, panel.steps, panel.guidance, panel.seed, panel.width_box,
+                panel.count, window.generate_button, window.prompt_panel.prompt)
+    before = _places(window, *controls)
+    size = window.size()
+
+    def ready(rec: Recommended) -> None:
+        window._model_ready(ModelReady("few", "few", "torch-cpu", 0.1, (64, 64), None, True,
+                                       capabilities=Capabilities(recommended=rec)))
+        qtbot.wait(20)
+
+    ready(Recommended(steps=4, guidance=1.0, scheduler="LCM", source="known model"))
+    assert panel.recommended_row.isVisibleTo(panel) and "4 steps" in panel.recommended_label.text()
+    assert _places(window, *controls) == before and window.size() == size
+    # A long recommendation stays on its one line (the whole text is in the tooltip).
+    ready(Recommended(steps=4, guidance=1.0, scheduler="DPM++ 2M SDE Karras " * 4, source="model config"))
+    assert _places(window, *controls) == before and window.size() == size
+    assert "DPM++ 2M SDE Karras" in panel.recommended_label.toolTip()
+    ready(Recommended())  # a model that recommends nothing: the row goes, the space stays
+    assert not panel.recommended_row.isVisibleTo(panel)
+    assert _places(window, *controls) == before and window.size() == size
 
 
 def test_6_the_input_preview_shows_the_whole_image(parts, qtbot, tmp_path) -> None:

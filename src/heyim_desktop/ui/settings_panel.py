@@ -24,6 +24,7 @@ from heyim_desktop.ui.qt import (
     QLabel,
     QSpinBox,
     QToolButton,
+    QVBoxLayout,
     QWidget,
     Signal,
 )
@@ -224,8 +225,10 @@ class SettingsPanel(QWidget):
         model_row.addWidget(self.model, 1)
         model_row.addWidget(self.refresh_models_button)
         #: What the loaded model is made for (few-step models), with a button to use it again.
-        self.recommended_label = QLabel()
-        self.recommended_label.setWordWrap(True)
+        #: One line that keeps its space while hidden: a model loading moves no control below.
+        from heyim_desktop.ui.elided_label import ElidedLabel
+
+        self.recommended_label = ElidedLabel()
         self.recommended_button = QToolButton()
         self.recommended_button.setText("Use")
         self.recommended_button.setToolTip("Set the steps, guidance and scheduler this model is made for")
@@ -241,7 +244,13 @@ class SettingsPanel(QWidget):
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", model_row)
-        form.addRow("", self.recommended_row)
+        # A form row whose field is hidden takes no space (retainSizeWhenHidden is not honoured
+        # there), so the row sits in a box layout that always keeps its room.
+        recommended_slot = QWidget()
+        slot = QVBoxLayout(recommended_slot)
+        slot.setContentsMargins(0, 0, 0, 0)
+        slot.addWidget(self.recommended_row)
+        form.addRow("", recommended_slot)
         refiner_row = QHBoxLayout()
         refiner_row.addWidget(self.refiner, 1)
         refiner_row.addWidget(QLabel("from"))
@@ -268,7 +277,7 @@ class SettingsPanel(QWidget):
         self.hires.show_size(self.width_box.value(), self.height_box.value())
         # Image-to-image rows keep their space when hidden: dropping an image moves no control.
         retained: tuple[QWidget, ...] = (self.strength, self.strength_label, self.match_button, self.crop_note,
-                                         self.scheduler_notes, self.keep_scheduler)
+                                         self.scheduler_notes, self.keep_scheduler, self.recommended_row)
         for widget in retained:
             policy = widget.sizePolicy()
             policy.setRetainSizeWhenHidden(True)
@@ -372,7 +381,7 @@ class SettingsPanel(QWidget):
         self.recommended_row.setVisible(bool(text))
         if rec is not None and text:
             self.recommended_label.setText(f"Made for: {text}")
-            self.recommended_label.setToolTip(f"From the {rec.source}." if rec.source else "")
+            self.recommended_label.setToolTip(f"Made for: {text}." + (f" From the {rec.source}." if rec.source else ""))
 
     def apply_recommended(self) -> str:
         """Set the recommended steps, guidance and scheduler; returns what was set ("" if nothing)."""
