@@ -174,6 +174,29 @@ def test_5_a_models_recommended_settings_move_no_control(parts, qtbot) -> None:
     assert _places(window, *controls) == before and window.size() == size
 
 
+def test_5_an_input_image_and_its_notes_move_no_control(parts, qtbot, tmp_path) -> None:
+    from PIL import Image
+
+    window = parts.window
+    panel = window.settings_panel
+    panel.scheduler.setCurrentText(window.prefs.default_scheduler)
+    window.resize(1024, 700)
+    qtbot.wait(20)
+    controls = (panel.steps, panel.guidance, panel.seed, panel.width_box, panel.count, panel.clip_skip,
+                window.generate_button)
+    before = _places(window, *controls)
+    scheduler_at = _places(window, panel.scheduler)[0][0]  # it narrows for its "Keep ..." button
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(path)
+    with qtbot.waitSignal(window.drop_panel.input_changed, timeout=10_000, check_params_cb=lambda d: d is not None):
+        window.drop_panel.load_file(path)
+    qtbot.wait(20)
+    # The scheduler switch and the crop are said in one line each, in room kept for them.
+    assert "PNDM" in panel.scheduler_note.text() and "cropped" in panel.crop_note.text()
+    assert panel.crop_note.toolTip() == panel.crop_note.text()
+    assert _places(window, *controls) == before and _places(window, panel.scheduler)[0][0] == scheduler_at
+
+
 def test_6_the_input_preview_shows_the_whole_image(parts, qtbot, tmp_path) -> None:
     from PIL import Image
 
