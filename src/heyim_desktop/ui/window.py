@@ -200,9 +200,11 @@ class MainWindow(ModelsSection, JobsSection, InputSection, PrefsSection, QMainWi
         self.statusBar().addPermanentWidget(self.api_state)
         self.statusBar().addPermanentWidget(self.model_state)
 
+        from heyim_desktop.ui.inpainting import Inpainting
         from heyim_desktop.ui.upscaling import Upscaling
 
         self.upscaling = Upscaling(self, self._upscaler_library)
+        self.inpainting = Inpainting(self)
         # Not "actions": that would hide QWidget.actions(), which Qt and the tray call.
         self.menu_actions: WindowActions = build_menus(self)
         # Kept for callers that name them directly (tests, the tray).
@@ -251,6 +253,8 @@ class MainWindow(ModelsSection, JobsSection, InputSection, PrefsSection, QMainWi
         self.info_panel.message.connect(self.status)
         self.result_view.upscale_requested.connect(self.upscaling.upscale)
         self.history.upscale_requested.connect(self.upscaling.upscale)
+        self.result_view.inpaint_requested.connect(self.inpainting.edit)
+        self.history.inpaint_requested.connect(self.inpainting.edit)
         self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)

@@ -88,9 +88,9 @@ class InputSection(WindowParts):
         from heyim_desktop.core.metadata import parse_parameters
 
         self.apply_settings(entry.request_settings(), parse_parameters(entry.parameters).params.get("Lora hashes", ""))
-        settings = getattr(entry, "settings", None)
-        self.controlnet_panel.apply((settings.get("controlnet") if isinstance(settings, dict) else None) or [])
+        self.controlnet_panel.reuse(entry)  # its units with their kept control images
         self.status("Settings loaded from history.")
+        self.inpainting.reuse(entry)  # an inpainted image: its input picture and mask come back too
 
     def use_as_input(self, entry: Any) -> None:
         self.drop_panel.load_file(Path(entry.path), from_history=True)

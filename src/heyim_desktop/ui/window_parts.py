@@ -33,6 +33,7 @@ class WindowParts:
         from heyim_desktop.ui.generate import JobRouter
         from heyim_desktop.ui.history_panel import HistoryPanel
         from heyim_desktop.ui.image_info import ImageInfoPanel
+        from heyim_desktop.ui.inpainting import Inpainting
         from heyim_desktop.ui.menus import WindowActions
         from heyim_desktop.ui.prompt_panel import PromptPanel
         from heyim_desktop.ui.qt import QLabel, QPushButton
@@ -57,6 +58,7 @@ class WindowParts:
         state: WindowState
         menu_actions: WindowActions
         upscaling: Upscaling
+        inpainting: Inpainting
         lora_picker: Any
         job_shown: Any  # a Signal(object)
         ask_dropped_settings: Callable[[DroppedImage], str]
