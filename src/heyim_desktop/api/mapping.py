@@ -268,12 +268,15 @@ def a1111_inpaint(body: Mapping[str, Any], notes: list[str]) -> dict[str, Any] |
     noise = body.get("initial_noise_multiplier")
     if noise not in (None, 1, 1.0):
         notes.append("initial_noise_multiplier is ignored (HeyIm always uses 1)")
+    # AUTOMATIC1111's API defaults (its img2img processing class), not its web UI's:
+    # "Only masked" with no padding unless the client says otherwise.
+    full_res = body.get("inpaint_full_res", True)
     return {
         "mask": mask,
         "mask_blur": blur,
         "fill": _FILL_BY_NUMBER[fill],
-        "only_masked": bool(body.get("inpaint_full_res", False)),
-        "padding": _a1111_int(body, "inpaint_full_res_padding", 32),
+        "only_masked": True if full_res is None else bool(full_res),
+        "padding": _a1111_int(body, "inpaint_full_res_padding", 0),
         "invert": bool(body.get("inpainting_mask_invert", 0)),
     }
 
@@ -297,7 +300,12 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         if body.get(key) is not None:
             data[ours] = body[key]
     data["seed"] = _seed(body.get("seed", -1), "seed")
-    data["scheduler"] = _sampler(body)
+    sampler = _sampler(body)
+    schedule = _string(body, "scheduler")
+    sampler_given = bool(_string(body, "sampler_name") or _string(body, "sampler_index")) or (
+        schedule is not None and schedule.strip().lower() not in _NEUTRAL_SCHEDULES)
+    if sampler_given:  # else AUTOMATIC1111's default, in ``defaults``: a model's recommended one may replace it
+        data["scheduler"] = sampler
     data["count"] = _count(body)
     names["clip_skip"] = "clip_skip"
     skip = _clip_skip(body.get("clip_skip"), "clip_skip")
@@ -359,7 +367,8 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         data.pop("refiner_switch", None)
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",
-        notes=tuple(notes), send_images=send is not False, defaults=dict(A1111_DEFAULTS),
+        notes=tuple(notes), send_images=send is not False,
+        defaults={**A1111_DEFAULTS, **({} if sampler_given else {"scheduler": sampler})},
         refiner=refiner, refiner_field="refiner_checkpoint",
         styles=_style_names(body.get("styles"), "styles"),
     )
