@@ -167,3 +167,20 @@ def test_convert_wires_precision_palettes_and_notes(tiny_model: Path, tmp_path: 
     assert any("6 bits" in n and "macOS 14" in n for n in notes)
     assert any(re.fullmatch(r"Unet: 1\.\d KB -> \d+ B \(6-bit palette\)", n) for n in notes), notes
     assert not list(out.glob(".*"))  # the fp16 copies measured for "before" are gone
+
+
+def test_library_shows_the_bit_depth(model_copy: Path) -> None:
+    import coremltools as ct
+
+    from heyim_desktop.core.coreml.detect import detect_coreml_folder
+    from heyim_desktop.models.inspect import inspect_coreml
+
+    assert detect_coreml_folder(model_copy).bits is None
+    unet = model_copy / "Unet.mlpackage"
+    model = ct.models.MLModel(str(unet), skip_model_load=True)
+    model.user_defined_metadata[compression.META_BITS] = "6"
+    model.save(str(model_copy / "new.mlpackage"))  # the loaded model reads its weights from the old package
+    shutil.rmtree(unet)
+    (model_copy / "new.mlpackage").rename(unet)
+    assert detect_coreml_folder(model_copy).bits == 6
+    assert "6-bit weights" in inspect_coreml(model_copy).problem  # the library's note column
