@@ -94,7 +94,7 @@ def test_reduce_memory_keeps_one_step_loaded_and_changes_nothing(coreml_model: P
     full.close()
     fake.opened.clear()
     engine = load_coreml_engine(coreml_model, None, factory=fake.factory, cache=cache, chip="Apple M1", memory=8 * 2**30)
-    runtime = engine.components.predict.__self__  # type: ignore[attr-defined]
+    runtime = engine.components._predict.__self__  # type: ignore[attr-defined]
     assert runtime.reduce_memory and fake.opened == []  # 8 GB: on by default; compiled, nothing held
     seen: list[tuple[str, list[str]]] = []
     real = runtime.predict
@@ -104,13 +104,13 @@ def test_reduce_memory_keeps_one_step_loaded_and_changes_nothing(coreml_model: P
         seen.append((name, sorted(runtime.models)))
         return out
 
-    engine.components.predict = spy  # type: ignore[attr-defined]
+    engine.components._predict = spy  # type: ignore[attr-defined]
     got = np.asarray(engine.generate(request).images[0].image)
     assert np.array_equal(got, expected)
     assert ("TextEncoder", ["TextEncoder"]) in seen and ("Unet", ["Unet"]) in seen and ("VAEDecoder", ["VAEDecoder"]) in seen
     engine.close()
     big = load_coreml_engine(coreml_model, None, factory=fake.factory, cache=cache, chip="Apple M1", memory=16 * 2**30)
-    assert not big.components.predict.__self__.reduce_memory  # type: ignore[attr-defined]
+    assert not big.components._predict.__self__.reduce_memory  # type: ignore[attr-defined]
     big.close()
 
 
@@ -120,25 +120,6 @@ def test_auto_on_original_attention_measures_nothing(coreml_chunked: Path) -> No
     assert resolve_compute_units(info, "AUTO", chooser=None, factory=lambda *a, **k: pytest.fail("measured")) == "CPU_AND_GPU"
 
 
-def _compile_in_child(root: str, package: str, log: str, barrier: Any, compiling: Any, arrived: Any, first: bool) -> None:
-    def compile_fn(src: Path, dest: Path) -> None:
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write("compile\n")
-        compiling.set()
-        arrived.wait(10)  # hold the lock until the other process is at the door
-        dest.mkdir()
-        (dest / "model.mil").write_text("compiled")
-
-    cache = CompiledModelCache(Path(root), compile_fn=compile_fn)
-    barrier.wait(10)
-    if not first:
-        compiling.wait(10)
-        arrived.set()
-    path, _ = cache.compiled(Path(package))
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"{path.name} {(path / 'model.mil').read_text()}\n")
-
-
 def test_compile_cache_is_safe_across_processes(tmp_path: Path) -> None:
     package = tmp_path / "Unet.mlpackage"
     package.mkdir()
@@ -146,7 +127,9 @@ def test_compile_cache_is_safe_across_processes(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
     ctx = multiprocessing.get_context("spawn")
     barrier, compiling, arrived = ctx.Barrier(2), ctx.Event(), ctx.Event()
-    procs = [ctx.Process(target=_compile_in_child, args=(str(tmp_path / "cache"), str(package), str(log), barrier, compiling,
+    from compile_child import compile_in_child  # a small module: the children import nothing heavy
+
+    procs = [ctx.Process(target=compile_in_child, args=(str(tmp_path / "cache"), str(package), str(log), barrier, compiling,
                                                         arrived, first)) for first in (True, False)]
     for p in procs:
         p.start()
@@ -158,3 +141,27 @@ def test_compile_cache_is_safe_across_processes(tmp_path: Path) -> None:
     results = [line for line in lines if line != "compile"]
     assert len(results) == 2 and len(set(results)) == 1 and results[0].endswith(" compiled")
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".compile-")]
+
+
+def test_preferences_carry_per_part_units_and_memory_mode(qtbot, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.coreml.compute_units import compose_units
+    from heyim_desktop.store.preferences import Preferences
+    from heyim_desktop.ui.preferences_dialog import PreferencesDialog
+    from heyim_desktop.ui.qt import QMessageBox
+
+    dialog = PreferencesDialog(Preferences())
+    qtbot.addWidget(dialog)
+    shown: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", staticmethod(lambda *a, **k: shown.append(a[2])))
+    dialog.component_units.setText("Vae=CPU_AND_GPU")
+    dialog.accept()
+    assert shown and "Unknown Core ML component 'Vae'" in shown[0] and dialog.result() == 0
+    dialog.component_units.setText("VAEDecoder=CPU_AND_GPU, TextEncoder=CPU_ONLY")
+    dialog.coreml_memory.setCurrentIndex(dialog.coreml_memory.findData("reduce-memory"))
+    dialog.accept()
+    prefs = dialog.result_preferences()
+    value = compose_units(prefs.coreml_compute_units, prefs.coreml_component_units, prefs.coreml_memory)
+    assert value == "VAEDecoder=CPU_AND_GPU; TextEncoder=CPU_ONLY;reduce-memory"
+    choice = parse_units(value)
+    assert choice.units is None and choice.reduce_memory is True and dict(choice.components)["TextEncoder"] == "CPU_ONLY"
+    assert compose_units("", "", "") is None

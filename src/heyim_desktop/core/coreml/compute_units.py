@@ -169,6 +169,16 @@ def parse_units(value: str | None) -> UnitsChoice:
     return UnitsChoice(units, tuple(components), reduce)
 
 
+def compose_units(units: str, components: str = "", memory: str = "") -> str | None:
+    """The compute-units value for the loader from the three Preferences fields (None: defaults);
+    raises ``ModelError`` naming a bad part."""
+    text = ";".join(p for p in (units.strip(), components.strip().replace(",", ";"), memory.strip()) if p)
+    if not text:
+        return None
+    parse_units(text)  # checked here, so a typo is reported where it was typed
+    return text
+
+
 #: ``time_step(units) -> seconds`` for one UNet step (after a warm-up) on those units.
 StepTimer = Callable[[str], float]
 
