@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--self-test", action="store_true",
                         help="open the window, make one image with the tiny demo model in a throwaway "
                              "data folder, check it reached history, and exit (0 = working)")
+    parser.add_argument("--coreml-smoke", action="store_true",
+                        help="macOS: check that Core ML works in this app (a tiny model compiles, loads on the "
+                             "Neural Engine and predicts) and exit (0 = working)")
     parser.add_argument("--open", metavar="IMAGE", dest="open_image",
                         help="open the window with this PNG/JPEG (as input image, or to load its settings)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -566,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).expanduser().resolve())
     from heyim_desktop.core.errors import ModelError, OutOfMemory, StorageError, UserFacingError
 
+    if getattr(args, "coreml_smoke", False):
+        from heyim_desktop.core.coreml.smoke import run_coreml_smoke
+
+        return run_coreml_smoke()
     handler = COMMANDS.get(args.command) if args.command else run_gui
     assert handler is not None
     try:
