@@ -84,6 +84,7 @@ def test_fast_prediction_hint_and_per_component_units(coreml_model: Path, tmp_pa
     assert all(hints == {} for _, _, hints in fake.opened)  # older systems: unchanged
 
 
+@pytest.mark.slow  # two 2-step generations through the torch reference (a few seconds)
 def test_reduce_memory_keeps_one_step_loaded_and_changes_nothing(coreml_model: Path, tiny_model: Path, tmp_path: Path) -> None:
     info = detect_coreml_folder(coreml_model)
     fake = Fake(TorchReferencePredictor(tiny_model, info))

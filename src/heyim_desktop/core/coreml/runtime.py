@@ -130,7 +130,7 @@ class CoreMLRuntime:
         try:
             model = self._factory(path, units, hints=hints) if hints else self._factory(path, units)
         except Exception as exc:
-            raise ModelError(f"{spec.path.name} could not be loaded by Core ML ({exc}).") from exc
+            raise ModelError(f"{self.info.model(name).path.name} could not be loaded by Core ML ({exc}).") from exc
         self.models[name] = model
         self.load_seconds[name] = time.perf_counter() - t0
         return model

@@ -36,7 +36,7 @@ def expected(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def build_smoke_model(dest: Path) -> Path:
     """Write the tiny ML program (the Neural Engine's layout: (B, C, 1, S), conv, softmax on C)."""
     import coremltools as ct
-    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
 
     weight, _ = smoke_weights()
 
