@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Never the user's own HeyIm folder: a test that forgets the data_dir fixture writes to a
+# throwaway folder of this test run (each pytest-xdist worker gets its own).
+os.environ.setdefault("HEYIM_DATA_DIR", tempfile.mkdtemp(prefix="heyim-test-data-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
