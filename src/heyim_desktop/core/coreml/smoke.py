@@ -13,23 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 log = logging.getLogger(__name__)
 
 CHANNELS, LENGTH = 8, 16
 
 
-def smoke_weights() -> tuple[np.ndarray, np.ndarray]:
+def smoke_weights() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     rng = np.random.default_rng(7)
     return (rng.standard_normal((CHANNELS, CHANNELS, 1, 1)).astype(np.float32) * 0.3,
             rng.standard_normal((1, CHANNELS, 1, LENGTH)).astype(np.float32))
 
 
-def expected(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def expected(x: NDArray[np.float32], weight: NDArray[np.float32]) -> NDArray[np.float32]:
     """What the smoke model computes: a 1x1 convolution, then softmax over channels."""
     y = np.einsum("oi,bihw->bohw", weight[:, :, 0, 0], x)
     e = np.exp(y - y.max(axis=1, keepdims=True))
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    out: NDArray[np.float32] = e / e.sum(axis=1, keepdims=True)
     return out
 
 
@@ -40,7 +41,9 @@ def build_smoke_model(dest: Path) -> Path:
 
     weight, _ = smoke_weights()
 
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, CHANNELS, 1, LENGTH))], opset_version=ct.target.macOS13)
+    spec = [mb.TensorSpec(shape=(1, CHANNELS, 1, LENGTH))]
+
+    @mb.program(input_specs=spec, opset_version=ct.target.macOS13)  # type: ignore[untyped-decorator]
     def program(x: Any) -> Any:
         return mb.softmax(x=mb.conv(x=x, weight=weight, name="conv"), axis=1, name="y")
 
