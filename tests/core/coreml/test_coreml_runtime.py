@@ -60,7 +60,8 @@ def test_packages_compile_once_and_the_encoder_loads_lazily(coreml_model: Path, 
     fake = FakeCoreML(TorchReferencePredictor(tiny_model, info))
     cache = CompiledModelCache(tmp_path / "coreml-compiled", compile_fn=fake.compile)
     said: list[str] = []
-    engine = load_coreml_engine(coreml_model, "CPU_AND_NE", factory=fake.factory, cache=cache, on_status=said.append)
+    engine = load_coreml_engine(coreml_model, "CPU_AND_NE", factory=fake.factory, cache=cache, on_status=said.append,
+                                memory=16 * 2**30)  # not a small Mac: every part stays loaded
     assert sorted(fake.compiled) == ["TextEncoder", "Unet", "VAEDecoder"]
     assert "Compiling Unet.mlpackage for this Mac (first use only)..." in said
     assert "Loading Unet on the Neural Engine..." in said
@@ -76,7 +77,8 @@ def test_packages_compile_once_and_the_encoder_loads_lazily(coreml_model: Path, 
     # A later launch: the cache already holds every model; nothing compiles again.
     fake.compiled.clear()
     said.clear()
-    again = load_coreml_engine(coreml_model, "CPU_AND_GPU", factory=fake.factory, cache=CompiledModelCache(cache.root, compile_fn=fake.compile), on_status=said.append)
+    again = load_coreml_engine(coreml_model, "CPU_AND_GPU", factory=fake.factory, cache=CompiledModelCache(cache.root, compile_fn=fake.compile),
+                               on_status=said.append, memory=16 * 2**30)
     assert fake.compiled == [] and not any("Compiling" in s for s in said)
     assert ("Unet", "CPU_AND_GPU") in fake.opened and again.name == "coreml-cpu_and_gpu"
 
@@ -130,7 +132,7 @@ def test_auto_measures_once_and_remembers(coreml_model: Path, tmp_path: Path) ->
     assert chooser.remembered(model_key(info)) == "CPU_AND_GPU"
     # Next time: no measuring, and the engine loads on the remembered units.
     fake.opened.clear()
-    engine = load_coreml_engine(coreml_model, "AUTO", factory=fake.factory, cache=cache, chooser=chooser)
+    engine = load_coreml_engine(coreml_model, "AUTO", factory=fake.factory, cache=cache, chooser=chooser, memory=16 * 2**30)
     assert engine.name == "coreml-cpu_and_gpu"
     assert {u for _, u in fake.opened} == {"CPU_AND_GPU"}
     # Another machine measures for itself.
