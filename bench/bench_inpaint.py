@@ -4,9 +4,12 @@
     python bench/bench_inpaint.py --sd15 --size 256 --steps 6 --runs 3
 
 Same model, seed, input image and strength for every side; the mask covers the middle half.
-Printed: median seconds per job and per step for HeyIm img2img, HeyIm inpaint (the blending
-path of ordinary models), diffusers' StableDiffusionInpaintPipeline, and the blend's extra
-time per step in percent of img2img.
+The three sides run interleaved, run after run, so a change in the machine's load hits them
+alike. Printed: the load average before and after; median seconds per job for HeyIm img2img,
+HeyIm inpaint (the blending path of ordinary models) and diffusers' StableDiffusionInpaintPipeline;
+HeyIm's denoising time per step (the loop's own timing, without text/VAE encode and decode);
+and the ratios: the blend's extra time per step and per job against img2img, ours against
+diffusers' inpaint pipeline per job.
 """
 
 from __future__ import annotations
@@ -73,9 +76,13 @@ def main() -> None:
                                           safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
 
-    def ours(req: GenerationRequest) -> float:
+    per_step: dict[str, list[float]] = {"img2img": [], "inpaint": []}
+
+    def ours(req: GenerationRequest, side: str | None = None) -> float:
         t0 = time.perf_counter()
-        run_loop(comps, req)
+        out = run_loop(comps, req)
+        if side is not None:
+            per_step[side].append(out.timings["per_step"])
         return time.perf_counter() - t0
 
     def theirs() -> float:
@@ -85,20 +92,30 @@ def main() -> None:
              output_type="np")
         return time.perf_counter() - t0
 
+    import os
+
+    load_before = os.getloadavg()
     ours(base), ours(inpaint), theirs()  # warm-up
     times: dict[str, list[float]] = {"img2img": [], "inpaint": [], "diffusers inpaint": []}
     for _ in range(args.runs):
-        times["img2img"].append(ours(base))
-        times["inpaint"].append(ours(inpaint))
+        times["img2img"].append(ours(base, "img2img"))
+        times["inpaint"].append(ours(inpaint, "inpaint"))
         times["diffusers inpaint"].append(theirs())
+    load_after = os.getloadavg()
     steps = int(args.steps * 0.99)
     label = "SD 1.5 architecture" if args.sd15 else "tiny model"
-    print(f"{label}, {size}x{size}, {steps} steps run, CPU, median of {args.runs}")
+    print(f"{label}, {size}x{size}, {steps} steps run, CPU ({os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}), median of {args.runs}")
+    print("  load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
     med = {k: statistics.median(v) for k, v in times.items()}
+    step = {k: statistics.median(v) for k, v in per_step.items()}
     for k, v in med.items():
-        print(f"  {k:18s} {v:8.3f} s/job  {v / steps * 1000:8.1f} ms/step")
-    extra = (med["inpaint"] - med["img2img"]) / med["img2img"] * 100
-    print(f"  blend path vs img2img: {extra:+.1f}% per job; ours/diffusers inpaint: {med['inpaint'] / med['diffusers inpaint']:.3f}")
+        denoise = f"  denoise {step[k] * 1000:8.1f} ms/step" if k in step else ""
+        print(f"  {k:18s} {v:8.3f} s/job{denoise}")
+    extra_step = (step["inpaint"] - step["img2img"]) / step["img2img"] * 100
+    extra_job = (med["inpaint"] - med["img2img"]) / med["img2img"] * 100
+    print(f"  blend path vs img2img: {extra_step:+.1f}% per step, {extra_job:+.1f}% per job; "
+          f"ours/diffusers inpaint per job: {med['inpaint'] / med['diffusers inpaint']:.3f}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction of the steps where ControlNet stops acting (default 1)")
     gen.add_argument("--control-mode", action="append", default=[], choices=("balanced", "prompt", "controlnet"),
                      help="balanced (default), prompt (my prompt is more important), controlnet (ControlNet is more important)")
+    gen.add_argument("--control-pixel-perfect", action="store_true",
+                     help="run the preprocessors at the resolution the image size asks for (the extension's Pixel Perfect)")
     gen.add_argument("--steps", type=int, default=None,
                      help="denoising steps, 1 to 150 (default 30; Z-Image, FLUX.2, SD 3.5: the family's recommended)")
     gen.add_argument("--cfg", type=float, default=None,
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
                       help="bake a LoRA into the converted model (weight 1 unless given); repeat for several. "
                            "Core ML models cannot take LoRAs at run time")
+    conv.add_argument("--controlnet", action="append", default=[], metavar="MODEL_DIR",
+                      help="also convert this ControlNet (a diffusers folder or .safetensors) into controlnet/, "
+                           "with a UNet that takes its residuals (Apple's ControlledUnet); repeat for several")
 
     demo = sub.add_parser("demo-model", help="write the tiny random model in diffusers format")
     demo.add_argument("dir", help="destination folder (must not exist or be empty)")
@@ -239,7 +244,8 @@ def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
     from heyim_desktop.core.images import load_image
 
     if not args.control:
-        if args.control_preprocessor or args.control_start or args.control_end or args.control_mode:
+        if (args.control_preprocessor or args.control_start or args.control_end or args.control_mode
+                or args.control_pixel_perfect):
             raise InvalidRequest("control", "--control-* options need a ControlNet (--control MODEL:IMAGE)")
         return ()
     n = len(args.control)
@@ -252,6 +258,7 @@ def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
             start=_nth(args.control_start, i, 0.0, "control-start", n),
             end=_nth(args.control_end, i, 1.0, "control-end", n),
             mode=_nth(args.control_mode, i, "balanced", "control-mode", n),
+            pixel_perfect=bool(args.control_pixel_perfect),
         ))
     return tuple(units)
 
@@ -443,7 +450,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         out = convert_to_coreml(
             args.model_dir, args.out_dir, size=args.size, attention=args.attention, batch=args.batch,
             chunk_unet=args.chunk_unet, include_encoder=not args.no_encoder, overwrite=args.force,
-            progress=report, cancel=cancel, loras=tuple(loras), quantize=args.quantize,
+            progress=report, cancel=cancel, loras=tuple(loras), controlnets=tuple(args.controlnet),
+            quantize=args.quantize,
         )
     except Cancelled:
         print("Cancelled; nothing was written.", file=sys.stderr)

@@ -109,3 +109,79 @@ def test_detect_runs_the_preprocessor(with_controlnet: Running) -> None:
     assert empty.status == 422 and "No image selected" in empty.body.decode()
     need_mask = call(port, "POST", "/controlnet/detect", body={"controlnet_module": "inpaint", "controlnet_input_images": [_b64(hint)]})
     assert need_mask.status == 422 and "controlnet_masks" in need_mask.body.decode()
+
+
+def _fake_catalog(running: Running, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    info = ModelInfo("net", str(tmp_path / "net"), "controlnet", "unknown", 1, ModelStatus.READY)
+    monkeypatch.setattr(running.server.context, "controlnets", lambda: [info], raising=False)
+
+
+def test_control_images_count_in_the_pixel_budget(fake_api: Running, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    _fake_catalog(fake_api, monkeypatch, tmp_path)
+    budget = fake_api.server.context.pixels
+    budget.total = 100 * 100
+    big = _b64(Image.new("RGB", (128, 128), (200, 10, 10)))
+    body = {"prompt": "x", **SMALL, "alwayson_scripts": {"controlnet": {"args": [{"model": "net", "image": big}]}}}
+    reply = call(fake_api.port, "POST", "/sdapi/v1/txt2img", body=body)
+    assert reply.status == 413 and "at most 10,000 at once" in reply.json["error"], reply.body
+    assert reply.json["field"] == "alwayson_scripts.controlnet.args[0].image" and budget.used == 0
+    # An input image and a control image together: both are charged.
+    budget.total = 128 * 128 + 64 * 64 - 1
+    img2img = dict(body, init_images=[_b64(Image.new("RGB", (64, 64)))])
+    reply = call(fake_api.port, "POST", "/sdapi/v1/img2img", body=img2img)
+    assert reply.status == 413 and budget.used == 0
+    budget.total = 128 * 128 + 64 * 64 + 64 * 64
+    assert call(fake_api.port, "POST", "/sdapi/v1/img2img", body=img2img).status == 200
+    assert budget.used == 0  # released when the job finished
+    # A control image claiming too many pixels is refused before anything is decoded.
+    from test_hostile import _png_claiming
+
+    claim = _png_claiming(8192, 8192)
+    budget.total = 10**9
+    reply = call(fake_api.port, "POST", "/sdapi/v1/txt2img",
+                 body=dict(body, alwayson_scripts={"controlnet": {"args": [{"model": "net", "image": claim}]}}))
+    assert reply.status == 413 and "8192x8192" in reply.json["error"] and budget.used == 0
+    # Inpainting builds the request again with the mask: the control image is decoded once and kept.
+    mask = Image.new("L", (64, 64))
+    mask.paste(255, (8, 8, 40, 40))
+    perfect = {"controlnet": {"args": [{"model": "net", "image": big, "pixel_perfect": True}]}}
+    reply = call(fake_api.port, "POST", "/sdapi/v1/img2img", body=dict(img2img, mask=_b64(mask), alwayson_scripts=perfect))
+    assert reply.status == 200 and budget.used == 0, reply.body
+    done = fake_api.queue.last_finished
+    assert done is not None and done.request.inpaint is not None
+    assert done.request.controlnets[0].image.size == (128, 128) and done.request.controlnets[0].model.endswith("net")
+    assert done.request.controlnets[0].pixel_perfect is True
+
+
+def test_a_queued_job_holds_its_control_images_pixels(gated_api: Running, gate, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _fake_catalog(gated_api, monkeypatch, tmp_path)
+    unit = {"model": "net", "image": _b64(Image.new("RGB", (96, 80), (0, 0, 200)))}
+    body = {"prompt": "x", **SMALL, "alwayson_scripts": {"controlnet": {"args": [unit, dict(unit)]}}}
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(call, gated_api.port, "POST", "/sdapi/v1/txt2img", body=body)
+        assert gate.reached.wait(30)
+        job = gated_api.queue.running
+        assert job is not None and [u.image.size for u in job.request.controlnets] == [(96, 80)] * 2
+        assert gated_api.server.context.pixels.used == 2 * 96 * 80
+        gate.release.set()
+        assert future.result(30).status == 200
+    assert gated_api.server.context.pixels.used == 0
+
+
+def test_detect_counts_its_images_in_the_pixel_budget(with_controlnet: Running) -> None:
+    budget = with_controlnet.server.context.pixels
+    total = budget.total
+    try:
+        budget.total = 64 * 64 + 10
+        body = {"controlnet_module": "canny", "controlnet_input_images": [_b64(_hint()), _b64(_hint())]}
+        reply = call(with_controlnet.port, "POST", "/controlnet/detect", body=body)
+        assert reply.status == 413 and reply.json["field"] == "controlnet_input_images" and budget.used == 0
+        budget.total = 2 * 64 * 64
+        assert call(with_controlnet.port, "POST", "/controlnet/detect", body=body).status == 200
+        assert budget.used == 0
+    finally:
+        budget.total = total

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from api_helpers import TOKEN, Running, call, decode_png, private_hashes, private_styles
+from api_helpers import TOKEN, Running, call, decode_png, png_b64, private_hashes, private_styles
 from heyim_desktop.api import ApiServer, ModelChoice, fixed_catalog
 from heyim_desktop.core.host import EngineHost, WorkerThread
 from heyim_desktop.core.jobs import JobQueue
@@ -48,6 +48,27 @@ def test_zimage_through_both_generate_routes(zimage_api: Running) -> None:
     assert reply.status == 200, reply.body
     meta = reply.json["metadata"]
     assert meta["seed"] == 5 and len(meta["historyIds"]) == 1
+
+
+def test_zimage_inpaints_through_the_a1111_img2img_route(zimage_api: Running) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    reply = call(zimage_api.port, "POST", "/sdapi/v1/img2img", body={
+        "prompt": "a red fox", "init_images": [png_b64((64, 64), (20, 200, 40))], "denoising_strength": 0.8,
+        "mask": base64.b64encode(buf.getvalue()).decode(), "mask_blur": 0, "inpainting_fill": 1,
+        "steps": 3, "cfg_scale": 0, "seed": 2, "width": 64, "height": 64})
+    assert reply.status == 200, reply.body
+    out = decode_png(reply.json["images"][0]).convert("RGB")
+    assert out.getpixel((60, 10)) == (20, 200, 40)  # the kept half is pasted back exactly
+    assert out.getpixel((10, 10)) != (20, 200, 40)
+    assert json.loads(reply.json["info"])["denoising_strength"] == 0.8
 
 
 def test_cli_generates_with_a_zimage_folder(tiny_zimage: Path, tmp_path: Path,

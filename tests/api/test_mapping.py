@@ -124,3 +124,16 @@ def test_heyim_errors_name_the_clients_field(body: Any, field: str) -> None:
 
     err = _error(run)
     assert err.status == 422 and err.field == field
+
+
+def test_a1111_mask_fields_take_its_api_defaults() -> None:
+    """AUTOMATIC1111's img2img API defaults: inpaint_full_res True with padding 0, fill 0 ("fill"), blur 4."""
+    base = {"prompt": "a fox", "init_images": [png_b64()], "mask": png_b64(color=(255, 255, 255)), "width": 64, "height": 64}
+    _, req = _a1111(base, img2img=True)
+    assert req.inpaint is not None
+    assert (req.inpaint.only_masked, req.inpaint.padding, req.inpaint.fill, req.inpaint.blur) == (True, 0, "fill", 4)
+    _, whole = _a1111(dict(base, inpaint_full_res=False, inpaint_full_res_padding=24, inpainting_fill=1,
+                           mask_blur=2, inpainting_mask_invert=1), img2img=True)
+    assert whole.inpaint is not None
+    assert (whole.inpaint.only_masked, whole.inpaint.padding, whole.inpaint.fill, whole.inpaint.blur,
+            whole.inpaint.invert) == (False, 24, "original", 2, True)

@@ -110,7 +110,7 @@ def test_bad_control_images_give_clear_errors() -> None:
 
 def test_network_preprocessors_need_their_weights(tmp_path: Path) -> None:
     listed = dict((p.name, ok) for p, ok in network_preprocessors([tmp_path / "body_pose_model.safetensors"]))
-    assert listed == {"depth_midas": False, "openpose": True}
+    assert listed == {"depth_midas": False, "openpose": True, "inpaint_only+lama": False}
 
 
 def test_infotext_round_trip(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_infotext_round_trip(tmp_path: Path) -> None:
     units = params.controlnet_settings()
     assert units[0] == {"model": "control_sd15_canny", "weight": 0.75, "start": 0.1, "end": 0.9, "threshold_a": 50.0,
                         "threshold_b": 200.0, "processor_res": 512, "preprocessor": "canny",
-                        "resize_mode": "Crop and Resize", "mode": "prompt"}
+                        "resize_mode": "Crop and Resize", "mode": "prompt", "pixel_perfect": False}
     assert units[1]["model"] == "depth" and units[1]["mode"] == "balanced"
     ControlUnit(**units[0])  # what is read back builds a unit
     assert parse_unit_text("Module: canny") is None
@@ -147,3 +147,47 @@ def test_request_json_round_trip() -> None:
         request_from_data({"prompt": "x", "controlnet": [{"model": "m", "bogus": 1}]})
     with pytest.raises(InvalidRequest, match="at most"):
         GenerationRequest(prompt="x", controlnets=tuple(ControlUnit(model="m") for _ in range(5)))
+
+
+def test_pixel_perfect_resolution_follows_the_extension() -> None:
+    from heyim_desktop.core.control_preprocess import control_array
+    from heyim_desktop.core.controlnet import control_images, pixel_perfect_resolution
+
+    # The short side scaled by the larger factor (crop, just resize) or the smaller (fill).
+    assert pixel_perfect_resolution((1000, 500), 512, 512, "Crop and Resize") == 512
+    assert pixel_perfect_resolution((1000, 500), 512, 512, "Just Resize") == 512
+    assert pixel_perfect_resolution((1000, 500), 512, 512, "Resize and Fill") == 256
+    assert pixel_perfect_resolution((640, 480), 768, 512, "Crop and Resize") == 576
+    assert pixel_perfect_resolution((64, 64), 32, 32, "Crop and Resize") == 64  # the detectors' floor
+    photo = _photo(128, 96)
+    unit = ControlUnit(model="m", image=photo, preprocessor="canny", pixel_perfect=True)
+    req = GenerationRequest(prompt="x", seed=1, width=64, height=64, controlnets=(unit,))
+    (ours,) = control_images(req)
+    assert np.array_equal(ours, control_array(photo, "canny", 64, 64, processor_res=64))
+    assert not np.array_equal(ours, control_array(photo, "canny", 64, 64))  # the default 512 differs
+    text = unit_infotext(unit)
+    assert "Pixel Perfect: True" in text and parse_unit_text(text)["pixel_perfect"] is True
+    back = request_from_data(request_to_data(req), trust_paths=True)
+    assert back.controlnets[0].pixel_perfect is True
+    with pytest.raises(InvalidRequest, match="pixel_perfect"):
+        ControlUnit(model="m", pixel_perfect=1)  # type: ignore[arg-type]
+
+
+def test_recolor_colour_grid_and_inpaint_only() -> None:
+    import cv2
+
+    from heyim_desktop.core.control_preprocess import canonical
+
+    photo = _photo(128, 128)
+    rgb = np.asarray(photo)
+    lum = np.asarray(detect(photo, "recolor_luminance", threshold_a=0.8))
+    level = cv2.cvtColor(rgb, cv2.COLOR_BGR2LAB)[:, :, 0].astype(np.float32) / 255.0
+    assert np.array_equal(lum[:, :, 0], (level ** 0.8 * 255).clip(0, 255).astype(np.uint8))
+    assert np.array_equal(lum[:, :, 0], lum[:, :, 2])
+    value = np.asarray(detect(photo, "recolor_intensity"))  # gamma 1: the HSV value channel
+    assert np.array_equal(value[:, :, 1], cv2.cvtColor(rgb, cv2.COLOR_BGR2HSV)[:, :, 2])
+    grid = np.asarray(detect(photo, "t2ia_color_grid", processor_res=128))
+    assert grid.shape == (128, 128, 3) and len(np.unique(grid[:64, :64].reshape(-1, 3), axis=0)) == 1
+    assert canonical("inpaint_only") == "inpaint"
+    with pytest.raises(InvalidRequest, match="needs its own network"):
+        canonical("inpaint_only+lama")

@@ -192,3 +192,35 @@ def test_single_file_and_bad_files(tiny_engine, tiny_model: Path, tiny_controlne
         run_loop(tiny_engine.components, req.replace(controlnets=(_unit(pickle),)))
     with pytest.raises(ModelError, match="not found"):
         run_loop(tiny_engine.components, req.replace(controlnets=(_unit(tmp_path / "nope.safetensors"),)))
+
+
+def test_only_masked_inpainting_crops_the_control_image_with_the_input(tiny_engine, tiny_controlnet: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import ImageOps
+
+    from heyim_desktop.core.controlnet import control_images
+    from heyim_desktop.core.inpaint import plan_edit
+    from heyim_desktop.core.masking import InpaintSpec, crop_region, prepare_mask
+
+    canvas = _control(96, seed=4).resize((96, 64))
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 60:84] = 255
+    spec = InpaintSpec(mask=Image.fromarray(mask, mode="L"), blur=0, only_masked=True, padding=4)
+    half = _control(48, seed=5).resize((48, 32))  # the control image at half the input's size
+    own = ControlUnit(model=str(tiny_controlnet), image=half, resize_mode="Just Resize")
+    shared = ControlUnit(model=str(tiny_controlnet))  # uses the input image
+    req = GenerationRequest(prompt="a fox", seed=3, steps=2, width=64, height=64, init_image=canvas, strength=0.9,
+                            inpaint=spec, controlnets=(own, shared))
+    loop = plan_edit(req).request
+    box = crop_region(prepare_mask(spec, 96, 64), 4, (64, 64))
+    lanczos = Image.Resampling.LANCZOS
+    expected = ImageOps.pad(half.resize((96, 64), lanczos).crop(box), (64, 64), method=lanczos)
+    assert box != (0, 0, 96, 64) and loop.controlnets[0].image.size == (64, 64)
+    assert np.array_equal(np.asarray(loop.controlnets[0].image), np.asarray(expected))
+    assert loop.controlnets[1].image is None  # its map is made from the cropped input, as before
+    maps = control_images(loop)
+    assert np.allclose(maps[1], np.asarray(loop.init_image.convert("RGB"), np.float32) / 255.0)
+    # Whole-picture inpainting leaves the control image as it was (fitted at generation).
+    whole = plan_edit(req.replace(inpaint=InpaintSpec(mask=spec.mask, blur=0))).request
+    assert whole.controlnets[0].image is half
+    out = tiny_engine.generate(req)
+    assert out.images[0].image.size == (96, 64)

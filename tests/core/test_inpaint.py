@@ -205,3 +205,55 @@ def test_codec_round_trips_masks_and_refuses_non_images() -> None:
     with pytest.raises(InvalidRequest) as info:
         request_from_data(data)
     assert info.value.field == "mask"
+
+
+def test_the_blend_path_encodes_only_the_input_image(tiny_engine, inpaint_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The masked image's latents feed only an inpainting UNet: the blend path skips that VAE encode
+    (it still draws diffusers' numbers for it; the Euler a comparisons above check the stream)."""
+    from heyim_desktop.core.inpaint import encode_inpaint_image
+
+    req = GenerationRequest(prompt="x", steps=2, seed=1, width=64, height=64, init_image=_image(),
+                            inpaint=InpaintSpec(mask=_mask(), blur=0))
+    for engine, expected in ((tiny_engine, 1), (inpaint_engine, 2)):
+        comps = engine.components
+        calls: list[int] = []
+        real = comps.vae_encode
+        monkeypatch.setattr(comps, "vae_encode", lambda images, real=real, calls=calls: calls.append(1) or real(images))
+        cond = encode_inpaint_image(comps, req)
+        assert len(calls) == expected and (cond.masked_moments is not None) == (expected == 2)
+
+
+def test_outpaint_with_a_painted_mask_repaints_both(tiny_engine) -> None:  # type: ignore[no-untyped-def]
+    init, mask = _image(), _mask()
+    req = GenerationRequest(prompt="a fox", steps=3, seed=4, width=64, height=64, init_image=init, strength=1.0,
+                            inpaint=InpaintSpec(mask=mask, blur=0), extend=Extend(right=16))
+    out = np.asarray(tiny_engine.generate(req).images[0].image)
+    assert out.shape == (64, 80, 3)
+    original = out[:, :64]
+    keep = _kept(mask)  # the seam fades in over the new border only, so all of this stays
+    assert np.array_equal(original[keep], np.asarray(init)[keep])
+    assert not np.array_equal(original[16:48, 8:40], np.asarray(init)[16:48, 8:40])  # the painted part changed
+
+
+def test_single_file_inpainting_checkpoint_loads_as_an_inpainting_model(  # type: ignore[no-untyped-def]
+    inpaint_engine, tiny_inpaint_model: Path, tmp_path: Path
+) -> None:
+    """An A1111-layout inpainting checkpoint (9-channel UNet input) runs the concat path, as its folder does."""
+    from heyim_desktop.core.checkpoint import detect_architecture
+    from heyim_desktop.core.loading import load_engine
+    from heyim_desktop.core.model_files import read_safetensors_header
+    from ldm_layout import write_single_file
+
+    file = write_single_file(tiny_inpaint_model, tmp_path / "tiny-inpainting.safetensors")
+    arch = detect_architecture(read_safetensors_header(file), file)
+    assert arch.supported and arch.unet_in_channels == 9 and arch.profile == "demo"
+    engine = load_engine(str(file), device="cpu")
+    try:
+        assert engine.info.capabilities.inpaint == "concat"
+        req = GenerationRequest(prompt="a fox", steps=2, seed=3, width=64, height=64, init_image=_image(),
+                                strength=1.0, inpaint=InpaintSpec(mask=_mask(), blur=0))
+        ours = run_loop(engine.components, req).images
+    finally:
+        engine.close()
+    folder = run_loop(inpaint_engine.components, req).images
+    assert np.abs(ours - folder).max() <= TOL

@@ -117,9 +117,15 @@ def test_sd2_sidecar_yaml_picks_eps(tmp_path: Path) -> None:
     assert arch.profile == "sd2"
 
 
-def test_inpainting_and_lora_are_explained() -> None:
-    inpaint = dict(UNET, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
-    assert "inpainting" in detect_architecture(_header(inpaint)).problem
+def test_inpainting_checkpoints_are_recognised_and_lora_and_pix2pix_explained() -> None:
+    inpaint = dict(UNET, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3),
+                            "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (49408, 768)})
+    arch = detect_architecture(_header(inpaint))
+    assert (arch.base, arch.profile, arch.unet_in_channels) == ("SD1", "sd1", 9)
+    assert detect_architecture(_header(dict(inpaint, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)}))
+                               ).unet_in_channels == 4
+    pix2pix = dict(inpaint, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 8, 3, 3)})
+    assert "instruct-pix2pix" in detect_architecture(_header(pix2pix)).problem
     assert "LoRA" in detect_architecture(_header({"lora_unet_down.alpha": ()})).problem
 
 
@@ -128,5 +134,7 @@ def test_sdxl_refiner_from_header() -> None:
     arch = detect_architecture(_header({**unet, "conditioner.embedders.0.model.token_embedding.weight": (49408, 1280)}))
     assert (arch.base, arch.profile) == ("SDXL", "sdxl-refiner")
     inpaint = {**UNET, "model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3),
+               "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": (49408, 768),
                "conditioner.embedders.1.model.token_embedding.weight": (49408, 1280)}
-    assert "inpainting" in detect_architecture(_header(inpaint)).problem
+    arch = detect_architecture(_header(inpaint))  # SDXL inpainting (sd_xl_base_1.0_inpainting_0.1)
+    assert (arch.base, arch.profile, arch.unet_in_channels) == ("SDXL", "sdxl", 9)

@@ -30,9 +30,9 @@ import json, sys
 from pathlib import Path
 from heyim_desktop.models.inspect import inspect_file, inspect_folder
 out = {}
-for p in sorted(Path(sys.argv[1]).glob("*.safetensors")):
+for p in sorted([*Path(sys.argv[1]).glob("*.safetensors"), *Path(sys.argv[1]).glob("*.gguf")]):
     info = inspect_file(p)
-    out[p.stem] = [info.base, info.status.value, info.problem]
+    out[p.stem] = [info.base, info.status.value, info.problem, info.kind, info.quantization]
 info = inspect_folder(Path(sys.argv[2]))
 out["folder"] = [info.base, info.status.value, info.problem, info.size_bytes]
 out["torch"] = "torch" in sys.modules
@@ -40,11 +40,36 @@ print(json.dumps(out))
 """
 
 
+def _write_gguf(path: Path, keys: list[str], quantization: str = "Q8_0", arch: str = "heyim-test") -> None:
+    """A small GGUF file written by the gguf package (numpy only), its 2-D weights quantized."""
+    import gguf
+    import numpy as np
+    from gguf import quants
+
+    qtype = gguf.GGMLQuantizationType[quantization]
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key in keys:
+        packed = quants.quantize(np.ones((4, 32), dtype=np.float32), qtype)
+        writer.add_tensor(key, packed, raw_shape=packed.shape, raw_dtype=qtype)
+    writer.add_tensor("norm.bias", np.zeros(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def test_families_are_recognised_from_headers_without_torch(tmp_path: Path, tiny_zimage: Path) -> None:
+    import shutil
+
     files = tmp_path / "files"
     files.mkdir()
     for i, keys in enumerate(FAMILY_KEYS.values()):
         _write_safetensors(files / f"f{i}.safetensors", keys)
+    _write_gguf(files / "z-q8.gguf", FAMILY_KEYS["Z-Image"])
+    _write_gguf(files / "flux-q4.gguf", FAMILY_KEYS["FLUX.2 [klein]"], "Q4_0")
+    _write_gguf(files / "llm.gguf", ["token_embd.weight", "blk.0.attn_q.weight"], arch="llama")
+    (files / "cut.gguf").write_bytes((files / "z-q8.gguf").read_bytes()[:40])
+    shutil.copytree(tiny_zimage, files / "z-base")  # lends its other parts to the Z-Image files beside it
     src = Path(__file__).resolve().parents[2] / "src"
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, str(files), str(tiny_zimage)], capture_output=True, text=True, timeout=120,
@@ -54,7 +79,13 @@ def test_families_are_recognised_from_headers_without_torch(tmp_path: Path, tiny
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["torch"] is False
     assert [out[f"f{i}"][0] for i in range(4)] == ["Z-Image", "FLUX.2 [klein]", "SD 3.5", "SD 3.5"]
-    assert all(out[f"f{i}"][1] == "unsupported" and "diffusers model folder" in out[f"f{i}"][2] for i in range(4))
+    assert out["f0"][1] == "ready"  # the Z-Image folder beside it lends the text encoder, VAE and tokenizer
+    assert all(out[f"f{i}"][1] == "unsupported" and "diffusers folder" in out[f"f{i}"][2] for i in range(1, 4))
+    assert out["z-q8"] == ["Z-Image", "ready", "", "gguf", "Q8_0"]
+    assert out["flux-q4"][:2] == ["FLUX.2 [klein]", "unsupported"] and out["flux-q4"][4] == "Q4_0"
+    assert "FLUX.2 [klein] diffusers folder" in out["flux-q4"][2]
+    assert out["llm"][:2] == ["unknown", "unsupported"] and "GGUF llama model" in out["llm"][2]
+    assert out["cut"][:2] == ["unknown", "corrupt"] and "truncated" in out["cut"][2]
     assert out["folder"][:2] == ["Z-Image", "ready"] and out["folder"][3] > 0
 
 

@@ -78,3 +78,21 @@ def test_failed_download_exit_code(hub: FakeHub, data_dir: Path, capsys: pytest.
 
 def test_verify_unknown_model(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "verify", "no-such-model"]) == 2
+
+
+def test_a_licensed_model_shows_its_terms_and_needs_them_accepted(hub: FakeHub, data_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    gated = replace(TINY, name="tiny-gated", licence_terms="The Tiny Licence: be kind.")
+    monkeypatch.setattr(catalogue, "CATALOGUE", (*catalogue.CATALOGUE, gated))
+    assert main(["models", "download", "tiny-gated"]) == 130  # not a terminal, not accepted: nothing fetched
+    err = capsys.readouterr().err
+    assert "The Tiny Licence: be kind." in err and "--accept-licence" in err and "files" not in err
+    assert not [p for p in data_dir.rglob("model_index.json") if "tiny" in str(p)]
+    assert main(["models", "download", "tiny-gated", "--accept-licence"]) == 0
+    assert Path(capsys.readouterr().out.strip()).is_dir()
+    sd35 = catalogue.find_entry("sd35-medium")
+    assert sd35 is not None and "Community License" in sd35.licence_terms and sd35.base == "SD 3.5"
+    assert "accept" in sd35.note.lower()

@@ -331,3 +331,80 @@ def test_inpainted_images_keep_their_input_and_mask_and_delete_them_with_the_ent
         assert again is not None and again.edit_files() == (src_path, mask_path)
         store.delete([entry.id])
         assert not src_path.exists() and not mask_path.exists() and not entry.path.exists()
+
+
+def test_controlnet_control_images_are_kept_with_the_entry_and_deleted_with_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from PIL import Image
+
+    from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.core.result import GeneratedImage, GenerationResult
+    from heyim_desktop.store import HistoryStore
+
+    edges = Image.fromarray(np.tile(np.arange(48, dtype=np.uint8)[None, :, None] * 5, (40, 1, 3)))
+    scribble = Image.fromarray(np.full((24, 32, 3), 200, np.uint8))
+    units = (ControlUnit(model="canny-net", image=edges, weight=0.6, preprocessor="canny"),
+             ControlUnit(model="tile-net", image=None),  # uses the input image: nothing to keep
+             ControlUnit(model="scribble-net", image=scribble, end=0.5))
+    req = GenerationRequest(prompt="a fox", seed=5, width=64, height=64, count=2, controlnets=units,
+                            init_image=Image.new("RGB", (64, 64), (9, 9, 9)), strength=0.7)
+    images = tuple(GeneratedImage(Image.new("RGB", (64, 64), (s, 0, 0)), s, i) for i, s in enumerate((5, 6)))
+    with HistoryStore.open(root=tmp_path / "h") as store:
+        first, second = store.save_result(GenerationResult(req, images, "m", "torch-cpu", {}))
+        for entry in (first, store.get(first.id)):
+            assert entry is not None
+            kept = entry.control_files()
+            assert len(kept) == 3 and kept[1] is None and kept[0] is not None and kept[2] is not None
+            assert kept[0].parent == entry.path.parent and kept[0].name.startswith(entry.path.stem)
+            assert np.array_equal(np.asarray(Image.open(kept[0])), np.asarray(edges))
+            assert Image.open(kept[2]).size == (32, 24)
+            assert entry.edit_files() == (None, None) and entry.missing_control_files() == []
+        assert entry.settings["controlnet"][0]["weight"] == 0.6
+        second_files = second.control_files()
+        assert second_files[0] is not None and second_files[0] != first.control_files()[0]
+        # A kept file removed behind HeyIm's back is reported, not silently dropped.
+        second_files[2].unlink()
+        assert second.control_files()[2] is None and second.missing_control_files() == [2]
+        store.delete([first.id])
+        assert not any(p is not None and p.exists() for p in first.control_files()) and not first.path.exists()
+        assert second.path.exists() and second_files[0].exists()
+
+
+def test_recorded_edit_file_names_are_only_ever_beside_the_image(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.store.history import edit_file_paths
+
+    image = tmp_path / "2026-12" / "fox-5.png"
+    settings = {"edit_files": {"control0": "fox-5.control0-1.png", "control1": "../fox-5.control1.png",
+                               "control2": "other.control2.png", "control3": "fox-5.mask.png",
+                               "source": "fox-5.source.png", "mask": 7}}
+    assert sorted(p.name for p in edit_file_paths(image, settings)) == ["fox-5.control0-1.png", "fox-5.source.png"]
+    assert all(p.parent == image.parent for p in edit_file_paths(image, settings))
+
+
+def test_a_control_image_that_cannot_be_written_leaves_none_behind(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.errors import StorageError
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.core.result import GeneratedImage, GenerationResult
+    from heyim_desktop.store import HistoryStore, history
+
+    units = tuple(ControlUnit(model="net", image=Image.new("RGB", (16, 16), (i, 0, 0))) for i in range(2))
+    req = GenerationRequest(prompt="a fox", seed=5, width=64, height=64, controlnets=units)
+    real = history.write_png_atomic
+    calls = []
+
+    def full_disk(image, path, *args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(path.name)
+        if ".control1" in path.name:
+            raise StorageError("The disk is full.")
+        return real(image, path, *args, **kw)
+
+    monkeypatch.setattr(history, "write_png_atomic", full_disk)
+    with HistoryStore.open(root=tmp_path / "h") as store:
+        with pytest.raises(StorageError, match="disk is full"):
+            store.save_result(GenerationResult(req, (GeneratedImage(Image.new("RGB", (64, 64)), 5, 0),), "m", "t", {}))
+        assert any(".control0" in n for n in calls)
+        assert not list((tmp_path / "h").rglob("*.control*.png"))

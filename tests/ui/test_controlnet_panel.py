@@ -87,6 +87,7 @@ def test_generate_with_a_controlnet_and_reuse_its_settings(parts, qtbot, data_di
     editor.weight.setValue(0.7)
     editor.end.setValue(0.5)
     editor.mode.setCurrentIndex(editor.mode.findData("prompt"))
+    editor.pixel_perfect.setChecked(True)
     window.prompt_panel.set_prompt("a red fox")
     with qtbot.waitSignal(window.job_shown, timeout=GEN_TIMEOUT_MS) as blocker:
         assert window.generate() is not None, window.banner.message()
@@ -94,10 +95,24 @@ def test_generate_with_a_controlnet_and_reuse_its_settings(parts, qtbot, data_di
     assert job.state is JobState.DONE, job.error_message
     entry = window.history.model.entry_at(0)
     assert 'ControlNet 0: "Module: none, Model: tiny-controlnet [' in entry.parameters
+    (kept,) = entry.control_files()
+    assert kept is not None and np.array_equal(np.asarray(Image.open(kept)), np.asarray(_photo()))
     panel.remove_unit(editor)
-    assert panel.editors == []
+    other = panel.add_unit()  # the user's own control image in another unit is not lost by Reuse Settings
+    other.set_image(Image.new("RGB", (32, 32), (0, 200, 0)))
+    panel.add_unit()  # an empty unit is simply removed
     window.reuse_settings(entry)
-    assert len(panel.editors) == 1
+    assert len(panel.editors) == 2 and panel.editors[1] is other and not other.enabled.isChecked()
     restored = panel.editors[0]
+    qtbot.waitUntil(lambda: restored.image is not None, timeout=10_000)
+    assert np.array_equal(np.asarray(restored.image.convert("RGB")), np.asarray(_photo()))
     assert restored.weight.value() == pytest.approx(0.7) and restored.end.value() == pytest.approx(0.5)
     assert restored.mode.currentData() == "prompt" and restored.model.currentData() == str(tiny_controlnet)
+    assert restored.pixel_perfect.isChecked() and "Pixel Perfect: True" in entry.parameters
+    (unit,) = panel.units()
+    assert unit.weight == pytest.approx(0.7) and unit.image is restored.image
+    # The kept file gone: the unit comes back without it and the window says so.
+    kept.unlink()
+    window.reuse_settings(window.history.model.entry_at(0))
+    assert panel.editors[0].image is None
+    assert "ControlNet 0 was kept with this image but its file is gone" in window.banner.message()

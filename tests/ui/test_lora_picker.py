@@ -202,3 +202,22 @@ def test_convert_dialog_offers_the_prompts_loras_for_baking(window, library, qtb
         dialog.start()
     assert seen["loras"] == [("inkwash.safetensors", 0.8), ("paper.safetensors", -0.5)]
     assert Path(got.args[0]).name == "sd15+inkwash-0.8+paper--0.5-coreml-split_einsum-512"
+
+
+def test_a_zimage_lora_is_offered_for_zimage_only(window, library) -> None:  # type: ignore[no-untyped-def]
+    key = "transformer.layers.0.attention.to_q"
+    save_file({f"{key}.lora_A.weight": torch.zeros(4, 32), f"{key}.lora_B.weight": torch.zeros(32, 4)},
+              str(library.lora / "z-style.safetensors"))
+    picker = window.lora_picker
+    picker.refresh()
+    for family, enabled in (("zimage", True), ("sd1", False), ("flux2", False)):
+        picker.set_model(Capabilities(family=family, runtime_lora=True))
+        item = next(picker.available.item(i) for i in range(picker.available.count())
+                    if picker.available.item(i).data(256) == "z-style")
+        assert bool(item.flags() & item.flags().ItemIsEnabled) is enabled, family
+        assert "Z-Image" in item.text()
+    assert "made for Z-Image; the loaded model is FLUX.2 [klein]" == item.toolTip()
+    picker.set_model(Capabilities(family="zimage", runtime_lora=True))
+    xl = next(picker.available.item(i) for i in range(picker.available.count())
+              if picker.available.item(i).data(256) == "xl-detail")
+    assert xl.toolTip() == "made for SDXL; the loaded model is Z-Image"

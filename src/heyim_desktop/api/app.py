@@ -71,7 +71,38 @@ async def _json_body(request: Request) -> Any:
     return parse_json(await request.body())
 
 
+def _control_pixels(data: dict[str, Any], names: dict[str, str]) -> tuple[int, str]:
+    """(pixels, field) of the ControlNet units' inline control images, from their headers only."""
+    units = data.get("controlnet")
+    total, field = 0, names.get("controlnet.image", "controlnet.image")
+    if not isinstance(units, list):
+        return 0, field
+    for unit in units:
+        image = unit.get("image") if isinstance(unit, dict) else None
+        if isinstance(image, str) and image:
+            width, height = image_size(image_bytes(image, field), field)
+            total += width * height
+    return total, field
+
+
 def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
+    """The request checked and its images decoded, with the control images charged; (request, pixels held).
+
+    ControlNet control images count in the server's pixel budget as the input image does:
+    their headers are read and charged before anything is decoded, and they stay charged
+    while the job holds them (at the size sent: the preprocessor works on the original).
+    """
+    control, field = _control_pixels(mapped.data, mapped.names)
+    ctx.pixels.reserve(control, field)
+    try:
+        request, held = _prepare_input(ctx, mapped)
+    except BaseException:
+        ctx.pixels.release(control)
+        raise
+    return request, held + control
+
+
+def _prepare_input(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
     """The whole request checked, then its input image decoded and shrunk; (request, pixels held).
 
     Every field but the inpainting mask is validated first (a 1-pixel stand-in checks the
@@ -124,7 +155,13 @@ def _prepare(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
     with ctx.pixels.hold(pixels, field):
         image = decode_fitted(raw, field, first.width, first.height, fit=not only_masked)
         del raw
-        final = networks(build_request(mapped, ref, ctx.styles, init_image=image)) if inpaint is not None else None
+        final = None
+        if inpaint is not None:  # built again with the mask; the control images decoded once, in ``first``
+            bare = [dict(u, image=None) if isinstance(u, dict) else u for u in data.get("controlnet") or []]
+            again = replace(mapped, data={**mapped.data, "controlnet": bare}) if bare else mapped
+            final = networks(build_request(again, ref, ctx.styles, init_image=image))
+            if bare:
+                final = final.replace(controlnets=first.controlnets)
     if pixels > 4 * first.width * first.height:
         release_memory()
     held = image.width * image.height

@@ -34,13 +34,13 @@ _RESIZE_BY_NUMBER = ("Just Resize", "Crop and Resize", "Resize and Fill")
 _RESIZE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Shrink to Fit)": "Resize and Fill",
                    "Scale to Fit (Inner Fit)": "Crop and Resize", "Envelope (Outer Fit)": "Resize and Fill"}
 #: Unit fields that change nothing HeyIm makes, or have no equivalent here.
-_IGNORED_UNIT_FIELDS = frozenset({"low_vram", "lowvram", "pixel_perfect", "is_ui", "input_mode", "batch_images",
+_IGNORED_UNIT_FIELDS = frozenset({"low_vram", "lowvram", "is_ui", "input_mode", "batch_images",
                                   "output_dir", "loopback", "hr_option", "save_detected_map", "inpaint_crop_input_image",
                                   "advanced_weighting", "effective_region_mask", "pulid_mode", "ipadapter_input",
                                   "mask", "mask_image"})
 _UNIT_FIELDS = frozenset({"enabled", "module", "model", "weight", "image", "input_image", "resize_mode",
                           "processor_res", "threshold_a", "threshold_b", "guidance_start", "guidance_end",
-                          "guidance", "control_mode"})
+                          "guidance", "control_mode", "pixel_perfect"})
 ARGS_FIELD = "alwayson_scripts.controlnet.args"
 
 ControlNetCatalog = Callable[[], Sequence["ModelInfo"]]
@@ -140,7 +140,7 @@ def parse_units(scripts: Any, notes: list[str]) -> list[dict[str, Any]]:
         if image is not None:
             entry["image"] = image
         for key in ("module", "weight", "guidance_start", "guidance_end", "processor_res", "threshold_a",
-                    "threshold_b", "control_mode"):
+                    "threshold_b", "control_mode", "pixel_perfect"):
             if unit.get(key) is not None:
                 entry[key] = unit[key]
         if "guidance_end" not in entry and unit.get("guidance") is not None:
@@ -157,6 +157,7 @@ def unit_names(count: int) -> dict[str, str]:
                          ("controlnet.module", "module"), ("controlnet.processor_res", "processor_res"),
                          ("controlnet.threshold_a", "threshold_a"), ("controlnet.threshold_b", "threshold_b"),
                          ("controlnet.resize_mode", "resize_mode"), ("controlnet.model", "model"),
+                         ("controlnet.pixel_perfect", "pixel_perfect"),
                          ("controlnet.image", "image")):
         names[ours] = f"{ARGS_FIELD}[].{theirs}" if count != 1 else f"{ARGS_FIELD}[0].{theirs}"
     return names
@@ -223,7 +224,28 @@ def _control_types(models: Sequence["ModelInfo"]) -> dict[str, Any]:
     return {"control_types": out}
 
 
-def _detect(body: Any) -> dict[str, Any]:
+def _detect(body: Any, budget: Any = None) -> dict[str, Any]:
+    """The maps of ``/controlnet/detect``; the images' pixels are held in ``budget`` (the server's
+    :class:`~heyim_desktop.api.limits.PixelBudget`) while they are decoded and processed."""
+    import contextlib
+
+    from heyim_desktop.api.limits import image_bytes, image_size
+
+    if not isinstance(body, Mapping):
+        raise ApiError(422, "the request body must be a JSON object", "body")
+    pixels = 0
+    for key in ("controlnet_input_images", "controlnet_masks"):
+        found = body.get(key)
+        if isinstance(found, list):
+            for i, data in enumerate(found):
+                if isinstance(data, str):
+                    width, height = image_size(image_bytes(data, f"{key}[{i}]"), f"{key}[{i}]")
+                    pixels += width * height
+    with budget.hold(pixels, "controlnet_input_images") if budget is not None else contextlib.nullcontext():
+        return _detect_images(body)
+
+
+def _detect_images(body: Any) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
@@ -322,4 +344,4 @@ def add_controlnet_routes(app: "FastAPI", ctx: "ApiContext", errors: dict[int | 
               summary="Run a preprocessor on images; returns the maps")
     async def controlnet_detect(request: Request) -> Response:
         body = await _json_body(request)
-        return JSONResponse(await anyio.to_thread.run_sync(_detect, body))
+        return JSONResponse(await anyio.to_thread.run_sync(_detect, body, ctx.pixels))

@@ -268,12 +268,15 @@ def a1111_inpaint(body: Mapping[str, Any], notes: list[str]) -> dict[str, Any] |
     noise = body.get("initial_noise_multiplier")
     if noise not in (None, 1, 1.0):
         notes.append("initial_noise_multiplier is ignored (HeyIm always uses 1)")
+    # AUTOMATIC1111's API defaults (its img2img processing class), not its web UI's:
+    # "Only masked" with no padding unless the client says otherwise.
+    full_res = body.get("inpaint_full_res", True)
     return {
         "mask": mask,
         "mask_blur": blur,
         "fill": _FILL_BY_NUMBER[fill],
-        "only_masked": bool(body.get("inpaint_full_res", False)),
-        "padding": _a1111_int(body, "inpaint_full_res_padding", 32),
+        "only_masked": True if full_res is None else bool(full_res),
+        "padding": _a1111_int(body, "inpaint_full_res_padding", 0),
         "invert": bool(body.get("inpainting_mask_invert", 0)),
     }
 

@@ -48,6 +48,8 @@ class CheckpointArch:
     base: str  # "SD1", "SD2", "SDXL", a family label ("Z-Image", "FLUX.2 [klein]", "SD 3.5"), "unknown"
     profile: str  # "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "demo", "demo-sdxl"...; "" when HeyIm cannot run it
     problem: str = ""
+    #: The UNet's input channels: 4, or 9 for an inpainting model (latents + mask + masked latents).
+    unet_in_channels: int = 4
 
     @property
     def supported(self) -> bool:
@@ -67,6 +69,16 @@ def _sidecar_parameterization(path: Path | None) -> str | None:
 
 
 def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> CheckpointArch:
+    arch = _detect_architecture(header, path)
+    unet_in = header.shape(UNET_IN)
+    if arch.supported and unet_in is not None and len(unet_in) == 4 and unet_in[1] == 9:
+        from dataclasses import replace
+
+        return replace(arch, unet_in_channels=9)
+    return arch
+
+
+def _detect_architecture(header: SafetensorsHeader, path: Path | None) -> CheckpointArch:
     keys = header.tensors
     from heyim_desktop.core.families import family_of_keys
 
@@ -74,8 +86,8 @@ def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> 
     if family is not None:
         return CheckpointArch(
             family.label, "",
-            f"A single-file {family.label} transformer: HeyIm runs {family.label} from a diffusers model folder "
-            "so far; single-file and GGUF transformers are not supported yet.",
+            f"A single-file {family.label} transformer: it runs with the other parts of a {family.label} diffusers "
+            "folder (put it in that folder's transformer/, or beside the folder).",
         )
     if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_" in k for k in list(keys)[:200]):
         return CheckpointArch("unknown", "", "This is a LoRA, not a full model; HeyIm cannot use LoRAs yet.")
@@ -86,9 +98,10 @@ def detect_architecture(header: SafetensorsHeader, path: Path | None = None) -> 
         ):
             return CheckpointArch("unknown", "", "This is a VAE on its own, not a full model.")
         return CheckpointArch("unknown", "", "Not a Stable Diffusion checkpoint (no UNet weights found).")
-    if unet_in[1] != 4:
-        kind = {9: "an inpainting", 8: "an instruct-pix2pix"}.get(unet_in[1], "an unusual")
-        return CheckpointArch("unknown", "", f"This is {kind} model ({unet_in[1]} input channels); HeyIm runs text-to-image models.")
+    if unet_in[1] not in (4, 9):  # 9: an inpainting model, loaded with a 9-channel UNet
+        kind = {8: "an instruct-pix2pix"}.get(unet_in[1], "an unusual")
+        return CheckpointArch("unknown", "", f"This is {kind} model ({unet_in[1]} input channels); "
+                                             "HeyIm runs text-to-image and inpainting models.")
     if not any(k.startswith("first_stage_model.") for k in keys):
         return CheckpointArch("unknown", "", "The checkpoint has no VAE weights (first_stage_model.*).")
     if any(k.startswith("conditioner.embedders.") for k in keys):

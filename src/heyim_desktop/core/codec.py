@@ -48,7 +48,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], ...]] = {
 _CONTROLNET_FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,), "image": (str, type(None)), "weight": (int, float), "guidance_start": (int, float),
     "guidance_end": (int, float), "control_mode": (str, int), "resize_mode": (str,), "module": (str,),
-    "processor_res": (int,), "threshold_a": (int, float), "threshold_b": (int, float),
+    "processor_res": (int,), "threshold_a": (int, float), "threshold_b": (int, float), "pixel_perfect": (bool,),
 }
 _INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
     "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
@@ -132,7 +132,7 @@ def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[A
             raise InvalidRequest(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(_CONTROLNET_FIELDS))}")
         for key, item in value.items():
             types = _CONTROLNET_FIELDS[key]
-            if isinstance(item, bool) or not isinstance(item, types):
+            if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
                 raise InvalidRequest(f"{where}.{key}", f"has the wrong type ({type(item).__name__})")
         if "model" not in value:
             raise InvalidRequest(f"{where}.model", "is required")
@@ -146,6 +146,7 @@ def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[A
             mode=value.get("control_mode", "balanced"), resize_mode=value.get("resize_mode", "Crop and Resize"),
             preprocessor=value.get("module", "none"), processor_res=value.get("processor_res", -1),
             threshold_a=value.get("threshold_a", -1.0), threshold_b=value.get("threshold_b", -1.0),
+            pixel_perfect=value.get("pixel_perfect", False),
         ))
     return tuple(out)
 

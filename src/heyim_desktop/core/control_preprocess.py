@@ -74,10 +74,18 @@ _PREPROCESSORS: tuple[Preprocessor, ...] = (
     Preprocessor("blur_gaussian", "Tile (Gaussian blur)", "Tile", Slider("Sigma", 9.0, 0.01, 64.0, 0.01)),
     Preprocessor("inpaint", "Inpaint (masked pixels = -1)", "Inpaint", uses_resolution=False, needs_mask=True),
     Preprocessor("shuffle", "Shuffle (content warp)", "Shuffle"),
+    Preprocessor("recolor_luminance", "Recolor (luminance)", "Recolor", Slider("Gamma Correction", 1.0, 0.1, 2.0, 0.001),
+                 uses_resolution=False),
+    Preprocessor("recolor_intensity", "Recolor (intensity)", "Recolor", Slider("Gamma Correction", 1.0, 0.1, 2.0, 0.001),
+                 uses_resolution=False),
+    Preprocessor("t2ia_color_grid", "Colour grid (64 px cells)", "T2I-Adapter"),
 )
 PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in _PREPROCESSORS}
 #: Names other tools use for the same preprocessor.
-ALIASES = {"inpaint_global_harmonious": "inpaint", "canny_edge": "canny", "tile": "tile_resample"}
+#: "inpaint_only" makes the same map as "inpaint"; what it adds in the extension, keeping the
+#: unmasked pixels, HeyIm's inpainting does for every inpainting request (its paste-back).
+ALIASES = {"inpaint_global_harmonious": "inpaint", "inpaint_only": "inpaint", "canny_edge": "canny",
+           "tile": "tile_resample"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class NetworkPreprocessor:
 NETWORK_PREPROCESSORS = (
     NetworkPreprocessor("depth_midas", "Depth (MiDaS)", "Depth", "dpt_hybrid-midas-501f0c75.safetensors"),
     NetworkPreprocessor("openpose", "OpenPose", "OpenPose", "body_pose_model.safetensors"),
+    NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", "ControlNetLama.safetensors"),
 )
 
 
@@ -239,10 +248,45 @@ def _shuffle(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDA
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR)
 
 
+def _recolor(channel_of: Callable[["npt.NDArray[Any]"], "npt.NDArray[Any]"]) -> Callable[..., "npt.NDArray[Any]"]:
+    def run(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+        import numpy as np
+
+        level = channel_of(img).astype(np.float32) / 255.0
+        return _gray3((np.power(level, a) * 255.0).clip(0, 255).astype(np.uint8))
+
+    return run
+
+
+def _lab_lightness(img: "npt.NDArray[Any]") -> "npt.NDArray[Any]":
+    import cv2
+
+    # The extension hands its RGB pixels to OpenCV's BGR conversion; done the same way here so
+    # the maps (and so the images) match what its users get.
+    return cv2.cvtColor(img, cv2.COLOR_BGR2LAB)[:, :, 0]
+
+
+def _hsv_value(img: "npt.NDArray[Any]") -> "npt.NDArray[Any]":
+    import cv2
+
+    return cv2.cvtColor(img, cv2.COLOR_BGR2HSV)[:, :, 2]
+
+
+def _color_grid(img: "npt.NDArray[Any]", a: float, b: float, seed: int) -> "npt.NDArray[Any]":
+    """The picture's colours in 64-pixel cells (T2I-Adapter's colour input)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(1, w // 64), max(1, h // 64)), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
 _RUNNERS: dict[str, Callable[["npt.NDArray[Any]", float, float, int], "npt.NDArray[Any]"]] = {
     "canny": _canny, "scribble_canny": _scribble_canny, "scribble_xdog": _scribble_xdog,
     "scribble_adaptive": _scribble_adaptive, "lineart_standard": _lineart_standard, "threshold": _threshold,
     "invert": _invert, "tile_resample": _tile_resample, "blur_gaussian": _blur_gaussian, "shuffle": _shuffle,
+    "recolor_luminance": _recolor(_lab_lightness), "recolor_intensity": _recolor(_hsv_value),
+    "t2ia_color_grid": _color_grid,
 }
 
 

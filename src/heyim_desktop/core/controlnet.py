@@ -71,6 +71,9 @@ class ControlUnit:
     processor_res: int = -1
     threshold_a: float = -1.0
     threshold_b: float = -1.0
+    #: The extension's "Pixel Perfect": the detector resolution follows the generation size
+    #: (:func:`pixel_perfect_resolution`) instead of ``processor_res``.
+    pixel_perfect: bool = False
 
     def __post_init__(self) -> None:
         from heyim_desktop.core.control_preprocess import RESIZE_MODES, canonical
@@ -93,6 +96,8 @@ class ControlUnit:
             raise InvalidRequest("controlnet.processor_res", f"must be a whole number, got {self.processor_res!r}")
         for name in ("threshold_a", "threshold_b"):
             object.__setattr__(self, name, _number(f"controlnet.{name}", getattr(self, name), -1.0, 1e4))
+        if not isinstance(self.pixel_perfect, bool):
+            raise InvalidRequest("controlnet.pixel_perfect", f"must be true or false, got {self.pixel_perfect!r}")
 
     @property
     def model_name(self) -> str:
@@ -106,6 +111,7 @@ class ControlUnit:
             "model": self.model, "weight": self.weight, "guidance_start": self.start, "guidance_end": self.end,
             "control_mode": self.mode, "resize_mode": self.resize_mode, "module": self.preprocessor,
             "processor_res": self.processor_res, "threshold_a": self.threshold_a, "threshold_b": self.threshold_b,
+            "pixel_perfect": self.pixel_perfect,
         }
 
 
@@ -128,6 +134,16 @@ def keep_factor(step: int, steps: int, start: float, end: float) -> float:
     return 1.0 - float(step / steps < start or (step + 1) / steps > end)
 
 
+def pixel_perfect_resolution(size: tuple[int, int], width: int, height: int, resize_mode: str) -> int:
+    """The extension's pixel-perfect detector resolution for an image of ``size`` (w, h) made into
+    ``width x height``: the short side scaled by the factor the resize mode fits with (the smaller
+    for "Resize and Fill", the larger otherwise), rounded; kept within the detectors' 64..2048."""
+    raw_w, raw_h = size
+    k_h, k_w = height / raw_h, width / raw_w
+    k = min(k_h, k_w) if resize_mode == "Resize and Fill" else max(k_h, k_w)
+    return max(64, min(2048, int(round(k * min(raw_w, raw_h)))))
+
+
 def soft_scales(n: int) -> list[float]:
     """The extension's "My prompt is more important" factors for ``n`` residuals (mid last)."""
     return [SOFT_BASE ** float(12 - i) for i in range(n)]
@@ -147,12 +163,39 @@ def control_images(request: "GenerationRequest") -> list[Any]:
         image = unit.image if unit.image is not None else request.init_image
         if image is None:
             raise InvalidRequest("controlnet.image", f"ControlNet {i} has no control image (and the request no input image)")
+        res = unit.processor_res
+        if unit.pixel_perfect:
+            res = pixel_perfect_resolution(image.size, request.width, request.height, unit.resize_mode)
         out.append(control_array(
             image, unit.preprocessor, request.width, request.height, resize_mode=unit.resize_mode,
-            processor_res=unit.processor_res, threshold_a=unit.threshold_a, threshold_b=unit.threshold_b,
+            processor_res=res, threshold_a=unit.threshold_a, threshold_b=unit.threshold_b,
             seed=request.seed or 0, mask=mask,
         ))
     return out
+
+
+def crop_control_images(units: "tuple[ControlUnit, ...]", canvas: tuple[int, int], box: tuple[int, int, int, int],
+                        size: tuple[int, int]) -> "tuple[ControlUnit, ...]":
+    """Units for inpainting "only masked": each own control image cropped with the input image.
+
+    As the extension does it (its ``inpaint_crop_input_image``): the control image is brought to
+    the input image's size with the unit's resize mode, cut to the crop ``box`` around the mask,
+    and fitted to the generation ``size`` with "Resize and Fill". A unit without its own image
+    uses the input image, which the crop already is."""
+    from dataclasses import replace
+
+    from heyim_desktop.core.control_preprocess import fit_control_image
+    from heyim_desktop.core.images import to_rgb
+
+    out = []
+    for unit in units:
+        if unit.image is None:
+            out.append(unit)
+            continue
+        whole = fit_control_image(to_rgb(unit.image), canvas[0], canvas[1], unit.resize_mode)
+        cropped = fit_control_image(whole.crop(box), size[0], size[1], "Resize and Fill")
+        out.append(replace(unit, image=cropped))
+    return tuple(out)
 
 
 @dataclass
@@ -261,7 +304,7 @@ def unit_infotext(unit: ControlUnit) -> str:
         ("Module", unit.preprocessor), ("Model", model), ("Weight", _fmt(unit.weight)),
         ("Resize Mode", unit.resize_mode), ("Processor Res", str(res)), ("Threshold A", _fmt(a)),
         ("Threshold B", _fmt(b)), ("Guidance Start", _fmt(unit.start)), ("Guidance End", _fmt(unit.end)),
-        ("Pixel Perfect", "False"), ("Control Mode", CONTROL_MODES[unit.mode]),
+        ("Pixel Perfect", str(unit.pixel_perfect)), ("Control Mode", CONTROL_MODES[unit.mode]),
     ]
     return ", ".join(f"{k}: {v}" for k, v in fields)
 
@@ -301,6 +344,8 @@ def parse_unit_text(text: str) -> dict[str, Any] | None:
         out["preprocessor"] = values["module"]
     if "resize mode" in values:
         out["resize_mode"] = values["resize mode"]
+    if values.get("pixel perfect") in ("True", "False"):
+        out["pixel_perfect"] = values["pixel perfect"] == "True"
     if "control mode" in values:
         try:
             out["mode"] = _mode_name(values["control mode"])

@@ -48,16 +48,21 @@ def _mask_tensor(spec: InpaintSpec, width: int, height: int) -> torch.Tensor:
 
 
 def encode_inpaint_image(components: "Components", request: "GenerationRequest") -> ImageCond:
-    """The input image's and the masked image's VAE moments, and the mask at latent size."""
+    """The input image's VAE moments, the mask at latent size, and (an inpainting UNet's extra
+    input) the masked image's moments. The blending path never reads the masked image's latents,
+    so it skips that encode: :func:`prepare_inpaint_latents` only draws the numbers diffusers
+    spends on them, to keep the seed's stream in step."""
     from heyim_desktop.core.loop import image_to_tensor
 
     assert request.inpaint is not None
     device, dtype = components.device, components.dtype
     pixels = image_to_tensor(request.init_image, request.width, request.height)
     mask = _mask_tensor(request.inpaint, request.width, request.height)
-    masked = pixels * (mask < 0.5)
     moments = components.vae_encode(pixels.to(device=device, dtype=dtype))
-    masked_moments = components.vae_encode(masked.to(device=device, dtype=dtype))
+    masked_moments = None
+    if components.capabilities.inpaint == "concat":
+        masked = pixels * (mask < 0.5)
+        masked_moments = components.vae_encode(masked.to(device=device, dtype=dtype))
     f = components.vae_scale_factor
     latent_mask = torch.nn.functional.interpolate(mask, size=(request.height // f, request.width // f))
     return ImageCond(moments=moments, mask=latent_mask.to(device=device, dtype=dtype), masked_moments=masked_moments)
@@ -69,14 +74,14 @@ def prepare_inpaint_latents(state: LoopState, shape: tuple[int, ...]) -> None:
 
     components, scheduler, request = state.components, state.scheduler, state.request
     image = state.image
-    assert image.moments is not None and image.mask is not None and image.masked_moments is not None
-    assert request.inpaint is not None
+    concat = components.capabilities.inpaint == "concat"
+    assert image.moments is not None and image.mask is not None
+    assert request.inpaint is not None and (image.masked_moments is not None or not concat)
     gens = state.generators
     gen_arg: Any = gens if len(gens) > 1 else gens[0]
     device, dtype = components.device, components.dtype
     state.timesteps = img2img_start(request, scheduler, state.timesteps)
     strength_max = request.strength == 1.0
-    concat = components.capabilities.inpaint == "concat"
     init = None
     if not concat or not strength_max:
         init = sample_moments(image.moments, gens, components.scaling_factor)
@@ -95,7 +100,13 @@ def prepare_inpaint_latents(state: LoopState, shape: tuple[int, ...]) -> None:
         state.latents = scheduler.add_noise(init, noise, state.timesteps[:1].repeat(n))
     state.init_latents, state.noise = init, noise
     state.scratch[MASK_KEY] = mask
-    state.scratch[MASKED_KEY] = sample_moments(image.masked_moments, gens, components.scaling_factor)
+    if image.masked_moments is not None:
+        state.scratch[MASKED_KEY] = sample_moments(image.masked_moments, gens, components.scaling_factor)
+    else:  # diffusers samples the masked image's latents here, unused on this path: same draws, no encode
+        moments = image.moments
+        shape = (1, moments.shape[1] // 2, *moments.shape[2:])
+        for g in gens:
+            randn_tensor(shape, generator=g, device=moments.device, dtype=moments.dtype)
 
 
 class MaskBlend(BaseExtension):
@@ -165,6 +176,13 @@ def plan_edit(request: "GenerationRequest") -> EditPlan:
         base = fit_to_size(request.init_image.convert("RGB"), request.width, request.height)
         canvas, mask_img = outpaint_canvas(base, ext, request.seed)
         user = request.inpaint
+        if user is not None:  # a mask painted on the picture too: repainted along with the new border
+            from PIL import Image
+
+            grown_mask = np.asarray(mask_img, dtype=np.float32) / 255.0
+            inside = grown_mask[ext.top : ext.top + base.height, ext.left : ext.left + base.width]
+            inside[...] = np.maximum(inside, prepare_mask(user, base.width, base.height))
+            mask_img = Image.fromarray((grown_mask * 255).round().astype(np.uint8), mode="L")
         grown = Spec(
             mask=mask_img, blur=0, fill=user.fill if user else "original",
             keep_unmasked=user.keep_unmasked if user else True,
@@ -209,6 +227,11 @@ def _plan_only_masked(request: "GenerationRequest", spec: InpaintSpec) -> EditPl
     loop_mask = np.asarray(crop_mask.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     check_not_empty(loop_mask)
     loop_request = request.replace(init_image=loop_image, inpaint=_prepared_spec(spec, loop_mask))
+    if request.controlnets:  # their own control images are cropped with the input image
+        from heyim_desktop.core.controlnet import crop_control_images
+
+        loop_request = loop_request.replace(
+            controlnets=crop_control_images(request.controlnets, canvas.size, (x1, y1, x2, y2), size))
     original = pil_to_float(canvas)
 
     def finish(images: "npt.NDArray[np.float32]") -> "npt.NDArray[np.float32]":

@@ -61,6 +61,10 @@ def _load(
     else:
         folder = require_model_path(ref)
         if not folder.is_dir():  # a checkpoint file (a FIFO or device is refused there, unread)
+            if _is_family_transformer(folder):  # GGUF / single-file Z-Image, FLUX.2 [klein], SD 3.5
+                from heyim_desktop.core.families.engine import load_family_file_engine
+
+                return load_family_file_engine(folder, device=device, precision=precision)
             from heyim_desktop.core.single_file import load_single_file_engine
 
             return load_single_file_engine(folder, device=device, precision=precision)
@@ -80,11 +84,23 @@ def _load(
     return load_torch_engine(folder, device=device, precision=precision)
 
 
+def _is_family_transformer(path: Path) -> bool:
+    """A .gguf file, or a safetensors file whose header is a family transformer (header only, no torch)."""
+    from heyim_desktop.core.families.single_file import transformer_file_family
+
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        return transformer_file_family(path) is not None
+    except (ModelError, OSError):
+        return False  # the checkpoint loader reports what is wrong with it
+
+
 def require_model_path(ref: str) -> Path:
     """The file or folder ``ref`` names; a clear :class:`ModelError` when it is not there."""
     folder = Path(ref).expanduser()
     if not folder.exists():
-        what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") else "folder"
+        what = "file" if folder.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin", ".gguf") else "folder"
         raise ModelError(f"Model {what} not found: {ref}")
     return folder
 

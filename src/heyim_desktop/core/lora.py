@@ -57,7 +57,7 @@ class LoraFileInfo:
 
     kind: str  # "lora", "embedding"
     layout: str  # "kohya", "diffusers", "loha", "lokr", "embedding-a1111", "embedding-diffusers", "embedding-sdxl"
-    family: str  # "sd1", "sd2", "sdxl", "unknown"
+    family: str  # "sd1", "sd2", "sdxl", "zimage", "flux2", "sd3", "unknown"
     #: The width of the UNet's cross-attention (text) input the file was made for.
     cross_dim: int | None
     #: The text encoder width for embeddings (768 SD1, 1024 SD2, 768+1280 SDXL).
@@ -220,10 +220,41 @@ def inspect_network_file(path: Path) -> LoraFileInfo:
     family = _CROSS_DIMS.get(cross or 0, "unknown")
     if any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in keys):
         family = "sdxl"
+    if cross is None:
+        family = transformer_lora_family(keys) or family
     return LoraFileInfo("lora", layout, family, cross, None)
 
 
-FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "unknown": "an unknown base model"}
+#: Module names only one diffusion-transformer family's LoRAs touch (diffusers, ComfyUI and
+#: kohya spellings), after the ``transformer.`` / ``diffusion_model.`` / ``lora_unet_`` prefix.
+_TRANSFORMER_LORA_MARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("zimage", ("noise_refiner", "context_refiner", "attention.to_q", "attention.qkv", "feed_forward.w",
+                "attention_to_q", "attention_qkv", "feed_forward_w")),
+    ("flux2", ("to_qkv_mlp_proj", "ff.linear_in", "ff_context.linear_in", "double_stream_modulation",
+               "single_stream_modulation", "ff_linear_in", "ff_context_linear_in")),
+    ("sd3", ("joint_blocks", "attn.add_q_proj", "attn_add_q_proj", "context_block.", "x_block.")),
+)
+#: FLUX.1's single blocks (LoRAs for it are not FLUX.2's nor SD 3's).
+_FLUX1_MARKS = ("single_transformer_blocks", "single_blocks", "proj_mlp")
+
+
+def transformer_lora_family(keys: "list[str] | tuple[str, ...]") -> str | None:
+    """The diffusion-transformer family (Z-Image, FLUX.2, SD 3) a LoRA's tensor names belong to, if any."""
+    unet_style = ("unet.", "lora_unet_down", "lora_unet_up", "lora_unet_mid", "lora_unet_input", "lora_unet_output",
+                  "text_encoder", "lora_te")
+    names = [k for k in keys if not k.startswith(unet_style)]
+    if not names or len(names) < len(keys) // 2:
+        return None
+    for family, marks in _TRANSFORMER_LORA_MARKS:
+        if any(mark in key for key in names for mark in marks):
+            if family == "sd3" and any(mark in key for key in names for mark in _FLUX1_MARKS):
+                return None  # FLUX.1 has SD 3's joint attention too, plus single blocks
+            return family
+    return None
+
+
+FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "zimage": "Z-Image", "flux2": "FLUX.2 [klein]",
+                 "sd3": "SD 3.5", "unknown": "an unknown base model"}
 
 
 def check_family(name: str, info: LoraFileInfo, model_family: str, model_cross_dim: int | None) -> None:
@@ -231,6 +262,11 @@ def check_family(name: str, info: LoraFileInfo, model_family: str, model_cross_d
     if not info.supported:
         raise ModelError(f"{name} is a LyCORIS {info.layout.upper()} file; HeyIm loads plain LoRAs (kohya and "
                          "diffusers layouts) but not LoHa/LoKr yet.")
+    transformers = ("zimage", "flux2", "sd3")
+    if (info.family in transformers or model_family in transformers) and info.family != "unknown" \
+            and info.family != model_family:
+        raise ModelError(f"{name} is a LoRA for {FAMILY_LABELS.get(info.family, info.family)} models; the loaded model is "
+                         f"{FAMILY_LABELS.get(model_family, model_family)}.")
     if info.cross_dim is not None and model_cross_dim is not None and info.cross_dim != model_cross_dim:
         raise ModelError(f"{name} is a LoRA for {FAMILY_LABELS.get(info.family, info.family)} models; the loaded model is "
                          f"{FAMILY_LABELS.get(model_family, model_family)}.")

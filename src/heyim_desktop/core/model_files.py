@@ -92,7 +92,7 @@ DTYPE_SIZES = {
 }
 #: Real checkpoints have headers of a few hundred KB; anything past this is a bogus length.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf")
 
 
 @dataclass(frozen=True)

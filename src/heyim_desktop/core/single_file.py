@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from heyim_desktop.core.checkpoint import UnsupportedModel, detect_architecture, profile_config_dir
+from heyim_desktop.core.checkpoint import CheckpointArch, UnsupportedModel, detect_architecture, profile_config_dir
 from heyim_desktop.core.engine import PipelineEngine
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_files import read_safetensors_header
@@ -23,22 +23,30 @@ log = logging.getLogger(__name__)
 
 def check_single_file(path: Path) -> tuple[str, str]:
     """Validate ``path`` without loading it; return (base, profile). Raises a ModelError subclass."""
+    arch = _architecture(path)
+    return arch.base, arch.profile
+
+
+def _architecture(path: Path) -> CheckpointArch:
     if not path.exists():
         raise ModelError(f"Model file not found: {path}")
     header = read_safetensors_header(path)  # refuses a FIFO or device before reading it
     arch = detect_architecture(header, path)
     if not arch.supported:
         raise UnsupportedModel(f"{path.name}: {arch.problem}")
-    return arch.base, arch.profile
+    return arch
 
 
 def load_single_file_engine(
     path: str | Path, *, device: str = "auto", name: str | None = None, precision: str = "auto"
 ) -> PipelineEngine:
     file = Path(path).expanduser()
-    base, profile = check_single_file(file)
+    arch = _architecture(file)
+    base, profile = arch.base, arch.profile
+    # An inpainting checkpoint is its base model's layout with a 9-channel UNet input.
+    unet_args: dict[str, Any] = {"in_channels": 9} if arch.unet_in_channels == 9 else {}
     if base == "SDXL":
-        return _load_sdxl(file, profile, device=device, name=name, precision=precision)
+        return _load_sdxl(file, profile, device=device, name=name, precision=precision, unet_args=unet_args)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
     from safetensors.torch import load_file
@@ -53,7 +61,7 @@ def load_single_file_engine(
     try:
         state: dict[str, Any] = load_file(str(file))
         common: dict[str, Any] = {"config": str(config), "local_files_only": True}
-        unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", dtype=dtype, **common)
+        unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", dtype=dtype, **common, **unet_args)
         vae = AutoencoderKL.from_single_file(state, subfolder="vae", dtype=dtype, **common)
         text_encoder = create_diffusers_clip_model_from_ldm(  # type: ignore[no-untyped-call]
             CLIPTextModel, checkpoint=state, subfolder="text_encoder", torch_dtype=dtype, **common
@@ -73,7 +81,9 @@ def load_single_file_engine(
     return PipelineEngine(components, name=f"torch-{dev.type}", model_name=name or file.stem, default_size=(size, size))
 
 
-def _load_sdxl(file: Path, profile: str, *, device: str, name: str | None, precision: str) -> PipelineEngine:
+def _load_sdxl(
+    file: Path, profile: str, *, device: str, name: str | None, precision: str, unet_args: dict[str, Any]
+) -> PipelineEngine:
     """An SDXL base or refiner checkpoint: UNet, VAE and both OpenAI/OpenCLIP text encoders converted by diffusers."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
@@ -92,7 +102,7 @@ def _load_sdxl(file: Path, profile: str, *, device: str, name: str | None, preci
     try:
         state: dict[str, Any] = load_file(str(file))
         common: dict[str, Any] = {"config": str(config), "local_files_only": True}
-        unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", dtype=dtype, **common)
+        unet = UNet2DConditionModel.from_single_file(state, subfolder="unet", dtype=dtype, **common, **unet_args)
         vae_config = AutoencoderKL.load_config(config / "vae", local_files_only=True)
         vae = AutoencoderKL.from_single_file(state, subfolder="vae", dtype=vae_dtype(dtype, vae_config), **common)
         text_encoder = tokenizer = None

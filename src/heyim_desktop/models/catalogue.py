@@ -31,6 +31,26 @@ _SDXL_FILES = (
     "tokenizer_2/*",
 )
 
+#: SD 3.5: two CLIP encoders and T5-XXL (sharded), each with its tokenizer.
+_SD3_FILES = (
+    "model_index.json",
+    "scheduler/*",
+    *(f"{part}/*.json" for part in ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "vae")),
+    *(f"{part}/*.safetensors" for part in ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "vae")),
+    "tokenizer/*",
+    "tokenizer_2/*",
+    "tokenizer_3/*",
+)
+
+SD35_MEDIUM_TERMS = (
+    "Stable Diffusion 3.5 Medium is released under the Stability AI Community License. It is free for research, "
+    "non-commercial use, and commercial use by individuals and organisations with less than USD 1 million in "
+    "annual revenue; above that, Stability AI's Enterprise licence is needed. The model is gated on Hugging "
+    "Face: sign in at huggingface.co, open stabilityai/stable-diffusion-3.5-medium and accept the licence "
+    "there, then run `hf auth login` (or set HF_TOKEN) on this computer; HeyIm downloads with that token. "
+    "Read the full licence on the model's page before accepting."
+)
+
 #: A diffusion-transformer folder (Z-Image, FLUX.2 [klein]): sharded weights, so whole subfolders.
 _DIT_FILES = (
     "model_index.json",
@@ -67,6 +87,8 @@ class CatalogueEntry:
     revision: str = "main"
     note: str = ""
     platform: str = "any"  # "darwin" for Core ML entries, "any" otherwise
+    #: Terms the user must accept before HeyIm downloads the model (shown in full; "" for open licences).
+    licence_terms: str = ""
 
     @property
     def folder_name(self) -> str:
@@ -98,6 +120,13 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
                    "FLUX.2 [klein]", 16_300_000_000, _DIT_FILES,
                    note="Apache-2.0. 4 steps (set when you pick it), 1024x1024, no negative prompt. "
                         "Its weights are about 16 GB in bf16 (estimated from its parameter count)."),
+    # Estimated from the published parameter counts in bf16/fp16: 2.5B MMDiT-X (5 GB), T5-XXL 4.8B
+    # (9.5 GB), CLIP-G (1.4 GB), CLIP-L (0.25 GB), VAE. The exact size comes from the hub.
+    CatalogueEntry("sd35-medium", "Stable Diffusion 3.5 Medium", "stabilityai/stable-diffusion-3.5-medium",
+                   "diffusers", "SD 3.5", 16_200_000_000, _SD3_FILES,
+                   note="Stability AI Community License (accept it on the hub first). 40 steps, CFG 4.5, "
+                        "1024x1024. About 16 GB (estimated from its parameter count).",
+                   licence_terms=SD35_MEDIUM_TERMS),
     CatalogueEntry("coreml-sd15", "Stable Diffusion 1.5 (Core ML, Neural Engine)", "apple/coreml-stable-diffusion-v1-5",
                    "coreml", "SD1", 2_580_000_000, coreml_files("split_einsum/compiled"), subfolder="split_einsum/compiled",
                    platform="darwin"),

@@ -30,6 +30,8 @@ def add_models_parser(sub: Any) -> None:
     dl = msub.add_parser("download", help="download a recommended model (run without NAME to see the list)")
     dl.add_argument("name", nargs="?", help="catalogue name, e.g. sd15")
     dl.add_argument("--yes", "-y", action="store_true", help="do not ask before downloading")
+    dl.add_argument("--accept-licence", action="store_true",
+                    help="accept the model's licence terms (shown first) for models that have them")
     ver = msub.add_parser("verify", help="check a model's files (headers, and hashes for downloads)")
     ver.add_argument("name", help="model name or path, as `models list` shows it")
 
@@ -72,23 +74,23 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from heyim_desktop.models.types import human_size
-
-    from heyim_desktop.models.networks import NetworkLibrary
-
     from heyim_desktop.models.controlnets import ControlNetLibrary
+    from heyim_desktop.models.networks import NetworkLibrary
+    from heyim_desktop.models.types import human_size
 
     library = _library(args.folder)
     models = (library.list() + NetworkLibrary(library).all() + library.list_upscalers()
               + ControlNetLibrary(library).all())
     if args.json:
-        rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "size_bytes": m.size_bytes,
+        rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "quantization": m.quantization,
+                 "size_bytes": m.size_bytes,
                  "status": m.status.value, "problem": m.problem, "source": m.source,
                  **({"scale": m.scale} if m.kind == "upscaler" else {})} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for m in models:
-        print(f"{m.name}\t{m.kind}\t{m.base}\t{human_size(m.size_bytes) if m.size_bytes else '-'}\t{m.summary}\t{m.ref}")
+        kind = f"{m.kind} {m.quantization}" if m.quantization else m.kind
+        print(f"{m.name}\t{kind}\t{m.base}\t{human_size(m.size_bytes) if m.size_bytes else '-'}\t{m.summary}\t{m.ref}")
     return EXIT_OK
 
 
@@ -121,9 +123,9 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from heyim_desktop.core.cancel import CancelToken, Cancelled
+    from heyim_desktop.core.cancel import Cancelled, CancelToken
     from heyim_desktop.models.catalogue import catalogue, find_entry
-    from heyim_desktop.models.download import DownloadProgress, Downloader, plan_download
+    from heyim_desktop.models.download import Downloader, DownloadProgress, plan_download
     from heyim_desktop.models.types import human_size
 
     if not args.name:
@@ -134,6 +136,11 @@ def _download(args: argparse.Namespace) -> int:
     if entry is None:
         names = ", ".join(e.name for e in catalogue())
         return _err(f"no catalogue model named {args.name!r}; choose one of: {names}", EXIT_USAGE)
+    if entry.licence_terms:  # shown and accepted before anything is asked of the hub
+        print(f"{entry.title}: licence terms\n\n{entry.licence_terms}\n", file=sys.stderr)
+        if not args.accept_licence and not (sys.stdin.isatty() and _confirm("Do you accept these terms?")):
+            return _err(f"{entry.name} needs its licence accepted: read the terms above, then run again with "
+                        "--accept-licence", EXIT_CANCELLED)
     plan = plan_download(entry)
     print(f"{entry.title}: {len(plan.files)} files, {human_size(plan.total_bytes)} from {entry.repo_id}", file=sys.stderr)
     if sys.stdin.isatty() and not args.yes and not _confirm("Download it?"):

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heyim_desktop.core.checkpoint import detect_architecture
 from heyim_desktop.core.errors import ModelError
@@ -20,6 +21,9 @@ from heyim_desktop.core.model_files import (
 )
 from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
 from heyim_desktop.models.types import ModelInfo, ModelStatus
+
+if TYPE_CHECKING:
+    from heyim_desktop.core.families import Family
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,8 @@ def inspect_file(path: Path, source: str = "") -> ModelInfo:
         return ModelInfo(name, str(path), "file", "unknown", size, ModelStatus.CORRUPT, f"unreadable: {exc}", source)
     if kind is FileKind.PICKLE:
         return ModelInfo(name, str(path), "pickle", "unknown", size, ModelStatus.UNSAFE, PICKLE_ADVICE, source)
+    if kind is FileKind.GGUF:
+        return _inspect_gguf(path, name, size, source)
     try:
         header = read_safetensors_header(path)
     except UnsafeModel as exc:
@@ -116,9 +122,49 @@ def inspect_file(path: Path, source: str = "") -> ModelInfo:
     if network is not None:
         return network
     arch = detect_architecture(header, path)
+    family = _family_by_label(arch.base)
+    if family is not None:  # a single-file family transformer: ready when a folder lends it the other parts
+        return _family_file(path, name, "safetensors", family, size, source, "")
     status = ModelStatus.READY if arch.supported else ModelStatus.UNSUPPORTED
     base = "SDXL-refiner" if arch.profile.endswith("refiner") else arch.base
     return ModelInfo(name, str(path), "safetensors", base, size, status, arch.problem, source)
+
+
+def _family_by_label(label: str) -> "Family | None":
+    from heyim_desktop.core.families import FAMILIES
+
+    return next((f for f in FAMILIES.values() if f.label == label), None)
+
+
+def _family_file(path: Path, name: str, kind: str, family: "Family", size: int, source: str,
+                 quantization: str) -> ModelInfo:
+    from heyim_desktop.core.families.single_file import find_base_folder, no_base_message
+
+    base = find_base_folder(path, family)
+    if base is None:
+        return ModelInfo(name, str(path), kind, family.label, size, ModelStatus.UNSUPPORTED,
+                         no_base_message(path, family), source, quantization=quantization)
+    return ModelInfo(name, str(path), kind, family.label, size, ModelStatus.READY, "", source,
+                     quantization=quantization)
+
+
+def _inspect_gguf(path: Path, name: str, size: int, source: str) -> ModelInfo:
+    """A GGUF file from its header alone (metadata and tensor table; nothing is run or unpickled)."""
+    from heyim_desktop.core.families import family_of_keys
+    from heyim_desktop.core.gguf_header import read_gguf_header
+
+    try:
+        header = read_gguf_header(path)
+    except CorruptModel as exc:
+        return ModelInfo(name, str(path), "gguf", "unknown", size, ModelStatus.CORRUPT, str(exc), source)
+    family = family_of_keys(header.tensors)
+    if family is None:
+        arch = header.metadata.get("general.architecture")
+        what = f"a GGUF {arch} model" if isinstance(arch, str) else "a GGUF file"
+        return ModelInfo(name, str(path), "gguf", "unknown", size, ModelStatus.UNSUPPORTED,
+                         f"{what}, not a Z-Image, FLUX.2 [klein] or SD 3.5 transformer", source,
+                         quantization=header.quantization)
+    return _family_file(path, name, "gguf", family, size, source, header.quantization)
 
 
 # --- Core ML (Apple's layout) ------------------------------------------------------------------

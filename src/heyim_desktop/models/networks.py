@@ -26,7 +26,9 @@ NETWORK_KINDS = ("lora", "embedding")
 #: Folder names (any case) that hold LoRAs or embeddings in AUTOMATIC1111, ComfyUI, InvokeAI.
 NETWORK_FOLDERS = frozenset({"lora", "loras", "lycoris", "embeddings", "textual_inversion", "embedding"})
 MAX_DEPTH = 4
-_BASES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "unknown": "unknown"}
+#: A family LoRA's base is the family's label, as its model folders show it ("Z-Image").
+_BASES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "zimage": "Z-Image", "flux2": "FLUX.2 [klein]", "sd3": "SD 3.5",
+          "unknown": "unknown"}
 
 
 def inspect_network(path: Path, source: str = "") -> ModelInfo | None:

@@ -20,7 +20,7 @@ class ModelInfo:
 
     name: str
     ref: str
-    kind: str  # "diffusers", "safetensors", "coreml", "pickle", "demo", "upscaler", "lora", "embedding"
+    kind: str  # "diffusers", "safetensors", "gguf", "coreml", "pickle", "demo", "upscaler", "lora", "embedding"
     #: "SD1", "SD2", "SDXL", "SDXL-refiner", "SD" (Core ML 1.x/2.x), a diffusion-transformer family's
     #: label ("Z-Image", "FLUX.2 [klein]", "SD 3.5": core.families), "unknown"
     base: str
@@ -30,6 +30,8 @@ class ModelInfo:
     source: str = ""  # "app", "repo", "user", "hf-cache", "built-in"
     #: Upscalers: how many times larger the model makes an image (0: found out when loaded).
     scale: int = 0
+    #: GGUF files: their main quantization ("Q8_0", "Q4_K"...); "" for unquantized weights.
+    quantization: str = ""
 
     @property
     def ready(self) -> bool:

@@ -95,8 +95,26 @@ class HistoryEntry:
 
     def edit_files(self) -> tuple[Path | None, Path | None]:
         """(input picture, mask) of an inpainted image, where HeyIm kept them and they still exist."""
-        found = {p.name.rsplit(".", 2)[-2]: p for p in edit_file_paths(self.path, self.settings) if p.is_file()}
+        found = {r: p for r, p in edit_files_by_role(self.path, self.settings).items() if p.is_file()}
         return found.get("source"), found.get("mask")
+
+    def control_files(self) -> list[Path | None]:
+        """Per ControlNet unit of this image (in order): the control image HeyIm kept, else None.
+
+        None also for a unit that used the input image, and for a kept file that is gone
+        (:meth:`missing_control_files` tells those apart)."""
+        found = {r: p for r, p in edit_files_by_role(self.path, self.settings).items() if p.is_file()}
+        units = self.settings.get("controlnet")
+        count = min(len(units), MAX_CONTROL_FILES) if isinstance(units, list) else 0
+        return [found.get(f"control{i}") for i in range(count)]
+
+    def missing_control_files(self) -> list[int]:
+        """The units whose control image HeyIm kept but whose file is no longer there."""
+        recorded = self.settings.get("edit_files")
+        if not isinstance(recorded, dict):
+            return []
+        files = self.control_files()
+        return [i for i in range(len(files)) if files[i] is None and isinstance(recorded.get(f"control{i}"), str)]
 
     def inpaint_settings(self) -> dict[str, Any]:
         """The inpainting options this image was made with ({} when it was not inpainted)."""
@@ -117,17 +135,29 @@ class HistoryEntry:
         return {"prompt": self.prompt}
 
 
-def edit_file_paths(image: Path, settings: dict[str, Any]) -> list[Path]:
-    """The inpainting input and mask HeyIm kept beside ``image`` (names it recorded, beside it only)."""
+#: ControlNet units whose control image is kept beside the image (core.controlnet.MAX_UNITS).
+MAX_CONTROL_FILES = 4
+_EDIT_ROLES = ("source", "mask", *(f"control{i}" for i in range(MAX_CONTROL_FILES)))
+
+
+def edit_files_by_role(image: Path, settings: dict[str, Any]) -> dict[str, Path]:
+    """The inpainting input and mask and the ControlNet control images HeyIm kept beside ``image``,
+    by role (names it recorded, beside it only, ``<stem>.<role>.png`` or ``-N`` when that was taken)."""
     edit = settings.get("edit_files")
     if not isinstance(edit, dict):
-        return []
-    out = []
-    for role in ("source", "mask"):
+        return {}
+    out = {}
+    for role in _EDIT_ROLES:
         name = edit.get(role)
-        if isinstance(name, str) and name == Path(name).name and name.endswith(f".{role}.png"):
-            out.append(image.with_name(name))
+        if (isinstance(name, str) and name == Path(name).name and name.startswith(f"{image.stem}.")
+                and re.search(rf"\.{role}(-\d+)?\.png$", name)):
+            out[role] = image.with_name(name)
     return out
+
+
+def edit_file_paths(image: Path, settings: dict[str, Any]) -> list[Path]:
+    """Every file :func:`edit_files_by_role` names (deleted with the entry)."""
+    return list(edit_files_by_role(image, settings).values())
 
 
 def _fts_query(text: str) -> str:
@@ -266,6 +296,7 @@ class HistoryStore:
             path = write_png_atomic(item.image, folder / image_filename(request.prompt, item.seed), params, marked,
                                     temp_dir=self.temp_dir)
             edit = self._write_edit_files(request, path)
+            edit.update(self._write_control_files(request, path))
             if edit:
                 settings["edit_files"] = edit
             entries.append(self._insert(path, params, settings, source=job.source if job else "", owned=True))
@@ -303,6 +334,24 @@ class HistoryStore:
             target = image_path.with_name(f"{image_path.stem}.{role}.png")
             final = write_png_atomic(picture, target, "", None, temp_dir=self.temp_dir)
             written[role] = final.name
+        return written
+
+    def _write_control_files(self, request: "GenerationRequest", image_path: Path) -> dict[str, str]:
+        """Each ControlNet unit's own control image, kept beside the image (Reuse Settings restores it).
+
+        A unit without one used the request's input image: nothing is kept for it."""
+        written: dict[str, str] = {}
+        try:
+            for i, unit in enumerate(request.controlnets[:MAX_CONTROL_FILES]):
+                if unit.image is None:
+                    continue
+                target = image_path.with_name(f"{image_path.stem}.control{i}.png")
+                written[f"control{i}"] = write_png_atomic(unit.image, target, "", None, temp_dir=self.temp_dir).name
+        except BaseException:  # disk full: no control image is left behind without its entry
+            for name in written.values():
+                with contextlib.suppress(OSError):
+                    image_path.with_name(name).unlink()
+            raise
         return written
 
     def import_image(self, path: Path, *, source: str = "import", owned: bool = False) -> HistoryEntry:

@@ -84,6 +84,8 @@ class ControlUnitEditor(QFrame):
 
     #: The processed control map is shown (tests wait on it); carries the PIL image or None.
     preview_ready = Signal(object)
+    #: The control image was set, loaded or cleared (carries the PIL image or None).
+    image_changed = Signal(object)
     remove_requested = Signal(object)
     failed = Signal(str)
 
@@ -92,6 +94,7 @@ class ControlUnitEditor(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.image: Any = None  # PIL image
         self._generation = 0
+        self._loading = 0  # the latest image load or set wins
         self.title = QLabel()
         self.enabled = QCheckBox("Enabled")
         self.enabled.setChecked(True)
@@ -114,6 +117,10 @@ class ControlUnitEditor(QFrame):
         self.resolution.setSingleStep(64)
         self.resolution.setValue(512)
         self.resolution.setToolTip("The detector runs at this short side; the map is then fitted to the image size")
+        self.pixel_perfect = QCheckBox("Pixel perfect")
+        self.pixel_perfect.setToolTip("Run the detector at the resolution the image size asks for (the ControlNet "
+                                      "extension's Pixel Perfect); the preview keeps using the resolution above")
+        self.pixel_perfect.toggled.connect(lambda _on: self._resolution_state())
         self.slider_a, self.slider_b = QDoubleSpinBox(), QDoubleSpinBox()
         self.label_a, self.label_b = QLabel(), QLabel()
         self.weight = QDoubleSpinBox()
@@ -163,7 +170,10 @@ class ControlUnitEditor(QFrame):
         form = QFormLayout()
         form.addRow("Model", self.model)
         form.addRow("Preprocessor", self.preprocessor)
-        form.addRow("Resolution", self.resolution)
+        res_row = QHBoxLayout()
+        res_row.addWidget(self.resolution)
+        res_row.addWidget(self.pixel_perfect)
+        form.addRow("Resolution", res_row)
         form.addRow(self.label_a, self.slider_a)
         form.addRow(self.label_b, self.slider_b)
         form.addRow("Weight", self.weight)
@@ -232,25 +242,43 @@ class ControlUnitEditor(QFrame):
                 spin.setValue(slider.default)
                 spin.blockSignals(False)
                 label.setText(slider.label)
-        self.resolution.setEnabled(spec.uses_resolution)
+        self._resolution_state()
         self.note.setText("Uses the inpainting mask of the input image: masked pixels reach the ControlNet as -1."
                           if spec.needs_mask else "")
         self._timer.start()
 
+    def _resolution_state(self) -> None:
+        spec = PREPROCESSORS.get(self.preprocessor.currentData() or "none", PREPROCESSORS["none"])
+        self.pixel_perfect.setEnabled(spec.uses_resolution)
+        self.resolution.setEnabled(spec.uses_resolution and not self.pixel_perfect.isChecked())
+
     # -- the control image ---------------------------------------------------------------
     def set_image(self, image: Any) -> None:
+        self._loading += 1
+        self._show_image(image)
+
+    def _show_image(self, image: Any) -> None:
         self.image = image
         if image is None:
-            self.well.setText("Drop a control image\nor a photo")
             self.well.setPixmap(QPixmap())
+            self.well.setText("Drop a control image\nor a photo")
         else:
             self.well.setPixmap(_thumb(image))
         self._timer.start()
+        self.image_changed.emit(image)
 
     def load_file(self, path: Path) -> None:
+        """Load ``path`` off the UI thread; a later image set or load supersedes it."""
         from heyim_desktop.core.images import load_image
 
-        run_in_background(lambda: load_image(path), self.set_image, self._failed)
+        self._loading += 1
+        loading = self._loading
+
+        def done(image: Any) -> None:
+            if loading == self._loading:
+                self._show_image(image)
+
+        run_in_background(lambda: load_image(path), done, self._failed)
 
     def load_mime(self, mime: QMimeData) -> None:
         urls = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
@@ -324,7 +352,7 @@ class ControlUnitEditor(QFrame):
                                  "(put one in models/ControlNet and refresh)")
         return ControlUnit(model=model, image=self.image, weight=self.weight.value(), start=self.start.value(),
                            end=self.end.value(), mode=self.mode.currentData(), resize_mode=self.resize_mode.currentText(),
-                           **self.params())
+                           pixel_perfect=self.pixel_perfect.isChecked(), **self.params())
 
     def apply(self, settings: dict[str, Any]) -> None:
         """Fields from a unit's settings (history, infotext); the model by path or name."""
@@ -355,6 +383,9 @@ class ControlUnitEditor(QFrame):
         resize = settings.get("resize_mode")
         if isinstance(resize, str) and resize in RESIZE_MODES:
             self.resize_mode.setCurrentText(resize)
+        perfect = settings.get("pixel_perfect")
+        if isinstance(perfect, bool):
+            self.pixel_perfect.setChecked(perfect)
 
 
 class ControlNetPanel(QGroupBox):
@@ -397,17 +428,21 @@ class ControlNetPanel(QGroupBox):
             editor.set_models(self.models)
             editor.set_network_preprocessors(self.network)
 
-    def add_unit(self) -> ControlUnitEditor | None:
+    def add_unit(self, position: int | None = None) -> ControlUnitEditor | None:
+        """A new unit, last or at ``position``; None (and a message) when the panel is full."""
         if len(self.editors) >= MAX_UNITS:
             self.failed.emit(f"At most {MAX_UNITS} ControlNets per image.")
             return None
-        editor = ControlUnitEditor(len(self.editors))
+        at = len(self.editors) if position is None else max(0, min(position, len(self.editors)))
+        editor = ControlUnitEditor(at)
         editor.set_models(self.models)
         editor.set_network_preprocessors(self.network)
         editor.remove_requested.connect(self.remove_unit)
         editor.failed.connect(self.failed)
-        self.editors.append(editor)
-        self.body.addWidget(editor)
+        self.editors.insert(at, editor)
+        self.body.insertWidget(at, editor)
+        for i, e in enumerate(self.editors):
+            e.set_index(i)
         self._update()
         return editor
 
@@ -427,15 +462,50 @@ class ControlNetPanel(QGroupBox):
     def units(self) -> tuple[Any, ...]:
         return tuple(e.unit() for e in self.editors if e.enabled.isChecked())
 
-    def apply(self, units: Sequence[dict[str, Any]]) -> None:
-        """Reuse Settings: one editor per recorded unit (control images stay as they are)."""
-        units = list(units)[:MAX_UNITS]
-        while len(self.editors) > len(units) and not any(e.image is not None for e in self.editors[len(units):]):
-            self.remove_unit(self.editors[-1])
+    def apply(self, units: Sequence[dict[str, Any]], images: Sequence[Path | None] | None = None) -> None:
+        """Settings back into the editors: one per recorded unit.
+
+        Without ``images`` (a dropped PNG's infotext) the editors are filled in place and their
+        control images stay. With ``images`` (a history entry) the recorded units come first, each
+        with its kept control image or none (it used the input image); of the editors there were,
+        those holding a control image stay after them, unticked (the request is the recorded one
+        and the user's image is not lost, while there is room), the others go."""
+        units = [u for u in list(units)[:MAX_UNITS] if isinstance(u, dict)]
+        if images is None:
+            for editor in list(self.editors[len(units):]):
+                if editor.image is None:
+                    self.remove_unit(editor)
+            for i, settings in enumerate(units):
+                filled = self.editors[i] if i < len(self.editors) else self.add_unit()
+                if filled is not None:
+                    filled.apply(settings)
+            return
+        for old in list(self.editors):
+            if old.image is None or len(self.editors) + len(units) > MAX_UNITS:
+                self.remove_unit(old)
+            else:
+                old.enabled.setChecked(False)
         for i, settings in enumerate(units):
-            editor = self.editors[i] if i < len(self.editors) else self.add_unit()
-            if editor is not None and isinstance(settings, dict):
-                editor.apply(settings)
+            added = self.add_unit(position=i)
+            if added is None:
+                continue
+            added.apply(settings)
+            path = images[i] if i < len(images) else None
+            if path is not None:
+                added.load_file(Path(path))
+
+    def reuse(self, entry: Any) -> None:
+        """Reuse Settings of a history entry: its units with the control images kept with it."""
+        settings = getattr(entry, "settings", None)
+        units = settings.get("controlnet") if isinstance(settings, dict) else None
+        units = units if isinstance(units, list) else []
+        files = entry.control_files() if hasattr(entry, "control_files") else None
+        self.apply(units, files)
+        missing = entry.missing_control_files() if hasattr(entry, "missing_control_files") else []
+        if missing:
+            which = ", ".join(str(i) for i in missing)
+            self.failed.emit(f"The control image of ControlNet {which} was kept with this image but its file "
+                             "is gone; drop the control image again.")
 
 
 def library_source(folders: Sequence[str]) -> Callable[[], tuple[list[Any], dict[str, bool]]]:

@@ -323,16 +323,51 @@ class DropPanel(QFrame):
         return self._pending > 0
 
     # -- sources --------------------------------------------------------------------------
-    def load_file(self, path: Path, from_history: bool = False) -> None:
+    def load_file(self, path: Path, from_history: bool = False, *, then_edit: bool = False) -> None:
+        """Decode ``path`` off the UI thread; with ``then_edit``, open the mask editor on it once it is the input."""
         self._start()
-        run_in_background(lambda: _decode_file(path, from_history), self._decoded, self._failed)
+        after = self.edit_mask if then_edit else None
+        run_in_background(lambda: _decode_file(path, from_history), lambda d: self._decoded(d, after), self._failed)
 
-    def load_qimage(self, image: QImage, label: str = "Pasted image") -> None:
+    def load_qimage(self, image: QImage, label: str = "Pasted image", *, then_edit: bool = False) -> None:
         if image.isNull():
             self.failed.emit("The clipboard has no image to paste.")
             return
         self._start()
-        run_in_background(lambda: _decode_qimage(image, label), self._decoded, self._failed)
+        after = self.edit_mask if then_edit else None
+        run_in_background(lambda: _decode_qimage(image, label), lambda d: self._decoded(d, after), self._failed)
+
+    def load_edit(self, source: Path, mask: Path, options: dict[str, Any], done: Any = None) -> None:
+        """An inpainted image's kept input picture and mask back as the input, with its options
+        (``InpaintChoice`` fields: blur, invert, fill, only_masked, padding, keep_unmasked, extend);
+        ``done`` is called once both are in place."""
+        self._start()
+
+        def decode() -> tuple[DroppedImage, Any]:
+            from dataclasses import replace
+
+            from heyim_desktop.core.images import fit_to_size, load_mask
+
+            dropped = _decode_file(source, True)
+            dropped = replace(dropped, label="Kept input")  # short: the caption adds size and mask
+            picture = load_mask(mask)
+            if picture.size != dropped.image.size:  # fitted to the picture as a job fits it
+                picture = fit_to_size(picture, *dropped.image.size)
+            return dropped, picture
+
+        def finish(decoded: tuple[DroppedImage, Any]) -> None:
+            from heyim_desktop.ui.mask_editor import InpaintChoice
+
+            dropped, picture = decoded
+
+            def restore() -> None:
+                self.set_inpaint(InpaintChoice(mask=picture, **options))
+                if done is not None:
+                    done()
+
+            self._decoded(dropped, restore)
+
+        run_in_background(decode, finish, self._failed)
 
     def load_mime(self, mime: QMimeData, label: str = "Dropped image") -> bool:
         """Use a drop or the clipboard: the first local file, else inline image data."""
@@ -372,10 +407,12 @@ class DropPanel(QFrame):
         if self._pending == 0:
             self.busy_changed.emit(False)
 
-    def _decoded(self, dropped: DroppedImage) -> None:
+    def _decoded(self, dropped: DroppedImage, after: Any = None) -> None:
         self._end()
         self.set_input(self.current)  # restore the caption
         self.decoded.emit(dropped)
+        if after is not None and self.current is dropped:  # the window took it as the input
+            after()
 
     def _failed(self, exc: BaseException) -> None:
         from heyim_desktop.core.errors import UserFacingError

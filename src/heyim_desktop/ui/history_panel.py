@@ -104,6 +104,7 @@ class HistoryPanel(QWidget):
     copy_requested = Signal(object)
     reveal_requested = Signal(object)
     upscale_requested = Signal(object)  # HistoryEntry
+    inpaint_requested = Signal(object)  # HistoryEntry: "Edit / Inpaint..."
     deleted = Signal(list)  # ids
     message = Signal(str)
 
@@ -336,6 +337,7 @@ class HistoryPanel(QWidget):
         menu = QMenu(self)
         menu.addAction("Reuse Settings", lambda: self.reuse_requested.emit(entry))
         menu.addAction("Use as Input", lambda: self.use_as_input_requested.emit(entry))
+        menu.addAction("Edit / Inpaint...", lambda: self.inpaint_requested.emit(entry))
         menu.addAction("Upscale...", lambda: self.upscale_requested.emit(entry))
         menu.addAction("Unfavourite" if entry.favourite else "Favourite", self.toggle_favourite)
         menu.addSeparator()

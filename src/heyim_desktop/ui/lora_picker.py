@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 #: The slider's reach (the spin box beside it takes the full -10..10 range).
 SLIDER_RANGE = (-2.0, 2.0)
 SLIDER_STEPS = 100  # per 1.0 of weight
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "SD1": "SD 1.x", "SD2": "SD 2.x", "SDXL": "SDXL"}
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "SD1": "SD 1.x", "SD2": "SD 2.x", "SDXL": "SDXL",
+                "zimage": "Z-Image", "flux2": "FLUX.2 [klein]", "sd3": "SD 3.5"}
+#: The library's base labels of family LoRAs, as Capabilities.family keys.
+_FAMILY_KEYS = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "z-image": "zimage", "flux.2 [klein]": "flux2",
+                "sd 3.5": "sd3"}
 
 
 def incompatibility(info: "ModelInfo", capabilities: "Capabilities | None") -> str:
@@ -54,9 +58,9 @@ def incompatibility(info: "ModelInfo", capabilities: "Capabilities | None") -> s
         return ""
     if not capabilities.runtime_lora:
         return "the loaded model is compiled (Core ML): bake LoRAs in with File > Convert to Core ML"
-    base = info.base.lower()
+    base = _FAMILY_KEYS.get(info.base.lower())
     family = capabilities.family
-    if base in ("sd1", "sd2", "sdxl") and family in ("sd1", "sd2", "sdxl") and base != family:
+    if base is not None and family in FAMILY_NAMES and base != family:
         return f"made for {FAMILY_NAMES[base]}; the loaded model is {FAMILY_NAMES[family]}"
     return ""
 

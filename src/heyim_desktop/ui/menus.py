@@ -74,6 +74,8 @@ def build_menus(window: MainWindow) -> WindowActions:
     copy_image = _action(window, edit, "Copy Image", window.result_view.copy, QKeySequence.StandardKey.Copy)
     paste = _action(window, edit, "Paste Input Image", window.drop_panel.paste, QKeySequence.StandardKey.Paste)
     _action(window, edit, "Clear Input Image", window.drop_panel.clear)
+    inpaint = _action(window, edit, "Edit / Inpaint Shown Image...", window.result_view.inpaint_shown)
+    inpaint.setToolTip("Paint over part of the shown image to repaint it, or extend it (it becomes the input image)")
     edit.addSeparator()
     search = _action(window, edit, "Search History", window.history.focus_search, QKeySequence.StandardKey.Find)
 

@@ -152,7 +152,7 @@ class ModelsWindow(QDialog):
         self._models = self.library.list() + self.library.list_upscalers()
         self.tree.clear()
         for m in self._models:
-            item = QTreeWidgetItem([m.name, m.kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
+            item = QTreeWidgetItem([m.name, f"{m.kind} {m.quantization}" if m.quantization else m.kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
                                     m.status.value if m.ready else f"{m.status.value}: {m.problem}"])
             item.setData(0, Qt.ItemDataRole.UserRole, m.ref)
             item.setToolTip(0, m.ref)
@@ -298,6 +298,10 @@ class ModelsWindow(QDialog):
         name = self.catalogue_box.currentData()
         entry = next((e for e in self._entries if e.name == name), None)
         if entry is None:
+            return
+        if entry.licence_terms and not self.confirm(f"{entry.title}: licence",
+                                                    f"{entry.licence_terms}\n\nDo you accept these terms?"):
+            self.status.setText(f"{entry.title} was not downloaded: its licence was not accepted.")
             return
 
         def work(task: _Task) -> ModelInfo:

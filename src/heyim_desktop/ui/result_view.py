@@ -23,7 +23,9 @@ from heyim_desktop.ui.qt import (
     QListView,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPixmap,
+    QPoint,
     QProgressBar,
     QSize,
     QSizePolicy,
@@ -73,6 +75,7 @@ class ResultView(QWidget):
     shown_changed = Signal(object)
     full_screen_requested = Signal()
     upscale_requested = Signal(object)  # ShownImage
+    inpaint_requested = Signal(object)  # ShownImage: "Edit / Inpaint..."
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -137,6 +140,10 @@ class ResultView(QWidget):
         self.upscale_button.setText("Upscale...")
         self.upscale_button.setToolTip("Enlarge this image 2x or 4x (a new history entry)")
         self.upscale_button.clicked.connect(self._upscale_clicked)
+        # The bar is full at a 1024-wide window: "Edit / Inpaint..." is on the image's context menu
+        # (and in the Edit menu).
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
         self.prev_button.clicked.connect(lambda: self.show_index(self.index - 1))
         self.next_button.clicked.connect(lambda: self.show_index(self.index + 1))
         self.fit_button.clicked.connect(self.view.fit_to_window)
@@ -316,6 +323,35 @@ class ResultView(QWidget):
             self.view.hide()
 
     # -- actions --------------------------------------------------------------------------
+    def inpaint_shown(self) -> None:
+        """Edit / Inpaint the shown image (it becomes the input image, the mask editor opens)."""
+        shown = self.current()
+        if shown is None:
+            self.message.emit("No image to inpaint.")
+            return
+        self.inpaint_requested.emit(shown)
+
+    def context_menu(self) -> QMenu | None:
+        """The shown image's menu (None while nothing is shown)."""
+        shown = self.current()
+        if shown is None:
+            return None
+        menu = QMenu(self)
+        menu.addAction("Edit / Inpaint...", self.inpaint_shown)
+        upscale = menu.addAction("Upscale...", self._upscale_clicked)
+        upscale.setEnabled(shown.path is not None)
+        menu.addSeparator()
+        menu.addAction("Copy Image", self.copy)
+        menu.addAction("Save As...", self.save_as)
+        reveal = menu.addAction("Show in Folder", self.reveal)
+        reveal.setEnabled(shown.path is not None)
+        return menu
+
+    def _context_menu(self, pos: QPoint) -> None:
+        menu = self.context_menu()
+        if menu is not None:
+            menu.popup(self.view.viewport().mapToGlobal(pos))
+
     def _upscale_clicked(self) -> None:
         shown = self.current()
         if shown is not None:

@@ -196,9 +196,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.api_state)
         self.statusBar().addPermanentWidget(self.model_state)
 
+        from heyim_desktop.ui.inpainting import Inpainting
         from heyim_desktop.ui.upscaling import Upscaling
 
         self.upscaling = Upscaling(self, self._upscaler_library)
+        self.inpainting = Inpainting(self)
         # Not "actions": that would hide QWidget.actions(), which Qt and the tray call.
         self.menu_actions: WindowActions = build_menus(self)
         # Kept for callers that name them directly (tests, the tray).
@@ -247,6 +249,8 @@ class MainWindow(QMainWindow):
         self.info_panel.message.connect(self.status)
         self.result_view.upscale_requested.connect(self.upscaling.upscale)
         self.history.upscale_requested.connect(self.upscaling.upscale)
+        self.result_view.inpaint_requested.connect(self.inpainting.edit)
+        self.history.inpaint_requested.connect(self.inpainting.edit)
         self.prompt_panel.style_picker.message.connect(self.status)
         self.no_model.add_folder_requested.connect(self.add_model_folder)
         self.no_model.download_model_requested.connect(self.open_models_window)
@@ -725,9 +729,9 @@ class MainWindow(QMainWindow):
         from heyim_desktop.core.metadata import parse_parameters
 
         self.apply_settings(entry.request_settings(), parse_parameters(entry.parameters).params.get("Lora hashes", ""))
-        settings = getattr(entry, "settings", None)
-        self.controlnet_panel.apply((settings.get("controlnet") if isinstance(settings, dict) else None) or [])
+        self.controlnet_panel.reuse(entry)  # its units with their kept control images
         self.status("Settings loaded from history.")
+        self.inpainting.reuse(entry)  # an inpainted image: its input picture and mask come back too
 
     def use_as_input(self, entry: Any) -> None:
         self.drop_panel.load_file(Path(entry.path), from_history=True)

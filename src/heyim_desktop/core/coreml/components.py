@@ -134,6 +134,36 @@ def _scheduler_config(info: CoreMLModelInfo) -> dict[str, Any]:
     return dict(DEFAULT_SCHEDULER_CONFIG)
 
 
+def _in_batches(batched: dict[str, Array], n: int, b: int, call: Callable[[dict[str, Array]], Array]) -> Array:
+    """``call`` over ``n`` rows of ``batched`` for a model taking batches of ``b``: as is, row by
+    row, padded with copies (no guidance on a batch-2 model; the first rows kept), or in chunks."""
+
+    def rows(start: int, stop: int) -> dict[str, Array]:
+        return {k: v[start:stop] for k, v in batched.items()}
+
+    def run(values: dict[str, Array], keep: int) -> Array:
+        return call(values)[:keep]
+
+    if n == b:
+        return run(batched, n)
+    if b == 1:
+        return np.concatenate([run(rows(i, i + 1), 1) for i in range(n)])
+    if n < b:
+        reps = -(-b // n)
+        return run({k: np.concatenate([v] * reps)[:b] for k, v in batched.items()}, n)
+    return np.concatenate([run(rows(i, i + b), b) for i in range(0, n, b)])
+
+
+class CoreMLControlNet:
+    """A Core ML ControlNet as :class:`~heyim_desktop.core.controlnet.ControlNetExtension` uses it."""
+
+    dtype = torch.float32
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.config = type("Config", (), {"global_pool_conditions": False})()
+
+
 class CoreMLComponents:
     """Array adapters between the loop's torch tensors and Core ML's named numpy inputs."""
 
@@ -182,6 +212,11 @@ class CoreMLComponents:
         if self.xl:
             self._check_sdxl(first)
         self.guidance_embedding_dim: int | None = None
+        from heyim_desktop.core.coreml.controlnet import residual_inputs
+
+        #: A ControlledUnet's ``additional_residual_*`` inputs (fed zeros without a ControlNet).
+        self.residuals = residual_inputs(first) if len(self.unets) == 1 else []
+        self._controlnets: dict[str, "CoreMLControlNet"] = {}
         self._capabilities = Capabilities(
             family="sdxl" if self.xl else "sd1" if self.text_channels == 768 else "sd2",
             img2img=info.img2img,
@@ -192,6 +227,7 @@ class CoreMLComponents:
             default_size=info.size,
             max_batch=1,
             clip_skip=False,
+            controlnet=bool(self.residuals) and bool(info.controlnet_names),
             recommended=recommended_for(_model_name(info.folder)),
         )
         self._counter = PromptCounter(self.tokenizer, max_chunks=1)
@@ -298,7 +334,7 @@ class CoreMLComponents:
         return _output(self.unets[-1], out)
 
     def unet(self, call: UNetCall) -> torch.Tensor:
-        if call.down_residuals is not None or call.mid_residual is not None:
+        if not self.residuals and (call.down_residuals is not None or call.mid_residual is not None):
             raise ModelError(f"{self.info.name}: this Core ML UNet takes no ControlNet inputs.")
         if call.concat is not None and self._capabilities.inpaint != "concat":
             raise ModelError(f"{self.info.name}: this Core ML UNet is not an inpainting UNet.")
@@ -315,22 +351,74 @@ class CoreMLComponents:
                 raise ModelError(f"{self.info.name}: an SDXL UNet needs the pooled text and time ids.")
             batched["text_embeds"] = call.text.pooled.cpu().float().numpy()
             batched["time_ids"] = call.text.extras["time_ids"].cpu().float().numpy()
-
-        def rows(start: int, stop: int) -> dict[str, Array]:
-            return {k: v[start:stop] for k, v in batched.items()}
-
-        b = self.unet_batch
-        if n == b:
-            pred = self._unet_call(batched)
-        elif b == 1:
-            pred = np.concatenate([self._unet_call(rows(i, i + 1)) for i in range(n)])
-        elif n < b:
-            # No guidance with a batch-2 UNet: fill the batch with copies, keep the first rows.
-            reps = -(-b // n)
-            pred = self._unet_call({k: np.concatenate([v] * reps)[:b] for k, v in batched.items()})[:n]
-        else:
-            pred = np.concatenate([self._unet_call(rows(i, i + b)) for i in range(0, n, b)])
+        if self.residuals:
+            batched.update(self._residual_feed(call, n))
+        pred = _in_batches(batched, n, self.unet_batch, self._unet_call)
         return torch.from_numpy(np.asarray(pred, dtype=np.float32))
+
+    def _residual_feed(self, call: UNetCall, n: int) -> dict[str, Array]:
+        """The ControlledUnet's residual inputs: the ControlNets' sum, or zeros without one."""
+        if call.down_residuals is None and call.mid_residual is None:
+            return {t.name: np.zeros((n, *t.shape[1:]), np.float32) for t in self.residuals}
+        given = [*(call.down_residuals or []), call.mid_residual]
+        if len(given) != len(self.residuals) or any(r is None for r in given):
+            raise ModelError(f"{self.info.name}: the ControlNet gives {len(given)} residuals; "
+                             f"this UNet takes {len(self.residuals)}.")
+        return {t.name: r.cpu().float().numpy() for t, r in zip(self.residuals, given)}  # type: ignore[union-attr]
+
+    # -- ControlNet (Apple's layout) ------------------------------------------------------
+
+    def controlnet_model(self, name: str) -> "CoreMLControlNet":
+        """The folder's ControlNet called ``name`` (a unit's model, by name or path)."""
+        from pathlib import Path
+
+        from heyim_desktop.core.errors import InvalidRequest
+
+        key = Path(str(name)).name.removesuffix(".mlmodelc").removesuffix(".mlpackage").removesuffix(".safetensors")
+        if key not in self.info.controlnet_names:
+            names = ", ".join(self.info.controlnet_names) or "none"
+            raise InvalidRequest("controlnet.model", f"{self.info.name} has no Core ML ControlNet {key!r} in its "
+                                 f"controlnet folder; it has: {names} (convert one with --controlnet)")
+        net = self._controlnets.get(key)
+        if net is None:
+            spec = self.info.model(f"controlnet/{key}")
+            outs = [t.name for t in spec.outputs]
+            if outs != [t.name for t in self.residuals] or spec.input("controlnet_cond") is None:
+                raise ModelError(f"{spec.path.name} does not fit {self.info.name}'s UNet (its outputs are "
+                                 f"{', '.join(outs)}; the UNet takes {len(self.residuals)} additional residuals).")
+            net = self._controlnets[key] = CoreMLControlNet(spec)
+        return net
+
+    def run_controlnet(
+        self, net: "CoreMLControlNet", sample: torch.Tensor, timestep: torch.Tensor, text: TextCond,
+        image: torch.Tensor, *, scale: float, guess_mode: bool,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The residuals of one ControlNet, scaled as diffusers' ControlNetModel scales them."""
+        n = sample.shape[0]
+        feed: dict[str, Array] = {
+            "sample": sample.cpu().float().numpy(),
+            "timestep": np.full((n,), float(timestep.reshape(-1)[0]), dtype=np.float32),
+            "encoder_hidden_states": text.hidden.cpu().float().permute(0, 2, 1).unsqueeze(2).numpy(),
+            "controlnet_cond": image.cpu().float().numpy(),
+        }
+        spec = net.spec
+        names = [t.name for t in spec.outputs]
+
+        def call(values: dict[str, Array]) -> Array:
+            out = self.predict(spec, values)
+            arrays = [np.asarray(out[k], np.float32) for k in names]
+            return np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
+
+        flat = _in_batches(feed, n, int(spec.inputs[0].shape[0]), call)
+        residuals, offset = [], 0
+        for t in spec.outputs:
+            size = int(np.prod(t.shape[1:]))
+            residuals.append(torch.from_numpy(flat[:, offset:offset + size].reshape(n, *t.shape[1:]).copy()))
+            offset += size
+        # diffusers: guess mode scales the residuals from 0.1 (first) to 1 (the middle block).
+        scales = torch.logspace(-1, 0, len(residuals)).tolist() if guess_mode else [1.0] * len(residuals)
+        scaled = [r * (s * scale) for r, s in zip(residuals, scales)]
+        return scaled[:-1], scaled[-1]
 
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         arr = latents.cpu().float().numpy()

@@ -144,6 +144,7 @@ def convert_to_coreml(
     progress: ConversionCallback | None = None,
     cancel: CancelToken | None = None,
     loras: Sequence["LoraUse"] = (),
+    controlnets: Sequence[str | os.PathLike[str]] = (),
     quantize: int | None = None,
 ) -> Path:
     """Convert ``model_dir`` into a Core ML resources folder at ``out_dir`` and return it.
@@ -154,9 +155,12 @@ def convert_to_coreml(
     ``reuse_from``: an earlier conversion of the same model at the same size; its TextEncoder
     and VAE packages are copied when their weights and shapes match (say, to make a batch-1 or
     chunked variant without converting everything again).
+    ``controlnets``: ControlNets (diffusers folders or ``.safetensors``) to convert into
+    ``controlnet/<name>.mlpackage``; the UNet is then Apple's ``ControlledUnet``, which takes
+    their residuals as ``additional_residual_*`` inputs (zeros when no ControlNet is used).
     ``quantize``: 8, 6 or 4 palettizes the UNet's and text encoders' weights (see
-    :mod:`compression`); the VAE stays fp16. What was done (precision choices, sizes before
-    and after) is logged and kept in ``NOTES_FILE`` (:func:`conversion_notes`).
+    :mod:`compression`); the VAE and ControlNets stay fp16. What was done (precision choices,
+    sizes before and after) is logged and kept in ``NOTES_FILE`` (:func:`conversion_notes`).
     """
     import numpy as np
     import torch
@@ -180,12 +184,21 @@ def convert_to_coreml(
     if family not in ("sd", "sdxl"):
         raise ModelError(f"{src.name} is an SDXL refiner; the Core ML converter handles SD 1.x/2.x and SDXL base models.")
     xl = family == "sdxl"
+    if controlnets and (xl or chunk_unet):
+        raise InvalidRequest("controlnet", "Core ML ControlNet conversion handles SD 1.x/2.x models with one "
+                             "(unchunked) UNet; convert without --chunk-unet")
+    net_paths = [Path(p).expanduser() for p in controlnets]
+    net_names = [p.stem if p.suffix == ".safetensors" else p.name for p in net_paths]
+    if len(set(net_names)) != len(net_names):
+        raise InvalidRequest("controlnet", f"two ControlNets share a name ({', '.join(net_names)})")
     cancel = cancel or CancelToken()
     quiet_third_party()
     _quiet_coremltools()
     t0 = time.perf_counter()
     text_names = ["TextEncoder", "TextEncoder2"] if xl else ["TextEncoder"]
-    stages = ["Loading the model", *text_names, "Unet", "VAEDecoder"] + (["VAEEncoder"] if include_encoder else []) + ["Saving"]
+    unet_name = "ControlledUnet" if net_paths else "Unet"
+    stages = (["Loading the model", *text_names, unet_name, *(f"ControlNet {n}" for n in net_names), "VAEDecoder"]
+              + (["VAEEncoder"] if include_encoder else []) + ["Saving"])
     total = len(stages)
 
     def report(i: int) -> None:
@@ -287,7 +300,15 @@ def convert_to_coreml(
                      compress=True)
 
         cancel.raise_if_cancelled()
-        report(stages.index("Unet"))
+        report(stages.index(unet_name))
+        nets = []
+        if net_paths:
+            from heyim_desktop.core.controlnet_models import check_compatible, load_controlnet
+
+            for path in net_paths:
+                net = load_controlnet(path, device=torch.device("cpu"), dtype=torch.float32)
+                check_compatible(net, path.name, cross)
+                nets.append(net)
         unet = M.unet_for(unet, attention)
         unet_inputs = [
             ("sample", (batch, channels, lh, lw), f16),
@@ -316,6 +337,23 @@ def convert_to_coreml(
             c2_inputs = [unet_inputs[2]] + [(n, tuple(o.shape), f16) for n, o in zip(names, outs)]
             c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f32)], precision=unet_precision, macos=macos)
             save(c2, "UnetChunk2", f"{label}: UNet, second half", unet_meta, compress=True)
+        elif nets:
+            from heyim_desktop.core.coreml.controlnet import controlnet_inputs, residual_specs
+
+            residuals = residual_specs(nets[0], unet_inputs, (h, w))
+            un = _convert(M.ControlledUnetModule(unet), [*unet_inputs, *residuals], [("noise_pred", f32)],
+                          precision=unet_precision, macos=macos)
+            save(un, "ControlledUnet", f"{label}: UNet taking ControlNet residuals", unet_meta, compress=True)
+            (tmp / "controlnet").mkdir()
+            for name, path, net in zip(net_names, net_paths, nets):
+                cancel.raise_if_cancelled()
+                report(stages.index(f"ControlNet {name}"))
+                if residual_specs(net, unet_inputs, (h, w)) != residuals:
+                    raise ModelError(f"{path.name} gives residuals of other shapes than the UNet takes.")
+                M.use_attention(net, attention)
+                cn = _convert(M.ControlNetModule(net), controlnet_inputs(unet_inputs, (h, w)),
+                              [(n, f16) for n, _, _ in residuals])
+                save(cn, f"controlnet/{name}", f"ControlNet {name} for {label}", {META_SOURCE: path.name})
         else:
             # fp16 compute, fp32 out: the scheduler's arithmetic wants the full-precision prediction.
             module = M.UnetXLModule(unet) if xl else M.UnetModule(unet)

@@ -84,6 +84,11 @@ class CoreMLModelInfo:
         return ("TextEncoder", "TextEncoder2") if self.has("TextEncoder2") else ("TextEncoder",)
 
     @property
+    def controlnet_names(self) -> tuple[str, ...]:
+        """The ControlNets in the folder's ``controlnet/`` (models named ``controlnet/<name>``)."""
+        return tuple(s.name.split("/", 1)[1] for s in self.models if s.name.startswith("controlnet/"))
+
+    @property
     def unet_names(self) -> tuple[str, ...]:
         return ("UnetChunk1", "UnetChunk2") if self.chunked else ("Unet",)
 
@@ -98,11 +103,11 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def resources_folder(path: Path) -> Path:
     """``path`` itself or the nested folder of a download that holds the models."""
-    if _find(path, "TextEncoder") or _find(path, "Unet") or _find(path, "UnetChunk1"):
+    if _find(path, "TextEncoder") or _find(path, "Unet") or _find(path, "UnetChunk1") or _find(path, "ControlledUnet"):
         return path
     for sub in _NESTED:
         nested = path / sub
-        if nested.is_dir() and (_find(nested, "Unet") or _find(nested, "UnetChunk1")):
+        if nested.is_dir() and (_find(nested, "Unet") or _find(nested, "UnetChunk1") or _find(nested, "ControlledUnet")):
             return nested
     return path
 
@@ -112,7 +117,7 @@ def looks_like_coreml_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
     folder = resources_folder(path)
-    return any(_find(folder, n) for n in ("Unet", "UnetChunk1", "TextEncoder", "VAEDecoder"))
+    return any(_find(folder, n) for n in ("Unet", "UnetChunk1", "ControlledUnet", "TextEncoder", "VAEDecoder"))
 
 
 def _missing(folder: Path, what: str) -> ModelError:
@@ -164,7 +169,8 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         raise ModelError(f"Core ML model folder not found: {root}")
     folder = resources_folder(root)
     paths: dict[str, Path] = {"TextEncoder": _need(folder, "TextEncoder")}
-    unet = _find(folder, "Unet")
+    # Apple's UNet with ControlNet inputs stands in for the plain one (fed zeros without a ControlNet).
+    unet = _find(folder, "Unet") or _find(folder, "ControlledUnet")
     chunk1, chunk2 = _find(folder, "UnetChunk1"), _find(folder, "UnetChunk2")
     if unet is not None:
         paths["Unet"] = unet
@@ -181,6 +187,11 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         found = _find(folder, name)
         if found is not None:
             paths[name] = found
+    nets = folder / "controlnet"
+    if nets.is_dir():
+        for item in sorted(nets.iterdir()):
+            if item.is_dir() and item.suffix in SUFFIXES:
+                paths.setdefault(f"controlnet/{item.stem}", item)
     try:
         specs = tuple(read_model_spec(name, p) for name, p in paths.items())
     except ModelError as exc:  # the messages start with the model's file name

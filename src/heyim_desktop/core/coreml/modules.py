@@ -269,3 +269,47 @@ class NoisedVAEEncoderModule(nn.Module):
         std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
         latent = (mean + std * diagonal_noise) * self.scaling_factor
         return sqrt_alphas_cumprod * latent + sqrt_one_minus_alphas_cumprod * noise
+
+
+#: Apple's ControlNet contract: the residuals a ControlNet returns and a ControlledUnet takes,
+#: down blocks first, the middle block last.
+RESIDUAL_PREFIX = "additional_residual_"
+
+
+def residual_names(count: int) -> list[str]:
+    return [f"{RESIDUAL_PREFIX}{i}" for i in range(count)]
+
+
+class ControlledUnetModule(nn.Module):
+    """Apple's ControlledUnet: the SD inputs plus ``additional_residual_0..n-1`` added to the
+    UNet's skip connections and middle block (all zeros: the plain UNet, exactly)."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                *residuals: torch.Tensor) -> torch.Tensor:
+        ehs = _text_for(self.unet, encoder_hidden_states)
+        pred: torch.Tensor = self.unet(
+            sample, timestep, encoder_hidden_states=ehs, down_block_additional_residuals=tuple(residuals[:-1]),
+            mid_block_additional_residual=residuals[-1], return_dict=False,
+        )[0]
+        return pred
+
+
+class ControlNetModule(nn.Module):
+    """Apple's ControlNet: ``sample``, ``timestep``, ``encoder_hidden_states`` (B, C, 1, 77) and
+    ``controlnet_cond`` (B, 3, H, W) in [0, 1] -> the unscaled residuals (weight, guess mode and
+    start/end are the engine's, as in Apple's pipeline)."""
+
+    def __init__(self, controlnet: nn.Module) -> None:
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                controlnet_cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ehs = encoder_hidden_states.squeeze(2).transpose(1, 2)
+        down, mid = self.controlnet(sample, timestep, encoder_hidden_states=ehs, controlnet_cond=controlnet_cond,
+                                    conditioning_scale=1.0, return_dict=False)
+        return (*down, mid)

@@ -21,7 +21,9 @@ from heyim_desktop.core.coreml.detect import ENCODER_NOISED, CoreMLModelInfo
 class TorchReferencePredictor:
     """``predict(name, inputs) -> outputs`` over the diffusers model at ``source`` (fp32, CPU)."""
 
-    def __init__(self, source: Path, info: CoreMLModelInfo) -> None:
+    def __init__(self, source: Path, info: CoreMLModelInfo, controlnets: Mapping[str, Path] | None = None) -> None:
+        """``controlnets``: the source of each of the folder's ControlNets, by name."""
+        from heyim_desktop.core.coreml.controlnet import residual_inputs
         from heyim_desktop.core.coreml.source import load_source
 
         self.info = info
@@ -42,6 +44,14 @@ class TorchReferencePredictor:
                 "UnetChunk1": M.UnetChunk1Module(unet),
                 "UnetChunk2": M.UnetChunk2Module(unet),
             }
+        if residual_inputs(info.model("Unet") if info.has("Unet") else info.models[0]):
+            self.modules["Unet"] = M.ControlledUnetModule(unet)
+        for name, path in (controlnets or {}).items():
+            from heyim_desktop.core.controlnet_models import load_controlnet
+
+            net = load_controlnet(path, device=torch.device("cpu"), dtype=torch.float32)
+            M.use_attention(net, info.attention)
+            self.modules[f"controlnet/{name}"] = M.ControlNetModule(net)
         self.modules["VAEDecoder"] = M.VAEDecoderModule(vae)
         self.modules["VAEEncoder"] = M.VAEEncoderModule(vae)
         if info.encoder_form == ENCODER_NOISED:

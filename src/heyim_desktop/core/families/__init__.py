@@ -27,6 +27,9 @@ class Family:
     pipelines: tuple[str, ...]
     #: the class the engine drives (text-to-image)
     pipeline: str
+    #: diffusers' image-to-image and inpainting pipelines for this family (None: diffusers has none)
+    img2img_pipeline: str | None
+    inpaint_pipeline: str | None
     #: components every model folder of this family has (subfolders with weights).
     weighted_parts: tuple[str, ...]
     text_encoders: tuple[str, ...]
@@ -44,13 +47,17 @@ class Family:
     transformer_keys: tuple[str, ...]
     #: where the recommended settings come from
     source: str
+    #: image-to-image runs the inpainting pipeline with a white (repaint everything) mask: diffusers'
+    #: FLUX.2 [klein] has no image-to-image pipeline, and its inpainting one with a full mask is one.
+    img2img_by_full_mask: bool = False
 
     def capabilities(self, *, size_step: int, default_size: tuple[int, int] | None = None,
                      max_batch: int = 1, guidance: GuidanceKind | None = None) -> Capabilities:
         return Capabilities(
             family=self.key,
-            img2img=False,
-            inpaint="none",
+            img2img=self.img2img_pipeline is not None,
+            # diffusers' family inpainting pipelines blend the kept area back after each step
+            inpaint="blend" if self.inpaint_pipeline is not None else "none",
             prompt_weights=False,
             max_prompt_chunks=1,
             token_window=512,
@@ -60,7 +67,7 @@ class Family:
             default_size=default_size or self.default_size,
             size_step=size_step,
             max_batch=max_batch,
-            runtime_lora=False,
+            runtime_lora=True,  # diffusers' load_lora_weights on the transformer
             clip_skip=False,
             schedulers=(self.sampler,),
             recommended=Recommended(
@@ -75,8 +82,10 @@ _SQUAREISH = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), 
 ZIMAGE = Family(
     key="zimage",
     label="Z-Image",
-    pipelines=("ZImagePipeline", "ZImageImg2ImgPipeline"),
+    pipelines=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
     pipeline="ZImagePipeline",
+    img2img_pipeline="ZImageImg2ImgPipeline",
+    inpaint_pipeline="ZImageInpaintPipeline",
     weighted_parts=("transformer", "vae", "text_encoder"),
     text_encoders=("Qwen3",),
     sampler=FLOW_MATCH_SAMPLER,
@@ -95,8 +104,11 @@ ZIMAGE = Family(
 FLUX2_KLEIN = Family(
     key="flux2",
     label="FLUX.2 [klein]",
-    pipelines=("Flux2KleinPipeline",),
+    pipelines=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
     pipeline="Flux2KleinPipeline",
+    img2img_pipeline="Flux2KleinInpaintPipeline",
+    inpaint_pipeline="Flux2KleinInpaintPipeline",
+    img2img_by_full_mask=True,
     weighted_parts=("transformer", "vae", "text_encoder"),
     text_encoders=("Qwen3",),
     sampler=FLOW_MATCH_SAMPLER,
@@ -116,8 +128,10 @@ FLUX2_KLEIN = Family(
 SD3 = Family(
     key="sd3",
     label="SD 3.5",
-    pipelines=("StableDiffusion3Pipeline",),
+    pipelines=("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
     pipeline="StableDiffusion3Pipeline",
+    img2img_pipeline="StableDiffusion3Img2ImgPipeline",
+    inpaint_pipeline="StableDiffusion3InpaintPipeline",
     weighted_parts=("transformer", "vae", "text_encoder", "text_encoder_2"),
     text_encoders=("CLIP-L", "CLIP-G", "T5-XXL"),
     sampler=FLOW_MATCH_SAMPLER,
@@ -158,6 +172,10 @@ def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
         raise ModelError(f"{folder.name} is incomplete: missing {', '.join(p + '/' for p in missing)}.")
     for part in parts:
         files = sorted((folder / part).glob("*.safetensors"))
+        if part == "transformer" and not files and any((folder / part).glob("*.gguf")):
+            if not (folder / part / "config.json").is_file():
+                raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
+            continue  # a GGUF-quantized transformer (core.families.single_file), header-checked when listed
         if not files:
             if any(p.suffix in (".bin", ".ckpt", ".pt", ".pth") for p in (folder / part).iterdir()):
                 raise ModelError(

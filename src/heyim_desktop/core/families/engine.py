@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from heyim_desktop.core.lora import LoraUse
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,16 @@ class Render:
     interrupted: bool
 
 
+#: Images larger than this many pixels are decoded by the VAE in tiles (diffusers' ``enable_tiling``): a
+#: 2048x2048 decode in one piece needs several GB on top of the model. At and below 1280x1280 the
+#: decode is whole, so those images are exactly diffusers' pipeline output.
+TILE_ABOVE_PIXELS = 1280 * 1280
+#: Model CPU offload is chosen when the weights take more than this share of the device's memory.
+OFFLOAD_SHARE = 0.75
+
+#: AUTOMATIC1111's latent fills, which diffusers' family inpainting pipelines have no way to take.
+_LATENT_FILLS = ("latent noise", "latent nothing")
+
 #: The Qwen3 layers FLUX.2 [klein] reads its prompt features from (diffusers' default).
 _FLUX2_TEXT_LAYERS = (9, 18, 27)
 
@@ -78,17 +90,29 @@ def flux2_text_layers(num_layers: int) -> tuple[int, ...]:
 class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
-    def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None) -> None:
+    def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None,
+                 offloaded: bool = False) -> None:
         self.pipe: Any = pipe
+        #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
+        #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
+        self.offloaded = offloaded
+        self.tile_above_pixels = TILE_ABOVE_PIXELS
         self.family = family
         self.name = name
         self.model_name = model_name
         self.model_hash = model_hash
+        self._edit_pipes: dict[str, Any] = {}
+        #: LoRAs on the transformer: (path, size, mtime) -> adapter name, in load order
+        self._adapters: dict[tuple[str, int, int], str] = {}
+        self._adapter_count = 0
         # Sizes must be whole latent patches: the VAE's factor times the transformer's 2x2 patch.
         self.size_step = max(8, int(pipe.vae_scale_factor) * 2)
         distilled = bool(getattr(pipe.config, "is_distilled", False))
-        self._capabilities: Capabilities = family.capabilities(
-            size_step=self.size_step, guidance="none" if distilled else None)
+        caps = family.capabilities(size_step=self.size_step, guidance="none" if distilled else None)
+        if family.key == "sd3" and int(pipe.transformer.config.in_channels) not in (16, 33):
+            # diffusers' SD3 inpainting takes SD 3's 16 latent channels (or 33 for an inpainting model)
+            caps = replace(caps, inpaint="none")
+        self._capabilities: Capabilities = caps
 
     @property
     def capabilities(self) -> Capabilities:
@@ -108,7 +132,7 @@ class FamilyEngine:
 
     @property
     def supports_img2img(self) -> bool:
-        return False
+        return self._capabilities.img2img
 
     def count_tokens(self, text: str) -> TokenCount:
         if self.pipe is None:
@@ -120,26 +144,137 @@ class FamilyEngine:
 
     def _check(self, request: GenerationRequest) -> None:
         label = self.family.label
-        if request.init_image is not None:
-            raise InvalidRequest("init_image", f"{label} models run text-to-image only in HeyIm so far")
-        if request.loras or request.embeddings:
-            raise InvalidRequest("loras", f"LoRAs and embeddings are not supported for {label} models yet")
+        caps = self._capabilities
+        if request.init_image is not None and not caps.img2img:
+            raise InvalidRequest("init_image", f"{label} models run text-to-image only: diffusers has no "
+                                               "image-to-image pipeline for them")
+        if (request.inpaint is not None or request.extend is not None) and caps.inpaint == "none":
+            raise InvalidRequest("mask", f"{label} models cannot inpaint: diffusers has no inpainting pipeline for them")
+        if request.inpaint is not None and request.inpaint.fill in _LATENT_FILLS:
+            raise InvalidRequest(
+                "inpainting_fill",
+                f"{label} inpaints with diffusers' pipeline, which starts the masked area from the image or from "
+                f"noise only; choose \"original\" or \"fill\" instead of {request.inpaint.fill!r}",
+            )
+        if request.controlnets:
+            raise InvalidRequest("controlnet", f"ControlNet is not available for {label} models in HeyIm")
+        if request.hires is not None:
+            raise InvalidRequest("hires", f"hires fix is not available for {label} models yet")
+        self._check_size(request)
+
+    def _check_size(self, request: GenerationRequest) -> None:
         for field_name in ("width", "height"):
             value = getattr(request, field_name)
             if value % self.size_step:
-                raise InvalidRequest(field_name, f"{label} needs a multiple of {self.size_step}, got {value}")
+                raise InvalidRequest(field_name, f"{self.family.label} needs a multiple of {self.size_step}, got {value}")
+
+    def _edit_pipe(self, class_name: str) -> Any:
+        """diffusers' image-to-image or inpainting pipeline on the loaded components (shared, not copied)."""
+        pipe = self._edit_pipes.get(class_name)
+        if pipe is None:
+            import diffusers
+
+            pipe = getattr(diffusers, class_name).from_pipe(self.pipe)
+            pipe.set_progress_bar_config(disable=True)
+            self._edit_pipes[class_name] = pipe
+        return pipe
+
+    def _pipe_and_kwargs(self, request: GenerationRequest) -> tuple[Any, dict[str, Any]]:
+        """The pipeline a request needs (text-to-image, image-to-image or inpainting) and its arguments."""
+        kwargs = self._call_kwargs(request)
+        if request.init_image is None:
+            return self.pipe, kwargs
+        from PIL import Image
+
+        from heyim_desktop.core.images import fit_to_size
+
+        family = self.family
+        image = fit_to_size(request.init_image.convert("RGB"), request.width, request.height)
+        kwargs.update(image=image, strength=request.strength)
+        if request.inpaint is not None:  # plan_edit has fitted and prepared the mask
+            assert family.inpaint_pipeline is not None
+            kwargs["mask_image"] = fit_to_size(request.inpaint.mask.convert("L"), request.width, request.height)
+            return self._edit_pipe(family.inpaint_pipeline), kwargs
+        assert family.img2img_pipeline is not None
+        if family.img2img_by_full_mask:
+            kwargs["mask_image"] = Image.new("L", (request.width, request.height), 255)
+        return self._edit_pipe(family.img2img_pipeline), kwargs
+
+    def _set_tiling(self, request: GenerationRequest) -> bool:
+        """Tile the VAE's work for large images only; True when it is tiled."""
+        vae = self.pipe.vae
+        tiled = request.width * request.height > self.tile_above_pixels and hasattr(vae, "enable_tiling")
+        if tiled:
+            vae.enable_tiling()
+        elif hasattr(vae, "disable_tiling"):
+            vae.disable_tiling()
+        return tiled
+
+    def apply_loras(self, loras: "tuple[LoraUse, ...]") -> None:
+        """Put exactly these LoRAs on the transformer with their weights (diffusers' ``load_lora_weights``).
+
+        Adapters stay loaded between jobs and only change when the set of files does; the image-to-image
+        and inpainting pipelines share the transformer, so they see the same LoRAs.
+        """
+        from safetensors.torch import load_file
+
+        from heyim_desktop.core.lora import check_family, inspect_network_file
+
+        wanted: dict[tuple[str, int, int], LoraUse] = {}
+        for use in loras:
+            path = Path(use.path)
+            try:
+                st = path.stat()
+            except OSError as exc:
+                raise ModelError(f"LoRA {use.name}: {path} cannot be read ({exc.strerror or exc}).") from exc
+            wanted[(str(path.resolve()), st.st_size, st.st_mtime_ns)] = use
+        if list(wanted) == list(self._adapters) and not wanted:
+            return
+        pipe = self.pipe
+        stale = [name for key, name in self._adapters.items() if key not in wanted]
+        if not wanted:
+            pipe.unload_lora_weights()
+            self._adapters.clear()
+            log.info("LoRAs unloaded")
+            return
+        if stale:
+            pipe.delete_adapters(stale)
+            self._adapters = {k: v for k, v in self._adapters.items() if v not in stale}
+        for key, use in wanted.items():
+            if key in self._adapters:
+                continue
+            path = Path(use.path)
+            info = inspect_network_file(path)  # safetensors header only; a pickle file never gets here
+            if info.kind != "lora":
+                raise ModelError(f"{path.name} is a textual-inversion embedding, not a LoRA.")
+            check_family(use.name, info, self.family.key, None)
+            self._adapter_count += 1
+            name = f"heyim_{self._adapter_count}"
+            try:
+                pipe.load_lora_weights(load_file(str(path)), adapter_name=name)
+            except (ValueError, KeyError, RuntimeError, OSError, AttributeError) as exc:
+                raise ModelError(f"LoRA {use.name} could not be applied to this {self.family.label} model: {exc}") \
+                    from exc
+            self._adapters[key] = name
+            log.info("LoRA %s loaded (%s layout, %s)", use.name, info.layout, info.family)
+        pipe.set_adapters([self._adapters[k] for k in wanted],
+                          adapter_weights=[float(wanted[k].weight) for k in wanted])
 
     def _call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        from heyim_desktop.core.lora import strip_lora_tags
+
         kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
+            # <lora:...> tags are the LoRAs already applied (resolve_networks); the text encoder never sees them
+            "prompt": strip_lora_tags(request.prompt)[0],
             "height": request.height,
             "width": request.width,
             "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance,
+            # image-to-image adds the request's guidance boost, as for SD (and as the metadata records)
+            "guidance_scale": request.effective_guidance,
             "output_type": "np",
         }
         if self.family.negative_prompt:
-            kwargs["negative_prompt"] = request.negative_prompt or None
+            kwargs["negative_prompt"] = strip_lora_tags(request.negative_prompt)[0] or None
         if self.family.key == "flux2":
             kwargs["text_encoder_out_layers"] = flux2_text_layers(self.pipe.text_encoder.config.num_hidden_layers)
         return kwargs
@@ -151,6 +286,8 @@ class FamilyEngine:
         cancel: CancelToken | None = None,
     ) -> Render:
         """Run the pipeline for every image of ``request`` (seed resolved): float images in [0, 1]."""
+        from heyim_desktop.core.inpaint import plan_edit
+
         if self.pipe is None:
             raise RuntimeError("engine is closed")
         self._check(request)
@@ -164,19 +301,29 @@ class FamilyEngine:
             request = request.replace(scheduler=self.family.sampler)
         if request.negative_prompt.strip() and not self.family.negative_prompt:
             warnings.append(f"{self.family.label} takes no negative prompt; it was ignored.")
+        if request.embeddings:
+            words = ", ".join(e.word for e in request.embeddings)
+            warnings.append(f"Textual-inversion embeddings are for SD models; {words} stayed plain words.")
+        self.apply_loras(request.loras)
+        # Inpainting and outpainting: the mask fitted and prepared, the canvas grown, the paste-back after.
+        plan = plan_edit(request)
+        self._check_size(plan.request)
+        if self._set_tiling(plan.request):
+            warnings.append(f"The VAE decoded this {plan.request.width}x{plan.request.height} image in tiles to save memory.")
         started = time.perf_counter()
         timings = {"steps": 0.0, "decode": 0.0}
         arrays: list[Any] = []
         seeds: list[int] = []
         interrupted = False
         try:
-            for index, seed in enumerate(request.image_seeds()):
+            for index, seed in enumerate(plan.request.image_seeds()):
                 if cancel is not None and cancel.cancelled:
                     if not cancel.interrupted:
                         raise Cancelled()
                     interrupted = True
                     break
-                image, step_time, decode_time, stopped = self._one_image(request, seed, index, started, progress, cancel)
+                image, step_time, decode_time, stopped = self._one_image(
+                    plan.request, seed, index, started, progress, cancel)
                 arrays.append(image)
                 seeds.append(seed)
                 timings["steps"] += step_time
@@ -195,10 +342,10 @@ class FamilyEngine:
             raise
         import numpy as np
 
-        images = np.concatenate(arrays, axis=0).astype(np.float32)
+        images = plan.finish(np.concatenate(arrays, axis=0).astype(np.float32)).astype(np.float32)
         timings["total"] = time.perf_counter() - started
-        timings["per_step"] = timings["steps"] / max(1, request.steps * len(seeds))
-        return Render(request, images, tuple(seeds), timings, tuple(warnings), interrupted)
+        timings["per_step"] = timings["steps"] / max(1, state_steps(request) * len(seeds))
+        return Render(plan.result_request, images, tuple(seeds), timings, tuple(warnings), interrupted)
 
     def generate(
         self,
@@ -236,7 +383,8 @@ class FamilyEngine:
                 if latents is not None and now - state["last_preview"] >= PREVIEW_INTERVAL_S:
                     preview = latents_to_rgb(self._preview_latents(latents))
                     state["last_preview"] = now
-                progress(Progress(step + 1, request.steps, now - started, index, request.count, preview))
+                total = int(getattr(pipe, "_num_timesteps", 0) or request.steps)
+                progress(Progress(step + 1, total, now - started, index, request.count, preview))
             # A cancel raises Cancelled out of the pipeline (nothing is decoded); an interrupt or a
             # skip lets diffusers skip the remaining steps and decode what it has.
             if cancel is not None and cancel.stop_sampling():
@@ -245,8 +393,9 @@ class FamilyEngine:
             return {}
 
         generator = torch.Generator("cpu").manual_seed(seed)
-        out = self.pipe(**self._call_kwargs(request), generator=generator, callback_on_step_end=on_step_end,
-                        callback_on_step_end_tensor_inputs=["latents"])
+        pipe, kwargs = self._pipe_and_kwargs(request)
+        out = pipe(**kwargs, generator=generator, callback_on_step_end=on_step_end,
+                   callback_on_step_end_tensor_inputs=["latents"])
         end = time.perf_counter()
         return out.images, float(state["last_step"]) - t0, end - float(state["last_step"]), bool(state["stopped"])
 
@@ -262,18 +411,37 @@ class FamilyEngine:
         return lat.numpy()
 
     def close(self) -> None:
+        self._edit_pipes.clear()
+        self._adapters.clear()
         if self.pipe is not None:
             self.pipe = None
         gc.collect()
         _empty_device_cache()
 
 
+def state_steps(request: GenerationRequest) -> int:
+    """The steps a request runs: image-to-image skips the first ``1 - strength`` of the schedule."""
+    if request.init_image is None:
+        return request.steps
+    # diffusers' get_timesteps: the schedule starts at int(steps - steps * strength)
+    return max(1, request.steps - int(max(request.steps - request.steps * request.strength, 0)))
+
+
 def load_family_engine(
     folder: Path, index: dict[str, Any], *, device: str = "auto", precision: str = "auto", name: str | None = None,
+    transformer_file: Path | None = None, offload: bool | None = None,
 ) -> FamilyEngine:
-    """Load a diffusers-format folder of a family (local files only, safetensors only)."""
+    """Load a diffusers-format folder of a family (local files only, safetensors only).
+
+    ``transformer_file`` (a GGUF or single-file ``.safetensors`` transformer) replaces the folder's own
+    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. ``offload``
+    (None: when the weights would take more than :data:`OFFLOAD_SHARE` of the device's memory; also
+    the ``HEYIM_OFFLOAD`` environment variable, ``on``/``off``) keeps the parts on the CPU and moves
+    each to the device only while it runs (accelerate's hooks, through diffusers).
+    """
     import diffusers
 
+    from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
     from heyim_desktop.core.torch_engine import pick_device
 
     family = check_family_folder(folder, index)
@@ -283,17 +451,79 @@ def load_family_engine(
     log.info("loading %s (%s) on %s (%s)", folder, family.label, dev, dtype)
     # Components a folder leaves out (SD 3.5 without T5, no image encoder) are passed as None, as diffusers allows.
     expected, _optional = cls._get_signature_keys(cls)
-    absent = {k: None for k in expected if index.get(k) in (None, [None, None])}
+    parts: dict[str, Any] = {k: None for k in expected if index.get(k) in (None, [None, None])}
+    single = transformer_file or folder_transformer_file(folder)
     try:
-        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **absent)
+        if single is not None:
+            parts["transformer"] = load_transformer(single, folder, index, dtype)
+        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **parts)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
         raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-    pipe.to(dev)
+    weights = _weights_bytes(folder, family, single)
+    offloaded = wants_offload(dev, weights, offload)
+    if offloaded:
+        log.info("model CPU offload for %s (%.1f GB of weights on %s)", folder.name, weights / 1e9, dev)
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     model_name = name or ("HeyIm tiny " + family.label if index.get("_heyim_tiny") else folder.name)
-    return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name)
+    if single is not None and name is None:
+        model_name = single.stem
+    return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded)
 
 
-__all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine"]
+def _weights_bytes(folder: Path, family: Family, single: Path | None) -> int:
+    total = 0
+    for part in family.weighted_parts:
+        if part == "transformer" and single is not None:
+            total += single.stat().st_size
+            continue
+        for file in (folder / part).glob("*.safetensors"):
+            total += file.stat().st_size
+    return total
+
+
+def device_memory_bytes(dev: torch.device) -> int | None:
+    """The accelerator's memory (CUDA: the card's; MPS: Metal's recommended working set); None on the CPU."""
+    try:
+        if dev.type == "cuda":
+            return int(torch.cuda.mem_get_info(dev)[1])
+        if dev.type == "mps":
+            return int(torch.mps.recommended_max_memory())
+    except (RuntimeError, AttributeError) as exc:
+        log.debug("device memory unknown: %s", exc)
+    return None
+
+
+def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = None) -> bool:
+    """Whether to run with model CPU offload: asked for, or the weights would crowd the device."""
+    import os
+
+    env = os.environ.get("HEYIM_OFFLOAD", "").strip().lower()
+    if offload is None and env in ("on", "1", "yes", "off", "0", "no"):
+        offload = env in ("on", "1", "yes")
+    if offload is not None:
+        return offload
+    total = device_memory_bytes(dev) if dev.type != "cpu" else None
+    return total is not None and weights_bytes > OFFLOAD_SHARE * total
+
+
+def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto") -> FamilyEngine:
+    """A single-file transformer (GGUF or ``.safetensors``) with its family folder's other parts."""
+    from heyim_desktop.core.families import read_family_index
+    from heyim_desktop.core.families.single_file import find_base_folder, no_base_message, transformer_file_family
+
+    family = transformer_file_family(path)
+    if family is None:
+        raise ModelError(f"{path.name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 transformer.")
+    base = find_base_folder(path, family)
+    found = read_family_index(base) if base is not None else None
+    if base is None or found is None:
+        raise ModelError(no_base_message(path, family))
+    return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path)
+
+
+__all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine", "load_family_file_engine"]

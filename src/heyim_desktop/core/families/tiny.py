@@ -141,8 +141,9 @@ def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
     ids = json.loads((tmp / "tokenizer" / "vocab.json").read_text(encoding="utf-8"))
     torch.manual_seed(seed)
     transformer = lib.SD3Transformer2DModel(
-        sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+        # 16 latent channels as in SD 3.5 (diffusers' SD3 inpainting pipeline takes 16 or 33 only)
+        sample_size=32, patch_size=1, in_channels=16, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=16,
     )
     clip = CLIPTextConfig(
         bos_token_id=ids["<|startoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
@@ -157,7 +158,7 @@ def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
     vae = lib.AutoencoderKL(
         sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4),
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, latent_channels=4, norm_num_groups=1, use_quant_conv=False,
+        layers_per_block=1, latent_channels=16, norm_num_groups=1, use_quant_conv=False,
         use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
     )
     return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
@@ -230,4 +231,90 @@ def build_tiny_model(family: str, destination: str | os.PathLike[str], *, seed: 
         if isinstance(exc, OSError):
             raise storage_error(exc, dest.parent, "the tiny model") from exc
         raise
+    return dest
+
+
+#: The attention projections a tiny LoRA adapts, per family (diffusers' module names).
+_LORA_TARGETS = {
+    "zimage": ["to_q", "to_k", "to_v", "to_out.0"],
+    "flux2": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "to_qkv_mlp_proj"],
+    "sd3": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj"],
+}
+
+
+def write_tiny_lora(model: str | os.PathLike[str], destination: str | os.PathLike[str], *, rank: int = 4,
+                    seed: int = 0) -> Path:
+    """A random diffusers-format LoRA (peft) for a tiny family model's transformer, as one .safetensors file."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from heyim_desktop.core.families import family_for_pipeline
+
+    folder = Path(model)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    family = family_for_pipeline(str(index.get("_class_name", "")))
+    if family is None:
+        raise ValueError(f"{folder} is not a family model")
+    lib: Any = diffusers
+    transformer_cls = getattr(lib, index["transformer"][1])
+    transformer = transformer_cls.from_pretrained(folder / "transformer", local_files_only=True)
+    torch.manual_seed(seed)
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=_LORA_TARGETS[family.key],
+                                       init_lora_weights=False))
+    with torch.no_grad():  # peft's random init is small: make the LoRA visibly change the image
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20.0)
+    layers = get_peft_model_state_dict(transformer)
+    dest = Path(destination)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-lora-", dir=dest.parent))
+    try:
+        getattr(lib, family.pipeline).save_lora_weights(tmp, transformer_lora_layers=layers, safe_serialization=True)
+        os.replace(tmp / "pytorch_lora_weights.safetensors", dest)
+    except OSError as exc:
+        raise storage_error(exc, dest.parent, "the tiny LoRA") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLike[str], *,
+                    quantization: str = "Q8_0") -> Path:
+    """A family model's transformer as a GGUF file, written with the ``gguf`` package's own writer.
+
+    Linear weights whose rows split into whole ggml blocks are quantized (``Q8_0``, ``Q4_0``...: what
+    the package can quantize; it has no K-quant encoder); everything else stays F32. Tensor names are
+    diffusers' (``from_single_file`` takes them as they are).
+    """
+    import gguf
+    import numpy as np
+    from gguf import quants
+    from safetensors.numpy import load_file
+
+    qtype = gguf.GGMLQuantizationType[quantization]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    weights: dict[str, Any] = {}
+    for file in sorted((Path(model) / "transformer").glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    dest = Path(destination)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        writer = gguf.GGUFWriter(str(tmp), "heyim-tiny")
+        for name, array in weights.items():
+            values = np.asarray(array, dtype=np.float32)
+            if name.endswith(".weight") and values.ndim == 2 and values.shape[-1] % block == 0:
+                packed = quants.quantize(values, qtype)
+                writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
+            else:
+                writer.add_tensor(name, values)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(exc, dest.parent, "the tiny GGUF file") from exc
     return dest
