@@ -44,7 +44,9 @@ CHOICES = (AUTO, *COMPUTE_UNITS)
 AUTO_CANDIDATES = ("CPU_AND_NE", "CPU_AND_GPU", "ALL")
 AUTO_CANDIDATES_ORIGINAL = ("CPU_AND_GPU",)
 #: Component names a per-component choice may name.
-COMPONENTS = ("TextEncoder", "TextEncoder2", "Unet", "UnetChunk1", "UnetChunk2", "VAEDecoder", "VAEEncoder", "ControlNet")
+#: "ControlNet" applies to every model in the folder's controlnet/.
+COMPONENTS = ("TextEncoder", "TextEncoder2", "Unet", "UnetChunk1", "UnetChunk2", "ControlledUnet", "VAEDecoder", "VAEEncoder",
+              "ControlNet")
 REDUCE_MEMORY = "reduce-memory"
 FULL_MEMORY = "full-memory"
 #: Physical memory at or under which reduce-memory is the default (8 GB Macs).

@@ -139,8 +139,9 @@ class CoreMLRuntime:
         """The compute units of one model: SDXL's VAE runs on the GPU in fp32 whatever the UNet uses
         (in fp16 it overflows, and the Neural Engine computes in fp16), as in Apple's pipeline;
         a per-component choice wins over both."""
-        if name in self.component_units:
-            return self.component_units[name]
+        chosen = self.component_units.get("ControlNet" if name.startswith("controlnet/") else name)
+        if chosen:
+            return chosen
         if self.info.kind == KIND_SDXL and name.startswith("VAE") and self.compute_units != "CPU_ONLY":
             return "CPU_AND_GPU"
         return self.compute_units
