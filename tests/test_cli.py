@@ -198,3 +198,36 @@ def test_lora_from_cli_by_name_and_tag(data_dir: Path, tmp_path: Path, tiny_mode
     assert main(["models", "list"]) == 0
     listing = capsys.readouterr().out
     assert "inkwash\tlora\t" in listing
+
+
+def test_generate_applies_a_few_step_models_settings_unless_set(tiny_model: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    turbo = tmp_path / "sdxl-lightning-2step"  # Lightning by name: 2 steps (from the name), guidance 0, Euler
+    shutil.copytree(tiny_model, turbo)
+    code = main(["generate", "--model", str(turbo), "-p", "a fox", "--size", "64x64", "-o", str(tmp_path / "a"),
+                 "-q", "--seed", "1", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    params = read_parameters(Path(out.out.strip()))
+    assert params is not None and (params.steps, params.cfg_scale, params.sampler) == (2, 0.0, "Euler")
+    assert "note: using the model's recommended settings: 2 steps, guidance 0, Euler" in out.err
+
+
+def test_settings_the_user_gave_are_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from heyim_desktop.cli import _family_defaults
+    from heyim_desktop.core.capabilities import Capabilities, Recommended
+    from heyim_desktop.core.request import GenerationRequest
+
+    engine = SimpleNamespace(info=SimpleNamespace(capabilities=Capabilities(
+        recommended=Recommended(steps=1, guidance=0.0, scheduler="Euler a", source="known model"))))
+    request = GenerationRequest(prompt="x", steps=3, guidance=2.0, scheduler="DDIM")
+    given = SimpleNamespace(steps=3, cfg=2.0, scheduler="DDIM")
+    assert _family_defaults(request, engine, given) == request  # type: ignore[arg-type]
+    assert "recommended" not in capsys.readouterr().err
+    partly = _family_defaults(request, engine, SimpleNamespace(steps=3, cfg=None, scheduler=None))  # type: ignore[arg-type]
+    assert (partly.steps, partly.guidance, partly.scheduler) == (3, 0.0, "Euler a")
+    assert "recommended settings: guidance 0, Euler a (from known model)" in capsys.readouterr().err

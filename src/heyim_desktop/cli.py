@@ -401,20 +401,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _family_defaults(request: Any, engine: Any, args: argparse.Namespace) -> Any:
-    """Steps and guidance a diffusion-transformer family is meant to run with, unless the user chose."""
-    from heyim_desktop.core.families import FAMILIES
+    """The model's recommended steps, guidance and scheduler (few-step models, diffusion-transformer
+    families) where the user did not choose them; a note on stderr says what was applied."""
+    from heyim_desktop.core.recommended import apply_recommended
 
     caps = engine.info.capabilities
-    if caps.family not in FAMILIES:
-        return request
-    changes: dict[str, Any] = {}
-    if args.steps is None and caps.recommended.steps is not None:
-        changes["steps"] = caps.recommended.steps
-    if args.cfg is None and caps.recommended.guidance is not None:
-        changes["guidance"] = caps.recommended.guidance
-    if args.scheduler is None and caps.schedulers:
-        changes["scheduler"] = caps.schedulers[0]
-    return request.replace(**changes) if changes else request
+    applied = apply_recommended(request, caps.recommended, steps_set=args.steps is not None,
+                                guidance_set=args.cfg is not None, scheduler_set=args.scheduler is not None)
+    if applied.note:
+        log.info("%s", applied.note)
+        print(f"heyim-desktop: note: {applied.note}; --steps, --cfg and --scheduler override it", file=sys.stderr)
+    return applied.request
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:

@@ -85,10 +85,24 @@ def test_txt2img_with_hires_fix(real_api: Running, with_model: str) -> None:
     assert image.size == (96, 96)
     params = parse_parameters(image.info["parameters"]).params
     assert (params["Hires upscale"], params["Hires upscaler"], params["Denoising strength"]) == ("1.5", "Latent (nearest)", "0.5")
+    # info carries hires fix as AUTOMATIC1111's Processed.js() does: in extra_generation_params
+    # (as its txt2img sets them) and the second pass's denoising_strength; still its schema.
+    import a1111_schemas as A  # noqa: N812 - the schemas module, short in long expressions
+
+    info = A.Info.model_validate_json(reply.json["info"])
+    assert info.extra_generation_params == {"Hires upscale": 1.5, "Hires steps": 2, "Hires upscaler": "Latent (nearest)"}
+    assert info.denoising_strength == 0.5 and (info.width, info.height) == (64, 64)
+    assert reply.json["parameters"]["enable_hr"] is True and reply.json["parameters"]["hr_scale"] == 1.5
     resized = call(real_api.port, "POST", "/sdapi/v1/txt2img",
-                   body=dict(body, hr_upscaler=with_model, hr_resize_x=128, hr_resize_y=0, hr_scale=None))
+                   body=dict(body, hr_upscaler=with_model, hr_resize_x=128, hr_resize_y=0, hr_scale=None,
+                             hr_second_pass_steps=0, denoising_strength=None))
     assert resized.status == 200, resized.body
     assert decode_png(resized.json["images"][0]).size == (128, 128)
     assert len(json.loads(resized.json["info"])["history_ids"]) == 1
+    info = A.Info.model_validate_json(resized.json["info"])
+    assert info.extra_generation_params == {"Hires resize": "128x0", "Hires upscaler": with_model}
+    assert info.denoising_strength == 0.75  # AUTOMATIC1111 txt2img's default denoising_strength
+    plain = call(real_api.port, "POST", "/sdapi/v1/txt2img", body={k: body[k] for k in ("prompt", "seed", "steps", "width", "height")})
+    assert A.Info.model_validate_json(plain.json["info"]).extra_generation_params == {}
     bad = call(real_api.port, "POST", "/sdapi/v1/txt2img", body=dict(body, hr_upscaler="4x-Nothing"))
     assert bad.status == 422 and bad.json["field"] == "hr_upscaler"

@@ -62,6 +62,14 @@ def test_zimage_generates_with_progress_previews_and_timings(zimage_engine: Any)
     assert zimage_engine.info.capabilities.schedulers == ("Euler",)
 
 
+def test_zimage_progress_counts_the_steps_of_the_whole_job(zimage_engine: Any) -> None:
+    seen: list[Progress] = []
+    zimage_engine.generate(_req(steps=2, count=2), progress=seen.append)
+    # As core.loop counts them (the window and the Redis queue show them as they are).
+    assert [(p.step, p.total, p.image_index) for p in seen] == [(1, 4, 0), (2, 4, 0), (3, 4, 1), (4, 4, 1)]
+    assert seen[-1].fraction == 1.0
+
+
 def test_zimage_cancel_within_a_step_saves_nothing(tiny_zimage: Path) -> None:
     from heyim_desktop.core.host import EngineHost
     from heyim_desktop.core.jobs import JobQueue, JobState

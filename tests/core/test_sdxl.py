@@ -266,3 +266,33 @@ def test_shipped_sdxl_configs_build_the_real_architectures(data_dir: Path) -> No
     ids = tok_2("a photo of a cat", padding="max_length", max_length=10).input_ids
     assert ids == [49406, 320, 1125, 539, 320, 2368, 49407, 0, 0, 0]  # SDXL's second tokenizer pads with "!"
     assert not (refiner / "text_encoder").exists() and (refiner / "tokenizer_2" / "merges.txt").is_file()
+
+
+# -- hires fix on SDXL: our job equals diffusers' SDXL txt2img -> our upscale -> diffusers' SDXL img2img ----
+
+@pytest.mark.parametrize(("upscaler", "scale", "scheduler"), [("Lanczos", 1.5, "Euler a"), ("Latent", 2.0, "DPM++ 2M")])
+def test_hires_fix_on_sdxl_equals_the_three_steps(tiny_sdxl_engine, xl_pipe, xl_img2img,  # type: ignore[no-untyped-def]
+                                                  upscaler: str, scale: float, scheduler: str) -> None:
+    from heyim_desktop.core.pipeline import run_hires, upscale_latents
+    from heyim_desktop.core.request import HiresFix
+    from heyim_desktop.core.upscale import upscale_image
+
+    hires = HiresFix(scale=scale, upscaler=upscaler, steps=3, denoising_strength=0.6)
+    req = GenerationRequest(prompt="a red fox", negative_prompt="blurry", steps=4, guidance=6.0, seed=13,
+                            width=64, height=64, scheduler=scheduler, hires=hires)
+    components = tiny_sdxl_engine.components
+    ours = run_hires(components, req)
+    side = int(64 * scale)
+    assert ours.images.shape == (1, side, side, 3) and ours.first_pass is None
+    latent = upscaler.startswith("Latent")
+    for pipe in (xl_pipe, xl_img2img):
+        pipe.scheduler = build_scheduler(scheduler, components.scheduler_config)
+    first = xl_pipe("a red fox", negative_prompt="blurry", num_inference_steps=4, guidance_scale=6.0, width=64,
+                    height=64, generator=_gen(13), output_type="latent" if latent else "pil").images
+    init = upscale_latents(first, (side // 8, side // 8), upscaler) if latent else upscale_image(first[0], size=(side, side)).image
+    ref = xl_img2img("a red fox", negative_prompt="blurry", image=init, strength=0.6, num_inference_steps=3,
+                     guidance_scale=6.0, generator=_gen(13), output_type="np").images
+    assert ref.shape == ours.images.shape
+    assert np.abs(ours.images - ref).max() <= TOL
+    if not latent:  # the second pass changed the upscaled picture: equal to it would be no refinement at all
+        assert np.abs(ours.images[0] - np.asarray(init, dtype=np.float32) / 255.0).max() > 1e-2

@@ -408,3 +408,40 @@ def test_a_control_image_that_cannot_be_written_leaves_none_behind(tmp_path, mon
             store.save_result(GenerationResult(req, (GeneratedImage(Image.new("RGB", (64, 64)), 5, 0),), "m", "t", {}))
         assert any(".control0" in n for n in calls)
         assert not list((tmp_path / "h").rglob("*.control*.png"))
+
+
+def test_moving_the_images_takes_the_files_kept_beside_them(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from heyim_desktop.core.masking import InpaintSpec
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.core.result import GeneratedImage, GenerationResult
+
+    source = Image.fromarray(np.full((64, 64, 3), 90, np.uint8))
+    mask_arr = np.zeros((64, 64), np.uint8)
+    mask_arr[4:12, 4:12] = 255
+    req = GenerationRequest(prompt="fix it", seed=5, width=64, height=64, init_image=source, strength=0.8,
+                            inpaint=InpaintSpec(mask=Image.fromarray(mask_arr, mode="L")))
+    result = GenerationResult(req, (GeneratedImage(Image.new("RGB", (64, 64)), 5, 0),), "m", "torch-cpu", {})
+    old, new = tmp_path / "old", tmp_path / "new"
+    with HistoryStore.open(tmp_path / "history", images_dir=old) as store:
+        entry = store.save_result(result)[0]
+        before = entry.edit_files()
+        assert all(p is not None for p in before)
+        # The destination already has a file of that name (a user's): it is left alone, ours gets "-1".
+        clash = new / entry.path.parent.name / entry.path.name
+        clash.parent.mkdir(parents=True)
+        clash.write_bytes(b"the user's own file")
+        assert store.move_images(new).moved == 1
+        moved = store.get(entry.id)
+        assert moved is not None and moved.path.name == f"{entry.path.stem}-1.png"
+        src_path, mask_path = moved.edit_files()
+        assert src_path is not None and mask_path is not None
+        assert src_path.parent == mask_path.parent == moved.path.parent
+        assert np.array_equal(np.asarray(Image.open(mask_path).convert("L")), mask_arr)
+        assert not any(p.exists() for p in before if p is not None)  # nothing left behind
+        assert clash.read_bytes() == b"the user's own file"
+        store.delete([entry.id])
+        assert not src_path.exists() and not mask_path.exists() and not moved.path.exists()
+    assert not list(old.rglob("*.png")) and clash.exists()

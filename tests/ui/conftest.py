@@ -13,20 +13,15 @@ from heyim_desktop.core.result import GeneratedImage, GenerationResult
 GEN_TIMEOUT_MS = 120_000  # a 2-core CI box under load; normally a few seconds
 
 
-def in_process_loader(ref: str):  # type: ignore[no-untyped-def]
-    """The engine in the test process: window tests stay fast (an engine process costs a torch
-    import per test). tests/core/process and tests/ui/test_engine_process.py run the real child."""
-    from heyim_desktop.core.loading import load_engine
-
-    return load_engine(ref, device="cpu")
-
-
 @pytest.fixture()
 def parts(qtbot, data_dir: Path) -> Iterator[object]:  # type: ignore[no-untyped-def]
     from heyim_desktop.ui.app import build_app
     from heyim_desktop.ui.logs import teardown_logging
 
-    p = build_app(["heyim-test"], loader=in_process_loader)
+    # The engine in the test process: window tests stay fast (an engine process costs a torch
+    # import per test); models still load through the app's own loader, Preferences' device
+    # included. tests/core/process and tests/ui/test_engine_process_window.py run the real child.
+    p = build_app(["heyim-test"], in_process_engine=True)
     qtbot.addWidget(p.window)
     qtbot.waitExposed(p.window)
     yield p

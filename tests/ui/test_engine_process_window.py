@@ -95,37 +95,59 @@ def test_idle_unload_after_the_preference_time(parts, qtbot) -> None:  # type: i
 _NO_TORCH = r"""
 import json, sys
 import psutil
+from PIL import Image
 from heyim_desktop.core.request import GenerationRequest
+from heyim_desktop.core.upscale_job import UpscaleRequest
 from heyim_desktop.ui.app import build_app
 
-HEAVY = ("torch", "diffusers", "transformers", "coremltools")
+HEAVY = ("torch", "diffusers", "transformers", "coremltools", "spandrel")
+ESRGAN = sys.argv[1]
 p = build_app(["t"], show=False)
-seen = {}
+seen = {"during": {}, "runner": {}}
 
-def during(*_):
-    if "during" not in seen:
-        seen["during"] = [m for m in HEAVY if m in sys.modules]
-        seen["rss_mb"] = psutil.Process().memory_info().rss / 2**20
+def during(job_id, *_):
+    if job_id not in seen["during"]:
+        seen["during"][job_id] = [m for m in HEAVY if m in sys.modules]
+        seen["rss_mb"] = max(seen.get("rss_mb", 0), psutil.Process().memory_info().rss / 2**20)
+        host = p.worker.host
+        seen["runner"][job_id] = "model" if host.engine is not None else "upscaler" if host.upscaler is not None else "?"
+
+def run(request):
+    job = p.queue.submit(request)
+    while not job.wait(0.01):
+        p.app.processEvents()
+    p.app.processEvents()
+    seen.setdefault("states", []).append(job.state.value)
+    seen.setdefault("sizes", []).append(list(job.result.images[0].image.size) if job.result else None)
+    return job
 
 p.worker.progress.connect(during)
-job = p.queue.submit(GenerationRequest("a fox", steps=3, width=64, height=64, model="demo", seed=1))
-while not job.wait(0.01):
-    p.app.processEvents()
-p.app.processEvents()
-seen["state"] = job.state.value
+source = Image.new("RGB", (40, 30), (200, 40, 90))
+# No model loaded yet: the upscale runs in a model-less engine process.
+run(UpscaleRequest(image=source, scale=2.0, upscaler="tiny", upscaler_path=ESRGAN, tile_preference=32))
+run(GenerationRequest("a fox", steps=3, width=64, height=64, model="demo", seed=1))
+# With the model loaded, in its process.
+run(UpscaleRequest(image=source, scale=2.0, upscaler="tiny", upscaler_path=ESRGAN, tile_preference=32))
 seen["after"] = [m for m in HEAVY if m in sys.modules]
 p.shutdown()
 print("RESULT " + json.dumps(seen))
 """
 
 
-def test_the_gui_process_never_imports_torch_while_generating(data_dir: Path) -> None:
+def test_the_gui_process_never_imports_torch_while_generating_or_upscaling(data_dir: Path, tmp_path: Path) -> None:
+    from tiny_upscaler import make_esrgan
+
+    esrgan = make_esrgan(tmp_path, 2)[0]  # built here: the GUI process must not import torch
     src = Path(__file__).resolve().parents[2] / "src"
     env = dict(os.environ, PYTHONPATH=str(src), QT_QPA_PLATFORM="offscreen")
-    out = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(esrgan)], capture_output=True, text=True, env=env,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
     seen = json.loads(line[len("RESULT "):])
-    assert seen["state"] == "done"
-    assert seen["during"] == [] and seen["after"] == []
+    assert seen["states"] == ["done", "done", "done"], out.stderr[-3000:]
+    assert seen["sizes"] == [[80, 60], [64, 64], [80, 60]]
+    assert list(seen["runner"].values()) == ["upscaler", "model", "model"]
+    assert all(mods == [] for mods in seen["during"].values()) and len(seen["during"]) == 3
+    assert seen["after"] == []
     assert seen["rss_mb"] < 250, seen

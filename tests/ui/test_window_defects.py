@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from conftest import GEN_TIMEOUT_MS, make_result, quick_settings
 from heyim_desktop.core.jobs import JobState
 
@@ -24,6 +22,11 @@ def _drain(qtbot) -> None:  # type: ignore[no-untyped-def]
 
     pool().waitForDone(10_000)
     qtbot.wait(50)  # deliver the queued results of background decodes
+
+
+def _places(window, *widgets):  # type: ignore[no-untyped-def]
+    """Where each widget is in the window, and how big: a layout that moves a control changes these."""
+    return [(w.mapTo(window, w.rect().topLeft()), w.size()) for w in widgets]
 
 
 def test_1_new_image_is_shown_while_a_thumbnail_is_selected(parts, qtbot) -> None:
@@ -124,8 +127,8 @@ def test_5_starting_a_job_neither_resizes_the_window_nor_moves_generate(parts, q
     qtbot.wait(20)
     size = window.size()
     assert (size.width(), size.height()) == (1024, 700)  # the window fits a small screen
-    button = window.generate_button.mapTo(window, window.generate_button.rect().topLeft())
-    prompt_height = window.prompt_panel.prompt.height()
+    controls = (window.generate_button, window.prompt_panel.prompt)
+    before = _places(window, *controls)
     window.prompt_panel.set_prompt("a long one")
     started = []
     parts.worker.job_started.connect(started.append)
@@ -136,10 +139,62 @@ def test_5_starting_a_job_neither_resizes_the_window_nor_moves_generate(parts, q
     window.show_error("Something went wrong", offer_logs=False)
     qtbot.wait(20)
     assert window.size() == size
-    assert window.generate_button.mapTo(window, window.generate_button.rect().topLeft()) == button
-    assert window.prompt_panel.prompt.height() == prompt_height
+    assert _places(window, *controls) == before
     window.queue_panel.clear()
     window.cancel()
+
+
+def test_5_a_models_recommended_settings_move_no_control(parts, qtbot) -> None:
+    from heyim_desktop.core.capabilities import Capabilities, Recommended
+    from heyim_desktop.ui.worker import ModelReady
+
+    window = parts.window
+    panel = window.settings_panel
+    window.resize(1024, 700)
+    qtbot.wait(20)
+    controls = (panel.refiner, panel.scheduler, panel.steps, panel.guidance, panel.seed, panel.width_box,
+                panel.count, window.generate_button, window.prompt_panel.prompt)
+    before = _places(window, *controls)
+    size = window.size()
+
+    def ready(rec: Recommended) -> None:
+        window._model_ready(ModelReady("few", "few", "torch-cpu", 0.1, (64, 64), None, True,
+                                       capabilities=Capabilities(recommended=rec)))
+        qtbot.wait(20)
+
+    ready(Recommended(steps=4, guidance=1.0, scheduler="LCM", source="known model"))
+    assert panel.recommended_row.isVisibleTo(panel) and "4 steps" in panel.recommended_label.text()
+    assert _places(window, *controls) == before and window.size() == size
+    # A long recommendation stays on its one line (the whole text is in the tooltip).
+    ready(Recommended(steps=4, guidance=1.0, scheduler="DPM++ 2M SDE Karras " * 4, source="model config"))
+    assert _places(window, *controls) == before and window.size() == size
+    assert "DPM++ 2M SDE Karras" in panel.recommended_label.toolTip()
+    ready(Recommended())  # a model that recommends nothing: the row goes, the space stays
+    assert not panel.recommended_row.isVisibleTo(panel)
+    assert _places(window, *controls) == before and window.size() == size
+
+
+def test_5_an_input_image_and_its_notes_move_no_control(parts, qtbot, tmp_path) -> None:
+    from PIL import Image
+
+    window = parts.window
+    panel = window.settings_panel
+    panel.scheduler.setCurrentText(window.prefs.default_scheduler)
+    window.resize(1024, 700)
+    qtbot.wait(20)
+    controls = (panel.steps, panel.guidance, panel.seed, panel.width_box, panel.count, panel.clip_skip,
+                window.generate_button)
+    before = _places(window, *controls)
+    scheduler_at = _places(window, panel.scheduler)[0][0]  # it narrows for its "Keep ..." button
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(path)
+    with qtbot.waitSignal(window.drop_panel.input_changed, timeout=10_000, check_params_cb=lambda d: d is not None):
+        window.drop_panel.load_file(path)
+    qtbot.wait(20)
+    # The scheduler switch and the crop are said in one line each, in room kept for them.
+    assert "PNDM" in panel.scheduler_note.text() and "cropped" in panel.crop_note.text()
+    assert panel.crop_note.toolTip() == panel.crop_note.text()
+    assert _places(window, *controls) == before and _places(window, panel.scheduler)[0][0] == scheduler_at
 
 
 def test_6_the_input_preview_shows_the_whole_image(parts, qtbot, tmp_path) -> None:
@@ -252,11 +307,7 @@ def test_12_models_with_the_same_name_are_told_apart(qtbot) -> None:
     assert len(set(labels)) == 2 and any("/models" in label for label in labels)
 
 
-@pytest.mark.skip(reason="open since the engine-process merge: a saved CUDA device on a CPU machine no longer "
-                         "emits model_failed within 120 s in the window; see the issue 14 closing note")
-def test_13_only_devices_that_exist_are_offered(parts, qtbot, caplog) -> None:
-    import logging
-
+def test_13_only_devices_that_exist_are_offered(parts, qtbot) -> None:
     from heyim_desktop.ui.preferences_dialog import PreferencesDialog
 
     window = parts.window
@@ -267,17 +318,46 @@ def test_13_only_devices_that_exist_are_offered(parts, qtbot, caplog) -> None:
     import torch
 
     assert ("cuda" in offered) == torch.cuda.is_available()
-    # A saved device the machine lacks fails with a message, and no traceback in the log.
-    window.prefs = window.prefs.replace(device="cuda")
-    if not torch.cuda.is_available():
-        if parts.worker.current_model is not None:  # the last model preloads at launch: unload it first
-            with qtbot.waitSignal(parts.worker.model_unloaded, timeout=GEN_TIMEOUT_MS):
-                parts.worker.unload_model()
-        with caplog.at_level(logging.INFO):
-            with qtbot.waitSignal(parts.worker.model_failed, timeout=GEN_TIMEOUT_MS):
-                parts.worker.request_model("demo")
-        qtbot.waitUntil(lambda: "CUDA" in window.banner.message(), timeout=10_000)
-        assert not [r for r in caplog.records if r.exc_info and "CUDA" in str(r.exc_info[1])]
+
+
+def test_13_a_saved_gpu_the_computer_lacks_fails_at_launch_in_plain_words(
+        data_dir, qtbot, caplog, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Saved device CUDA, last model preloading at launch, no CUDA: a banner says so at once."""
+    import logging
+
+    import torch
+
+    from heyim_desktop.core import paths
+    from heyim_desktop.store.preferences import load_preferences, save_preferences
+    from heyim_desktop.ui.app import build_app
+    from heyim_desktop.ui.logs import teardown_logging
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only computer, even on a GPU box
+
+    def no_model_work(*_args: object) -> None:
+        raise AssertionError("the model was touched before the device was checked")
+
+    monkeypatch.setattr(paths, "ensure_demo_model", no_model_work)
+    save_preferences(load_preferences().replace(device="cuda", last_model="demo"))
+    caplog.set_level(logging.INFO)
+    p = build_app(["heyim-test"], in_process_engine=True)
+    qtbot.addWidget(p.window)
+    try:
+        with qtbot.waitSignal(p.worker.model_failed, timeout=GEN_TIMEOUT_MS) as failed:
+            pass  # the worker starts with the event loop and preloads "demo" on the saved device
+        assert failed.args[0] == "demo" and "no CUDA GPU" in failed.args[1]
+        window = p.window
+        qtbot.waitUntil(lambda: "no CUDA GPU" in window.banner.message(), timeout=10_000)
+        assert window.model_state.text() == "Model failed to load"
+        buttons = [window.banner.buttons.itemAt(i).widget().text() for i in range(window.banner.buttons.count())]
+        assert "Preferences..." in buttons  # one click to the device setting
+        assert "Traceback" not in window.banner.message()
+        assert not [r for r in caplog.records if r.exc_info]  # a user-facing error: no traceback logged
+    finally:
+        p.app.aboutToQuit.disconnect(p.shutdown)
+        p.shutdown()
+        p.window.close()
+        teardown_logging()
 
 
 def test_14_garbage_ckpt_and_empty_folders_get_plain_words(parts, qtbot, tmp_path) -> None:

@@ -175,12 +175,37 @@ def _prepare_input(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
         raise invalid(mapped.names, exc) from None
 
 
-async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> Job:
-    """Submit the job and wait for it; a client that hangs up cancels its job."""
+def _recommended(ctx: ApiContext, mapped: Mapped, gen_request: Any) -> tuple[Any, Mapped]:
+    """The model's recommended steps, guidance and scheduler where the client sent none; a note says so."""
+    from dataclasses import replace
+
+    from heyim_desktop.core.recommended import apply_recommended, recommended_for_path
+
+    ref = gen_request.model or ctx.loaded_ref or ctx.default_model
+    choice = ctx.find(ref) if ref else None
+    if choice is None or not choice.path:
+        return gen_request, mapped
+    applied = apply_recommended(
+        gen_request, recommended_for_path(choice.path), steps_set="steps" in mapped.data,
+        guidance_set="guidance" in mapped.data, scheduler_set=mapped.data.get("scheduler") is not None,
+    )
+    if applied.note is None:
+        return gen_request, mapped
+    fallback = {"steps": "steps", "guidance": "cfgScale", "scheduler": "scheduler"}  # HeyIm's names
+    fields = ", ".join(mapped.names.get(k, fallback[k]) for k in fallback)
+    return applied.request, replace(mapped, notes=(*mapped.notes, f"{applied.note}; send {fields} to choose"))
+
+
+async def _run_job(ctx: ApiContext, request: Request, mapped: Mapped) -> tuple[Job, Mapped]:
+    """Submit the job and wait for it; a client that hangs up cancels its job.
+
+    Returns the job and ``mapped`` with any note added on the way (recommended settings).
+    """
     # The model library reads folders and input images are decoded: not on the event loop.
     gen_request, held = await anyio.to_thread.run_sync(_prepare, ctx, mapped)
     try:
-        return await _submit_and_wait(ctx, request, mapped, gen_request)
+        gen_request, mapped = await anyio.to_thread.run_sync(_recommended, ctx, mapped, gen_request)
+        return await _submit_and_wait(ctx, request, mapped, gen_request), mapped
     finally:
         ctx.pixels.release(held)
 
@@ -275,7 +300,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
               openapi_extra=_body_doc(schemas.GenerateRequest), summary="HeyIm's original generate route")
     async def generate(request: Request) -> Response:
         mapped = parse_heyim(await _json_body(request))
-        job = await _run_job(ctx, request, mapped)
+        job, mapped = await _run_job(ctx, request, mapped)
         if job.state is JobState.CANCELLED:
             raise ApiError(409, "the job was cancelled; nothing was saved")
         if job.state is JobState.FAILED:
@@ -291,7 +316,7 @@ def build_app(ctx: ApiContext) -> FastAPI:
         # Start hashing the model while it generates (info needs its hash; the first time is slow).
         await anyio.to_thread.run_sync(
             lambda: ctx.model_sha256(ctx.resolve(mapped.model, mapped.model_field), wait=False))
-        job = await _run_job(ctx, request, mapped)
+        job, mapped = await _run_job(ctx, request, mapped)
         if job.state is JobState.FAILED:
             raise failure(job, mapped.names)
 

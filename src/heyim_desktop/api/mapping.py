@@ -300,7 +300,12 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         if body.get(key) is not None:
             data[ours] = body[key]
     data["seed"] = _seed(body.get("seed", -1), "seed")
-    data["scheduler"] = _sampler(body)
+    sampler = _sampler(body)
+    schedule = _string(body, "scheduler")
+    sampler_given = bool(_string(body, "sampler_name") or _string(body, "sampler_index")) or (
+        schedule is not None and schedule.strip().lower() not in _NEUTRAL_SCHEDULES)
+    if sampler_given:  # else AUTOMATIC1111's default, in ``defaults``: a model's recommended one may replace it
+        data["scheduler"] = sampler
     data["count"] = _count(body)
     names["clip_skip"] = "clip_skip"
     skip = _clip_skip(body.get("clip_skip"), "clip_skip")
@@ -362,7 +367,8 @@ def parse_a1111(body: Any, *, img2img: bool, clip_skip: int = 1) -> Mapped:
         data.pop("refiner_switch", None)
     return Mapped(
         data=data, names=names, model=model, model_field="override_settings.sd_model_checkpoint",
-        notes=tuple(notes), send_images=send is not False, defaults=dict(A1111_DEFAULTS),
+        notes=tuple(notes), send_images=send is not False,
+        defaults={**A1111_DEFAULTS, **({} if sampler_given else {"scheduler": sampler})},
         refiner=refiner, refiner_field="refiner_checkpoint",
         styles=_style_names(body.get("styles"), "styles"),
     )

@@ -142,10 +142,31 @@ def a1111_parameters(body: dict[str, Any], *, img2img: bool) -> dict[str, Any]:
 
 
 def _extra_params(req: Any) -> dict[str, Any]:
-    """What AUTOMATIC1111 keeps in ``extra_generation_params``: here the LoRA and embedding hashes."""
+    """What AUTOMATIC1111 keeps in ``extra_generation_params``: the LoRA and embedding hashes, and
+    hires fix's keys as its txt2img sets them (``Hires upscale`` or ``Hires resize``, then
+    ``Hires steps`` when set, and ``Hires upscaler``)."""
     from heyim_desktop.core.lora import network_parameters
 
-    return dict(network_parameters(req))
+    extra: dict[str, Any] = dict(network_parameters(req))
+    hires = getattr(req, "hires", None)
+    if hires is not None:
+        if hires.resize_x or hires.resize_y:
+            extra["Hires resize"] = f"{hires.resize_x}x{hires.resize_y}"
+        else:
+            extra["Hires upscale"] = hires.scale
+        if hires.steps:
+            extra["Hires steps"] = hires.steps
+        extra["Hires upscaler"] = hires.upscaler
+    return extra
+
+
+def _denoising_strength(req: Any, body: dict[str, Any]) -> Any:
+    """``info.denoising_strength``: img2img's strength, hires fix's second pass's, else as sent."""
+    if req.is_img2img:
+        return req.strength
+    if getattr(req, "hires", None) is not None:
+        return req.hires.denoising_strength
+    return body.get("denoising_strength")
 
 
 def a1111_info(job: Job, mapped: Mapped, body: dict[str, Any], texts: list[str], model_name: str | None,
@@ -188,7 +209,7 @@ def a1111_info(job: Job, mapped: Mapped, body: dict[str, Any], texts: list[str],
         "sd_vae_hash": None,
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
-        "denoising_strength": req.strength if req.is_img2img else body.get("denoising_strength"),
+        "denoising_strength": _denoising_strength(req, body),
         "extra_generation_params": _extra_params(req),
         "index_of_first_image": 0,
         "infotexts": texts,

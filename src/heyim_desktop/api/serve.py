@@ -75,7 +75,8 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     queue = JobQueue()
     # The model runs in an engine process: a crash or an out-of-memory kill there fails one job
     # and the server stays up; the next job starts a fresh process.
-    host = EngineHost(ProcessLoader(device=args.device, precision=args.precision), default_model=default_ref)
+    engines = ProcessLoader(device=args.device, precision=args.precision)
+    host = EngineHost(engines, default_model=default_ref, upscalers=engines.upscaler)  # upscales too
 
     def sink(result: Any, job: Any) -> tuple[object, ...]:
         return tuple(store.save_result(result, job))

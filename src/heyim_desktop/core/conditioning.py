@@ -51,6 +51,73 @@ class TextCond:
         return TextCond(torch.cat([p.hidden for p in parts]), pooled, extras)
 
 
+#: One prompt's text conditioning over the steps: ``(last step, cond)`` pairs, ascending.
+CondSchedule = tuple[tuple[int, TextCond], ...]
+
+
+@dataclass(frozen=True)
+class PromptSchedule:
+    """Text conditioning that changes during sampling (AUTOMATIC1111's prompt editing,
+    alternation and ``AND``; see :mod:`heyim_desktop.core.prompt_schedule`).
+
+    Step ``s`` (0 for the job's first UNet call) uses, in each schedule, the first entry whose
+    last step is at least ``s``. ``parts`` are the ``AND`` parts with their ``weights``.
+    """
+
+    parts: tuple[CondSchedule, ...]
+    weights: tuple[float, ...]
+    #: The negative prompt's schedule; None without classifier-free guidance.
+    negative: CondSchedule | None
+    #: The empty prompt's conditioning: its chunk evens out chunk counts.
+    empty: TextCond
+
+    @staticmethod
+    def _index(schedule: CondSchedule, step: int) -> int:
+        for i, (end, _) in enumerate(schedule):
+            if step <= end:
+                return i
+        return 0
+
+    def key_at(self, step: int) -> tuple[int, ...]:
+        """Which entry each schedule uses at ``step`` (the conditioning changes when this does)."""
+        keys = [self._index(p, step) for p in self.parts]
+        if self.negative is not None:
+            keys.append(self._index(self.negative, step))
+        return tuple(keys)
+
+    def at(self, step: int) -> "tuple[list[TextCond], TextCond | None]":
+        """The parts' conditioning and the negative's at ``step``, all of one token length.
+
+        ``AND`` parts of different lengths are evened out by repeating their last token
+        vector, and parts against the negative with the empty prompt's chunk, as
+        AUTOMATIC1111 does (its ``stack_conds`` and ``pad_cond_uncond``).
+        """
+        import torch
+
+        conds = [p[self._index(p, step)][1] for p in self.parts]
+        uncond = None if self.negative is None else self.negative[self._index(self.negative, step)][1]
+        longest = max(c.hidden.shape[1] for c in conds)
+        conds = [
+            c if c.hidden.shape[1] == longest else replace(
+                c, hidden=torch.cat([c.hidden, c.hidden[:, -1:].repeat(1, longest - c.hidden.shape[1], 1)], dim=1)
+            )
+            for c in conds
+        ]
+        if uncond is not None and uncond.hidden.shape[1] != longest:
+            window = self.empty.hidden.shape[1]
+
+            def pad(c: TextCond, to: int) -> TextCond:
+                if c.hidden.shape[1] >= to:
+                    return c
+                extra = self.empty.hidden.to(c.hidden.dtype).expand(c.hidden.shape[0], -1, -1)
+                extra = extra.repeat(1, (to - c.hidden.shape[1]) // window, 1)
+                return replace(c, hidden=torch.cat([c.hidden, extra], dim=1))
+
+            target = max(longest, uncond.hidden.shape[1])
+            conds, uncond = [pad(c, target) for c in conds], pad(uncond, target)
+        return conds, uncond
+
+
 @dataclass(frozen=True)
 class PromptEncoding:
     """The encoded prompt and negative prompt of one request, and what encoding reported."""
@@ -61,6 +128,9 @@ class PromptEncoding:
     warnings: tuple[str, ...] = ()
     truncated_prompt: str | None = None
     truncated_negative: str | None = None
+    #: Set when the conditioning changes by step or the prompt has ``AND`` parts (``cond``
+    #: and ``uncond`` are then the first step's); None for an ordinary prompt.
+    schedule: PromptSchedule | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
+from heyim_desktop.core.errors import DeviceUnavailable
+
 log = logging.getLogger(__name__)
+
+#: Names of the GPU devices in words, for messages.
+GPU_NAMES = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}
 
 
 def detect_devices() -> list[str]:
@@ -24,3 +29,17 @@ def detect_devices() -> list[str]:
     if sys.platform == "darwin":
         found.append("coreml")
     return found
+
+
+def require_device(device: str) -> None:
+    """Raise :class:`DeviceUnavailable` when ``device`` names a GPU this computer lacks.
+
+    Checked before a model's libraries are imported or its files read, so a saved device the
+    machine does not have fails in a moment rather than after a model load. "auto", "cpu" and
+    Core ML names pass (Core ML folders are checked by the Core ML loader).
+    """
+    kind = device.partition(":")[0].lower()
+    if kind not in GPU_NAMES or kind in detect_devices():
+        return
+    raise DeviceUnavailable(f"This computer has no {GPU_NAMES[kind]} that PyTorch can use. "
+                            "Choose another compute device: automatic or the CPU.")

@@ -32,6 +32,10 @@ class ModelError(UserFacingError):
     """A model folder or file is missing, incomplete, unsafe or unsupported."""
 
 
+class DeviceUnavailable(ModelError):
+    """The compute device asked for (a saved preference, ``--device``) is not on this computer."""
+
+
 class OutOfMemory(UserFacingError):
     """The device ran out of memory for this request."""
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from heyim_desktop.core.components import Components
-    from heyim_desktop.core.conditioning import ImageCond, UNetCall
+    from heyim_desktop.core.conditioning import ImageCond, PromptEncoding, UNetCall
     from heyim_desktop.core.guidance import Guidance
     from heyim_desktop.core.request import GenerationRequest
     from heyim_desktop.core.result import ProgressCallback
@@ -43,6 +43,9 @@ class LoopState:
     #: Index of the step being run (0-based) and its timestep.
     step_index: int = 0
     timestep: "torch.Tensor | None" = None
+    #: The job's step count at this run's first step: 0, or where a resumed stage (the
+    #: SDXL refiner) picks up; a scheduled prompt reads step ``first_step + step_index``.
+    first_step: int = 0
     #: Steps done in the whole job so far, and its total.
     steps_done: int = 0
     steps_total: int = 0
@@ -101,9 +104,16 @@ class ProgressReporter(BaseExtension):
         )
 
 
-def extensions_for(request: "GenerationRequest", components: "Components") -> list[Extension]:
-    """The feature extensions a request asks for, in the order they run."""
+def extensions_for(
+    request: "GenerationRequest", components: "Components", prompts: "PromptEncoding | None" = None
+) -> list[Extension]:
+    """The feature extensions a request asks for, in the order they run.
+
+    A scheduled prompt's extension comes first, so the others see each step's text.
+    """
     from heyim_desktop.core.controlnet import controlnet_extensions
     from heyim_desktop.core.inpaint import inpaint_extensions
+    from heyim_desktop.core.prompt_schedule import schedule_extensions
 
-    return [*inpaint_extensions(request, components), *controlnet_extensions(request, components)]
+    scheduled: list[Extension] = [*schedule_extensions(prompts)] if prompts is not None else []
+    return [*scheduled, *inpaint_extensions(request, components), *controlnet_extensions(request, components)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from heyim_desktop.core.cancel import Cancelled
 from heyim_desktop.core.engine import Engine
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 #: Turns a model reference (a path, a library name, "demo") into a loaded engine.
 EngineLoader = Callable[[str], Engine]
+#: Starts an engine process without a model, for upscale jobs while no model is loaded
+#: (:meth:`ProcessLoader.upscaler`); what it returns has ``upscale``, ``close`` and ``stopped``.
+UpscalerStarter = Callable[[], Any]
 
 
 class ResultSink(Protocol):
@@ -43,8 +46,16 @@ def engine_stopped(engine: Engine) -> bool:
 
 
 class EngineHost:
-    def __init__(self, loader: EngineLoader, default_model: str | None = None) -> None:
+    """``upscalers``: with engine processes, upscale jobs run in the loaded model's process, or
+    in a model-less one this starts (kept until a model loads or the host unloads); without it
+    they run in this process (an in-process engine, the CLI)."""
+
+    def __init__(self, loader: EngineLoader, default_model: str | None = None, *,
+                 upscalers: UpscalerStarter | None = None) -> None:
         self._loader = loader
+        self._upscalers = upscalers
+        #: The model-less engine process upscale jobs ran in while no model was loaded.
+        self.upscaler: Any = None
         self.default_model = default_model
         self.engine: Engine | None = None
         self.model_ref: str | None = None
@@ -95,6 +106,27 @@ class EngineHost:
             self.refiner.close()
         self.refiner, self.refiner_ref = None, None
 
+    def unload_upscaler(self) -> None:
+        """End the model-less upscale process, if one runs (a loaded model's process takes over)."""
+        if self.upscaler is not None:
+            log.info("ending the upscale engine process")
+            self.upscaler.close()
+        self.upscaler = None
+
+    def _upscale(self, request: UpscaleRequest, progress: Callable[[Progress], None], job: Job) -> UpscaleResult:
+        engine = self.engine
+        if engine is not None and not engine_stopped(engine) and getattr(engine, "runs_upscales", False):
+            # The loaded model's process runs it; the model stays loaded and untouched.
+            result: UpscaleResult = engine.upscale(request, progress=progress, cancel=job.cancel)  # type: ignore[attr-defined]
+            return result
+        if self._upscalers is None:
+            return run_upscale_job(request, progress=progress, cancel=job.cancel)
+        if self.upscaler is None or engine_stopped(self.upscaler):
+            self.upscaler = self._upscalers()
+            job.cancel.raise_if_cancelled()
+        result = self.upscaler.upscale(request, progress=progress, cancel=job.cancel)
+        return result
+
     @property
     def loaded_ref(self) -> str | None:
         """The model that is loaded and usable now (None once its engine process died)."""
@@ -103,6 +135,7 @@ class EngineHost:
         return self.model_ref
 
     def unload(self) -> None:
+        self.unload_upscaler()
         self.unload_refiner()
         if self.engine is not None:
             log.info("unloading %s", self.model_ref)
@@ -119,7 +152,7 @@ class EngineHost:
 
             result: GenerationResult | UpscaleResult
             if isinstance(job.request, UpscaleRequest):  # no generation model needed: the loaded one stays
-                result = run_upscale_job(job.request, progress=on_progress, cancel=job.cancel)
+                result = self._upscale(job.request, on_progress, job)
             else:
                 engine = self.ensure_model(job.request.model)
                 job.cancel.raise_if_cancelled()

@@ -25,8 +25,10 @@ def load_engine(
     "coreml:UNITS" picks CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears
     Core ML's load steps)."""
     from heyim_desktop.core import paths
+    from heyim_desktop.core.devices import require_device
     from heyim_desktop.core.thirdparty import quiet_third_party
 
+    require_device(device)  # a GPU the computer lacks fails before anything heavy is imported
     quiet_third_party()
     engine = _load(ref, device, precision, compute_units, on_status)
     attach_model_hash(engine, paths.ensure_demo_model() if ref == DEMO_REF else Path(ref).expanduser())

@@ -28,6 +28,7 @@ from heyim_desktop.core.errors import InvalidRequest
 from heyim_desktop.core.extensions import Extension, LoopState, ProgressReporter, extensions_for
 from heyim_desktop.core.guidance import build_guidance
 from heyim_desktop.core.images import fit_to_size
+from heyim_desktop.core.prompt_schedule import composed_weights, encode_request
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import ProgressCallback
 from heyim_desktop.core.schedulers import build_scheduler
@@ -202,6 +203,7 @@ def resume_latents(state: LoopState, latents: torch.Tensor, start: float) -> Non
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(first)
     state.timesteps = scheduler.timesteps[first:]
+    state.first_step = first
     n = len(state.generators)
     state.latents = latents[state.first_image : state.first_image + n].to(
         device=state.components.device, dtype=state.components.dtype
@@ -249,7 +251,7 @@ def run_loop(
 
     cancel.raise_if_cancelled()
     use_cfg = request.uses_cfg and caps.guidance == "cfg"
-    prompts = components.encode_prompts(request, with_negative=use_cfg)
+    prompts = encode_request(components, request, with_negative=use_cfg)
     _sync(device)
     timings["text_encode"] = time.perf_counter() - t_start
 
@@ -260,7 +262,7 @@ def run_loop(
         timings["image_encode"] = time.perf_counter() - t0
 
     prepare = latent_preparer(request)
-    hooks: list[Extension] = [*extensions_for(request, components), *extensions]
+    hooks: list[Extension] = [*extensions_for(request, components, prompts), *extensions]
     if progress is not None:
         hooks.append(ProgressReporter(progress, started=t_start, previews=previews, interval=PREVIEW_INTERVAL_S))
     seeds = request.image_seeds()
@@ -282,6 +284,7 @@ def run_loop(
             caps.guidance if request.uses_cfg or caps.guidance == "embedded" else "none",
             scale=request.effective_guidance, cond=prompts.cond, uncond=prompts.uncond, n=n,
             embedding_dim=components.guidance_embedding_dim, device=device, dtype=components.dtype,
+            weights=composed_weights(prompts),
         )
         generators = [torch.Generator("cpu").manual_seed(s) for s in group]
         state = LoopState(

@@ -15,7 +15,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Progress:
-    """One step done. ``preview`` is a small RGB uint8 array, present at most every ~100 ms."""
+    """One step done. ``preview`` is a small RGB uint8 array, present at most every ~100 ms.
+
+    ``step`` and ``total`` count the steps that really run for the whole job: every image of
+    it, and for image-to-image only ``strength`` of the steps. ``image_index`` is the image
+    (the first of the batch) being denoised, of ``image_count``.
+    """
 
     step: int
     total: int
@@ -26,8 +31,7 @@ class Progress:
 
     @property
     def fraction(self) -> float:
-        done = self.image_index * self.total + self.step
-        return done / max(1, self.total * self.image_count)
+        return self.step / max(1, self.total)
 
 
 ProgressCallback = Callable[[Progress], None]

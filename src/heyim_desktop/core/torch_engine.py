@@ -12,7 +12,7 @@ import torch
 from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import PromptEncoding, TextCond, TokenCount, UNetCall
 from heyim_desktop.core.engine import PipelineEngine
-from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.errors import DeviceUnavailable, ModelError
 from heyim_desktop.core.model_folder import check_diffusers_folder, folder_family
 from heyim_desktop.core.prompts import ClipEncoder, PromptCounter, encode_prompt_pair
 from heyim_desktop.core.recommended import recommended_for
@@ -36,11 +36,11 @@ def pick_device(preference: str = "auto") -> torch.device:
     mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ModelError("No CUDA GPU is available; choose another device.")
+            raise DeviceUnavailable("No CUDA GPU is available; choose another device.")
         return torch.device("cuda")
     if pref == "mps" or (pref == "auto" and mps_ok):
         if not mps_ok:
-            raise ModelError("Apple MPS is not available on this machine; choose another device.")
+            raise DeviceUnavailable("Apple MPS is not available on this machine; choose another device.")
         return torch.device("mps")
     return torch.device("cpu")
 

@@ -104,13 +104,40 @@ class UpscaleResult:
     interrupted: bool = False
 
 
+def upscale_to_data(request: UpscaleRequest) -> dict[str, Any]:
+    """What the engine process needs to run ``request``, as plain data (the image goes beside it).
+
+    ``upscaler_path`` is included: it was filled by the app from its model library, and the
+    engine process is the app's own. The source's parameters stay with the parent, which
+    keeps its request object for the result.
+    """
+    return {"scale": request.scale, "upscaler": request.upscaler, "upscaler_path": request.upscaler_path,
+            "size": list(request.size) if request.size is not None else None,
+            "tile_preference": request.tile_preference, "seed": request.seed}
+
+
+def upscale_from_data(data: dict[str, Any], image: "Image.Image") -> UpscaleRequest:
+    """The engine process's side of :func:`upscale_to_data` (validated again as it is built)."""
+    size = data.get("size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                  for v in size)):
+            raise InvalidRequest("size", f"must be [width, height], got {size!r}")
+        size = (size[0], size[1])
+    path, tile, seed = data.get("upscaler_path"), data.get("tile_preference"), data.get("seed")
+    return UpscaleRequest(image=image, scale=data.get("scale", 2.0), upscaler=str(data.get("upscaler") or ""),
+                          upscaler_path=str(path) if isinstance(path, str) and path else None, size=size,
+                          tile_preference=tile if isinstance(tile, int) and not isinstance(tile, bool) else None,
+                          seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
+
+
 def run_upscale_job(request: UpscaleRequest, *, progress: ProgressCallback | None = None,
-                    cancel: CancelToken | None = None) -> UpscaleResult:
+                    cancel: CancelToken | None = None, device: str = "auto") -> UpscaleResult:
     from heyim_desktop.core.pipeline import UPSCALERS
     from heyim_desktop.core.torch_engine import pick_device
 
     t0 = time.perf_counter()
-    model = UPSCALERS.get(request.upscaler_path, pick_device()) if request.upscaler_path else None
+    model = UPSCALERS.get(request.upscaler_path, pick_device(device)) if request.upscaler_path else None
     outcome = upscale_image(request.image, scale=None if request.size else request.scale, size=request.size,
                             upscaler=request.upscaler, model=model, tile_preference=request.tile_preference,
                             progress=progress, cancel=cancel)

@@ -136,13 +136,15 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("coreml-sdxl", "Stable Diffusion XL base (Core ML)", "apple/coreml-stable-diffusion-xl-base",
                    "coreml", "SDXL", 6_950_000_000, coreml_files("original/compiled", sdxl=True), subfolder="original/compiled",
                    platform="darwin", note="Needs 16 GB of memory or more."),
-    # Upscalers land in models/upscalers/. Both ship as .pth: converted to safetensors on first use, out of process.
+    # Upscalers land in models/upscalers/. Real-ESRGAN ships as .pth: converted to safetensors on first use, out
+    # of process. Repo ids and file names as public download scripts use them (resolve/main/<file>); the SPAN
+    # file's size is the one those scripts pin (4,461,056 bytes). plan_download shows the exact size first.
     CatalogueEntry("realesrgan-x4", "Real-ESRGAN x4 (photos, general)", "ai-forever/Real-ESRGAN", "upscaler", "x4",
                    67_000_000, ("RealESRGAN_x4.pth",),
                    note="RRDBNet, 4x. Licence: BSD-3-Clause. Slow on a CPU; tiles keep memory bounded."),
     CatalogueEntry("span-x2", "2x NomosUni SPAN (small, fast)", "Phips/2xNomosUni_span_multijpg", "upscaler", "x2",
-                   1_700_000, ("2xNomosUni_span_multijpg.pth",),
-                   note="SPAN, 2x, about 2 MB: fast enough for a CPU. Licence: CC-BY-4.0 (credit Philip Hofmann)."),
+                   4_461_056, ("2xNomosUni_span_multijpg.safetensors",),
+                   note="SPAN, 2x, about 4.5 MB: fast enough for a CPU. Licence: CC-BY-4.0 (credit Philip Hofmann)."),
 )
 
 

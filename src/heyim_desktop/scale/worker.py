@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import EngineStopped, ModelError, OutOfMemory, UserFacingError
@@ -81,8 +81,8 @@ class QueueWorker:
         self.records = Records(open_redis(config.url))
 
         # The model runs in an engine process, so a crash there costs one attempt, not the worker.
-        self.host = EngineHost(ProcessLoader(device=config.device, precision=config.precision),
-                               default_model=config.model)
+        engines = ProcessLoader(device=config.device, precision=config.precision)
+        self.host = EngineHost(engines, default_model=config.model, upscalers=engines.upscaler)
         self._stop = threading.Event()
         self._cancel: CancelToken | None = None
         self._lock = threading.Lock()
@@ -258,19 +258,34 @@ class QueueWorker:
         ):
             raise ModelError(f"Model {wanted!r} is not on worker {self.id} (it serves {self.config.model!r}).")
         engine = self.host.ensure_model(self.config.model)
-        last = 0.0
+        return engine.generate(request, progress=progress_reporter(self.records, job_id), cancel=cancel)
 
-        def on_progress(p: Progress) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last >= PROGRESS_EVERY_S or p.step >= p.total:
-                last = now
-                try:
-                    self.records.progress(job_id, p.image_index * p.total + p.step, p.total * p.image_count)
-                except Exception as exc:  # noqa: BLE001 - progress is a bonus; the job goes on
-                    log.debug("progress report failed: %s", exc)
 
-        return engine.generate(request, progress=on_progress, cancel=cancel)
+class ProgressRecords(Protocol):
+    def progress(self, job_id: str, step: int, total: int) -> None: ...
+
+
+def progress_reporter(records: ProgressRecords, job_id: str,
+                      every_s: float = PROGRESS_EVERY_S) -> Callable[[Progress], None]:
+    """Write a job's progress to its record at most every ``every_s`` seconds, and at its last step.
+
+    The engine's :class:`Progress` already counts the steps that really run for the whole job
+    (every image; image-to-image only ``strength`` of them), so they go to Redis unchanged, as
+    the window shows them.
+    """
+    last = 0.0
+
+    def on_progress(p: Progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every_s or p.step >= p.total:
+            last = now
+            try:
+                records.progress(job_id, p.step, p.total)
+            except Exception as exc:  # noqa: BLE001 - progress is a bonus; the job goes on
+                log.debug("progress report failed: %s", exc)
+
+    return on_progress
 
 
 def run_worker(config: WorkerConfig) -> QueueWorker:

@@ -3,21 +3,25 @@
 Changing the images folder in Preferences only decides where new images go; entries keep
 pointing at their files. This moves HeyIm's own images (never imported files of the user)
 into the new folder, one file at a time: copy beside the target, fsync, take the name
-exclusively, update the row, then delete the original. A failure stops the move with every
-entry still pointing at a file that exists.
+exclusively, update the row, then delete the original. The files HeyIm kept beside an image
+(an inpainting job's input and mask, ControlNet control images) move with it and keep their
+names' link to it. A failure stops the move with every entry still pointing at files that exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from heyim_desktop.core.output import TEMP_FOLDER
 from heyim_desktop.core.storage import new_temp_file, place_exclusively, writing
+from heyim_desktop.store.entry_data import load_settings_json
+from heyim_desktop.store.history import edit_files_by_role
 from heyim_desktop.store.recovery import MONTH_RE
 
 if TYPE_CHECKING:
@@ -36,8 +40,8 @@ def move_images(store: "HistoryStore", dest: Path) -> MoveReport:
     dest = Path(dest).expanduser().resolve()
     moved = kept = missing = 0
     with store._lock:
-        rows = store._conn.execute("SELECT id, path, owned FROM entries WHERE deleting = 0").fetchall()
-    for entry_id, stored, owned in rows:
+        rows = store._conn.execute("SELECT id, path, owned, settings FROM entries WHERE deleting = 0").fetchall()
+    for entry_id, stored, owned, settings_text in rows:
         src = store._abs(stored)
         if not owned or dest in src.parents:
             kept += 1
@@ -46,30 +50,51 @@ def move_images(store: "HistoryStore", dest: Path) -> MoveReport:
             missing += 1
             continue
         target_dir = dest / src.parent.name if MONTH_RE.match(src.parent.name) else dest
-        with writing(target_dir, "the moved image"):
-            target_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = new_temp_file(dest / TEMP_FOLDER, ".png")
-            try:
-                with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                    shutil.copyfileobj(inp, out)
-                    out.flush()
-                    os.fsync(out.fileno())
-                final = place_exclusively(tmp, target_dir / src.name)
-            finally:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+        settings = load_settings_json(settings_text)
+        beside = {role: path for role, path in edit_files_by_role(src, settings).items() if path.is_file()}
+        written: list[Path] = []
         try:
+            final = _copy(src, target_dir / src.name, dest)
+            written.append(final)
+            names: dict[str, Any] = dict(settings.get("edit_files") or {})
+            for role, path in beside.items():
+                copy = _copy(path, target_dir / f"{final.stem}.{role}.png", dest)
+                written.append(copy)
+                names[role] = copy.name
             with store._write() as conn:
-                conn.execute("UPDATE entries SET path = ? WHERE id = ?", (str(final), entry_id))
+                if beside:
+                    settings["edit_files"] = names
+                    conn.execute("UPDATE entries SET path = ?, settings = ? WHERE id = ?",
+                                 (str(final), json.dumps(settings, ensure_ascii=False, default=str), entry_id))
+                else:
+                    conn.execute("UPDATE entries SET path = ? WHERE id = ?", (str(final), entry_id))
         except BaseException:
-            with contextlib.suppress(OSError):
-                final.unlink()  # the row still points at the original
+            for path in written:  # the row still points at the originals
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise
-        with contextlib.suppress(OSError):
-            src.unlink()
+        for path in (src, *beside.values()):
+            with contextlib.suppress(OSError):
+                path.unlink()
         moved += 1
     with contextlib.suppress(OSError):
         (dest / TEMP_FOLDER).rmdir()
     store.images_dir = dest
     store.temp_dir = dest / TEMP_FOLDER
     return MoveReport(moved, kept, missing)
+
+
+def _copy(src: Path, target: Path, dest: Path) -> Path:
+    """``src`` copied to ``target`` (or ``target-N`` when taken), written whole before it gets its name."""
+    with writing(target.parent, "the moved image"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = new_temp_file(dest / TEMP_FOLDER, ".png")
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out)
+                out.flush()
+                os.fsync(out.fileno())
+            return place_exclusively(tmp, target)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()

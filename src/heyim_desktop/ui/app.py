@@ -71,8 +71,13 @@ def _import_non_qt_first() -> None:
     import heyim_desktop.store.preferences  # noqa: F401
 
 
-def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bool = True) -> AppParts:
-    """Create the QApplication (if needed), the store, queue, worker and the window."""
+def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bool = True,
+              in_process_engine: bool = False) -> AppParts:
+    """Create the QApplication (if needed), the store, queue, worker and the window.
+
+    ``loader`` replaces model loading altogether (benches); ``in_process_engine`` keeps the
+    app's own loading, Preferences' device included, but in this process (window tests).
+    """
     _import_non_qt_first()
     from heyim_desktop.store import HistoryStore
     from heyim_desktop.store.history import default_images_dir
@@ -80,7 +85,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     from heyim_desktop.ui.logs import log_file, setup_logging
     from heyim_desktop.ui.qt import QApplication, QSettings
     from heyim_desktop.ui.window import MainWindow
-    from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink
+    from heyim_desktop.ui.worker import GenerationWorker, default_loader, history_sink, torch_device
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(list(argv or sys.argv[:1]))
@@ -96,7 +101,7 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     from heyim_desktop.core.process.remote import ProcessLoader
 
     # Models load in an engine process: a crash there costs one job, never the window.
-    engines = ProcessLoader()
+    engines = None if loader or in_process_engine else ProcessLoader()
 
     def preferred_loader(ref: str) -> Any:
         # Read the device at load time, so a change in Preferences applies to the next model load.
@@ -105,11 +110,17 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
         from heyim_desktop.core.coreml.compute_units import compose_units
 
         units = compose_units(current.coreml_compute_units, current.coreml_component_units, current.coreml_memory)
-        return default_loader(current.device, units, status, engines)(ref)
+        return default_loader(current.device, units, status, engines, in_process=in_process_engine)(ref)
 
     # The last model preloads as soon as the worker runs: its engine process starts at launch.
+    def preferred_upscaler() -> Any:
+        current = holder["window"].prefs if "window" in holder else prefs
+        assert engines is not None
+        return engines.upscaler(device=torch_device(current.device))
+
     worker = GenerationWorker(queue, loader or preferred_loader, history_sink(store),
-                              preload=prefs.last_model or None, engines=None if loader else engines)
+                              preload=prefs.last_model or None, engines=engines,
+                              upscalers=None if engines is None else preferred_upscaler)
     worker.set_idle_unload(prefs.idle_unload_minutes)
     holder["worker"] = worker
     settings = QSettings(str(paths.data_dir() / "window.ini"), QSettings.Format.IniFormat)

@@ -24,6 +24,7 @@ from heyim_desktop.ui.qt import (
     QLabel,
     QSpinBox,
     QToolButton,
+    QVBoxLayout,
     QWidget,
     Signal,
 )
@@ -86,6 +87,23 @@ def match_size(width: int, height: int, native: tuple[int, int]) -> tuple[int, i
     scale = (native[0] * native[1] / (width * height)) ** 0.5
     return snap(width * scale), snap(height * scale)
 
+
+
+def _kept_room(widget: QWidget) -> QWidget:
+    """``widget`` in a box that keeps its room while it is hidden.
+
+    A form row whose only field is hidden takes no space (QFormLayout does not honour
+    retainSizeWhenHidden), so the rows below would move each time it shows; a box layout
+    does honour it.
+    """
+    policy = widget.sizePolicy()
+    policy.setRetainSizeWhenHidden(True)
+    widget.setSizePolicy(policy)
+    slot = QWidget()
+    box = QVBoxLayout(slot)
+    box.setContentsMargins(0, 0, 0, 0)
+    box.addWidget(widget)
+    return slot
 
 class SettingsPanel(QWidget):
     model_changed = Signal(str)  # model reference ("" when none)
@@ -167,13 +185,15 @@ class SettingsPanel(QWidget):
         self.match_button.setText("Match Input")
         self.match_button.setToolTip("Use the input image's own size and shape (no crop)")
         self.match_button.clicked.connect(self.match_input_requested)
-        self.crop_note = QLabel()
-        self.crop_note.setWordWrap(True)
+        from heyim_desktop.ui.elided_label import ElidedLabel
+
+        # Notes are one line each (the whole text in the tooltip), so showing one moves nothing.
+        self.crop_note = ElidedLabel()
         self.crop_note.setEnabled(False)
-        self.scheduler_note = QLabel()
-        self.scheduler_note.setWordWrap(True)
+        self.scheduler_note = ElidedLabel()
         self.scheduler_note.setEnabled(False)
         self.keep_scheduler = QToolButton()
+        self.keep_scheduler.setText("Keep")  # hidden until a switch; a text now gives it its height
         self.keep_scheduler.clicked.connect(self._keep_user_scheduler)
         self._user_scheduler: str | None = None
         self.size_preset.currentIndexChanged.connect(self._preset_chosen)
@@ -224,8 +244,8 @@ class SettingsPanel(QWidget):
         model_row.addWidget(self.model, 1)
         model_row.addWidget(self.refresh_models_button)
         #: What the loaded model is made for (few-step models), with a button to use it again.
-        self.recommended_label = QLabel()
-        self.recommended_label.setWordWrap(True)
+        #: One line that keeps its space while hidden: a model loading moves no control below.
+        self.recommended_label = ElidedLabel()
         self.recommended_button = QToolButton()
         self.recommended_button.setText("Use")
         self.recommended_button.setToolTip("Set the steps, guidance and scheduler this model is made for")
@@ -241,22 +261,22 @@ class SettingsPanel(QWidget):
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Model", model_row)
-        form.addRow("", self.recommended_row)
+        form.addRow("", _kept_room(self.recommended_row))
         refiner_row = QHBoxLayout()
         refiner_row.addWidget(self.refiner, 1)
         refiner_row.addWidget(QLabel("from"))
         refiner_row.addWidget(self.refiner_switch)
         form.addRow("Refiner", refiner_row)
         form.addRow("Scheduler", scheduler_row)
-        form.addRow("", self.scheduler_notes)
+        form.addRow("", _kept_room(self.scheduler_notes))
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
         form.addRow("Seed", seed_row)
         form.addRow("Size", preset_row)
         form.addRow("", size_row)
-        form.addRow("", self.crop_note)
+        form.addRow("", _kept_room(self.crop_note))
         form.addRow("Images", self.count)
-        form.addRow(self.strength_label, self.strength)
+        form.addRow(_kept_room(self.strength_label), _kept_room(self.strength))
         form.addRow("Clip skip", self.clip_skip)
         from heyim_desktop.ui.upscaling import HiresSection
 
@@ -268,7 +288,7 @@ class SettingsPanel(QWidget):
         self.hires.show_size(self.width_box.value(), self.height_box.value())
         # Image-to-image rows keep their space when hidden: dropping an image moves no control.
         retained: tuple[QWidget, ...] = (self.strength, self.strength_label, self.match_button, self.crop_note,
-                                         self.scheduler_notes, self.keep_scheduler)
+                                         self.scheduler_notes, self.keep_scheduler, self.recommended_row)
         for widget in retained:
             policy = widget.sizePolicy()
             policy.setRetainSizeWhenHidden(True)
@@ -372,7 +392,7 @@ class SettingsPanel(QWidget):
         self.recommended_row.setVisible(bool(text))
         if rec is not None and text:
             self.recommended_label.setText(f"Made for: {text}")
-            self.recommended_label.setToolTip(f"From the {rec.source}." if rec.source else "")
+            self.recommended_label.setToolTip(f"Made for: {text}." + (f" From the {rec.source}." if rec.source else ""))
 
     def apply_recommended(self) -> str:
         """Set the recommended steps, guidance and scheduler; returns what was set ("" if nothing)."""
@@ -444,6 +464,7 @@ class SettingsPanel(QWidget):
             text = (f"The {iw} x {ih} input is cropped to the {w}:{h} shape (the frame on it shows what is kept). "
                     "Match Input avoids the crop.").replace(f"{w}:{h}", _ratio_text(w, h))
         self.crop_note.setText(text)
+        self.crop_note.setToolTip(text)
 
     def _set_size_boxes(self, width: int, height: int) -> None:
         for box, value in ((self.width_box, width), (self.height_box, height)):
@@ -480,6 +501,7 @@ class SettingsPanel(QWidget):
         self._user_scheduler = previous
         self.scheduler.setCurrentText(name)
         self.scheduler_note.setText(f"Switched to {name} for image-to-image.")
+        self.scheduler_note.setToolTip(self.scheduler_note.text())
         self.keep_scheduler.setText(f"Keep {previous}")
         self.keep_scheduler.setToolTip(f"Use {previous} for image-to-image too")
         self.scheduler_notes.show()

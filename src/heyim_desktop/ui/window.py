@@ -3,6 +3,10 @@
 The window only talks to the worker through the queue (via :class:`JobRouter`) and the
 worker's signals, so the tray's quick-generate box and the local API share the same path:
 they submit to the same queue and the results show up here and in history.
+
+This module builds the window and wires it; its sections live beside it as mixins:
+models (:mod:`ui.window_models`), jobs and the shown image (:mod:`ui.window_jobs`), the
+input image and reuse (:mod:`ui.window_input`), preferences (:mod:`ui.window_prefs`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from heyim_desktop.core.errors import InvalidRequest, UserFacingError
 from heyim_desktop.core.jobs import Job, JobQueue
-from heyim_desktop.core.loading import DEMO_REF
-from heyim_desktop.store.preferences import Preferences, save_preferences
+from heyim_desktop.store.preferences import Preferences
 from heyim_desktop.ui.banners import Banner, NoModelCard
 from heyim_desktop.ui.drop_panel import DropPanel, DroppedImage
-from heyim_desktop.ui.generate import JobRouter, build_request, plural, progress_label, queue_note
+from heyim_desktop.ui.generate import JobRouter
 from heyim_desktop.ui.history_panel import HistoryPanel
 from heyim_desktop.ui.image_info import ImageInfoPanel
 from heyim_desktop.ui.lora_picker import attach as attach_lora_picker
@@ -32,7 +34,6 @@ from heyim_desktop.ui.qt import (
     QDragLeaveEvent,
     QDragMoveEvent,
     QDropEvent,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -49,16 +50,19 @@ from heyim_desktop.ui.qt import (
     Signal,
 )
 from heyim_desktop.ui.queue_panel import QueuePanel
-from heyim_desktop.ui.result_view import ResultView, ShownImage, entry_caption
-from heyim_desktop.ui.reveal import open_path, show_in_file_manager
+from heyim_desktop.ui.result_view import ResultView
+from heyim_desktop.ui.reveal import open_path
 from heyim_desktop.ui.settings_panel import SettingsPanel
-from heyim_desktop.ui.tasks import pil_to_qimage
+from heyim_desktop.ui.window_input import CANCEL, LOAD_SETTINGS, USE_AS_INPUT, InputSection
+from heyim_desktop.ui.window_jobs import JobsSection
+from heyim_desktop.ui.window_models import ModelsSection
+from heyim_desktop.ui.window_prefs import PrefsSection
 from heyim_desktop.ui.window_state import WindowState
 
 log = logging.getLogger(__name__)
 
-#: What to do with a dropped image that carries generation settings.
-LOAD_SETTINGS, USE_AS_INPUT, CANCEL = "settings", "input", "cancel"
+__all__ = ["CANCEL", "LOAD_SETTINGS", "MODEL_SUFFIXES", "USE_AS_INPUT", "MainWindow", "WindowServices"]
+
 #: Dropped files with these suffixes go to the Models window instead of the input panel.
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 STATUS_HISTORY = 100
@@ -78,7 +82,7 @@ def _retain_when_hidden(widget: QWidget) -> None:
     widget.setSizePolicy(policy)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ModelsSection, JobsSection, InputSection, PrefsSection, QMainWindow):
     #: Emitted after the window applied a finished job (tests and the tray listen).
     job_shown = Signal(object)
 
@@ -311,507 +315,6 @@ class MainWindow(QMainWindow):
         self.api_state.setText(f"API on {url}" if url else "")
         self.api_state.setToolTip("The local HTTP API is serving (Preferences > Local API)" if url else "")
         self.api_state.setVisible(bool(url))
-
-    # -- output folder -------------------------------------------------------------------
-    def output_folder(self) -> Path:
-        return Path(self.store.images_dir)
-
-    def open_output_folder(self) -> None:
-        folder = self.output_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        if not open_path(folder):
-            self.say_where("the image folder", folder)
-
-    # -- models --------------------------------------------------------------------------
-    def refresh_models(self, initial: bool = False) -> None:
-        try:
-            self.models = self.list_models(self.prefs)
-        except Exception:  # noqa: BLE001 - a bad folder must not stop the app
-            log.exception("listing models failed")
-            self.models = []
-        real = [m for m in self.models if m.ref != DEMO_REF and m.ready]
-        chosen = self.prefs.last_model
-        # The demo makes noise: it is offered, never picked silently.
-        shown = self.models if (real or chosen == DEMO_REF) else []
-        self.settings_panel.set_models(shown, current=chosen or None)
-        if not shown:
-            self.settings_panel.model.addItem("No model: add one or try the demo", "")
-            self.settings_panel.model.setCurrentIndex(0)
-        self.no_model.setVisible(not shown)
-        if self.settings_panel.model_ref():
-            self.banner.clear("model")
-        self.settings_panel.hires.set_upscalers(self.upscaling.model_names())
-        from heyim_desktop.ui.controlnet_panel import library_source
-
-        self.controlnet_panel.refresh(library_source(self.prefs.model_folders))
-
-    def _upscaler_library(self) -> Any:
-        from heyim_desktop.models.library import ModelLibrary
-
-        return ModelLibrary(self.prefs.model_folders, include_demo=False, hf_cache=False)
-
-    def _model_picked(self, _index: int) -> None:
-        ref = self.settings_panel.model_ref()
-        if ref:
-            self.prefs = self.prefs.replace(last_model=ref)
-            self.banner.clear("model")
-            self._recommend_for = ref  # the user's pick: its recommended settings apply once loaded
-            self.worker.request_model(ref)  # load now, releasing the previous model first
-
-    def use_demo_model(self) -> None:
-        self.prefs = self.prefs.replace(last_model=DEMO_REF)
-        self._save_prefs()
-        self.refresh_models()
-        self.settings_panel.select_model(DEMO_REF)
-        self.status("Demo model selected: a tiny random model that makes abstract noise.")
-
-    def add_model_folder(self, folder: str | None = None) -> None:
-        if folder is None:
-            from heyim_desktop.ui.dialogs import remember_folder, start_folder
-
-            folder = QFileDialog.getExistingDirectory(self, "Add a folder with models", str(start_folder("folder")))
-            if folder:
-                remember_folder("folder", Path(folder))
-        if not folder:
-            return
-        if folder not in self.prefs.model_folders:
-            self.prefs = self.prefs.replace(model_folders=(*self.prefs.model_folders, folder))
-            self._save_prefs()
-        before = {m.ref for m in self.models}
-        self.refresh_models()
-        found = [m for m in self.models if m.ref not in before and m.ready]
-        if found:
-            self.settings_panel.select_model(found[0].ref)
-            self.prefs = self.prefs.replace(last_model=found[0].ref)
-            self.banner.clear("model")
-            self.status(f"Found {plural(len(found), 'model')} in {folder}.")
-        else:
-            self.show_error(f"No usable model found in {folder}. HeyIm reads diffusers folders (with a "
-                            "model_index.json) and .safetensors checkpoints; File > Models... lists what it saw.",
-                            offer_logs=False, kind="warning", cause="model")
-
-    def open_models_window(self) -> Any:
-        """The Models window (list, add, import, download, delete); created on first use."""
-        if self.models_window is None:
-            from heyim_desktop.models.library import ModelLibrary
-            from heyim_desktop.ui.models_window import ModelsWindow
-
-            self.models_window = ModelsWindow(ModelLibrary(self.prefs.model_folders), self)
-            self.models_window.modelsChanged.connect(lambda: self.refresh_models())
-            self.models_window.foldersChanged.connect(self._model_folders_changed)
-            self.models_window.modelChosen.connect(self.choose_model)
-        self.models_window.show()
-        self.models_window.raise_()
-        self.models_window.activateWindow()
-        return self.models_window
-
-    def _model_folders_changed(self, folders: list[str]) -> None:
-        self.prefs = self.prefs.replace(model_folders=tuple(folders))
-        self._save_prefs()
-        self.refresh_models()
-
-    def open_convert_dialog(self) -> Any:
-        from heyim_desktop.ui.convert_dialog import open_for_window
-
-        return open_for_window(self)
-
-    def choose_model(self, ref: str) -> None:
-        """Select ``ref`` in the picker and load it (from the Models window's "Use")."""
-        self.prefs = self.prefs.replace(last_model=ref)
-        self._save_prefs()
-        self.refresh_models()
-        if self.settings_panel.select_model(ref):
-            self._recommend_for = ref
-            self.worker.request_model(ref)
-            self.status(f"Model selected: {self._model_label(ref)}.")
-
-    def _model_loading(self, ref: str) -> None:
-        from heyim_desktop.ui.load_clock import LoadClock
-
-        self.result_view.start_job("Loading model...")
-        if not hasattr(self, "load_clock"):
-            self.load_clock = LoadClock(self.model_state, self._model_label)
-        self.load_clock.start(ref)
-
-    def _stop_load_clock(self) -> None:
-        if hasattr(self, "load_clock"):
-            self.load_clock.stop()
-
-    def _model_ready(self, info: Any) -> None:
-        from heyim_desktop.ui.worker import model_capabilities
-
-        self._stop_load_clock()
-        self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
-        self.model_state.setToolTip(self.model_state.text())
-        self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
-        caps = model_capabilities(info)
-        self.model_caps = caps
-        self.settings_panel.set_native_size(caps.native_size)
-        self._adapt_to_capabilities(info.capabilities)
-        self._show_recommended(info)
-        self.settings_panel.set_fixed_size(caps.fixed_size)
-        self._follow_default_size(tuple(info.default_size))
-        self.settings_panel.set_clip_skip_available(getattr(info, "supports_clip_skip", True))
-        if self.active_job is None:
-            self.result_view.end_job()
-
-    def _adapt_to_capabilities(self, caps: Any) -> None:
-        """The one place the window reads what a model takes: negative prompt, guidance range, samplers."""
-        from heyim_desktop.core.capabilities import Capabilities
-
-        caps = caps if caps is not None else Capabilities()
-        negative = self.prompt_panel.negative
-        negative.setEnabled(caps.negative_prompt)
-        negative.setToolTip("" if caps.negative_prompt else "This model takes no negative prompt")
-        panel = self.settings_panel
-        panel.guidance.setRange(*caps.guidance_range)
-        only = caps.schedulers[0] if len(caps.schedulers) == 1 else None
-        if only is not None:
-            panel.scheduler.setCurrentText(only)
-        panel.scheduler.setEnabled(only is None)
-        panel.scheduler.setToolTip(f"This model runs its own {only} sampler" if only else "")
-
-    def _show_recommended(self, info: Any) -> None:
-        """Show the model's recommended settings; apply them when the user has just picked it."""
-        caps = getattr(info, "capabilities", None)
-        self.settings_panel.show_recommended(caps.recommended if caps is not None else None)
-        picked = self._recommend_for == info.ref
-        self._recommend_for = None
-        if picked:
-            applied = self.settings_panel.apply_recommended()
-            if applied:
-                self.status(f"{info.model_name} is made for {applied}: set.")
-
-    def _follow_default_size(self, size: tuple[int, int]) -> None:
-        """A newly loaded model brings its own size (1024 for SDXL) unless the user chose another."""
-        previous = getattr(self, "_model_default_size", None) or (512, 512)  # the panel's own default
-        current = (self.settings_panel.width_box.value(), self.settings_panel.height_box.value())
-        if current == previous and size != previous:
-            self.settings_panel.set_size(*size)
-        self._model_default_size = size
-
-    def _model_failed(self, ref: str, message: str) -> None:
-        self._stop_load_clock()
-        self.model_state.setText("Model failed to load")
-        self.prompt_panel.set_counter(None)
-        self.result_view.end_job()
-        self.show_error(f"Could not load the model {self._model_label(ref)}: {message}", cause="model")
-
-    def _model_unloaded(self, ref: str, why: str) -> None:
-        self.model_state.setText("No model loaded")
-        self.prompt_panel.set_counter(None)
-        when = "after the idle time set in Preferences" if why == "idle" else "as asked"
-        self.status(f"Model {self._model_label(ref)} unloaded {when}; its memory is back with the system.")
-
-    def _model_label(self, ref: str) -> str:
-        return next((m.name for m in self.models if m.ref == ref), Path(ref).name or ref)
-
-    # -- generating ----------------------------------------------------------------------
-    def build_request(self) -> Any:
-        prompt, negative, styles = self.prompt_panel.final_prompts()  # the chosen styles applied
-        extra: dict[str, Any] = {"styles": styles, **self.drop_panel.edit_fields(),
-                                 "controlnets": self.controlnet_panel.units()}
-        if self.drop_panel.image is None:
-            hires = self.settings_panel.hires.settings()
-            if hires is not None:  # hires fix is text-to-image only
-                extra["hires"] = self.upscaling.resolve_hires(hires)
-        return self.lora_picker.resolve(  # <lora:...> tags and embeddings as library files
-            build_request(self.settings_panel.values(), prompt, negative, self.drop_panel.image, extra=extra))
-
-    def generate(self) -> Job | None:
-        if not self.settings_panel.model_ref():
-            self.no_model.show()
-            self.show_error("Choose a model first: add a model folder, or try the demo model.",
-                            offer_logs=False, kind="warning", cause="model")
-            return None
-        if self.drop_panel.busy:
-            self.status("Still reading the input image...")
-            return None
-        try:
-            request = self.build_request()
-        except InvalidRequest as exc:
-            hint = "Type a prompt first." if exc.field == "prompt" and not self.prompt_panel.prompt_text() else str(exc)
-            self.show_error(hint, offer_logs=False, kind="warning", cause="request")
-            if exc.field == "prompt":
-                self.prompt_panel.prompt.setFocus()
-            return None
-        return self.submit(request)
-
-    def submit(self, request: Any, source: str = "app") -> Job | None:
-        """Queue a request (the tray and other front ends may call this too)."""
-        try:
-            routed = self.router.submit(request, source=source, allow_remote=source == "app")
-        except UserFacingError as exc:
-            self.show_error(str(exc), offer_logs=False, cause="queue")
-            return None
-        if self.banner.isVisible() and self.banner.kind != "info":
-            self.banner.dismiss()  # the next action worked: the old problem is gone
-        self.state.remember_settings()
-        if routed.job is not None:
-            self.settings_panel.remember_seed(request.seed)
-            note = queue_note(self.queue, routed.job)
-            if note:
-                self.status(f"Queued ({note}).")
-        return routed.job
-
-    def cancel(self) -> None:
-        if self.queue.cancel_running():
-            self.status("Cancelling...")
-
-    def _job_started(self, job: Job) -> None:
-        self.active_job = job
-        self.cancel_button.setEnabled(True)
-        self.result_view.start_job("Starting...")
-
-    def _progress(self, job_id: int, done: int, total: int, elapsed: float) -> None:
-        job = self.active_job
-        if job is not None and int(job.id) == job_id:
-            batch = self.model_caps.max_batch if self.model_caps is not None else None
-            self.result_view.set_progress(done, total, elapsed, progress_label(job, done, total, batch))
-
-    def _preview(self, job_id: int, image: Any) -> None:
-        if self.active_job is not None and int(self.active_job.id) == job_id:
-            self.result_view.set_preview(image)
-
-    def _job_ended(self, job: Job) -> bool:
-        if self.active_job is None or int(self.active_job.id) != int(job.id):
-            return False
-        self.active_job = None
-        self.cancel_button.setEnabled(False)
-        self.result_view.end_job()
-        return True
-
-    def _job_finished(self, job: Job) -> None:
-        self._job_ended(job)
-        result = job.result
-        entries: list[Any] = [e for e in job.saved if hasattr(e, "id")]
-        if result is not None:
-            shown = []
-            for i, item in enumerate(result.images):
-                entry = entries[i] if i < len(entries) else None
-                shown.append(ShownImage(pil_to_qimage(item.image), Path(entry.path) if entry else None, entry,
-                                        entry_caption(entry) if entry else f"Seed {item.seed}"))
-            self.result_view.show_images(shown)
-            t = result.timings.get("total", 0.0)
-            self.settings_panel.remember_seed(result.request.seed)
-            where = f" Saved in {Path(entries[0].path).parent}." if entries else ""
-            self.status(f"Done: {plural(len(result.images), 'image')} in {t:.1f} s, seed {result.request.seed}.{where}")
-            if result.warnings:
-                self.show_error("\n".join(result.warnings), offer_logs=False, kind="warning", cause="job")
-        self.history.model.add_entries(entries)
-        self._after_prune()
-        self.job_shown.emit(job)
-
-    def _after_prune(self) -> None:
-        """The keep-limit may have deleted old images while saving: drop them from the grid and the view."""
-        if not self.store.keep_limit:
-            return
-        shown_ids = [s.entry_id for s in self.result_view.images if s.entry_id is not None]
-        alive = {int(e.id) for e in self.store.get_many(shown_ids)} if shown_ids else set()
-        self.result_view.remove_entries([i for i in shown_ids if i not in alive])
-        if self.history.model.rowCount() != self.store.count(self.history.model.query,
-                                                             self.history.model.favourites_only):
-            self.history.model.refresh()
-
-    def _job_failed(self, job: Job, message: str) -> None:
-        self._job_ended(job)
-        self.show_error(message, cause="job")
-        self.job_shown.emit(job)
-
-    def _job_cancelled(self, job: Job) -> None:
-        if self._job_ended(job) or job.started is not None:
-            self.status("Cancelled; nothing was saved.")
-        self.job_shown.emit(job)
-
-    def _remote_arrived(self, entries: list[Any]) -> None:
-        self.history.model.add_entries(entries)
-        self.status(f"{plural(len(entries), 'image')} arrived from the render queue.")
-
-    # -- the shown image -----------------------------------------------------------------
-    def _shown_changed(self, shown: ShownImage | None) -> None:
-        self.info_panel.show_entry(shown.entry if shown is not None else None)
-        self.menu_actions.seed_of_shown.setEnabled(shown is not None and shown.entry is not None)
-
-    def use_shown_seed(self) -> None:
-        shown = self.result_view.current()
-        if shown is None or shown.entry is None or shown.entry.seed is None:
-            self.status("No image with a seed is shown.")
-            return
-        self.settings_panel.set_seed(int(shown.entry.seed), locked=True)
-        self.status(f"Seed {shown.entry.seed} locked: the same settings make the same image.")
-
-    def toggle_info(self) -> None:
-        self.info_panel.setVisible(not self.info_panel.isVisible())
-        self.menu_actions.image_info.setChecked(self.info_panel.isVisible())
-
-    def open_viewer(self) -> Any:
-        """The full-screen viewer on the shown image; arrow keys step through history."""
-        from heyim_desktop.ui.viewer import ImageViewer
-
-        shown = self.result_view.current()
-        if shown is None:
-            self.status("No image to show full screen.")
-            return None
-        if self.viewer is None:
-            self.viewer = ImageViewer(self.history.model)
-            self.viewer.entry_shown.connect(self.history.select_entry)
-        self.viewer.open_at(shown)
-        return self.viewer
-
-    # -- input image, reuse --------------------------------------------------------------
-    def _input_changed(self, dropped: DroppedImage | None) -> None:
-        from heyim_desktop.core.schedulers import DEFAULT_IMG2IMG
-
-        img2img = dropped is not None
-        self.settings_panel.set_img2img(img2img, dropped.image.size if dropped is not None else None)
-        self.generate_button.setText("Generate from Image" if img2img else "Generate")
-        self._size_changed()
-        # The original design used PNDM for image-to-image: switch only from the default, and say so.
-        sched = self.settings_panel.scheduler
-        if img2img and sched.currentText() == self.prefs.default_scheduler and DEFAULT_IMG2IMG != sched.currentText():
-            self.settings_panel.switch_scheduler_for_img2img(DEFAULT_IMG2IMG)
-        elif not img2img:
-            self.settings_panel.restore_scheduler_after_img2img()
-
-    def _size_changed(self) -> None:
-        values = self.settings_panel.values()
-        self.drop_panel.set_target_size(int(values["width"]), int(values["height"]))
-
-    def _match_input_size(self) -> None:
-        dropped = self.drop_panel.current
-        if dropped is None:
-            self.status("Add an input image first.")
-            return
-        self.settings_panel.match_size(*dropped.image.size)
-
-    def _dropped(self, dropped: DroppedImage) -> None:
-        self.banner.clear("input")
-        if dropped.parameters is not None and not dropped.from_history:
-            choice = self.ask_dropped_settings(dropped)
-            if choice == LOAD_SETTINGS:
-                self.apply_settings(dropped.parameters.request_settings(), dropped.parameters.params.get("Lora hashes", ""))
-                self.status(f"Loaded the settings of {dropped.label}.")
-                return
-            if choice != USE_AS_INPUT:
-                return
-        self.drop_panel.set_input(dropped)
-        self.status(f"Image-to-image from {dropped.label}.")
-
-    def _ask_dropped_settings(self, dropped: DroppedImage) -> str:
-        box = QMessageBox(self)
-        box.setWindowTitle("Image with settings")
-        box.setText(f"{dropped.label} carries the settings it was made with.")
-        box.setInformativeText(f"Prompt: {dropped.parameters.prompt[:200]}")
-        load = box.addButton("Load Its Settings", QMessageBox.ButtonRole.AcceptRole)
-        use = box.addButton("Use as Input Image", QMessageBox.ButtonRole.ActionRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        clicked = box.clickedButton()
-        return LOAD_SETTINGS if clicked is load else USE_AS_INPUT if clicked is use else CANCEL
-
-    def apply_settings(self, settings: dict[str, Any], lora_hashes: str = "") -> None:
-        """Prompt and every setting back into the panels (history, a dropped PNG, last session)."""
-        if "prompt" in settings:
-            self.prompt_panel.set_prompt(settings.get("prompt") or "", settings.get("negative_prompt") or "")
-            # An image's prompt already has its styles in it; only the last session remembers ticks.
-            chosen = settings.get("style_selection")
-            self.prompt_panel.style_picker.set_selected(
-                [n for n in chosen if isinstance(n, str)] if isinstance(chosen, list) else [])
-            self.lora_picker.reuse(lora_hashes)  # its LoRAs by hash, then name; a banner names missing ones
-        model = settings.get("model")
-        if isinstance(model, str) and model and not self.settings_panel.select_model(model):
-            match = next((m for m in self.models if m.name == model or Path(m.ref).name == model), None)
-            if match is not None:
-                settings = dict(settings, model=match.ref)
-        self.settings_panel.apply(settings)
-
-    def reuse_settings(self, entry: Any) -> None:
-        from heyim_desktop.core.metadata import parse_parameters
-
-        self.apply_settings(entry.request_settings(), parse_parameters(entry.parameters).params.get("Lora hashes", ""))
-        self.controlnet_panel.reuse(entry)  # its units with their kept control images
-        self.status("Settings loaded from history.")
-        self.inpainting.reuse(entry)  # an inpainted image: its input picture and mask come back too
-
-    def use_as_input(self, entry: Any) -> None:
-        self.drop_panel.load_file(Path(entry.path), from_history=True)
-
-    def _copy_entry(self, entry: Any) -> None:
-        from heyim_desktop.ui.qt import QImage
-        from heyim_desktop.ui.zoom_view import image_mime
-
-        QApplication.clipboard().setMimeData(image_mime(QImage(str(entry.path)), Path(entry.path)))
-        self.status("Image copied to the clipboard.")
-
-    def _reveal_entry(self, entry: Any) -> None:
-        if not show_in_file_manager(Path(entry.path)):
-            self.say_where("the image", Path(entry.path))
-
-    # -- preferences ---------------------------------------------------------------------
-    def open_preferences(self) -> None:
-        from heyim_desktop.ui.preferences_dialog import PreferencesDialog
-
-        dialog = PreferencesDialog(self.prefs, self)
-        if dialog.exec():
-            self.apply_preferences(dialog.result_preferences())
-
-    def prune_count(self, limit: int) -> int:
-        """How many images a keep-limit of ``limit`` deletes now (favourites are always kept)."""
-        if limit <= 0:
-            return 0
-        return max(0, int(self.store.count()) - int(self.store.count(favourites_only=True)) - limit)
-
-    def _confirm_prune(self, n: int, limit: int) -> bool:
-        answer = QMessageBox.question(
-            self, "Keep in history",
-            f"Keeping only the newest {plural(limit, 'image')} deletes {plural(n, 'older image')} now, "
-            "files included (favourites are kept). Delete them?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
-        return answer == QMessageBox.StandardButton.Yes
-
-    def apply_preferences(self, prefs: Preferences) -> None:
-        to_delete = self.prune_count(prefs.keep_limit)
-        if to_delete and not self.confirm_prune(to_delete, prefs.keep_limit):
-            prefs = prefs.replace(keep_limit=self.prefs.keep_limit)
-            self.status("History limit unchanged; no image was deleted.")
-        folder_changed = (prefs.output_folder or "") != (self.prefs.output_folder or "")
-        self.prefs = prefs
-        self.store.keep_limit = prefs.keep_limit or None
-        self.worker.set_idle_unload(prefs.idle_unload_minutes)
-        if folder_changed:
-            self._use_output_folder(prefs.output_folder)
-        if to_delete and self.store.keep_limit:
-            try:
-                removed = self.store.enforce_keep_limit()
-            except UserFacingError as exc:
-                self.show_error(str(exc), offer_logs=False, cause="history")
-                removed = 0
-            if removed:
-                self.status(f"Deleted {plural(removed, 'older image')} to keep {prefs.keep_limit}.")
-            self._after_prune()
-        self._save_prefs()
-        self.refresh_models()
-        for service in (self.services.api, self.services.remote):
-            if service is not None:
-                service.apply(prefs)
-
-    def _use_output_folder(self, folder: str) -> None:
-        """Preferences changed the image folder: new images go there from the next job on."""
-        from heyim_desktop.store.history import default_images_dir
-
-        target = default_images_dir(folder)
-        try:
-            self.store.set_images_dir(target)
-        except UserFacingError as exc:
-            self.show_error(str(exc), offer_logs=False, cause="prefs")
-            return
-        self.status(f"New images are saved in {target}.")
-
-    def _save_prefs(self) -> None:
-        try:
-            save_preferences(self.prefs)
-        except OSError as exc:
-            self.show_error(f"Could not save preferences: {exc.strerror or exc}", offer_logs=False, cause="prefs")
 
     # -- drops anywhere in the window go to the input panel ------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from heyim_desktop.core.errors import UserFacingError
-from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink, engine_stopped
+from heyim_desktop.core.host import EngineHost, EngineLoader, ResultSink, UpscalerStarter, engine_stopped
 from heyim_desktop.core.jobs import Job, JobQueue, JobState
 from heyim_desktop.ui.qt import QImage, QThread, Signal
 
@@ -67,15 +67,24 @@ def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
 
 def default_loader(device: str = "auto", compute_units: str | None = None,
                    on_status: Callable[[str], None] | None = None,
-                   engines: ProcessLoader | None = None) -> EngineLoader:
-    """Load models in an engine process (``engines`` keeps the crash counts between loads)."""
+                   engines: ProcessLoader | None = None, *, in_process: bool = False) -> EngineLoader:
+    """Load models in an engine process (``engines`` keeps the crash counts between loads);
+    ``in_process``: in this process instead (window tests, which must not start a child per test)."""
+    if in_process:
+        from heyim_desktop.core.loading import load_engine
+
+        return lambda ref: load_engine(ref, device=torch_device(device), compute_units=compute_units,
+                                       on_status=on_status)
     from heyim_desktop.core.process.remote import ProcessLoader
 
-    # "coreml" is not a torch device: Core ML folders are routed by their contents, and the
-    # preference's compute units apply to them.
-    torch_device = device if device in ("auto", "cpu", "cuda", "mps") else "auto"
     loader = engines or ProcessLoader()
-    return lambda ref: loader.load(ref, device=torch_device, compute_units=compute_units, on_status=on_status)
+    return lambda ref: loader.load(ref, device=torch_device(device), compute_units=compute_units, on_status=on_status)
+
+
+def torch_device(device: str) -> str:
+    """The torch device for the device preference: "coreml" is not one (Core ML folders are
+    routed by their contents, and the preference's compute units apply to them)."""
+    return device if device in ("auto", "cpu", "cuda", "mps") else "auto"
 
 
 class GenerationWorker(QThread):
@@ -99,11 +108,13 @@ class GenerationWorker(QThread):
     model_unloaded = Signal(str, str)
 
     def __init__(self, queue: JobQueue, loader: EngineLoader, sink: ResultSink | None = None,
-                 preload: str | None = None, parent: Any = None, *, engines: ProcessLoader | None = None) -> None:
+                 preload: str | None = None, parent: Any = None, *, engines: ProcessLoader | None = None,
+                 upscalers: UpscalerStarter | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("heyim-engine")
         self.queue = queue
-        self.host = EngineHost(loader)
+        # With engine processes, upscale jobs run in one too (never torch in the window's process).
+        self.host = EngineHost(loader, upscalers=upscalers or (engines.upscaler if engines is not None else None))
         self.host.listener = _HostEvents(self)
         self.sink = sink
         #: The engine processes' loader, when ``loader`` uses one (crash counts live there).
@@ -187,6 +198,8 @@ class GenerationWorker(QThread):
             asked, self._unload_wanted = self._unload_wanted, False
         idle = (self.idle_unload_s > 0 and time.monotonic() - self._last_busy >= self.idle_unload_s)
         ref = self.host.model_ref
+        if ref is None and (asked or idle) and self.host.upscaler is not None:
+            self.host.unload_upscaler()  # the model-less upscale process: no model to report
         if ref is None or not (asked or idle):
             return
         try:

@@ -192,3 +192,17 @@ def test_inpainting_unet_converts_with_nine_channels_and_matches_torch(
         torch_engine.close()
     unet_calls = [shapes for name, shapes in predictor.calls if name == "Unet"]
     assert unet_calls[0]["sample"] == ((2, 9, 32, 32), "float16")
+
+
+@pytest.mark.slow  # two 256x256 runs (the converted model's fixed size), like the tests above
+def test_scheduled_and_composed_prompts_match_torch_engine(coreml_model: Path, tiny_model: Path, tiny_engine,  # type: ignore[no-untyped-def]
+                                                           request_: GenerationRequest) -> None:
+    # AUTOMATIC1111's prompt editing and AND run through the same loop: the negative and the
+    # two parts are 3 rows a step, so the batch-2 UNet runs twice (the last batch filled).
+    req = request_.replace(prompt="a [red:blue:0.5] fox AND a forest:0.6", negative_prompt="[blurry|dark]")
+    engine, predictor = _engine(coreml_model, tiny_model)
+    result = engine.generate(req)
+    _close(_pixels(result), _pixels(tiny_engine.generate(req)))
+    names = [name for name, _ in predictor.calls]
+    assert names.count("Unet") == 2 * 4 and names[-1] == "VAEDecoder"
+    engine.close()

@@ -134,6 +134,71 @@ def test_cancel_is_honoured_within_a_step_and_the_child_goes_on(engine: RemoteEn
     assert len(engine.generate(_request(tiny_model)).images) == 1
 
 
+# -- upscale jobs in the child -------------------------------------------------------------------
+
+def _upscale_request(path: Path | None, **kw: Any) -> Any:
+    from PIL import Image
+
+    from heyim_desktop.core.upscale_job import UpscaleRequest
+
+    rgba = np.random.default_rng(5).integers(0, 255, (40, 52, 4), dtype=np.uint8)
+    values: dict[str, Any] = dict(image=Image.fromarray(rgba, "RGBA"), scale=2.0, upscaler=path.stem if path else "Lanczos",
+                                  upscaler_path=str(path) if path else None, tile_preference=32, seed=11)
+    values.update(kw)
+    return UpscaleRequest(**values)
+
+
+@pytest.fixture(scope="module")
+def esrgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_upscaler import make_esrgan
+
+    return make_esrgan(tmp_path_factory.mktemp("esrgan"), 2)[0]
+
+
+def test_upscales_run_in_the_child_and_equal_the_in_process_job_bit_for_bit(engine: RemoteEngine, esrgan: Path) -> None:
+    from heyim_desktop.core.upscale_job import UpscaleResult, run_upscale_job
+
+    pid = engine.pid
+    for request in (_upscale_request(esrgan), _upscale_request(esrgan, size=(90, 70)), _upscale_request(None),
+                    _upscale_request(None, upscaler="Nearest", scale=1.5)):
+        tiles: list[tuple[int, int]] = []
+        ours = engine.upscale(request, progress=lambda p, tiles=tiles: tiles.append((p.step, p.total)))
+        theirs_tiles: list[tuple[int, int]] = []
+        theirs = run_upscale_job(request, progress=lambda p, t=theirs_tiles: t.append((p.step, p.total)))
+        assert isinstance(ours, UpscaleResult) and ours.request is request
+        assert ours.images[0].image.size == theirs.images[0].image.size == request.output_size
+        assert np.array_equal(np.asarray(ours.images[0].image), np.asarray(theirs.images[0].image))
+        assert (ours.tiles, ours.model_name, ours.images[0].seed) == (theirs.tiles, theirs.model_name, 11)
+        assert tiles == theirs_tiles  # progress per tile crosses as it is
+        if request.upscaler_path:
+            assert len(tiles) == ours.tiles > 1
+    assert engine.pid == pid and not engine.stopped
+    # The model stays loaded: a generation still runs in the same child.
+    assert len(engine.generate(_request(engine.ref)).images) == 1 and engine.pid == pid
+
+
+def test_an_upscale_cancelled_between_tiles_stops_and_the_child_goes_on(engine: RemoteEngine, esrgan: Path) -> None:
+    cancel = CancelToken()
+    seen: list[int] = []
+
+    def on_progress(p: Any) -> None:
+        seen.append(p.step)
+        cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        engine.upscale(_upscale_request(esrgan, tile_preference=32, scale=4.0), progress=on_progress, cancel=cancel)
+    assert seen and max(seen) <= 2 and not engine.stopped
+    assert engine.upscale(_upscale_request(None)).images[0].image.size == (104, 80)
+
+
+def test_a_bad_upscale_fails_with_its_message_and_the_child_goes_on(engine: RemoteEngine, tmp_path: Path) -> None:
+    broken = tmp_path / "broken_x2.safetensors"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        engine.upscale(_upscale_request(broken))
+    assert not engine.stopped
+
+
 def test_closing_the_engine_ends_the_child(engine: RemoteEngine) -> None:
     """What a model switch and "Unload Model" do (EngineHost.unload closes the engine); runs
     after the other tests that share the module's child."""
@@ -196,6 +261,60 @@ def test_sigkill_mid_job_fails_that_job_only_and_the_next_one_restarts_the_child
     crash = [r.getMessage() for r in caplog.records if "stopped unexpectedly" in r.getMessage()]
     assert crash and "killed by signal 9" in crash[0] and "last lines it wrote" in crash[0]
     assert "torch_engine" in crash[0]  # the child's own log lines are in the tail
+
+
+@pytest.mark.slow
+def test_sigkill_mid_upscale_costs_that_job_only_with_or_without_a_model_loaded(tiny_model: Path, esrgan: Path) -> None:
+    """slow: three engine children start (each a torch import, 5 to 20 s on a 2-core CI box)."""
+    from heyim_desktop.core.process.remote import RemoteUpscaler
+    from heyim_desktop.core.upscale_job import UpscaleRequest
+
+    loader = ProcessLoader(device="cpu")
+    host = EngineHost(loader, default_model=str(tiny_model), upscalers=loader.upscaler)
+    queue = JobQueue()
+    saved: list[int] = []
+    killed: dict[int, int] = {}
+    ran_in: dict[int, int] = {}
+
+    def kill_at_first_tile(job: Job) -> None:
+        if job.state is not JobState.RUNNING or job.progress is None or not isinstance(job.request, UpscaleRequest):
+            return
+        runner = host.engine if host.engine is not None and not host.engine.stopped else host.upscaler
+        ran_in.setdefault(int(job.id), runner.pid)
+        if job.request.seed in (1, 5) and int(job.id) not in killed:
+            killed[int(job.id)] = runner.pid
+            os.kill(runner.pid, signal.SIGKILL)
+
+    queue.add_listener(kill_at_first_tile)
+    worker = WorkerThread(queue, host, lambda result, job: (saved.append(int(job.id)) or (int(job.id),)))
+    worker.start()
+    try:
+        # No model loaded: upscales run in a model-less child; killing it costs that job only.
+        doomed = queue.submit(_upscale_request(esrgan, seed=1))
+        after = queue.submit(_upscale_request(esrgan, seed=2))
+        assert doomed.wait(180) and after.wait(180)
+        assert doomed.state is JobState.FAILED and doomed.error_message == KILLED
+        assert after.state is JobState.DONE, after.error_message
+        assert isinstance(host.upscaler, RemoteUpscaler) and host.upscaler.pid not in (killed[int(doomed.id)], os.getpid())
+        upscaler_process = host.upscaler.process
+        # A generation loads the model in its own child and ends the model-less one.
+        generated = queue.submit(_request(tiny_model))
+        assert generated.wait(180) and generated.state is JobState.DONE, generated.error_message
+        assert host.upscaler is None and not upscaler_process.alive
+        model_pid = host.engine.pid  # type: ignore[union-attr]
+        # With a model loaded, upscales run in its child; a kill there is not the model's crash.
+        in_model = queue.submit(_upscale_request(esrgan, seed=3))
+        assert in_model.wait(180) and in_model.state is JobState.DONE, in_model.error_message
+        assert ran_in[int(in_model.id)] == model_pid
+        dies = queue.submit(_upscale_request(esrgan, seed=5))
+        assert dies.wait(180) and dies.state is JobState.FAILED and dies.error_message == KILLED
+        assert killed[int(dies.id)] == model_pid and loader.crashes(str(tiny_model)) == 0
+        again = queue.submit(_request(tiny_model, seed=9))  # the model reloads in a fresh child
+        assert again.wait(180) and again.state is JobState.DONE, again.error_message
+        assert host.engine is not None and host.engine.pid != model_pid
+    finally:
+        worker.stop(60)
+    assert sorted(saved) == sorted(int(j.id) for j in (after, generated, in_model, again))
 
 
 @pytest.mark.slow

@@ -151,7 +151,12 @@ def _in_batches(batched: dict[str, Array], n: int, b: int, call: Callable[[dict[
     if n < b:
         reps = -(-b // n)
         return run({k: np.concatenate([v] * reps)[:b] for k, v in batched.items()}, n)
-    return np.concatenate([run(rows(i, i + b), b) for i in range(0, n, b)])
+    # Several batches; a last partial one (AND's negative + parts: 3 rows on a batch-2 model) is
+    # filled with copies of its last row, whose predictions are dropped.
+    total = -(-n // b) * b
+    if total != n:
+        batched = {k: np.concatenate([v, np.repeat(v[-1:], total - n, axis=0)]) for k, v in batched.items()}
+    return np.concatenate([run(rows(i, i + b), b) for i in range(0, total, b)])[:n]
 
 
 class CoreMLControlNet:

@@ -383,8 +383,11 @@ class FamilyEngine:
                 if latents is not None and now - state["last_preview"] >= PREVIEW_INTERVAL_S:
                     preview = latents_to_rgb(self._preview_latents(latents))
                     state["last_preview"] = now
-                total = int(getattr(pipe, "_num_timesteps", 0) or request.steps)
-                progress(Progress(step + 1, total, now - started, index, request.count, preview))
+                # Steps over the whole job (the images run one after another), as core.loop counts
+                # them; per image, the steps the pipeline really runs (image-to-image runs fewer).
+                per = int(getattr(pipe, "_num_timesteps", 0) or request.steps)
+                progress(Progress(index * per + step + 1, per * request.count, now - started,
+                                  index, request.count, preview))
             # A cancel raises Cancelled out of the pipeline (nothing is decoded); an interrupt or a
             # skip lets diffusers skip the remaining steps and decode what it has.
             if cancel is not None and cancel.stop_sampling():

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.capabilities import Capabilities
@@ -39,6 +39,7 @@ from heyim_desktop.core.process.protocol import (
 )
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress, ProgressCallback
+from heyim_desktop.core.upscale_job import UpscaleRequest, UpscaleResult
 
 log = logging.getLogger(__name__)
 child_log = logging.getLogger("heyim_desktop.engine_child")
@@ -61,6 +62,7 @@ TOKEN_COUNT_TIMEOUT_S = 0.025
 
 _LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\|([\w.]+)\|(.*)$")
 _POLL_S = 0.02
+_T = TypeVar("_T")
 
 
 def child_command(device: str, precision: str, compute_units: str | None) -> list[str]:
@@ -100,6 +102,8 @@ class EngineProcess:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         #: Set when we end the child on purpose (quit, or killed after a cancel's grace).
         self.expected_exit = False
+        #: Set while an upscale job runs: a crash then is the upscale's, not the model's.
+        self.upscaling = False
         self.returncode: int | None = None
         self._exited = threading.Event()
         self._readers: list[threading.Thread] = []
@@ -285,20 +289,16 @@ class EngineProcess:
                 child_log.info("[pid %d] %s", self.pid, line)
 
 
-class RemoteEngine:
-    """An :class:`~heyim_desktop.core.engine.Engine` whose model lives in an engine child."""
+class _ChildJobs:
+    """Jobs in one engine child: the shared block results come back through, a job's messages
+    followed to its end, cancel with its grace period, and upscales (which need no model)."""
 
-    def __init__(self, process: EngineProcess, ref: str, info: dict[str, Any], *,
-                 cancel_grace_s: float = CANCEL_GRACE_S, on_success: Callable[[str], None] | None = None,
-                 crash_error: Callable[[EngineProcess], EngineStopped] | None = None) -> None:
+    #: EngineHost sends upscale jobs to an engine with this (the GUI process never runs them).
+    runs_upscales = True
+
+    def __init__(self, process: EngineProcess, *, cancel_grace_s: float = CANCEL_GRACE_S) -> None:
         self.process = process
-        self.ref = ref
-        self._info = EngineInfo.from_dict(info)
-        self.name = self._info.name
-        self.model_name = self._info.model_name
         self.cancel_grace_s = cancel_grace_s
-        self._on_success = on_success
-        self._crash_error = crash_error or (lambda process: process.stopped_error())
         self._jobs = itertools.count(1)
         self._block: Any = None  # the shared block results come back through, reused between jobs
         #: Set when the child was killed because it ignored a cancel (hung).
@@ -310,8 +310,144 @@ class RemoteEngine:
 
     @property
     def stopped(self) -> bool:
-        """True once the child is gone: the host loads the model afresh for the next job."""
+        """True once the child is gone: the host starts a fresh one for the next job."""
         return not self.process.alive
+
+    def upscale(self, request: UpscaleRequest, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> UpscaleResult:
+        """Run an upscale job in the child: progress per tile, cancel between tiles. The image
+        goes as raw RGB beside the settings; the result comes back like a generation's."""
+        from heyim_desktop.core.upscale_job import upscale_to_data
+
+        rgb = request.image.convert("RGB")
+        width, height = request.output_size
+        message = {"op": "upscale", "request": upscale_to_data(request), "image": [rgb.width, rgb.height]}
+
+        def finish(msg: Message, block: Any) -> UpscaleResult:
+            d = msg.data
+            return UpscaleResult(request, _images(msg, block), str(d.get("model_name", request.upscaler)),
+                                 {str(k): float(v) for k, v in dict(d.get("timings") or {}).items()},
+                                 tiles=int(d.get("tiles") or 0))
+
+        # A crash here is the upscale's, not the model's: it does not count against the model.
+        self.process.upscaling = True
+        try:
+            return self._run(message, (rgb.tobytes(),), width * height * 3, finish,
+                             lambda process: process.stopped_error(), progress, cancel)
+        finally:
+            self.process.upscaling = False
+
+    def _run(self, message: dict[str, Any], blobs: tuple[bytes, ...], size: int,
+             finish: Callable[[Message, Any], _T], crash_error: Callable[[EngineProcess], EngineStopped],
+             progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> _T:
+        from heyim_desktop.core.process import shared
+
+        job_id = next(self._jobs)
+        block = self._result_block(size)
+        try:
+            message = {**message, "job": job_id, "shm": block.name if block is not None else None,
+                       "shm_size": block.size if block is not None else 0}
+            self.process.send(message, blobs)
+            return self._follow(job_id, progress, cancel, lambda msg: finish(msg, block))
+        except EngineStopped:
+            if self.process.expected_exit:
+                raise
+            raise crash_error(self.process) from None
+        except Exception:
+            raise
+        except BaseException:
+            # Not ours (KeyboardInterrupt, a queue's time limit): stop the child's job before leaving.
+            self._abandon(job_id)
+            raise
+        finally:
+            if block is not None and block.size > KEEP_BLOCK_BYTES:
+                self._block = None
+                shared.release(block)
+
+    def _result_block(self, size: int) -> Any:
+        """A shared block for ``size`` bytes of result pixels: the last one when it is big
+        enough (a fresh block costs page faults on both sides), else a new one; None: the pixels
+        come inline over the pipe."""
+        from heyim_desktop.core.process import shared
+
+        if self._block is not None and self._block.size >= size:
+            return self._block
+        if self._block is not None:
+            shared.release(self._block)
+            self._block = None
+        if not shared.room_for(size):
+            return None
+        try:
+            self._block = shared.create(size)
+        except OSError as exc:
+            log.warning("no shared memory for the result (%s); it comes over the pipe", exc)
+        return self._block
+
+    def _follow(self, job_id: int, progress: ProgressCallback | None, cancel: CancelToken | None,
+                finish: Callable[[Message], _T]) -> _T:
+        cancel_sent: float | None = None
+        while True:
+            if cancel is not None and cancel.cancelled and cancel_sent is None:
+                self.process.send({"op": "cancel", "job": job_id})
+                cancel_sent = time.monotonic()
+            if cancel_sent is not None and time.monotonic() - cancel_sent > self.cancel_grace_s:
+                self._kill_hung(job_id)
+                raise Cancelled()
+            msg = self.process.next_message(_POLL_S)
+            if msg is None or msg.data.get("job") != job_id:
+                continue
+            kind = msg.kind
+            if kind == "progress":
+                if progress is not None:
+                    progress(_progress(msg))
+            elif kind == "result":
+                return finish(msg)
+            elif kind == "cancelled":
+                raise Cancelled()
+            elif kind == "failed":
+                raise error_from_data(msg.data.get("error"))
+
+    def _kill_hung(self, job_id: int) -> None:
+        log.warning("engine process %d did not stop within %g s of a cancel (job %d): killed",
+                    self.pid, self.cancel_grace_s, job_id)
+        self.killed_hung = True
+        self.process.kill()
+
+    def _abandon(self, job_id: int) -> None:
+        try:
+            self.process.send({"op": "cancel", "job": job_id})
+            deadline = time.monotonic() + self.cancel_grace_s
+            while time.monotonic() < deadline:
+                msg = self.process.next_message(_POLL_S)
+                if msg is not None and msg.data.get("job") == job_id and msg.kind in ("result", "cancelled", "failed"):
+                    return
+            self._kill_hung(job_id)
+        except EngineStopped:
+            pass
+
+    def close(self) -> None:
+        """End the child: the operating system gets all of its memory back."""
+        self.process.stop()
+        if self._block is not None:
+            from heyim_desktop.core.process import shared
+
+            shared.release(self._block)
+            self._block = None
+
+
+class RemoteEngine(_ChildJobs):
+    """An :class:`~heyim_desktop.core.engine.Engine` whose model lives in an engine child."""
+
+    def __init__(self, process: EngineProcess, ref: str, info: dict[str, Any], *,
+                 cancel_grace_s: float = CANCEL_GRACE_S, on_success: Callable[[str], None] | None = None,
+                 crash_error: Callable[[EngineProcess], EngineStopped] | None = None) -> None:
+        super().__init__(process, cancel_grace_s=cancel_grace_s)
+        self.ref = ref
+        self._info = EngineInfo.from_dict(info)
+        self.name = self._info.name
+        self.model_name = self._info.model_name
+        self._on_success = on_success
+        self._crash_error = crash_error or (lambda process: process.stopped_error())
 
     @property
     def info(self) -> EngineInfo:
@@ -347,107 +483,25 @@ class RemoteEngine:
 
     def generate(self, request: GenerationRequest, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> GenerationResult:
-        from heyim_desktop.core.process import shared
-
-        job_id = next(self._jobs)
         data, blobs = _request_message(request)
-        size = request.width * request.height * 3 * request.count
-        block = self._result_block(size)
-        try:
-            message: dict[str, Any] = {"op": "generate", "job": job_id, "request": data,
-                                       "shm": block.name if block is not None else None,
-                                       "shm_size": block.size if block is not None else 0}
-            if blobs:
-                message["init_image"] = 0
-            self.process.send(message, blobs)
-            return self._follow(job_id, request, progress, cancel, block)
-        except EngineStopped:
-            if self.process.expected_exit:
-                raise
-            raise self._crash_error(self.process) from None
-        except Exception:
-            raise
-        except BaseException:
-            # Not ours (KeyboardInterrupt, a queue's time limit): stop the child's job before leaving.
-            self._abandon(job_id)
-            raise
-        finally:
-            if block is not None and block.size > KEEP_BLOCK_BYTES:
-                self._block = None
-                shared.release(block)
+        message: dict[str, Any] = {"op": "generate", "request": data}
+        if blobs:
+            message["init_image"] = 0
 
-    def _result_block(self, size: int) -> Any:
-        """A shared block for ``size`` bytes of result pixels: the last one when it is big
-        enough (a fresh block costs page faults on both sides), else a new one; None: the pixels
-        come inline over the pipe."""
-        from heyim_desktop.core.process import shared
+        def finish(msg: Message, block: Any) -> GenerationResult:
+            result = _result(msg, request, block)
+            if self._on_success is not None:
+                self._on_success(self.ref)
+            return result
 
-        if self._block is not None and self._block.size >= size:
-            return self._block
-        if self._block is not None:
-            shared.release(self._block)
-            self._block = None
-        if not shared.room_for(size):
-            return None
-        try:
-            self._block = shared.create(size)
-        except OSError as exc:
-            log.warning("no shared memory for the result (%s); it comes over the pipe", exc)
-        return self._block
+        return self._run(message, blobs, request.width * request.height * 3 * request.count, finish,
+                         self._crash_error, progress, cancel)
 
-    def _follow(self, job_id: int, request: GenerationRequest, progress: ProgressCallback | None,
-                cancel: CancelToken | None, block: Any) -> GenerationResult:
-        cancel_sent: float | None = None
-        while True:
-            if cancel is not None and cancel.cancelled and cancel_sent is None:
-                self.process.send({"op": "cancel", "job": job_id})
-                cancel_sent = time.monotonic()
-            if cancel_sent is not None and time.monotonic() - cancel_sent > self.cancel_grace_s:
-                self._kill_hung(job_id)
-                raise Cancelled()
-            msg = self.process.next_message(_POLL_S)
-            if msg is None or msg.data.get("job") != job_id:
-                continue
-            kind = msg.kind
-            if kind == "progress":
-                if progress is not None:
-                    progress(_progress(msg))
-            elif kind == "result":
-                result = _result(msg, request, block)
-                if self._on_success is not None:
-                    self._on_success(self.ref)
-                return result
-            elif kind == "cancelled":
-                raise Cancelled()
-            elif kind == "failed":
-                raise error_from_data(msg.data.get("error"))
 
-    def _kill_hung(self, job_id: int) -> None:
-        log.warning("engine process %d did not stop within %g s of a cancel (job %d): killed",
-                    self.pid, self.cancel_grace_s, job_id)
-        self.killed_hung = True
-        self.process.kill()
+class RemoteUpscaler(_ChildJobs):
+    """An engine child with no model, for upscale jobs while no model is loaded."""
 
-    def _abandon(self, job_id: int) -> None:
-        try:
-            self.process.send({"op": "cancel", "job": job_id})
-            deadline = time.monotonic() + self.cancel_grace_s
-            while time.monotonic() < deadline:
-                msg = self.process.next_message(_POLL_S)
-                if msg is not None and msg.data.get("job") == job_id and msg.kind in ("result", "cancelled", "failed"):
-                    return
-            self._kill_hung(job_id)
-        except EngineStopped:
-            pass
-
-    def close(self) -> None:
-        """End the child: the operating system gets all of the model's memory back."""
-        self.process.stop()
-        if self._block is not None:
-            from heyim_desktop.core.process import shared
-
-            shared.release(self._block)
-            self._block = None
+    name = model_name = "upscale"
 
 
 class ProcessLoader:
@@ -525,8 +579,18 @@ class ProcessLoader:
         if process is not None:
             process.kill()
 
+    def upscaler(self, *, device: str | None = None) -> RemoteUpscaler:
+        """A fresh engine child with no model, for upscale jobs while no model is loaded."""
+        process = EngineProcess(child_command(device or self.device, self.precision, self.compute_units), env=self.env)
+        try:
+            process.start()
+        except BaseException:
+            process.kill()
+            raise
+        return RemoteUpscaler(process, cancel_grace_s=self.cancel_grace_s)
+
     def _exited(self, ref: str, process: EngineProcess) -> None:
-        if not process.expected_exit:
+        if not process.expected_exit and not process.upscaling:
             with self._lock:
                 self._crashes[ref] = self._crashes.get(ref, 0) + 1
                 count = self._crashes[ref]
@@ -616,13 +680,13 @@ def _progress(msg: Message) -> Progress:
                     preview=preview)
 
 
-def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationResult:
+def _images(msg: Message, block: Any) -> tuple[GeneratedImage, ...]:
+    """A result's images, from the shared block or the message's blobs."""
     import numpy as np
     from PIL import Image
 
-    d = msg.data
     images = []
-    for entry in d.get("images", []):
+    for entry in msg.data.get("images", []):
         w, h = int(entry["width"]), int(entry["height"])
         n = w * h * 3
         if "offset" in entry and block is not None:
@@ -637,6 +701,12 @@ def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationR
         arr = np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, 3)
         images.append(GeneratedImage(image=Image.fromarray(arr, mode="RGB"), seed=int(entry["seed"]),
                                      index=int(entry["index"])))
+    return tuple(images)
+
+
+def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationResult:
+    d = msg.data
+    images = _images(msg, block)
     recorded = d.get("request")
     if isinstance(recorded, dict):
         # The engine recorded another request than it got (outpainting: the grown canvas).
@@ -646,7 +716,7 @@ def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationR
         final = request.replace(seed=int(d["seed"]))
     return GenerationResult(
         request=final,
-        images=tuple(images),
+        images=images,
         model_name=str(d.get("model_name", "")),
         engine=str(d.get("engine", "")),
         timings={str(k): float(v) for k, v in dict(d.get("timings") or {}).items()},
