@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--self-test", action="store_true",
                         help="open the window, make one image with the tiny demo model in a throwaway "
                              "data folder, check it reached history, and exit (0 = working)")
+    parser.add_argument("--coreml-smoke", action="store_true",
+                        help="macOS: check that Core ML works in this app (a tiny model compiles, loads on the "
+                             "Neural Engine and predicts) and exit (0 = working)")
     parser.add_argument("--open", metavar="IMAGE", dest="open_image",
                         help="open the window with this PNG/JPEG (as input image, or to load its settings)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -123,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--chunk-unet", action="store_true", help="split the UNet in two halves (UnetChunk1/UnetChunk2)")
     conv.add_argument("--no-encoder", action="store_true", help="skip VAEEncoder (no image-to-image)")
     conv.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    conv.add_argument("--quantize", type=int, choices=(8, 6, 4), default=None, metavar="BITS",
+                      help="palettize the UNet's and text encoders' weights to 8, 6 or 4 bits (k-means; 6 is the "
+                           "recommended balance for SDXL; 8/6 need macOS 14, 4 needs macOS 15); the VAE stays fp16")
     conv.add_argument("--lora", action="append", default=[], metavar="PATH_OR_NAME[:WEIGHT]",
                       help="bake a LoRA into the converted model (weight 1 unless given); repeat for several. "
                            "Core ML models cannot take LoRAs at run time")
@@ -442,12 +448,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
             args.model_dir, args.out_dir, size=args.size, attention=args.attention, batch=args.batch,
             chunk_unet=args.chunk_unet, include_encoder=not args.no_encoder, overwrite=args.force,
             progress=report, cancel=cancel, loras=tuple(loras), controlnets=tuple(args.controlnet),
+            quantize=args.quantize,
         )
     except Cancelled:
         print("Cancelled; nothing was written.", file=sys.stderr)
         return EXIT_CANCELLED
     finally:
         signal.signal(signal.SIGINT, previous)
+    from heyim_desktop.core.coreml.convert import conversion_notes
+
+    for note in conversion_notes(out):
+        print(note, file=sys.stderr)
     print(out)
     return EXIT_OK
 
@@ -563,6 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[DATA_DIR_ENV] = str(Path(args.data_dir).expanduser().resolve())
     from heyim_desktop.core.errors import ModelError, OutOfMemory, StorageError, UserFacingError
 
+    if getattr(args, "coreml_smoke", False):
+        from heyim_desktop.core.coreml.smoke import run_coreml_smoke
+
+        return run_coreml_smoke()
     handler = COMMANDS.get(args.command) if args.command else run_gui
     assert handler is not None
     try:

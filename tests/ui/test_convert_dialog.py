@@ -84,3 +84,27 @@ def test_model_load_shows_elapsed_time_and_the_core_ml_first_load_note(parts, qt
     window._model_loading("demo")
     assert "first load" not in window.model_state.text()
     window._stop_load_clock()
+
+
+def test_convert_dialog_passes_the_palette_and_shows_the_sizes(window, qtbot, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import heyim_desktop.core.coreml.convert as convert
+
+    seen: dict[str, object] = {}
+
+    def fake_convert(source, out, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw)
+        Path(out).mkdir(parents=True)
+        (Path(out) / convert.NOTES_FILE).write_text(json.dumps({"notes": ["Unet: 1.7 GB -> 0.7 GB (6-bit palette)"]}))
+        return Path(out)
+
+    monkeypatch.setattr(convert, "convert_to_coreml", fake_convert)
+    dialog = window.open_convert_dialog()
+    qtbot.addWidget(dialog)
+    dialog.source.setText(str(tmp_path / "sdxl"))
+    dialog.quantize.setCurrentIndex(dialog.quantize.findData(6))
+    with qtbot.waitSignal(dialog.converted, timeout=30_000) as got:
+        dialog.start()
+    assert seen["quantize"] == 6 and got.args[0].endswith("sdxl-coreml-split_einsum-512-6bit")
+    qtbot.waitUntil(lambda: "0.7 GB (6-bit palette)" in dialog.state.text(), timeout=10_000)

@@ -65,6 +65,15 @@ _DIT_FILES = (
 )
 
 
+def coreml_files(subfolder: str, *, sdxl: bool = False, chunked: bool = False) -> tuple[str, ...]:
+    """The files of one Core ML variant that HeyIm's engine loads: the text encoder(s), the
+    whole UNet (or its two chunks, for a variant that only has those), the VAE decoder and
+    encoder, the tokenizer; never the other chunks or the safety checker it does not run."""
+    models = ["TextEncoder", *(["TextEncoder2"] if sdxl else []),
+              *(["UnetChunk1", "UnetChunk2"] if chunked else ["Unet"]), "VAEDecoder", "VAEEncoder"]
+    return (*(f"{subfolder}/{m}.mlmodelc/*" for m in models), f"{subfolder}/vocab.json", f"{subfolder}/merges.txt")
+
+
 @dataclass(frozen=True)
 class CatalogueEntry:
     name: str  # what the user types: `heyim-desktop models download sd15`
@@ -119,13 +128,13 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
                         "1024x1024. About 16 GB (estimated from its parameter count).",
                    licence_terms=SD35_MEDIUM_TERMS),
     CatalogueEntry("coreml-sd15", "Stable Diffusion 1.5 (Core ML, Neural Engine)", "apple/coreml-stable-diffusion-v1-5",
-                   "coreml", "SD1", 2_580_000_000, ("split_einsum/compiled/*",), subfolder="split_einsum/compiled",
+                   "coreml", "SD1", 2_580_000_000, coreml_files("split_einsum/compiled"), subfolder="split_einsum/compiled",
                    platform="darwin"),
     CatalogueEntry("coreml-sd21", "Stable Diffusion 2.1 base (Core ML, Neural Engine)",
                    "apple/coreml-stable-diffusion-2-1-base", "coreml", "SD2", 2_600_000_000,
-                   ("split_einsum/compiled/*",), subfolder="split_einsum/compiled", platform="darwin"),
+                   coreml_files("split_einsum/compiled"), subfolder="split_einsum/compiled", platform="darwin"),
     CatalogueEntry("coreml-sdxl", "Stable Diffusion XL base (Core ML)", "apple/coreml-stable-diffusion-xl-base",
-                   "coreml", "SDXL", 6_950_000_000, ("original/compiled/*",), subfolder="original/compiled",
+                   "coreml", "SDXL", 6_950_000_000, coreml_files("original/compiled", sdxl=True), subfolder="original/compiled",
                    platform="darwin", note="Needs 16 GB of memory or more."),
     # Upscalers land in models/upscalers/. Real-ESRGAN ships as .pth: converted to safetensors on first use, out
     # of process. Repo ids and file names as public download scripts use them (resolve/main/<file>); the SPAN

@@ -189,7 +189,8 @@ def inspect_coreml(folder: Path, source: str = "") -> ModelInfo | None:
         return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.UNSUPPORTED,
                          "Core ML models run on macOS only.", source)
     w, h = info.size
-    note = f"Makes {w}x{h} images only ({info.attention} attention)."
+    weights = f", {info.bits}-bit weights" if info.bits else ""
+    note = f"Makes {w}x{h} images only ({info.attention} attention{weights})."
     if info.img2img_note:
         note += f" {info.img2img_note[0].upper()}{info.img2img_note[1:]}."
     return ModelInfo(folder.name, str(folder), "coreml", base, size, ModelStatus.READY, note, source)

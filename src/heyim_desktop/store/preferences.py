@@ -35,6 +35,10 @@ class Preferences:
     device: str = "auto"
     #: Core ML compute units ("" = the model's own default; AUTO measures once per model and Mac).
     coreml_compute_units: str = ""
+    #: Per-component Core ML units over that, "VAEDecoder=CPU_AND_GPU, TextEncoder=CPU_ONLY" ("" = none).
+    coreml_component_units: str = ""
+    #: Core ML memory mode: "" (reduce on Macs with 8 GB or less), "reduce-memory" or "full-memory".
+    coreml_memory: str = ""
     #: Keep only the newest N history entries; 0 = unlimited.
     keep_limit: int = 0
     #: Minutes without a job after which the model is unloaded (its engine process ends); 0 = never.

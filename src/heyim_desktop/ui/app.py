@@ -107,8 +107,10 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
         # Read the device at load time, so a change in Preferences applies to the next model load.
         current = holder["window"].prefs if "window" in holder else prefs
         status = holder["worker"].load_status.emit if "worker" in holder else None
-        return default_loader(current.device, current.coreml_compute_units or None, status, engines,
-                              in_process=in_process_engine)(ref)
+        from heyim_desktop.core.coreml.compute_units import compose_units
+
+        units = compose_units(current.coreml_compute_units, current.coreml_component_units, current.coreml_memory)
+        return default_loader(current.device, units, status, engines, in_process=in_process_engine)(ref)
 
     # The last model preloads as soon as the worker runs: its engine process starts at launch.
     def preferred_upscaler() -> Any:

@@ -67,14 +67,26 @@ class ConvertDialog(QDialog):
         self.attention = QComboBox()
         self.attention.addItem("split_einsum: best on the Neural Engine", "split_einsum")
         self.attention.addItem("original: best on the GPU", "original")
+        self.quantize = QComboBox()
+        self.quantize.addItem("fp16: full size", 0)
+        self.quantize.addItem("8-bit palette: about half the size (macOS 14+)", 8)
+        self.quantize.addItem("6-bit palette: the balance for SDXL on 8-16 GB Macs (macOS 14+)", 6)
+        self.quantize.addItem("4-bit palette: smallest, some quality loss (macOS 15+)", 4)
+        self.quantize.setToolTip("Palettizing stores the UNet's and text encoders' weights as small lookup tables "
+                                 "that Core ML expands while it runs: smaller downloads and less memory, with a "
+                                 "small loss of detail (most at 4 bits). The VAE stays fp16.")
+        self.quantize.setAccessibleName("Weight compression")
         #: LoRAs baked into the converted model (Core ML cannot take them at run time).
         self.loras = QLineEdit(loras)
         self.loras.setPlaceholderText("none; or NAME:WEIGHT, NAME:WEIGHT (LoRAs of the model library, or files)")
         self.loras.setToolTip("LoRAs to bake into the converted model at these weights. A Core ML model cannot take "
                               "LoRAs at run time; the converted model's name and metadata record them.")
         self.loras.setAccessibleName("LoRAs to bake")
-        self.note = QLabel("Core ML models have a fixed size. Conversion takes several minutes and a few GB of "
-                           "memory for SD 1.5; the Mac compiles the result once, at its first load.")
+        self.note = QLabel("Core ML models have a fixed size. split_einsum suits the Neural Engine (fast and frugal "
+                           "on base M chips, where models up to SD 1.5/2.x size at 512-768 px work well); original "
+                           "suits the GPU of Pro, Max and Ultra chips. Conversion takes several minutes and a few GB "
+                           "of memory for SD 1.5 (longer with a palette); the Mac compiles the result once, at its "
+                           "first load, which can take minutes on the Neural Engine.")
         self.note.setWordWrap(True)
         self.bar = QProgressBar()
         self.bar.setVisible(False)
@@ -87,6 +99,7 @@ class ConvertDialog(QDialog):
         form.addRow("Model", row)
         form.addRow("Image size", self.image_size)
         form.addRow("Attention", self.attention)
+        form.addRow("Weights", self.quantize)
         form.addRow("Bake LoRAs", self.loras)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -128,7 +141,9 @@ class ConvertDialog(QDialog):
     def output_dir(self, loras: "list[LoraUse] | None" = None) -> Path:
         name = Path(self.source.text().strip()).name or "model"
         baked = "".join(f"+{u.name}-{u.weight:g}" for u in (loras or []))[:80]
-        return self.out_root / f"{name}{baked}-coreml-{self.attention.currentData()}-{self.image_size.value()}"
+        bits = int(self.quantize.currentData() or 0)
+        palette = f"-{bits}bit" if bits else ""
+        return self.out_root / f"{name}{baked}-coreml-{self.attention.currentData()}-{self.image_size.value()}{palette}"
 
     @property
     def running(self) -> bool:
@@ -150,6 +165,7 @@ class ConvertDialog(QDialog):
         out = self.output_dir(list(loras))
         size = self.image_size.value()
         attention = str(self.attention.currentData())
+        bits = int(self.quantize.currentData() or 0) or None
         cancel, relay = self._cancel, self.relay
 
         def work() -> None:
@@ -159,7 +175,7 @@ class ConvertDialog(QDialog):
                 path = convert_to_coreml(
                     source, out, size=(size, size), attention=attention,
                     progress=lambda p: relay.progress.emit(p.stage, p.total, p.label), cancel=cancel,
-                    loras=loras,
+                    loras=loras, quantize=bits,
                 )
             except Cancelled:
                 relay.cancelled.emit()
@@ -192,7 +208,9 @@ class ConvertDialog(QDialog):
 
     def _done(self, path: Any) -> None:
         self.bar.setValue(self.bar.maximum())
-        self.state.setText(f"Done: {path}")
+        from heyim_desktop.core.coreml.convert import conversion_notes
+
+        self.state.setText("\n".join([f"Done: {path}", *conversion_notes(path)]))
         self.start_button.setEnabled(True)
         self.converted.emit(str(path))
 

@@ -93,11 +93,27 @@ class PreferencesDialog(QDialog):
         from heyim_desktop.core.coreml import CHOICES, LABELS
 
         self.compute_units = QComboBox()
-        self.compute_units.addItem("The model's default (Neural Engine for split_einsum)", "")
+        self.compute_units.addItem("The default for the model and this Mac's chip", "")
         for choice in CHOICES:
             self.compute_units.addItem(LABELS[choice], choice)
         self.compute_units.setCurrentIndex(max(0, self.compute_units.findData(prefs.coreml_compute_units)))
         self.compute_units.setEnabled(sys.platform == "darwin")
+        self.component_units = QLineEdit(prefs.coreml_component_units)
+        self.component_units.setPlaceholderText("none; e.g. VAEDecoder=CPU_AND_GPU, TextEncoder=CPU_ONLY")
+        self.component_units.setToolTip("Compute units for single parts of a Core ML model, over the choice above "
+                                        "(SDXL's VAE already runs on the GPU). Parts: TextEncoder, TextEncoder2, Unet, "
+                                        "VAEDecoder, VAEEncoder.")
+        self.component_units.setAccessibleName("Core ML units per part")
+        self.component_units.setEnabled(sys.platform == "darwin")
+        self.coreml_memory = QComboBox()
+        self.coreml_memory.addItem("Automatic (reduce on Macs with 8 GB)", "")
+        self.coreml_memory.addItem("Reduce memory: load each part only while it runs", "reduce-memory")
+        self.coreml_memory.addItem("Keep every part loaded (faster)", "full-memory")
+        self.coreml_memory.setToolTip("Reduce memory releases the text encoders before the UNet runs and the UNet "
+                                      "before the VAE decodes, as Apple's pipeline does on 8 GB Macs; each image "
+                                      "then loads its parts again (a few seconds).")
+        self.coreml_memory.setCurrentIndex(max(0, self.coreml_memory.findData(prefs.coreml_memory)))
+        self.coreml_memory.setEnabled(sys.platform == "darwin")
         self.keep = QSpinBox()
         self.keep.setRange(0, 1_000_000)
         self.keep.setSpecialValueText("Unlimited")
@@ -130,6 +146,8 @@ class PreferencesDialog(QDialog):
         form.addRow("Compute device", self.device)
         form.addRow("", self.device_note)
         form.addRow("Core ML runs on", self.compute_units)
+        form.addRow("Core ML units per part", self.component_units)
+        form.addRow("Core ML memory", self.coreml_memory)
         if sys.platform != "darwin":
             form.addRow("", _note("Core ML models run on macOS only."))
         form.addRow("Keep in history", self.keep)
@@ -170,6 +188,14 @@ class PreferencesDialog(QDialog):
         self.device_note.setText("A device change applies the next time a model loads.")
 
     def accept(self) -> None:  # noqa: D102 - Qt override: check the queue URL before closing
+        from heyim_desktop.core.coreml.compute_units import compose_units
+        from heyim_desktop.core.errors import UserFacingError as _UserFacing
+
+        try:
+            compose_units("", self.component_units.text())
+        except _UserFacing as exc:
+            QMessageBox.warning(self, "Core ML units per part", str(exc))
+            return
         url = self.remote_queue.text().strip()
         if url:
             from heyim_desktop.core.errors import UserFacingError
@@ -204,6 +230,8 @@ class PreferencesDialog(QDialog):
             default_guidance=round(self.guidance.value(), 4),
             device=str(self.device.currentData()),
             coreml_compute_units=str(self.compute_units.currentData() or ""),
+            coreml_component_units=self.component_units.text().strip(),
+            coreml_memory=str(self.coreml_memory.currentData() or ""),
             keep_limit=self.keep.value(),
             idle_unload_minutes=self.idle_unload.value(),
             api_enabled=self.api_enabled.isChecked(),

@@ -24,7 +24,7 @@ def test_cli_writes_apples_layout(coreml_model: Path, conversion_log: dict[str, 
     names = sorted(p.name for p in coreml_model.iterdir())
     assert names == [
         "TextEncoder.mlpackage", "Unet.mlpackage", "VAEDecoder.mlpackage", "VAEEncoder.mlpackage",
-        "merges.txt", "scheduler_config.json", "vocab.json",
+        "heyim-conversion.json", "merges.txt", "scheduler_config.json", "vocab.json",
     ]
     for pkg in coreml_model.glob("*.mlpackage"):
         assert (pkg / "Manifest.json").is_file()

@@ -4,6 +4,12 @@ Compiling a large package takes a while; the result is kept in HeyIm's cache fol
 key made from the package's bytes, so a later launch (or the same model in another folder)
 loads at once, and an edited package is compiled again. Hashing a 1.6 GB UNet also takes a
 moment, so the hash is remembered per (path, size, mtime).
+
+Safe across processes (the window's engine process and a `heyim generate` at once): compiling
+one key holds an exclusive file lock (``.<key>.lock``, ``fcntl.flock``; released by the
+system if the process dies), the compiled folder is built in a private temporary folder and
+renamed into place whole, and a process that waited for the lock finds the result and does
+not compile again. The hash index is written by atomic replace under its own lock.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import os
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,24 @@ def content_hash(folder: Path) -> str:
 
 def _stamp(folder: Path) -> list[list[object]]:
     return [[p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on ``path`` (created if missing); a no-op lock
+    where ``fcntl`` is missing (Windows, where Core ML never runs)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def coremltools_compile(package: Path, destination: Path) -> None:
@@ -74,11 +99,17 @@ class CompiledModelCache:
         if entry and entry.get("stamp") == stamp and isinstance(entry.get("hash"), str):
             return str(entry["hash"])
         digest = content_hash(package)
-        index[str(package)] = {"stamp": stamp, "hash": digest}
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{_INDEX}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(index), encoding="utf-8")
-        os.replace(tmp, self.root / _INDEX)
+        with file_lock(self.root / f".{_INDEX}.lock"):
+            index = self._index()  # another process may have added entries meanwhile
+            index[str(package)] = {"stamp": stamp, "hash": digest}
+            tmp = self.root / f".{_INDEX}.{os.getpid()}.{threading.get_ident()}.tmp"
+            try:
+                tmp.write_text(json.dumps(index), encoding="utf-8")
+                os.replace(tmp, self.root / _INDEX)
+            except OSError:  # the index is only a shortcut: without it the hash is computed again
+                tmp.unlink(missing_ok=True)
+                log.warning("could not update %s", self.root / _INDEX, exc_info=True)
         return digest
 
     def path_for(self, package: Path) -> Path:
@@ -91,16 +122,22 @@ class CompiledModelCache:
             if dest.is_dir():
                 return dest, False
             self.root.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=".compile-", dir=self.root))
-            try:
-                log.info("compiling %s (first use; cached for next time)", package.name)
-                self._compile(package, work / dest.name)
-                if not (work / dest.name).is_dir():
-                    raise RuntimeError(f"compiling {package.name} produced no model")
-                os.replace(work / dest.name, dest)  # appears whole or not at all
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            return dest, True
+            with file_lock(self.root / f".{dest.name}.lock"):
+                if dest.is_dir():  # another process compiled it while this one waited
+                    return dest, False
+                return self._compile_into(package, dest), True
+
+    def _compile_into(self, package: Path, dest: Path) -> Path:
+        work = Path(tempfile.mkdtemp(prefix=".compile-", dir=self.root))
+        try:
+            log.info("compiling %s (first use; cached for next time)", package.name)
+            self._compile(package, work / dest.name)
+            if not (work / dest.name).is_dir():
+                raise RuntimeError(f"compiling {package.name} produced no model")
+            os.replace(work / dest.name, dest)  # appears whole or not at all
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return dest
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

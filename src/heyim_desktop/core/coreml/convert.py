@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from heyim_desktop.core.cancel import CancelToken
+from heyim_desktop.core.coreml import compression
 from heyim_desktop.core.coreml.detect import META_FORCE_ZEROS, META_SCALING, TOKENIZER_2
 from heyim_desktop.core.coreml.specs import read_model_spec
 from heyim_desktop.core.errors import InvalidRequest, ModelError
@@ -41,6 +42,8 @@ META_WEIGHTS = "heyim.weights"
 #: The LoRAs baked into a converted model ("name:weight, ..."), absent when none.
 META_LORAS = "heyim.loras"
 SCHEDULER_FILE = "scheduler_config.json"
+#: What a conversion did that people should know (precision choices, sizes before and after).
+NOTES_FILE = "heyim-conversion.json"
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,11 @@ def _check_size(size: tuple[int, int], unet: Any) -> tuple[int, int]:
 
 
 def _convert(
-    module: Any, inputs: Sequence[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]], *, precision: str = "fp16"
+    module: Any, inputs: Sequence[tuple[str, tuple[int, ...], Any]], outputs: list[tuple[str, Any]], *, precision: str = "fp16",
+    macos: int = 13,
 ) -> Any:
+    """Trace and convert ``module``; ``precision`` "fp16", "fp32" or "fp16-attention-fp32"
+    (see :mod:`compression`), ``macos`` the minimum deployment target (13, 14 or 15)."""
     import coremltools as ct
     import torch
 
@@ -86,8 +92,8 @@ def _convert(
             inputs=ct_inputs,
             outputs=ct_outputs,
             convert_to="mlprogram",
-            minimum_deployment_target=ct.target.macOS13,
-            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            minimum_deployment_target={13: ct.target.macOS13, 14: ct.target.macOS14, 15: ct.target.macOS15}[macos],
+            compute_precision=compression.compute_precision(precision),
             skip_model_load=True,  # loading needs macOS; the Mac compiles at first use
         )
     log.debug("coremltools: %s", noise.getvalue()[-2000:])
@@ -139,6 +145,7 @@ def convert_to_coreml(
     cancel: CancelToken | None = None,
     loras: Sequence["LoraUse"] = (),
     controlnets: Sequence[str | os.PathLike[str]] = (),
+    quantize: int | None = None,
 ) -> Path:
     """Convert ``model_dir`` into a Core ML resources folder at ``out_dir`` and return it.
 
@@ -151,6 +158,9 @@ def convert_to_coreml(
     ``controlnets``: ControlNets (diffusers folders or ``.safetensors``) to convert into
     ``controlnet/<name>.mlpackage``; the UNet is then Apple's ``ControlledUnet``, which takes
     their residuals as ``additional_residual_*`` inputs (zeros when no ControlNet is used).
+    ``quantize``: 8, 6 or 4 palettizes the UNet's and text encoders' weights (see
+    :mod:`compression`); the VAE and ControlNets stay fp16. What was done (precision choices,
+    sizes before and after) is logged and kept in ``NOTES_FILE`` (:func:`conversion_notes`).
     """
     import numpy as np
     import torch
@@ -164,6 +174,8 @@ def convert_to_coreml(
         raise InvalidRequest("attention", f"choose one of {', '.join(ATTENTIONS)}, got {attention!r}")
     if batch not in BATCHES:
         raise InvalidRequest("batch", f"choose 1 or 2, got {batch}")
+    bits = compression.check_bits(quantize)
+    macos = compression.minimum_macos(bits)
     src = Path(model_dir).expanduser()
     dest = Path(out_dir).expanduser()
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
@@ -218,9 +230,17 @@ def convert_to_coreml(
     cross = int(unet.config.cross_attention_dim)
     channels = int(unet.config.in_channels)
     f16, f32 = np.float16, np.float32
-    # SDXL's VAE overflows in fp16: it is converted in fp32 (and runs on the GPU, see runtime).
-    vae_type = f32 if xl else f16
-    vae_precision = "fp32" if xl else "fp16"
+    # SDXL's VAE overflows in fp16: fp32 (and on the GPU, see runtime), unless it is a fixed fp16 VAE.
+    vae_precision, vae_note = compression.vae_precision(vae.config, xl)
+    vae_type = f32 if vae_precision == "fp32" else f16
+    unet_precision, unet_note = compression.unet_precision(unet.config)
+    notes = [n for n in (unet_note, vae_note) if n]
+    if bits:
+        notes.append(f"Weights palettized to {bits} bits (UNet and text encoders; the VAE stays fp16): "
+                     f"needs macOS {macos} or later.")
+    for note in notes:
+        log.info("convert %s: %s", src.name, note)
+    sizes: list[compression.Palettized] = []
     meta = {META_ATTENTION: attention, META_SOURCE: src.name, "heyim.size": f"{w}x{h}"}
     label = f"{src.name} + LoRA {baked_label(baked)}" if baked else src.name
     if baked:
@@ -229,9 +249,23 @@ def convert_to_coreml(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".coreml-convert-", dir=dest.parent))
     try:
-        def save(model: Any, name: str, description: str, extra: dict[str, str] | None = None) -> None:
+        def save(model: Any, name: str, description: str, extra: dict[str, str] | None = None,
+                 compress: bool = False) -> None:
             model.short_description = description
             model.user_defined_metadata.update({**meta, **(extra or {})})
+            if compress and bits:
+                plain = tmp / f".{name}-fp16.mlpackage"
+                model.save(str(plain))  # only to report the size before
+                before = compression.package_bytes(plain)
+                shutil.rmtree(plain)
+                cancel.raise_if_cancelled()
+                model = compression.palettize(model, bits)
+                model.short_description = description
+                model.user_defined_metadata.update({**meta, **(extra or {}), compression.META_BITS: str(bits)})
+                model.save(str(tmp / f"{name}.mlpackage"))
+                sizes.append(compression.Palettized(name, bits, before, compression.package_bytes(tmp / f"{name}.mlpackage")))
+                log.info("convert %s: %s", src.name, sizes[-1].describe())
+                return
             model.save(str(tmp / f"{name}.mlpackage"))
 
         def reused(name: str, weights: str, inputs: Sequence[tuple[str, tuple[int, ...], Any]]) -> bool:
@@ -251,6 +285,8 @@ def convert_to_coreml(
             if baked:  # a text encoder with LoRAs in it is another text encoder
                 te_weights = hashlib.sha256("|".join([te_weights] + [f"{lora_hash(u.path)}:{u.weight!r}" for u in baked])
                                             .encode()).hexdigest()
+            if bits:  # and so is a palettized one
+                te_weights = f"{te_weights}:q{bits}"
             te_inputs = [("input_ids", (1, M.TEXT_LENGTH), f32)]
             if not reused(name, te_weights, te_inputs):
                 if xl:
@@ -259,8 +295,9 @@ def convert_to_coreml(
                 else:
                     module = M.TextEncoderModule(encoder)
                     outputs = [("last_hidden_state", f32), ("pooled_outputs", f32)]
-                te = _convert(module, te_inputs, outputs)
-                save(te, name, f"{label}: text encoder{' 2' if name == 'TextEncoder2' else ''}", {META_WEIGHTS: te_weights})
+                te = _convert(module, te_inputs, outputs, macos=macos)
+                save(te, name, f"{label}: text encoder{' 2' if name == 'TextEncoder2' else ''}", {META_WEIGHTS: te_weights},
+                     compress=True)
 
         cancel.raise_if_cancelled()
         report(stages.index(unet_name))
@@ -278,7 +315,7 @@ def convert_to_coreml(
             ("timestep", (batch,), f16),
             ("encoder_hidden_states", (batch, cross, 1, M.TEXT_LENGTH), f16),
         ]
-        unet_meta: dict[str, str] = {}
+        unet_meta: dict[str, str] = {compression.META_FP32_OPS: "attention scores, softmax"} if unet_note else {}
         if xl:
             per_id = int(parts.unet.config.addition_time_embed_dim)
             pooled = int(parts.text_encoders[1].config.projection_dim)
@@ -294,18 +331,19 @@ def convert_to_coreml(
             names = M.chunk1_output_names(unet)
             with torch.no_grad():
                 outs = M.UnetChunk1Module(unet)(*(torch.zeros(s) for _, s, _ in unet_inputs))
-            c1 = _convert(M.UnetChunk1Module(unet), unet_inputs, [(n, f16) for n in names])
-            save(c1, "UnetChunk1", f"{label}: UNet, first half")
+            c1 = _convert(M.UnetChunk1Module(unet), unet_inputs, [(n, f16) for n in names], precision=unet_precision, macos=macos)
+            save(c1, "UnetChunk1", f"{label}: UNet, first half", unet_meta, compress=True)
             cancel.raise_if_cancelled()
             c2_inputs = [unet_inputs[2]] + [(n, tuple(o.shape), f16) for n, o in zip(names, outs)]
-            c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f32)])
-            save(c2, "UnetChunk2", f"{label}: UNet, second half")
+            c2 = _convert(M.UnetChunk2Module(unet), c2_inputs, [("noise_pred", f32)], precision=unet_precision, macos=macos)
+            save(c2, "UnetChunk2", f"{label}: UNet, second half", unet_meta, compress=True)
         elif nets:
             from heyim_desktop.core.coreml.controlnet import controlnet_inputs, residual_specs
 
             residuals = residual_specs(nets[0], unet_inputs, (h, w))
-            un = _convert(M.ControlledUnetModule(unet), [*unet_inputs, *residuals], [("noise_pred", f32)])
-            save(un, "ControlledUnet", f"{label}: UNet taking ControlNet residuals", unet_meta)
+            un = _convert(M.ControlledUnetModule(unet), [*unet_inputs, *residuals], [("noise_pred", f32)],
+                          precision=unet_precision, macos=macos)
+            save(un, "ControlledUnet", f"{label}: UNet taking ControlNet residuals", unet_meta, compress=True)
             (tmp / "controlnet").mkdir()
             for name, path, net in zip(net_names, net_paths, nets):
                 cancel.raise_if_cancelled()
@@ -319,8 +357,8 @@ def convert_to_coreml(
         else:
             # fp16 compute, fp32 out: the scheduler's arithmetic wants the full-precision prediction.
             module = M.UnetXLModule(unet) if xl else M.UnetModule(unet)
-            un = _convert(module, unet_inputs, [("noise_pred", f32)])
-            save(un, "Unet", f"{label}: UNet", unet_meta)
+            un = _convert(module, unet_inputs, [("noise_pred", f32)], precision=unet_precision, macos=macos)
+            save(un, "Unet", f"{label}: UNet", unet_meta, compress=True)
 
         cancel.raise_if_cancelled()
         # An inpainting UNet takes 9 channels (latents + mask + masked latents); the VAE still makes 4.
@@ -345,6 +383,10 @@ def convert_to_coreml(
             shutil.copytree(parts.tokenizer_dirs[1], tmp / TOKENIZER_2)
         # Not part of Apple's layout; it keeps the model's own scheduler (prediction type, betas).
         (tmp / SCHEDULER_FILE).write_text(json.dumps(parts.scheduler_config, indent=2), encoding="utf-8")
+        notes += [s.describe() for s in sizes]
+        record = {"notes": notes, "quantize": bits, "minimum_macos": macos,
+                  "sizes": {s.name: {"before": s.before, "after": s.after} for s in sizes}}
+        (tmp / NOTES_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -357,3 +399,13 @@ def convert_to_coreml(
         progress(ConversionProgress(total, total, "Done", time.perf_counter() - t0))
     log.info("converted %s to %s in %.1fs", src, dest, time.perf_counter() - t0)
     return dest
+
+
+def conversion_notes(folder: str | os.PathLike[str]) -> list[str]:
+    """What the conversion into ``folder`` did, for people ([] for folders HeyIm did not convert)."""
+    try:
+        data = json.loads((Path(folder) / NOTES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    notes = data.get("notes") if isinstance(data, dict) else None
+    return [str(n) for n in notes] if isinstance(notes, list) else []

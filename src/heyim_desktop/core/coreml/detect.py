@@ -59,6 +59,8 @@ class CoreMLModelInfo:
     encoder_form: str | None = None
     #: Why image-to-image is off when the folder has a VAEEncoder we cannot use ("" otherwise).
     img2img_note: str = ""
+    #: The UNet's weight palette in bits (HeyIm's ``--quantize``), None for fp16 weights.
+    bits: int | None = None
 
     @property
     def name(self) -> str:
@@ -231,4 +233,5 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         models=specs,
         encoder_form=form,
         img2img_note=note,
+        bits=next((int(b) for s in unets if (b := s.meta("heyim.bits") or "").isdigit()), None),
     )
