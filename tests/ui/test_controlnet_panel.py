@@ -30,7 +30,7 @@ def _info(path: Path) -> ModelInfo:
 def test_unit_preview_shows_the_processed_map(qtbot, tiny_controlnet: Path) -> None:  # type: ignore[no-untyped-def]
     panel = ControlNetPanel()
     qtbot.addWidget(panel)
-    panel.set_models([_info(tiny_controlnet)], {"depth_midas": False, "openpose": True})
+    panel.set_models([_info(tiny_controlnet)], {"depth_midas": "", "openpose": "/lib/annotator/body_pose_model.safetensors"})
     assert panel.hint.isVisible() is False or not panel.isVisible()
     editor = panel.add_unit()
     assert editor is not None and editor.model.currentData() == str(tiny_controlnet)
@@ -47,7 +47,8 @@ def test_unit_preview_shows_the_processed_map(qtbot, tiny_controlnet: Path) -> N
     assert unit.preprocessor == "canny" and unit.threshold_b == 150 and unit.image is not None
     openpose = editor.preprocessor.model().item(editor.preprocessor.findData("openpose"))
     depth = editor.preprocessor.model().item(editor.preprocessor.findData("depth_midas"))
-    assert not openpose.isEnabled() and "found" in openpose.text() and "needs dpt_hybrid" in depth.text()
+    assert not openpose.isEnabled() and "found" in openpose.text()
+    assert not depth.isEnabled() and "needs a depth model" in depth.text() and "model.safetensors" in depth.toolTip()
     for _ in range(3):
         panel.add_unit()
     assert len(panel.editors) == 4 and not panel.add_button.isEnabled()
