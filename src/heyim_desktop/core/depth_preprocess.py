@@ -78,7 +78,7 @@ def _load(folder: Path, name: str, device: str) -> tuple[Any, Any]:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         try:
-            processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+            processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)  # type: ignore[no-untyped-call]
             model = AutoModelForDepthEstimation.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"{folder}: cannot load the depth model ({exc})") from exc
