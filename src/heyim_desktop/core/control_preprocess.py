@@ -135,8 +135,8 @@ def canonical(name: str) -> str:
         known = ", ".join(PREPROCESSORS)
         net = {p.name: p for p in NETWORK_PREPROCESSORS}.get(key)
         if net is not None:
-            raise InvalidRequest("controlnet.module", f"{net.label} needs its own network, which HeyIm does not run; "
-                                 f"make the map elsewhere and use 'none'. Available: {known}")
+            raise InvalidRequest("controlnet.module", f"{net.label} needs its own network ({net.weights}), which "
+                                 f"HeyIm does not run yet; make the map elsewhere and use 'none'. Available: {known}")
         raise InvalidRequest("controlnet.module", f"unknown preprocessor {name!r}; choose one of {known}")
     return key
 

@@ -83,7 +83,8 @@ def _load(folder: Path, name: str, device: str) -> tuple[Any, Any]:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"{folder}: cannot load the depth model ({exc})") from exc
         model = model.to(device).eval()
-        _cache.clear()  # one depth model at a time: they are large
+        while len(_cache) >= 2:  # a preview's CPU copy and the engine's, no more: they are large
+            _cache.pop(next(iter(_cache)))
         _cache[key] = (processor, model)
         log.info("loaded depth model %s on %s", folder, device)
         return processor, model
