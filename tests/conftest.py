@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if sys.platform != "darwin":
         config.addinivalue_line("markers", "macos: needs macOS")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``./test.sh`` (pytest-xdist, ``--dist loadfile``): a file's tests stay on one worker (its
+    module fixtures are built once), and all Core ML tests share one worker too: they use the
+    session's converted tiny models, and converting those once per worker cost minutes."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesWithCoreMLTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/core/coreml/" if path.startswith("tests/core/coreml/") else path
+
+    return FilesWithCoreMLTogether(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
