@@ -31,11 +31,11 @@ class TorchReferencePredictor:
         unet = M.unet_for(self.parts.unet, info.attention)
         vae = self.parts.vae
         if self.parts.xl:
-            te1, te2 = self.parts.text_encoders
+            *first, te2 = self.parts.text_encoders  # a refiner has the second encoder only
             self.modules: dict[str, torch.nn.Module] = {
-                "TextEncoder": M.TextEncoderXLModule(te1),
                 "TextEncoder2": M.TextEncoderXLModule(te2),
                 "Unet": M.UnetXLModule(unet),
+                **{"TextEncoder": M.TextEncoderXLModule(te) for te in first},
             }
         else:
             self.modules = {
