@@ -279,10 +279,34 @@ def test_coreml_base_hands_over_to_the_coreml_refiner(sdxl_engine, refiner_engin
     assert names[:2] == ["TextEncoder2", "TextEncoder2"] and names[-1] == "VAEDecoder" and "VAEEncoder" not in names
 
 
+def test_refiner_of_another_size_is_refused_before_the_base_runs(tiny_sdxl_engine, refiner_engine) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.errors import InvalidRequest
+
+    refiner, predictor = refiner_engine
+    predictor.calls.clear()
+    req = GenerationRequest(prompt="x", steps=4, seed=1, width=64, height=64, scheduler="Euler", refiner_switch=0.5)
+    with pytest.raises(InvalidRequest, match="only makes 256x256"):
+        tiny_sdxl_engine.generate(req, refiner=refiner)
+    assert predictor.calls == []
+
+
 def test_chunked_sdxl_and_refiner_loras_are_refused(tiny_sdxl_refiner: Path, tmp_path: Path) -> None:
     from heyim_desktop.core.coreml.convert import convert_to_coreml
     from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.lora import LoraUse
 
     with pytest.raises(InvalidRequest, match="chunked UNets"):
         convert_to_coreml(tiny_sdxl_refiner, tmp_path / "out", chunk_unet=True)
+    with pytest.raises(InvalidRequest, match="without --lora"):
+        convert_to_coreml(tiny_sdxl_refiner, tmp_path / "out", loras=[LoraUse(str(tmp_path / "x.safetensors"), 1.0)])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_with_neither_text_encoder_is_incomplete(coreml_refiner: tuple[Path, list[object]], tmp_path: Path) -> None:
+    from heyim_desktop.core.errors import ModelError
+
+    copy = tmp_path / "m"
+    shutil.copytree(coreml_refiner[0], copy)
+    shutil.rmtree(copy / "TextEncoder2.mlpackage")
+    with pytest.raises(ModelError, match="TextEncoder.mlmodelc"):
+        detect_coreml_folder(copy)
