@@ -62,6 +62,10 @@ def run_refined(
     """``request`` on ``base`` up to ``request.refiner_switch``, then on ``refiner`` to the end."""
     if refiner.latent_channels != base.latent_channels or refiner.vae_scale_factor != base.vae_scale_factor:
         raise InvalidRequest("refiner", "the refiner's latents do not match the base model's (pick an SDXL refiner for an SDXL model)")
+    fixed = refiner.capabilities.fixed_size
+    if fixed is not None and (request.width, request.height) != fixed:  # before the base stage runs, not after
+        raise InvalidRequest("refiner", f"the refiner only makes {fixed[0]}x{fixed[1]} images (a Core ML model's fixed "
+                                        f"size), got {request.width}x{request.height}; pick that size or another refiner")
     switch = request.refiner_switch
     steps_1 = stage_steps(base, request, end=switch) * _groups(base, request)
     steps_2 = stage_steps(refiner, request, start=switch) * _groups(refiner, request)

@@ -181,7 +181,7 @@ def inspect_coreml(folder: Path, source: str = "") -> ModelInfo | None:
     except ModelError as exc:
         return ModelInfo(folder.name, str(folder), "coreml", "unknown", size, ModelStatus.INCOMPLETE, str(exc), source)
     if info.kind == KIND_SDXL:
-        base = "SDXL"
+        base = "SDXL-refiner" if info.refiner else "SDXL"
     else:
         hidden = info.model("TextEncoder").outputs[0].shape[-1] if info.model("TextEncoder").outputs else 0
         base = {768: "SD1", 1024: "SD2"}.get(hidden, "unknown")

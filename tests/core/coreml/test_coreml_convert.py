@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,8 @@ def test_incomplete_sdxl_source_and_refiner_are_refused(tmp_path: Path, tiny_sdx
     (tmp_path / "xl" / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
     with pytest.raises(ModelError, match="incomplete"):
         convert_to_coreml(tmp_path / "xl", tmp_path / "out")
-    with pytest.raises(ModelError, match="SDXL refiner; the Core ML converter handles SD 1.x/2.x and SDXL base models"):
-        convert_to_coreml(tiny_sdxl_refiner, tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["xl"]
+    # A refiner converts (test_coreml_sdxl); one without its text encoder is incomplete.
+    shutil.copytree(tiny_sdxl_refiner, tmp_path / "refiner", ignore=shutil.ignore_patterns("text_encoder_2"))
+    with pytest.raises(ModelError, match="text_encoder_2"):
+        convert_to_coreml(tmp_path / "refiner", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refiner", "xl"]

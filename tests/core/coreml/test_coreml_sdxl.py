@@ -180,3 +180,133 @@ def test_sdxl_vae_runs_on_the_gpu(coreml_sdxl: Path) -> None:
 
     CoreMLRuntime(detect_coreml_folder(coreml_sdxl), "CPU_AND_NE", cache=Cache(), factory=factory)  # type: ignore[arg-type]
     assert dict(opened) == {"Unet": "CPU_AND_NE", "TextEncoder": "CPU_AND_NE", "TextEncoder2": "CPU_AND_NE", "VAEDecoder": "CPU_AND_GPU"}
+
+
+# -- the SDXL refiner in Apple's layout: TextEncoder2 only, aesthetic-score time ids (2, 5) -------------
+
+@pytest.fixture(scope="module")
+def coreml_refiner(tiny_sdxl_refiner: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[object]]:
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+
+    stages: list[object] = []
+    out = convert_to_coreml(tiny_sdxl_refiner, tmp_path_factory.mktemp("coreml") / "tiny-sdxl-refiner-coreml",
+                            progress=stages.append)
+    return out, stages
+
+
+@pytest.fixture(scope="module")
+def refiner_engine(coreml_refiner: tuple[Path, list[object]], tiny_sdxl_refiner: Path):  # type: ignore[no-untyped-def]
+    folder, _ = coreml_refiner
+    predictor = TorchReferencePredictor(tiny_sdxl_refiner, detect_coreml_folder(folder))
+    engine = load_coreml_engine(folder, predictor=predictor)
+    yield engine, predictor
+    engine.close()
+
+
+def test_converter_writes_apples_refiner_layout(coreml_refiner: tuple[Path, list[object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.models.inspect import inspect_coreml
+    from heyim_desktop.models.types import ModelStatus
+
+    folder, stages = coreml_refiner
+    assert [s.label for s in stages] == ["Loading the model", "TextEncoder2", "Unet", "VAEDecoder", "VAEEncoder", "Saving", "Done"]  # type: ignore[attr-defined]
+    assert not (folder / "TextEncoder.mlpackage").exists()
+    info = detect_coreml_folder(folder)
+    assert info.kind == KIND_SDXL and info.refiner and info.text_encoder_names == ("TextEncoder2",)
+    assert [t.describe() for t in info.model("Unet").inputs] == [
+        "sample float16 (2, 4, 32, 32)", "timestep float16 (2,)", "encoder_hidden_states float16 (2, 64, 1, 77)",
+        "time_ids float16 (2, 5)", "text_embeds float16 (2, 32)",
+    ]
+    assert info.model("Unet").meta("heyim.force_zeros_for_empty_prompt") == "false"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    listed = inspect_coreml(folder)
+    assert listed is not None and listed.status == ModelStatus.READY and listed.base == "SDXL-refiner"
+
+
+def test_refiner_img2img_matches_the_torch_refiner(refiner_engine, tiny_sdxl_refiner: Path) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    engine, predictor = refiner_engine
+    assert engine.info.capabilities.family == "sdxl-refiner" and engine.supports_img2img
+    source = Image.fromarray(np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (256, 1))).convert("RGB")
+    req = GenerationRequest(prompt="a red fox in the snow", negative_prompt="blurry", steps=5, seed=4, width=256,
+                            height=256, scheduler="Euler", guidance=5.0, init_image=source, strength=0.5,
+                            guidance_boost=0.0)
+    torch_engine = load_torch_engine(tiny_sdxl_refiner, device="cpu")
+    try:
+        theirs = np.asarray(torch_engine.generate(req).images[0].image, np.float32)
+    finally:
+        torch_engine.close()
+    predictor.calls.clear()
+    _close(engine, req, theirs)
+    names = [n for n, _ in predictor.calls]
+    assert names[:3] == ["TextEncoder2", "TextEncoder2", "VAEEncoder"] and "TextEncoder" not in names
+    unet_feed = next(feed for n, feed in predictor.calls if n == "Unet")
+    assert unet_feed["time_ids"] == ((2, 5), "float16") and unet_feed["encoder_hidden_states"] == ((2, 64, 1, 77), "float16")
+
+
+def test_refiner_time_ids_carry_the_aesthetic_scores(refiner_engine) -> None:  # type: ignore[no-untyped-def]
+    engine, _ = refiner_engine
+    enc = engine.components.encode_prompts(GenerationRequest(prompt="x", steps=1, seed=1, width=256, height=192),
+                                           with_negative=True)
+    assert enc.cond.extras["time_ids"].tolist() == [[192.0, 256.0, 0.0, 0.0, 6.0]]
+    assert enc.uncond.extras["time_ids"].tolist() == [[192.0, 256.0, 0.0, 0.0, 2.5]]
+
+
+def test_coreml_base_hands_over_to_the_coreml_refiner(sdxl_engine, refiner_engine, coreml_sdxl_source: Path,
+                                                      tiny_sdxl_refiner: Path) -> None:  # type: ignore[no-untyped-def]
+    """Base and refiner both on Core ML, handed over as on torch (diffusers' denoising_end/start)."""
+    from heyim_desktop.core.refine import stage_steps
+    from heyim_desktop.core.torch_engine import load_torch_engine
+
+    base, _ = sdxl_engine
+    refiner, predictor = refiner_engine
+    req = GenerationRequest(prompt="a lighthouse at dusk", negative_prompt="blurry", steps=6, seed=9, width=256,
+                            height=256, scheduler="Euler", guidance=5.0, refiner=str(tiny_sdxl_refiner), refiner_switch=0.5)
+    torch_base = load_torch_engine(coreml_sdxl_source, device="cpu")
+    torch_refiner = load_torch_engine(tiny_sdxl_refiner, device="cpu")
+    try:
+        theirs = np.asarray(torch_base.generate(req, refiner=torch_refiner).images[0].image, np.float32)
+    finally:
+        torch_base.close()
+        torch_refiner.close()
+    predictor.calls.clear()
+    ours = np.asarray(base.generate(req, refiner=refiner).images[0].image, np.float32)
+    diff = np.abs(ours - theirs)
+    assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, (diff.max(), diff.mean())
+    names = [n for n, _ in predictor.calls]
+    # The refiner resumes at the switch (no VAEEncoder: the base's latents are handed over) and decodes.
+    assert names.count("Unet") == stage_steps(refiner.components, req, start=0.5) == 4
+    assert names[:2] == ["TextEncoder2", "TextEncoder2"] and names[-1] == "VAEDecoder" and "VAEEncoder" not in names
+
+
+def test_refiner_of_another_size_is_refused_before_the_base_runs(tiny_sdxl_engine, refiner_engine) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.errors import InvalidRequest
+
+    refiner, predictor = refiner_engine
+    predictor.calls.clear()
+    req = GenerationRequest(prompt="x", steps=4, seed=1, width=64, height=64, scheduler="Euler", refiner_switch=0.5)
+    with pytest.raises(InvalidRequest, match="only makes 256x256"):
+        tiny_sdxl_engine.generate(req, refiner=refiner)
+    assert predictor.calls == []
+
+
+def test_chunked_sdxl_and_refiner_loras_are_refused(tiny_sdxl_refiner: Path, tmp_path: Path) -> None:
+    from heyim_desktop.core.coreml.convert import convert_to_coreml
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.lora import LoraUse
+
+    with pytest.raises(InvalidRequest, match="chunked UNets"):
+        convert_to_coreml(tiny_sdxl_refiner, tmp_path / "out", chunk_unet=True)
+    with pytest.raises(InvalidRequest, match="without --lora"):
+        convert_to_coreml(tiny_sdxl_refiner, tmp_path / "out", loras=[LoraUse(str(tmp_path / "x.safetensors"), 1.0)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_with_neither_text_encoder_is_incomplete(coreml_refiner: tuple[Path, list[object]], tmp_path: Path) -> None:
+    from heyim_desktop.core.errors import ModelError
+
+    copy = tmp_path / "m"
+    shutil.copytree(coreml_refiner[0], copy)
+    shutil.rmtree(copy / "TextEncoder2.mlpackage")
+    with pytest.raises(ModelError, match="TextEncoder.mlmodelc"):
+        detect_coreml_folder(copy)

@@ -179,15 +179,18 @@ class CoreMLComponents:
         self.xl = info.kind == KIND_SDXL
         self._predict = predict
         self._release = release
-        self.te = info.model("TextEncoder")
+        #: None for an SDXL refiner, which has the second text encoder only.
+        self.refiner = info.refiner
+        self.te = None if self.refiner else info.model("TextEncoder")
         self.te2 = info.model("TextEncoder2") if info.has("TextEncoder2") else None
         self.unets = tuple(info.model(n) for n in info.unet_names)
         self.decoder = info.model("VAEDecoder")
         self.encoder = info.model("VAEEncoder") if info.img2img else None
         if info.img2img_note:
             log.warning("%s: %s", info.name, info.img2img_note)
-        for spec in (self.te, self.decoder):
-            for name in INPUTS[spec.name]:
+        for spec in (self.te or self.te2, self.decoder):
+            assert spec is not None
+            for name in INPUTS.get(spec.name, INPUTS["TextEncoder"]):
                 if spec.input(name) is None:
                     raise ModelError(f"{spec.path.name} has no '{name}' input; it is not a Stable Diffusion {spec.name}.")
         first = self.unets[0]
@@ -212,8 +215,9 @@ class CoreMLComponents:
         recorded = self.decoder.meta(META_SCALING)
         self.scaling_factor = float(recorded) if recorded else SDXL_SCALING_FACTOR if self.xl else SD_SCALING_FACTOR
         self.scheduler_config: Mapping[str, Any] = _scheduler_config(info)
-        self.tokenizer = load_tokenizer(info, self.text_length)
         self.tokenizer_2 = load_tokenizer(info, self.text_length, second=True) if self.xl else None
+        # The refiner counts and cuts prompts with the second tokenizer, the only one it has.
+        self.tokenizer = self.tokenizer_2 if self.refiner else load_tokenizer(info, self.text_length)
         if self.xl:
             self._check_sdxl(first)
         self.guidance_embedding_dim: int | None = None
@@ -223,7 +227,7 @@ class CoreMLComponents:
         self.residuals = residual_inputs(first) if len(self.unets) == 1 else []
         self._controlnets: dict[str, "CoreMLControlNet"] = {}
         self._capabilities = Capabilities(
-            family="sdxl" if self.xl else "sd1" if self.text_channels == 768 else "sd2",
+            family=("sdxl-refiner" if self.refiner else "sdxl") if self.xl else "sd1" if self.text_channels == 768 else "sd2",
             img2img=info.img2img,
             inpaint="concat" if unet_channels == 9 else "blend",
             max_prompt_chunks=1,
@@ -249,6 +253,8 @@ class CoreMLComponents:
         #: 6 ids (original size, crop, target size) for the base, 5 (with an aesthetic score) for a refiner.
         self.time_id_count = per_row
         self.pooled_channels = int(embeds.shape[-1])
+        if self.refiner and per_row != 5:
+            raise ModelError(f"{self.info.name} has TextEncoder2 only, but its UNet takes {per_row} time ids, not a refiner's 5.")
         widths = [int(s.outputs[0].shape[-1]) for s in (self.te, self.te2) if s is not None and s.outputs]
         if sum(widths) != self.text_channels:
             raise ModelError(
@@ -276,6 +282,8 @@ class CoreMLComponents:
         return np.concatenate(hidden, axis=0), (np.concatenate(pooled, axis=0) if pooled else None)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.te is None:  # an SDXL refiner: its only text encoder is TextEncoder2
+            return self._clip_encode_2(input_ids, attention_mask)[0]
         hidden, _ = self._encode_rows(self.te, input_ids)
         if not self.xl and hidden.shape[-1] != self.text_channels:
             raise ModelError(
@@ -302,22 +310,30 @@ class CoreMLComponents:
         # SDXL, as diffusers' pipeline: both encoders' hidden states side by side, the second's
         # pooled text, time ids; an empty negative prompt is all zeros when the model says so.
         zero_negative = with_negative and self.force_zeros_for_empty_prompt and not request.negative_prompt.strip()
-        encoders = (ClipEncoder(self.tokenizer, self._clip_encode), ClipEncoder(self.tokenizer_2, self._clip_encode_2))
+        second = ClipEncoder(self.tokenizer_2, self._clip_encode_2)
+        # The refiner, as diffusers' StableDiffusionXLImg2ImgPipeline without text_encoder: bigG alone.
+        encoders = (second,) if self.refiner else (ClipEncoder(self.tokenizer, self._clip_encode), second)
         enc = encode_prompt_pair(
             request, encoders=encoders, with_negative=with_negative and not zero_negative,
             device=self.device, dtype=self.dtype, max_chunks=1,
         )
-        cond = self._with_time_ids(enc.cond, request)
+        cond = self._with_time_ids(enc.cond, request, negative=False)
         uncond = enc.cond.map(torch.zeros_like) if zero_negative else enc.uncond
         if uncond is not None:
-            uncond = self._with_time_ids(uncond, request)
+            uncond = self._with_time_ids(uncond, request, negative=True)
         return PromptEncoding(cond, uncond, enc.warnings, enc.truncated_prompt, enc.truncated_negative)
 
-    def _with_time_ids(self, text: TextCond, request: GenerationRequest) -> TextCond:
+    def _with_time_ids(self, text: TextCond, request: GenerationRequest, *, negative: bool) -> TextCond:
+        """Original size, crop top-left and target size (6 ids), or for a refiner original size,
+        crop and an aesthetic score (5 ids: 6 for the prompt, 2.5 for the negative, as diffusers)."""
+        from heyim_desktop.core.sdxl import AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE
+
         size = [float(request.height), float(request.width)]
         if self.time_id_count == 5:
-            raise ModelError(f"{self.info.name} is an SDXL refiner; HeyIm runs SDXL base Core ML models.")
-        ids = torch.tensor([[*size, 0.0, 0.0, *size]], dtype=self.dtype).expand(text.batch, -1)
+            values = [*size, 0.0, 0.0, NEGATIVE_AESTHETIC_SCORE if negative else AESTHETIC_SCORE]
+        else:
+            values = [*size, 0.0, 0.0, *size]
+        ids = torch.tensor([values], dtype=self.dtype).expand(text.batch, -1)
         return TextCond(text.hidden, text.pooled, {**text.extras, "time_ids": ids})
 
     def prepare_networks(self, request: GenerationRequest) -> GenerationRequest:

@@ -181,9 +181,14 @@ def convert_to_coreml(
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
         raise ModelError(f"{dest} exists and is not an empty folder; choose another output folder.")
     family = folder_family(check_diffusers_folder(src))
-    if family not in ("sd", "sdxl"):
-        raise ModelError(f"{src.name} is an SDXL refiner; the Core ML converter handles SD 1.x/2.x and SDXL base models.")
-    xl = family == "sdxl"
+    if family not in ("sd", "sdxl", "sdxl-refiner"):
+        raise ModelError(f"{src.name} is a {family} model; the Core ML converter handles SD 1.x/2.x, SDXL and SDXL refiners.")
+    xl = family in ("sdxl", "sdxl-refiner")
+    refiner = family == "sdxl-refiner"
+    if chunk_unet and xl:
+        raise InvalidRequest("chunk_unet", "chunked UNets are for SD 1.x/2.x conversions")
+    if loras and refiner:
+        raise InvalidRequest("lora", "LoRAs are baked into SDXL base conversions only; convert the refiner without --lora")
     if controlnets and (xl or chunk_unet):
         raise InvalidRequest("controlnet", "Core ML ControlNet conversion handles SD 1.x/2.x models with one "
                              "(unchunked) UNet; convert without --chunk-unet")
@@ -195,7 +200,8 @@ def convert_to_coreml(
     quiet_third_party()
     _quiet_coremltools()
     t0 = time.perf_counter()
-    text_names = ["TextEncoder", "TextEncoder2"] if xl else ["TextEncoder"]
+    # Apple's refiner layout: the second text encoder alone, named TextEncoder2.
+    text_names = ["TextEncoder2"] if refiner else ["TextEncoder", "TextEncoder2"] if xl else ["TextEncoder"]
     unet_name = "ControlledUnet" if net_paths else "Unet"
     stages = (["Loading the model", *text_names, unet_name, *(f"ControlNet {n}" for n in net_names), "VAEDecoder"]
               + (["VAEEncoder"] if include_encoder else []) + ["Saving"])
@@ -318,16 +324,16 @@ def convert_to_coreml(
         unet_meta: dict[str, str] = {compression.META_FP32_OPS: "attention scores, softmax"} if unet_note else {}
         if xl:
             per_id = int(parts.unet.config.addition_time_embed_dim)
-            pooled = int(parts.text_encoders[1].config.projection_dim)
+            pooled = int(parts.text_encoders[-1].config.projection_dim)
             source_unet: Any = parts.unet
             count = (int(source_unet.add_embedding.linear_1.in_features) - pooled) // per_id
-            if count != 6:
-                raise ModelError(f"{label}: the UNet takes {count} time ids; the converter handles SDXL base models (6).")
+            expected = 5 if refiner else 6  # a refiner's ids end in an aesthetic score, the base's in a target size
+            if count != expected:
+                raise ModelError(f"{label}: the UNet takes {count} time ids; an SDXL {'refiner' if refiner else 'base'} "
+                                 f"model takes {expected}.")
             unet_inputs += [("time_ids", (batch, count), f16), ("text_embeds", (batch, pooled), f16)]
             unet_meta[META_FORCE_ZEROS] = "true" if parts.force_zeros_for_empty_prompt else "false"
         if chunk_unet:
-            if xl:
-                raise InvalidRequest("chunk_unet", "chunked UNets are for SD 1.x/2.x conversions")
             names = M.chunk1_output_names(unet)
             with torch.no_grad():
                 outs = M.UnetChunk1Module(unet)(*(torch.zeros(s) for _, s, _ in unet_inputs))
@@ -380,7 +386,7 @@ def convert_to_coreml(
             shutil.copy2(parts.tokenizer_dirs[0] / name, tmp / name)
         if xl:
             # The second tokenizer's own settings (SDXL's pads with "!"), so our engine pads alike.
-            shutil.copytree(parts.tokenizer_dirs[1], tmp / TOKENIZER_2)
+            shutil.copytree(parts.tokenizer_dirs[-1], tmp / TOKENIZER_2)
         # Not part of Apple's layout; it keeps the model's own scheduler (prediction type, betas).
         (tmp / SCHEDULER_FILE).write_text(json.dumps(parts.scheduler_config, indent=2), encoding="utf-8")
         notes += [s.describe() for s in sizes]

@@ -61,6 +61,8 @@ class CoreMLModelInfo:
     img2img_note: str = ""
     #: The UNet's weight palette in bits (HeyIm's ``--quantize``), None for fp16 weights.
     bits: int | None = None
+    #: An SDXL refiner: TextEncoder2 only, time ids with an aesthetic score (5 per image).
+    refiner: bool = False
 
     @property
     def name(self) -> str:
@@ -81,7 +83,7 @@ class CoreMLModelInfo:
 
     @property
     def text_encoder_names(self) -> tuple[str, ...]:
-        return ("TextEncoder", "TextEncoder2") if self.has("TextEncoder2") else ("TextEncoder",)
+        return tuple(n for n in ("TextEncoder", "TextEncoder2") if self.has(n))
 
     @property
     def controlnet_names(self) -> tuple[str, ...]:
@@ -103,7 +105,7 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def resources_folder(path: Path) -> Path:
     """``path`` itself or the nested folder of a download that holds the models."""
-    if _find(path, "TextEncoder") or _find(path, "Unet") or _find(path, "UnetChunk1") or _find(path, "ControlledUnet"):
+    if _find(path, "TextEncoder") or _find(path, "TextEncoder2") or _find(path, "Unet") or _find(path, "UnetChunk1") or _find(path, "ControlledUnet"):
         return path
     for sub in _NESTED:
         nested = path / sub
@@ -117,7 +119,7 @@ def looks_like_coreml_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
     folder = resources_folder(path)
-    return any(_find(folder, n) for n in ("Unet", "UnetChunk1", "ControlledUnet", "TextEncoder", "VAEDecoder"))
+    return any(_find(folder, n) for n in ("Unet", "UnetChunk1", "ControlledUnet", "TextEncoder", "TextEncoder2", "VAEDecoder"))
 
 
 def _missing(folder: Path, what: str) -> ModelError:
@@ -168,7 +170,11 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
     if not root.is_dir():
         raise ModelError(f"Core ML model folder not found: {root}")
     folder = resources_folder(root)
-    paths: dict[str, Path] = {"TextEncoder": _need(folder, "TextEncoder")}
+    # An SDXL refiner has the second text encoder only (checked against its UNet below).
+    first_text = _find(folder, "TextEncoder")
+    paths: dict[str, Path] = {"TextEncoder": first_text} if first_text else {}
+    if first_text is None and _find(folder, "TextEncoder2") is None:
+        raise _missing(folder, "TextEncoder.mlmodelc (or TextEncoder.mlpackage)")
     # Apple's UNet with ControlNet inputs stands in for the plain one (fed zeros without a ControlNet).
     unet = _find(folder, "Unet") or _find(folder, "ControlledUnet")
     chunk1, chunk2 = _find(folder, "UnetChunk1"), _find(folder, "UnetChunk2")
@@ -206,6 +212,9 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
     unet_inputs = {t.name for s in specs if s.name.startswith("Unet") for t in s.inputs}
     kind = KIND_SDXL if {"time_ids", "text_embeds"} & unet_inputs or "TextEncoder2" in by_name else KIND_SD
     unets = [s for s in specs if s.name.startswith("Unet")]
+    refiner = kind == KIND_SDXL and _time_ids_per_row(first, batch) == 5
+    if "TextEncoder" not in by_name and not refiner:
+        raise _missing(folder, "TextEncoder.mlmodelc (or TextEncoder.mlpackage); only an SDXL refiner has TextEncoder2 alone")
     form: str | None = None
     note = ""
     if "VAEEncoder" in by_name:
@@ -234,4 +243,17 @@ def detect_coreml_folder(path: str | Path) -> CoreMLModelInfo:
         encoder_form=form,
         img2img_note=note,
         bits=next((int(b) for s in unets if (b := s.meta("heyim.bits") or "").isdigit()), None),
+        refiner=refiner,
     )
+
+
+def _time_ids_per_row(unet: ModelSpec, batch: int) -> int | None:
+    """Time ids per image the UNet's spec declares ((B, 6) or flat (6B,) for the base, 5 for a refiner)."""
+    ids = unet.input("time_ids")
+    if ids is None:
+        return None
+    count = 1
+    for dim in ids.shape:
+        count *= int(dim)
+    per_row, rest = divmod(count, batch)
+    return None if rest else per_row

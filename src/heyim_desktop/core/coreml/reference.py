@@ -31,12 +31,10 @@ class TorchReferencePredictor:
         unet = M.unet_for(self.parts.unet, info.attention)
         vae = self.parts.vae
         if self.parts.xl:
-            te1, te2 = self.parts.text_encoders
-            self.modules: dict[str, torch.nn.Module] = {
-                "TextEncoder": M.TextEncoderXLModule(te1),
-                "TextEncoder2": M.TextEncoderXLModule(te2),
-                "Unet": M.UnetXLModule(unet),
-            }
+            te2 = self.parts.text_encoders[-1]
+            self.modules: dict[str, torch.nn.Module] = {"TextEncoder2": M.TextEncoderXLModule(te2), "Unet": M.UnetXLModule(unet)}
+            if len(self.parts.text_encoders) == 2:  # a refiner has the second encoder only
+                self.modules["TextEncoder"] = M.TextEncoderXLModule(self.parts.text_encoders[0])
         else:
             self.modules = {
                 "TextEncoder": M.TextEncoderModule(self.parts.text_encoders[0]),

@@ -15,7 +15,7 @@ from heyim_desktop.core.errors import ModelError
 class SourceParts:
     unet: Any
     vae: Any
-    #: [CLIP ViT-L] for SD, [CLIP ViT-L, OpenCLIP bigG with projection] for SDXL.
+    #: [CLIP ViT-L] for SD, [CLIP ViT-L, OpenCLIP bigG with projection] for SDXL, [bigG] for its refiner.
     text_encoders: list[Any]
     #: The tokenizer folder of each text encoder.
     tokenizer_dirs: list[Path]
@@ -25,6 +25,8 @@ class SourceParts:
     scaling_factor: float
     xl: bool = False
     force_zeros_for_empty_prompt: bool = False
+    #: An SDXL refiner: OpenCLIP bigG only, time ids with an aesthetic score.
+    refiner: bool = False
     _release: Any = field(default=None, repr=False)
 
     def release(self) -> None:
@@ -52,17 +54,23 @@ def _load_sdxl(folder: Path) -> SourceParts:
     te2_cls: Any = transformers.CLIPTextModelWithProjection
 
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    missing = [p for p in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler") if not (folder / p).is_dir()]
+    # A refiner has the second text encoder only (diffusers writes text_encoder: [null, null]).
+    from heyim_desktop.core.model_folder import folder_family
+
+    refiner = folder_family(index) == "sdxl-refiner"
+    needed = ["unet", "vae", "text_encoder_2", "tokenizer_2", "scheduler"] + ([] if refiner else ["text_encoder", "tokenizer"])
+    missing = [p for p in needed if not (folder / p).is_dir()]
     if missing:
-        raise ModelError(f"{folder.name} is incomplete for an SDXL base conversion: missing {', '.join(p + '/' for p in missing)}.")
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        what = "SDXL refiner" if refiner else "SDXL base"
+        raise ModelError(f"{folder.name} is incomplete for an {what} conversion: missing {', '.join(p + '/' for p in missing)}.")
+    for part in [p for p in needed if p in ("unet", "vae", "text_encoder", "text_encoder_2")]:
         if not list((folder / part).glob("*.safetensors")):
             raise ModelError(f"{folder.name}/{part} has no .safetensors weights; HeyIm never loads pickle weights.")
     common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
     try:
         unet = unet_cls.from_pretrained(folder, subfolder="unet", dtype=torch.float32, **common)
         vae = vae_cls.from_pretrained(folder, subfolder="vae", dtype=torch.float32, **common)
-        te1 = te_cls.from_pretrained(folder / "text_encoder", dtype=torch.float32, **common)
+        te1 = None if refiner else te_cls.from_pretrained(folder / "text_encoder", dtype=torch.float32, **common)
         te2 = te2_cls.from_pretrained(folder / "text_encoder_2", dtype=torch.float32, **common)
         scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -70,11 +78,12 @@ def _load_sdxl(folder: Path) -> SourceParts:
     if getattr(unet.config, "addition_embed_type", None) != "text_time":
         raise ModelError(f"{folder.name}: the UNet takes no SDXL time embedding (addition_embed_type is not text_time).")
     return SourceParts(
-        unet=unet.eval(), vae=vae.eval(), text_encoders=[te1.eval(), te2.eval()],
-        tokenizer_dirs=[folder / "tokenizer", folder / "tokenizer_2"], scheduler_config=scheduler,
+        unet=unet.eval(), vae=vae.eval(), text_encoders=[te2.eval()] if te1 is None else [te1.eval(), te2.eval()],
+        tokenizer_dirs=[folder / "tokenizer_2"] if refiner else [folder / "tokenizer", folder / "tokenizer_2"],
+        scheduler_config=scheduler,
         sample_size=int(unet.config.sample_size), vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1),
         scaling_factor=float(vae.config.scaling_factor), xl=True,
-        force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", True)),
+        force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", not refiner)), refiner=refiner,
     )
 
 
