@@ -72,27 +72,38 @@ def torch_weights(
     module: Any, fp16_package: str | Path, palettes: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, Any]:
     """A state dict for ``module`` (the torch model the package was converted from) in which
-    every palettized parameter has its expanded palette values; the rest are left out.
-    Raises ``ValueError`` when a palette matches no parameter (or several)."""
+    every palettized parameter has its expanded palette values (fp16-rounded values elsewhere in
+    it); parameters without a palette are left out. A palette is found on the parameter holding
+    the same values, whole or as a contiguous block (the Neural Engine layout splits some
+    attention weights per head). Raises ``ValueError`` when a palette matches no parameter or
+    several."""
     import torch
 
+    params = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+    flat16 = {k: np.ascontiguousarray(v.detach().cpu().numpy(), np.float16).reshape(-1) for k, v in params.items()}
     by_values: dict[tuple[int, bytes], list[str]] = {}
-    params = dict(module.state_dict())
-    for pname, tensor in params.items():
-        if tensor.is_floating_point():
-            by_values.setdefault(_key(tensor.detach().cpu().numpy()), []).append(pname)
+    for pname, values in flat16.items():
+        by_values.setdefault(_key(values), []).append(pname)
     originals = _metadata(Path(fp16_package), 0)
-    out: dict[str, Any] = {}
+    dense: dict[str, np.ndarray] = {}
     for const, (lut, indices) in palettes.items():
         if const not in originals:
             raise ValueError(f"{const} is not a weight of the fp16 package")
-        matches = by_values.get(_key(np.asarray(originals[const].val)), [])
-        if len(matches) != 1:
-            raise ValueError(f"{const} matches {len(matches)} parameters of the torch model")
-        target = params[matches[0]]
-        dense = expand_lut(lut, indices).astype(np.float32).reshape(tuple(target.shape))
-        out[matches[0]] = torch.from_numpy(dense).to(target.dtype)
-    return out
+        values = np.ascontiguousarray(originals[const].val, np.float16).reshape(-1)
+        found = [(name, 0) for name in by_values.get(_key(values), [])]
+        if not found:  # a block of a larger parameter
+            needle = values.tobytes()
+            for name, hay in flat16.items():
+                at = hay.tobytes().find(needle) if hay.size > values.size else -1
+                if at >= 0 and at % 2 == 0:
+                    found.append((name, at // 2))
+        if len(found) != 1:
+            raise ValueError(f"{const} matches {len(found)} parameters of the torch model")
+        name, start = found[0]
+        target = dense.setdefault(name, flat16[name].astype(np.float32))
+        target[start:start + values.size] = expand_lut(lut, indices).astype(np.float32).reshape(-1)
+    return {name: torch.from_numpy(values.reshape(tuple(params[name].shape))).to(params[name].dtype)
+            for name, values in dense.items()}
 
 
 def max_rel(a: Any, b: Any) -> float:
