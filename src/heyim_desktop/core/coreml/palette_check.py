@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 _SUFFIX = "_palettized"
 
 
-def expand_lut(lut: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def expand_lut(lut: NDArray[Any], indices: NDArray[Any]) -> NDArray[Any]:
     """The dense weight of one ``constexpr_lut_to_dense`` op (the iOS 18 form): ``lut`` has one
     table per block of the weight, shape (blocks per axis..., 2^bits, 1); ``indices`` has the
     weight's shape. Scalar tables only (vector palettization is not used by the converter)."""
@@ -47,10 +48,10 @@ def _metadata(package: Path, threshold: int) -> dict[str, Any]:
         return dict(cto.get_weights_metadata(model, weight_threshold=threshold))
 
 
-def palettized_weights(package: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def palettized_weights(package: str | Path) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:
     """The (lookup table, indices) of each palettized weight of ``package``, by the name of the
     fp16 constant it replaced."""
-    parts: dict[str, dict[str, np.ndarray]] = {}
+    parts: dict[str, dict[str, NDArray[Any]]] = {}
     for name, meta in _metadata(Path(package), 0).items():
         users = [op for op in meta.child_ops if op.op_type == "constexpr_lut_to_dense"]
         if not users:
@@ -63,19 +64,19 @@ def palettized_weights(package: str | Path) -> dict[str, tuple[np.ndarray, np.nd
     return {name: (p["lut"], p["indices"]) for name, p in parts.items()}
 
 
-def _key(values: np.ndarray) -> tuple[int, bytes]:
+def _key(values: NDArray[Any]) -> tuple[int, bytes]:
     flat = np.ascontiguousarray(values, dtype=np.float16).reshape(-1)
     return flat.size, flat.tobytes()
 
 
 def torch_weights(
-    module: Any, fp16_package: str | Path, palettes: dict[str, tuple[np.ndarray, np.ndarray]],
+    module: Any, fp16_package: str | Path, palettes: dict[str, tuple[NDArray[Any], NDArray[Any]]],
 ) -> dict[str, Any]:
     """A state dict for ``module`` (the torch model the package was converted from) in which
     every palettized parameter has its expanded palette values (fp16-rounded values elsewhere in
     it); parameters without a palette are left out. A palette is found on the parameter holding
-    the same values, whole or as a contiguous block (the Neural Engine layout splits some
-    attention weights per head). Raises ``ValueError`` when a palette matches no parameter or
+    the same values, whole, times a constant coremltools folded in (the attention scale, into
+    ``to_q``), or as a contiguous block. Raises ``ValueError`` when a palette matches no parameter or
     several."""
     import torch
 
@@ -85,23 +86,31 @@ def torch_weights(
     for pname, values in flat16.items():
         by_values.setdefault(_key(values), []).append(pname)
     originals = _metadata(Path(fp16_package), 0)
-    dense: dict[str, np.ndarray] = {}
+    dense: dict[str, NDArray[Any]] = {}
     for const, (lut, indices) in palettes.items():
         if const not in originals:
             raise ValueError(f"{const} is not a weight of the fp16 package")
         values = np.ascontiguousarray(originals[const].val, np.float16).reshape(-1)
-        found = [(name, 0) for name in by_values.get(_key(values), [])]
+        found = [(name, 0, 1.0) for name in by_values.get(_key(values), [])]
+        if not found:  # a parameter with a constant folded in (the attention scale into to_q)
+            v32 = values.astype(np.float32)
+            for name, hay in flat16.items():
+                if hay.size == values.size:
+                    h32 = hay.astype(np.float32)
+                    c = float(v32 @ h32) / max(float(h32 @ h32), 1e-30)
+                    if c != 0 and np.abs(v32 - c * h32).max() <= 2e-3 * np.abs(v32).max():
+                        found.append((name, 0, c))
         if not found:  # a block of a larger parameter
             needle = values.tobytes()
             for name, hay in flat16.items():
                 at = hay.tobytes().find(needle) if hay.size > values.size else -1
                 if at >= 0 and at % 2 == 0:
-                    found.append((name, at // 2))
+                    found.append((name, at // 2, 1.0))
         if len(found) != 1:
             raise ValueError(f"{const} matches {len(found)} parameters of the torch model")
-        name, start = found[0]
+        name, start, scale = found[0]
         target = dense.setdefault(name, flat16[name].astype(np.float32))
-        target[start:start + values.size] = expand_lut(lut, indices).astype(np.float32).reshape(-1)
+        target[start:start + values.size] = expand_lut(lut, indices).astype(np.float32).reshape(-1) / scale
     return {name: torch.from_numpy(values.reshape(tuple(params[name].shape))).to(params[name].dtype)
             for name, values in dense.items()}
 
@@ -112,14 +121,14 @@ def max_rel(a: Any, b: Any) -> float:
     return float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12))
 
 
-def shuffled(palettes: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def shuffled(palettes: dict[str, tuple[NDArray[Any], NDArray[Any]]], seed: int = 0) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:
     """The same palettes with each table's entries permuted: a broken palettization, as a control."""
     rng = np.random.default_rng(seed)
     return {name: (np.take(lut, rng.permutation(lut.shape[-2]), axis=-2), idx) for name, (lut, idx) in palettes.items()}
 
 
 def compare(
-    components: Any, fp16_package: str | Path, palettes: dict[str, tuple[np.ndarray, np.ndarray]], request: Any,
+    components: Any, fp16_package: str | Path, palettes: dict[str, tuple[NDArray[Any], NDArray[Any]]], request: Any,
 ) -> dict[str, float]:
     """Run ``components``' UNet (torch) with the fp16 package's weights and with the palettized
     ones: ``noise``, the noise prediction's max difference relative to its largest value, for
