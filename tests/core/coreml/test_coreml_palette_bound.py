@@ -35,6 +35,10 @@ REQUEST = GenerationRequest(prompt="a red fox", steps=3, seed=3, width=64, heigh
 #: Measured on the micro UNet: 8 bits 0.0076 / 0.0032, 6 bits 0.033 / 0.011, 4 bits 0.127 / 0.073;
 #: with every table shuffled, 4 bits gives 1.03 / 0.30.
 BOUNDS = {8: (0.015, 0.01), 6: (0.05, 0.025), 4: (0.2, 0.15)}
+#: The same for the tiny model's full UNet, where ``bench/palette_bound.py`` measured (torch,
+#: 64x64, 4 steps) 8 bits 0.0133 / 0.0029, 6 bits 0.047 / 0.013, 4 bits 0.186 / 0.044; about twice
+#: that for the Mac test, whose Core ML fp16 arithmetic comes on top (not yet run on a Mac).
+MAC_BOUNDS = {8: (0.03, 0.02), 6: (0.1, 0.05), 4: (0.35, 0.15)}
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +104,8 @@ def test_palettized_prediction_stays_within_bound_of_fp16(micro: tuple[Any, Path
 @pytest.mark.parametrize("bits", [8, 6, 4])
 def test_core_ml_palettized_prediction_within_bound(tiny_model: Path, coreml_model: Path, tmp_path: Path, bits: int) -> None:
     """On a Mac: the palettized conversion's UNet prediction and image, by Core ML itself,
-    against the fp16 conversion's; the same bounds as the torch measurement above, with Core
-    ML's fp16 arithmetic in both."""
+    against the fp16 conversion's, within ``MAC_BOUNDS`` (the torch figures for this UNet, with
+    room for Core ML's fp16 arithmetic)."""
     import coremltools as ct
 
     from heyim_desktop.core.coreml.compile_cache import CompiledModelCache
@@ -116,8 +120,8 @@ def test_core_ml_palettized_prediction_within_bound(tiny_model: Path, coreml_mod
     feed["timestep"] = np.full(feed["timestep"].shape, 500.0, np.float32)
     ref = spec.predict(feed)["noise_pred"]
     pal = ct.models.MLModel(str(small / "Unet.mlpackage"), compute_units=ct.ComputeUnit.CPU_ONLY).predict(feed)["noise_pred"]
-    noise_bound, image_bound = BOUNDS[bits]
-    assert palette_check.max_rel(pal, ref) <= noise_bound
+    noise_bound, image_bound = MAC_BOUNDS[bits]
+    assert 0 < palette_check.max_rel(pal, ref) <= noise_bound
     req = REQUEST.replace(width=256, height=256)
     images = []
     for folder in (coreml_model, small):
