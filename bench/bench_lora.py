@@ -58,7 +58,7 @@ def build_engine(device: str):  # type: ignore[no-untyped-def]
     return PipelineEngine(parts, name=f"torch-{dev.type}", model_name="sd15-random", default_size=(512, 512)), parts
 
 
-def write_random_lora(parts, dest: Path, rank: int, seed: int) -> Path:  # type: ignore[no-untyped-def]
+def write_random_lora(parts, dest: Path, rank: int, seed: int, dtype_name: str = "float32") -> Path:  # type: ignore[no-untyped-def]
     import torch
     from safetensors.torch import save_file
 
@@ -70,7 +70,8 @@ def write_random_lora(parts, dest: Path, rank: int, seed: int) -> Path:  # type:
             if isinstance(sub, torch.nn.Linear) and name.endswith(targets):
                 state[f"{prefix}.{name}.lora_A.weight"] = torch.randn(rank, sub.in_features, generator=gen) * 0.01
                 state[f"{prefix}.{name}.lora_B.weight"] = torch.randn(sub.out_features, rank, generator=gen) * 0.01
-    save_file(state, str(dest))
+    dtype = getattr(torch, dtype_name)
+    save_file({k: v.to(dtype) for k, v in state.items()}, str(dest))
     return dest
 
 
@@ -81,6 +82,10 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="an SD 1.5-architecture model folder to load instead of building one in memory")
+    parser.add_argument("--file-dtype", default="float32", choices=("float32", "float16"),
+                        help="the LoRA files' dtype (most downloads are fp16)")
     args = parser.parse_args()
 
     import torch
@@ -91,12 +96,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    engine, parts = build_engine(args.device)
-    print(f"model: full SD 1.5 architecture, random weights, built in {time.perf_counter() - t0:.1f} s "
+    if args.model is not None:
+        from heyim_desktop.core.torch_engine import load_torch_engine
+
+        engine = load_torch_engine(args.model, device=args.device)
+        parts = engine.components
+    else:
+        engine, parts = build_engine(args.device)
+    print(f"model: full SD 1.5 architecture, random weights, ready in {time.perf_counter() - t0:.1f} s "
           f"({args.device}, {torch.get_num_threads()} threads)")
     work = Path(tempfile.mkdtemp(prefix="heyim-bench-lora-"))
-    a = write_random_lora(parts, work / "set_a.safetensors", args.rank, 1)
-    b = write_random_lora(parts, work / "set_b.safetensors", args.rank, 2)
+    a = write_random_lora(parts, work / "set_a.safetensors", args.rank, 1, args.file_dtype)
+    b = write_random_lora(parts, work / "set_b.safetensors", args.rank, 2, args.file_dtype)
     file_mb = a.stat().st_size / 1e6
     print(f"LoRA: rank {args.rank}, UNet + text encoder attention, {file_mb:.1f} MB per file")
 
@@ -114,10 +125,11 @@ def main() -> None:
     job(())  # warm-up (first-call allocations, thread pools)
     plain = [job(()) for _ in range(2)]
     base = statistics.median(plain)
-    print(f"{'job':38} {'seconds':>8} {'vs no LoRA':>11}")
+    print(f"{'job':38} {'seconds':>8} {'vs no LoRA':>11}  load avg (1, 5, 15 min)")
 
     def row(label: str, t: float) -> None:
-        print(f"{label:38} {t:8.2f} {t - base:+10.2f}s", flush=True)
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"{label:38} {t:8.2f} {t - base:+10.2f}s  {load}", flush=True)
 
     for t in plain:
         row("no LoRA", t)

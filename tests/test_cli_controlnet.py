@@ -46,3 +46,30 @@ def test_split_control_keeps_colons_in_paths(tmp_path: Path) -> None:
     model.mkdir()
     assert _split_control(f"{model}:x.png:0.5") == (str(model), "x.png", 0.5)
     assert _split_control("m:C:/x.png") == ("m", "C:/x.png", 1.0)
+
+
+def test_depth_preprocessor_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path, tiny_controlnet: Path,
+                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from depth_layout import write_tiny_depth
+    from heyim_desktop.models import cli as models_cli
+    from heyim_desktop.models.library import ModelLibrary
+
+    root = tmp_path / "lib"
+    (root / "models" / "ControlNet").mkdir(parents=True)
+    monkeypatch.setattr(models_cli, "_library", lambda extra=None: ModelLibrary([root], include_demo=False, hf_cache=False))
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.RandomState(6).rand(64, 64, 3) * 255).astype(np.uint8)).save(photo)
+    args = ["generate", "--model", str(tiny_model), "-p", "a cat", "--steps", "2", "--size", "64x64", "-q", "--seed", "3",
+            "--control", f"{tiny_controlnet}:{photo}", "--control-preprocessor", "depth_midas", "-o", str(tmp_path / "out")]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "annotator" in err and "model.safetensors" in err
+    folder = write_tiny_depth(root / "models" / "ControlNet" / "annotator" / "midas", "dpt")
+    # With the model there the unit is given its folder (a whole depth-guided generation runs in the API's test).
+    from heyim_desktop.cli import _resolve_annotators
+    from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.request import GenerationRequest
+
+    request = GenerationRequest(prompt="x", controlnets=(ControlUnit(model=str(tiny_controlnet),
+                                                                     preprocessor="depth_midas"),))
+    assert _resolve_annotators(request).controlnets[0].annotator == str(folder)

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="guide by a ControlNet (folder or .safetensors) and its control image; repeatable")
     gen.add_argument("--control-preprocessor", action="append", default=[], metavar="NAME",
                      help="make the control map from the image: canny, scribble_xdog, lineart_standard, tile_resample, "
-                          "shuffle, inpaint, ... (default none: the image already is a map); once for all units or once each")
+                          "shuffle, inpaint, ..., depth_midas / depth_anything_v2 (need a transformers depth model in "
+                          "models/ControlNet/annotator) (default none: the image already is a map); once for all units or once each")
     gen.add_argument("--control-start", action="append", type=float, default=[], metavar="FRACTION",
                      help="fraction of the steps where ControlNet starts acting (default 0)")
     gen.add_argument("--control-end", action="append", type=float, default=[], metavar="FRACTION",
@@ -263,6 +264,18 @@ def _control_arguments(args: argparse.Namespace) -> tuple[Any, ...]:
     return tuple(units)
 
 
+def _resolve_annotators(request: Any) -> Any:
+    """Units with a network preprocessor (depth) given its model from the library's annotator folder."""
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS
+
+    if not any(u.preprocessor in NETWORK_SPECS for u in request.controlnets):
+        return request
+    from heyim_desktop.models.cli import _library
+    from heyim_desktop.models.controlnets import ControlNetLibrary, resolve_annotators
+
+    return resolve_annotators(request, ControlNetLibrary(_library()))
+
+
 def _resolve_networks(request: Any, loras: list[str]) -> Any:
     """--lora values and the prompt's <lora:...> tags as files from the model library."""
     from heyim_desktop.core.lora import resolve_networks
@@ -331,6 +344,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         request = request.replace(hires=hires_from_args(args))
     request = _resolve_networks(request, args.lora)
+    request = _resolve_annotators(request)
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidRequest("out", f"{out_dir} exists and is not a folder")

@@ -185,3 +185,38 @@ def test_detect_counts_its_images_in_the_pixel_budget(with_controlnet: Running) 
         assert budget.used == 0
     finally:
         budget.total = total
+
+
+def test_depth_is_offered_and_detected_only_with_its_model(with_controlnet: Running, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from depth_layout import write_tiny_depth
+    from heyim_desktop.core.control_preprocess import detect
+
+    port, context = with_controlnet.port, with_controlnet.server.context
+    body = {"controlnet_module": "depth_midas", "controlnet_input_images": [_b64(_hint())], "controlnet_processor_res": 64}
+    monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
+    assert "depth_midas" not in call(port, "GET", "/controlnet/module_list").json["module_list"]
+    refused = call(port, "POST", "/controlnet/detect", body=body)
+    assert refused.status == 422 and "annotator" in refused.body.decode() and "model.safetensors" in refused.body.decode()
+
+    folder = write_tiny_depth(tmp_path / "annotator" / "midas", "dpt")
+    monkeypatch.setattr(context, "annotator_folder", lambda name: folder if name == "depth_midas" else None, raising=False)
+    modules = call(port, "GET", "/controlnet/module_list").json
+    assert "depth_midas" in modules["module_list"] and "depth_anything_v2" not in modules["module_list"]
+    assert modules["module_detail"]["depth_midas"]["model_free"] is False
+    types = call(port, "GET", "/controlnet/control_types").json["control_types"]
+    assert types["Depth"]["module_list"] == ["none", "depth_midas"]
+    reply = call(port, "POST", "/controlnet/detect", body=body)
+    assert reply.status == 200, reply.body
+    got = np.asarray(decode_png(reply.json["images"][0]))
+    assert np.array_equal(got, np.asarray(detect(_hint(), "depth_midas", processor_res=64, annotator=folder)))
+    title = call(port, "GET", "/controlnet/model_list").json["model_list"][0]
+    unit = {"image": _b64(_hint()), "module": "depth_midas", "model": title, "processor_res": 64}
+    guided = call(port, "POST", "/sdapi/v1/txt2img",
+                  body={"prompt": "a fox", **SMALL, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert guided.status == 200, guided.body
+    assert 'ControlNet 0: "Module: depth_midas, Model: tiny-controlnet [' in json.loads(guided.json["info"])["infotexts"][0]
+    monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
+    missing = call(port, "POST", "/sdapi/v1/txt2img",
+                   body={"prompt": "a fox", **SMALL, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert missing.status == 422 and "args[0].module" in missing.body.decode()

@@ -91,6 +91,27 @@ def test_two_stacked_loras_kohya_and_diffusers_layouts(engine, tiny_model: Path,
     assert np.abs(ours - ref).max() <= TOL
 
 
+def test_fp16_files_cost_their_size_and_still_equal_diffusers(engine, tiny_model: Path, loras: dict[str, Path],  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    halves = []
+    for key in ("style", "kohya"):
+        half = tmp_path / f"{key}-fp16.safetensors"
+        save_file({k: v.half() for k, v in load_file(str(loras[key])).items()}, str(half))
+        halves.append(half)
+    uses = (LoraUse(str(halves[0]), 0.7), LoraUse(str(halves[1]), -0.5))
+    ours = _floats(engine.generate(_req(loras=uses)))
+    assert np.abs(ours - _diffusers(tiny_model, [(halves[0], 0.7), (halves[1], -0.5)])).max() <= TOL
+    # The model is fp32; the LoRA layers hold the files' fp16 values, not fp32 copies of them.
+    held = [p for m in (engine.components.unet_model, engine.components.text_encoder)
+            for n, p in m.named_parameters() if ".lora_" in n]
+    file_bytes = sum(v.numel() * v.element_size() for h in halves for k, v in load_file(str(h)).items()
+                     if not k.endswith("alpha"))
+    assert {p.dtype for p in held} == {torch.float16}
+    assert sum(p.numel() * p.element_size() for p in held) == file_bytes
+
+
 def test_after_unloading_the_image_is_the_no_lora_image_exactly(engine, loras: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     before = engine.generate(_req()).images[0].image.tobytes()
     engine.generate(_req(loras=(LoraUse(str(loras["style"]), 1.0), LoraUse(str(loras["unet_only"]), 0.5))))
@@ -164,7 +185,7 @@ def test_file_recognition_and_refusals(tmp_path: Path, loras: dict[str, Path], e
         engine.generate(_req(loras=(LoraUse(str(corrupt)),)))
     loha = tmp_path / "loha.safetensors"
     save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2)}, str(loha))
-    with pytest.raises(ModelError, match="LoHa"):
+    with pytest.raises(ModelError, match="layer lora_unet_x lacks hada_w1_b, hada_w2_a, hada_w2_b"):
         engine.generate(_req(loras=(LoraUse(str(loha)),)))
     # After all those refusals the model still makes its plain image.
     assert engine.generate(_req()).images

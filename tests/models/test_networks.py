@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_helpers import write_embedding, write_lora
-
 from heyim_desktop.models.library import ModelLibrary
 from heyim_desktop.models.networks import NetworkLibrary
+from lora_helpers import write_embedding, write_lora
 
 
 def test_a1111_and_comfyui_folders_are_listed_and_found(data_dir: Path, tmp_path: Path, tiny_model: Path) -> None:
@@ -69,15 +68,45 @@ def test_models_import_puts_loras_and_embeddings_in_their_folders(data_dir: Path
     assert {("inkwash", "lora"), ("paper", "lora"), ("easyneg", "embedding"), ("badhands", "embedding")} <= listed
 
 
-def test_lycoris_files_are_refused_on_import(data_dir: Path, tmp_path: Path) -> None:
+def test_lycoris_loha_is_imported_and_other_algorithms_refused(data_dir: Path, tmp_path: Path) -> None:
     import pytest
     import torch
     from safetensors.torch import save_file
 
     from heyim_desktop.core.errors import ModelError
     from heyim_desktop.models.importer import import_model
+    from heyim_desktop.models.library import app_models_dir
 
-    save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2), "lora_unet_x.hada_w1_b": torch.zeros(2, 2)},
-              str(tmp_path / "loha.safetensors"))
-    with pytest.raises(ModelError, match="LoHa/LoKr"):
-        import_model(tmp_path / "loha.safetensors")
+    parts = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+    save_file({f"lora_unet_x.{p}": torch.zeros(2, 2) for p in parts}, str(tmp_path / "loha.safetensors"))
+    info = import_model(tmp_path / "loha.safetensors")
+    assert Path(info.ref) == app_models_dir() / "Lora" / "loha.safetensors" and info.kind == "lora" and info.ready
+    save_file({"lora_unet_x.oft_blocks": torch.zeros(2, 2, 2)}, str(tmp_path / "oft.safetensors"))
+    with pytest.raises(ModelError, match="LyCORIS OFT/BOFT file; HeyIm loads LoRA"):
+        import_model(tmp_path / "oft.safetensors")
+    assert not (app_models_dir() / "Lora" / "oft.safetensors").exists()
+
+
+def test_already_exists_check_looks_where_the_import_would_land(data_dir: Path, tmp_path: Path,
+                                                                  tiny_model: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from heyim_desktop.models.importer import existing_name, import_model
+    from heyim_desktop.models.library import app_models_dir
+
+    lora = write_lora(tiny_model, tmp_path / "inkwash.safetensors", seed=3)
+    emb = write_embedding(tmp_path / "easyneg.safetensors")
+    assert existing_name(lora) is None and existing_name(emb) is None
+    import_model(lora)
+    import_model(emb)
+    assert (app_models_dir() / "Lora" / "inkwash.safetensors").is_file()
+    assert existing_name(lora) == "inkwash"  # in Lora/, not in the models root
+    assert existing_name(emb) == "easyneg"  # in embeddings/
+    assert existing_name(lora, name="inkwash-2") is None
+    # A checkpoint of that name goes to the root, which is free.
+    (tmp_path / "ckpt").mkdir()
+    assert existing_name(tmp_path / "ckpt" / "inkwash.safetensors") is None
+    # A pickle's kind is known only after conversion: a name taken in any of the folders counts.
+    torch.save(load_file(str(lora)), tmp_path / "easyneg.pt")
+    assert existing_name(tmp_path / "easyneg.pt") == "easyneg"

@@ -30,7 +30,7 @@ def _info(path: Path) -> ModelInfo:
 def test_unit_preview_shows_the_processed_map(qtbot, tiny_controlnet: Path) -> None:  # type: ignore[no-untyped-def]
     panel = ControlNetPanel()
     qtbot.addWidget(panel)
-    panel.set_models([_info(tiny_controlnet)], {"depth_midas": False, "openpose": True})
+    panel.set_models([_info(tiny_controlnet)], {"depth_midas": "", "openpose": "/lib/annotator/body_pose_model.safetensors"})
     assert panel.hint.isVisible() is False or not panel.isVisible()
     editor = panel.add_unit()
     assert editor is not None and editor.model.currentData() == str(tiny_controlnet)
@@ -47,7 +47,8 @@ def test_unit_preview_shows_the_processed_map(qtbot, tiny_controlnet: Path) -> N
     assert unit.preprocessor == "canny" and unit.threshold_b == 150 and unit.image is not None
     openpose = editor.preprocessor.model().item(editor.preprocessor.findData("openpose"))
     depth = editor.preprocessor.model().item(editor.preprocessor.findData("depth_midas"))
-    assert not openpose.isEnabled() and "found" in openpose.text() and "needs dpt_hybrid" in depth.text()
+    assert not openpose.isEnabled() and "found" in openpose.text()
+    assert not depth.isEnabled() and "needs a depth model" in depth.text() and "model.safetensors" in depth.toolTip()
     for _ in range(3):
         panel.add_unit()
     assert len(panel.editors) == 4 and not panel.add_button.isEnabled()
@@ -116,3 +117,34 @@ def test_generate_with_a_controlnet_and_reuse_its_settings(parts, qtbot, data_di
     window.reuse_settings(window.history.model.entry_at(0))
     assert panel.editors[0].image is None
     assert "ControlNet 0 was kept with this image but its file is gone" in window.banner.message()
+
+
+def test_depth_preprocessor_is_offered_with_its_model(qtbot, tiny_controlnet: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from depth_layout import write_tiny_depth
+    from heyim_desktop.ui.controlnet_panel import library_source
+
+    root = tmp_path / "lib"
+    (root / "models" / "ControlNet").mkdir(parents=True)
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([_info(tiny_controlnet)], library_source([str(root)])()[1])
+    editor = panel.add_unit()
+    assert editor is not None
+    depth = editor.preprocessor.model().item(editor.preprocessor.findData("depth_midas"))
+    assert not depth.isEnabled() and "annotator" in depth.toolTip()
+    editor.preprocessor.setCurrentIndex(editor.preprocessor.findData("depth_midas"))  # e.g. from Reuse Settings
+    with pytest.raises(InvalidRequest, match="annotator"):
+        panel.units()
+
+    folder = write_tiny_depth(root / "models" / "ControlNet" / "annotator" / "midas", "dpt")
+    network = library_source([str(root)])()[1]
+    assert network["depth_midas"] == str(folder) and network["depth_anything_v2"] == "" and network["openpose"] == ""
+    panel.set_models([_info(tiny_controlnet)], network)
+    assert depth.isEnabled() and depth.text() == "Depth (MiDaS / DPT)"
+    editor.resolution.setValue(64)
+    with qtbot.waitSignal(editor.preview_ready, timeout=10_000) as blocker:
+        editor.set_image(_photo())
+    expected = detect(_photo(), "depth_midas", processor_res=64, annotator=folder)
+    assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(expected))
+    unit = panel.units()[0]
+    assert unit.preprocessor == "depth_midas" and unit.annotator == str(folder)

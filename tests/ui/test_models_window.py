@@ -78,6 +78,23 @@ def test_importing_onto_a_taken_name_asks_for_another(qtbot, window: ModelsWindo
     assert "not imported" in window.status.text() and not window.busy()
 
 
+def test_importing_a_lora_onto_a_taken_name_asks_for_another(qtbot, window: ModelsWindow, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                               tiny_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               data_dir: Path) -> None:
+    from heyim_desktop.models.importer import import_model
+    from lora_helpers import write_lora
+
+    lora = write_lora(tiny_model, tmp_path / "inkwash.safetensors", seed=1)
+    import_model(lora)  # now in models/Lora/, not in the models root
+    asked: list[str] = []
+    monkeypatch.setattr(window, "ask_name", lambda title, text, default: asked.append(default) or "inkwash-v2")
+    with qtbot.waitSignal(window.modelsChanged, timeout=20000):
+        window.import_file(str(lora))
+    qtbot.waitUntil(lambda: not window.busy())
+    assert asked == ["inkwash-2"]
+    assert (data_dir / "models" / "Lora" / "inkwash-v2.safetensors").read_bytes() == lora.read_bytes()
+
+
 def test_a_fifo_is_refused_without_blocking_the_window(qtbot, window: ModelsWindow, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import os
 

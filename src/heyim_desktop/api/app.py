@@ -120,9 +120,9 @@ def _prepare_input(ctx: ApiContext, mapped: Mapped) -> tuple[Any, int]:
 
     def networks(built: Any) -> Any:
         if built.controlnets:  # ControlNet names -> files of the model library
-            from heyim_desktop.api.controlnet_routes import _catalog, resolve_controlnets
+            from heyim_desktop.api.controlnet_routes import _annotators, _catalog, resolve_annotators, resolve_controlnets
 
-            built = resolve_controlnets(built, _catalog(ctx))
+            built = resolve_annotators(resolve_controlnets(built, _catalog(ctx)), _annotators(ctx))
         from heyim_desktop.api.upscale_routes import resolve_hires_request
 
         built = resolve_hires_request(ctx, built)  # a hires fix upscaler's name -> its model file

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from fastapi import Request
@@ -53,6 +54,46 @@ def library_controlnets() -> list["ModelInfo"]:
     from heyim_desktop.store.preferences import load_preferences
 
     return ControlNetLibrary(ModelLibrary(load_preferences().model_folders)).ready()
+
+
+def library_annotator(name: str) -> Path | None:
+    """The model folder the library's annotator folders hold for network preprocessor ``name``."""
+    from heyim_desktop.models.controlnets import ControlNetLibrary
+    from heyim_desktop.models.library import ModelLibrary
+    from heyim_desktop.store.preferences import load_preferences
+
+    return ControlNetLibrary(ModelLibrary(load_preferences().model_folders)).annotator_folder(name)
+
+
+AnnotatorLookup = Callable[[str], "Path | None"]
+
+
+def _annotators(ctx: "ApiContext") -> AnnotatorLookup:
+    found = getattr(ctx, "annotator_folder", None)
+    return found if callable(found) else library_annotator
+
+
+def _available_networks(lookup: AnnotatorLookup) -> list[str]:
+    """The network preprocessors whose model is in the library (these the routes offer)."""
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS
+
+    return [name for name in NETWORK_SPECS if lookup(name) is not None]
+
+
+def resolve_annotators(request: "GenerationRequest", lookup: AnnotatorLookup) -> "GenerationRequest":
+    """Each network-preprocessor unit given its model folder; 422 saying what enables it when absent."""
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS, network_hint
+
+    units = []
+    for i, unit in enumerate(request.controlnets):
+        if unit.preprocessor in NETWORK_SPECS:
+            folder = lookup(unit.preprocessor)
+            if folder is None:
+                field = f"{ARGS_FIELD}[{i}].module"
+                raise ApiError(422, f"{field}: {network_hint(unit.preprocessor)}", field)
+            unit = replace(unit, annotator=str(folder))
+        units.append(unit)
+    return request.replace(controlnets=tuple(units))
 
 
 def _catalog(ctx: "ApiContext") -> ControlNetCatalog:
@@ -187,11 +228,11 @@ def resolve_controlnets(request: "GenerationRequest", catalog: ControlNetCatalog
 # -- the routes ---------------------------------------------------------------------------------
 
 
-def _modules(alias_names: bool) -> tuple[list[str], dict[str, Any]]:
-    from heyim_desktop.core.control_preprocess import PREPROCESSORS
+def _modules(alias_names: bool, networks: Sequence[str] = ()) -> tuple[list[str], dict[str, Any]]:
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS, PREPROCESSORS
 
     names, detail = [], {}
-    for p in PREPROCESSORS.values():
+    for p in [*PREPROCESSORS.values(), *(NETWORK_SPECS[n] for n in networks)]:
         key = p.label if alias_names else p.name
         sliders = []
         if p.uses_resolution:
@@ -200,16 +241,17 @@ def _modules(alias_names: bool) -> tuple[list[str], dict[str, Any]]:
             if s is not None:
                 sliders.append({"name": s.label, "value": s.default, "min": s.minimum, "max": s.maximum, "step": s.step})
         names.append(key)
-        detail[key] = {"model_free": True, "sliders": sliders}
+        detail[key] = {"model_free": p.name in PREPROCESSORS, "sliders": sliders}
     return names, detail
 
 
-def _control_types(models: Sequence["ModelInfo"]) -> dict[str, Any]:
-    from heyim_desktop.core.control_preprocess import PREPROCESSORS
+def _control_types(models: Sequence["ModelInfo"], networks: Sequence[str] = ()) -> dict[str, Any]:
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS, PREPROCESSORS
 
     titles = [model_title(m) for m in models]
-    tags: dict[str, list[str]] = {"All": list(PREPROCESSORS)}
-    for p in PREPROCESSORS.values():
+    offered = [*PREPROCESSORS.values(), *(NETWORK_SPECS[n] for n in networks)]
+    tags: dict[str, list[str]] = {"All": [p.name for p in offered]}
+    for p in offered:
         if p.control_type != "All":
             tags.setdefault(p.control_type, []).append(p.name)
     out = {}
@@ -224,7 +266,7 @@ def _control_types(models: Sequence["ModelInfo"]) -> dict[str, Any]:
     return {"control_types": out}
 
 
-def _detect(body: Any, budget: Any = None) -> dict[str, Any]:
+def _detect(body: Any, budget: Any = None, lookup: AnnotatorLookup | None = None) -> dict[str, Any]:
     """The maps of ``/controlnet/detect``; the images' pixels are held in ``budget`` (the server's
     :class:`~heyim_desktop.api.limits.PixelBudget`) while they are decoded and processed."""
     import contextlib
@@ -242,16 +284,16 @@ def _detect(body: Any, budget: Any = None) -> dict[str, Any]:
                     width, height = image_size(image_bytes(data, f"{key}[{i}]"), f"{key}[{i}]")
                     pixels += width * height
     with budget.hold(pixels, "controlnet_input_images") if budget is not None else contextlib.nullcontext():
-        return _detect_images(body)
+        return _detect_images(body, lookup or library_annotator)
 
 
-def _detect_images(body: Any) -> dict[str, Any]:
+def _detect_images(body: Any, lookup: AnnotatorLookup = library_annotator) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
     from heyim_desktop.core.codec import decode_image, encode_image
-    from heyim_desktop.core.control_preprocess import PREPROCESSORS, canonical, detect
-    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS, canonical, detect, network_hint, spec
+    from heyim_desktop.core.errors import InvalidRequest, ModelError
     from heyim_desktop.core.masking import mask_to_array
 
     if not isinstance(body, Mapping):
@@ -263,13 +305,18 @@ def _detect_images(body: Any) -> dict[str, Any]:
         name = canonical(module)
     except InvalidRequest as exc:
         raise ApiError(422, f"controlnet_module: {exc.detail}", "controlnet_module") from None
+    annotator: Path | None = None
+    if name in NETWORK_SPECS:
+        annotator = lookup(name)
+        if annotator is None:
+            raise ApiError(422, f"controlnet_module: {network_hint(name)}", "controlnet_module")
     images = body.get("controlnet_input_images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise ApiError(422, "controlnet_input_images: must be a list of base64 images", "controlnet_input_images")
     if not images:
         raise ApiError(422, "controlnet_input_images: No image selected", "controlnet_input_images")
     masks = body.get("controlnet_masks", []) or []
-    if PREPROCESSORS[name].needs_mask and len(masks) != len(images):
+    if spec(name).needs_mask and len(masks) != len(images):
         raise ApiError(422, f"controlnet_masks: Preprocessor {module} requires `controlnet_masks` param.",
                        "controlnet_masks")
     numbers = {}
@@ -284,14 +331,16 @@ def _detect_images(body: Any) -> dict[str, Any]:
             image = decode_image(data, field=f"controlnet_input_images[{i}]")
             result = detect(image, name, processor_res=int(numbers["controlnet_processor_res"]),
                             threshold_a=float(numbers["controlnet_threshold_a"]),
-                            threshold_b=float(numbers["controlnet_threshold_b"]))
-            if PREPROCESSORS[name].needs_mask:
+                            threshold_b=float(numbers["controlnet_threshold_b"]), annotator=annotator or "")
+            if spec(name).needs_mask:
                 mask = decode_image(masks[i], field=f"controlnet_masks[{i}]", mask=True)
                 arr = np.asarray(result.convert("RGB")).copy()
                 arr[mask_to_array(mask.resize(result.size)) > 0.5] = 0  # shown black: the ControlNet sees -1
                 result = Image.fromarray(arr)
         except InvalidRequest as exc:
             raise ApiError(422, f"{exc.field}: {exc.detail}", exc.field) from None
+        except ModelError as exc:
+            raise ApiError(422, f"controlnet_module: {exc}", "controlnet_module") from None
         out.append(encode_image(result))
     return {"images": out, "info": "Success"}
 
@@ -332,16 +381,18 @@ def add_controlnet_routes(app: "FastAPI", ctx: "ApiContext", errors: dict[int | 
 
     @app.get("/controlnet/module_list", responses=errors, summary="Preprocessors (modules) and their sliders")
     async def controlnet_module_list(alias_names: bool = False) -> dict[str, Any]:
-        names, detail = _modules(alias_names)
+        networks = await anyio.to_thread.run_sync(_available_networks, _annotators(ctx))
+        names, detail = _modules(alias_names, networks)
         return {"module_list": names, "module_detail": detail}
 
     @app.get("/controlnet/control_types", responses=errors, summary="Preprocessors and ControlNets by control type")
     async def controlnet_control_types() -> dict[str, Any]:
         models = await anyio.to_thread.run_sync(catalog)
-        return await anyio.to_thread.run_sync(_control_types, models)
+        networks = await anyio.to_thread.run_sync(_available_networks, _annotators(ctx))
+        return await anyio.to_thread.run_sync(_control_types, models, networks)
 
     @app.post("/controlnet/detect", responses=errors, openapi_extra=_detect_doc(),
               summary="Run a preprocessor on images; returns the maps")
     async def controlnet_detect(request: Request) -> Response:
         body = await _json_body(request)
-        return JSONResponse(await anyio.to_thread.run_sync(_detect, body, ctx.pixels))
+        return JSONResponse(await anyio.to_thread.run_sync(_detect, body, ctx.pixels, _annotators(ctx)))

@@ -49,6 +49,7 @@ _CONTROLNET_FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,), "image": (str, type(None)), "weight": (int, float), "guidance_start": (int, float),
     "guidance_end": (int, float), "control_mode": (str, int), "resize_mode": (str,), "module": (str,),
     "processor_res": (int,), "threshold_a": (int, float), "threshold_b": (int, float), "pixel_perfect": (bool,),
+    "annotator": (str,),
 }
 _INPAINT_FIELDS: dict[str, tuple[type, ...]] = {
     "mask": (str,), "mask_blur": (int,), "invert": (bool,), "fill": (str,), "only_masked": (bool,),
@@ -147,6 +148,8 @@ def controlnet_from_data(units: list[Any], trust_paths: bool = False) -> tuple[A
             preprocessor=value.get("module", "none"), processor_res=value.get("processor_res", -1),
             threshold_a=value.get("threshold_a", -1.0), threshold_b=value.get("threshold_b", -1.0),
             pixel_perfect=value.get("pixel_perfect", False),
+            # A path: only HeyIm's own engine process takes it; others resolve it from their library.
+            annotator=value.get("annotator", "") if trust_paths else "",
         ))
     return tuple(out)
 

@@ -4,8 +4,10 @@ A preprocessor turns a photo into the map a ControlNet was trained on (edges, sc
 blurred tile, a shuffled image); "none" takes the image as a map made elsewhere (depth,
 pose, normals). Module names and their two sliders follow the AUTOMATIC1111 ControlNet
 extension, so its API clients and infotext work unchanged. Every image operation is
-OpenCV's or Pillow's. Preprocessors that need weights (depth, openpose) are listed by
-:func:`network_preprocessors` with the file that would enable them; none ships here.
+OpenCV's or Pillow's. Preprocessors that need weights are listed by
+:func:`network_preprocessors` with what would enable them: the depth ones run
+(:mod:`heyim_desktop.core.depth_preprocess`) when a depth model is in a ControlNet annotator
+folder; openpose and LaMa are listed only, HeyIm does not run them.
 """
 
 from __future__ import annotations
@@ -85,7 +87,18 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in _PREPROCESSORS}
 #: "inpaint_only" makes the same map as "inpaint"; what it adds in the extension, keeping the
 #: unmasked pixels, HeyIm's inpainting does for every inpainting request (its paste-back).
 ALIASES = {"inpaint_global_harmonious": "inpaint", "inpaint_only": "inpaint", "canny_edge": "canny",
-           "tile": "tile_resample"}
+           "tile": "tile_resample", "depth": "depth_midas"}
+
+#: Preprocessors that run a network from the library's annotator folder (the unit names its folder).
+NETWORK_SPECS: dict[str, Preprocessor] = {
+    "depth_midas": Preprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth"),
+    "depth_anything_v2": Preprocessor("depth_anything_v2", "Depth Anything V2", "Depth"),
+}
+
+
+def spec(name: str) -> Preprocessor:
+    """The preprocessor called ``name`` (already canonical), model-free or network."""
+    return PREPROCESSORS.get(name) or NETWORK_SPECS[name]
 
 
 @dataclass(frozen=True)
@@ -95,12 +108,20 @@ class NetworkPreprocessor:
     name: str
     label: str
     control_type: str
-    #: The file (in a ControlNet annotator folder) whose presence enables it.
+    #: What (in a ControlNet annotator folder) enables it: a file name, or for the depth ones a
+    #: description of the transformers folder.
     weights: str
+    #: Whether HeyIm runs it; the others are listed so users know what they would need.
+    runs: bool = False
 
 
 NETWORK_PREPROCESSORS = (
-    NetworkPreprocessor("depth_midas", "Depth (MiDaS)", "Depth", "dpt_hybrid-midas-501f0c75.safetensors"),
+    NetworkPreprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth",
+                        "a transformers DPT depth model folder (config.json, model.safetensors, "
+                        "preprocessor_config.json; e.g. Intel/dpt-hybrid-midas)", runs=True),
+    NetworkPreprocessor("depth_anything_v2", "Depth Anything V2", "Depth",
+                        "a transformers Depth Anything folder (config.json, model.safetensors, "
+                        "preprocessor_config.json; e.g. depth-anything/Depth-Anything-V2-Small-hf)", runs=True),
     NetworkPreprocessor("openpose", "OpenPose", "OpenPose", "body_pose_model.safetensors"),
     NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", "ControlNetLama.safetensors"),
 )
@@ -110,20 +131,47 @@ def canonical(name: str) -> str:
     """The preprocessor's own name for ``name``; unknown names raise InvalidRequest."""
     key = (name or "none").strip()
     key = ALIASES.get(key, key)
-    if key not in PREPROCESSORS:
+    if key not in PREPROCESSORS and key not in NETWORK_SPECS:
         known = ", ".join(PREPROCESSORS)
         net = {p.name: p for p in NETWORK_PREPROCESSORS}.get(key)
         if net is not None:
-            raise InvalidRequest("controlnet.module", f"{net.label} needs its own network, which HeyIm does not run; "
-                                 f"make the map elsewhere and use 'none'. Available: {known}")
+            raise InvalidRequest("controlnet.module", f"{net.label} needs its own network ({net.weights}), which "
+                                 f"HeyIm does not run yet; make the map elsewhere and use 'none'. Available: {known}")
         raise InvalidRequest("controlnet.module", f"unknown preprocessor {name!r}; choose one of {known}")
     return key
 
 
 def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPreprocessor, bool]]:
-    """Each network preprocessor and whether its weights file is among ``library_files``."""
-    names = {p.name for p in library_files}
-    return [(p, p.weights in names) for p in NETWORK_PREPROCESSORS]
+    """Each network preprocessor and whether what enables it is among ``library_files`` (the
+    annotator folders' files): a usable depth model folder, or the named weights file."""
+    from heyim_desktop.core.depth_preprocess import usable
+
+    files = list(library_files)
+    names = {p.name for p in files}
+    folders = {p.parent for p in files if p.name == "config.json"}
+    out = []
+    for p in NETWORK_PREPROCESSORS:
+        if p.name in NETWORK_SPECS:
+            out.append((p, any(usable(f, p.name) for f in folders)))
+        else:
+            out.append((p, p.weights in names))
+    return out
+
+
+def annotator_folder(library_files: Iterable[Path], name: str) -> Path | None:
+    """The first usable model folder for network preprocessor ``name`` among ``library_files``."""
+    from heyim_desktop.core.depth_preprocess import usable
+
+    if name not in NETWORK_SPECS:
+        return None
+    folders = sorted({p.parent for p in library_files if p.name == "config.json"})
+    return next((f for f in folders if usable(f, name)), None)
+
+
+def network_hint(name: str) -> str:
+    """What to put where to enable network preprocessor ``name``."""
+    net = {p.name: p for p in NETWORK_PREPROCESSORS}[name]
+    return f"{net.label} needs {net.weights} in a ControlNet folder's annotator subfolder (models/ControlNet/annotator)"
 
 
 def fit_control_image(image: "Image.Image", width: int, height: int, resize_mode: str) -> "Image.Image":
@@ -292,32 +340,41 @@ _RUNNERS: dict[str, Callable[["npt.NDArray[Any]", float, float, int], "npt.NDArr
 
 def detect(
     image: "Image.Image", module: str, *, processor_res: int = -1, threshold_a: float = -1, threshold_b: float = -1,
-    seed: int = 0,
+    seed: int = 0, annotator: str | Path = "", device: str = "cpu",
 ) -> "Image.Image":
     """The control map ``module`` makes from ``image`` (RGB), at the detector's resolution.
 
     "none" and "inpaint" hand the image back unchanged (inpaint's -1 pixels are set where
-    the mask is known, in :func:`control_array`).
+    the mask is known, in :func:`control_array`). The depth preprocessors run the model in the
+    ``annotator`` folder on ``device``.
     """
     import numpy as np
     from PIL import Image as PILImage
 
     from heyim_desktop.core.images import to_rgb
 
-    spec = PREPROCESSORS[canonical(module)]
+    found = spec(canonical(module))
     if image.width < 1 or image.height < 1:
         raise InvalidRequest("controlnet.image", "the control image has no pixels")
     rgb = to_rgb(image)
-    runner = _RUNNERS.get(spec.name)
-    if runner is None:
+    network = found.name in NETWORK_SPECS
+    runner = _RUNNERS.get(found.name)
+    if runner is None and not network:
         return rgb
-    if spec.uses_resolution:
+    if found.uses_resolution:
         res = processor_res if processor_res and processor_res > 0 else DEFAULT_PROCESSOR_RES
         if not 64 <= res <= 2048:
             raise InvalidRequest("controlnet.processor_res", f"must be from 64 to 2048, got {res}")
         rgb = _scale_short_side(rgb, res)
-    a = spec.slider_a.clamp(threshold_a) if spec.slider_a else 0.0
-    b = spec.slider_b.clamp(threshold_b) if spec.slider_b else 0.0
+    if network:
+        from heyim_desktop.core.depth_preprocess import depth_map
+
+        if not annotator:
+            raise InvalidRequest("controlnet.module", network_hint(found.name))
+        return depth_map(rgb, Path(annotator), found.name, device)
+    assert runner is not None
+    a = found.slider_a.clamp(threshold_a) if found.slider_a else 0.0
+    b = found.slider_b.clamp(threshold_b) if found.slider_b else 0.0
     out = runner(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), a, b, seed)
     return PILImage.fromarray(np.ascontiguousarray(out), mode="RGB")
 
@@ -325,7 +382,7 @@ def detect(
 def control_array(
     image: "Image.Image", module: str, width: int, height: int, *, resize_mode: str = DEFAULT_RESIZE_MODE,
     processor_res: int = -1, threshold_a: float = -1, threshold_b: float = -1, seed: int = 0,
-    mask: "npt.NDArray[np.float32] | None" = None,
+    mask: "npt.NDArray[np.float32] | None" = None, annotator: str | Path = "", device: str = "cpu",
 ) -> "npt.NDArray[np.float32]":
     """(H, W, 3) float32 for the ControlNet: [0, 1] as diffusers' control image processor
     makes it (RGB, resized to the generation size), or -1 under the mask for "inpaint"
@@ -336,10 +393,10 @@ def control_array(
     if resize_mode not in RESIZE_MODES:
         raise InvalidRequest("controlnet.resize_mode", f"must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
     control_map = detect(image, name, processor_res=processor_res, threshold_a=threshold_a,
-                         threshold_b=threshold_b, seed=seed)
+                         threshold_b=threshold_b, seed=seed, annotator=annotator, device=device)
     fitted = fit_control_image(control_map, width, height, resize_mode)
     arr = np.asarray(fitted, dtype=np.float32) / 255.0
-    if PREPROCESSORS[name].needs_mask:
+    if spec(name).needs_mask:
         if mask is None:
             raise InvalidRequest("controlnet.module", "the inpaint preprocessor needs an inpainting mask on the request")
         arr = arr.copy()

@@ -74,6 +74,9 @@ class ControlUnit:
     #: The extension's "Pixel Perfect": the detector resolution follows the generation size
     #: (:func:`pixel_perfect_resolution`) instead of ``processor_res``.
     pixel_perfect: bool = False
+    #: The model folder a network preprocessor (depth) runs, found in the library's annotator
+    #: folder when the request is resolved; empty for the model-free ones.
+    annotator: str = ""
 
     def __post_init__(self) -> None:
         from heyim_desktop.core.control_preprocess import RESIZE_MODES, canonical
@@ -111,7 +114,7 @@ class ControlUnit:
             "model": self.model, "weight": self.weight, "guidance_start": self.start, "guidance_end": self.end,
             "control_mode": self.mode, "resize_mode": self.resize_mode, "module": self.preprocessor,
             "processor_res": self.processor_res, "threshold_a": self.threshold_a, "threshold_b": self.threshold_b,
-            "pixel_perfect": self.pixel_perfect,
+            "pixel_perfect": self.pixel_perfect, **({"annotator": self.annotator} if self.annotator else {}),
         }
 
 
@@ -149,8 +152,9 @@ def soft_scales(n: int) -> list[float]:
     return [SOFT_BASE ** float(12 - i) for i in range(n)]
 
 
-def control_images(request: "GenerationRequest") -> list[Any]:
-    """Each unit's control map, (H, W, 3) float32 as the ControlNet takes it."""
+def control_images(request: "GenerationRequest", device: str = "cpu") -> list[Any]:
+    """Each unit's control map, (H, W, 3) float32 as the ControlNet takes it (a network
+    preprocessor runs on ``device``)."""
     from heyim_desktop.core.control_preprocess import control_array
 
     mask = None
@@ -169,7 +173,7 @@ def control_images(request: "GenerationRequest") -> list[Any]:
         out.append(control_array(
             image, unit.preprocessor, request.width, request.height, resize_mode=unit.resize_mode,
             processor_res=res, threshold_a=unit.threshold_a, threshold_b=unit.threshold_b,
-            seed=request.seed or 0, mask=mask,
+            seed=request.seed or 0, mask=mask, annotator=unit.annotator, device=device,
         ))
     return out
 
@@ -218,7 +222,7 @@ class ControlNetExtension(BaseExtension):
             raise InvalidRequest("controlnet", "this model's engine cannot use ControlNet")
         self.components = components
         self.units: list[_Prepared] = []
-        for unit, arr in zip(request.controlnets, control_images(request)):
+        for unit, arr in zip(request.controlnets, control_images(request, str(components.device))):
             net = loader(unit.model)
             image = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
             guess = unit.mode == "controlnet" or bool(getattr(net.config, "global_pool_conditions", False))
@@ -292,9 +296,10 @@ def _fmt(value: float) -> str:
 
 def unit_infotext(unit: ControlUnit) -> str:
     """One unit as the extension writes it into infotext ("Module: canny, Model: name [hash], ...")."""
-    from heyim_desktop.core.control_preprocess import DEFAULT_PROCESSOR_RES, PREPROCESSORS
+    from heyim_desktop.core.control_preprocess import DEFAULT_PROCESSOR_RES
+    from heyim_desktop.core.control_preprocess import spec as preprocessor_spec
 
-    spec = PREPROCESSORS[unit.preprocessor]
+    spec = preprocessor_spec(unit.preprocessor)
     res = unit.processor_res if unit.processor_res > 0 else (DEFAULT_PROCESSOR_RES if spec.uses_resolution else -1)
     a = spec.slider_a.clamp(unit.threshold_a) if spec.slider_a else -1.0
     b = spec.slider_b.clamp(unit.threshold_b) if spec.slider_b else -1.0

@@ -56,7 +56,10 @@ class LoraFileInfo:
     """What a LoRA or embedding file is, read from its safetensors header."""
 
     kind: str  # "lora", "embedding"
-    layout: str  # "kohya", "diffusers", "loha", "lokr", "embedding-a1111", "embedding-diffusers", "embedding-sdxl"
+    #: "kohya", "diffusers", "loha", "lokr" (LyCORIS, applied by core.lycoris), "embedding-a1111",
+    #: "embedding-diffusers", "embedding-sdxl"; or another LyCORIS algorithm HeyIm does not load
+    #: (see UNSUPPORTED_LYCORIS).
+    layout: str
     family: str  # "sd1", "sd2", "sdxl", "zimage", "flux2", "sd3", "unknown"
     #: The width of the UNet's cross-attention (text) input the file was made for.
     cross_dim: int | None
@@ -66,7 +69,20 @@ class LoraFileInfo:
 
     @property
     def supported(self) -> bool:
-        return self.layout not in ("loha", "lokr")
+        return self.layout not in UNSUPPORTED_LYCORIS
+
+    @property
+    def problem(self) -> str:
+        """Why HeyIm cannot use the file ("" when it can)."""
+        if self.supported:
+            return ""
+        return (f"a LyCORIS {UNSUPPORTED_LYCORIS[self.layout]} file; HeyIm loads LoRA (kohya, diffusers), "
+                "LoHa and LoKr files, not this kind")
+
+
+#: LyCORIS algorithms recognised by their key names but not loaded: layout -> name.
+UNSUPPORTED_LYCORIS = {"oft": "OFT/BOFT", "ia3": "(IA)^3", "glora": "GLoRA", "full": "full fine-tune (diff)",
+                       "dora": "DoRA"}
 
 
 def strip_lora_tags(text: str) -> tuple[str, list[tuple[str, float]]]:
@@ -199,30 +215,56 @@ def inspect_network_file(path: Path) -> LoraFileInfo:
         dim = shape[-1]
         return LoraFileInfo("embedding", "embedding-diffusers", {768: "sd1", 1024: "sd2"}.get(dim, "unknown"), None,
                             dim, shape[0] if len(shape) == 2 else 1)
-    if any(".hada_w1_a" in k for k in keys):
+    if any(k.endswith(".dora_scale") for k in keys):
+        layout = "dora"
+    elif any(".hada_w1_a" in k for k in keys):
         layout = "loha"
-    elif any(".lokr_w1" in k for k in keys):
+    elif any(".lokr_w" in k for k in keys):
         layout = "lokr"
+    elif any(k.endswith((".oft_blocks", ".oft_diag")) for k in keys):
+        layout = "oft"
+    elif any(k.endswith(".on_input") for k in keys):
+        layout = "ia3"
+    elif any(k.endswith((".a1.weight", ".b1.weight")) for k in keys):
+        layout = "glora"
+    elif any(k.endswith(".diff") for k in keys) and any(k.startswith(("lora_unet_", "lora_te")) for k in keys):
+        layout = "full"
     elif any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for k in keys):
         layout = "kohya"
     elif any(("lora_A" in k or "lora.down" in k or "lora_linear_layer" in k) for k in keys):
         layout = "diffusers"
     else:
         raise ModelError(f"{path.name} is neither a LoRA nor a textual-inversion embedding HeyIm recognises.")
-    cross = None
-    for key, info in header.tensors.items():
-        low = key.lower()
-        if ("attn2" in low and ("to_k" in low or "to_v" in low)
-                and any(d in low for d in ("lora_down", "lora.down", "lora_a", "down.weight"))):
-            if len(info.shape) >= 2:
-                cross = int(info.shape[1])
-                break
+    cross = _cross_dim(header.tensors)
     family = _CROSS_DIMS.get(cross or 0, "unknown")
     if any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in keys):
         family = "sdxl"
     if cross is None:
         family = transformer_lora_family(keys) or family
     return LoraFileInfo("lora", layout, family, cross, None)
+
+
+def _cross_dim(tensors: Mapping[str, object]) -> int | None:
+    """The input width of a cross-attention key/value layer the file changes (the text width)."""
+    lokr: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key, info in tensors.items():
+        low = key.lower()
+        if "attn2" not in low or not ("to_k" in low or "to_v" in low):
+            continue
+        shape = tuple(getattr(info, "shape", ()))
+        if len(shape) < 2:
+            continue
+        if any(d in low for d in ("lora_down", "lora.down", "lora_a", "down.weight", "hada_w1_b")):
+            return int(shape[1])
+        module, _, part = key.partition(".")
+        if part.startswith("lokr_"):
+            lokr.setdefault(module, {})[part] = shape
+    for parts in lokr.values():  # LoKr: the width is the Kronecker product's, w1's times w2's
+        w1 = parts.get("lokr_w1") or parts.get("lokr_w1_b")
+        w2 = parts.get("lokr_w2") or parts.get("lokr_w2_b")
+        if w1 and w2:
+            return int(w1[1] * w2[1])
+    return None
 
 
 #: Module names only one diffusion-transformer family's LoRAs touch (diffusers, ComfyUI and
@@ -260,8 +302,7 @@ FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "zimage": "Z-
 def check_family(name: str, info: LoraFileInfo, model_family: str, model_cross_dim: int | None) -> None:
     """Refuse a LoRA made for another base model, naming both."""
     if not info.supported:
-        raise ModelError(f"{name} is a LyCORIS {info.layout.upper()} file; HeyIm loads plain LoRAs (kohya and "
-                         "diffusers layouts) but not LoHa/LoKr yet.")
+        raise ModelError(f"{name} is {info.problem}.")
     transformers = ("zimage", "flux2", "sd3")
     if (info.family in transformers or model_family in transformers) and info.family != "unknown" \
             and info.family != model_family:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from heyim_desktop.core.control_preprocess import NETWORK_PREPROCESSORS, NetworkPreprocessor
+from heyim_desktop.core.control_preprocess import NetworkPreprocessor
 from heyim_desktop.core.controlnet_models import controlnet_cross_dim, family_for_cross_dim, is_controlnet_file
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.model_files import FileKind, file_size, sniff
@@ -153,8 +153,35 @@ class ControlNetLibrary:
         return out
 
     def network_preprocessors(self) -> list[tuple[NetworkPreprocessor, bool]]:
-        names = {p.name for p in self.annotator_files()}
-        return [(p, p.weights in names) for p in NETWORK_PREPROCESSORS]
+        from heyim_desktop.core.control_preprocess import network_preprocessors
+
+        return network_preprocessors(self.annotator_files())
+
+    def annotator_folder(self, name: str) -> Path | None:
+        """The model folder network preprocessor ``name`` runs (a usable depth model), if any."""
+        from heyim_desktop.core.control_preprocess import annotator_folder
+
+        return annotator_folder(self.annotator_files(), name)
+
+
+def resolve_annotators(request: "GenerationRequest", library: ControlNetLibrary) -> "GenerationRequest":
+    """The request with each network-preprocessor unit given its model folder from ``library``;
+    ModelError (saying what would enable it) when the library has none."""
+    from dataclasses import replace
+
+    from heyim_desktop.core.control_preprocess import NETWORK_SPECS, network_hint
+
+    if not any(u.preprocessor in NETWORK_SPECS for u in request.controlnets):
+        return request
+    units = []
+    for i, unit in enumerate(request.controlnets):
+        if unit.preprocessor in NETWORK_SPECS:
+            folder = library.annotator_folder(unit.preprocessor)
+            if folder is None:
+                raise ModelError(f"ControlNet {i}: {network_hint(unit.preprocessor)}")
+            unit = replace(unit, annotator=str(folder))
+        units.append(unit)
+    return request.replace(controlnets=tuple(units))
 
 
 def resolve_controlnet_names(request: "GenerationRequest", library: ControlNetLibrary) -> "GenerationRequest":
@@ -170,4 +197,4 @@ def resolve_controlnet_names(request: "GenerationRequest", library: ControlNetLi
             names = ", ".join(m.name for m in library.ready()) or "none"
             raise ModelError(f"ControlNet {i}: {unit.model!r} is not in the model library (available: {names})")
         units.append(replace(unit, model=found.ref))
-    return request.replace(controlnets=tuple(units))
+    return resolve_annotators(request.replace(controlnets=tuple(units)), library)

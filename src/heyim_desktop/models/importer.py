@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from heyim_desktop.core.checkpoint import detect_architecture
-from heyim_desktop.core.errors import ModelError, StorageError
+from heyim_desktop.core.errors import ModelError, StorageError, UserFacingError
 from heyim_desktop.core.model_files import FileKind, UnsafeModel, check_regular_file, read_safetensors_header, sniff
 from heyim_desktop.core.storage import atomic_write_bytes, disk_full, full_reason, writing
 from heyim_desktop.models.inspect import PICKLE_ADVICE, inspect_file, inspect_folder
@@ -75,10 +75,29 @@ def target_name(source: str | os.PathLike[str], name: str | None = None) -> str:
 
 
 def existing_name(source: str | os.PathLike[str], dest_dir: Path | None = None, name: str | None = None) -> str | None:
-    """The model name already taken in the models folder by importing ``source``, else None."""
+    """The model name already taken where importing ``source`` would put it, else None.
+
+    That is the models folder for a checkpoint, its ``Lora/`` or ``embeddings/`` folder for a
+    LoRA or embedding; a pickle's kind is known only once converted, so all three are checked.
+    Files that cannot be read are left to :func:`import_model` to refuse.
+    """
+    src = Path(source).expanduser()
     dest = dest_dir or app_models_dir()
-    wanted = target_name(source, name)
-    return wanted.removesuffix(".safetensors") if os.path.lexists(dest / wanted) else None
+    wanted = target_name(src, name)
+    folders = [dest]
+    try:
+        if src.is_file():
+            kind = sniff(src)
+            if kind is FileKind.PICKLE:
+                folders += [dest / sub for sub in NETWORK_DIRS.values()]
+            elif kind is FileKind.SAFETENSORS:
+                network = _network_kind(src)
+                if network is not None:
+                    folders = [dest / NETWORK_DIRS[network]]
+    except (OSError, UserFacingError):
+        pass
+    taken = any(os.path.lexists(folder / wanted) for folder in folders)
+    return wanted.removesuffix(".safetensors") if taken else None
 
 
 def import_model(source: str | os.PathLike[str], *, convert: bool = False, dest_dir: Path | None = None,
@@ -138,8 +157,7 @@ def _network_kind(path: Path) -> str | None:
     except ModelError:
         return None  # not a LoRA or embedding: a checkpoint (or nothing), checked as such
     if not info.supported:
-        raise ModelError(f"{path.name} is a LyCORIS {info.layout.upper()} file; HeyIm loads plain LoRAs (kohya and "
-                         "diffusers layouts) but not LoHa/LoKr yet, so it was not imported.")
+        raise ModelError(f"{path.name} is {info.problem}, so it was not imported.")
     return info.kind
 
 

@@ -50,7 +50,7 @@ def inspect_network(path: Path, source: str = "") -> ModelInfo | None:
     except ModelError:
         return None
     status = ModelStatus.READY if info.supported else ModelStatus.UNSUPPORTED
-    problem = "" if info.supported else f"LyCORIS {info.layout.upper()} is not supported yet"
+    problem = info.problem
     return ModelInfo(path.stem, str(path), info.kind, _BASES.get(info.family, "unknown"), size, status, problem, source)
 
 

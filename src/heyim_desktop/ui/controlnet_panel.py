@@ -13,8 +13,11 @@ from typing import Any, Callable, Sequence
 
 from heyim_desktop.core.control_preprocess import (
     NETWORK_PREPROCESSORS,
+    NETWORK_SPECS,
     PREPROCESSORS,
     RESIZE_MODES,
+    Preprocessor,
+    network_hint,
 )
 from heyim_desktop.core.controlnet import CONTROL_MODES, MAX_UNITS
 from heyim_desktop.ui.qt import (
@@ -93,6 +96,8 @@ class ControlUnitEditor(QFrame):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.image: Any = None  # PIL image
+        #: Network preprocessor -> what in the library enables it ("" when nothing does).
+        self.annotators: dict[str, str] = {}
         self._generation = 0
         self._loading = 0  # the latest image load or set wins
         self.title = QLabel()
@@ -107,11 +112,8 @@ class ControlUnitEditor(QFrame):
         for p in PREPROCESSORS.values():
             self.preprocessor.addItem(p.label, p.name)
         for net in NETWORK_PREPROCESSORS:
-            self.preprocessor.addItem(f"{net.label} (needs {net.weights})", net.name)
-            item = self.preprocessor.model().item(self.preprocessor.count() - 1)  # type: ignore[attr-defined]
-            item.setEnabled(False)
-            item.setToolTip(f"Put {net.weights} in models/ControlNet/annotator to enable it; or make the map "
-                            "elsewhere and choose None")
+            self.preprocessor.addItem(net.label, net.name)
+        self.set_network_preprocessors({})
         self.resolution = QSpinBox()
         self.resolution.setRange(64, 2048)
         self.resolution.setSingleStep(64)
@@ -219,17 +221,34 @@ class ControlUnitEditor(QFrame):
         if i >= 0:
             self.model.setCurrentIndex(i)
 
-    def set_network_preprocessors(self, available: dict[str, bool]) -> None:
+    def set_network_preprocessors(self, available: dict[str, str]) -> None:
+        """Offer the network preprocessors whose model ``available`` names (name -> its path)."""
+        self.annotators = {name: path for name, path in available.items() if path}
         for net in NETWORK_PREPROCESSORS:
             i = self.preprocessor.findData(net.name)
             item = self.preprocessor.model().item(i)  # type: ignore[attr-defined]
-            if available.get(net.name):
+            found = bool(available.get(net.name))
+            item.setEnabled(found and net.runs)
+            if found and net.runs:
+                item.setText(net.label)
+                item.setToolTip(f"Runs the model in {available[net.name]}")
+            elif found:
                 item.setText(f"{net.label} ({net.weights} found; HeyIm cannot run it yet: make the map elsewhere)")
+                item.setToolTip("Make the map elsewhere and choose None")
+            elif net.runs:
+                item.setText(f"{net.label} (needs a depth model in models/ControlNet/annotator)")
+                item.setToolTip(f"{network_hint(net.name)}; or make the map elsewhere and choose None")
             else:
                 item.setText(f"{net.label} (needs {net.weights})")
+                item.setToolTip(f"Put {net.weights} in models/ControlNet/annotator; HeyIm does not run it yet, so "
+                                "make the map elsewhere and choose None")
+
+    def _spec(self) -> Preprocessor:
+        name = self.preprocessor.currentData() or "none"
+        return PREPROCESSORS.get(name) or NETWORK_SPECS.get(name) or PREPROCESSORS["none"]
 
     def _preprocessor_changed(self, _index: int = 0) -> None:
-        spec = PREPROCESSORS.get(self.preprocessor.currentData() or "none", PREPROCESSORS["none"])
+        spec = self._spec()
         for spin, label, slider in ((self.slider_a, self.label_a, spec.slider_a), (self.slider_b, self.label_b, spec.slider_b)):
             visible = slider is not None
             spin.setVisible(visible)
@@ -248,7 +267,7 @@ class ControlUnitEditor(QFrame):
         self._timer.start()
 
     def _resolution_state(self) -> None:
-        spec = PREPROCESSORS.get(self.preprocessor.currentData() or "none", PREPROCESSORS["none"])
+        spec = self._spec()
         self.pixel_perfect.setEnabled(spec.uses_resolution)
         self.resolution.setEnabled(spec.uses_resolution and not self.pixel_perfect.isChecked())
 
@@ -310,13 +329,23 @@ class ControlUnitEditor(QFrame):
 
     # -- preview -------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        spec = PREPROCESSORS.get(self.preprocessor.currentData() or "none", PREPROCESSORS["none"])
+        spec = self._spec()
         return {
             "preprocessor": spec.name,
             "processor_res": self.resolution.value() if spec.uses_resolution else -1,
             "threshold_a": self.slider_a.value() if spec.slider_a else -1.0,
             "threshold_b": self.slider_b.value() if spec.slider_b else -1.0,
         }
+
+    def _annotator(self, name: str) -> str:
+        from heyim_desktop.core.errors import InvalidRequest
+
+        if name not in NETWORK_SPECS:
+            return ""
+        found = self.annotators.get(name, "")
+        if not found:
+            raise InvalidRequest("controlnet.module", f"ControlNet {self.index}: {network_hint(name)}")
+        return found
 
     def update_preview(self) -> None:
         from heyim_desktop.core.control_preprocess import detect
@@ -329,9 +358,12 @@ class ControlUnitEditor(QFrame):
         self._generation += 1
         generation, image, p = self._generation, self.image, self.params()
 
+        annotator = self.annotators.get(p["preprocessor"], "")
+
         def work() -> Any:
+            # Depth runs here on the CPU for the preview only; the generation's map is made by the engine.
             return detect(image, p["preprocessor"], processor_res=p["processor_res"],
-                          threshold_a=p["threshold_a"], threshold_b=p["threshold_b"])
+                          threshold_a=p["threshold_a"], threshold_b=p["threshold_b"], annotator=annotator)
 
         def done(result: Any) -> None:
             if generation == self._generation:  # a later change supersedes this one
@@ -352,7 +384,8 @@ class ControlUnitEditor(QFrame):
                                  "(put one in models/ControlNet and refresh)")
         return ControlUnit(model=model, image=self.image, weight=self.weight.value(), start=self.start.value(),
                            end=self.end.value(), mode=self.mode.currentData(), resize_mode=self.resize_mode.currentText(),
-                           pixel_perfect=self.pixel_perfect.isChecked(), **self.params())
+                           pixel_perfect=self.pixel_perfect.isChecked(),
+                           annotator=self._annotator(self.params()["preprocessor"]), **self.params())
 
     def apply(self, settings: dict[str, Any]) -> None:
         """Fields from a unit's settings (history, infotext); the model by path or name."""
@@ -397,7 +430,7 @@ class ControlNetPanel(QGroupBox):
         super().__init__("ControlNet", parent)
         self.editors: list[ControlUnitEditor] = []
         self.models: list[Any] = []
-        self.network: dict[str, bool] = {}
+        self.network: dict[str, str] = {}
         self._listing = 0
         self.add_button = QPushButton("Add ControlNet")
         self.add_button.setToolTip("Guide the composition by edges, a scribble, a depth or pose map, or a tile")
@@ -410,18 +443,18 @@ class ControlNetPanel(QGroupBox):
         layout.addLayout(self.body)
         layout.addWidget(self.add_button)
 
-    def refresh(self, source: Callable[[], tuple[list[Any], dict[str, bool]]]) -> None:
+    def refresh(self, source: Callable[[], tuple[list[Any], dict[str, str]]]) -> None:
         """Re-read the ControlNets (and annotator weights) off the UI thread; the latest read wins."""
         self._listing += 1
         listing = self._listing
 
-        def done(found: tuple[list[Any], dict[str, bool]]) -> None:
+        def done(found: tuple[list[Any], dict[str, str]]) -> None:
             if listing == self._listing:
                 self.set_models(*found)
 
         run_in_background(source, done, lambda exc: log.warning("listing ControlNets failed: %s", exc))
 
-    def set_models(self, models: Sequence[Any], network: dict[str, bool] | None = None) -> None:
+    def set_models(self, models: Sequence[Any], network: dict[str, str] | None = None) -> None:
         self.models = list(models)
         self.network = dict(network or {})
         for editor in self.editors:
@@ -508,14 +541,20 @@ class ControlNetPanel(QGroupBox):
                              "is gone; drop the control image again.")
 
 
-def library_source(folders: Sequence[str]) -> Callable[[], tuple[list[Any], dict[str, bool]]]:
-    """What the panel lists: the library's ControlNets and which annotator weights are there."""
+def library_source(folders: Sequence[str]) -> Callable[[], tuple[list[Any], dict[str, str]]]:
+    """What the panel lists: the library's ControlNets and, per network preprocessor, what in the
+    annotator folders enables it (the depth model's folder; "" when nothing does)."""
 
-    def read() -> tuple[list[Any], dict[str, bool]]:
+    def read() -> tuple[list[Any], dict[str, str]]:
         from heyim_desktop.models.controlnets import ControlNetLibrary
         from heyim_desktop.models.library import ModelLibrary
 
         lib = ControlNetLibrary(ModelLibrary(folders, include_demo=False))
-        return lib.all(), {p.name: ok for p, ok in lib.network_preprocessors()}
+        files = lib.annotator_files()
+        network = {}
+        for p, ok in lib.network_preprocessors():
+            found = lib.annotator_folder(p.name) if p.runs else next((f for f in files if f.name == p.weights), None)
+            network[p.name] = str(found) if ok and found is not None else ""
+        return lib.all(), network
 
     return read
