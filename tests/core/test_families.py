@@ -178,6 +178,8 @@ def test_zimage_runs_in_the_engine_process(tiny_zimage: Path, zimage_engine: Any
         assert [p.step for p in seen] == [1, 2] and result.images[0].image.size == (64, 64)
         local = zimage_engine.generate(_req(steps=2))
         assert np.array_equal(np.asarray(result.images[0].image), np.asarray(local.images[0].image))
+        # the family's own metadata keys cross the process too
+        assert result.parameters_extra == local.parameters_extra and result.parameters_extra[0][0] == "Model family"
     finally:
         remote.close()
 

@@ -64,7 +64,8 @@ def job_seconds(job: Job) -> float:
 def _infotexts(result: "GenerationResult", model_hash: str | None) -> list[str]:
     from heyim_desktop.core.metadata import format_parameters
 
-    return [format_parameters(result.request, item.seed, result.model_name, model_hash=model_hash or result.model_hash)
+    return [format_parameters(result.request, item.seed, result.model_name, model_hash=model_hash or result.model_hash,
+                              extra=dict(result.parameters_extra))
             for item in result.images]
 
 

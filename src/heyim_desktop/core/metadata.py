@@ -30,6 +30,18 @@ MAX_TEXT_CHARS = 64 * 1024
 _KEY_RE = re.compile(r"\s*(\w[\w \-/+.()]{0,63}?):\s*")
 #: Longest number text taken as a number (int() refuses 4,300+ digits, float() overflows to inf).
 _MAX_NUMBER_CHARS = 40
+#: The keys a diffusion-transformer family's images add (core.families.engine.family_parameters):
+#: ``Model family`` (its label), ``Guidance kind`` (Capabilities.guidance: cfg, embedded (distilled guidance) or none), ``Shift`` (the flow-matching
+#: schedule's shift, or ``dynamic`` when it follows the image size), ``Transformer`` (a single-file or
+#: GGUF transformer's file name) and ``Quantization`` (the GGUF file's main quantization).
+FAMILY_KEYS = ("Model family", "Guidance kind", "Shift", "Transformer", "Quantization")
+_GUIDANCE_KINDS = ("cfg", "embedded", "none")
+_QUANT_RE = re.compile(r"(?:[QI]Q?\d{1,2}(?:_[0-9A-Z]{1,3}){0,2}|F16|BF16|F32|F64)")
+
+
+def format_shift(shift: float) -> str:
+    """A flow-matching shift as images record it (``3``, ``1.15``)."""
+    return _fmt_number(round(shift, 4))
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,39 @@ class ImageParameters:
         except json.JSONDecodeError:
             return [raw]
         return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+    def family_settings(self) -> dict[str, Any]:
+        """A diffusion-transformer family's own keys (:data:`FAMILY_KEYS`), read back and checked.
+
+        ``family`` is the family's key (``zimage``, ``flux2``, ``sd3``), ``guidance_kind`` one of cfg /
+        embedded / none, ``shift`` a number or ``"dynamic"``, ``transformer`` a file name (never a path)
+        and ``quantization`` a GGUF type name. Values that do not fit are left out; empty for other images.
+        """
+        from heyim_desktop.core.families import FAMILIES
+
+        out: dict[str, Any] = {}
+        label = self.params.get("Model family", "").strip()
+        for family in FAMILIES.values():
+            if label.lower() in (family.label.lower(), family.key):
+                out["family"] = family.key
+        kind = self.params.get("Guidance kind", "").strip().lower()
+        if kind in _GUIDANCE_KINDS:
+            out["guidance_kind"] = kind
+        shift = self.params.get("Shift", "").strip().lower()
+        number = self.get_float("Shift")
+        if shift == "dynamic":
+            out["shift"] = "dynamic"
+        elif number is not None and 0 < number <= 100:
+            out["shift"] = number
+        transformer = self.params.get("Transformer", "").strip()
+        if transformer and len(transformer) <= 255 and not re.search(r"[\\/\x00]", transformer) \
+                and transformer not in (".", ".."):
+            out["transformer"] = transformer
+        quant = self.params.get("Quantization", "").strip().upper()
+        if _QUANT_RE.fullmatch(quant):
+            out["quantization"] = quant
+        return out
+
     def inpaint_settings(self) -> dict[str, Any] | None:
         """The inpainting settings these parameters record (the mask itself is not in them)."""
         from heyim_desktop.core.masking import FILL_MODES, MAX_BLUR, MAX_PADDING
@@ -228,6 +273,9 @@ class ImageParameters:
             out["strength"] = strength
         if self.model:
             out["model"] = self.model
+        elif "transformer" in (family := self.family_settings()):
+            # a family image from a single-file transformer names the model by its file
+            out["model"] = Path(family["transformer"]).stem
         if self.refiner:
             out["refiner"] = self.refiner
             switch = self.get_float("Refiner switch at")

@@ -100,7 +100,8 @@ def save_result(result: "GenerationResult", folder: Path) -> list[Path]:
             target = Path(folder) / image_filename(request.prompt + " first pass", item.seed)
             paths.append(write_png_atomic(item.image, target, params, settings))
     for item in result.images:
-        params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
+        params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash,
+                                   extra=dict(result.parameters_extra))
         settings = dict(request.settings(), seed=item.seed, model_name=result.model_name, engine=result.engine)
         target = Path(folder) / image_filename(request.prompt, item.seed)
         paths.append(write_png_atomic(item.image, target, params, settings))

@@ -62,3 +62,5 @@ class GenerationResult:
     model_hash: str | None = None
     #: Stopped early by an interrupt: the images are what was made, the last one partial.
     interrupted: bool = False
+    #: Engine-specific ``Key: value`` pairs for the ``parameters`` text (a model family's own settings).
+    parameters_extra: tuple[tuple[str, str], ...] = ()

@@ -199,7 +199,8 @@ def collect(url: str, batch_id: str, out_dir: str | Path) -> Collected:
                 already += 1
                 continue
             request = result.request
-            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
+            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash,
+                                   extra=dict(result.parameters_extra))
             settings = dict(request.settings(), seed=item.seed, model_name=result.model_name, engine=result.engine,
                             queue_job=job_id, worker=worker)
             saved.append(write_png_atomic(item.image, target, params, settings, overwrite=True))

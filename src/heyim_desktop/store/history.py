@@ -289,7 +289,8 @@ class HistoryStore:
                                         dict(settings, **{HISTORY_MARKER: 1}), temp_dir=self.temp_dir)
                 entries.append(self._insert(path, params, settings, source=job.source if job else "", owned=True))
         for item in result.images:
-            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash)
+            params = format_parameters(request, item.seed, result.model_name, model_hash=result.model_hash,
+                                   extra=dict(result.parameters_extra))
             settings = dict(request.settings(), seed=item.seed, count=1, model_name=result.model_name,
                             engine=result.engine)
             marked = dict(settings, **{HISTORY_MARKER: 1})

@@ -50,6 +50,8 @@ class Family:
     #: image-to-image runs the inpainting pipeline with a white (repaint everything) mask: diffusers'
     #: FLUX.2 [klein] has no image-to-image pipeline, and its inpainting one with a full mask is one.
     img2img_by_full_mask: bool = False
+    #: the VAE's latent space for the live preview's published factors (core.preview.LATENT_SPACES)
+    latent_space: str | None = None
 
     def capabilities(self, *, size_step: int, default_size: tuple[int, int] | None = None,
                      max_batch: int = 1, guidance: GuidanceKind | None = None) -> Capabilities:
@@ -99,6 +101,7 @@ ZIMAGE = Family(
     guidance_range=(0.0, 10.0),
     transformer_keys=("noise_refiner.", "context_refiner.", "cap_embedder."),
     source="Z-Image Turbo model card (9 steps, guidance 0)",
+    latent_space="flux1",  # Z-Image decodes with FLUX.1's 16-channel VAE
 )
 
 FLUX2_KLEIN = Family(
@@ -123,6 +126,7 @@ FLUX2_KLEIN = Family(
     guidance_range=(0.0, 10.0),
     transformer_keys=("double_stream_modulation_img.", "single_stream_modulation."),
     source="FLUX.2 [klein] model card (4 steps, distilled)",
+    latent_space="flux2",  # FLUX.2's 32-channel VAE, packed into 128-channel 2x2 patches
 )
 
 SD3 = Family(
@@ -145,6 +149,7 @@ SD3 = Family(
     # SAI's layout names its MMDiT blocks joint_blocks; diffusers' layout has time_text_embed.
     transformer_keys=("joint_blocks.", "time_text_embed."),
     source="SD 3.5 Medium model card (40 steps, CFG 4.5)",
+    latent_space="sd3",  # SD 3's 16-channel VAE
 )
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (ZIMAGE, FLUX2_KLEIN, SD3)}

@@ -91,7 +91,7 @@ class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
     def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None,
-                 offloaded: bool = False) -> None:
+                 offloaded: bool = False, transformer_file: Path | None = None) -> None:
         self.pipe: Any = pipe
         #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
         #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
@@ -113,6 +113,7 @@ class FamilyEngine:
             # diffusers' SD3 inpainting takes SD 3's 16 latent channels (or 33 for an inpainting model)
             caps = replace(caps, inpaint="none")
         self._capabilities: Capabilities = caps
+        self.parameters_extra = family_parameters(family, caps.guidance, pipe.scheduler.config, transformer_file)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -362,7 +363,7 @@ class FamilyEngine:
                  out.timings["total"], self.name, self.model_name)
         return GenerationResult(
             request=req, images=images, model_name=self.model_name, engine=self.name, timings=out.timings,
-            warnings=out.warnings, interrupted=out.interrupted,
+            warnings=out.warnings, interrupted=out.interrupted, parameters_extra=self.parameters_extra,
         )
 
     def _one_image(
@@ -381,7 +382,7 @@ class FamilyEngine:
                 preview = None
                 latents = tensors.get("latents")
                 if latents is not None and now - state["last_preview"] >= PREVIEW_INTERVAL_S:
-                    preview = latents_to_rgb(self._preview_latents(latents))
+                    preview = latents_to_rgb(self._preview_latents(latents, request.height), self.family.latent_space)
                     state["last_preview"] = now
                 # Steps over the whole job (the images run one after another), as core.loop counts
                 # them; per image, the steps the pipeline really runs (image-to-image runs fewer).
@@ -402,15 +403,18 @@ class FamilyEngine:
         end = time.perf_counter()
         return out.images, float(state["last_step"]) - t0, end - float(state["last_step"]), bool(state["stopped"])
 
-    def _preview_latents(self, latents: torch.Tensor) -> Any:
+    def _preview_latents(self, latents: torch.Tensor, height: int | None = None) -> Any:
         """The first image's latents as (C, h, w) floats, unpacked where the pipeline packs them."""
         lat = latents[0].detach().float().cpu()
-        if lat.ndim == 2:  # packed (seq, C) tokens: lay them out on the square-ish grid they came from
+        if lat.ndim == 2:  # packed (seq, C) tokens, row by row: lay them out on the grid they came from
             seq, channels = lat.shape
-            side = int(seq ** 0.5)
-            while side > 1 and seq % side:
-                side -= 1
-            lat = lat.T.reshape(channels, side, seq // side)
+            # one token per 2x2 patch of latent pixels
+            rows = height // (int(self.pipe.vae_scale_factor) * 2) if height else 0
+            if rows <= 0 or seq % rows:
+                rows = int(seq ** 0.5)
+                while rows > 1 and seq % rows:
+                    rows -= 1
+            lat = lat.T.reshape(channels, rows, seq // rows)
         return lat.numpy()
 
     def close(self) -> None:
@@ -475,7 +479,28 @@ def load_family_engine(
     model_name = name or ("HeyIm tiny " + family.label if index.get("_heyim_tiny") else folder.name)
     if single is not None and name is None:
         model_name = single.stem
-    return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded)
+    return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded,
+                        transformer_file=single)
+
+
+def family_parameters(family: Family, guidance: str, scheduler_config: Any,
+                      transformer_file: Path | None = None) -> tuple[tuple[str, str], ...]:
+    """A family image's own ``parameters`` keys (:data:`~heyim_desktop.core.metadata.FAMILY_KEYS`):
+    the family, its guidance kind, the flow-matching shift, and a single-file transformer with its
+    GGUF quantization."""
+    from heyim_desktop.core.families.single_file import gguf_quantization
+    from heyim_desktop.core.metadata import format_shift
+
+    pairs = [("Model family", family.label), ("Guidance kind", guidance)]
+    if bool(scheduler_config.get("use_dynamic_shifting", False)):
+        pairs.append(("Shift", "dynamic"))
+    else:
+        pairs.append(("Shift", format_shift(float(scheduler_config.get("shift", 1.0)))))
+    if transformer_file is not None:
+        pairs.append(("Transformer", transformer_file.name))
+        if transformer_file.suffix.lower() == ".gguf":
+            pairs.append(("Quantization", gguf_quantization(transformer_file)))
+    return tuple(pairs)
 
 
 def _weights_bytes(folder: Path, family: Family, single: Path | None) -> int:

@@ -325,6 +325,7 @@ class EngineChild:
         message.update({
             "model_name": result.model_name, "engine": result.engine,
             "model_hash": getattr(result, "model_hash", None),
+            "parameters_extra": [[str(k), str(v)] for k, v in getattr(result, "parameters_extra", ())],
             "timings": {str(k): float(v) for k, v in result.timings.items()},
             "warnings": list(result.warnings), "truncated_prompt": result.truncated_prompt,
             "truncated_negative": result.truncated_negative,

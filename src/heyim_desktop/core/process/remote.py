@@ -724,4 +724,14 @@ def _result(msg: Message, request: GenerationRequest, block: Any) -> GenerationR
         truncated_prompt=d.get("truncated_prompt"),
         truncated_negative=d.get("truncated_negative"),
         model_hash=d["model_hash"] if isinstance(d.get("model_hash"), str) else None,
+        parameters_extra=_parameters_extra(d.get("parameters_extra")),
     )
+
+
+def _parameters_extra(raw: Any) -> tuple[tuple[str, str], ...]:
+    """The engine's extra metadata pairs: strings only, bounded (anything else is dropped)."""
+    if not isinstance(raw, list):
+        return ()
+    pairs = [(k, v) for k, v in (p for p in raw[:32] if isinstance(p, list) and len(p) == 2)
+             if isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 64 and len(v) <= 1024]
+    return tuple(pairs)
