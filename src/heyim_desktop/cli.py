@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_upscale_parser(sub)
 
     conv = sub.add_parser("convert", help="convert a diffusers SD 1.x/2.x model to Core ML (Apple's layout, fp16)")
-    conv.add_argument("model_dir", metavar="MODEL_DIR", help="a diffusers-format model folder")
+    conv.add_argument("model_dir", metavar="MODEL", help="a diffusers-format model folder or a single-file .safetensors checkpoint")
     conv.add_argument("out_dir", metavar="OUT_DIR", help="where the Core ML resources folder goes (new or empty)")
     conv.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT the Core ML model makes (default: the model's own)")
     conv.add_argument("--attention", choices=("split_einsum", "original"), default="split_einsum",

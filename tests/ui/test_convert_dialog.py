@@ -108,3 +108,29 @@ def test_convert_dialog_passes_the_palette_and_shows_the_sizes(window, qtbot, tm
         dialog.start()
     assert seen["quantize"] == 6 and got.args[0].endswith("sdxl-coreml-split_einsum-512-6bit")
     qtbot.waitUntil(lambda: "0.7 GB (6-bit palette)" in dialog.state.text(), timeout=10_000)
+
+
+def test_convert_dialog_takes_a_single_file_checkpoint(window, qtbot, tmp_path: Path, monkeypatch) -> None:
+    import heyim_desktop.core.coreml.convert as convert
+    from heyim_desktop.ui import convert_dialog
+
+    checkpoint = tmp_path / "dreamy-v2.safetensors"
+    checkpoint.write_bytes(b"")
+    sources: list[str] = []
+
+    def fake_convert(source, out, **kw):  # type: ignore[no-untyped-def]
+        sources.append(str(source))
+        Path(out).mkdir(parents=True)
+        return Path(out)
+
+    monkeypatch.setattr(convert, "convert_to_coreml", fake_convert)
+    monkeypatch.setattr(convert_dialog.QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *a, **k: (str(checkpoint), "Checkpoints (*.safetensors)")))
+    dialog = window.open_convert_dialog()
+    qtbot.addWidget(dialog)
+    dialog._choose_source_file()
+    assert dialog.source.text() == str(checkpoint)
+    assert dialog.output_dir().name == "dreamy-v2-coreml-split_einsum-512"  # named after the file, not "x.safetensors"
+    with qtbot.waitSignal(dialog.converted, timeout=30_000):
+        dialog.start()
+    assert sources == [str(checkpoint)]

@@ -53,12 +53,16 @@ class ConvertDialog(QDialog):
         self.setWindowTitle("Convert to Core ML")
         self.out_root = out_root or Path.home()
         self.source = QLineEdit(model_dir)
-        self.source.setPlaceholderText("A diffusers-format SD 1.x/2.x folder (model_index.json)")
-        browse = QPushButton("Choose...")
+        self.source.setPlaceholderText("A diffusers folder (model_index.json) or a .safetensors checkpoint")
+        browse = QPushButton("Folder...")
         browse.clicked.connect(self._choose_source)
+        browse_file = QPushButton("File...")
+        browse_file.setToolTip("A single-file SD 1.x/2.x or SDXL checkpoint (.safetensors)")
+        browse_file.clicked.connect(self._choose_source_file)
         row = QHBoxLayout()
         row.addWidget(self.source, 1)
         row.addWidget(browse)
+        row.addWidget(browse_file)
         self.image_size = QSpinBox()
         self.image_size.setRange(256, 1024)
         self.image_size.setSingleStep(64)
@@ -120,6 +124,12 @@ class ConvertDialog(QDialog):
         if folder:
             self.source.setText(folder)
 
+    def _choose_source_file(self) -> None:
+        file, _filter = QFileDialog.getOpenFileName(self, "A single-file checkpoint", self.source.text(),
+                                                    "Checkpoints (*.safetensors)")
+        if file:
+            self.source.setText(file)
+
     def lora_uses(self) -> "list[LoraUse]":
         """The LoRAs to bake, resolved against the library (UserFacingError naming a bad one)."""
         from heyim_desktop.core.errors import InvalidRequest
@@ -139,7 +149,8 @@ class ConvertDialog(QDialog):
         return out
 
     def output_dir(self, loras: "list[LoraUse] | None" = None) -> Path:
-        name = Path(self.source.text().strip()).name or "model"
+        source = Path(self.source.text().strip())
+        name = (source.stem if source.suffix.lower() == ".safetensors" else source.name) or "model"
         baked = "".join(f"+{u.name}-{u.weight:g}" for u in (loras or []))[:80]
         bits = int(self.quantize.currentData() or 0)
         palette = f"-{bits}bit" if bits else ""

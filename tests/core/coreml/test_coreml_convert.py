@@ -118,3 +118,28 @@ def test_incomplete_sdxl_source_and_refiner_are_refused(tmp_path: Path, tiny_sdx
     with pytest.raises(ModelError, match="text_encoder_2"):
         convert_to_coreml(tmp_path / "refiner", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["refiner", "xl"]
+
+
+@pytest.mark.slow  # one more real conversion of the tiny model (about 30 s)
+def test_a_single_file_checkpoint_converts_like_its_folder(tiny_single_file: Path, coreml_model: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "from-single-file"
+    code, stdout, stderr = _run("convert", str(tiny_single_file), str(out))
+    assert code == 0, stderr
+    assert stdout.strip() == str(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in coreml_model.iterdir())
+    # The same weights as the folder's conversion: the single file was written from that folder.
+    for pkg in ("TextEncoder", "Unet", "VAEDecoder", "VAEEncoder"):
+        ours = out / f"{pkg}.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+        theirs = coreml_model / f"{pkg}.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+        assert ours.read_bytes() == theirs.read_bytes(), pkg
+    # The staging folder (the file written out as a diffusers folder) is gone; nothing else is there.
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_only_safetensors_single_files_are_converted(tmp_path: Path) -> None:
+    pickle_file = tmp_path / "model.ckpt"
+    pickle_file.write_bytes(b"not loaded")
+    code, _out, stderr = _run("convert", str(pickle_file), str(tmp_path / "out"))
+    assert code != 0 and "never loads pickle" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]

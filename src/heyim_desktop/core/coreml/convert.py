@@ -130,6 +130,28 @@ def _quiet_coremltools() -> None:
     logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 
+def _convert_single_file(file: Path, dest: Path, options: dict[str, Any]) -> Path:
+    import shutil
+    import tempfile
+
+    from heyim_desktop.core.coreml.source import single_file_as_folder
+    from heyim_desktop.core.storage import writing
+
+    if file.suffix.lower() != ".safetensors":
+        raise ModelError(f"{file.name}: the converter reads .safetensors checkpoints or diffusers folders "
+                         "(HeyIm never loads pickle files; import it into the library first to convert it safely).")
+    parent = dest.parent if dest.parent.is_dir() else None
+    with writing(dest.parent, "the staging copy of the model"):
+        staging = Path(tempfile.mkdtemp(prefix=".heyim-convert-", dir=parent))
+    try:
+        log.info("convert %s: writing the single file out as a diffusers folder first", file.name)
+        with writing(staging, "the staging copy of the model"):
+            folder = single_file_as_folder(file, staging / file.stem)
+        return convert_to_coreml(folder, dest, **options)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def convert_to_coreml(
     model_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -161,7 +183,14 @@ def convert_to_coreml(
     ``quantize``: 8, 6 or 4 palettizes the UNet's and text encoders' weights (see
     :mod:`compression`); the VAE and ControlNets stay fp16. What was done (precision choices,
     sizes before and after) is logged and kept in ``NOTES_FILE`` (:func:`conversion_notes`).
+    ``model_dir`` may also be a single-file ``.safetensors`` checkpoint: it is written out as a
+    diffusers folder in a HeyIm-owned staging folder beside ``out_dir`` first, removed afterwards.
     """
+    if Path(model_dir).expanduser().is_file():
+        return _convert_single_file(Path(model_dir).expanduser(), Path(out_dir).expanduser(), dict(
+            size=size, attention=attention, batch=batch, chunk_unet=chunk_unet, include_encoder=include_encoder,
+            overwrite=overwrite, reuse_from=reuse_from, progress=progress, cancel=cancel, loras=loras,
+            controlnets=controlnets, quantize=quantize))
     import numpy as np
     import torch
 

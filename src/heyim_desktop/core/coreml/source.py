@@ -103,3 +103,50 @@ def load_source(folder: Path) -> SourceParts:
         scheduler_config=dict(parts.scheduler_config), sample_size=int(parts.sample_size),
         vae_scale_factor=int(parts.vae_scale_factor), scaling_factor=float(parts.scaling_factor), _release=parts.release,
     )
+
+
+def single_file_as_folder(file: Path, dest: Path) -> Path:
+    """A single-file ``.safetensors`` checkpoint (SD 1.x/2.x, SDXL base or refiner) written out as a
+    diffusers folder at ``dest`` (fp32, safetensors), through the same loader the torch engine uses,
+    so the converter reads it like any folder. ``dest`` must not exist yet; the caller removes it."""
+    import shutil
+
+    from heyim_desktop.core.checkpoint import profile_config_dir
+    from heyim_desktop.core.single_file import check_single_file, load_single_file_engine
+
+    _base, profile = check_single_file(file)
+    config = profile_config_dir(profile)  # the tokenizer files the single file's loader used
+    engine = load_single_file_engine(file, device="cpu", precision="fp32")
+    comps: Any = engine.components
+    try:
+        dest.mkdir(parents=True)
+        save = {"safe_serialization": True}
+        comps.unet_model.save_pretrained(dest / "unet", **save)
+        comps.vae.save_pretrained(dest / "vae", **save)
+        index: dict[str, Any] = {"_diffusers_version": "0.0", "unet": ["diffusers", "UNet2DConditionModel"],
+                                 "vae": ["diffusers", "AutoencoderKL"],
+                                 "scheduler": ["diffusers", str(comps.scheduler_config.get("_class_name", "PNDMScheduler"))]}
+        xl = hasattr(comps, "text_encoder_2")
+        if comps.text_encoder is not None:
+            comps.text_encoder.save_pretrained(dest / "text_encoder", **save)
+            shutil.copytree(config / "tokenizer", dest / "tokenizer")
+            index.update(text_encoder=["transformers", "CLIPTextModel"], tokenizer=["transformers", "CLIPTokenizer"])
+        if xl:
+            comps.text_encoder_2.save_pretrained(dest / "text_encoder_2", **save)
+            shutil.copytree(config / "tokenizer_2", dest / "tokenizer_2")
+            index.update(text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
+                         tokenizer_2=["transformers", "CLIPTokenizer"])
+            refiner = comps.text_encoder is None
+            index["_class_name"] = "StableDiffusionXLImg2ImgPipeline" if refiner else "StableDiffusionXLPipeline"
+            index["force_zeros_for_empty_prompt"] = not refiner
+            if refiner:
+                index["requires_aesthetics_score"] = True
+        else:
+            index.update(_class_name="StableDiffusionPipeline", safety_checker=[None, None],
+                         feature_extractor=[None, None], requires_safety_checker=False)
+        (dest / "scheduler").mkdir()
+        (dest / "scheduler" / "scheduler_config.json").write_text(json.dumps(dict(comps.scheduler_config), indent=2))
+        (dest / "model_index.json").write_text(json.dumps(index, indent=2))
+    finally:
+        engine.close()
+    return dest
