@@ -104,3 +104,13 @@ def test_single_file_safetensors_transformer_beside_its_folder(tiny_zimage: Path
     shutil.rmtree(tmp_path / "z-base")
     with pytest.raises(ModelError, match="needs the text encoder, VAE and tokenizer of a Z-Image diffusers folder"):
         load_engine(str(file), device="cpu")
+
+
+def test_the_tiny_gguf_writer_never_replaces_a_file(tiny_zimage: Path, tmp_path: Path) -> None:
+    from heyim_desktop.core.families.tiny import write_tiny_gguf
+
+    taken = tmp_path / "mine.gguf"
+    taken.write_bytes(b"a user's file")
+    with pytest.raises(FileExistsError):
+        write_tiny_gguf(tiny_zimage, taken)
+    assert taken.read_bytes() == b"a user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["mine.gguf"]

@@ -56,7 +56,8 @@ def move_images(store: "HistoryStore", dest: Path) -> MoveReport:
         try:
             final = _copy(src, target_dir / src.name, dest)
             written.append(final)
-            names: dict[str, Any] = dict(settings.get("edit_files") or {})
+            recorded = settings.get("edit_files")
+            names: dict[str, Any] = dict(recorded) if isinstance(recorded, dict) else {}
             for role, path in beside.items():
                 copy = _copy(path, target_dir / f"{final.stem}.{role}.png", dest)
                 written.append(copy)

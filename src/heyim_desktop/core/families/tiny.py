@@ -299,7 +299,12 @@ def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLik
     for file in sorted((Path(model) / "transformer").glob("*.safetensors")):
         weights.update(load_file(str(file)))
     dest = Path(destination)
-    tmp = dest.with_name(f".{dest.name}.partial")
+    if dest.exists():  # never replaces a file (HeyIm's or anyone's)
+        raise FileExistsError(f"{dest} exists; choose a new file name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)  # ours alone: the writer reopens it
     try:
         writer = gguf.GGUFWriter(str(tmp), "heyim-tiny")
         for name, array in weights.items():
@@ -313,8 +318,11 @@ def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLik
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, dest)
+        os.link(tmp, dest)  # takes the name only if it is still free
+    except FileExistsError:
+        raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise storage_error(exc, dest.parent, "the tiny GGUF file") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
