@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from heyim_desktop import __version__
+from heyim_desktop.core.devices import PRECISION_HELP, PRECISIONS
 
 log = logging.getLogger("heyim_desktop.cli")
 
@@ -105,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hand over to the refiner after this fraction of the steps, in (0, 1) (default 0.8)")
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
     gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu", "coreml"))
-    gen.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
-                     help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
+    gen.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     from heyim_desktop.cli_styles import add_generate_arguments, add_styles_parser
 

@@ -71,6 +71,40 @@ def test_preferences_apply_to_the_window_and_the_store(window) -> None:
     assert window.store.keep_limit == 100
 
 
+def test_the_precision_preference_reaches_the_next_model_load(data_dir: Path, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import heyim_desktop.core.loading as loading
+    from heyim_desktop.store.preferences import save_preferences
+    from heyim_desktop.ui.app import build_app
+    from heyim_desktop.ui.preferences_dialog import PreferencesDialog
+
+    dialog = PreferencesDialog(load_preferences())
+    qtbot.addWidget(dialog)
+    offered = [dialog.precision.itemData(i) for i in range(dialog.precision.count())]
+    assert offered == ["auto", "bf16", "fp16", "fp32"] and dialog.precision.currentData() == "auto"
+    dialog.precision.setCurrentIndex(dialog.precision.findData("bf16"))
+    assert dialog.result_preferences().precision == "bf16"
+
+    asked: list[str] = []
+    real = loading.load_engine
+
+    def recording(ref: str, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(kwargs.get("precision", "auto"))
+        return real(ref, **kwargs)
+
+    monkeypatch.setattr(loading, "load_engine", recording)
+    save_preferences(dialog.result_preferences().replace(last_model="demo", device="cpu"))
+    p = build_app(["heyim-test"], in_process_engine=True)
+    qtbot.addWidget(p.window)
+    try:
+        with qtbot.waitSignal(p.worker.model_ready, timeout=GEN_TIMEOUT_MS):
+            pass  # the saved last model preloads with the saved precision
+        assert asked == ["bf16"]
+    finally:
+        p.app.aboutToQuit.disconnect(p.shutdown)
+        p.shutdown()
+        p.window.close()
+
+
 def test_adding_a_model_folder_lists_its_models(window, tiny_model: Path) -> None:
     window.add_model_folder(str(tiny_model.parent))
     assert str(tiny_model.parent) in load_preferences().model_folders

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from heyim_desktop.api.context import ModelCatalog, ModelChoice, library_catalog
 from heyim_desktop.api.security import resolve_token
 from heyim_desktop.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer
+from heyim_desktop.core.devices import PRECISION_HELP, PRECISIONS
 from heyim_desktop.core.errors import InvalidRequest
 from heyim_desktop.core.loading import DEMO_REF
 
@@ -31,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="also accept this Host header (a name other machines use to reach this one)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
-                        help="auto: fp16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
 
 def _catalog(args: argparse.Namespace) -> tuple[ModelCatalog, str | None, str]:

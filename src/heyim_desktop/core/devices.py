@@ -11,6 +11,11 @@ log = logging.getLogger(__name__)
 
 #: Names of the GPU devices in words, for messages.
 GPU_NAMES = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}
+#: Number formats a PyTorch model can run in ("auto": fp16 on a GPU, fp32 on the CPU; the new
+#: model families take bf16 on a GPU that has it).
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+PRECISION_HELP = ("auto: fp16 on a GPU (bf16 for Z-Image, FLUX.2 and SD 3.5), fp32 on the CPU; bf16 halves "
+                  "the memory on the CPU too; fp32 fixes black images on some GPUs")
 
 
 def detect_devices() -> list[str]:

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from heyim_desktop.core.devices import PRECISION_HELP, PRECISIONS
+
 QUEUE_ENV = "HEYIM_QUEUE"
 EXIT_OK, EXIT_USAGE, EXIT_RUNTIME = 0, 2, 4
 
@@ -32,8 +34,7 @@ def add_parsers(sub: Any) -> None:
     src.add_argument("--model", "-m", help="the model this worker serves (a diffusers folder or .safetensors checkpoint), loaded once")
     src.add_argument("--demo", action="store_true", help="serve the built-in tiny random model")
     worker.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    worker.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"),
-                        help="auto: fp16 on a GPU, fp32 on the CPU; fp32 fixes black images on some GPUs")
+    worker.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     worker.add_argument("--dead-after", type=float, default=DEFAULT_DEAD_AFTER_S, metavar="SECONDS",
                         help=f"retry a job whose worker has been silent this long (default {DEFAULT_DEAD_AFTER_S:g})")
     worker.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT_S, metavar="SECONDS",

@@ -33,6 +33,12 @@ DEVICE_LABELS = {
     "mps": "Apple GPU (Metal)",
     "coreml": "Core ML (Neural Engine)",
 }
+PRECISION_LABELS = {
+    "auto": "Automatic (fp16 on a GPU, bf16 for the new families, fp32 on the CPU)",
+    "bf16": "bf16 (half the memory)",
+    "fp16": "fp16 (GPU only)",
+    "fp32": "fp32 (full precision)",
+}
 
 
 def available_devices() -> list[str]:
@@ -90,6 +96,13 @@ class PreferencesDialog(QDialog):
 
         self._detection = run_in_background(detect_devices, self._devices_detected,
                                             lambda exc: self.device_note.setText(f"GPU detection failed: {exc}"))
+        self.precision = QComboBox()
+        for value, label in PRECISION_LABELS.items():
+            self.precision.addItem(label, value)
+        self.precision.setCurrentIndex(max(0, self.precision.findData(prefs.precision)))
+        self.precision.setToolTip("bf16 takes half the memory of fp32 and suits the new model families; on the CPU it "
+                                  "is fast where the processor has bf16 instructions. fp32 fixes black images some "
+                                  "GPUs give in fp16. Core ML models keep their own precision.")
         from heyim_desktop.core.coreml import CHOICES, LABELS
 
         self.compute_units = QComboBox()
@@ -145,6 +158,7 @@ class PreferencesDialog(QDialog):
         form.addRow("Default guidance", self.guidance)
         form.addRow("Compute device", self.device)
         form.addRow("", self.device_note)
+        form.addRow("Precision", self.precision)
         form.addRow("Core ML runs on", self.compute_units)
         form.addRow("Core ML units per part", self.component_units)
         form.addRow("Core ML memory", self.coreml_memory)
@@ -185,7 +199,7 @@ class PreferencesDialog(QDialog):
     def _devices_detected(self, devices: list[str]) -> None:
         self.detected = list(devices)
         self.set_devices(self.detected)
-        self.device_note.setText("A device change applies the next time a model loads.")
+        self.device_note.setText("A device or precision change applies the next time a model loads.")
 
     def accept(self) -> None:  # noqa: D102 - Qt override: check the queue URL before closing
         from heyim_desktop.core.coreml.compute_units import compose_units
@@ -229,6 +243,7 @@ class PreferencesDialog(QDialog):
             default_steps=self.steps.value(),
             default_guidance=round(self.guidance.value(), 4),
             device=str(self.device.currentData()),
+            precision=str(self.precision.currentData() or "auto"),
             coreml_compute_units=str(self.compute_units.currentData() or ""),
             coreml_component_units=self.component_units.text().strip(),
             coreml_memory=str(self.coreml_memory.currentData() or ""),

@@ -67,18 +67,20 @@ def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
 
 def default_loader(device: str = "auto", compute_units: str | None = None,
                    on_status: Callable[[str], None] | None = None,
-                   engines: ProcessLoader | None = None, *, in_process: bool = False) -> EngineLoader:
+                   engines: ProcessLoader | None = None, *, in_process: bool = False,
+                   precision: str = "auto") -> EngineLoader:
     """Load models in an engine process (``engines`` keeps the crash counts between loads);
     ``in_process``: in this process instead (window tests, which must not start a child per test)."""
     if in_process:
         from heyim_desktop.core.loading import load_engine
 
         return lambda ref: load_engine(ref, device=torch_device(device), compute_units=compute_units,
-                                       on_status=on_status)
+                                       on_status=on_status, precision=precision)
     from heyim_desktop.core.process.remote import ProcessLoader
 
     loader = engines or ProcessLoader()
-    return lambda ref: loader.load(ref, device=torch_device(device), compute_units=compute_units, on_status=on_status)
+    return lambda ref: loader.load(ref, device=torch_device(device), compute_units=compute_units, on_status=on_status,
+                                   precision=precision)
 
 
 def torch_device(device: str) -> str:

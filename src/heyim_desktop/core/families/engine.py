@@ -35,23 +35,29 @@ log = logging.getLogger(__name__)
 
 
 def family_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """bf16 where the device has it (these models are trained in it; fp16 overflows), else fp32."""
-    from heyim_desktop.core.torch_engine import PRECISIONS
+    """bf16 where the device has it (these models are trained in it; fp16 overflows), else fp32;
+    on the CPU fp32 unless bf16 is asked for (half the memory)."""
+    from heyim_desktop.core.devices import PRECISIONS
+    from heyim_desktop.core.torch_engine import check_bf16
 
     if precision not in PRECISIONS:
         raise ModelError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "bf16":
+        check_bf16(device)
+        return torch.bfloat16
     if precision == "fp32" or device.type == "cpu":
         if precision == "fp16":
-            raise ModelError("fp16 is not supported on the CPU; use fp32 (or auto).")
+            raise ModelError("fp16 is not supported on the CPU; use bf16, fp32 or automatic.")
         return torch.float32
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:  # MPS has bf16 from macOS 14 on
-        torch.zeros(1, dtype=torch.bfloat16, device=device)
+        check_bf16(device)
         return torch.bfloat16
-    except (RuntimeError, TypeError):
+    except ModelError:
+        log.info("this Mac has no bf16 on the GPU (macOS 13 or earlier); using fp32")
         return torch.float32
 
 
