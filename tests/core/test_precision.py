@@ -83,3 +83,29 @@ def test_a_stable_diffusion_model_runs_in_bf16_on_the_cpu_close_to_fp32() -> Non
     assert images["bf16"].shape == images["fp32"].shape == (64, 64, 3)
     # bf16 keeps 8 bits of mantissa: the same picture, not the same bits.
     assert float(np.abs(images["bf16"] - images["fp32"]).mean()) < 3.0
+
+
+@pytest.mark.macos
+def test_on_apple_silicon_the_families_take_bf16_on_mps_where_macos_has_it(tiny_zimage: Path) -> None:
+    """A real MPS check (macOS only): bf16 where the probe succeeds (macOS 14+), fp32 otherwise, and a
+    family model generates in the dtype chosen."""
+    import platform
+
+    import torch
+
+    from heyim_desktop.core.families.engine import family_dtype
+    from heyim_desktop.core.loading import load_engine
+
+    if not torch.backends.mps.is_available():
+        pytest.skip("this Mac's PyTorch has no MPS")
+    major = int(platform.mac_ver()[0].split(".")[0] or 0)
+    mps = torch.device("mps")
+    expected = torch.bfloat16 if major >= 14 else torch.float32
+    assert family_dtype(mps) is expected
+    engine: Any = load_engine(str(tiny_zimage), device="mps")
+    try:
+        assert engine.pipe.transformer.dtype is expected
+        out = engine.render(GenerationRequest("a red fox", steps=2, guidance=3.0, seed=1, width=64, height=64))
+        assert np.isfinite(out.images).all() and out.images.shape == (1, 64, 64, 3)
+    finally:
+        engine.close()
