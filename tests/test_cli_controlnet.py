@@ -73,3 +73,26 @@ def test_depth_preprocessor_from_cli(data_dir: Path, tmp_path: Path, tiny_model:
     request = GenerationRequest(prompt="x", controlnets=(ControlUnit(model=str(tiny_controlnet),
                                                                      preprocessor="depth_midas"),))
     assert _resolve_annotators(request).controlnets[0].annotator == str(folder)
+
+
+def test_openpose_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path, tiny_controlnet: Path,
+                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.models import cli as models_cli
+    from heyim_desktop.models.library import ModelLibrary
+    from openpose_layout import write_body_model
+
+    root = tmp_path / "lib"
+    (root / "models" / "ControlNet").mkdir(parents=True)
+    monkeypatch.setattr(models_cli, "_library", lambda extra=None: ModelLibrary([root], include_demo=False, hf_cache=False))
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.RandomState(6).rand(64, 64, 3) * 255).astype(np.uint8)).save(photo)
+    args = ["generate", "--model", str(tiny_model), "-p", "a cat", "--steps", "2", "--size", "64x64", "-q", "--seed", "3",
+            "--control", f"{tiny_controlnet}:{photo}", "--control-preprocessor", "openpose", "-o", str(tmp_path / "out")]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "annotator" in err and "body_pose_model.safetensors" in err
+    write_body_model(root / "models" / "ControlNet" / "annotator" / "body_pose_model.safetensors")
+    assert main(args) == 0
+    out = Path(capsys.readouterr().out.strip())
+    params = read_parameters(out)
+    assert params is not None and params.controlnet_settings()[0]["preprocessor"] == "openpose"

@@ -220,3 +220,41 @@ def test_depth_is_offered_and_detected_only_with_its_model(with_controlnet: Runn
     missing = call(port, "POST", "/sdapi/v1/txt2img",
                    body={"prompt": "a fox", **SMALL, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
     assert missing.status == 422 and "args[0].module" in missing.body.decode()
+
+
+def test_openpose_is_offered_and_detected_only_with_its_weights(with_controlnet: Running, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.core.control_preprocess import detect
+    from openpose_layout import write_body_model
+
+    port, context = with_controlnet.port, with_controlnet.server.context
+    photo = Image.fromarray((np.random.RandomState(8).rand(64, 96, 3) * 255).astype(np.uint8))
+    body = {"controlnet_module": "openpose", "controlnet_input_images": [_b64(photo)], "controlnet_processor_res": 64}
+    monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
+    assert "openpose" not in call(port, "GET", "/controlnet/module_list").json["module_list"]
+    assert "openpose" not in call(port, "GET", "/controlnet/control_types").json["control_types"].get(
+        "OpenPose", {"module_list": []})["module_list"]
+    refused = call(port, "POST", "/controlnet/detect", body=body)
+    assert refused.status == 422 and "body_pose_model.safetensors" in refused.body.decode()
+
+    weights = write_body_model(tmp_path / "annotator" / "body_pose_model.safetensors")
+    monkeypatch.setattr(context, "annotator_folder", lambda name: weights if name == "openpose" else None, raising=False)
+    modules = call(port, "GET", "/controlnet/module_list").json
+    assert "openpose" in modules["module_list"] and modules["module_detail"]["openpose"]["model_free"] is False
+    types = call(port, "GET", "/controlnet/control_types").json["control_types"]
+    assert types["OpenPose"]["module_list"] == ["none", "openpose"]
+    reply = call(port, "POST", "/controlnet/detect", body=body)
+    assert reply.status == 200, reply.body
+    got = np.asarray(decode_png(reply.json["images"][0]))
+    assert got.shape == (64, 96, 3)  # the input's size (its short side is the detector's resolution)
+    assert np.array_equal(got, np.asarray(detect(photo, "openpose", processor_res=64, annotator=weights)))
+    title = call(port, "GET", "/controlnet/model_list").json["model_list"][0]
+    unit = {"image": _b64(photo), "module": "openpose", "model": title, "processor_res": 64}
+    guided = call(port, "POST", "/sdapi/v1/txt2img",
+                  body={"prompt": "a fox", **SMALL, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert guided.status == 200, guided.body
+    assert 'ControlNet 0: "Module: openpose, Model: tiny-controlnet [' in json.loads(guided.json["info"])["infotexts"][0]
+    monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
+    missing = call(port, "POST", "/sdapi/v1/img2img", body={"prompt": "a fox", **SMALL, "init_images": [_b64(photo)],
+                                                            "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert missing.status == 422 and "body_pose_model.safetensors" in missing.body.decode()

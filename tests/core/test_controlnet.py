@@ -144,8 +144,9 @@ def test_units_are_validated() -> None:
     with pytest.raises(InvalidRequest, match="unknown preprocessor"):
         ControlUnit(model="x", preprocessor="magic")
     with pytest.raises(InvalidRequest, match="its own network"):
-        ControlUnit(model="x", preprocessor="openpose")  # listed only: HeyIm does not run it
+        ControlUnit(model="x", preprocessor="inpaint_only+lama")  # listed only: HeyIm does not run it
     assert ControlUnit(model="x", preprocessor="depth_midas").annotator == ""  # its folder comes from the library
+    assert ControlUnit(model="x", preprocessor="openpose").annotator == ""  # and openpose's file
     assert ControlUnit(model="x", mode=2).mode == "controlnet"
     assert ControlUnit(model="x", mode="My prompt is more important").mode == "prompt"
 

@@ -47,7 +47,8 @@ def test_unit_preview_shows_the_processed_map(qtbot, tiny_controlnet: Path) -> N
     assert unit.preprocessor == "canny" and unit.threshold_b == 150 and unit.image is not None
     openpose = editor.preprocessor.model().item(editor.preprocessor.findData("openpose"))
     depth = editor.preprocessor.model().item(editor.preprocessor.findData("depth_midas"))
-    assert not openpose.isEnabled() and "found" in openpose.text()
+    assert openpose.isEnabled() and openpose.text() == "OpenPose (body)"
+    assert "/lib/annotator/body_pose_model.safetensors" in openpose.toolTip()
     assert not depth.isEnabled() and "needs a depth model" in depth.text() and "model.safetensors" in depth.toolTip()
     for _ in range(3):
         panel.add_unit()
@@ -148,3 +149,35 @@ def test_depth_preprocessor_is_offered_with_its_model(qtbot, tiny_controlnet: Pa
     assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(expected))
     unit = panel.units()[0]
     assert unit.preprocessor == "depth_midas" and unit.annotator == str(folder)
+
+
+def test_openpose_is_offered_with_its_weights(qtbot, tiny_controlnet: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.ui.controlnet_panel import library_source
+    from openpose_layout import write_body_model
+
+    root = tmp_path / "lib"
+    (root / "models" / "ControlNet").mkdir(parents=True)
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([_info(tiny_controlnet)], library_source([str(root)])()[1])
+    editor = panel.add_unit()
+    assert editor is not None
+    pose = editor.preprocessor.model().item(editor.preprocessor.findData("openpose"))
+    assert not pose.isEnabled() and "needs body_pose_model.safetensors" in pose.text()
+    assert "annotator" in pose.toolTip()
+    editor.preprocessor.setCurrentIndex(editor.preprocessor.findData("openpose"))  # e.g. from Reuse Settings
+    with pytest.raises(InvalidRequest, match="body_pose_model.safetensors"):
+        panel.units()
+
+    weights = write_body_model(root / "models" / "ControlNet" / "annotator" / "body_pose_model.safetensors")
+    network = library_source([str(root)])()[1]
+    assert network["openpose"] == str(weights) and network["depth_midas"] == ""
+    panel.set_models([_info(tiny_controlnet)], network)
+    assert pose.isEnabled() and pose.text() == "OpenPose (body)"
+    editor.resolution.setValue(64)
+    with qtbot.waitSignal(editor.preview_ready, timeout=30_000) as blocker:
+        editor.set_image(_photo())
+    expected = detect(_photo(), "openpose", processor_res=64, annotator=weights)
+    assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(expected))
+    unit = panel.units()[0]
+    assert unit.preprocessor == "openpose" and unit.annotator == str(weights)

@@ -5,9 +5,10 @@ blurred tile, a shuffled image); "none" takes the image as a map made elsewhere 
 pose, normals). Module names and their two sliders follow the AUTOMATIC1111 ControlNet
 extension, so its API clients and infotext work unchanged. Every image operation is
 OpenCV's or Pillow's. Preprocessors that need weights are listed by
-:func:`network_preprocessors` with what would enable them: the depth ones run
-(:mod:`heyim_desktop.core.depth_preprocess`) when a depth model is in a ControlNet annotator
-folder; openpose and LaMa are listed only, HeyIm does not run them.
+:func:`network_preprocessors` with what would enable them, and run (each by its entry in
+``_NETWORK_RUNNERS``) when that is in a ControlNet annotator folder: the depth ones
+(:mod:`heyim_desktop.core.depth_preprocess`) and openpose
+(:mod:`heyim_desktop.core.openpose_body`); LaMa is listed only, HeyIm does not run it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ ALIASES = {"inpaint_global_harmonious": "inpaint", "inpaint_only": "inpaint", "c
 NETWORK_SPECS: dict[str, Preprocessor] = {
     "depth_midas": Preprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth"),
     "depth_anything_v2": Preprocessor("depth_anything_v2", "Depth Anything V2", "Depth"),
+    "openpose": Preprocessor("openpose", "OpenPose (body)", "OpenPose"),
 }
 
 
@@ -122,7 +124,7 @@ NETWORK_PREPROCESSORS = (
     NetworkPreprocessor("depth_anything_v2", "Depth Anything V2", "Depth",
                         "a transformers Depth Anything folder (config.json, model.safetensors, "
                         "preprocessor_config.json; e.g. depth-anything/Depth-Anything-V2-Small-hf)", runs=True),
-    NetworkPreprocessor("openpose", "OpenPose", "OpenPose", "body_pose_model.safetensors"),
+    NetworkPreprocessor("openpose", "OpenPose (body)", "OpenPose", "body_pose_model.safetensors", runs=True),
     NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", "ControlNetLama.safetensors"),
 )
 
@@ -141,31 +143,64 @@ def canonical(name: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class _NetworkRunner:
+    #: What among the annotator folders' files enables it (a model folder or a weights file).
+    find: Callable[[list[Path], str], Path | None]
+    #: (image, what ``find`` found, module name, device) -> the control map at the image's size.
+    run: Callable[["Image.Image", Path, str, str], "Image.Image"]
+
+
+def _depth_folder(files: list[Path], name: str) -> Path | None:
+    from heyim_desktop.core.depth_preprocess import usable
+
+    folders = sorted({p.parent for p in files if p.name == "config.json"})
+    return next((f for f in folders if usable(f, name)), None)
+
+
+def _depth(image: "Image.Image", folder: Path, name: str, device: str) -> "Image.Image":
+    from heyim_desktop.core.depth_preprocess import depth_map
+
+    return depth_map(image, folder, name, device)
+
+
+def _weights_file(files: list[Path], name: str) -> Path | None:
+    """The first file named as the preprocessor's weights (their content is checked when they load)."""
+    wanted = {p.name: p.weights for p in NETWORK_PREPROCESSORS}[name]
+    return next((f for f in sorted(files) if f.name == wanted), None)
+
+
+def _openpose(image: "Image.Image", weights: Path, name: str, device: str) -> "Image.Image":
+    from heyim_desktop.core.openpose_body import pose_map
+
+    return pose_map(image, weights, device)
+
+
+#: How each network preprocessor HeyIm runs finds its model and makes its map.
+_NETWORK_RUNNERS: dict[str, _NetworkRunner] = {
+    "depth_midas": _NetworkRunner(_depth_folder, _depth),
+    "depth_anything_v2": _NetworkRunner(_depth_folder, _depth),
+    "openpose": _NetworkRunner(_weights_file, _openpose),
+}
+
+
 def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPreprocessor, bool]]:
     """Each network preprocessor and whether what enables it is among ``library_files`` (the
     annotator folders' files): a usable depth model folder, or the named weights file."""
-    from heyim_desktop.core.depth_preprocess import usable
-
     files = list(library_files)
     names = {p.name for p in files}
-    folders = {p.parent for p in files if p.name == "config.json"}
     out = []
     for p in NETWORK_PREPROCESSORS:
-        if p.name in NETWORK_SPECS:
-            out.append((p, any(usable(f, p.name) for f in folders)))
-        else:
-            out.append((p, p.weights in names))
+        runner = _NETWORK_RUNNERS.get(p.name)
+        out.append((p, runner.find(files, p.name) is not None if runner else p.weights in names))
     return out
 
 
 def annotator_folder(library_files: Iterable[Path], name: str) -> Path | None:
-    """The first usable model folder for network preprocessor ``name`` among ``library_files``."""
-    from heyim_desktop.core.depth_preprocess import usable
-
-    if name not in NETWORK_SPECS:
-        return None
-    folders = sorted({p.parent for p in library_files if p.name == "config.json"})
-    return next((f for f in folders if usable(f, name)), None)
+    """What network preprocessor ``name`` runs among ``library_files``: the first usable model
+    folder (depth) or weights file (openpose); None when there is none."""
+    runner = _NETWORK_RUNNERS.get(name)
+    return runner.find(list(library_files), name) if runner else None
 
 
 def network_hint(name: str) -> str:
@@ -345,8 +380,8 @@ def detect(
     """The control map ``module`` makes from ``image`` (RGB), at the detector's resolution.
 
     "none" and "inpaint" hand the image back unchanged (inpaint's -1 pixels are set where
-    the mask is known, in :func:`control_array`). The depth preprocessors run the model in the
-    ``annotator`` folder on ``device``.
+    the mask is known, in :func:`control_array`). The network preprocessors run the model at
+    ``annotator`` (a folder or file the library found) on ``device``.
     """
     import numpy as np
     from PIL import Image as PILImage
@@ -367,11 +402,9 @@ def detect(
             raise InvalidRequest("controlnet.processor_res", f"must be from 64 to 2048, got {res}")
         rgb = _scale_short_side(rgb, res)
     if network:
-        from heyim_desktop.core.depth_preprocess import depth_map
-
         if not annotator:
             raise InvalidRequest("controlnet.module", network_hint(found.name))
-        return depth_map(rgb, Path(annotator), found.name, device)
+        return _NETWORK_RUNNERS[found.name].run(rgb, Path(annotator), found.name, device)
     assert runner is not None
     a = found.slider_a.clamp(threshold_a) if found.slider_a else 0.0
     b = found.slider_b.clamp(threshold_b) if found.slider_b else 0.0

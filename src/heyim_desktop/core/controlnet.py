@@ -74,7 +74,7 @@ class ControlUnit:
     #: The extension's "Pixel Perfect": the detector resolution follows the generation size
     #: (:func:`pixel_perfect_resolution`) instead of ``processor_res``.
     pixel_perfect: bool = False
-    #: The model folder a network preprocessor (depth) runs, found in the library's annotator
+    #: The model folder or file a network preprocessor (depth, openpose) runs, found in the library's annotator
     #: folder when the request is resolved; empty for the model-free ones.
     annotator: str = ""
 

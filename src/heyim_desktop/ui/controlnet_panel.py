@@ -236,7 +236,8 @@ class ControlUnitEditor(QFrame):
                 item.setText(f"{net.label} ({net.weights} found; HeyIm cannot run it yet: make the map elsewhere)")
                 item.setToolTip("Make the map elsewhere and choose None")
             elif net.runs:
-                item.setText(f"{net.label} (needs a depth model in models/ControlNet/annotator)")
+                what = "a depth model" if net.control_type == "Depth" else net.weights
+                item.setText(f"{net.label} (needs {what} in models/ControlNet/annotator)")
                 item.setToolTip(f"{network_hint(net.name)}; or make the map elsewhere and choose None")
             else:
                 item.setText(f"{net.label} (needs {net.weights})")
