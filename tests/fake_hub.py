@@ -85,7 +85,9 @@ class FakeHub:
                 break
         else:
             return self._send(req, 404, b"not found", {"X-Error-Code": "RepoNotFound"}, head)
-        name = path[len(resolve):].split("/", 1)[1]
+        revision, name = path[len(resolve):].split("/", 1)
+        if revision not in (commit, "main"):  # a file asked for at another repository's commit, say
+            return self._send(req, 404, b"revision not found", {"X-Error-Code": "RevisionNotFound"}, head)
         key = name if repo_id == self.repo_id else f"{repo_id}/{name}"
         self.requests.append((req.command, key, req.headers.get("Range")))
         if name not in files:

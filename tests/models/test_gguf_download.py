@@ -61,7 +61,10 @@ def test_plan_is_the_folder_without_transformer_weights_then_one_gguf(hub: FakeH
     last = plan.files[-1]
     assert (last.repo_id, last.source_path) == (GGUF_REPO, "tiny-zimage-Q8_0.gguf") and last.sha256
     expected = sum(len(d) for p, d in hub.files.items() if p in paths) + len(hub.repos[GGUF_REPO][0]["tiny-zimage-Q8_0.gguf"])
-    assert plan.total_bytes == expected and plan.commit.count("+") == 1
+    from fake_hub import COMMIT
+
+    assert plan.total_bytes == expected and plan.commit == COMMIT  # each file is fetched at its own repo's commit
+    assert plan.source_commits == {GGUF_REPO: hub.repos[GGUF_REPO][1]} != {GGUF_REPO: COMMIT}
     assert _fetched(hub) == []  # planning fetches no file
 
 
@@ -155,6 +158,25 @@ def test_cancel_in_the_second_source_keeps_the_first_and_resumes(hub: FakeHub, d
     assert len(hub.gets("model_index.json")) == before  # the first source is not fetched again
 
 
+def test_a_gguf_repository_that_moved_on_refetches_only_its_file(hub: FakeHub, data_dir: Path) -> None:
+    token = CancelToken()
+
+    def cancel_in_gguf(p: DownloadProgress) -> None:
+        if p.file == GGUF:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        Downloader(plan_download(ENTRY), progress=cancel_in_gguf, cancel=token, report_every_s=0).run()
+    files, _commit = hub.repos[GGUF_REPO]
+    hub.repos[GGUF_REPO] = (files, "c" * 40)  # a new commit of the GGUF repository (a README edit, say)
+    before = len(hub.gets("model_index.json"))
+    info = download_model(ENTRY)
+    assert info.ready and hub.gets(REMOTE_GGUF)[-1] is None  # fetched whole: the old partial file is not resumed
+    assert len(hub.gets("model_index.json")) == before  # the base folder's files stay
+    manifest = json.loads((Path(info.ref) / ".heyim-download.json").read_text())
+    assert manifest["sources"][1] == {"repo_id": GGUF_REPO, "commit": "c" * 40}
+
+
 def test_a_damaged_gguf_is_discarded_and_only_it_is_fetched_again(hub: FakeHub, data_dir: Path) -> None:
     hub.faults[REMOTE_GGUF] = "corrupt"
     with pytest.raises(DownloadError, match="failed verification"):
@@ -166,6 +188,31 @@ def test_a_damaged_gguf_is_discarded_and_only_it_is_fetched_again(hub: FakeHub, 
     before = len(hub.gets("model_index.json"))
     assert download_model(ENTRY).ready
     assert len(hub.gets("model_index.json")) == before and len(hub.gets(REMOTE_GGUF)) == 2
+
+
+def test_a_disk_that_fills_during_the_gguf_is_disk_full_and_keeps_the_first_source(
+        hub: FakeHub, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from huggingface_hub import file_download
+
+    from heyim_desktop.core.errors import DiskFull
+
+    real = file_download.http_get
+
+    def full_on_gguf(*args: Any, **kwargs: Any) -> Any:
+        if str(kwargs.get("displayed_filename", "")).endswith(".gguf"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(file_download, "http_get", full_on_gguf)
+    with pytest.raises(DiskFull, match="disk is full"):
+        download_model(ENTRY)
+    staging = data_dir / "models" / ".tiny-zimage-gguf.partial"
+    assert not (data_dir / "models" / "tiny-zimage-gguf").exists() and (staging / "vae" / "config.json").is_file()
+    monkeypatch.setattr(file_download, "http_get", real)  # space freed: the next run fetches only the GGUF
+    before = len(hub.gets("model_index.json"))
+    assert download_model(ENTRY).ready and len(hub.gets("model_index.json")) == before
 
 
 def test_a_downloaded_folder_is_never_overwritten(hub: FakeHub, data_dir: Path) -> None:

@@ -60,8 +60,13 @@ class RemoteFile:
 @dataclass(frozen=True)
 class DownloadPlan:
     entry: CatalogueEntry
-    commit: str
+    commit: str  # the base repository's
     files: tuple[RemoteFile, ...]
+
+    @property
+    def source_commits(self) -> dict[str, str]:
+        """The extra sources' commits, by repository (empty for a single-repository entry)."""
+        return {f.repo_id: f.commit for f in self.files if f.repo_id}
 
     @property
     def total_bytes(self) -> int:
@@ -155,10 +160,8 @@ def plan_download(entry: CatalogueEntry, *, endpoint: str | None = None) -> Down
     clash = [f.path for f in extra if f.path in taken]
     if clash:
         raise DownloadError(f"{entry.name}: {clash[0]} would come from two repositories.")
-    # One record for the whole set: resuming never mixes files of another revision of any source.
-    commit = "+".join([info.sha, *(f.commit for f in extra)])
-    # The base folder first, then each extra source, so a model is never half of each.
-    return DownloadPlan(entry, commit, (*sorted(files, key=lambda f: f.path), *extra))
+    # The base folder first, then each extra source (each file carries its own repository's commit).
+    return DownloadPlan(entry, info.sha, (*sorted(files, key=lambda f: f.path), *extra))
 
 
 def hash_ok(path: Path, remote: RemoteFile) -> bool:
@@ -217,14 +220,30 @@ class Downloader:
         self._started = time.monotonic()
         self._last_report = 0.0
 
-    def _verified(self) -> dict[str, str]:
+    def _verified(self) -> dict[str, Any]:
+        """The progress record of an earlier try at the same base revision ({} when there is none).
+
+        An extra source that moved to another commit since then has its files (and partial file)
+        dropped from the staging folder, so they are fetched again; the base folder's stay."""
         try:
             data = json.loads((self.staging / VERIFIED).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) and data.get("_commit") == self.plan.commit else {}
+        if not isinstance(data, dict) or data.get("_commit") != self.plan.commit:
+            return {}
+        before = data.get("_sources")
+        before = before if isinstance(before, dict) else {}
+        for remote in self.plan.files:
+            if remote.repo_id and before.get(remote.repo_id) != remote.commit:
+                data.pop(remote.path, None)
+                for stale in (self.staging / remote.path, self.staging / (remote.path + ".part")):
+                    stale.unlink(missing_ok=True)
+        if before != self.plan.source_commits:
+            data["_sources"] = self.plan.source_commits
+            (self.staging / VERIFIED).write_text(json.dumps(data), encoding="utf-8")
+        return data
 
-    def _mark_verified(self, done: dict[str, str], path: str) -> None:
+    def _mark_verified(self, done: dict[str, Any], path: str) -> None:
         done[path] = "ok"
         (self.staging / VERIFIED).write_text(json.dumps(done), encoding="utf-8")
 
@@ -280,7 +299,8 @@ class Downloader:
                 # Leftovers from another revision of the repo: resuming them would mix two versions.
                 shutil.rmtree(self.staging)
                 self.staging.mkdir()
-            verified = {"_commit": self.plan.commit}
+            verified = {"_commit": self.plan.commit, **({"_sources": self.plan.source_commits}
+                                                         if self.plan.source_commits else {})}
             (self.staging / VERIFIED).write_text(json.dumps(verified), encoding="utf-8")
         for remote in self.plan.files:
             self.cancel.raise_if_cancelled()
@@ -365,11 +385,10 @@ class Downloader:
             if f.repo_id:  # from an extra source: where it came from, as it was named there
                 row.update(repo_id=f.repo_id, commit=f.commit, source_path=f.source_path)
             files.append(row)
-        manifest: dict[str, Any] = {"repo_id": entry.repo_id, "commit": self.plan.commit.split("+")[0],
-                                    "files": files}
+        manifest: dict[str, Any] = {"repo_id": entry.repo_id, "commit": self.plan.commit, "files": files}
         if entry.extra_sources:
-            manifest["sources"] = [{"repo_id": r, "commit": c}
-                                   for r, c in zip(entry.repos, self.plan.commit.split("+"), strict=True)]
+            manifest["sources"] = [{"repo_id": entry.repo_id, "commit": self.plan.commit},
+                                   *({"repo_id": r, "commit": c} for r, c in self.plan.source_commits.items())]
         (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
     def _finish_upscaler(self, root: Path) -> ModelInfo:
