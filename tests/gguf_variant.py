@@ -21,7 +21,8 @@ def gguf_files(model: Path, tmp: Path, family: str) -> dict[str, bytes]:
     """The GGUF repository's files: a Q8_0 and a Q4_0 conversion of ``model``'s transformer, and a README."""
     from heyim_desktop.core.families.tiny import write_tiny_gguf
 
-    files = {"README.md": b"# tiny GGUF conversions\n"}
+    # Like unsloth's repositories, a diffusers folder may sit beside the files: its GGUF is not a candidate.
+    files = {"README.md": b"# tiny GGUF conversions\n", "text_encoder/qwen-Q8_0.gguf": b"GGUF not the transformer"}
     for quant in ("Q8_0", "Q4_0"):
         name = f"tiny-{family}-{quant}.gguf"
         files[name] = write_tiny_gguf(model, tmp / name, quantization=quant).read_bytes()

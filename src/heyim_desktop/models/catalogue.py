@@ -87,8 +87,9 @@ def coreml_files(subfolder: str, *, sdxl: bool = False, chunked: bool = False) -
 class ExtraSource:
     """One more repository a catalogue entry takes files from (a GGUF transformer, say).
 
-    ``pattern`` (fnmatch, case-insensitive) must match exactly one file of the repository, so a
-    renamed file still matches and an ambiguous one is refused before anything is fetched. The file
+    ``pattern`` (fnmatch, case-insensitive; without a ``/`` it looks at the top level only) must match
+    exactly one file of the repository, so a renamed file still matches and an ambiguous one is
+    refused before anything is fetched. The file
     is saved as ``dest`` inside the model folder: a name HeyIm chose, never one taken from the hub.
     """
 

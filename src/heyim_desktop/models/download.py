@@ -124,8 +124,11 @@ def _extra_file(api: Any, source: ExtraSource) -> RemoteFile:
     """The one file of ``source`` its pattern matches: none or several is an error, before any byte."""
     info = _repo_info(api, source.repo_id, source.revision)
     pattern = source.pattern.lower()
-    found = sorted((s for s in info.siblings or [] if fnmatch.fnmatchcase(s.rfilename.lower(), pattern)),
-                   key=lambda s: s.rfilename)
+    # A pattern without a folder looks at the repository's top level only (some GGUF repositories also
+    # hold a diffusers folder, whose text encoder could be a GGUF file of the same quantization).
+    top_only = "/" not in pattern
+    found = sorted((s for s in info.siblings or [] if fnmatch.fnmatchcase(s.rfilename.lower(), pattern)
+                    and not (top_only and "/" in s.rfilename)), key=lambda s: s.rfilename)
     if not found:
         raise DownloadError(f"{source.repo_id} has no file matching {source.pattern!r}; the catalogue entry needs "
                             "updating (the file may have been renamed or removed).")
