@@ -185,3 +185,34 @@ def test_download_cancel(qtbot, hub_window: tuple[ModelsWindow, FakeHub], data_d
     assert "Cancelled" in win.status.text()
     assert not (data_dir / "models" / "tiny-sd").exists()
     assert win.download_button.isEnabled()
+
+
+def test_download_a_gguf_variant_from_two_sources(qtbot, data_dir: Path, tiny_zimage: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from gguf_variant import GGUF_REPO, base_repo_id, gguf_entry, gguf_files
+
+    entry = gguf_entry("zimage")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(catalogue, "CATALOGUE", (entry,))
+    monkeypatch.setattr("heyim_desktop.ui.models_window.catalogue", lambda: [entry])
+    with FakeHub(base_repo_id("zimage"), tiny_zimage) as hub:
+        hub.add_repo(GGUF_REPO, gguf_files(tiny_zimage, tmp_path, "zimage"))
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        win = ModelsWindow(ModelLibrary(hf_cache=False))
+        qtbot.addWidget(win)
+        # the size, quantization and licence are shown before anything is fetched; the tooltip names both sources
+        assert "about 1 B · GGUF Q8_0 · Apache-2.0" in win.catalogue_box.currentText()
+        from heyim_desktop.ui.qt import Qt
+
+        assert f"{entry.repo_id} + {GGUF_REPO}" in win.catalogue_box.itemData(0, Qt.ItemDataRole.ToolTipRole)
+        with qtbot.waitSignal(win.modelsChanged, timeout=30000):
+            win.download_button.click()
+        qtbot.waitUntil(lambda: not win.busy())
+        assert "ready" in win.status.text()
+        rows = {win.tree.topLevelItem(i).text(0): win.tree.topLevelItem(i) for i in range(win.tree.topLevelItemCount())}
+        row = rows["tiny-zimage-gguf"]
+        assert (row.text(1), row.text(2)) == ("diffusers Q8_0", "Z-Image")
+        assert (data_dir / "models" / "tiny-zimage-gguf" / "transformer" / "tiny-zimage-Q8_0.gguf").is_file()
+        win.close()

@@ -1,9 +1,13 @@
-"""Recommended models HeyIm can download, with their size shown before anything starts.
+"""Recommended models HeyIm can download, with their size and licence shown before anything starts.
 
 Sizes here are approximate (for the list); the exact size comes from the hub when a download is
 planned (``download.plan_download``). On macOS the list is Apple's Core ML conversions (Neural
 Engine); elsewhere diffusers-format PyTorch models. fp32 weights are fetched for PyTorch models
 because they load on every device (the engine casts to fp16 on a GPU).
+
+An entry can come from more than one repository: a GGUF variant is the family's diffusers folder
+from the base repository without its transformer weights, plus one GGUF transformer file from a
+GGUF repository, placed in the folder's ``transformer/`` (where ``core.families.single_file`` finds it).
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ _DIT_FILES = (
 )
 
 
+#: The GGUF variants' base files: the same folder with the transformer's config but not its weights
+#: (nor the weights' shard index, which would name files that are not there).
+_DIT_GGUF_EXCLUDE = ("transformer/*.safetensors", "transformer/*.index.json")
+
+
 def coreml_files(subfolder: str, *, sdxl: bool = False, chunked: bool = False) -> tuple[str, ...]:
     """The files of one Core ML variant that HeyIm's engine loads: the text encoder(s), the
     whole UNet (or its two chunks, for a variant that only has those), the VAE decoder and
@@ -72,6 +81,22 @@ def coreml_files(subfolder: str, *, sdxl: bool = False, chunked: bool = False) -
     models = ["TextEncoder", *(["TextEncoder2"] if sdxl else []),
               *(["UnetChunk1", "UnetChunk2"] if chunked else ["Unet"]), "VAEDecoder", "VAEEncoder"]
     return (*(f"{subfolder}/{m}.mlmodelc/*" for m in models), f"{subfolder}/vocab.json", f"{subfolder}/merges.txt")
+
+
+@dataclass(frozen=True)
+class ExtraSource:
+    """One more repository a catalogue entry takes files from (a GGUF transformer, say).
+
+    ``pattern`` (fnmatch, case-insensitive; without a ``/`` it looks at the top level only) must match
+    exactly one file of the repository, so a renamed file still matches and an ambiguous one is
+    refused before anything is fetched. The file
+    is saved as ``dest`` inside the model folder: a name HeyIm chose, never one taken from the hub.
+    """
+
+    repo_id: str
+    pattern: str
+    dest: str
+    revision: str = "main"
 
 
 @dataclass(frozen=True)
@@ -89,10 +114,25 @@ class CatalogueEntry:
     platform: str = "any"  # "darwin" for Core ML entries, "any" otherwise
     #: Terms the user must accept before HeyIm downloads the model (shown in full; "" for open licences).
     licence_terms: str = ""
+    #: The licence's name, shown in the list before download ("" where the note says it).
+    licence: str = ""
+    #: fnmatch patterns of ``repo_id``'s files left out although ``files`` matches them.
+    exclude: tuple[str, ...] = ()
+    #: Files from other repositories that complete the model (GGUF variants: the transformer).
+    extra_sources: tuple[ExtraSource, ...] = ()
+    #: The GGUF quantization of a quantized variant ("Q4_K_M"), for the list; "" otherwise.
+    quantization: str = ""
+    #: The model's folder name ("" : the repository's name). Variants of one repository need their own.
+    folder: str = ""
 
     @property
     def folder_name(self) -> str:
-        return self.repo_id.split("/")[-1]
+        return self.folder or self.repo_id.split("/")[-1]
+
+    @property
+    def repos(self) -> tuple[str, ...]:
+        """Every repository the download takes files from, the base one first."""
+        return (self.repo_id, *(s.repo_id for s in self.extra_sources))
 
 
 CATALOGUE: tuple[CatalogueEntry, ...] = (
@@ -115,18 +155,41 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("z-image-turbo", "Z-Image Turbo (8-9 steps)", "Tongyi-MAI/Z-Image-Turbo", "diffusers", "Z-Image",
                    20_500_000_000, _DIT_FILES,
                    note="Apache-2.0. 9 steps, guidance 0 (set when you pick it), 1024x1024. "
-                        "Its weights are about 20 GB in bf16 (estimated from its parameter count)."),
+                        "Its weights are about 20 GB in bf16 (estimated from its parameter count).",
+                   licence="Apache-2.0"),
+    # GGUF variants: the base repo's folder without the transformer's weights (text encoder in bf16,
+    # about 8 GB for Qwen3-4B, VAE about 0.2 GB) plus unsloth's Q4_K_M conversion of the transformer
+    # (published listings give about 5.0 GB for Z-Image Turbo's; [klein] 4B's Q5_K_M is listed at
+    # 3.1 GB, so about 2.6 GB for its Q4_K_M, from 4B parameters at about 4.9 bits each).
+    CatalogueEntry("z-image-turbo-gguf", "Z-Image Turbo, GGUF Q4_K_M (8-9 steps)", "Tongyi-MAI/Z-Image-Turbo",
+                   "diffusers", "Z-Image", 13_200_000_000, _DIT_FILES, exclude=_DIT_GGUF_EXCLUDE,
+                   extra_sources=(ExtraSource("unsloth/Z-Image-Turbo-GGUF", "*-Q4_K_M.gguf",
+                                              "transformer/z-image-turbo-Q4_K_M.gguf"),),
+                   quantization="Q4_K_M", folder="Z-Image-Turbo-GGUF-Q4_K_M", licence="Apache-2.0",
+                   note="Apache-2.0 (the model's; unsloth's GGUF conversion keeps it). The transformer quantized "
+                        "to 4 bits (about 5 GB instead of 12), the text encoder and VAE from Tongyi-MAI's folder. "
+                        "About 13 GB in all (estimated). 9 steps, guidance 0, 1024x1024."),
     CatalogueEntry("flux2-klein-4b", "FLUX.2 [klein] 4B (4 steps)", "black-forest-labs/FLUX.2-klein-4B", "diffusers",
                    "FLUX.2 [klein]", 16_300_000_000, _DIT_FILES,
                    note="Apache-2.0. 4 steps (set when you pick it), 1024x1024, no negative prompt. "
-                        "Its weights are about 16 GB in bf16 (estimated from its parameter count)."),
+                        "Its weights are about 16 GB in bf16 (estimated from its parameter count).",
+                   licence="Apache-2.0"),
+    CatalogueEntry("flux2-klein-4b-gguf", "FLUX.2 [klein] 4B, GGUF Q4_K_M (4 steps)",
+                   "black-forest-labs/FLUX.2-klein-4B", "diffusers", "FLUX.2 [klein]", 10_800_000_000, _DIT_FILES,
+                   exclude=_DIT_GGUF_EXCLUDE,
+                   extra_sources=(ExtraSource("unsloth/FLUX.2-klein-4B-GGUF", "*-Q4_K_M.gguf",
+                                              "transformer/flux-2-klein-4b-Q4_K_M.gguf"),),
+                   quantization="Q4_K_M", folder="FLUX.2-klein-4B-GGUF-Q4_K_M", licence="Apache-2.0",
+                   note="Apache-2.0 (the model's; unsloth's GGUF conversion keeps it). The transformer quantized "
+                        "to 4 bits (about 2.6 GB instead of 7.8), the text encoder and VAE from Black Forest Labs' "
+                        "folder. About 11 GB in all (estimated). 4 steps, 1024x1024, no negative prompt."),
     # Estimated from the published parameter counts in bf16/fp16: 2.5B MMDiT-X (5 GB), T5-XXL 4.8B
     # (9.5 GB), CLIP-G (1.4 GB), CLIP-L (0.25 GB), VAE. The exact size comes from the hub.
     CatalogueEntry("sd35-medium", "Stable Diffusion 3.5 Medium", "stabilityai/stable-diffusion-3.5-medium",
                    "diffusers", "SD 3.5", 16_200_000_000, _SD3_FILES,
                    note="Stability AI Community License (accept it on the hub first). 40 steps, CFG 4.5, "
                         "1024x1024. About 16 GB (estimated from its parameter count).",
-                   licence_terms=SD35_MEDIUM_TERMS),
+                   licence_terms=SD35_MEDIUM_TERMS, licence="Stability AI Community License"),
     CatalogueEntry("coreml-sd15", "Stable Diffusion 1.5 (Core ML, Neural Engine)", "apple/coreml-stable-diffusion-v1-5",
                    "coreml", "SD1", 2_580_000_000, coreml_files("split_einsum/compiled"), subfolder="split_einsum/compiled",
                    platform="darwin"),
@@ -157,7 +220,20 @@ def catalogue(platform: str | None = None) -> list[CatalogueEntry]:
 
 
 def find_entry(name: str) -> CatalogueEntry | None:
+    """The entry called ``name``, or the one whose (base) repository it is: the full variant, listed first."""
     for entry in CATALOGUE:
         if name.lower() in (entry.name, entry.repo_id.lower()):
             return entry
     return None
+
+
+def describe(entry: CatalogueEntry) -> str:
+    """One line for the lists shown before download: the estimated size, the licence, the sources."""
+    from heyim_desktop.models.types import human_size
+
+    parts = [f"about {human_size(entry.approx_bytes)}"]
+    if entry.quantization:
+        parts.append(f"GGUF {entry.quantization}")
+    if entry.licence:
+        parts.append(entry.licence + (" (accept it on the hub first)" if entry.licence_terms else ""))
+    return " · ".join(parts)

@@ -124,13 +124,13 @@ def _import(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     from heyim_desktop.core.cancel import Cancelled, CancelToken
-    from heyim_desktop.models.catalogue import catalogue, find_entry
+    from heyim_desktop.models.catalogue import catalogue, describe, find_entry
     from heyim_desktop.models.download import Downloader, DownloadProgress, plan_download
     from heyim_desktop.models.types import human_size
 
     if not args.name:
         for e in catalogue():
-            print(f"{e.name}\t{e.title}\t{e.base}\t~{human_size(e.approx_bytes)}\t{e.repo_id}\t{e.note}")
+            print(f"{e.name}\t{e.title}\t{e.base}\t{describe(e)}\t{' + '.join(e.repos)}\t{e.note}")
         return EXIT_OK
     entry = find_entry(args.name)
     if entry is None:
@@ -142,7 +142,12 @@ def _download(args: argparse.Namespace) -> int:
             return _err(f"{entry.name} needs its licence accepted: read the terms above, then run again with "
                         "--accept-licence", EXIT_CANCELLED)
     plan = plan_download(entry)
-    print(f"{entry.title}: {len(plan.files)} files, {human_size(plan.total_bytes)} from {entry.repo_id}", file=sys.stderr)
+    licence = f"; licence: {entry.licence}" if entry.licence else ""
+    print(f"{entry.title}: {len(plan.files)} files, {human_size(plan.total_bytes)} from {' + '.join(entry.repos)}"
+          f"{licence}", file=sys.stderr)
+    for f in plan.files:
+        if f.repo_id:  # a file from an extra source: say which one was matched, and where it goes
+            print(f"  {f.source_path} ({human_size(f.size)}) from {f.repo_id} -> {f.path}", file=sys.stderr)
     if sys.stdin.isatty() and not args.yes and not _confirm("Download it?"):
         return _err("download not started", EXIT_CANCELLED)
     cancel = CancelToken()

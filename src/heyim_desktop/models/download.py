@@ -6,6 +6,10 @@ needs what that call does not give: partial files that survive a cancel or a res
 next time), a free-space check for the whole model before the first byte, a cancel token,
 verification of every file against the hub's sha256 (LFS files) or git blob sha1 (small files),
 and a model folder that appears only when complete (staged in a hidden folder, then renamed).
+
+An entry with extra sources (a GGUF variant: the base repository's folder without its transformer
+weights, plus one GGUF file from another repository) is planned and fetched the same way, into the
+same staging folder: one plan, one free-space check, one all-or-nothing model folder.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from heyim_desktop.core.cancel import CancelToken, Cancelled
 from heyim_desktop.core.errors import ModelError, StorageError
 from heyim_desktop.core.model_files import is_checkpoint_candidate
 from heyim_desktop.core.storage import disk_full, full_reason, writing
-from heyim_desktop.models.catalogue import CatalogueEntry
+from heyim_desktop.models.catalogue import CatalogueEntry, ExtraSource
 from heyim_desktop.models.inspect import inspect_folder
 from heyim_desktop.models.library import app_models_dir
 from heyim_desktop.models.types import ModelInfo, ModelStatus
@@ -43,17 +47,26 @@ class DownloadError(ModelError):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    path: str
+    path: str  # where the file goes, relative to the model folder (the staging folder while downloading)
     size: int
     sha256: str | None  # LFS files
     git_sha1: str | None  # small files: the git blob id
+    #: Files of an extra source: its repository, commit and the file's name there ("": the plan's own).
+    repo_id: str = ""
+    commit: str = ""
+    source_path: str = ""
 
 
 @dataclass(frozen=True)
 class DownloadPlan:
     entry: CatalogueEntry
-    commit: str
+    commit: str  # the base repository's
     files: tuple[RemoteFile, ...]
+
+    @property
+    def source_commits(self) -> dict[str, str]:
+        """The extra sources' commits, by repository (empty for a single-repository entry)."""
+        return {f.repo_id: f.commit for f in self.files if f.repo_id}
 
     @property
     def total_bytes(self) -> int:
@@ -80,33 +93,78 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", constants.ENDPOINT).rstrip("/")
 
 
-def plan_download(entry: CatalogueEntry, *, endpoint: str | None = None) -> DownloadPlan:
-    """Ask the hub for the exact files, sizes and hashes (one small request, no weights)."""
-    from huggingface_hub import HfApi, constants
+def _repo_info(api: Any, repo_id: str, revision: str) -> Any:
     from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return api.model_info(repo_id, revision=revision, files_metadata=True)
+    except HfHubHTTPError as exc:
+        raise DownloadError(f"The hub refused {repo_id}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # httpx errors, JSON errors: the world's, not ours
+        raise DownloadError(f"Cannot reach the hub for {repo_id}: {exc}") from None
+
+
+def _remote(sib: Any, path: str, **source: str) -> RemoteFile:
+    _check_relative(path)
+    lfs = sib.lfs
+    size = lfs.size if lfs else sib.size
+    if size is None:
+        raise DownloadError(f"The hub gave no size for {sib.rfilename}.")
+    return RemoteFile(path, int(size), lfs.sha256 if lfs else None, None if lfs else sib.blob_id, **source)
+
+
+def _check_relative(path: str) -> None:
+    """A file's place in the model folder must stay inside it (names come from the hub's file list)."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        raise DownloadError(f"The hub listed a file HeyIm will not write: {path!r}.")
+
+
+def _extra_file(api: Any, source: ExtraSource) -> RemoteFile:
+    """The one file of ``source`` its pattern matches: none or several is an error, before any byte."""
+    info = _repo_info(api, source.repo_id, source.revision)
+    pattern = source.pattern.lower()
+    # A pattern without a folder looks at the repository's top level only (some GGUF repositories also
+    # hold a diffusers folder, whose text encoder could be a GGUF file of the same quantization).
+    top_only = "/" not in pattern
+    found = sorted((s for s in info.siblings or [] if fnmatch.fnmatchcase(s.rfilename.lower(), pattern)
+                    and not (top_only and "/" in s.rfilename)), key=lambda s: s.rfilename)
+    if not found:
+        raise DownloadError(f"{source.repo_id} has no file matching {source.pattern!r}; the catalogue entry needs "
+                            "updating (the file may have been renamed or removed).")
+    if len(found) > 1:
+        names = ", ".join(s.rfilename for s in found)
+        raise DownloadError(f"{source.repo_id} has {len(found)} files matching {source.pattern!r} ({names}); "
+                            "HeyIm needs exactly one and will not guess.")
+    if info.sha is None:
+        raise DownloadError(f"The hub gave no commit for {source.repo_id}.")
+    return _remote(found[0], source.dest, repo_id=source.repo_id, commit=info.sha, source_path=found[0].rfilename)
+
+
+def plan_download(entry: CatalogueEntry, *, endpoint: str | None = None) -> DownloadPlan:
+    """Ask the hub for the exact files, sizes and hashes (one small request per repository, no weights)."""
+    from huggingface_hub import HfApi, constants
 
     if constants.is_offline_mode():
         raise DownloadError("Downloads are off: HF_HUB_OFFLINE is set in the environment.")
 
     api = HfApi(endpoint=endpoint or hub_endpoint())
-    try:
-        info = api.model_info(entry.repo_id, revision=entry.revision, files_metadata=True)
-    except HfHubHTTPError as exc:
-        raise DownloadError(f"The hub refused {entry.repo_id}: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # httpx errors, JSON errors: the world's, not ours
-        raise DownloadError(f"Cannot reach the hub for {entry.repo_id}: {exc}") from None
+    info = _repo_info(api, entry.repo_id, entry.revision)
     files = []
     for sib in info.siblings or []:
-        if not any(fnmatch.fnmatch(sib.rfilename, pat) for pat in entry.files):
-            continue
-        lfs = sib.lfs
-        size = lfs.size if lfs else sib.size
-        if size is None:
-            raise DownloadError(f"The hub gave no size for {sib.rfilename}.")
-        files.append(RemoteFile(sib.rfilename, int(size), lfs.sha256 if lfs else None, None if lfs else sib.blob_id))
+        name = sib.rfilename
+        if any(fnmatch.fnmatch(name, pat) for pat in entry.files) and not any(
+                fnmatch.fnmatch(name, pat) for pat in entry.exclude):
+            files.append(_remote(sib, name))
     if not files or info.sha is None:
         raise DownloadError(f"{entry.repo_id} has none of the expected files.")
-    return DownloadPlan(entry, info.sha, tuple(sorted(files, key=lambda f: f.path)))
+    extra = [_extra_file(api, source) for source in entry.extra_sources]
+    taken = {f.path for f in files}
+    clash = [f.path for f in extra if f.path in taken]
+    if clash:
+        raise DownloadError(f"{entry.name}: {clash[0]} would come from two repositories.")
+    # The base folder first, then each extra source (each file carries its own repository's commit).
+    return DownloadPlan(entry, info.sha, (*sorted(files, key=lambda f: f.path), *extra))
 
 
 def hash_ok(path: Path, remote: RemoteFile) -> bool:
@@ -165,14 +223,30 @@ class Downloader:
         self._started = time.monotonic()
         self._last_report = 0.0
 
-    def _verified(self) -> dict[str, str]:
+    def _verified(self) -> dict[str, Any]:
+        """The progress record of an earlier try at the same base revision ({} when there is none).
+
+        An extra source that moved to another commit since then has its files (and partial file)
+        dropped from the staging folder, so they are fetched again; the base folder's stay."""
         try:
             data = json.loads((self.staging / VERIFIED).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) and data.get("_commit") == self.plan.commit else {}
+        if not isinstance(data, dict) or data.get("_commit") != self.plan.commit:
+            return {}
+        before = data.get("_sources")
+        before = before if isinstance(before, dict) else {}
+        for remote in self.plan.files:
+            if remote.repo_id and before.get(remote.repo_id) != remote.commit:
+                data.pop(remote.path, None)
+                for stale in (self.staging / remote.path, self.staging / (remote.path + ".part")):
+                    stale.unlink(missing_ok=True)
+        if before != self.plan.source_commits:
+            data["_sources"] = self.plan.source_commits
+            (self.staging / VERIFIED).write_text(json.dumps(data), encoding="utf-8")
+        return data
 
-    def _mark_verified(self, done: dict[str, str], path: str) -> None:
+    def _mark_verified(self, done: dict[str, Any], path: str) -> None:
         done[path] = "ok"
         (self.staging / VERIFIED).write_text(json.dumps(done), encoding="utf-8")
 
@@ -228,7 +302,8 @@ class Downloader:
                 # Leftovers from another revision of the repo: resuming them would mix two versions.
                 shutil.rmtree(self.staging)
                 self.staging.mkdir()
-            verified = {"_commit": self.plan.commit}
+            verified = {"_commit": self.plan.commit, **({"_sources": self.plan.source_commits}
+                                                         if self.plan.source_commits else {})}
             (self.staging / VERIFIED).write_text(json.dumps(verified), encoding="utf-8")
         for remote in self.plan.files:
             self.cancel.raise_if_cancelled()
@@ -260,7 +335,8 @@ class Downloader:
             self._report(remote.path)
 
         meter = lambda **kw: _Meter(on_bytes, **kw)  # noqa: E731 - huggingface_hub calls cls(**kwargs)
-        url = hf_hub_url(self.plan.entry.repo_id, remote.path, revision=self.plan.commit, endpoint=self.endpoint)
+        repo_id, revision = remote.repo_id or self.plan.entry.repo_id, remote.commit or self.plan.commit
+        url = hf_hub_url(repo_id, remote.source_path or remote.path, revision=revision, endpoint=self.endpoint)
         try:
             meta = get_hf_file_metadata(url, endpoint=self.endpoint)
             self._done = base + resume
@@ -296,10 +372,7 @@ class Downloader:
         if info is None or info.status is ModelStatus.INCOMPLETE:
             problem = info.problem if info else "the files do not form a model"
             raise DownloadError(f"{self.plan.entry.title} downloaded but is not usable: {problem}")
-        manifest = {"repo_id": self.plan.entry.repo_id, "commit": self.plan.commit, "files": [
-            {"path": f.path[len(self.plan.entry.subfolder) + 1:] if self.plan.entry.subfolder else f.path,
-             "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in self.plan.files]}
-        (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        self._write_manifest(root)
         os.replace(root, self.target)  # the model appears complete, or not at all
         if root != self.staging:
             shutil.rmtree(self.staging, ignore_errors=True)
@@ -307,9 +380,18 @@ class Downloader:
         return inspect_folder(self.target, "app", name=self.plan.entry.folder_name) or info
 
     def _write_manifest(self, root: Path) -> None:
-        manifest = {"repo_id": self.plan.entry.repo_id, "commit": self.plan.commit, "files": [
-            {"path": f.path[len(self.plan.entry.subfolder) + 1:] if self.plan.entry.subfolder else f.path,
-             "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in self.plan.files]}
+        entry = self.plan.entry
+        files: list[dict[str, Any]] = []
+        for f in self.plan.files:
+            row: dict[str, Any] = {"path": f.path[len(entry.subfolder) + 1:] if entry.subfolder else f.path,
+                                   "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1}
+            if f.repo_id:  # from an extra source: where it came from, as it was named there
+                row.update(repo_id=f.repo_id, commit=f.commit, source_path=f.source_path)
+            files.append(row)
+        manifest: dict[str, Any] = {"repo_id": entry.repo_id, "commit": self.plan.commit, "files": files}
+        if entry.extra_sources:
+            manifest["sources"] = [{"repo_id": entry.repo_id, "commit": self.plan.commit},
+                                   *({"repo_id": r, "commit": c} for r, c in self.plan.source_commits.items())]
         (root / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
     def _finish_upscaler(self, root: Path) -> ModelInfo:

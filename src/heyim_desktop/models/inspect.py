@@ -75,14 +75,17 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
     if found is not None:  # Z-Image, FLUX.2 [klein], SD 3.5
         family, index = found
         label = name or folder.name
+        quantization = ""
         try:
             check_family_folder(folder, index)
+            quantization = _folder_quantization(folder)
         except ModelError as exc:
             text = str(exc)
-            status = (ModelStatus.UNSAFE if "pickle" in text else ModelStatus.CORRUPT if " is damaged: " in text
-                      else ModelStatus.INCOMPLETE)
+            status = (ModelStatus.UNSAFE if "pickle" in text else ModelStatus.CORRUPT
+                      if " is damaged: " in text or isinstance(exc, CorruptModel) else ModelStatus.INCOMPLETE)
             return ModelInfo(label, str(folder), "diffusers", family.label, size, status, text, source)
-        return ModelInfo(label, str(folder), "diffusers", family.label, size, ModelStatus.READY, "", source)
+        return ModelInfo(label, str(folder), "diffusers", family.label, size, ModelStatus.READY, "", source,
+                         quantization=quantization)
     try:
         index = check_diffusers_folder(folder)
     except ModelError as exc:
@@ -94,6 +97,18 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
         return ModelInfo(name or folder.name, str(folder), "diffusers", base, size, status, text, source)
     label = DEMO_NAME if index.get("_heyim_demo") and folder_family(index) == "sd" else (name or folder.name)
     return ModelInfo(label, str(folder), "diffusers", _guess_base(folder), size, ModelStatus.READY, "", source)
+
+
+def _folder_quantization(folder: Path) -> str:
+    """The quantization of the GGUF transformer a family folder holds in ``transformer/`` ("" for none).
+
+    Reads the file's header (which also proves it is a sound GGUF file); raises ModelError when it is not.
+    """
+    from heyim_desktop.core.families.single_file import folder_transformer_file
+    from heyim_desktop.core.gguf_header import read_gguf_header
+
+    file = folder_transformer_file(folder)
+    return read_gguf_header(file).quantization if file is not None else ""
 
 
 def inspect_file(path: Path, source: str = "") -> ModelInfo:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.gguf_header import read_gguf_header
 from heyim_desktop.core.model_files import read_safetensors_header
 from heyim_desktop.models.download import MANIFEST, RemoteFile, hash_ok
 from heyim_desktop.models.library import ModelLibrary
@@ -28,6 +29,13 @@ def verify_model(info: ModelInfo, library: ModelLibrary, *, on_file: Callable[[s
             on_file(str(weights.relative_to(path)))
         try:
             read_safetensors_header(weights)
+        except ModelError as exc:
+            problems.append(str(exc))
+    for gguf in sorted(path.rglob("*.gguf")):  # a GGUF variant's transformer: its header, as the library reads it
+        if on_file:
+            on_file(str(gguf.relative_to(path)))
+        try:
+            read_gguf_header(gguf)
         except ModelError as exc:
             problems.append(str(exc))
     manifest = path / MANIFEST

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import UserFacingError
-from heyim_desktop.models.catalogue import CatalogueEntry, catalogue
+from heyim_desktop.models.catalogue import CatalogueEntry, catalogue, describe
 from heyim_desktop.models.library import ModelLibrary
 from heyim_desktop.models.types import ModelInfo, human_size
 from heyim_desktop.ui.qt import (
@@ -120,8 +120,9 @@ class ModelsWindow(QDialog):
         self.catalogue_box = QComboBox()
         self._entries: list[CatalogueEntry] = catalogue()
         for e in self._entries:
-            self.catalogue_box.addItem(f"{e.title} — about {human_size(e.approx_bytes)}", e.name)
-            self.catalogue_box.setItemData(self.catalogue_box.count() - 1, e.note or e.repo_id, Qt.ItemDataRole.ToolTipRole)
+            self.catalogue_box.addItem(f"{e.title} — {describe(e)}", e.name)
+            tip = "\n".join(x for x in (e.note, "From " + " + ".join(e.repos)) if x)
+            self.catalogue_box.setItemData(self.catalogue_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.download_button = QPushButton("Download")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
