@@ -20,13 +20,6 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def adapter_sd(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adapter_layout import build_adapter_sd
-
-    return build_adapter_sd(tiny_model, tmp_path_factory.mktemp("adapter-sd") / "tiny-sd-adapterable")
-
-
-@pytest.fixture(scope="module")
 def adapter_engine(adapter_sd: Path):  # type: ignore[no-untyped-def]
     from heyim_desktop.core.torch_engine import load_torch_engine
 
@@ -36,11 +29,10 @@ def adapter_engine(adapter_sd: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def sd_adapters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def sd_adapters(tiny_adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from adapter_layout import build_tiny_adapter
 
-    root = tmp_path_factory.mktemp("sd-adapters")
-    return build_tiny_adapter(root / "tiny-adapter", seed=1), build_tiny_adapter(root / "tiny-adapter-b", seed=2)
+    return tiny_adapter, build_tiny_adapter(tmp_path_factory.mktemp("sd-adapters") / "tiny-adapter-b", seed=2)
 
 
 def _control(seed: int = 2, size: int = 64) -> Image.Image:
