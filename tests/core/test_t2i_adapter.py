@@ -94,7 +94,6 @@ def test_adapter_with_a_controlnet(adapter_engine, adapter_sd: Path, sd_adapters
     """One adapter and one ControlNet: each UNet call gets the ControlNet's residuals exactly as
     without the adapter, and the adapter's features exactly as without the ControlNet."""
     from controlnet_layout import build_tiny_controlnet
-
     from heyim_desktop.core.conditioning import UNetCall
     from heyim_desktop.core.extensions import extensions_for
     from heyim_desktop.core.guidance import ClassifierFree
@@ -156,7 +155,6 @@ def test_adapter_that_does_not_fit_the_unet_is_refused(tiny_engine, sd_adapters)
 
 def test_modes_bad_files_and_core_ml(adapter_engine, sd_adapters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from adapter_layout import write_original_layout
-
     from heyim_desktop.core.adapter_extension import AdapterExtension
 
     prompt_mode = ControlUnit(model=str(sd_adapters[0]), image=_control(), mode="prompt")

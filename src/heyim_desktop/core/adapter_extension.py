@@ -14,7 +14,7 @@ the UNet takes both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from heyim_desktop.core.errors import InvalidRequest
 from heyim_desktop.core.extensions import BaseExtension, LoopState
@@ -59,7 +59,7 @@ class AdapterExtension(BaseExtension):
             raise InvalidRequest("controlnet.model", "T2I-Adapters run on the PyTorch engine only (Apple's Core ML "
                                  "layout has no adapter inputs); use a ControlNet or the model's diffusers version")
         _refuse_modes(request.controlnets)
-        run = getattr(components, "adapter_features")
+        run = cast(Any, components).adapter_features  # the torch engine's, beside adapter_model
         latent_hw = (request.height // components.vae_scale_factor, request.width // components.vae_scale_factor)
         self.units: list[_Features] = []
         for unit, arr in zip(request.controlnets, control_images(request, str(components.device))):
