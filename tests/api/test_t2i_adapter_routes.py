@@ -86,6 +86,7 @@ def test_generate_with_an_adapter_unit(adapter_api: Running, route: str) -> None
     assert decode_png(plain.json["images"][0]).tobytes() != decode_png(guided.json["images"][0]).tobytes()
     infotext = json.loads(guided.json["info"])["infotexts"][0]
     assert 'ControlNet 0: "Module: none, Model: t2iadapter_canny_sd15v2 [' in infotext and "Weight: 0.7" in infotext
-    refused = call(port, "POST", f"/sdapi/v1/{route}", body={**body, "alwayson_scripts": {"controlnet": {"args": [
+    soft = call(port, "POST", f"/sdapi/v1/{route}", body={**body, "alwayson_scripts": {"controlnet": {"args": [
         dict(unit, control_mode="My prompt is more important")]}}})
-    assert refused.status in (400, 422) and "Balanced control mode only" in refused.body.decode()
+    assert soft.status == 200 and "Control Mode: My prompt is more important" in json.loads(soft.json["info"])["infotexts"][0]
+    assert soft.json["images"][0] != guided.json["images"][0]

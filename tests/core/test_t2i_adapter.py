@@ -153,13 +153,10 @@ def test_adapter_that_does_not_fit_the_unet_is_refused(tiny_engine, sd_adapters)
         run_loop(tiny_engine.components, _request([unit], steps=2))
 
 
-def test_modes_bad_files_and_core_ml(adapter_engine, sd_adapters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_files_and_core_ml(adapter_engine, sd_adapters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from adapter_layout import write_original_layout
     from heyim_desktop.core.adapter_extension import AdapterExtension
 
-    prompt_mode = ControlUnit(model=str(sd_adapters[0]), image=_control(), mode="prompt")
-    with pytest.raises(InvalidRequest, match="Balanced control mode only"):
-        run_loop(adapter_engine.components, _request([prompt_mode], steps=2))
     original = write_original_layout(sd_adapters[0], tmp_path / "t2iadapter_canny_sd15v2.safetensors")
     with pytest.raises(ModelError, match="TencentARC's original layout"):
         run_loop(adapter_engine.components, _request([ControlUnit(model=str(original), image=_control())], steps=2))
@@ -184,3 +181,31 @@ def test_one_channel_adapter_takes_the_luma(adapter_engine, adapter_sd: Path, tm
     ref = _sd_reference(adapter_sd, [ControlUnit(model=str(gray), image=edges, weight=0.7)],
                         adapter_engine.components.scheduler_config)
     assert np.abs(ours - ref).max() <= TOL
+
+
+def test_control_modes_follow_the_extensions_adapter_rules(adapter_engine, sd_adapters) -> None:  # type: ignore[no-untyped-def]
+    """Balanced: weight on both halves; "prompt": the weight times 0.25, 0.62, ... per feature;
+    "controlnet": the prompt half only (zeros for the negative)."""
+    from heyim_desktop.core.adapter_extension import SOFT_SCALES, AdapterExtension
+    from heyim_desktop.core.conditioning import UNetCall
+    from heyim_desktop.core.guidance import ClassifierFree
+
+    comps = adapter_engine.components
+
+    def features(mode: str) -> list[torch.Tensor]:
+        req = _request([ControlUnit(model=str(sd_adapters[0]), image=_control(), weight=0.7, mode=mode)])
+        prompts = comps.encode_prompts(req, with_negative=True)
+        guid = ClassifierFree(type(prompts.cond).cat([prompts.uncond, prompts.cond]), 6.0)
+        state = type("S", (), {"timesteps": torch.arange(4), "step_index": 0, "guidance": guid})()
+        call = UNetCall(torch.zeros(2, 4, 8, 8), torch.tensor(10), guid.text)
+        with torch.inference_mode():
+            AdapterExtension(req, comps).before_unet(state, call)  # type: ignore[arg-type]
+        assert call.intrablock_residuals is not None
+        return call.intrablock_residuals
+
+    balanced, soft, strong = features("balanced"), features("prompt"), features("controlnet")
+    for b, s, c, k in zip(balanced, soft, strong, SOFT_SCALES):
+        assert torch.equal(b[0], b[1]) and b.abs().max() > 0
+        assert torch.allclose(s, b * k, atol=1e-6)
+        assert torch.equal(c[0], torch.zeros_like(c[0])) and torch.equal(c[1], b[1])
+    assert len(balanced) == 2  # the tiny UNet's two down blocks

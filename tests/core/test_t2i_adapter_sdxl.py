@@ -70,3 +70,12 @@ def test_sdxl_adapter_on_sd_is_refused(tiny_engine, xl_adapters) -> None:  # typ
     with pytest.raises(ModelError, match=r"for SDXL models \(adapter_type 'full_adapter_xl'\), but the loaded "
                                          r"model is SD 1.x/2.x"):
         run_loop(tiny_engine.components, req)
+
+
+def test_sdxl_adapter_needs_sizes_in_its_unshuffle_steps(tiny_sdxl_engine, xl_adapters) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.errors import InvalidRequest
+
+    req = GenerationRequest(prompt="fox", seed=1, width=72, height=64, steps=2,
+                            controlnets=(ControlUnit(model=str(xl_adapters[0]), image=_control()),))
+    with pytest.raises(InvalidRequest, match="multiples of 16, got 72x64"):
+        run_loop(tiny_sdxl_engine.components, req)
