@@ -38,7 +38,7 @@ _LUMA = (0.299, 0.587, 0.114)
 @dataclass
 class _Features:
     unit: "ControlUnit"
-    #: The adapter's features times the unit's weight, batch 1.
+    #: The adapter's features times their factors (:func:`feature_scales`), batch 1.
     scaled: "list[torch.Tensor]"
 
 
