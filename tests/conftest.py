@@ -203,3 +203,20 @@ def tiny_controlnet_b(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
     from controlnet_layout import build_tiny_controlnet
 
     return build_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet-b", seed=6)
+
+
+@pytest.fixture(scope="session")
+def adapter_sd(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD with a UNet that starts with cross-attention blocks, as SD 1.x/2.x UNets do,
+    so an SD T2I-Adapter's features fit it (the tiny model's own UNet is laid out like SDXL's)."""
+    from adapter_layout import build_adapter_sd
+
+    return build_adapter_sd(tiny_model, tmp_path_factory.mktemp("adapter-sd") / "tiny-sd-adapterable")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny SD T2I-Adapter (full_adapter, channels 32/64) in a diffusers folder."""
+    from adapter_layout import build_tiny_adapter
+
+    return build_tiny_adapter(tmp_path_factory.mktemp("adapter") / "tiny-adapter", seed=1)

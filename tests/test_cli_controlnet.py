@@ -96,3 +96,25 @@ def test_openpose_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path, tin
     out = Path(capsys.readouterr().out.strip())
     params = read_parameters(out)
     assert params is not None and params.controlnet_settings()[0]["preprocessor"] == "openpose"
+
+
+def test_t2i_adapter_from_cli(data_dir: Path, tmp_path: Path, adapter_sd: Path, tiny_adapter: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    from adapter_layout import build_tiny_adapter
+
+    hint = tmp_path / "edges.png"
+    rng = np.random.RandomState(4)
+    Image.fromarray((rng.rand(64, 64, 3) * 255).astype(np.uint8)).save(hint)
+    base = ["generate", "--model", str(adapter_sd), "-p", "a cat", "--steps", "2", "--size", "64x64", "-q", "--seed", "3"]
+    assert main([*base, "-o", str(tmp_path / "plain")]) == 0
+    plain = np.asarray(Image.open(capsys.readouterr().out.strip()))
+    assert main([*base, "--control", f"{tiny_adapter}:{hint}:0.7", "-o", str(tmp_path / "adapter")]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - plain).max() > 0
+    params = read_parameters(out)
+    assert params is not None
+    (unit,) = params.controlnet_settings()
+    assert unit["model"] == "tiny-adapter" and unit["weight"] == 0.7
+    xl = build_tiny_adapter(tmp_path / "xl-adapter", seed=3, xl=True)
+    assert main([*base, "--control", f"{xl}:{hint}"]) != 0
+    assert "for SDXL models" in capsys.readouterr().err

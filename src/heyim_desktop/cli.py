@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM",
                      help="outpainting: grow --image's canvas by these pixels (multiples of 8) and paint the border")
     gen.add_argument("--control", action="append", default=[], metavar="MODEL:IMAGE[:WEIGHT]",
-                     help="guide by a ControlNet (folder or .safetensors) and its control image; repeatable")
+                     help="guide by a ControlNet or T2I-Adapter (folder or .safetensors) and its control image; repeatable")
     gen.add_argument("--control-preprocessor", action="append", default=[], metavar="NAME",
                      help="make the control map from the image: canny, scribble_xdog, lineart_standard, tile_resample, "
                           "shuffle, inpaint, ..., depth_midas / depth_anything_v2 (need a transformers depth model in "

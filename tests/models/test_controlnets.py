@@ -66,3 +66,46 @@ def test_names_from_a_queue_resolve_against_the_library(tmp_path: Path, tiny_con
     assert resolve_controlnet_names(req, lib).controlnets[0].model == str(folder / "edges")
     with pytest.raises(ModelError, match="'depth' is not in the model library"):
         resolve_controlnet_names(req.replace(controlnets=(ControlUnit(model="depth"),)), lib)
+
+
+def test_t2i_adapters_are_listed_with_the_controlnets(tmp_path: Path, tiny_adapter: Path, tiny_controlnet: Path) -> None:
+    import json
+
+    from adapter_layout import build_tiny_adapter, write_adapter_file, write_original_layout
+
+    from heyim_desktop.models.controlnets import is_adapter_info
+
+    folder = tmp_path / "webui" / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    shutil.copytree(tiny_adapter, folder / "t2iadapter_canny_sd15v2")
+    build_tiny_adapter(folder / "t2i-adapter-canny-sdxl-1.0", seed=3, xl=True)
+    write_adapter_file(tiny_adapter, folder / "adapter-file.safetensors")
+    write_original_layout(tiny_adapter, folder / "t2iadapter_sketch_sd14v1.safetensors")
+    shutil.copytree(tiny_controlnet, folder / "edges")
+    half = folder / "half-copied"
+    half.mkdir()
+    (half / "config.json").write_text(json.dumps({"_class_name": "T2IAdapter", "adapter_type": "full_adapter"}))
+    lib = ControlNetLibrary(ModelLibrary([tmp_path / "webui"], include_demo=False, hf_cache=False))
+    found = {m.name: m for m in lib.all()}
+    assert set(found) == {"t2iadapter_canny_sd15v2", "t2i-adapter-canny-sdxl-1.0", "adapter-file", "edges",
+                          "t2iadapter_sketch_sd14v1", "half-copied"}
+    sd, xl, single = found["t2iadapter_canny_sd15v2"], found["t2i-adapter-canny-sdxl-1.0"], found["adapter-file"]
+    assert sd.ready and sd.kind == "t2i-adapter" and sd.base == "SD" and is_adapter_info(sd)
+    assert xl.ready and xl.base == "SDXL" and single.ready and single.base == "SD"
+    assert found["edges"].kind == "controlnet" and not is_adapter_info(found["edges"])
+    assert found["half-copied"].status is ModelStatus.INCOMPLETE
+    original = found["t2iadapter_sketch_sd14v1"]
+    assert original.status is ModelStatus.UNSUPPORTED and "original layout" in original.problem
+    assert lib.find("t2iadapter_canny_sd15v2 [0123abcd]").ref == str(folder / "t2iadapter_canny_sd15v2")  # type: ignore[union-attr]
+
+
+def test_adapter_detection_needs_no_torch(tmp_path: Path, tiny_adapter: Path) -> None:
+    """The library reads configs and tensor headers only (run in a fresh interpreter without torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; from pathlib import Path; "
+            "from heyim_desktop.models.controlnets import inspect_controlnet; "
+            f"print(inspect_controlnet(Path({str(tiny_adapter)!r})).base)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "SD"

@@ -181,3 +181,42 @@ def test_openpose_is_offered_with_its_weights(qtbot, tiny_controlnet: Path, tmp_
     assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(expected))
     unit = panel.units()[0]
     assert unit.preprocessor == "openpose" and unit.annotator == str(weights)
+
+
+def test_picker_marks_adapters_and_a_window_job_uses_one(parts, qtbot, data_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         adapter_sd: Path, tiny_adapter: Path, tiny_controlnet: Path) -> None:
+    import shutil
+
+    window = parts.window
+    quick_settings(window)
+    panel = window.controlnet_panel
+    adapter = data_dir / "models" / "ControlNet" / "t2iadapter_canny_sd15v2"
+    shutil.copytree(tiny_adapter, adapter)
+    shutil.copytree(tiny_controlnet, data_dir / "models" / "ControlNet" / "edges")
+    window.refresh_models()
+    qtbot.waitUntil(lambda: sorted(m.name for m in panel.models) == ["edges", "t2iadapter_canny_sd15v2"], timeout=10_000)
+    editor = panel.add_unit()
+    assert editor is not None
+    labels = [editor.model.itemText(i) for i in range(editor.model.count())]
+    assert labels == ["edges", "t2iadapter_canny_sd15v2 (T2I-Adapter, SD)"]
+    editor.model.setCurrentIndex(1)
+    folder = tmp_path / "sd-models"
+    shutil.copytree(adapter_sd, folder / "adapter-sd")
+    with qtbot.waitSignal(window.worker.model_ready, timeout=GEN_TIMEOUT_MS):
+        window.add_model_folder(str(folder))
+        window.choose_model(str(folder / "adapter-sd"))
+    window.settings_panel.set_size(64, 64)
+    editor.set_image(_photo())
+    editor.weight.setValue(0.7)
+    window.prompt_panel.set_prompt("a red fox")
+    with qtbot.waitSignal(window.job_shown, timeout=GEN_TIMEOUT_MS) as blocker:
+        assert window.generate() is not None, window.banner.message()
+    job = blocker.args[0]
+    assert job.state is JobState.DONE, job.error_message
+    assert job.request.controlnets[0].model == str(adapter)
+    entry = window.history.model.entry_at(0)
+    assert 'ControlNet 0: "Module: none, Model: t2iadapter_canny_sd15v2 [' in entry.parameters
+    editor.model.setCurrentIndex(0)
+    window.reuse_settings(entry)
+    assert panel.editors[0].model.currentData() == str(adapter)
+    assert panel.editors[0].weight.value() == pytest.approx(0.7)

@@ -258,6 +258,8 @@ def _control_types(models: Sequence["ModelInfo"], networks: Sequence[str] = ()) 
     for tag, modules in tags.items():
         if tag == "All":
             model_list = ["None", *titles]
+        elif tag == "T2I-Adapter":  # the library knows which are adapters, whatever their names
+            model_list = ["None", *(t for t, m in zip(titles, models) if m.kind == "t2i-adapter")]
         else:
             model_list = ["None", *(t for t in titles if tag.lower() in t.lower())]
         default_module = modules[0] if tag != "All" else "none"

@@ -163,7 +163,8 @@ class UNetCall:
     """One UNet evaluation. Extensions may add to it in ``before_unet``.
 
     ``sample`` is already batched for guidance and scaled by the scheduler. ``concat`` is
-    stacked onto ``sample``'s channels (inpainting UNets); the residuals are ControlNet's.
+    stacked onto ``sample``'s channels (inpainting UNets); the down/mid residuals are
+    ControlNet's, the intrablock ones T2I-Adapter features (added inside the down blocks).
     """
 
     sample: "torch.Tensor"
@@ -173,6 +174,7 @@ class UNetCall:
     concat: "torch.Tensor | None" = None
     down_residuals: "list[torch.Tensor] | None" = None
     mid_residual: "torch.Tensor | None" = None
+    intrablock_residuals: "list[torch.Tensor] | None" = None
 
     def with_text(self, text: TextCond) -> "UNetCall":
         return replace(self, text=text)

@@ -360,6 +360,15 @@ def parse_unit_text(text: str) -> dict[str, Any] | None:
 
 
 def controlnet_extensions(request: "GenerationRequest", components: "Components") -> list[BaseExtension]:
+    """ControlNet units' extension and T2I-Adapter units' (a request may mix them)."""
     if not request.controlnets:
         return []
-    return [ControlNetExtension(request, components)]
+    from heyim_desktop.core.adapter_extension import AdapterExtension, split_units
+
+    nets, adapters = split_units(request)
+    out: list[BaseExtension] = []
+    if nets is not None:
+        out.append(ControlNetExtension(nets, components))
+    if adapters is not None:
+        out.append(AdapterExtension(adapters, components))
+    return out

@@ -210,6 +210,8 @@ class TorchComponents:
             kwargs["down_block_additional_residuals"] = call.down_residuals
         if call.mid_residual is not None:
             kwargs["mid_block_additional_residual"] = call.mid_residual
+        if call.intrablock_residuals is not None:  # the UNet pops from this list: hand it a copy
+            kwargs["down_intrablock_additional_residuals"] = list(call.intrablock_residuals)
         added = self._added_cond(call)
         if added is not None:
             kwargs["added_cond_kwargs"] = added
@@ -229,6 +231,26 @@ class TorchComponents:
             check_compatible(net, Path(key).name, int(self.unet_model.config.cross_attention_dim))
             self._controlnets[key] = net
         return net
+
+    def adapter_model(self, path: str) -> Any:
+        """The T2I-Adapter at ``path``, loaded once onto this device and dtype and kept (family checked)."""
+        from heyim_desktop.core.t2i_adapter import check_family, load_adapter
+
+        key = str(Path(path).expanduser().resolve())
+        adapter = self._controlnets.get(key)
+        if adapter is None:
+            adapter = load_adapter(key, device=self.device, dtype=self.dtype)
+            check_family(dict(adapter.config), Path(key).name, self._capabilities.family)
+            self._controlnets[key] = adapter
+        return adapter
+
+    def adapter_features(self, adapter: Any, image: torch.Tensor, latent_hw: tuple[int, int], name: str) -> list[torch.Tensor]:
+        """The adapter's features for a control image, checked against this UNet's down blocks."""
+        from heyim_desktop.core.t2i_adapter import check_fits
+
+        features = list(adapter(image))
+        check_fits(features, name, self.unet_model, latent_hw)
+        return features
 
     def run_controlnet(
         self, net: Any, sample: torch.Tensor, timestep: torch.Tensor, text: TextCond, image: torch.Tensor, *,

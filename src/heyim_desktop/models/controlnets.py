@@ -4,7 +4,9 @@ They live where users already keep them: AUTOMATIC1111's ``models/ControlNet`` (
 extension's own ``extensions/sd-webui-controlnet/models``), ComfyUI's ``models/controlnet``,
 or a ``ControlNet`` folder inside any folder added in Preferences. A ControlNet is a
 diffusers folder or one ``.safetensors`` file; its base family comes from its
-cross-attention width. Nothing here loads weights.
+cross-attention width. T2I-Adapters (TencentARC) live in the same folders and are listed
+with kind "t2i-adapter"; their family ("SD": 1.x/2.x, or "SDXL") comes from their adapter type.
+Nothing here loads weights.
 """
 
 from __future__ import annotations
@@ -39,9 +41,38 @@ def _base(dim: int | None) -> str:
     return "unknown" if dim is None else _BASES.get(family_for_cross_dim(dim), "unknown")
 
 
+#: ModelInfo.kind of a T2I-Adapter listed with the ControlNets.
+ADAPTER_KIND = "t2i-adapter"
+
+
+def _inspect_adapter(path: Path, source: str) -> ModelInfo | None:
+    """A T2I-Adapter folder or file as the library lists it, or None when it is not one."""
+    from heyim_desktop.core.t2i_adapter import ORIGINAL_LAYOUT, adapter_family, is_adapter, is_original_layout, read_config
+
+    if is_original_layout(path):
+        return ModelInfo(path.stem, str(path), ADAPTER_KIND, "unknown", file_size(path), ModelStatus.UNSUPPORTED,
+                         ORIGINAL_LAYOUT, source)
+    if not is_adapter(path):
+        return None
+    name = path.name if path.is_dir() else path.stem
+    size = folder_size(path) if path.is_dir() else file_size(path)
+    if path.is_dir() and not (path / "diffusion_pytorch_model.safetensors").is_file():
+        return ModelInfo(name, str(path), ADAPTER_KIND, "unknown", size, ModelStatus.INCOMPLETE,
+                         "diffusion_pytorch_model.safetensors is missing", source)
+    base = "SDXL" if adapter_family(read_config(path)) == "sdxl" else "SD"
+    return ModelInfo(name, str(path), ADAPTER_KIND, base, size, ModelStatus.READY, "", source)
+
+
+def is_adapter_info(info: ModelInfo) -> bool:
+    return info.kind == ADAPTER_KIND
+
+
 def inspect_controlnet(path: Path, source: str = "") -> ModelInfo | None:
-    """A ControlNet folder or file as the library lists it, or None when it is not one."""
+    """A ControlNet (or T2I-Adapter) folder or file as the library lists it, or None when it is neither."""
     try:
+        adapter = _inspect_adapter(path, source)
+        if adapter is not None:
+            return adapter
         if path.is_dir():
             config = path / "config.json"
             if not config.is_file():

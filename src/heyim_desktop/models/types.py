@@ -21,7 +21,7 @@ class ModelInfo:
     name: str
     ref: str
     kind: str  # "diffusers", "safetensors", "gguf", "coreml", "pickle", "demo", "upscaler", "lora", "embedding"
-    #: "SD1", "SD2", "SDXL", "SDXL-refiner", "SD" (Core ML 1.x/2.x), a diffusion-transformer family's
+    #: "SD1", "SD2", "SDXL", "SDXL-refiner", "SD" (Core ML or a T2I-Adapter: 1.x/2.x), a diffusion-transformer family's
     #: label ("Z-Image", "FLUX.2 [klein]", "SD 3.5": core.families), "unknown"
     base: str
     size_bytes: int

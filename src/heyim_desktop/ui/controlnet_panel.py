@@ -214,7 +214,7 @@ class ControlUnitEditor(QFrame):
         self.model.clear()
         ready = [m for m in models if m.ready]
         for m in ready:
-            self.model.addItem(f"{m.name} ({m.base})" if m.base != "unknown" else m.name, m.ref)
+            self.model.addItem(model_label(m), m.ref)
         if not ready:
             self.model.addItem("No ControlNet: put one in models/ControlNet", "")
         i = self.model.findData(current)
@@ -540,6 +540,13 @@ class ControlNetPanel(QGroupBox):
             which = ", ".join(str(i) for i in missing)
             self.failed.emit(f"The control image of ControlNet {which} was kept with this image but its file "
                              "is gone; drop the control image again.")
+
+
+def model_label(info: Any) -> str:
+    """How the picker names a model: T2I-Adapters marked, the base family when known."""
+    marks = [*(["T2I-Adapter"] if getattr(info, "kind", "") == "t2i-adapter" else []),
+             *([info.base] if info.base != "unknown" else [])]
+    return f"{info.name} ({', '.join(marks)})" if marks else str(info.name)
 
 
 def library_source(folders: Sequence[str]) -> Callable[[], tuple[list[Any], dict[str, str]]]:

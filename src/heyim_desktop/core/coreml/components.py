@@ -355,6 +355,8 @@ class CoreMLComponents:
         return _output(self.unets[-1], out)
 
     def unet(self, call: UNetCall) -> torch.Tensor:
+        if call.intrablock_residuals is not None:
+            raise ModelError(f"{self.info.name}: Core ML UNets (Apple's layout) take no T2I-Adapter features.")
         if not self.residuals and (call.down_residuals is not None or call.mid_residual is not None):
             raise ModelError(f"{self.info.name}: this Core ML UNet takes no ControlNet inputs.")
         if call.concat is not None and self._capabilities.inpaint != "concat":
