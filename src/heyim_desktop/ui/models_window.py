@@ -152,7 +152,7 @@ class ModelsWindow(QDialog):
         self._models = self.library.list() + self.library.list_upscalers()
         self.tree.clear()
         for m in self._models:
-            item = QTreeWidgetItem([m.name, f"{m.kind} {m.quantization}" if m.quantization else m.kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
+            item = QTreeWidgetItem([m.name, m.kind_label, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
                                     m.status.value if m.ready else f"{m.status.value}: {m.problem}"])
             item.setData(0, Qt.ItemDataRole.UserRole, m.ref)
             item.setToolTip(0, m.ref)

@@ -181,6 +181,8 @@ def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
             if not (folder / part / "config.json").is_file():
                 raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
             continue  # a GGUF-quantized transformer (core.families.single_file), header-checked when listed
+        if part.startswith("text_encoder") and not files and any((folder / part).glob("*.gguf")):
+            continue  # a GGUF text encoder (core.families.text_encoder_gguf), checked below
         if not files:
             if any(p.suffix in (".bin", ".ckpt", ".pt", ".pth") for p in (folder / part).iterdir()):
                 raise ModelError(
@@ -192,6 +194,9 @@ def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
             raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
         for weights in files:
             _check_weights(folder, part, weights)
+    from heyim_desktop.core.families.text_encoder_gguf import text_encoder_ggufs
+
+    text_encoder_ggufs(folder, family, index)  # header, architecture and sizes (no torch)
     return family
 
 

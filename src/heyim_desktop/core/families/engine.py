@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from heyim_desktop.core.families.text_encoder_gguf import TextEncoderGguf
     from heyim_desktop.core.lora import LoraUse
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
     def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None,
-                 offloaded: bool = False, transformer_file: Path | None = None) -> None:
+                 offloaded: bool = False, transformer_file: Path | None = None,
+                 text_encoders: "tuple[TextEncoderGguf, ...]" = ()) -> None:
         self.pipe: Any = pipe
         #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
         #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
@@ -113,7 +115,10 @@ class FamilyEngine:
             # diffusers' SD3 inpainting takes SD 3's 16 latent channels (or 33 for an inpainting model)
             caps = replace(caps, inpaint="none")
         self._capabilities: Capabilities = caps
-        self.parameters_extra = family_parameters(family, caps.guidance, pipe.scheduler.config, transformer_file)
+        #: GGUF text encoders used instead of the folder's full weights (core.families.text_encoder_gguf)
+        self.text_encoders = text_encoders
+        self.parameters_extra = family_parameters(family, caps.guidance, pipe.scheduler.config, transformer_file,
+                                                  text_encoders)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -441,7 +446,9 @@ def load_family_engine(
     """Load a diffusers-format folder of a family (local files only, safetensors only).
 
     ``transformer_file`` (a GGUF or single-file ``.safetensors`` transformer) replaces the folder's own
-    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. ``offload``
+    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. A GGUF text
+    encoder in the folder's ``text_encoder/`` (SD 3.5: ``text_encoder_3/``) replaces that encoder's full
+    weights (transformers dequantizes it on load: :mod:`.text_encoder_gguf`). ``offload``
     (None: when the weights would take more than :data:`OFFLOAD_SHARE` of the device's memory; also
     the ``HEYIM_OFFLOAD`` environment variable, ``on``/``off``) keeps the parts on the CPU and moves
     each to the device only while it runs (accelerate's hooks, through diffusers).
@@ -449,6 +456,7 @@ def load_family_engine(
     import diffusers
 
     from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
+    from heyim_desktop.core.families.text_encoder_gguf import load_text_encoder, text_encoder_ggufs
     from heyim_desktop.core.torch_engine import pick_device
 
     family = check_family_folder(folder, index)
@@ -460,15 +468,18 @@ def load_family_engine(
     expected, _optional = cls._get_signature_keys(cls)
     parts: dict[str, Any] = {k: None for k in expected if index.get(k) in (None, [None, None])}
     single = transformer_file or folder_transformer_file(folder)
+    encoders = text_encoder_ggufs(folder, family, index)
     try:
         if single is not None:
             parts["transformer"] = load_transformer(single, folder, index, dtype)
+        for encoder in encoders:
+            parts[encoder.part] = load_text_encoder(encoder, folder, dtype)
         pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **parts)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
         raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-    weights = _weights_bytes(folder, family, single)
+    weights = _weights_bytes(folder, family, single, encoders, dtype.itemsize)
     offloaded = wants_offload(dev, weights, offload)
     if offloaded:
         log.info("model CPU offload for %s (%.1f GB of weights on %s)", folder.name, weights / 1e9, dev)
@@ -480,14 +491,15 @@ def load_family_engine(
     if single is not None and name is None:
         model_name = single.stem
     return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded,
-                        transformer_file=single)
+                        transformer_file=single, text_encoders=encoders)
 
 
 def family_parameters(family: Family, guidance: str, scheduler_config: Any,
-                      transformer_file: Path | None = None) -> tuple[tuple[str, str], ...]:
+                      transformer_file: Path | None = None,
+                      text_encoders: "tuple[TextEncoderGguf, ...]" = ()) -> tuple[tuple[str, str], ...]:
     """A family image's own ``parameters`` keys (:data:`~heyim_desktop.core.metadata.FAMILY_KEYS`):
-    the family, its guidance kind, the flow-matching shift, and a single-file transformer with its
-    GGUF quantization."""
+    the family, its guidance kind, the flow-matching shift, a single-file transformer with its
+    GGUF quantization, and a GGUF text encoder with its quantization."""
     from heyim_desktop.core.families.single_file import gguf_quantization
     from heyim_desktop.core.metadata import format_shift
 
@@ -500,14 +512,23 @@ def family_parameters(family: Family, guidance: str, scheduler_config: Any,
         pairs.append(("Transformer", transformer_file.name))
         if transformer_file.suffix.lower() == ".gguf":
             pairs.append(("Quantization", gguf_quantization(transformer_file)))
+    for encoder in text_encoders[:1]:  # a family has one GGUF-capable text encoder (Qwen3, or SD 3.5's T5)
+        pairs.append(("Text encoder", encoder.file.name))
+        pairs.append(("Text encoder quantization", encoder.quantization))
     return tuple(pairs)
 
 
-def _weights_bytes(folder: Path, family: Family, single: Path | None) -> int:
+def _weights_bytes(folder: Path, family: Family, single: Path | None,
+                   encoders: "tuple[TextEncoderGguf, ...]" = (), itemsize: int = 4) -> int:
+    """The weights' bytes in memory: a GGUF transformer stays quantized; a GGUF text encoder is dequantized."""
+    replaced = {e.part: e for e in encoders}
     total = 0
-    for part in family.weighted_parts:
+    for part in (*family.weighted_parts, *(p for p in replaced if p not in family.weighted_parts)):
         if part == "transformer" and single is not None:
             total += single.stat().st_size
+            continue
+        if part in replaced:
+            total += replaced[part].parameters * itemsize
             continue
         for file in (folder / part).glob("*.safetensors"):
             total += file.stat().st_size
