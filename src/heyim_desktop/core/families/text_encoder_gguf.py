@@ -41,9 +41,9 @@ _ARCH_LABELS = {"qwen3": "Qwen3", "t5encoder": "T5 encoder", "t5": "T5"}
 _SIZES = {
     "qwen3": (("embedding_length", "hidden_size"), ("block_count", "num_hidden_layers"),
               ("feed_forward_length", "intermediate_size"), ("attention.head_count", "num_attention_heads"),
-              ("attention.head_count_kv", "num_key_value_heads")),
+              ("attention.head_count_kv", "num_key_value_heads"), ("attention.key_length", "head_dim")),
     "t5": (("embedding_length", "d_model"), ("block_count", "num_layers"), ("feed_forward_length", "d_ff"),
-           ("attention.head_count", "num_heads")),
+           ("attention.head_count", "num_heads"), ("attention.key_length", "d_kv")),
 }
 
 

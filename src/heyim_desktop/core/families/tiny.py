@@ -183,7 +183,7 @@ def _sd3_modules(tmp: Path, seed: int, text_width: int = 16, t5: bool = False) -
         # d_model is the transformer's joint_attention_dim; gated GELU as T5 v1.1 (SD 3.5's T5-XXL)
         modules["text_encoder_3"] = T5EncoderModel(T5Config(
             d_model=32, d_ff=32, d_kv=16, num_layers=2, num_heads=2, vocab_size=t5_vocab,
-            feed_forward_proj="gated-gelu", relative_attention_num_buckets=8, decoder_start_token_id=0,
+            feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
         ))
     return modules
 
