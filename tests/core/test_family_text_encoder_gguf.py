@@ -246,3 +246,54 @@ def test_two_gguf_text_encoders_or_one_for_clip_are_refused(wide_models: dict[st
     shutil.move(str(next((s / "text_encoder_3").glob("*.gguf"))), s / "text_encoder" / "clip.gguf")
     with pytest.raises(ModelError, match="text_encoder has no GGUF form"):
         text_encoder_ggufs(s, FAMILIES["sd3"], read_family_index(s)[1])  # type: ignore[index]
+
+
+def test_a_gguf_text_encoder_chosen_explicitly_replaces_the_folders(wide_models: dict[str, Path], tmp_path: Path,
+                                                                     tiny_model: Path) -> None:
+    """A GGUF file anywhere (``load_engine(..., text_encoder=FILE)``, the CLI's ``--text-encoder``): the folder's
+    text_encoder/ then needs only its config.json."""
+    from heyim_desktop.core.families.tiny import write_tiny_text_encoder_gguf
+    from heyim_desktop.core.loading import load_engine
+
+    file = write_tiny_text_encoder_gguf(wide_models["zimage"], tmp_path / "qwen3-Q8_0.gguf")
+    folder = tmp_path / "z-no-encoder"
+    shutil.copytree(wide_models["zimage"], folder)
+    for weights in (folder / "text_encoder").glob("*.safetensors"):
+        weights.unlink()
+    request = _req(negative_prompt="blurry")
+    engine: Any = load_engine(str(folder), device="cpu", text_encoder=str(file))
+    try:
+        assert dict(engine.parameters_extra)["Text encoder"] == "qwen3-Q8_0.gguf"
+        ours = engine.render(request).images[0]
+    finally:
+        engine.close()
+    in_folder = _gguf_folder(wide_models["zimage"], "zimage", "Q8_0", tmp_path / "z-in-folder")
+    assert float(np.abs(ours - _reference(wide_models["zimage"], in_folder, "zimage", request)).max()) <= 1e-4
+    with pytest.raises(ModelError, match="GGUF text encoder file is for those"):
+        load_engine(str(tiny_model), device="cpu", text_encoder=str(file))
+    t5 = write_tiny_text_encoder_gguf(wide_models["sd3"], tmp_path / "t5.gguf", part="text_encoder_3")
+    with pytest.raises(ModelError, match=r"t5.gguf \(for z-no-encoder\) is a GGUF t5encoder model, not the Qwen3"):
+        load_engine(str(folder), device="cpu", text_encoder=str(t5))
+    with pytest.raises(ModelError, match="must be a .gguf"):
+        load_engine(str(folder), device="cpu", text_encoder=str(folder / "model_index.json"))
+
+
+def test_generate_cli_takes_a_gguf_text_encoder(wide_models: dict[str, Path], tmp_path: Path, data_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from heyim_desktop.cli import main
+    from heyim_desktop.core.families.tiny import write_tiny_text_encoder_gguf
+    from heyim_desktop.core.metadata import read_parameters
+
+    file = write_tiny_text_encoder_gguf(wide_models["flux2"], tmp_path / "qwen3-F16.gguf", quantization="F16")
+    code = main(["generate", "--model", str(wide_models["flux2"]), "--text-encoder", str(file), "-p", "a red fox",
+                 "--steps", "2", "--size", "64x64", "--seed", "3", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    params = read_parameters(Path(captured.out.split()[0]))
+    assert params is not None
+    assert params.family_settings()["text_encoder"] == "qwen3-F16.gguf"
+    assert params.family_settings()["text_encoder_quantization"] == "F16"
+    code = main(["generate", "--demo", "--text-encoder", str(file), "-p", "x", "--steps", "1",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code != 0 and "GGUF text encoder file is for those" in err and "Traceback" not in err

@@ -20,7 +20,7 @@ from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import TokenCount
 from heyim_desktop.core.engine import EngineInfo, _empty_device_cache, _is_oom, check_finite, floats_to_pil
 from heyim_desktop.core.errors import InvalidRequest, ModelError, OutOfMemory
-from heyim_desktop.core.families import FAMILIES, Family, check_family_folder
+from heyim_desktop.core.families import FAMILIES, Family, check_family_folder, read_family_index
 from heyim_desktop.core.loop import PREVIEW_INTERVAL_S
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress, ProgressCallback
@@ -441,14 +441,15 @@ def state_steps(request: GenerationRequest) -> int:
 
 def load_family_engine(
     folder: Path, index: dict[str, Any], *, device: str = "auto", precision: str = "auto", name: str | None = None,
-    transformer_file: Path | None = None, offload: bool | None = None,
+    transformer_file: Path | None = None, offload: bool | None = None, text_encoder_file: Path | None = None,
 ) -> FamilyEngine:
     """Load a diffusers-format folder of a family (local files only, safetensors only).
 
     ``transformer_file`` (a GGUF or single-file ``.safetensors`` transformer) replaces the folder's own
     transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. A GGUF text
     encoder in the folder's ``text_encoder/`` (SD 3.5: ``text_encoder_3/``) replaces that encoder's full
-    weights (transformers dequantizes it on load: :mod:`.text_encoder_gguf`). ``offload``
+    weights (transformers dequantizes it on load: :mod:`.text_encoder_gguf`); ``text_encoder_file``
+    (a GGUF anywhere, chosen explicitly) does the same from outside the folder. ``offload``
     (None: when the weights would take more than :data:`OFFLOAD_SHARE` of the device's memory; also
     the ``HEYIM_OFFLOAD`` environment variable, ``on``/``off``) keeps the parts on the CPU and moves
     each to the device only while it runs (accelerate's hooks, through diffusers).
@@ -456,10 +457,21 @@ def load_family_engine(
     import diffusers
 
     from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
-    from heyim_desktop.core.families.text_encoder_gguf import load_text_encoder, text_encoder_ggufs
+    from heyim_desktop.core.families.text_encoder_gguf import (
+        GGUF_TEXT_PARTS,
+        explicit_text_encoder,
+        load_text_encoder,
+        text_encoder_ggufs,
+    )
     from heyim_desktop.core.torch_engine import pick_device
 
-    family = check_family_folder(folder, index)
+    found = read_family_index(folder)
+    chosen = None
+    if text_encoder_file is not None:
+        if found is None:
+            raise ModelError(f"{folder.name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 model.")
+        chosen = explicit_text_encoder(text_encoder_file, folder, found[0], index)
+    family = check_family_folder(folder, index, replaced=(chosen.part,) if chosen is not None else ())
     dev = pick_device(device)
     dtype = family_dtype(dev, precision)
     cls = getattr(diffusers, family.pipeline)
@@ -468,7 +480,9 @@ def load_family_engine(
     expected, _optional = cls._get_signature_keys(cls)
     parts: dict[str, Any] = {k: None for k in expected if index.get(k) in (None, [None, None])}
     single = transformer_file or folder_transformer_file(folder)
-    encoders = text_encoder_ggufs(folder, family, index)
+    encoders = text_encoder_ggufs(folder, family, index, skip=GGUF_TEXT_PARTS[family.key] if chosen else ())
+    if chosen is not None:
+        encoders = (chosen, *encoders)
     try:
         if single is not None:
             parts["transformer"] = load_transformer(single, folder, index, dtype)
@@ -560,9 +574,9 @@ def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = 
     return total is not None and weights_bytes > OFFLOAD_SHARE * total
 
 
-def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto") -> FamilyEngine:
+def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto",
+                            text_encoder_file: Path | None = None) -> FamilyEngine:
     """A single-file transformer (GGUF or ``.safetensors``) with its family folder's other parts."""
-    from heyim_desktop.core.families import read_family_index
     from heyim_desktop.core.families.single_file import find_base_folder, no_base_message, transformer_file_family
 
     family = transformer_file_family(path)
@@ -572,7 +586,8 @@ def load_family_file_engine(path: Path, *, device: str = "auto", precision: str 
     found = read_family_index(base) if base is not None else None
     if base is None or found is None:
         raise ModelError(no_base_message(path, family))
-    return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path)
+    return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path,
+                              text_encoder_file=text_encoder_file)
 
 
 __all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine", "load_family_file_engine"]

@@ -67,10 +67,15 @@ def _gguf_files(part: Path) -> list[Path]:
         return []
 
 
-def text_encoder_ggufs(folder: Path, family: Family, index: dict[str, Any]) -> tuple[TextEncoderGguf, ...]:
-    """The GGUF text encoders ``folder`` holds (header-checked, without torch); raises a clear ModelError."""
+def text_encoder_ggufs(folder: Path, family: Family, index: dict[str, Any], *,
+                       skip: tuple[str, ...] = ()) -> tuple[TextEncoderGguf, ...]:
+    """The GGUF text encoders ``folder`` holds (header-checked, without torch); raises a clear ModelError.
+
+    ``skip``: parts an explicitly chosen file replaces (what their subfolders hold is not used)."""
     found: list[TextEncoderGguf] = []
     for part in GGUF_TEXT_PARTS.get(family.key, ()):
+        if part in skip:
+            continue
         files = _gguf_files(folder / part)
         if not files:
             continue
@@ -92,13 +97,26 @@ def _other_parts(family: Family) -> tuple[str, ...]:
     return tuple(p for p in family.weighted_parts if p.startswith("text_encoder") and p not in allowed)
 
 
+def explicit_text_encoder(file: Path, folder: Path, family: Family, index: dict[str, Any]) -> TextEncoderGguf:
+    """A GGUF text encoder chosen by the user (anywhere on disk) for ``folder``: the family's GGUF-capable
+    encoder (Qwen3, SD 3.5's T5), checked against that subfolder's ``config.json`` as an in-folder one is."""
+    parts = GGUF_TEXT_PARTS.get(family.key, ())
+    if not parts:
+        raise ModelError(f"{family.label} models take no GGUF text encoder.")
+    if file.suffix.lower() != ".gguf":
+        raise ModelError(f"{file.name}: a text encoder file must be a .gguf (llama.cpp's format).")
+    if not file.is_file():
+        raise ModelError(f"Text encoder file not found: {file}")
+    return check_text_encoder_gguf(file, folder, family, index, parts[0])
+
+
 def check_text_encoder_gguf(file: Path, folder: Path, family: Family, index: dict[str, Any],
                             part: str) -> TextEncoderGguf:
     """``file`` as ``folder``'s ``part``: an architecture transformers reads, the family's, the folder's sizes."""
     from heyim_desktop.core.gguf_header import read_gguf_header
     from heyim_desktop.core.model_files import CorruptModel
 
-    where = f"{folder.name}/{part}/{file.name}"
+    where = f"{folder.name}/{part}/{file.name}" if file.parent == folder / part else f"{file.name} (for {folder.name})"
     entry = index.get(part)
     cls = entry[1] if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str) else ""
     if not cls:
