@@ -297,3 +297,19 @@ def test_generate_cli_takes_a_gguf_text_encoder(wide_models: dict[str, Path], tm
                  "--out", str(tmp_path / "out"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code != 0 and "GGUF text encoder file is for those" in err and "Traceback" not in err
+
+
+@pytest.mark.slow  # an engine process (its own torch import): ~15 s here
+def test_the_engine_process_loads_with_the_chosen_text_encoder(wide_models: dict[str, Path], tmp_path: Path) -> None:
+    """The window's choice (Preferences.text_encoders) reaches the engine process with the load."""
+    from heyim_desktop.core.families.tiny import write_tiny_text_encoder_gguf
+    from heyim_desktop.core.process.remote import ProcessLoader
+
+    file = write_tiny_text_encoder_gguf(wide_models["zimage"], tmp_path / "qwen3-Q8_0.gguf")
+    remote = ProcessLoader(device="cpu").load(str(wide_models["zimage"]), text_encoder=str(file))
+    try:
+        result = remote.generate(_req(steps=1, model=str(wide_models["zimage"])))
+        extra = dict(result.parameters_extra)
+        assert extra["Text encoder"] == "qwen3-Q8_0.gguf" and extra["Text encoder quantization"] == "Q8_0"
+    finally:
+        remote.close()

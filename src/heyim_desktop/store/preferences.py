@@ -51,6 +51,9 @@ class Preferences:
     api_port: int = 5858
     #: Send generations to a Redis queue instead of the local worker; empty = local.
     remote_queue_url: str = ""
+    #: Model ref (a Z-Image / FLUX.2 [klein] / SD 3.5 folder) -> the GGUF text encoder file chosen for it in
+    #: the Models window, used instead of the folder's own (core.families.text_encoder_gguf).
+    text_encoders: dict[str, str] = field(default_factory=dict, compare=False)
     #: The last settings used in the window (prompt panel and settings panel), restored at launch.
     last_settings: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -96,6 +99,9 @@ def load_preferences(root: Path | None = None) -> Preferences:
                 kwargs[f.name] = type(default)(value)
         elif isinstance(value, type(default)):
             kwargs[f.name] = value
+    if "text_encoders" in kwargs:  # paths only, both sides strings
+        kwargs["text_encoders"] = {k: v for k, v in kwargs["text_encoders"].items()
+                                   if isinstance(k, str) and isinstance(v, str) and k and v}
     prefs = Preferences(**kwargs)
     if prefs.device not in DEVICES:
         prefs = prefs.replace(device="auto")

@@ -110,7 +110,8 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
         from heyim_desktop.core.coreml.compute_units import compose_units
 
         units = compose_units(current.coreml_compute_units, current.coreml_component_units, current.coreml_memory)
-        return default_loader(current.device, units, status, engines, in_process=in_process_engine)(ref)
+        return default_loader(current.device, units, status, engines, in_process=in_process_engine,
+                              text_encoders=current.text_encoders)(ref)
 
     # The last model preloads as soon as the worker runs: its engine process starts at launch.
     def preferred_upscaler() -> Any:
