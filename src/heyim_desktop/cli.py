@@ -366,8 +366,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core.loading import load_engine
 
     t0 = time.perf_counter()
+    text_encoder = args.text_encoder
+    if text_encoder is None and not args.demo:  # the one chosen for this model in the window, if any
+        from heyim_desktop.store.preferences import load_preferences, text_encoder_for
+
+        text_encoder = text_encoder_for(load_preferences(), str(model_path))
     engine = load_engine(str(model_path), device=args.device, precision=args.precision,  # folders and single files
-                         text_encoder=args.text_encoder)
+                         text_encoder=text_encoder)
     bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
     if args.size is None:
         w, h = engine.default_size

@@ -313,3 +313,26 @@ def test_the_engine_process_loads_with_the_chosen_text_encoder(wide_models: dict
         assert extra["Text encoder"] == "qwen3-Q8_0.gguf" and extra["Text encoder quantization"] == "Q8_0"
     finally:
         remote.close()
+
+
+def test_the_choice_kept_in_preferences_applies_to_the_cli(wide_models: dict[str, Path], tmp_path: Path,
+                                                            data_dir: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preferences.text_encoders (set in the window) is read by generate and serve, matched by path."""
+    from heyim_desktop.cli import main
+    from heyim_desktop.core.families.tiny import write_tiny_text_encoder_gguf
+    from heyim_desktop.core.metadata import read_parameters
+    from heyim_desktop.store.preferences import Preferences, load_preferences, save_preferences, text_encoder_for
+
+    file = write_tiny_text_encoder_gguf(wide_models["zimage"], tmp_path / "chosen-Q8_0.gguf")
+    save_preferences(Preferences(text_encoders={str(wide_models["zimage"]): str(file)}))
+    prefs = load_preferences()
+    monkeypatch.chdir(wide_models["zimage"].parent)
+    assert text_encoder_for(prefs, wide_models["zimage"].name) == str(file)  # a relative path to the same folder
+    assert text_encoder_for(prefs, str(wide_models["flux2"])) is None
+    code = main(["generate", "--model", wide_models["zimage"].name, "-p", "a red fox", "--steps", "1",
+                 "--size", "64x64", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    params = read_parameters(Path(captured.out.split()[0]))
+    assert params is not None and params.family_settings()["text_encoder"] == "chosen-Q8_0.gguf"

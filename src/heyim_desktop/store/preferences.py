@@ -61,6 +61,19 @@ class Preferences:
         return dataclasses.replace(self, **changes)
 
 
+def text_encoder_for(prefs: Preferences, ref: str) -> str | None:
+    """The GGUF text encoder chosen for the model ``ref`` (Preferences.text_encoders), matched by path."""
+    if not prefs.text_encoders:
+        return None
+    if ref in prefs.text_encoders:
+        return prefs.text_encoders[ref]
+    try:
+        wanted = Path(ref).expanduser().resolve()
+        return next((v for k, v in prefs.text_encoders.items() if Path(k).expanduser().resolve() == wanted), None)
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
 def _path(root: Path | None) -> Path:
     return (root or paths.data_dir()) / FILE_NAME
 

@@ -72,17 +72,19 @@ def default_loader(device: str = "auto", compute_units: str | None = None,
     """Load models in an engine process (``engines`` keeps the crash counts between loads);
     ``in_process``: in this process instead (window tests, which must not start a child per test);
     ``text_encoders``: model ref -> the GGUF text encoder file chosen for it (Preferences.text_encoders)."""
-    chosen = text_encoders or {}
+    from heyim_desktop.store.preferences import Preferences, text_encoder_for
+
+    prefs = Preferences(text_encoders=dict(text_encoders or {}))
     if in_process:
         from heyim_desktop.core.loading import load_engine
 
         return lambda ref: load_engine(ref, device=torch_device(device), compute_units=compute_units,
-                                       on_status=on_status, text_encoder=chosen.get(ref))
+                                       on_status=on_status, text_encoder=text_encoder_for(prefs, ref))
     from heyim_desktop.core.process.remote import ProcessLoader
 
     loader = engines or ProcessLoader()
     return lambda ref: loader.load(ref, device=torch_device(device), compute_units=compute_units, on_status=on_status,
-                                   text_encoder=chosen.get(ref))
+                                   text_encoder=text_encoder_for(prefs, ref))
 
 
 def torch_device(device: str) -> str:
