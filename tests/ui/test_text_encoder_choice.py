@@ -46,6 +46,9 @@ def test_the_models_window_checks_and_passes_on_a_gguf_text_encoder(qtbot, data_
         win.text_encoder_button.click()
     assert chosen.args == [str(folder), str(gguf)]
     assert "qwen3-F32.gguf (F32, dequantized on load)" in win.status.text()
+    kinds = {win.tree.topLevelItem(i).text(0): win.tree.topLevelItem(i).text(1)
+             for i in range(win.tree.topLevelItemCount())}
+    assert kinds["z"] == "diffusers, text encoder qwen3-F32.gguf"  # the list shows the choice
     # a foreign file is refused in the window, naming both; nothing is passed on
     monkeypatch.setattr(win, "ask_text_encoder", lambda: str(_llama_gguf(tmp_path / "llama.gguf")))
     with qtbot.assertNotEmitted(win.textEncoderChosen):

@@ -164,7 +164,10 @@ class ModelsWindow(QDialog):
         self._models = self.library.list() + self.library.list_upscalers()
         self.tree.clear()
         for m in self._models:
-            item = QTreeWidgetItem([m.name, m.kind_label, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
+            kind = m.kind_label
+            if m.ref in self.text_encoders:  # a GGUF text encoder chosen for it (Text encoder…)
+                kind += f", text encoder {Path(self.text_encoders[m.ref]).name}"
+            item = QTreeWidgetItem([m.name, kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
                                     m.status.value if m.ready else f"{m.status.value}: {m.problem}"])
             item.setData(0, Qt.ItemDataRole.UserRole, m.ref)
             item.setToolTip(0, m.ref)
@@ -372,6 +375,8 @@ class ModelsWindow(QDialog):
                     "Text encoder", f"Use {m.name}'s own text encoder again instead of "
                                     f"{Path(self.text_encoders[m.ref]).name}?"):
                 self.textEncoderChosen.emit(m.ref, "")
+                self.text_encoders.pop(m.ref, None)
+                self.refresh()
                 self.status.setText(f"{m.name} uses its own text encoder from its next load.")
             return
         found = read_family_index(Path(m.ref))
@@ -384,6 +389,8 @@ class ModelsWindow(QDialog):
             self.status.setText(str(exc))
             return
         self.textEncoderChosen.emit(m.ref, str(Path(path)))
+        self.text_encoders[m.ref] = str(Path(path))
+        self.refresh()
         self.status.setText(f"{m.name} uses {chosen.file.name} ({chosen.quantization}, dequantized on load) as its "
                             f"{chosen.part} from its next load.")
 

@@ -97,6 +97,7 @@ class ModelsSection(WindowParts):
             self.models_window.modelChosen.connect(self.choose_model)
             self.models_window.textEncoderChosen.connect(self._text_encoder_chosen)
         self.models_window.text_encoders = dict(self.prefs.text_encoders)
+        self.models_window.refresh()
         self.models_window.show()
         self.models_window.raise_()
         self.models_window.activateWindow()
