@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an SDXL refiner (folder or .safetensors) that finishes each image")
     gen.add_argument("--refiner-switch", type=float, default=0.8, metavar="FRACTION",
                      help="hand over to the refiner after this fraction of the steps, in (0, 1) (default 0.8)")
+    gen.add_argument("--text-encoder", metavar="FILE.gguf", default=None,
+                     help="a GGUF text encoder (Qwen3 for Z-Image and FLUX.2 [klein], T5 for SD 3.5) used instead of "
+                          "the model's own; it must be the model the folder was made with")
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
     gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu", "coreml"))
     gen.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
@@ -363,7 +366,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heyim_desktop.core.loading import load_engine
 
     t0 = time.perf_counter()
-    engine = load_engine(str(model_path), device=args.device, precision=args.precision)  # folders and single files
+    text_encoder = args.text_encoder
+    if text_encoder is None and not args.demo:  # the one chosen for this model in the window, if any
+        from heyim_desktop.store.preferences import load_preferences, text_encoder_for
+
+        text_encoder = text_encoder_for(load_preferences(), str(model_path))
+    engine = load_engine(str(model_path), device=args.device, precision=args.precision,  # folders and single files
+                         text_encoder=text_encoder)
     bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
     if args.size is None:
         w, h = engine.default_size

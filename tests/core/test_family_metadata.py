@@ -48,7 +48,8 @@ def test_hostile_family_values_are_left_out() -> None:
     assert parsed.family_settings() == {}
     assert "model" not in parsed.request_settings()
     assert parse_parameters("x\nSteps: 2, Seed: 1, Shift: 0, Transformer: ..").family_settings() == {}
-    assert set(FAMILY_KEYS) == {"Model family", "Guidance kind", "Shift", "Transformer", "Quantization"}
+    assert set(FAMILY_KEYS) == {"Model family", "Guidance kind", "Shift", "Transformer", "Quantization",
+                                "Text encoder", "Text encoder quantization"}
 
 
 def test_zimage_images_carry_the_family_keys(zimage_engine: Any, tiny_zimage: Path, tmp_path: Path) -> None:

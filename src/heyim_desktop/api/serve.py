@@ -76,7 +76,14 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     # The model runs in an engine process: a crash or an out-of-memory kill there fails one job
     # and the server stays up; the next job starts a fresh process.
     engines = ProcessLoader(device=args.device, precision=args.precision)
-    host = EngineHost(engines, default_model=default_ref, upscalers=engines.upscaler)  # upscales too
+    prefs = load_preferences()
+
+    def load(ref: str) -> Any:  # with the GGUF text encoder chosen for it in the window, if any
+        from heyim_desktop.store.preferences import text_encoder_for
+
+        return engines.load(ref, text_encoder=text_encoder_for(prefs, ref))
+
+    host = EngineHost(load, default_model=default_ref, upscalers=engines.upscaler)  # upscales too
 
     def sink(result: Any, job: Any) -> tuple[object, ...]:
         return tuple(store.save_result(result, job))

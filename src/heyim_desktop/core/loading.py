@@ -18,19 +18,22 @@ def load_engine(
     *,
     compute_units: str | None = None,
     on_status: Callable[[str], None] | None = None,
+    text_encoder: str | None = None,
 ) -> Engine:
     """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder (also a Hugging
     Face cache snapshot), a single-file ``.safetensors`` checkpoint (recognised by content), or a
     Core ML resources folder (macOS; ``device`` "auto" or "coreml"; ``compute_units`` or
     "coreml:UNITS" picks CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears
-    Core ML's load steps)."""
+    Core ML's load steps). ``text_encoder``: a GGUF text encoder file used instead of a Z-Image,
+    FLUX.2 [klein] or SD 3.5 model's own (core.families.text_encoder_gguf)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.devices import require_device
     from heyim_desktop.core.thirdparty import quiet_third_party
 
     require_device(device)  # a GPU the computer lacks fails before anything heavy is imported
     quiet_third_party()
-    engine = _load(ref, device, precision, compute_units, on_status)
+    encoder = Path(text_encoder).expanduser() if text_encoder else None
+    engine = _load(ref, device, precision, compute_units, on_status, encoder)
     attach_model_hash(engine, paths.ensure_demo_model() if ref == DEMO_REF else Path(ref).expanduser())
     return engine
 
@@ -54,10 +57,13 @@ def attach_model_hash(engine: Engine, source: Path) -> None:
 
 
 def _load(
-    ref: str, device: str, precision: str, compute_units: str | None, on_status: Callable[[str], None] | None
+    ref: str, device: str, precision: str, compute_units: str | None, on_status: Callable[[str], None] | None,
+    text_encoder: Path | None = None,
 ) -> Engine:
     from heyim_desktop.core import paths
 
+    family_only = (f"{Path(ref).name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 model; a GGUF text encoder "
+                   "file is for those.")
     if ref == DEMO_REF:
         folder = paths.ensure_demo_model()
     else:
@@ -66,13 +72,17 @@ def _load(
             if _is_family_transformer(folder):  # GGUF / single-file Z-Image, FLUX.2 [klein], SD 3.5
                 from heyim_desktop.core.families.engine import load_family_file_engine
 
-                return load_family_file_engine(folder, device=device, precision=precision)
+                return load_family_file_engine(folder, device=device, precision=precision, text_encoder_file=text_encoder)
+            if text_encoder is not None:
+                raise ModelError(family_only)
             from heyim_desktop.core.single_file import load_single_file_engine
 
             return load_single_file_engine(folder, device=device, precision=precision)
         from heyim_desktop.core.coreml.detect import looks_like_coreml_folder
 
         if device.startswith("coreml") or looks_like_coreml_folder(folder):
+            if text_encoder is not None:
+                raise ModelError(family_only)
             return _load_coreml(folder, device, compute_units, on_status)
         from heyim_desktop.core.families import read_family_index
 
@@ -80,7 +90,10 @@ def _load(
         if found is not None:  # Z-Image, FLUX.2 [klein], SD 3.5: diffusers' own pipeline
             from heyim_desktop.core.families.engine import load_family_engine
 
-            return load_family_engine(folder, found[1], device=device, precision=precision)
+            return load_family_engine(folder, found[1], device=device, precision=precision,
+                                      text_encoder_file=text_encoder)
+    if text_encoder is not None:
+        raise ModelError(family_only)
     from heyim_desktop.core.torch_engine import load_torch_engine
 
     return load_torch_engine(folder, device=device, precision=precision)

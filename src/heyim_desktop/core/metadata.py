@@ -33,8 +33,10 @@ _MAX_NUMBER_CHARS = 40
 #: The keys a diffusion-transformer family's images add (core.families.engine.family_parameters):
 #: ``Model family`` (its label), ``Guidance kind`` (Capabilities.guidance: cfg, embedded (distilled guidance) or none), ``Shift`` (the flow-matching
 #: schedule's shift, or ``dynamic`` when it follows the image size), ``Transformer`` (a single-file or
-#: GGUF transformer's file name) and ``Quantization`` (the GGUF file's main quantization).
-FAMILY_KEYS = ("Model family", "Guidance kind", "Shift", "Transformer", "Quantization")
+#: GGUF transformer's file name), ``Quantization`` (the GGUF file's main quantization), ``Text encoder``
+#: (a GGUF text encoder's file name) and ``Text encoder quantization`` (that file's main quantization).
+FAMILY_KEYS = ("Model family", "Guidance kind", "Shift", "Transformer", "Quantization", "Text encoder",
+               "Text encoder quantization")
 _GUIDANCE_KINDS = ("cfg", "embedded", "none")
 _QUANT_RE = re.compile(r"(?:[QI]Q?\d{1,2}(?:_[0-9A-Z]{1,3}){0,2}|F16|BF16|F32|F64)")
 
@@ -158,8 +160,9 @@ class ImageParameters:
         """A diffusion-transformer family's own keys (:data:`FAMILY_KEYS`), read back and checked.
 
         ``family`` is the family's key (``zimage``, ``flux2``, ``sd3``), ``guidance_kind`` one of cfg /
-        embedded / none, ``shift`` a number or ``"dynamic"``, ``transformer`` a file name (never a path)
-        and ``quantization`` a GGUF type name. Values that do not fit are left out; empty for other images.
+        embedded / none, ``shift`` a number or ``"dynamic"``, ``transformer`` and ``text_encoder`` file names
+        (never paths) and ``quantization`` and ``text_encoder_quantization`` GGUF type names. Values that
+        do not fit are left out; empty for other images.
         """
         from heyim_desktop.core.families import FAMILIES
 
@@ -177,13 +180,14 @@ class ImageParameters:
             out["shift"] = "dynamic"
         elif number is not None and 0 < number <= 100:
             out["shift"] = number
-        transformer = self.params.get("Transformer", "").strip()
-        if transformer and len(transformer) <= 255 and not re.search(r"[\\/\x00]", transformer) \
-                and transformer not in (".", ".."):
-            out["transformer"] = transformer
-        quant = self.params.get("Quantization", "").strip().upper()
-        if _QUANT_RE.fullmatch(quant):
-            out["quantization"] = quant
+        for key, name in (("Transformer", "transformer"), ("Text encoder", "text_encoder")):
+            file = self.params.get(key, "").strip()
+            if file and len(file) <= 255 and not re.search(r"[\\/\x00]", file) and file not in (".", ".."):
+                out[name] = file
+        for key, name in (("Quantization", "quantization"), ("Text encoder quantization", "text_encoder_quantization")):
+            quant = self.params.get(key, "").strip().upper()
+            if _QUANT_RE.fullmatch(quant):
+                out[name] = quant
         return out
 
     def inpaint_settings(self) -> dict[str, Any] | None:

@@ -83,14 +83,13 @@ def _list(args: argparse.Namespace) -> int:
               + ControlNetLibrary(library).all())
     if args.json:
         rows = [{"name": m.name, "ref": m.ref, "kind": m.kind, "base": m.base, "quantization": m.quantization,
-                 "size_bytes": m.size_bytes,
+                 "text_encoder_quantization": m.text_encoder_quantization, "size_bytes": m.size_bytes,
                  "status": m.status.value, "problem": m.problem, "source": m.source,
                  **({"scale": m.scale} if m.kind == "upscaler" else {})} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for m in models:
-        kind = f"{m.kind} {m.quantization}" if m.quantization else m.kind
-        print(f"{m.name}\t{kind}\t{m.base}\t{human_size(m.size_bytes) if m.size_bytes else '-'}\t{m.summary}\t{m.ref}")
+        print(f"{m.name}\t{m.kind_label}\t{m.base}\t{human_size(m.size_bytes) if m.size_bytes else '-'}\t{m.summary}\t{m.ref}")
     return EXIT_OK
 
 

@@ -78,14 +78,16 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
         quantization = ""
         try:
             check_family_folder(folder, index)
-            quantization = _folder_quantization(folder)
+            quant, text_quant = _family_folder_quantizations(folder, family, index)
         except ModelError as exc:
             text = str(exc)
-            status = (ModelStatus.UNSAFE if "pickle" in text else ModelStatus.CORRUPT
-                      if " is damaged: " in text or isinstance(exc, CorruptModel) else ModelStatus.INCOMPLETE)
+            status = (ModelStatus.UNSAFE if "pickle" in text
+                      else ModelStatus.CORRUPT if " is damaged: " in text or isinstance(exc, CorruptModel)
+                      else ModelStatus.INCOMPLETE if " is incomplete: " in text or "GGUF" not in text
+                      else ModelStatus.UNSUPPORTED)  # a GGUF of another architecture, model or size
             return ModelInfo(label, str(folder), "diffusers", family.label, size, status, text, source)
         return ModelInfo(label, str(folder), "diffusers", family.label, size, ModelStatus.READY, "", source,
-                         quantization=quantization)
+                         quantization=quant, text_encoder_quantization=text_quant)
     try:
         index = check_diffusers_folder(folder)
     except ModelError as exc:
@@ -99,16 +101,18 @@ def _inspect_diffusers(folder: Path, source: str, name: str | None) -> ModelInfo
     return ModelInfo(label, str(folder), "diffusers", _guess_base(folder), size, ModelStatus.READY, "", source)
 
 
-def _folder_quantization(folder: Path) -> str:
-    """The quantization of the GGUF transformer a family folder holds in ``transformer/`` ("" for none).
+def _family_folder_quantizations(folder: Path, family: "Family", index: dict[str, object]) -> tuple[str, str]:
+    """A family folder's GGUF transformer's and GGUF text encoder's quantizations ("" for full weights)."""
+    from heyim_desktop.core.families.single_file import folder_transformer_file, gguf_quantization
+    from heyim_desktop.core.families.text_encoder_gguf import text_encoder_ggufs
 
-    Reads the file's header (which also proves it is a sound GGUF file); raises ModelError when it is not.
-    """
-    from heyim_desktop.core.families.single_file import folder_transformer_file
-    from heyim_desktop.core.gguf_header import read_gguf_header
-
-    file = folder_transformer_file(folder)
-    return read_gguf_header(file).quantization if file is not None else ""
+    try:
+        transformer = folder_transformer_file(folder)
+        quant = gguf_quantization(transformer) if transformer is not None else ""
+    except CorruptModel as exc:
+        raise ModelError(f"{folder.name} is damaged: {exc}") from exc
+    encoders = text_encoder_ggufs(folder, family, index)
+    return quant, encoders[0].quantization if encoders else ""
 
 
 def inspect_file(path: Path, source: str = "") -> ModelInfo:

@@ -32,6 +32,8 @@ class ModelInfo:
     scale: int = 0
     #: GGUF files: their main quantization ("Q8_0", "Q4_K"...); "" for unquantized weights.
     quantization: str = ""
+    #: Family folders with a GGUF text encoder (core.families.text_encoder_gguf): its quantization.
+    text_encoder_quantization: str = ""
 
     @property
     def ready(self) -> bool:
@@ -41,6 +43,14 @@ class ModelInfo:
     def is_refiner(self) -> bool:
         """An SDXL refiner: it finishes another model's images (``GenerationRequest.refiner``)."""
         return self.base == "SDXL-refiner"
+
+    @property
+    def kind_label(self) -> str:
+        """The kind with its quantizations, as the library shows it: "gguf Q8_0", "diffusers, text encoder Q4_K"."""
+        label = f"{self.kind} {self.quantization}" if self.quantization else self.kind
+        if self.text_encoder_quantization:
+            label += f", text encoder {self.text_encoder_quantization}"
+        return label
 
     @property
     def summary(self) -> str:

@@ -54,11 +54,27 @@ class Preferences:
     api_port: int = 5858
     #: Send generations to a Redis queue instead of the local worker; empty = local.
     remote_queue_url: str = ""
+    #: Model ref (a Z-Image / FLUX.2 [klein] / SD 3.5 folder) -> the GGUF text encoder file chosen for it in
+    #: the Models window, used instead of the folder's own (core.families.text_encoder_gguf).
+    text_encoders: dict[str, str] = field(default_factory=dict, compare=False)
     #: The last settings used in the window (prompt panel and settings panel), restored at launch.
     last_settings: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def replace(self, **changes: Any) -> Preferences:
         return dataclasses.replace(self, **changes)
+
+
+def text_encoder_for(prefs: Preferences, ref: str) -> str | None:
+    """The GGUF text encoder chosen for the model ``ref`` (Preferences.text_encoders), matched by path."""
+    if not prefs.text_encoders:
+        return None
+    if ref in prefs.text_encoders:
+        return prefs.text_encoders[ref]
+    try:
+        wanted = Path(ref).expanduser().resolve()
+        return next((v for k, v in prefs.text_encoders.items() if Path(k).expanduser().resolve() == wanted), None)
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def _path(root: Path | None) -> Path:
@@ -99,6 +115,9 @@ def load_preferences(root: Path | None = None) -> Preferences:
                 kwargs[f.name] = type(default)(value)
         elif isinstance(value, type(default)):
             kwargs[f.name] = value
+    if "text_encoders" in kwargs:  # paths only, both sides strings
+        kwargs["text_encoders"] = {k: v for k, v in kwargs["text_encoders"].items()
+                                   if isinstance(k, str) and isinstance(v, str) and k and v}
     prefs = Preferences(**kwargs)
     if prefs.device not in DEVICES:
         prefs = prefs.replace(device="auto")

@@ -43,6 +43,9 @@ from heyim_desktop.ui.qt import (
 log = logging.getLogger(__name__)
 COLUMNS = ("Name", "Kind", "Base", "Size", "Status")
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.ckpt *.pt *.pth *.bin);;All files (*)"
+GGUF_FILTER = "GGUF text encoders (*.gguf)"
+#: The library labels of the families that take a GGUF text encoder (core.families.text_encoder_gguf)
+_GGUF_TEXT_FAMILIES = ("Z-Image", "FLUX.2 [klein]", "SD 3.5")
 
 
 class _Task(QObject):
@@ -77,11 +80,13 @@ class _Task(QObject):
 class ModelsWindow(QDialog):
     """``ModelsWindow(library, parent)``. Signals: ``modelsChanged()`` after any change on disk;
     ``foldersChanged(list)`` with the extra folders to save in Preferences.model_folders;
-    ``modelChosen(str)`` with a ready model's ref (double-click or "Use")."""
+    ``modelChosen(str)`` with a ready model's ref (double-click or "Use"); ``textEncoderChosen(str, str)``
+    with a family folder's ref and the GGUF text encoder file to use for it ("" for its own again)."""
 
     modelsChanged = Signal()
     foldersChanged = Signal(list)
     modelChosen = Signal(str)
+    textEncoderChosen = Signal(str, str)
 
     def __init__(self, library: ModelLibrary, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -92,6 +97,8 @@ class ModelsWindow(QDialog):
         self._task: _Task | None = None
         self._cancel: CancelToken | None = None
         self._models: list[ModelInfo] = []
+        #: ref -> the GGUF text encoder chosen for it (the main window keeps it in Preferences.text_encoders)
+        self.text_encoders: dict[str, str] = {}
 
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(list(COLUMNS))
@@ -106,13 +113,18 @@ class ModelsWindow(QDialog):
         self.delete_button = QPushButton("Delete…")
         self.reveal_button = QPushButton("Show in file manager")
         self.use_button = QPushButton("Use")
+        self.text_encoder_button = QPushButton("Text encoder…")
+        self.text_encoder_button.setToolTip("Use a GGUF text encoder file (Qwen3, or T5 for SD 3.5) instead of the "
+                                            "folder's own")
+        self.text_encoder_button.clicked.connect(self._text_encoder_clicked)
         self.add_folder_button.clicked.connect(self._add_folder)
         self.import_button.clicked.connect(self._import_clicked)
         self.delete_button.clicked.connect(self._delete_selected)
         self.reveal_button.clicked.connect(self._reveal_selected)
         self.use_button.clicked.connect(self._use_selected)
         row = QHBoxLayout()
-        for b in (self.add_folder_button, self.import_button, self.delete_button, self.reveal_button):
+        for b in (self.add_folder_button, self.import_button, self.delete_button, self.reveal_button,
+                  self.text_encoder_button):
             row.addWidget(b)
         row.addStretch(1)
         row.addWidget(self.use_button)
@@ -153,7 +165,10 @@ class ModelsWindow(QDialog):
         self._models = self.library.list() + self.library.list_upscalers()
         self.tree.clear()
         for m in self._models:
-            item = QTreeWidgetItem([m.name, f"{m.kind} {m.quantization}" if m.quantization else m.kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
+            kind = m.kind_label
+            if m.ref in self.text_encoders:  # a GGUF text encoder chosen for it (Text encoder…)
+                kind += f", text encoder {Path(self.text_encoders[m.ref]).name}"
+            item = QTreeWidgetItem([m.name, kind, m.base, human_size(m.size_bytes) if m.size_bytes else "—",
                                     m.status.value if m.ready else f"{m.status.value}: {m.problem}"])
             item.setData(0, Qt.ItemDataRole.UserRole, m.ref)
             item.setToolTip(0, m.ref)
@@ -186,6 +201,8 @@ class ModelsWindow(QDialog):
         self.delete_button.setEnabled(m is not None and m.kind != "demo" and not busy)
         self.reveal_button.setEnabled(m is not None and m.kind != "demo")
         self.use_button.setEnabled(m is not None and m.ready)
+        self.text_encoder_button.setEnabled(m is not None and m.kind == "diffusers" and m.base in _GGUF_TEXT_FAMILIES
+                                            and m.status.value in ("ready", "incomplete"))
         for b in (self.import_button, self.download_button, self.add_folder_button):
             b.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
@@ -204,6 +221,15 @@ class ModelsWindow(QDialog):
         from heyim_desktop.ui.dialogs import remember_folder, start_folder
 
         path = QFileDialog.getOpenFileName(self, "Import a model file", str(start_folder("model")), CHECKPOINT_FILTER)[0]
+        if path:
+            remember_folder("model", Path(path).parent)
+        return path
+
+    def ask_text_encoder(self) -> str:
+        from heyim_desktop.ui.dialogs import remember_folder, start_folder
+
+        path = QFileDialog.getOpenFileName(self, "Choose a GGUF text encoder", str(start_folder("model")),
+                                           GGUF_FILTER)[0]
         if path:
             remember_folder("model", Path(path).parent)
         return path
@@ -333,6 +359,41 @@ class ModelsWindow(QDialog):
             self.status.setText(f"Deleted {m.name}.")
         self.refresh()
         self.modelsChanged.emit()
+
+    def _text_encoder_clicked(self) -> None:
+        m = self.selected_model()
+        if m is not None:
+            self.choose_text_encoder(m, self.ask_text_encoder())
+
+    def choose_text_encoder(self, m: ModelInfo, path: str) -> None:
+        """Check ``path`` against the family folder (header only, no torch) and pass it on; a cancelled
+        choice for a folder that has one offers to go back to the folder's own text encoder."""
+        from heyim_desktop.core.families import read_family_index
+        from heyim_desktop.core.families.text_encoder_gguf import explicit_text_encoder
+
+        if not path:
+            if m.ref in self.text_encoders and self.confirm(
+                    "Text encoder", f"Use {m.name}'s own text encoder again instead of "
+                                    f"{Path(self.text_encoders[m.ref]).name}?"):
+                self.textEncoderChosen.emit(m.ref, "")
+                self.text_encoders.pop(m.ref, None)
+                self.refresh()
+                self.status.setText(f"{m.name} uses its own text encoder from its next load.")
+            return
+        found = read_family_index(Path(m.ref))
+        if found is None:
+            self.status.setText(f"{m.name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 folder.")
+            return
+        try:
+            chosen = explicit_text_encoder(Path(path), Path(m.ref), found[0], found[1])
+        except UserFacingError as exc:
+            self.status.setText(str(exc))
+            return
+        self.textEncoderChosen.emit(m.ref, str(Path(path)))
+        self.text_encoders[m.ref] = str(Path(path))
+        self.refresh()
+        self.status.setText(f"{m.name} uses {chosen.file.name} ({chosen.quantization}, dequantized on load) as its "
+                            f"{chosen.part} from its next load.")
 
     def _reveal_selected(self) -> None:
         m = self.selected_model()

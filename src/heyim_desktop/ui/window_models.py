@@ -95,10 +95,26 @@ class ModelsSection(WindowParts):
             self.models_window.modelsChanged.connect(lambda: self.refresh_models())
             self.models_window.foldersChanged.connect(self._model_folders_changed)
             self.models_window.modelChosen.connect(self.choose_model)
+            self.models_window.textEncoderChosen.connect(self._text_encoder_chosen)
+        self.models_window.text_encoders = dict(self.prefs.text_encoders)
+        self.models_window.refresh()
         self.models_window.show()
         self.models_window.raise_()
         self.models_window.activateWindow()
         return self.models_window
+
+    def _text_encoder_chosen(self, ref: str, path: str) -> None:
+        """Keep the GGUF text encoder chosen for ``ref`` ("" : none) and unload the model if it is loaded,
+        so the next job loads it with the new text encoder."""
+        chosen = {k: v for k, v in self.prefs.text_encoders.items() if k != ref}
+        if path:
+            chosen[ref] = path
+        self.prefs = self.prefs.replace(text_encoders=chosen)
+        self._save_prefs()
+        if self.models_window is not None:
+            self.models_window.text_encoders = dict(chosen)
+        if self.worker.current_model == ref:
+            self.worker.unload_model()
 
     def _model_folders_changed(self, folders: list[str]) -> None:
         self.prefs = self.prefs.replace(model_folders=tuple(folders))

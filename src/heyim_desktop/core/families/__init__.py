@@ -163,8 +163,11 @@ def family_for_pipeline(class_name: str) -> Family | None:
     return None
 
 
-def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
-    """Validate a family model folder without torch (weights are safetensors, headers sound)."""
+def check_family_folder(folder: Path, index: dict[str, object], *, replaced: tuple[str, ...] = ()) -> Family:
+    """Validate a family model folder without torch (weights are safetensors, headers sound).
+
+    ``replaced``: parts whose weights come from elsewhere (a GGUF text encoder chosen explicitly), so
+    their subfolders need only their ``config.json``."""
     from heyim_desktop.core.errors import ModelError
     from heyim_desktop.core.model_folder import _check_weights
 
@@ -176,11 +179,17 @@ def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
     if missing:
         raise ModelError(f"{folder.name} is incomplete: missing {', '.join(p + '/' for p in missing)}.")
     for part in parts:
+        if part in replaced:
+            if not (folder / part / "config.json").is_file():
+                raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
+            continue
         files = sorted((folder / part).glob("*.safetensors"))
         if part == "transformer" and not files and any((folder / part).glob("*.gguf")):
             if not (folder / part / "config.json").is_file():
                 raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
             continue  # a GGUF-quantized transformer (core.families.single_file), header-checked when listed
+        if part.startswith("text_encoder") and not files and any((folder / part).glob("*.gguf")):
+            continue  # a GGUF text encoder (core.families.text_encoder_gguf), checked below
         if not files:
             if any(p.suffix in (".bin", ".ckpt", ".pt", ".pth") for p in (folder / part).iterdir()):
                 raise ModelError(
@@ -192,6 +201,9 @@ def check_family_folder(folder: Path, index: dict[str, object]) -> Family:
             raise ModelError(f"{folder.name} is incomplete: {part}/config.json is missing.")
         for weights in files:
             _check_weights(folder, part, weights)
+    from heyim_desktop.core.families.text_encoder_gguf import text_encoder_ggufs
+
+    text_encoder_ggufs(folder, family, index, skip=replaced)  # header, architecture and sizes (no torch)
     return family
 
 

@@ -20,7 +20,7 @@ from heyim_desktop.core.capabilities import Capabilities
 from heyim_desktop.core.conditioning import TokenCount
 from heyim_desktop.core.engine import EngineInfo, _empty_device_cache, _is_oom, check_finite, floats_to_pil
 from heyim_desktop.core.errors import InvalidRequest, ModelError, OutOfMemory
-from heyim_desktop.core.families import FAMILIES, Family, check_family_folder
+from heyim_desktop.core.families import FAMILIES, Family, check_family_folder, read_family_index
 from heyim_desktop.core.loop import PREVIEW_INTERVAL_S
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress, ProgressCallback
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from heyim_desktop.core.families.text_encoder_gguf import TextEncoderGguf
     from heyim_desktop.core.lora import LoraUse
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
     def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None,
-                 offloaded: bool = False, transformer_file: Path | None = None) -> None:
+                 offloaded: bool = False, transformer_file: Path | None = None,
+                 text_encoders: "tuple[TextEncoderGguf, ...]" = ()) -> None:
         self.pipe: Any = pipe
         #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
         #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
@@ -119,7 +121,10 @@ class FamilyEngine:
             # diffusers' SD3 inpainting takes SD 3's 16 latent channels (or 33 for an inpainting model)
             caps = replace(caps, inpaint="none")
         self._capabilities: Capabilities = caps
-        self.parameters_extra = family_parameters(family, caps.guidance, pipe.scheduler.config, transformer_file)
+        #: GGUF text encoders used instead of the folder's full weights (core.families.text_encoder_gguf)
+        self.text_encoders = text_encoders
+        self.parameters_extra = family_parameters(family, caps.guidance, pipe.scheduler.config, transformer_file,
+                                                  text_encoders)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -442,12 +447,15 @@ def state_steps(request: GenerationRequest) -> int:
 
 def load_family_engine(
     folder: Path, index: dict[str, Any], *, device: str = "auto", precision: str = "auto", name: str | None = None,
-    transformer_file: Path | None = None, offload: bool | None = None,
+    transformer_file: Path | None = None, offload: bool | None = None, text_encoder_file: Path | None = None,
 ) -> FamilyEngine:
     """Load a diffusers-format folder of a family (local files only, safetensors only).
 
     ``transformer_file`` (a GGUF or single-file ``.safetensors`` transformer) replaces the folder's own
-    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. ``offload``
+    transformer; a GGUF file inside the folder's ``transformer/`` is used the same way. A GGUF text
+    encoder in the folder's ``text_encoder/`` (SD 3.5: ``text_encoder_3/``) replaces that encoder's full
+    weights (transformers dequantizes it on load: :mod:`.text_encoder_gguf`); ``text_encoder_file``
+    (a GGUF anywhere, chosen explicitly) does the same from outside the folder. ``offload``
     (None: when the weights would take more than :data:`OFFLOAD_SHARE` of the device's memory; also
     the ``HEYIM_OFFLOAD`` environment variable, ``on``/``off``) keeps the parts on the CPU and moves
     each to the device only while it runs (accelerate's hooks, through diffusers).
@@ -455,9 +463,21 @@ def load_family_engine(
     import diffusers
 
     from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
+    from heyim_desktop.core.families.text_encoder_gguf import (
+        GGUF_TEXT_PARTS,
+        explicit_text_encoder,
+        load_text_encoder,
+        text_encoder_ggufs,
+    )
     from heyim_desktop.core.torch_engine import pick_device
 
-    family = check_family_folder(folder, index)
+    found = read_family_index(folder)
+    chosen = None
+    if text_encoder_file is not None:
+        if found is None:
+            raise ModelError(f"{folder.name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 model.")
+        chosen = explicit_text_encoder(text_encoder_file, folder, found[0], index)
+    family = check_family_folder(folder, index, replaced=(chosen.part,) if chosen is not None else ())
     dev = pick_device(device)
     dtype = family_dtype(dev, precision)
     cls = getattr(diffusers, family.pipeline)
@@ -466,15 +486,20 @@ def load_family_engine(
     expected, _optional = cls._get_signature_keys(cls)
     parts: dict[str, Any] = {k: None for k in expected if index.get(k) in (None, [None, None])}
     single = transformer_file or folder_transformer_file(folder)
+    encoders = text_encoder_ggufs(folder, family, index, skip=GGUF_TEXT_PARTS[family.key] if chosen else ())
+    if chosen is not None:
+        encoders = (chosen, *encoders)
     try:
         if single is not None:
             parts["transformer"] = load_transformer(single, folder, index, dtype)
+        for encoder in encoders:
+            parts[encoder.part] = load_text_encoder(encoder, folder, dtype)
         pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **parts)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
         raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-    weights = _weights_bytes(folder, family, single)
+    weights = _weights_bytes(folder, family, single, encoders, dtype.itemsize)
     offloaded = wants_offload(dev, weights, offload)
     if offloaded:
         log.info("model CPU offload for %s (%.1f GB of weights on %s)", folder.name, weights / 1e9, dev)
@@ -486,14 +511,15 @@ def load_family_engine(
     if single is not None and name is None:
         model_name = single.stem
     return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded,
-                        transformer_file=single)
+                        transformer_file=single, text_encoders=encoders)
 
 
 def family_parameters(family: Family, guidance: str, scheduler_config: Any,
-                      transformer_file: Path | None = None) -> tuple[tuple[str, str], ...]:
+                      transformer_file: Path | None = None,
+                      text_encoders: "tuple[TextEncoderGguf, ...]" = ()) -> tuple[tuple[str, str], ...]:
     """A family image's own ``parameters`` keys (:data:`~heyim_desktop.core.metadata.FAMILY_KEYS`):
-    the family, its guidance kind, the flow-matching shift, and a single-file transformer with its
-    GGUF quantization."""
+    the family, its guidance kind, the flow-matching shift, a single-file transformer with its
+    GGUF quantization, and a GGUF text encoder with its quantization."""
     from heyim_desktop.core.families.single_file import gguf_quantization
     from heyim_desktop.core.metadata import format_shift
 
@@ -506,14 +532,23 @@ def family_parameters(family: Family, guidance: str, scheduler_config: Any,
         pairs.append(("Transformer", transformer_file.name))
         if transformer_file.suffix.lower() == ".gguf":
             pairs.append(("Quantization", gguf_quantization(transformer_file)))
+    for encoder in text_encoders[:1]:  # a family has one GGUF-capable text encoder (Qwen3, or SD 3.5's T5)
+        pairs.append(("Text encoder", encoder.file.name))
+        pairs.append(("Text encoder quantization", encoder.quantization))
     return tuple(pairs)
 
 
-def _weights_bytes(folder: Path, family: Family, single: Path | None) -> int:
+def _weights_bytes(folder: Path, family: Family, single: Path | None,
+                   encoders: "tuple[TextEncoderGguf, ...]" = (), itemsize: int = 4) -> int:
+    """The weights' bytes in memory: a GGUF transformer stays quantized; a GGUF text encoder is dequantized."""
+    replaced = {e.part: e for e in encoders}
     total = 0
-    for part in family.weighted_parts:
+    for part in (*family.weighted_parts, *(p for p in replaced if p not in family.weighted_parts)):
         if part == "transformer" and single is not None:
             total += single.stat().st_size
+            continue
+        if part in replaced:
+            total += replaced[part].parameters * itemsize
             continue
         for file in (folder / part).glob("*.safetensors"):
             total += file.stat().st_size
@@ -545,9 +580,9 @@ def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = 
     return total is not None and weights_bytes > OFFLOAD_SHARE * total
 
 
-def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto") -> FamilyEngine:
+def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto",
+                            text_encoder_file: Path | None = None) -> FamilyEngine:
     """A single-file transformer (GGUF or ``.safetensors``) with its family folder's other parts."""
-    from heyim_desktop.core.families import read_family_index
     from heyim_desktop.core.families.single_file import find_base_folder, no_base_message, transformer_file_family
 
     family = transformer_file_family(path)
@@ -557,7 +592,8 @@ def load_family_file_engine(path: Path, *, device: str = "auto", precision: str 
     found = read_family_index(base) if base is not None else None
     if base is None or found is None:
         raise ModelError(no_base_message(path, family))
-    return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path)
+    return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path,
+                              text_encoder_file=text_encoder_file)
 
 
 __all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine", "load_family_file_engine"]

@@ -64,7 +64,7 @@ def write_qwen_tokenizer(folder: Path) -> int:
     return base + len(_QWEN_SPECIALS)
 
 
-def _zimage_modules(tmp: Path, seed: int) -> dict[str, Any]:
+def _zimage_modules(tmp: Path, seed: int, text_width: int = 16) -> dict[str, Any]:
     import diffusers
     import torch
     from transformers import Qwen3Config, Qwen3Model
@@ -75,7 +75,7 @@ def _zimage_modules(tmp: Path, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     transformer = lib.ZImageTransformer2DModel(
         all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
-        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=text_width, rope_theta=256.0,
         t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
     )
     with torch.no_grad():  # created with torch.empty: pin them so the model is reproducible
@@ -89,7 +89,7 @@ def _zimage_modules(tmp: Path, seed: int) -> dict[str, Any]:
     )
     torch.manual_seed(seed)
     text_encoder = Qwen3Model(Qwen3Config(
-        hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+        hidden_size=text_width, intermediate_size=text_width, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
     ))
     return {
@@ -98,7 +98,7 @@ def _zimage_modules(tmp: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def _flux2_klein_modules(tmp: Path, seed: int) -> dict[str, Any]:
+def _flux2_klein_modules(tmp: Path, seed: int, text_width: int = 16) -> dict[str, Any]:
     import diffusers
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -108,12 +108,13 @@ def _flux2_klein_modules(tmp: Path, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     transformer = lib.Flux2Transformer2DModel(
         patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=16, timestep_guidance_channels=256,
+        # one text layer is read from the tiny (2-layer) encoder: flux2_text_layers
+        num_attention_heads=2, joint_attention_dim=text_width, timestep_guidance_channels=256,
         axes_dims_rope=[4, 4, 4, 4], guidance_embeds=False,
     )
     torch.manual_seed(seed)
     text_encoder = Qwen3ForCausalLM(Qwen3Config(
-        intermediate_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=text_width, hidden_size=text_width, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
     ))
     torch.manual_seed(seed)
@@ -126,9 +127,20 @@ def _flux2_klein_modules(tmp: Path, seed: int) -> dict[str, Any]:
             "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
 
 
-def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
-    """SD 3.5 without its T5 encoder: a T5 tokenizer (sentencepiece) cannot be made offline here, and
-    diffusers runs SD 3 with ``text_encoder_3=None`` (zero T5 features), as SD 3.5 users do to save memory."""
+def write_t5_tokenizer(folder: Path) -> int:
+    """A small Unigram tokenizer in T5's format (transformers builds it from a vocabulary); its size."""
+    from transformers import T5Tokenizer
+
+    pieces = ["<pad>", "</s>", "<unk>", "▁", *(f"▁{w[1:]}" for w in _QWEN_WORDS if w.startswith("Ġ")),
+              *"abcdefghijklmnopqrstuvwxyz"]
+    vocab = [(piece, 0.0 if i < 3 else -1.0 - i) for i, piece in enumerate(pieces)]
+    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
+    return len(vocab)
+
+
+def _sd3_modules(tmp: Path, seed: int, text_width: int = 16, t5: bool = False) -> dict[str, Any]:
+    """SD 3.5, by default without its T5 encoder (diffusers runs SD 3 with ``text_encoder_3=None``: zero
+    T5 features, as SD 3.5 users do to save memory); ``t5``: with a tiny T5 encoder and its tokenizer."""
     import diffusers
     import torch
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -161,8 +173,19 @@ def _sd3_modules(tmp: Path, seed: int) -> dict[str, Any]:
         layers_per_block=1, latent_channels=16, norm_num_groups=1, use_quant_conv=False,
         use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
     )
-    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
-            "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
+    modules = {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
+               "scheduler": lib.FlowMatchEulerDiscreteScheduler()}
+    if t5:
+        from transformers import T5Config, T5EncoderModel
+
+        t5_vocab = write_t5_tokenizer(tmp / "tokenizer_3")
+        torch.manual_seed(seed + 2)
+        # d_model is the transformer's joint_attention_dim; gated GELU as T5 v1.1 (SD 3.5's T5-XXL)
+        modules["text_encoder_3"] = T5EncoderModel(T5Config(
+            d_model=32, d_ff=32, d_kv=16, num_layers=2, num_heads=2, vocab_size=t5_vocab,
+            feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
+        ))
+    return modules
 
 
 _INDEX: dict[str, dict[str, Any]] = {
@@ -202,8 +225,14 @@ _BUILDERS = {"zimage": _zimage_modules, "flux2": _flux2_klein_modules, "sd3": _s
 TINY_FAMILIES = tuple(_BUILDERS)
 
 
-def build_tiny_model(family: str, destination: str | os.PathLike[str], *, seed: int = 0) -> Path:
-    """Write a tiny random model of ``family`` in diffusers format (safetensors), all or nothing."""
+def build_tiny_model(family: str, destination: str | os.PathLike[str], *, seed: int = 0,
+                     text_width: int = 16, t5: bool = False) -> Path:
+    """Write a tiny random model of ``family`` in diffusers format (safetensors), all or nothing.
+
+    ``text_width`` is the Qwen3 text encoder's hidden size (Z-Image, FLUX.2 [klein]): 32 makes its
+    weight rows whole ggml blocks, so :func:`write_tiny_text_encoder_gguf` can quantize them. ``t5``
+    (SD 3.5 only) adds the T5 encoder and its tokenizer as ``text_encoder_3``/``tokenizer_3``.
+    """
     if family not in _BUILDERS:
         raise ValueError(f"no tiny model for {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     dest = Path(destination)
@@ -215,13 +244,16 @@ def build_tiny_model(family: str, destination: str | os.PathLike[str], *, seed: 
     except OSError as exc:
         raise storage_error(exc, dest.parent, "the tiny model") from exc
     try:
-        modules = _BUILDERS[family](tmp, seed)
+        modules = (_sd3_modules(tmp, seed, text_width, t5=True) if t5 and family == "sd3"
+                   else _BUILDERS[family](tmp, seed, text_width))
         for part, module in modules.items():
             if part == "scheduler":
                 module.save_pretrained(tmp / part)
             else:
                 module.save_pretrained(tmp / part, safe_serialization=True)
         index = {**_INDEX[family], "_diffusers_version": "0.42.1", "_heyim_tiny": True}
+        if "text_encoder_3" in modules:
+            index.update(text_encoder_3=["transformers", "T5EncoderModel"], tokenizer_3=["transformers", "T5Tokenizer"])
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
         if dest.exists():
             dest.rmdir()
@@ -298,15 +330,8 @@ def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLik
     weights: dict[str, Any] = {}
     for file in sorted((Path(model) / "transformer").glob("*.safetensors")):
         weights.update(load_file(str(file)))
-    dest = Path(destination)
-    if dest.exists():  # never replaces a file (HeyIm's or anyone's)
-        raise FileExistsError(f"{dest} exists; choose a new file name")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)  # ours alone: the writer reopens it
-    try:
-        writer = gguf.GGUFWriter(str(tmp), "heyim-tiny")
+
+    def tensors(writer: Any) -> None:
         for name, array in weights.items():
             values = np.asarray(array, dtype=np.float32)
             if name.endswith(".weight") and values.ndim == 2 and values.shape[-1] % block == 0:
@@ -314,6 +339,25 @@ def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLik
                 writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
             else:
                 writer.add_tensor(name, values)
+
+    dest = Path(destination)
+    _write_gguf(dest, "heyim-tiny", tensors)
+    return dest
+
+
+def _write_gguf(dest: Path, arch: str, fill: Any) -> None:
+    """A GGUF file at ``dest`` (never replacing one): ``fill(writer)`` adds its metadata and tensors."""
+    import gguf
+
+    if dest.exists():  # never replaces a file (HeyIm's or anyone's)
+        raise FileExistsError(f"{dest} exists; choose a new file name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)  # ours alone: the writer reopens it
+    try:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        fill(writer)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -325,4 +369,84 @@ def write_tiny_gguf(model: str | os.PathLike[str], destination: str | os.PathLik
         raise storage_error(exc, dest.parent, "the tiny GGUF file") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_tiny_text_encoder_gguf(model: str | os.PathLike[str], destination: str | os.PathLike[str], *,
+                                 quantization: str = "Q8_0", part: str = "text_encoder") -> Path:
+    """A tiny family model's text encoder (Qwen3, or T5's encoder) as a llama.cpp-style GGUF file.
+
+    The metadata and tensor names are llama.cpp's (``general.architecture`` ``qwen3`` or ``t5encoder``,
+    ``blk.N.attn_q.weight``...), the ``gguf`` package's own name map, so transformers' GGUF loader reads
+    it as it reads a downloaded one. ``F32``/``F16`` store every tensor in that float type; a block
+    quantization (``Q8_0``, ``Q4_0``...) packs the 2-D weights whose rows split into whole blocks.
+    """
+    import gguf
+    import numpy as np
+    from gguf import quants
+    from safetensors.numpy import load_file
+
+    folder = Path(model) / part
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    model_type = str(config.get("model_type", ""))
+    if model_type not in ("qwen3", "t5"):
+        raise ValueError(f"{folder} holds a {model_type or 'unknown'} text encoder; Qwen3 or T5 only")
+    weights: dict[str, Any] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    qtype = gguf.GGMLQuantizationType[quantization]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if model_type == "qwen3":
+        arch, layers = "qwen3", int(config["num_hidden_layers"])
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, layers)
+    else:
+        arch, layers = "t5encoder", int(config["num_layers"])
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.T5ENCODER, layers)
+
+    def metadata(writer: Any) -> None:
+        writer.add_name(f"heyim tiny {arch}")
+        writer.add_file_type(int(qtype))
+        writer.add_vocab_size(int(config["vocab_size"]))
+        if arch == "qwen3":
+            head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+            rope = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta", 1e6)
+            writer.add_context_length(int(config["max_position_embeddings"]))
+            writer.add_embedding_length(int(config["hidden_size"]))
+            writer.add_block_count(layers)
+            writer.add_feed_forward_length(int(config["intermediate_size"]))
+            writer.add_head_count(int(config["num_attention_heads"]))
+            writer.add_head_count_kv(int(config["num_key_value_heads"]))
+            writer.add_key_length(head_dim)
+            writer.add_value_length(head_dim)
+            writer.add_rope_freq_base(float(rope))
+            writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+        else:
+            writer.add_context_length(int(config.get("n_positions", 512)))
+            writer.add_embedding_length(int(config["d_model"]))
+            writer.add_block_count(layers)
+            writer.add_feed_forward_length(int(config["d_ff"]))
+            writer.add_head_count(int(config["num_heads"]))
+            writer.add_key_length(int(config["d_kv"]))
+            writer.add_value_length(int(config["d_kv"]))
+            writer.add_layer_norm_eps(float(config["layer_norm_epsilon"]))
+            writer.add_relative_attn_buckets_count(int(config["relative_attention_num_buckets"]))
+
+    def tensors(writer: Any) -> None:
+        metadata(writer)
+        for name, array in weights.items():
+            base, _, suffix = name.rpartition(".")
+            mapped = names.get_name(base)
+            if mapped is None:  # T5's encoder.embed_tokens: the shared embedding again
+                continue
+            values = np.asarray(array, dtype=np.float32)
+            if quantization == "F16":
+                writer.add_tensor(f"{mapped}.{suffix}", values.astype(np.float16))
+            elif qtype is gguf.GGMLQuantizationType.F32 or not (
+                    suffix == "weight" and values.ndim == 2 and values.shape[-1] % block == 0):
+                writer.add_tensor(f"{mapped}.{suffix}", values)
+            else:
+                packed = quants.quantize(values, qtype)
+                writer.add_tensor(f"{mapped}.{suffix}", packed, raw_shape=packed.shape, raw_dtype=qtype)
+
+    dest = Path(destination)
+    _write_gguf(dest, arch, tensors)
     return dest

@@ -133,7 +133,8 @@ class EngineChild:
             if msg is None:
                 return
             if msg.kind == "load":
-                self._load(str(msg.data.get("ref")))
+                encoder = msg.data.get("text_encoder")
+                self._load(str(msg.data.get("ref")), encoder if isinstance(encoder, str) and encoder else None)
             elif msg.kind == "upscale":
                 self._upscale(msg)
             else:
@@ -141,7 +142,7 @@ class EngineChild:
             if self._log_lines is not None:
                 self._log_lines.flush()  # the job's last message is out: now its log lines
 
-    def _load(self, ref: str) -> None:
+    def _load(self, ref: str, text_encoder: str | None = None) -> None:
         from heyim_desktop.core.loading import load_engine
 
         self._close_engine()
@@ -149,7 +150,7 @@ class EngineChild:
         try:
             real_ref, hang = split_test_hook(ref)
             engine = load_engine(real_ref, device=self.device, precision=self.precision,
-                                 compute_units=self.compute_units,
+                                 compute_units=self.compute_units, text_encoder=text_encoder,
                                  on_status=lambda text: self.writer.send({"ev": "status", "text": str(text)}))
             if hang:
                 _make_unet_hang(engine)

@@ -534,7 +534,10 @@ class ProcessLoader:
                 self._crashes.pop(ref, None)
 
     def load(self, ref: str, *, device: str | None = None, precision: str | None = None,
-             compute_units: str | None = None, on_status: Callable[[str], None] | None = None) -> RemoteEngine:
+             compute_units: str | None = None, on_status: Callable[[str], None] | None = None,
+             text_encoder: str | None = None) -> RemoteEngine:
+        """``ref`` loaded in a new engine process; ``text_encoder``: a GGUF text encoder file used instead
+        of a family model's own (core.families.text_encoder_gguf)."""
         if self.crashes(ref) >= MAX_CRASHES_IN_A_ROW:
             raise ModelError(self._gave_up(ref))
         from heyim_desktop.core.loading import DEMO_REF, require_model_path
@@ -549,7 +552,7 @@ class ProcessLoader:
             self._loading = process
         try:
             process.start()
-            process.send({"op": "load", "ref": ref})
+            process.send({"op": "load", "ref": ref, **({"text_encoder": text_encoder} if text_encoder else {})})
             status = on_status or self.on_status
             while True:
                 msg = process.next_message(None)
