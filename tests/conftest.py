@@ -203,3 +203,12 @@ def tiny_controlnet_b(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
     from controlnet_layout import build_tiny_controlnet
 
     return build_tiny_controlnet(tiny_model, tmp_path_factory.mktemp("controlnet") / "tiny-controlnet-b", seed=6)
+
+
+@pytest.fixture(scope="session")
+def tiny_lama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random full-size LaMa (spandrel's big-LaMa) as ``.../annotator/big-lama.safetensors``."""
+    from lama_layout import write_tiny_lama
+
+    root = tmp_path_factory.mktemp("lama")
+    return write_tiny_lama(root / "models" / "ControlNet" / "annotator" / "big-lama.safetensors", root)

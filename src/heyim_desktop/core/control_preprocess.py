@@ -7,7 +7,8 @@ extension, so its API clients and infotext work unchanged. Every image operation
 OpenCV's or Pillow's. Preprocessors that need weights are listed by
 :func:`network_preprocessors` with what would enable them: the depth ones run
 (:mod:`heyim_desktop.core.depth_preprocess`) when a depth model is in a ControlNet annotator
-folder; openpose and LaMa are listed only, HeyIm does not run them.
+folder, ``inpaint_only+lama`` (:mod:`heyim_desktop.core.lama_preprocess`) when a LaMa model is;
+openpose is listed only, HeyIm does not run it.
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ ALIASES = {"inpaint_global_harmonious": "inpaint", "inpaint_only": "inpaint", "c
 NETWORK_SPECS: dict[str, Preprocessor] = {
     "depth_midas": Preprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth"),
     "depth_anything_v2": Preprocessor("depth_anything_v2", "Depth Anything V2", "Depth"),
+    "inpaint_only+lama": Preprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", uses_resolution=False,
+                                      needs_mask=True),
 }
+#: The network preprocessor that fills the mask with LaMa (its runner needs the mask).
+LAMA = "inpaint_only+lama"
 
 
 def spec(name: str) -> Preprocessor:
@@ -123,7 +128,9 @@ NETWORK_PREPROCESSORS = (
                         "a transformers Depth Anything folder (config.json, model.safetensors, "
                         "preprocessor_config.json; e.g. depth-anything/Depth-Anything-V2-Small-hf)", runs=True),
     NetworkPreprocessor("openpose", "OpenPose", "OpenPose", "body_pose_model.safetensors"),
-    NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", "ControlNetLama.safetensors"),
+    NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint",
+                        "a LaMa model as .safetensors (ControlNetLama.safetensors or big-lama.safetensors, "
+                        "converted from the .pth)", runs=True),
 )
 
 
@@ -143,15 +150,18 @@ def canonical(name: str) -> str:
 
 def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPreprocessor, bool]]:
     """Each network preprocessor and whether what enables it is among ``library_files`` (the
-    annotator folders' files): a usable depth model folder, or the named weights file."""
+    annotator folders' files): a usable depth model folder, a LaMa file, or the named weights file."""
     from heyim_desktop.core.depth_preprocess import usable
+    from heyim_desktop.core.lama_preprocess import find_weights
 
     files = list(library_files)
     names = {p.name for p in files}
     folders = {p.parent for p in files if p.name == "config.json"}
     out = []
     for p in NETWORK_PREPROCESSORS:
-        if p.name in NETWORK_SPECS:
+        if p.name == LAMA:
+            out.append((p, find_weights(files) is not None))
+        elif p.name in NETWORK_SPECS:
             out.append((p, any(usable(f, p.name) for f in folders)))
         else:
             out.append((p, p.weights in names))
@@ -159,9 +169,14 @@ def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPr
 
 
 def annotator_folder(library_files: Iterable[Path], name: str) -> Path | None:
-    """The first usable model folder for network preprocessor ``name`` among ``library_files``."""
+    """The first usable model folder for network preprocessor ``name`` among ``library_files``
+    (for LaMa, its weights file)."""
     from heyim_desktop.core.depth_preprocess import usable
 
+    if name == LAMA:
+        from heyim_desktop.core.lama_preprocess import find_weights
+
+        return find_weights(library_files)
     if name not in NETWORK_SPECS:
         return None
     folders = sorted({p.parent for p in library_files if p.name == "config.json"})
@@ -340,13 +355,14 @@ _RUNNERS: dict[str, Callable[["npt.NDArray[Any]", float, float, int], "npt.NDArr
 
 def detect(
     image: "Image.Image", module: str, *, processor_res: int = -1, threshold_a: float = -1, threshold_b: float = -1,
-    seed: int = 0, annotator: str | Path = "", device: str = "cpu",
+    seed: int = 0, annotator: str | Path = "", device: str = "cpu", mask: "npt.NDArray[np.float32] | None" = None,
 ) -> "Image.Image":
     """The control map ``module`` makes from ``image`` (RGB), at the detector's resolution.
 
     "none" and "inpaint" hand the image back unchanged (inpaint's -1 pixels are set where
     the mask is known, in :func:`control_array`). The depth preprocessors run the model in the
-    ``annotator`` folder on ``device``.
+    ``annotator`` folder on ``device``; "inpaint_only+lama" fills ``mask`` (H, W, 0..1, at the
+    image's size) with the LaMa model file ``annotator``, or without a mask hands the image back.
     """
     import numpy as np
     from PIL import Image as PILImage
@@ -366,11 +382,18 @@ def detect(
         if not 64 <= res <= 2048:
             raise InvalidRequest("controlnet.processor_res", f"must be from 64 to 2048, got {res}")
         rgb = _scale_short_side(rgb, res)
+    if network and found.name == LAMA and mask is None:
+        return rgb
     if network:
         from heyim_desktop.core.depth_preprocess import depth_map
 
         if not annotator:
             raise InvalidRequest("controlnet.module", network_hint(found.name))
+        if found.name == LAMA:
+            from heyim_desktop.core.lama_preprocess import lama_fill
+
+            filled = lama_fill(np.asarray(rgb, dtype=np.uint8), np.asarray(mask, np.float32), annotator, device)
+            return PILImage.fromarray(filled, mode="RGB")
         return depth_map(rgb, Path(annotator), found.name, device)
     assert runner is not None
     a = found.slider_a.clamp(threshold_a) if found.slider_a else 0.0
@@ -392,6 +415,12 @@ def control_array(
     name = canonical(module)
     if resize_mode not in RESIZE_MODES:
         raise InvalidRequest("controlnet.resize_mode", f"must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    if name == LAMA:
+        from heyim_desktop.core.lama_preprocess import control_map as lama_map
+
+        if not annotator:
+            raise InvalidRequest("controlnet.module", network_hint(name))
+        return lama_map(image, width, height, resize_mode, mask, annotator, device)
     control_map = detect(image, name, processor_res=processor_res, threshold_a=threshold_a,
                          threshold_b=threshold_b, seed=seed, annotator=annotator, device=device)
     fitted = fit_control_image(control_map, width, height, resize_mode)
