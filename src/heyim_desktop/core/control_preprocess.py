@@ -382,13 +382,13 @@ def detect(
         if not 64 <= res <= 2048:
             raise InvalidRequest("controlnet.processor_res", f"must be from 64 to 2048, got {res}")
         rgb = _scale_short_side(rgb, res)
-    if network and found.name == LAMA and mask is None:
-        return rgb
     if network:
         from heyim_desktop.core.depth_preprocess import depth_map
 
         if not annotator:
             raise InvalidRequest("controlnet.module", network_hint(found.name))
+        if found.name == LAMA and mask is None:
+            return rgb  # nothing to fill (the panel's preview has no mask)
         if found.name == LAMA:
             from heyim_desktop.core.lama_preprocess import lama_fill
 
