@@ -220,3 +220,12 @@ def tiny_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from adapter_layout import build_tiny_adapter
 
     return build_tiny_adapter(tmp_path_factory.mktemp("adapter") / "tiny-adapter", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random full-size LaMa (spandrel's big-LaMa) as ``.../annotator/big-lama.safetensors``."""
+    from lama_layout import write_tiny_lama
+
+    root = tmp_path_factory.mktemp("lama")
+    return write_tiny_lama(root / "models" / "ControlNet" / "annotator" / "big-lama.safetensors", root)

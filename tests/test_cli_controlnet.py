@@ -118,3 +118,31 @@ def test_t2i_adapter_from_cli(data_dir: Path, tmp_path: Path, adapter_sd: Path, 
     xl = build_tiny_adapter(tmp_path / "xl-adapter", seed=3, xl=True)
     assert main([*base, "--control", f"{xl}:{hint}"]) != 0
     assert "for SDXL models" in capsys.readouterr().err
+
+
+def test_lama_preprocessor_from_cli(data_dir: Path, tmp_path: Path, tiny_model: Path, tiny_controlnet: Path,
+                                    tiny_lama: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from heyim_desktop.models import cli as models_cli
+    from heyim_desktop.models.library import ModelLibrary
+
+    root = tmp_path / "lib"
+    annotator = root / "models" / "ControlNet" / "annotator"
+    annotator.mkdir(parents=True)
+    monkeypatch.setattr(models_cli, "_library", lambda extra=None: ModelLibrary([root], include_demo=False, hf_cache=False))
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray((np.random.RandomState(6).rand(64, 64, 3) * 255).astype(np.uint8)).save(photo)
+    drawn = Image.new("L", (64, 64))
+    drawn.paste(255, (16, 16, 48, 40))
+    drawn.save(mask)
+    args = ["generate", "--model", str(tiny_model), "-p", "a cat", "--steps", "2", "--size", "64x64", "-q", "--seed", "3",
+            "--image", str(photo), "--mask", str(mask), "--control", f"{tiny_controlnet}:{photo}",
+            "--control-preprocessor", "inpaint_only+lama", "-o", str(tmp_path / "out")]
+    assert main(args) != 0
+    assert "ControlNetLama.safetensors" in capsys.readouterr().err
+    os.link(tiny_lama, annotator / "ControlNetLama.safetensors")
+    assert main(args) == 0, capsys.readouterr().err
+    params = read_parameters(Path(capsys.readouterr().out.strip()))
+    assert params is not None and params.controlnet_settings()[0]["preprocessor"] == "inpaint_only+lama"

@@ -258,3 +258,43 @@ def test_openpose_is_offered_and_detected_only_with_its_weights(with_controlnet:
     missing = call(port, "POST", "/sdapi/v1/img2img", body={"prompt": "a fox", **SMALL, "init_images": [_b64(photo)],
                                                             "alwayson_scripts": {"controlnet": {"args": [unit]}}})
     assert missing.status == 422 and "body_pose_model.safetensors" in missing.body.decode()
+
+
+def test_lama_is_offered_detected_and_run_only_with_its_model(with_controlnet: Running, tiny_lama: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.core.control_preprocess import LAMA
+    from heyim_desktop.core.lama_preprocess import lama_fill
+    from heyim_desktop.core.masking import mask_to_array
+
+    port, context = with_controlnet.port, with_controlnet.server.context
+    mask = Image.new("L", (64, 64))
+    mask.paste(255, (16, 16, 44, 40))
+    body = {"controlnet_module": LAMA, "controlnet_input_images": [_b64(_hint())], "controlnet_masks": [_b64(mask)]}
+    monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
+    assert LAMA not in call(port, "GET", "/controlnet/module_list").json["module_list"]
+    refused = call(port, "POST", "/controlnet/detect", body=body)
+    assert refused.status == 422 and "ControlNetLama.safetensors" in refused.body.decode()
+
+    monkeypatch.setattr(context, "annotator_folder", lambda name: tiny_lama if name == LAMA else None, raising=False)
+    modules = call(port, "GET", "/controlnet/module_list").json
+    assert LAMA in modules["module_list"] and modules["module_detail"][LAMA] == {"model_free": False, "sliders": []}
+    types = call(port, "GET", "/controlnet/control_types").json["control_types"]
+    assert LAMA in types["Inpaint"]["module_list"]
+    no_mask = call(port, "POST", "/controlnet/detect", body=dict(body, controlnet_masks=[]))
+    assert no_mask.status == 422 and "controlnet_masks" in no_mask.body.decode()
+    reply = call(port, "POST", "/controlnet/detect", body=body)
+    assert reply.status == 200, reply.body
+    got = np.asarray(decode_png(reply.json["images"][0]))
+    assert np.array_equal(got, lama_fill(np.asarray(_hint()), mask_to_array(mask), tiny_lama))
+
+    title = call(port, "GET", "/controlnet/model_list").json["model_list"][0]
+    unit = {"module": LAMA, "model": title}  # no image of its own: the input image and its mask
+    img2img = {"prompt": "a fox", **SMALL, "init_images": [_b64(_hint())], "mask": _b64(mask), "mask_blur": 0,
+               "denoising_strength": 0.8, "alwayson_scripts": {"controlnet": {"args": [unit]}}}
+    guided = call(port, "POST", "/sdapi/v1/img2img", body=img2img)
+    assert guided.status == 200, guided.body
+    infotext = json.loads(guided.json["info"])["infotexts"][0]
+    assert f'ControlNet 0: "Module: {LAMA}, Model: tiny-controlnet [' in infotext
+    monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
+    missing = call(port, "POST", "/sdapi/v1/img2img", body=img2img)
+    assert missing.status == 422 and "args[0].module" in missing.body.decode()

@@ -220,3 +220,35 @@ def test_picker_marks_adapters_and_a_window_job_uses_one(parts, qtbot, data_dir:
     window.reuse_settings(entry)
     assert panel.editors[0].model.currentData() == str(adapter)
     assert panel.editors[0].weight.value() == pytest.approx(0.7)
+
+
+def test_lama_is_offered_with_its_file(qtbot, tiny_controlnet: Path, tiny_lama: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from heyim_desktop.ui.controlnet_panel import library_source
+
+    root = tmp_path / "lib"
+    annotator = root / "models" / "ControlNet" / "annotator"
+    annotator.mkdir(parents=True)
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([_info(tiny_controlnet)], library_source([str(root)])()[1])
+    editor = panel.add_unit()
+    assert editor is not None
+    lama = editor.preprocessor.model().item(editor.preprocessor.findData("inpaint_only+lama"))
+    assert not lama.isEnabled() and "ControlNetLama.safetensors" in lama.text() and "annotator" in lama.toolTip()
+    editor.preprocessor.setCurrentIndex(editor.preprocessor.findData("inpaint_only+lama"))  # e.g. from Reuse Settings
+    with pytest.raises(InvalidRequest, match="LaMa"):
+        panel.units()
+
+    os.link(tiny_lama, annotator / "big-lama.safetensors")
+    network = library_source([str(root)])()[1]
+    assert network["inpaint_only+lama"] == str(annotator / "big-lama.safetensors")
+    panel.set_models([_info(tiny_controlnet)], network)
+    assert lama.isEnabled() and lama.text() == "Inpaint only + LaMa"
+    assert "mask" in editor.note.text() and "LaMa fills" in editor.note.text()
+    with qtbot.waitSignal(editor.preview_ready, timeout=10_000) as blocker:
+        editor.set_image(_photo())
+    assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(_photo().convert("RGB")))  # no mask here: unchanged
+    unit = panel.units()[0]
+    assert unit.preprocessor == "inpaint_only+lama" and unit.annotator == str(annotator / "big-lama.safetensors")

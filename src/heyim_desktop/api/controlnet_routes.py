@@ -294,7 +294,7 @@ def _detect_images(body: Any, lookup: AnnotatorLookup = library_annotator) -> di
     from PIL import Image
 
     from heyim_desktop.core.codec import decode_image, encode_image
-    from heyim_desktop.core.control_preprocess import NETWORK_SPECS, canonical, detect, network_hint, spec
+    from heyim_desktop.core.control_preprocess import LAMA, NETWORK_SPECS, canonical, detect, network_hint, spec
     from heyim_desktop.core.errors import InvalidRequest, ModelError
     from heyim_desktop.core.masking import mask_to_array
 
@@ -331,10 +331,14 @@ def _detect_images(body: Any, lookup: AnnotatorLookup = library_annotator) -> di
     for i, data in enumerate(images):
         try:
             image = decode_image(data, field=f"controlnet_input_images[{i}]")
+            fill = None
+            if name == LAMA:  # the map shown is LaMa's fill of the mask, as the extension shows it
+                drawn = decode_image(masks[i], field=f"controlnet_masks[{i}]", mask=True)
+                fill = mask_to_array(drawn.resize(image.size))
             result = detect(image, name, processor_res=int(numbers["controlnet_processor_res"]),
                             threshold_a=float(numbers["controlnet_threshold_a"]),
-                            threshold_b=float(numbers["controlnet_threshold_b"]), annotator=annotator or "")
-            if spec(name).needs_mask:
+                            threshold_b=float(numbers["controlnet_threshold_b"]), annotator=annotator or "", mask=fill)
+            if spec(name).needs_mask and fill is None:
                 mask = decode_image(masks[i], field=f"controlnet_masks[{i}]", mask=True)
                 arr = np.asarray(result.convert("RGB")).copy()
                 arr[mask_to_array(mask.resize(result.size)) > 0.5] = 0  # shown black: the ControlNet sees -1

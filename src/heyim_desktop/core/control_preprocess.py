@@ -7,8 +7,9 @@ extension, so its API clients and infotext work unchanged. Every image operation
 OpenCV's or Pillow's. Preprocessors that need weights are listed by
 :func:`network_preprocessors` with what would enable them, and run (each by its entry in
 ``_NETWORK_RUNNERS``) when that is in a ControlNet annotator folder: the depth ones
-(:mod:`heyim_desktop.core.depth_preprocess`) and openpose
-(:mod:`heyim_desktop.core.openpose_body`); LaMa is listed only, HeyIm does not run it.
+(:mod:`heyim_desktop.core.depth_preprocess`), openpose
+(:mod:`heyim_desktop.core.openpose_body`) and ``inpaint_only+lama``
+(:mod:`heyim_desktop.core.lama_preprocess`, which also needs the request's mask).
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ NETWORK_SPECS: dict[str, Preprocessor] = {
     "depth_midas": Preprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth"),
     "depth_anything_v2": Preprocessor("depth_anything_v2", "Depth Anything V2", "Depth"),
     "openpose": Preprocessor("openpose", "OpenPose (body)", "OpenPose"),
+    "inpaint_only+lama": Preprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", uses_resolution=False,
+                                      needs_mask=True),
 }
+#: The network preprocessor that fills the mask with LaMa (its map needs the mask).
+LAMA = "inpaint_only+lama"
 
 
 def spec(name: str) -> Preprocessor:
@@ -125,7 +130,9 @@ NETWORK_PREPROCESSORS = (
                         "a transformers Depth Anything folder (config.json, model.safetensors, "
                         "preprocessor_config.json; e.g. depth-anything/Depth-Anything-V2-Small-hf)", runs=True),
     NetworkPreprocessor("openpose", "OpenPose (body)", "OpenPose", "body_pose_model.safetensors", runs=True),
-    NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", "ControlNetLama.safetensors"),
+    NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint",
+                        "a LaMa model as .safetensors (ControlNetLama.safetensors or big-lama.safetensors, "
+                        "converted from the .pth)", runs=True),
 )
 
 
@@ -176,11 +183,24 @@ def _openpose(image: "Image.Image", weights: Path, name: str, device: str) -> "I
     return pose_map(image, weights, device)
 
 
+def _lama_file(files: list[Path], name: str) -> Path | None:
+    from heyim_desktop.core.lama_preprocess import find_weights
+
+    return find_weights(files)
+
+
+def _lama_unmasked(image: "Image.Image", weights: Path, name: str, device: str) -> "Image.Image":
+    # Without a mask LaMa has nothing to fill (the panel's preview): the picture as it is. With
+    # one, :func:`detect` and :func:`control_array` call heyim_desktop.core.lama_preprocess.
+    return image
+
+
 #: How each network preprocessor HeyIm runs finds its model and makes its map.
 _NETWORK_RUNNERS: dict[str, _NetworkRunner] = {
     "depth_midas": _NetworkRunner(_depth_folder, _depth),
     "depth_anything_v2": _NetworkRunner(_depth_folder, _depth),
     "openpose": _NetworkRunner(_weights_file, _openpose),
+    LAMA: _NetworkRunner(_lama_file, _lama_unmasked),
 }
 
 
@@ -198,7 +218,7 @@ def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPr
 
 def annotator_folder(library_files: Iterable[Path], name: str) -> Path | None:
     """What network preprocessor ``name`` runs among ``library_files``: the first usable model
-    folder (depth) or weights file (openpose); None when there is none."""
+    folder (depth) or weights file (openpose, LaMa); None when there is none."""
     runner = _NETWORK_RUNNERS.get(name)
     return runner.find(list(library_files), name) if runner else None
 
@@ -375,13 +395,14 @@ _RUNNERS: dict[str, Callable[["npt.NDArray[Any]", float, float, int], "npt.NDArr
 
 def detect(
     image: "Image.Image", module: str, *, processor_res: int = -1, threshold_a: float = -1, threshold_b: float = -1,
-    seed: int = 0, annotator: str | Path = "", device: str = "cpu",
+    seed: int = 0, annotator: str | Path = "", device: str = "cpu", mask: "npt.NDArray[np.float32] | None" = None,
 ) -> "Image.Image":
     """The control map ``module`` makes from ``image`` (RGB), at the detector's resolution.
 
     "none" and "inpaint" hand the image back unchanged (inpaint's -1 pixels are set where
     the mask is known, in :func:`control_array`). The network preprocessors run the model at
-    ``annotator`` (a folder or file the library found) on ``device``.
+    ``annotator`` (a folder or file the library found) on ``device``; "inpaint_only+lama" fills
+    ``mask`` (H, W, 0..1, at the image's size) with LaMa, or without a mask hands the image back.
     """
     import numpy as np
     from PIL import Image as PILImage
@@ -404,6 +425,11 @@ def detect(
     if network:
         if not annotator:
             raise InvalidRequest("controlnet.module", network_hint(found.name))
+        if found.name == LAMA and mask is not None:
+            from heyim_desktop.core.lama_preprocess import lama_fill
+
+            filled = lama_fill(np.asarray(rgb, dtype=np.uint8), np.asarray(mask, np.float32), annotator, device)
+            return PILImage.fromarray(filled, mode="RGB")
         return _NETWORK_RUNNERS[found.name].run(rgb, Path(annotator), found.name, device)
     assert runner is not None
     a = found.slider_a.clamp(threshold_a) if found.slider_a else 0.0
@@ -425,6 +451,12 @@ def control_array(
     name = canonical(module)
     if resize_mode not in RESIZE_MODES:
         raise InvalidRequest("controlnet.resize_mode", f"must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    if name == LAMA:
+        from heyim_desktop.core.lama_preprocess import control_map as lama_map
+
+        if not annotator:
+            raise InvalidRequest("controlnet.module", network_hint(name))
+        return lama_map(image, width, height, resize_mode, mask, annotator, device)
     control_map = detect(image, name, processor_res=processor_res, threshold_a=threshold_a,
                          threshold_b=threshold_b, seed=seed, annotator=annotator, device=device)
     fitted = fit_control_image(control_map, width, height, resize_mode)

@@ -74,8 +74,8 @@ class ControlUnit:
     #: The extension's "Pixel Perfect": the detector resolution follows the generation size
     #: (:func:`pixel_perfect_resolution`) instead of ``processor_res``.
     pixel_perfect: bool = False
-    #: The model folder or file a network preprocessor (depth, openpose) runs, found in the library's annotator
-    #: folder when the request is resolved; empty for the model-free ones.
+    #: The model folder or file a network preprocessor (depth, openpose, LaMa) runs, found in the
+    #: library's annotator folder when the request is resolved; empty for the model-free ones.
     annotator: str = ""
 
     def __post_init__(self) -> None:
@@ -176,6 +176,25 @@ def control_images(request: "GenerationRequest", device: str = "cpu") -> list[An
             seed=request.seed or 0, mask=mask, annotator=unit.annotator, device=device,
         ))
     return out
+
+
+def lama_filled_image(request: "GenerationRequest", device: str = "cpu") -> Any:
+    """The LaMa-filled control picture ((H, W, 3) uint8 at the generation size) of the request's
+    last ``inpaint_only+lama`` unit, whose latent seeds the starting noise; None without one."""
+    from heyim_desktop.core.control_preprocess import LAMA
+    from heyim_desktop.core.lama_preprocess import control_fill
+
+    units = [u for u in request.controlnets if u.preprocessor == LAMA]
+    if not units or request.inpaint is None:
+        return None
+    from heyim_desktop.core.masking import prepare_mask
+
+    unit = units[-1]
+    image = unit.image if unit.image is not None else request.init_image
+    if image is None:
+        return None
+    mask = prepare_mask(request.inpaint, request.width, request.height)
+    return control_fill(image, request.width, request.height, unit.resize_mode, mask, unit.annotator, device)
 
 
 def crop_control_images(units: "tuple[ControlUnit, ...]", canvas: tuple[int, int], box: tuple[int, int, int, int],
@@ -364,11 +383,16 @@ def controlnet_extensions(request: "GenerationRequest", components: "Components"
     if not request.controlnets:
         return []
     from heyim_desktop.core.adapter_extension import AdapterExtension, split_units
+    from heyim_desktop.core.control_preprocess import LAMA
 
     nets, adapters = split_units(request)
     out: list[BaseExtension] = []
     if nets is not None:
         out.append(ControlNetExtension(nets, components))
+        if any(u.preprocessor == LAMA for u in nets.controlnets):
+            from heyim_desktop.core.lama_preprocess import LamaNoise
+
+            out.append(LamaNoise(nets, components))
     if adapters is not None:
         out.append(AdapterExtension(adapters, components))
     return out

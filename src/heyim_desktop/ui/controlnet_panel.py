@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from heyim_desktop.core.control_preprocess import (
+    LAMA,
     NETWORK_PREPROCESSORS,
     NETWORK_SPECS,
     PREPROCESSORS,
@@ -235,6 +236,10 @@ class ControlUnitEditor(QFrame):
             elif found:
                 item.setText(f"{net.label} ({net.weights} found; HeyIm cannot run it yet: make the map elsewhere)")
                 item.setToolTip("Make the map elsewhere and choose None")
+            elif net.name == LAMA:
+                item.setText(f"{net.label} (needs ControlNetLama.safetensors or big-lama.safetensors in "
+                             "models/ControlNet/annotator)")
+                item.setToolTip(network_hint(net.name))
             elif net.runs:
                 what = "a depth model" if net.control_type == "Depth" else net.weights
                 item.setText(f"{net.label} (needs {what} in models/ControlNet/annotator)")
@@ -263,8 +268,10 @@ class ControlUnitEditor(QFrame):
                 spin.blockSignals(False)
                 label.setText(slider.label)
         self._resolution_state()
-        self.note.setText("Uses the inpainting mask of the input image: masked pixels reach the ControlNet as -1."
-                          if spec.needs_mask else "")
+        note = "Uses the inpainting mask of the input image: masked pixels reach the ControlNet as -1." if spec.needs_mask else ""
+        if spec.name == LAMA:
+            note += " LaMa fills the masked area first (when generating); its fill also seeds the starting noise."
+        self.note.setText(note)
         self._timer.start()
 
     def _resolution_state(self) -> None:
