@@ -143,8 +143,7 @@ def test_units_are_validated() -> None:
         ControlUnit(model="x", mode="loud")
     with pytest.raises(InvalidRequest, match="unknown preprocessor"):
         ControlUnit(model="x", preprocessor="magic")
-    with pytest.raises(InvalidRequest, match="its own network"):
-        ControlUnit(model="x", preprocessor="inpaint_only+lama")  # listed only: HeyIm does not run it
+    assert ControlUnit(model="x", preprocessor="inpaint_only+lama").annotator == ""  # LaMa's file too
     assert ControlUnit(model="x", preprocessor="depth_midas").annotator == ""  # its folder comes from the library
     assert ControlUnit(model="x", preprocessor="openpose").annotator == ""  # and openpose's file
     assert ControlUnit(model="x", mode=2).mode == "controlnet"
