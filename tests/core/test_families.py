@@ -373,10 +373,12 @@ def test_model_cpu_offload_gives_the_same_images(tiny_zimage: Path, zimage_engin
     cpu = torch.device("cpu")
     assert not wants_offload(cpu, 10**12) and wants_offload(cpu, 1, True)
     monkeypatch.setenv("HEYIM_OFFLOAD", "on")
-    assert wants_offload(cpu, 1) and not wants_offload(cpu, 1, False)
+    assert wants_offload(torch.device("cuda"), 1) and not wants_offload(torch.device("cuda"), 1, False)
+    assert not wants_offload(cpu, 1)  # the variable is ignored on the CPU, where offload only costs
     found = read_family_index(tiny_zimage)
     assert found is not None
-    engine = load_family_engine(tiny_zimage, found[1], device="cpu")  # accelerate's hooks, CPU as the device
+    # accelerate's hooks with the CPU standing in for the device (asked for explicitly)
+    engine = load_family_engine(tiny_zimage, found[1], device="cpu", offload=True)
     assert engine.offloaded and engine.pipe._all_hooks
     out = engine.render(_req(steps=2))
     engine.close()
