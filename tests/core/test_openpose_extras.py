@@ -15,8 +15,15 @@ from heyim_desktop.core import openpose_extras as extras
 from heyim_desktop.core.errors import ModelError
 from heyim_desktop.core.openpose_decode import Person
 from heyim_desktop.core.openpose_parts import FACE, HAND, check_weights, load_network
-from openpose_layout import (FACE_HEATMAPS, HAND_HEATMAPS, parts_tensors, random_parts_tensors, write_body_model,
-                             write_face_model, write_hand_model)
+from openpose_layout import (
+    FACE_HEATMAPS,
+    HAND_HEATMAPS,
+    parts_tensors,
+    random_parts_tensors,
+    write_body_model,
+    write_face_model,
+    write_hand_model,
+)
 
 
 def _reference(t: dict[str, Any], x: Any) -> Any:

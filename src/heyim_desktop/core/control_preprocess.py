@@ -281,9 +281,9 @@ def _resize_with_pad(image: "Image.Image", short: int) -> "tuple[Image.Image, tu
     h, w = arr.shape[:2]
     k = short / min(h, w)
     th, tw = max(1, int(np.round(h * k))), max(1, int(np.round(w * k)))
-    arr = cv2.resize(arr, (tw, th), interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
-    arr = np.pad(arr, ((0, -th % 64), (0, -tw % 64), (0, 0)), mode="edge")
-    return PILImage.fromarray(np.ascontiguousarray(arr), mode="RGB"), (tw, th)
+    scaled = cv2.resize(arr, (tw, th), interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
+    padded = np.pad(scaled, ((0, -th % 64), (0, -tw % 64), (0, 0)), mode="edge")
+    return PILImage.fromarray(np.ascontiguousarray(padded), mode="RGB"), (tw, th)
 
 
 def _gray3(single: "npt.NDArray[Any]") -> "npt.NDArray[Any]":

@@ -158,7 +158,7 @@ def build_network(model: PartsModel) -> Any:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             blocks: dict[str, nn.Module] = dict(self.named_children())
             features = blocks["model1_0"](x)
-            heatmaps = blocks["model1_1"](features)
+            heatmaps: torch.Tensor = blocks["model1_1"](features)
             for t in range(2, STAGES + 1):
                 heatmaps = blocks[f"model{t}"](torch.cat([heatmaps, features], 1))
             return heatmaps
