@@ -138,7 +138,7 @@ class NetworkPreprocessor:
 def _files_text(files: tuple[str, ...]) -> str:
     if len(files) == 1:
         return files[0]
-    return f"{', '.join(files[:-1])} and {files[-1]} (in one folder)"
+    return f"{', '.join(files[:-1])} and {files[-1]} side by side"
 
 
 NETWORK_PREPROCESSORS = (
