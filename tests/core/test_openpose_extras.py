@@ -271,15 +271,3 @@ def test_openpose_input_is_resized_and_padded_as_the_extension_does(monkeypatch:
     out = control_preprocess.detect(photo, "openpose", annotator="/x/body_pose_model.safetensors")
     assert seen[-1] == (512, 768) and out.size == (512, 731)  # the default resolution, 512
 
-
-def test_a_full_map_runs_end_to_end(tmp_path: Path) -> None:
-    from heyim_desktop.core.control_preprocess import detect
-
-    folder = tmp_path / "annotator"
-    body = write_body_model(folder / "body_pose_model.safetensors")
-    write_hand_model(folder / "hand_pose_model.safetensors")
-    write_face_model(folder / "facenet.safetensors")
-    photo = Image.fromarray(np.random.RandomState(1).randint(0, 255, (64, 80, 3), dtype=np.uint8))
-    for module in ("openpose_full", "openpose_faceonly"):
-        out = detect(photo, module, processor_res=64, annotator=body)
-        assert out.size == (80, 64) and out.mode == "RGB"
