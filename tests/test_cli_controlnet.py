@@ -146,3 +146,31 @@ def test_lama_preprocessor_from_cli(data_dir: Path, tmp_path: Path, tiny_model: 
     assert main(args) == 0, capsys.readouterr().err
     params = read_parameters(Path(capsys.readouterr().out.strip()))
     assert params is not None and params.controlnet_settings()[0]["preprocessor"] == "inpaint_only+lama"
+
+
+def test_openpose_full_from_cli_names_the_missing_files(data_dir: Path, tmp_path: Path, tiny_model: Path,
+                                                        tiny_controlnet: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.cli import _resolve_annotators
+    from heyim_desktop.core.controlnet import ControlUnit
+    from heyim_desktop.core.request import GenerationRequest
+    from heyim_desktop.models import cli as models_cli
+    from heyim_desktop.models.library import ModelLibrary
+    from openpose_layout import write_body_model, write_face_model, write_hand_model
+
+    root = tmp_path / "lib"
+    annotator = root / "models" / "ControlNet" / "annotator"
+    write_body_model(annotator / "body_pose_model.safetensors")
+    monkeypatch.setattr(models_cli, "_library", lambda extra=None: ModelLibrary([root], include_demo=False, hf_cache=False))
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.RandomState(6).rand(64, 64, 3) * 255).astype(np.uint8)).save(photo)
+    args = ["generate", "--model", str(tiny_model), "-p", "a cat", "--steps", "2", "--size", "64x64", "-q", "--seed", "3",
+            "--control", f"{tiny_controlnet}:{photo}", "--control-preprocessor", "openpose_full", "-o", str(tmp_path / "out")]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "hand_pose_model.safetensors" in err and "facenet.safetensors" in err and "annotator" in err
+    write_hand_model(annotator / "hand_pose_model.safetensors")
+    write_face_model(annotator / "facenet.safetensors")
+    request = GenerationRequest(prompt="x", controlnets=(ControlUnit(model=str(tiny_controlnet),
+                                                                     preprocessor="openpose_full"),))
+    assert _resolve_annotators(request).controlnets[0].annotator == str(annotator / "body_pose_model.safetensors")

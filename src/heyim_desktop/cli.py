@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--control-preprocessor", action="append", default=[], metavar="NAME",
                      help="make the control map from the image: canny, scribble_xdog, lineart_standard, tile_resample, "
                           "shuffle, inpaint, ..., depth_midas / depth_anything_v2 (need a transformers depth model in "
-                          "models/ControlNet/annotator), openpose (needs body_pose_model.safetensors there) (default none: the image already is a map); once for all units or once each")
+                          "models/ControlNet/annotator), openpose (needs body_pose_model.safetensors there), openpose_hand / openpose_face / openpose_faceonly / openpose_full (also hand_pose_model.safetensors / facenet.safetensors beside it) (default none: the image already is a map); once for all units or once each")
     gen.add_argument("--control-start", action="append", type=float, default=[], metavar="FRACTION",
                      help="fraction of the steps where ControlNet starts acting (default 0)")
     gen.add_argument("--control-end", action="append", type=float, default=[], metavar="FRACTION",

@@ -298,3 +298,30 @@ def test_lama_is_offered_detected_and_run_only_with_its_model(with_controlnet: R
     monkeypatch.setattr(context, "annotator_folder", lambda name: None, raising=False)
     missing = call(port, "POST", "/sdapi/v1/img2img", body=img2img)
     assert missing.status == 422 and "args[0].module" in missing.body.decode()
+
+
+def test_openpose_full_is_offered_and_detected_only_with_all_three_files(with_controlnet: Running, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.core.control_preprocess import annotator_folder, detect
+    from openpose_layout import write_body_model, write_face_model, write_hand_model
+
+    port, context = with_controlnet.port, with_controlnet.server.context
+    folder = tmp_path / "annotator"
+    files = [write_body_model(folder / "body_pose_model.safetensors"), write_hand_model(folder / "hand_pose_model.safetensors")]
+    monkeypatch.setattr(context, "annotator_folder", lambda name: annotator_folder(files, name), raising=False)
+    photo = Image.fromarray((np.random.RandomState(8).rand(64, 80, 3) * 255).astype(np.uint8))
+    body = {"controlnet_module": "openpose_full", "controlnet_input_images": [_b64(photo)], "controlnet_processor_res": 64}
+    modules = call(port, "GET", "/controlnet/module_list").json["module_list"]
+    assert "openpose_hand" in modules and "openpose_full" not in modules and "openpose_face" not in modules
+    refused = call(port, "POST", "/controlnet/detect", body=body)
+    assert refused.status == 422 and "facenet.safetensors" in refused.body.decode()
+
+    files.append(write_face_model(folder / "facenet.safetensors"))
+    types = call(port, "GET", "/controlnet/control_types").json["control_types"]
+    assert types["OpenPose"]["module_list"] == ["none", "openpose", "openpose_hand", "openpose_face",
+                                                "openpose_faceonly", "openpose_full"]
+    reply = call(port, "POST", "/controlnet/detect", body=body)
+    assert reply.status == 200, reply.body
+    got = np.asarray(decode_png(reply.json["images"][0]))
+    assert got.shape == (64, 80, 3)
+    assert np.array_equal(got, np.asarray(detect(photo, "openpose_full", processor_res=64, annotator=files[0])))

@@ -110,7 +110,9 @@ def test_bad_control_images_give_clear_errors() -> None:
 
 def test_network_preprocessors_need_their_weights(tmp_path: Path) -> None:
     listed = dict((p.name, ok) for p, ok in network_preprocessors([tmp_path / "body_pose_model.safetensors"]))
-    assert listed == {"depth_midas": False, "depth_anything_v2": False, "openpose": True, "inpaint_only+lama": False}
+    assert listed == {"depth_midas": False, "depth_anything_v2": False, "openpose": True, "openpose_hand": False,
+                      "openpose_face": False, "openpose_faceonly": False, "openpose_full": False,
+                      "inpaint_only+lama": False}
 
 
 def test_infotext_round_trip(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ def test_lists_controlnets_from_a1111_and_comfyui_folders(tmp_path: Path, tiny_c
     assert lib.find("tiny-file [abcdef12]").ref == str(a1111 / "tiny-file.safetensors")  # type: ignore[union-attr]
     assert lib.find("TINY-FOLDER") is not None and lib.find("nope") is None
     assert dict((p.name, ok) for p, ok in lib.network_preprocessors()) == {"depth_midas": False, "depth_anything_v2": False, "openpose": True,
+                                                                          "openpose_hand": False, "openpose_face": False,
+                                                                          "openpose_faceonly": False, "openpose_full": False,
                                                                           "inpaint_only+lama": False}
 
 

@@ -252,3 +252,29 @@ def test_lama_is_offered_with_its_file(qtbot, tiny_controlnet: Path, tiny_lama: 
     assert np.array_equal(np.asarray(blocker.args[0]), np.asarray(_photo().convert("RGB")))  # no mask here: unchanged
     unit = panel.units()[0]
     assert unit.preprocessor == "inpaint_only+lama" and unit.annotator == str(annotator / "big-lama.safetensors")
+
+
+def test_openpose_full_is_offered_only_with_all_its_files(qtbot, tiny_controlnet: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.ui.controlnet_panel import library_source
+    from openpose_layout import write_body_model, write_face_model, write_hand_model
+
+    annotator = tmp_path / "lib" / "models" / "ControlNet" / "annotator"
+    body = write_body_model(annotator / "body_pose_model.safetensors")
+    source = library_source([str(tmp_path / "lib")])
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([_info(tiny_controlnet)], source()[1])
+    editor = panel.add_unit()
+    assert editor is not None
+    full = editor.preprocessor.model().item(editor.preprocessor.findData("openpose_full"))
+    assert not full.isEnabled() and "hand_pose_model.safetensors" in full.text() and "facenet.safetensors" in full.text()
+    assert editor.preprocessor.model().item(editor.preprocessor.findData("openpose")).isEnabled()
+    write_hand_model(annotator / "hand_pose_model.safetensors")
+    write_face_model(annotator / "facenet.safetensors")
+    network = source()[1]
+    assert network["openpose_full"] == network["openpose_faceonly"] == str(body)
+    panel.set_models([_info(tiny_controlnet)], network)
+    assert full.isEnabled() and full.text() == "OpenPose (body, hands and face)"
+    editor.preprocessor.setCurrentIndex(editor.preprocessor.findData("openpose_full"))
+    unit = panel.units()[0]
+    assert unit.preprocessor == "openpose_full" and unit.annotator == str(body)

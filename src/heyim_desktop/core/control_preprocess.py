@@ -7,9 +7,9 @@ extension, so its API clients and infotext work unchanged. Every image operation
 OpenCV's or Pillow's. Preprocessors that need weights are listed by
 :func:`network_preprocessors` with what would enable them, and run (each by its entry in
 ``_NETWORK_RUNNERS``) when that is in a ControlNet annotator folder: the depth ones
-(:mod:`heyim_desktop.core.depth_preprocess`), openpose
-(:mod:`heyim_desktop.core.openpose_body`) and ``inpaint_only+lama``
-(:mod:`heyim_desktop.core.lama_preprocess`, which also needs the request's mask).
+(:mod:`heyim_desktop.core.depth_preprocess`), the OpenPose family
+(:mod:`heyim_desktop.core.openpose_body`, :mod:`heyim_desktop.core.openpose_extras`) and
+``inpaint_only+lama`` (:mod:`heyim_desktop.core.lama_preprocess`, which also needs the request's mask).
 """
 
 from __future__ import annotations
@@ -96,11 +96,28 @@ NETWORK_SPECS: dict[str, Preprocessor] = {
     "depth_midas": Preprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth"),
     "depth_anything_v2": Preprocessor("depth_anything_v2", "Depth Anything V2", "Depth"),
     "openpose": Preprocessor("openpose", "OpenPose (body)", "OpenPose"),
+    "openpose_hand": Preprocessor("openpose_hand", "OpenPose (body and hands)", "OpenPose"),
+    "openpose_face": Preprocessor("openpose_face", "OpenPose (body and face)", "OpenPose"),
+    "openpose_faceonly": Preprocessor("openpose_faceonly", "OpenPose (face only)", "OpenPose"),
+    "openpose_full": Preprocessor("openpose_full", "OpenPose (body, hands and face)", "OpenPose"),
     "inpaint_only+lama": Preprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint", uses_resolution=False,
                                       needs_mask=True),
 }
 #: The network preprocessor that fills the mask with LaMa (its map needs the mask).
 LAMA = "inpaint_only+lama"
+#: The weights files each OpenPose preprocessor needs, side by side in one annotator folder (the
+#: body model first: the hands and the face are looked for around the body's keypoints).
+OPENPOSE_FILES: dict[str, tuple[str, ...]] = {
+    "openpose": ("body_pose_model.safetensors",),
+    "openpose_hand": ("body_pose_model.safetensors", "hand_pose_model.safetensors"),
+    "openpose_face": ("body_pose_model.safetensors", "facenet.safetensors"),
+    "openpose_faceonly": ("body_pose_model.safetensors", "facenet.safetensors"),
+    "openpose_full": ("body_pose_model.safetensors", "hand_pose_model.safetensors", "facenet.safetensors"),
+}
+#: The preprocessors whose input is prepared as the extension prepares it (its resize-with-pad):
+#: short side to the resolution (cubic when enlarging, area when shrinking), edges repeated
+#: right and down to a multiple of 64, the map cut back to the unpadded size.
+PADDED_TO_64 = frozenset(OPENPOSE_FILES)
 
 
 def spec(name: str) -> Preprocessor:
@@ -122,6 +139,12 @@ class NetworkPreprocessor:
     runs: bool = False
 
 
+def _files_text(files: tuple[str, ...]) -> str:
+    if len(files) == 1:
+        return files[0]
+    return f"{', '.join(files[:-1])} and {files[-1]} side by side"
+
+
 NETWORK_PREPROCESSORS = (
     NetworkPreprocessor("depth_midas", "Depth (MiDaS / DPT)", "Depth",
                         "a transformers DPT depth model folder (config.json, model.safetensors, "
@@ -129,7 +152,8 @@ NETWORK_PREPROCESSORS = (
     NetworkPreprocessor("depth_anything_v2", "Depth Anything V2", "Depth",
                         "a transformers Depth Anything folder (config.json, model.safetensors, "
                         "preprocessor_config.json; e.g. depth-anything/Depth-Anything-V2-Small-hf)", runs=True),
-    NetworkPreprocessor("openpose", "OpenPose (body)", "OpenPose", "body_pose_model.safetensors", runs=True),
+    *(NetworkPreprocessor(name, NETWORK_SPECS[name].label, "OpenPose", _files_text(files), runs=True)
+      for name, files in OPENPOSE_FILES.items()),
     NetworkPreprocessor("inpaint_only+lama", "Inpaint only + LaMa", "Inpaint",
                         "a LaMa model as .safetensors (ControlNetLama.safetensors or big-lama.safetensors, "
                         "converted from the .pth)", runs=True),
@@ -177,10 +201,20 @@ def _weights_file(files: list[Path], name: str) -> Path | None:
     return next((f for f in sorted(files) if f.name == wanted), None)
 
 
-def _openpose(image: "Image.Image", weights: Path, name: str, device: str) -> "Image.Image":
-    from heyim_desktop.core.openpose_body import pose_map
+def _openpose_files(files: list[Path], name: str) -> Path | None:
+    """The first body model whose folder also holds the other files ``name`` needs."""
+    body, *others = OPENPOSE_FILES[name]
+    present = {(f.parent, f.name) for f in files}
+    return next((f for f in sorted(files) if f.name == body and all((f.parent, o) in present for o in others)), None)
 
-    return pose_map(image, weights, device)
+
+def _openpose(image: "Image.Image", weights: Path, name: str, device: str) -> "Image.Image":
+    from heyim_desktop.core.openpose_extras import pose_map
+
+    files = OPENPOSE_FILES[name]
+    hand = weights.parent / "hand_pose_model.safetensors" if "hand_pose_model.safetensors" in files else None
+    face = weights.parent / "facenet.safetensors" if "facenet.safetensors" in files else None
+    return pose_map(image, weights, device, hand_weights=hand, face_weights=face, draw_body=name != "openpose_faceonly")
 
 
 def _lama_file(files: list[Path], name: str) -> Path | None:
@@ -199,7 +233,7 @@ def _lama_unmasked(image: "Image.Image", weights: Path, name: str, device: str) 
 _NETWORK_RUNNERS: dict[str, _NetworkRunner] = {
     "depth_midas": _NetworkRunner(_depth_folder, _depth),
     "depth_anything_v2": _NetworkRunner(_depth_folder, _depth),
-    "openpose": _NetworkRunner(_weights_file, _openpose),
+    **{name: _NetworkRunner(_openpose_files, _openpose) for name in OPENPOSE_FILES},
     LAMA: _NetworkRunner(_lama_file, _lama_unmasked),
 }
 
@@ -218,7 +252,8 @@ def network_preprocessors(library_files: Iterable[Path]) -> list[tuple[NetworkPr
 
 def annotator_folder(library_files: Iterable[Path], name: str) -> Path | None:
     """What network preprocessor ``name`` runs among ``library_files``: the first usable model
-    folder (depth) or weights file (openpose, LaMa); None when there is none."""
+    folder (depth) or weights file (the OpenPose ones: the body model, the others beside it; LaMa);
+    None when there is none."""
     runner = _NETWORK_RUNNERS.get(name)
     return runner.find(list(library_files), name) if runner else None
 
@@ -251,6 +286,23 @@ def _scale_short_side(image: "Image.Image", short: int) -> "Image.Image":
     k = short / min(w, h)
     size = (max(1, round(w * k)), max(1, round(h * k)))
     return image if size == (w, h) else image.resize(size, resample=PILImage.Resampling.LANCZOS)
+
+
+def _resize_with_pad(image: "Image.Image", short: int) -> "tuple[Image.Image, tuple[int, int]]":
+    """The extension's resize-with-pad: the image with its short side at ``short`` (cubic when
+    enlarging, area otherwise), its last row and column repeated to a multiple of 64; and the
+    (width, height) to cut the map back to."""
+    import cv2
+    import numpy as np
+    from PIL import Image as PILImage
+
+    arr = np.asarray(image, dtype=np.uint8)
+    h, w = arr.shape[:2]
+    k = short / min(h, w)
+    th, tw = max(1, int(np.round(h * k))), max(1, int(np.round(w * k)))
+    scaled = cv2.resize(arr, (tw, th), interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
+    padded = np.pad(scaled, ((0, -th % 64), (0, -tw % 64), (0, 0)), mode="edge")
+    return PILImage.fromarray(np.ascontiguousarray(padded), mode="RGB"), (tw, th)
 
 
 def _gray3(single: "npt.NDArray[Any]") -> "npt.NDArray[Any]":
@@ -417,11 +469,15 @@ def detect(
     runner = _RUNNERS.get(found.name)
     if runner is None and not network:
         return rgb
+    keep: tuple[int, int] | None = None
     if found.uses_resolution:
         res = processor_res if processor_res and processor_res > 0 else DEFAULT_PROCESSOR_RES
         if not 64 <= res <= 2048:
             raise InvalidRequest("controlnet.processor_res", f"must be from 64 to 2048, got {res}")
-        rgb = _scale_short_side(rgb, res)
+        if found.name in PADDED_TO_64:
+            rgb, keep = _resize_with_pad(rgb, res)
+        else:
+            rgb = _scale_short_side(rgb, res)
     if network:
         if not annotator:
             raise InvalidRequest("controlnet.module", network_hint(found.name))
@@ -430,7 +486,8 @@ def detect(
 
             filled = lama_fill(np.asarray(rgb, dtype=np.uint8), np.asarray(mask, np.float32), annotator, device)
             return PILImage.fromarray(filled, mode="RGB")
-        return _NETWORK_RUNNERS[found.name].run(rgb, Path(annotator), found.name, device)
+        made = _NETWORK_RUNNERS[found.name].run(rgb, Path(annotator), found.name, device)
+        return made.crop((0, 0, *keep)) if keep is not None else made
     assert runner is not None
     a = found.slider_a.clamp(threshold_a) if found.slider_a else 0.0
     b = found.slider_b.clamp(threshold_b) if found.slider_b else 0.0

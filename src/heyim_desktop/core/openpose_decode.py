@@ -192,33 +192,44 @@ def decode(heatmaps: "npt.NDArray[Any]", pafs: "npt.NDArray[Any]") -> list[Perso
     return assemble(peaks, match_limbs(peaks, pafs))
 
 
-def draw(people: list[Person], width: int, height: int) -> "npt.NDArray[np.uint8]":
-    """The pose map (H, W, 3) RGB uint8, drawn person after person as the extension does: a
-    person's limbs, then the whole canvas at 60%, then that person's joints at full colour. So
-    with several people the earlier ones come out darker, as in the maps the ControlNets saw."""
+def draw_body(canvas: "npt.NDArray[np.uint8]", person: Person) -> "npt.NDArray[np.uint8]":
+    """One person onto the RGB canvas as the extension draws a body: the limbs at 60% of their
+    colour, then the joints at full colour. Gives the canvas (drawn in place)."""
     import cv2
     import numpy as np
+
+    height, width = canvas.shape[:2]
 
     def placed(point: tuple[float, float]) -> tuple[float, float]:
         # The extension keeps keypoints as fractions of the image and scales them back to draw;
         # the same round trip lands on the same pixels (x / w * w is not always x in floats).
         return point[0] / width * width, point[1] / height * height
 
+    for (pa, pb), colour in zip(LIMBS[:DRAWN_LIMBS], COLOURS):
+        ka, kb = person.keypoints[pa], person.keypoints[pb]
+        if ka is None or kb is None:
+            continue
+        a, b = placed(ka), placed(kb)
+        centre = (int((a[0] + b[0]) / 2), int((a[1] + b[1]) / 2))
+        length = math.hypot(a[0] - b[0], a[1] - b[1])
+        angle = math.degrees(math.atan2(a[1] - b[1], a[0] - b[0]))
+        polygon = cv2.ellipse2Poly(centre, (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(canvas, np.asarray(polygon, np.int32), tuple(int(c * LIMB_BLEND) for c in colour))
+    for point, colour in zip(person.keypoints, COLOURS):
+        if point is not None:
+            x, y = placed(point)
+            cv2.circle(canvas, (int(x), int(y)), JOINT_RADIUS, colour, thickness=-1)
+    return canvas
+
+
+def draw(people: list[Person], width: int, height: int) -> "npt.NDArray[np.uint8]":
+    """The pose map (H, W, 3) RGB uint8, person after person as the extension draws it: each
+    person's limbs at 60% of their colour, then its joints at full colour. (One version of the
+    extension dimmed the whole canvas once per person, darkening earlier people; its current
+    drawing and the ControlNet 1.1 annotator, which made the training maps, do not.)"""
+    import numpy as np
+
     canvas: "npt.NDArray[np.uint8]" = np.zeros((height, width, 3), np.uint8)
     for person in people:
-        for (pa, pb), colour in zip(LIMBS[:DRAWN_LIMBS], COLOURS):
-            ka, kb = person.keypoints[pa], person.keypoints[pb]
-            if ka is None or kb is None:
-                continue
-            a, b = placed(ka), placed(kb)
-            centre = (int((a[0] + b[0]) / 2), int((a[1] + b[1]) / 2))
-            length = math.hypot(a[0] - b[0], a[1] - b[1])
-            angle = math.degrees(math.atan2(a[1] - b[1], a[0] - b[0]))
-            polygon = cv2.ellipse2Poly(centre, (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
-            cv2.fillConvexPoly(canvas, np.asarray(polygon, np.int32), colour)
-        canvas = (canvas * LIMB_BLEND).astype(np.uint8)
-        for point, colour in zip(person.keypoints, COLOURS):
-            if point is not None:
-                x, y = placed(point)
-                cv2.circle(canvas, (int(x), int(y)), JOINT_RADIUS, colour, thickness=-1)
+        canvas = draw_body(canvas, person)
     return canvas
