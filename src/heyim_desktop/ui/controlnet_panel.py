@@ -109,6 +109,11 @@ class ControlUnitEditor(QFrame):
         self.model.setAccessibleName("ControlNet model")
         self.preprocessor = QComboBox()
         self.preprocessor.setAccessibleName("Preprocessor")
+        # Long labels (a model's marks, a disabled choice naming the file it needs) show in the list,
+        # not in the closed box: the box never widens the window's left column past its scroll area.
+        for combo in (self.model, self.preprocessor):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(16)
         for p in PREPROCESSORS.values():
             self.preprocessor.addItem(p.label, p.name)
         for net in NETWORK_PREPROCESSORS:
@@ -371,7 +376,15 @@ class ControlUnitEditor(QFrame):
                 self.preview.setPixmap(_thumb(result))
                 self.preview_ready.emit(result)
 
-        run_in_background(work, done, self._failed)
+        def failed(exc: BaseException) -> None:
+            if generation == self._generation:  # no earlier map stays as if it were this one's
+                self.preview.setPixmap(QPixmap())
+                self.preview.setText("No map: the\npreprocessor failed")
+                self.preview.setToolTip(str(exc))
+            self._failed(exc)
+
+        self.preview.setToolTip("")
+        run_in_background(work, done, failed)
 
     # -- the unit ------------------------------------------------------------------------
     def unit(self) -> Any:

@@ -131,8 +131,9 @@ def check_text_encoder_gguf(file: Path, folder: Path, family: Family, index: dic
                          "folder's tokenizer).")
     try:
         header = read_gguf_header(file)
-    except CorruptModel as exc:
-        raise ModelError(f"{folder.name} is damaged: {exc}") from exc
+    except CorruptModel as exc:  # a file chosen from elsewhere is the damaged one, not the folder
+        raise ModelError(f"{folder.name} is damaged: {exc}" if file.parent == folder / part
+                         else f"{where} cannot be used: {exc} {folder.name} itself is unchanged.") from exc
     arch = header.metadata.get("general.architecture")
     arch = arch if isinstance(arch, str) else ""
     expected = GGUF_TEXT_ENCODERS[cls]
