@@ -59,3 +59,28 @@ def test_a_failed_preview_clears_the_earlier_map(qtbot, tmp_path: Path, tiny_con
     assert editor.preview.pixmap().isNull() and "failed" in editor.preview.text()
     assert "not the OpenPose body model" in editor.preview.toolTip()
     assert wrong.read_bytes() == (tiny_controlnet / "diffusion_pytorch_model.safetensors").read_bytes()  # untouched
+
+
+def test_an_unusable_model_is_listed_greyed_with_the_reason(qtbot, tmp_path: Path, tiny_adapter: Path) -> None:  # type: ignore[no-untyped-def]
+    from adapter_layout import write_original_layout
+    from heyim_desktop.core.errors import InvalidRequest
+    from heyim_desktop.ui.controlnet_panel import ControlNetPanel, library_source
+
+    root = tmp_path / "lib"
+    (root / "models" / "ControlNet").mkdir(parents=True)
+    # TencentARC's own file, as many users have it: found, but HeyIm does not convert it
+    write_original_layout(tiny_adapter, root / "models" / "ControlNet" / "t2iadapter_canny_sd14v1.safetensors")
+    panel = ControlNetPanel()
+    qtbot.addWidget(panel)
+    panel.set_models(*library_source([str(root)])())
+    editor = panel.add_unit()
+    assert editor is not None
+    texts = [editor.model.itemText(i) for i in range(editor.model.count())]
+    assert texts[0].startswith("No ControlNet") and texts[1] == "t2iadapter_canny_sd14v1 (cannot be used: unsupported)"
+    item = editor.model.model().item(1)  # type: ignore[attr-defined]
+    assert not item.isEnabled() and "original layout" in item.toolTip() and "diffusers version" in item.toolTip()
+    editor.model.setCurrentIndex(1)  # even if it were picked, the unit asks for a model, never uses it
+    import pytest
+
+    with pytest.raises(InvalidRequest, match="choose a ControlNet model"):
+        panel.units()

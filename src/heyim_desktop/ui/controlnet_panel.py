@@ -222,6 +222,12 @@ class ControlUnitEditor(QFrame):
             self.model.addItem(model_label(m), m.ref)
         if not ready:
             self.model.addItem("No ControlNet: put one in models/ControlNet", "")
+        for m in models:  # found but unusable: listed, greyed, with the reason (never chosen: no data)
+            if not m.ready:
+                self.model.addItem(f"{m.name} (cannot be used: {m.status.value})")
+                item = self.model.model().item(self.model.count() - 1)  # type: ignore[attr-defined]
+                item.setEnabled(False)
+                item.setToolTip(m.problem or m.status.value)
         i = self.model.findData(current)
         if i >= 0:
             self.model.setCurrentIndex(i)
