@@ -106,7 +106,9 @@ def explicit_text_encoder(file: Path, folder: Path, family: Family, index: dict[
     if file.suffix.lower() != ".gguf":
         raise ModelError(f"{file.name}: a text encoder file must be a .gguf (llama.cpp's format).")
     if not file.is_file():
-        raise ModelError(f"Text encoder file not found: {file}")
+        raise ModelError(f"Text encoder file not found: {file} (chosen for {folder.name} with --text-encoder or the "
+                         "Models window's Text encoder… button; choose it again, or cancel that dialog to use the "
+                         "folder's own)")
     return check_text_encoder_gguf(file, folder, family, index, parts[0])
 
 
