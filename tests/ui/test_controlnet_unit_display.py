@@ -29,6 +29,10 @@ def test_a_unit_with_long_labels_fits_the_left_column(parts, qtbot, data_dir: Pa
     # nothing on the left runs off the right edge: the scroll area shows no horizontal bar
     assert controls.width() <= scroll.viewport().width(), (controls.width(), scroll.viewport().width(), before)
     assert controls.minimumSizeHint().width() <= scroll.viewport().width()
+    long_name = "t2i-adapter-depth-midas-sdxl-1.0-very-long-name (T2I-Adapter, SDXL)"
+    editor.model.addItem(long_name, "y")
+    editor.model.setCurrentIndex(editor.model.findData("y"))  # the box may cut a long name; its tooltip has it all
+    assert editor.model.toolTip() == long_name
 
 
 def test_a_failed_preview_clears_the_earlier_map(qtbot, tmp_path: Path, tiny_controlnet: Path) -> None:  # type: ignore[no-untyped-def]

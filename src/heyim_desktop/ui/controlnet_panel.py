@@ -114,6 +114,7 @@ class ControlUnitEditor(QFrame):
         for combo in (self.model, self.preprocessor):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(16)
+            combo.currentTextChanged.connect(combo.setToolTip)  # the whole name when the box cuts it
         for p in PREPROCESSORS.values():
             self.preprocessor.addItem(p.label, p.name)
         for net in NETWORK_PREPROCESSORS:
