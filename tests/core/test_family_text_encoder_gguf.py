@@ -336,3 +336,16 @@ def test_the_choice_kept_in_preferences_applies_to_the_cli(wide_models: dict[str
     assert code == 0, captured.err
     params = read_parameters(Path(captured.out.split()[0]))
     assert params is not None and params.family_settings()["text_encoder"] == "chosen-Q8_0.gguf"
+
+
+def test_a_chosen_text_encoder_that_is_gone_says_where_it_was_chosen(tiny_zimage: Path, tmp_path: Path) -> None:
+    from heyim_desktop.core.families import read_family_index
+    from heyim_desktop.core.families.text_encoder_gguf import explicit_text_encoder
+
+    found = read_family_index(tiny_zimage)
+    assert found is not None
+    # the window keeps the choice in Preferences and generate/serve apply it: the file may have moved since
+    with pytest.raises(ModelError, match="not found") as gone:
+        explicit_text_encoder(tmp_path / "moved.gguf", tiny_zimage, found[0], found[1])
+    assert tiny_zimage.name in str(gone.value) and "Text encoder… button" in str(gone.value)
+    assert "--text-encoder" in str(gone.value)

@@ -79,3 +79,30 @@ def test_the_window_keeps_the_choice_and_loads_with_it(window: Any, tiny_zimage:
         engine.close()
     window._text_encoder_chosen(str(tiny_zimage), "")
     assert load_preferences().text_encoders == {}
+
+
+def test_a_damaged_chosen_file_is_named_not_the_folder(qtbot, tmp_path: Path, tiny_zimage: Path,  # type: ignore[no-untyped-def]
+                                                        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from heyim_desktop.core.families.tiny import write_tiny_text_encoder_gguf
+
+    models = tmp_path / "models"
+    models.mkdir()
+    folder = models / "z"
+    shutil.copytree(tiny_zimage, folder)
+    shutil.copytree(tiny_model, models / "sd15")
+    win = ModelsWindow(ModelLibrary([models], include_demo=False, hf_cache=False))
+    qtbot.addWidget(win)
+    win.select(str(models / "sd15"))  # the disabled button says which folders it is for
+    assert not win.text_encoder_button.isEnabled() and "Z-Image" in win.text_encoder_button.toolTip()
+    win.select(str(folder))
+    junk = tmp_path / "downloaded.gguf"
+    junk.write_bytes(b"<html>not found</html>" * 8)
+    monkeypatch.setattr(win, "ask_text_encoder", lambda: str(junk))
+    with qtbot.assertNotEmitted(win.textEncoderChosen):
+        win.text_encoder_button.click()
+    message = win.status.text()
+    assert "downloaded.gguf" in message and "z is damaged" not in message and "unchanged" in message
+    gguf = write_tiny_text_encoder_gguf(tiny_zimage, tmp_path / "qwen3-F32.gguf", quantization="F32")
+    monkeypatch.setattr(win, "ask_text_encoder", lambda: str(gguf))
+    win.text_encoder_button.click()
+    assert "as its text encoder from its next load" in win.status.text()  # plain words, not the folder name

@@ -110,6 +110,12 @@ class ControlUnitEditor(QFrame):
         self.model.setAccessibleName("ControlNet model")
         self.preprocessor = QComboBox()
         self.preprocessor.setAccessibleName("Preprocessor")
+        # Long labels (a model's marks, a disabled choice naming the file it needs) show in the list,
+        # not in the closed box: the box never widens the window's left column past its scroll area.
+        for combo in (self.model, self.preprocessor):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(16)
+            combo.currentTextChanged.connect(combo.setToolTip)  # the whole name when the box cuts it
         for p in PREPROCESSORS.values():
             self.preprocessor.addItem(p.label, p.name)
         for net in NETWORK_PREPROCESSORS:
@@ -218,6 +224,12 @@ class ControlUnitEditor(QFrame):
             self.model.addItem(model_label(m), m.ref)
         if not ready:
             self.model.addItem("No ControlNet: put one in models/ControlNet", "")
+        for m in models:  # found but unusable: listed, greyed, with the reason (never chosen: no data)
+            if not m.ready:
+                self.model.addItem(f"{m.name} (cannot be used: {m.status.value})")
+                item = self.model.model().item(self.model.count() - 1)  # type: ignore[attr-defined]
+                item.setEnabled(False)
+                item.setToolTip(m.problem or m.status.value)
         i = self.model.findData(current)
         if i >= 0:
             self.model.setCurrentIndex(i)
@@ -378,7 +390,15 @@ class ControlUnitEditor(QFrame):
                 self.preview.setPixmap(_thumb(result))
                 self.preview_ready.emit(result)
 
-        run_in_background(work, done, self._failed)
+        def failed(exc: BaseException) -> None:
+            if generation == self._generation:  # no earlier map stays as if it were this one's
+                self.preview.setPixmap(QPixmap())
+                self.preview.setText("No map: the\npreprocessor failed")
+                self.preview.setToolTip(str(exc))
+            self._failed(exc)
+
+        self.preview.setToolTip("")
+        run_in_background(work, done, failed)
 
     # -- the unit ------------------------------------------------------------------------
     def unit(self) -> Any:

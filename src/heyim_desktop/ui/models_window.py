@@ -115,7 +115,7 @@ class ModelsWindow(QDialog):
         self.use_button = QPushButton("Use")
         self.text_encoder_button = QPushButton("Text encoder…")
         self.text_encoder_button.setToolTip("Use a GGUF text encoder file (Qwen3, or T5 for SD 3.5) instead of the "
-                                            "folder's own")
+                                            "folder's own; for Z-Image, FLUX.2 [klein] and SD 3.5 folders")
         self.text_encoder_button.clicked.connect(self._text_encoder_clicked)
         self.add_folder_button.clicked.connect(self._add_folder)
         self.import_button.clicked.connect(self._import_clicked)
@@ -392,8 +392,9 @@ class ModelsWindow(QDialog):
         self.textEncoderChosen.emit(m.ref, str(Path(path)))
         self.text_encoders[m.ref] = str(Path(path))
         self.refresh()
+        part = "T5 text encoder" if chosen.part == "text_encoder_3" else "text encoder"
         self.status.setText(f"{m.name} uses {chosen.file.name} ({chosen.quantization}, dequantized on load) as its "
-                            f"{chosen.part} from its next load.")
+                            f"{part} from its next load.")
 
     def _reveal_selected(self) -> None:
         m = self.selected_model()

@@ -103,6 +103,7 @@ class PreferencesDialog(QDialog):
         self.precision.setToolTip("bf16 takes half the memory of fp32 and suits the new model families; on the CPU it "
                                   "is fast where the processor has bf16 instructions. fp32 fixes black images some "
                                   "GPUs give in fp16. Core ML models keep their own precision.")
+        self.device.currentIndexChanged.connect(lambda _i: self._mark_precisions())
         from heyim_desktop.core.coreml import CHOICES, LABELS
 
         self.compute_units = QComboBox()
@@ -200,6 +201,21 @@ class PreferencesDialog(QDialog):
         self.detected = list(devices)
         self.set_devices(self.detected)
         self.device_note.setText("A device or precision change applies the next time a model loads.")
+        self._mark_precisions()
+
+    def _mark_precisions(self) -> None:
+        """fp16 says so, and cannot be picked, where the models would run on the CPU (the load would
+        fail); a saved fp16 stays chosen, marked, until changed."""
+        if not hasattr(self, "precision"):
+            return
+        device = str(self.device.currentData() or "auto")
+        gpus = [d for d in self.detected or () if d in ("cuda", "mps")]
+        cpu_only = device == "cpu" or (device == "auto" and self.detected is not None and not gpus)
+        i = self.precision.findData("fp16")
+        where = "the CPU is chosen" if device == "cpu" else "no GPU found on this computer"
+        self.precision.setItemText(i, f"fp16 (GPU only: {where})" if cpu_only else PRECISION_LABELS["fp16"])
+        item = self.precision.model().item(i)  # type: ignore[attr-defined]
+        item.setEnabled(not cpu_only or self.precision.currentIndex() == i)
 
     def accept(self) -> None:  # noqa: D102 - Qt override: check the queue URL before closing
         from heyim_desktop.core.coreml.compute_units import compose_units

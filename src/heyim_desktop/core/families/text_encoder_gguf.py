@@ -106,7 +106,9 @@ def explicit_text_encoder(file: Path, folder: Path, family: Family, index: dict[
     if file.suffix.lower() != ".gguf":
         raise ModelError(f"{file.name}: a text encoder file must be a .gguf (llama.cpp's format).")
     if not file.is_file():
-        raise ModelError(f"Text encoder file not found: {file}")
+        raise ModelError(f"Text encoder file not found: {file} (chosen for {folder.name} with --text-encoder or the "
+                         "Models window's Text encoder… button; choose it again, or cancel that dialog to use the "
+                         "folder's own)")
     return check_text_encoder_gguf(file, folder, family, index, parts[0])
 
 
@@ -131,8 +133,9 @@ def check_text_encoder_gguf(file: Path, folder: Path, family: Family, index: dic
                          "folder's tokenizer).")
     try:
         header = read_gguf_header(file)
-    except CorruptModel as exc:
-        raise ModelError(f"{folder.name} is damaged: {exc}") from exc
+    except CorruptModel as exc:  # a file chosen from elsewhere is the damaged one, not the folder
+        raise ModelError(f"{folder.name} is damaged: {exc}" if file.parent == folder / part
+                         else f"{where} cannot be used: {exc} {folder.name} itself is unchanged.") from exc
     arch = header.metadata.get("general.architecture")
     arch = arch if isinstance(arch, str) else ""
     expected = GGUF_TEXT_ENCODERS[cls]
