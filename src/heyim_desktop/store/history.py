@@ -175,6 +175,13 @@ def _normalise_tags(tags: Iterable[str]) -> list[str]:
     return out
 
 
+def _set_up(conn: sqlite3.Connection, images: Path, root: Path) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrate(conn, fix_paths=lambda c: opening.absolute_paths(c, [images, root / "images"]))
+
+
 class HistoryStore:
     """Thread-safe: one connection behind a lock (writes are small; readers page)."""
 
@@ -202,10 +209,7 @@ class HistoryStore:
         inspect_database(db_path)
         conn = opening.connect_for_writing(root, db_path)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn, fix_paths=lambda c: opening.absolute_paths(c, [images, root / "images"]))
+            opening.while_busy(conn, lambda: _set_up(conn, images, root), db_path)
         except (NewerSchemaError, NotAHistoryError):
             conn.close()
             raise

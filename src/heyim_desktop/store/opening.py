@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
+from typing import Callable
 
 from heyim_desktop.core.errors import StorageError
 from heyim_desktop.core.storage import disk_full, storage_error
 from heyim_desktop.store.entry_data import load_settings_json
 from heyim_desktop.store.schema import busy_error, read_only_error
+
+log = logging.getLogger(__name__)
 
 #: Seconds a write waits for another HeyIm process's transaction before saying the history is busy.
 WRITE_TIMEOUT_S = 10.0
@@ -32,6 +37,30 @@ def connect_for_writing(root: Path, db_path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         known = sqlite_storage_error(exc, root, db_path)
         raise (known or StorageError(f"Cannot open the history in {root}: {exc}")) from exc
+
+
+def while_busy(conn: sqlite3.Connection, setup: Callable[[], None], db_path: Path) -> None:
+    """Run ``setup`` (journal mode, schema); again while SQLite answers "locked" at once.
+
+    Switching a new database to WAL, or a schema transaction that meets another connection's,
+    can get SQLITE_BUSY without SQLite's busy handler waiting; several HeyIm processes opening a
+    new history together then retry here, up to the write timeout.
+    """
+    deadline = time.monotonic() + WRITE_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            setup()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() + delay > deadline:
+                raise
+            if conn.in_transaction:
+                conn.rollback()
+            log.debug("history %s busy while opening; trying again", db_path)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _read_only(folder: Path) -> bool:
