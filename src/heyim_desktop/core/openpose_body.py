@@ -16,11 +16,11 @@ previous output and the features (38 + 19 + 128 = 185 channels) through 7x7 conv
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core import openpose_weights
+from heyim_desktop.core.openpose_weights import NetworkCache, WeightsLayout
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,44 +87,13 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _module_names(names: set[str], path: Path) -> dict[str, str]:
-    """The file's tensor name for each module name; ModelError unless the names are exactly the network's."""
-    wanted = expected_shapes()
-    by_layer = {key.split(".", 1)[1]: key for key in wanted}
-    if names == set(wanted):
-        return {key: key for key in wanted}
-    if names == set(by_layer):
-        return {module: layer for layer, module in by_layer.items()}
-    bare = {n.split(".", 1)[1] if n.split(".", 1)[0] in _blocks() and "." in n else n for n in names}
-    missing = sorted(set(by_layer) - bare)
-    extra = sorted(bare - set(by_layer))
-    why = "; ".join(part for part in (
-        f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}" if missing else "",
-        f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}" if extra else "",
-    ) if part) or "mixed tensor names"
-    raise ModelError(f"{path}: not the OpenPose body model ({why})")
+def _layout() -> WeightsLayout:
+    return WeightsLayout("OpenPose body model", WEIGHTS, "body_pose_model.pth", expected_shapes(), prefixed_ok=True)
 
 
 def check_weights(path: Path) -> dict[str, str]:
     """Raise ModelError unless ``path`` is the body model in safetensors; the module -> file name map."""
-    from heyim_desktop.core.model_files import read_safetensors_header
-
-    try:
-        header = read_safetensors_header(path)
-    except ModelError as exc:
-        raise ModelError(f"{path}: not a readable safetensors file ({exc}); convert body_pose_model.pth "
-                         f"to {WEIGHTS} (see the README)") from exc
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the OpenPose body model ({exc})") from exc
-    names = _module_names(set(header.tensors), path)
-    for module, shape in expected_shapes().items():
-        info = header.tensors[names[module]]
-        if info.shape != shape:
-            raise ModelError(f"{path}: not the OpenPose body model ({names[module]} is {list(info.shape)}, "
-                             f"expected {list(shape)})")
-        if info.dtype not in ("F32", "F16", "BF16"):
-            raise ModelError(f"{path}: {names[module]} holds {info.dtype}, not floating-point weights")
-    return names
+    return openpose_weights.check_weights(path, _layout())
 
 
 def build_network() -> Any:
@@ -171,38 +140,15 @@ def build_network() -> Any:
 
 def load_network(path: Path, device: str = "cpu") -> Any:
     """The network with the weights of ``path`` (safetensors, strictly checked), in eval mode."""
-    from safetensors.torch import load_file
-
-    names = check_weights(path)
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path}: cannot read the OpenPose body model ({exc})") from exc
-    net = build_network()
-    state = {module: tensors[stored].float() for module, stored in names.items()}
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval()
+    return openpose_weights.load_checked(path, _layout(), build_network, device)
 
 
-_lock = threading.Lock()
-_cache: dict[tuple[str, float, str], Any] = {}
+_cache = NetworkCache(limit=2)
 
 
 def cached_network(path: Path, device: str = "cpu") -> Any:
     """:func:`load_network`, kept for the next map (a preview's CPU copy and the engine's)."""
-    try:
-        key = (str(path.resolve()), path.stat().st_mtime, device)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the OpenPose body model ({exc})") from exc
-    with _lock:
-        found = _cache.get(key)
-        if found is None:
-            found = load_network(path, device)
-            while len(_cache) >= 2:
-                _cache.pop(next(iter(_cache)))
-            _cache[key] = found
-            log.info("loaded the OpenPose body model %s on %s", path, device)
-        return found
+    return _cache.get(path, _layout(), device, lambda: load_network(path, device))
 
 
 def body_maps(bgr: "npt.NDArray[np.uint8]", net: Any, device: str = "cpu") -> tuple["npt.NDArray[Any]", "npt.NDArray[Any]"]:

@@ -18,15 +18,12 @@ after checking every tensor name and shape. Both files name the layers bare (``c
 
 from __future__ import annotations
 
-import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heyim_desktop.core.errors import ModelError
-
-log = logging.getLogger(__name__)
+from heyim_desktop.core import openpose_weights
+from heyim_desktop.core.openpose_weights import NetworkCache, WeightsLayout
 
 FEATURES = 128
 STAGES = 6
@@ -85,47 +82,13 @@ def expected_shapes(model: PartsModel) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _listed(names: list[str]) -> str:
-    return f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-
-
-def _file_names(model: PartsModel, names: set[str], path: Path) -> dict[str, str]:
-    """The file's tensor name for each module name; ModelError unless the names are exactly the network's."""
-    wanted = expected_shapes(model)
-    bare = {key.split(".", 1)[1]: key for key in wanted}
-    if names == set(bare):
-        return {module: layer for layer, module in bare.items()}
-    if model.prefixed_ok and names == set(wanted):
-        return {key: key for key in wanted}
-    blocks = _blocks(model)
-    stripped = {n.split(".", 1)[1] if model.prefixed_ok and n.split(".", 1)[0] in blocks else n for n in names}
-    missing, extra = sorted(set(bare) - stripped), sorted(stripped - set(bare))
-    why = "; ".join(part for part in (
-        f"missing {_listed(missing)}" if missing else "", f"unexpected {_listed(extra)}" if extra else "",
-    ) if part) or "mixed tensor names"
-    raise ModelError(f"{path}: not the {model.what} ({why})")
+def _layout(model: PartsModel) -> WeightsLayout:
+    return WeightsLayout(model.what, model.weights, model.original, expected_shapes(model), model.prefixed_ok)
 
 
 def check_weights(path: Path, model: PartsModel) -> dict[str, str]:
     """Raise ModelError unless ``path`` holds ``model`` in safetensors; the module -> file name map."""
-    from heyim_desktop.core.model_files import read_safetensors_header
-
-    try:
-        header = read_safetensors_header(path)
-    except ModelError as exc:
-        raise ModelError(f"{path}: not a readable safetensors file ({exc}); convert {model.original} "
-                         f"to {model.weights} (see the README)") from exc
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the {model.what} ({exc})") from exc
-    names = _file_names(model, set(header.tensors), path)
-    for module, shape in expected_shapes(model).items():
-        info = header.tensors[names[module]]
-        if info.shape != shape:
-            raise ModelError(f"{path}: not the {model.what} ({names[module]} is {list(info.shape)}, "
-                             f"expected {list(shape)})")
-        if info.dtype not in ("F32", "F16", "BF16"):
-            raise ModelError(f"{path}: {names[module]} holds {info.dtype}, not floating-point weights")
-    return names
+    return openpose_weights.check_weights(path, _layout(model))
 
 
 def build_network(model: PartsModel) -> Any:
@@ -168,34 +131,12 @@ def build_network(model: PartsModel) -> Any:
 
 def load_network(path: Path, model: PartsModel, device: str = "cpu") -> Any:
     """The network with the weights of ``path`` (safetensors, strictly checked), in eval mode."""
-    from safetensors.torch import load_file
-
-    names = check_weights(path, model)
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path}: cannot read the {model.what} ({exc})") from exc
-    net = build_network(model)
-    net.load_state_dict({module: tensors[stored].float() for module, stored in names.items()}, strict=True)
-    return net.to(device).eval()
+    return openpose_weights.load_checked(path, _layout(model), lambda: build_network(model), device)
 
 
-_lock = threading.Lock()
-_cache: dict[tuple[str, float, str, str], Any] = {}
+_cache = NetworkCache(limit=4)
 
 
 def cached_network(path: Path, model: PartsModel, device: str = "cpu") -> Any:
     """:func:`load_network`, kept for the next map (two of each kind at most)."""
-    try:
-        key = (str(path.resolve()), path.stat().st_mtime, device, model.weights)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the {model.what} ({exc})") from exc
-    with _lock:
-        found = _cache.get(key)
-        if found is None:
-            found = load_network(path, model, device)
-            while len(_cache) >= 4:
-                _cache.pop(next(iter(_cache)))
-            _cache[key] = found
-            log.info("loaded the %s %s on %s", model.what, path, device)
-        return found
+    return _cache.get(path, _layout(model), device, lambda: load_network(path, model, device))
