@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heyim_desktop.core.errors import ModelError
-from heyim_desktop.core.model_files import FileKind, read_safetensors_header, sniff
+from heyim_desktop.core.model_files import FileKind, folder_weights, read_safetensors_header, sniff
 
 if TYPE_CHECKING:
     import torch
@@ -50,12 +50,7 @@ def _weights_file(path: Path) -> Path:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path.name} is not a ControlNet folder: config.json is missing")
-        weights = path / "diffusion_pytorch_model.safetensors"
-        if not weights.is_file():
-            pickles = [p.name for p in path.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
-            extra = f" ({', '.join(pickles)} holds a pickle, which HeyIm never loads)" if pickles else ""
-            raise ModelError(f"{path.name} has no diffusion_pytorch_model.safetensors{extra}")
-        return weights
+        return folder_weights(path)
     if not path.is_file():
         raise ModelError(f"ControlNet not found: {path}")
     if sniff(path) is FileKind.PICKLE:

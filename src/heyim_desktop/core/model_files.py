@@ -253,3 +253,13 @@ def file_size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def folder_weights(folder: Path, name: str = "diffusion_pytorch_model.safetensors") -> Path:
+    """The safetensors weights of a diffusers model folder; ModelError naming any pickle found instead."""
+    weights = folder / name
+    if not weights.is_file():
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+        extra = f" ({', '.join(pickles)} holds a pickle, which HeyIm never loads)" if pickles else ""
+        raise ModelError(f"{folder.name} has no {name}{extra}")
+    return weights

@@ -157,15 +157,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def _weights_file(path: Path) -> Path:
-    from heyim_desktop.core.model_files import FileKind, sniff
+    from heyim_desktop.core.model_files import FileKind, folder_weights, sniff
 
     if path.is_dir():
-        weights = path / "diffusion_pytorch_model.safetensors"
-        if not weights.is_file():
-            pickles = [p.name for p in path.iterdir() if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
-            extra = f" ({', '.join(pickles)} holds a pickle, which HeyIm never loads)" if pickles else ""
-            raise ModelError(f"{path.name} has no diffusion_pytorch_model.safetensors{extra}")
-        return weights
+        return folder_weights(path)
     if not path.is_file():
         raise ModelError(f"T2I-Adapter not found: {path}")
     if sniff(path) is FileKind.PICKLE:
