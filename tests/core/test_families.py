@@ -383,3 +383,27 @@ def test_model_cpu_offload_gives_the_same_images(tiny_zimage: Path, zimage_engin
     out = engine.render(_req(steps=2))
     engine.close()
     assert float(np.abs(out.images[0] - zimage_engine.render(_req(steps=2)).images[0]).max()) <= 1e-6
+
+
+def test_the_offload_estimate_weighs_sd35s_t5_and_counts_weights_at_the_load_dtype(tmp_path: Path) -> None:
+    import json
+
+    from heyim_desktop.core.families import FAMILIES
+    from heyim_desktop.core.families.engine import _weights_bytes
+    from heyim_desktop.core.families.tiny import build_tiny_model
+
+    folder = build_tiny_model("sd3", tmp_path / "sd3", t5=True)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    sd3 = FAMILIES["sd3"]
+
+    def files(*parts: str) -> int:  # the tiny model is saved in fp32
+        return sum(f.stat().st_size for p in parts for f in (folder / p).glob("*.safetensors"))
+
+    base = ("transformer", "vae", "text_encoder", "text_encoder_2")
+    with_t5 = _weights_bytes(folder, sd3, None, (), 4, index)
+    assert _weights_bytes(folder, sd3, None, (), 4) < with_t5  # without the index: the T5 was left out
+    # fp32 at 4 bytes a weight is the files' size less their headers (a few KB)
+    assert 0 <= files(*base, "text_encoder_3") - with_t5 < 64 * 1024
+    assert abs(_weights_bytes(folder, sd3, None, (), 2, index) * 2 - with_t5) <= 8  # bf16: half
+    del index["text_encoder_3"]  # a folder run without T5
+    assert 0 <= files(*base) - _weights_bytes(folder, sd3, None, (), 4, index) < 64 * 1024

@@ -109,3 +109,24 @@ def test_on_apple_silicon_the_families_take_bf16_on_mps_where_macos_has_it(tiny_
         assert np.isfinite(out.images).all() and out.images.shape == (1, 64, 64, 3)
     finally:
         engine.close()
+
+
+def test_a_gpu_that_only_emulates_bf16_gets_fp16_automatically_and_bf16_when_asked(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    from heyim_desktop.core.families.engine import family_dtype
+    from heyim_desktop.core.torch_engine import pick_dtype
+
+    # Before Ampere: torch says bf16 works (emulated) but not natively.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    cuda = torch.device("cuda")
+    with caplog.at_level("WARNING"):
+        assert family_dtype(cuda) is torch.float16
+    assert "no native bf16" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert family_dtype(cuda, "bf16") is torch.bfloat16 and pick_dtype(cuda, "bf16") is torch.bfloat16
+    assert "only emulates bf16" in caplog.text
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert family_dtype(cuda) is torch.bfloat16  # Ampere and later

@@ -280,10 +280,18 @@ class TorchComponents:
                 delattr(self, attr)
 
 
+def cuda_bf16_native() -> bool:
+    """Whether the CUDA GPU computes bf16 in hardware (Ampere and later); older ones only emulate it."""
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def check_bf16(device: torch.device) -> None:
     """Raise a plain-words ModelError when ``device`` cannot compute in bf16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ModelError("This GPU has no bf16 support; choose fp16 or automatic precision.")
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise ModelError("This GPU has no bf16 support; choose fp16 or automatic precision.")
+        if not cuda_bf16_native():
+            log.warning("this GPU only emulates bf16 (before NVIDIA Ampere): it works, more slowly than fp16")
     if device.type == "mps":
         try:  # MPS has bf16 from macOS 14 on
             torch.zeros(1, dtype=torch.bfloat16, device=device)

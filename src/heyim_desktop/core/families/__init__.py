@@ -52,6 +52,13 @@ class Family:
     img2img_by_full_mask: bool = False
     #: the VAE's latent space for the live preview's published factors (core.preview.LATENT_SPACES)
     latent_space: str | None = None
+    #: components a folder may leave out (SD 3.5's T5: diffusers runs without it); weighed when present.
+    optional_parts: tuple[str, ...] = ()
+
+    def listed_parts(self, index: dict[str, object]) -> tuple[str, ...]:
+        """The weighted components a model_index.json lists (the optional ones only when named)."""
+        return tuple(p for p in (*self.weighted_parts, *self.optional_parts)
+                     if isinstance(index.get(p), list) and index.get(p) != [None, None])
 
     def capabilities(self, *, size_step: int, default_size: tuple[int, int] | None = None,
                      max_batch: int = 1, guidance: GuidanceKind | None = None) -> Capabilities:
@@ -150,6 +157,7 @@ SD3 = Family(
     transformer_keys=("joint_blocks.", "time_text_embed."),
     source="SD 3.5 Medium model card (40 steps, CFG 4.5)",
     latent_space="sd3",  # SD 3's 16-channel VAE
+    optional_parts=("text_encoder_3",),
 )
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (ZIMAGE, FLUX2_KLEIN, SD3)}
@@ -174,7 +182,7 @@ def check_family_folder(folder: Path, index: dict[str, object], *, replaced: tup
     family = family_for_pipeline(str(index.get("_class_name", "")))
     if family is None:
         raise ModelError(f"{folder.name} is not a Z-Image, FLUX.2 [klein] or SD 3.5 model.")
-    parts = [p for p in family.weighted_parts if isinstance(index.get(p), list) and index.get(p) != [None, None]]
+    parts = list(family.listed_parts(index))
     missing = [p for p in (*parts, "tokenizer", "scheduler") if not (folder / p).is_dir()]
     if missing:
         raise ModelError(f"{folder.name} is incomplete: missing {', '.join(p + '/' for p in missing)}.")

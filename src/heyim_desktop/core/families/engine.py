@@ -53,7 +53,14 @@ def family_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        from heyim_desktop.core.torch_engine import cuda_bf16_native
+
+        if cuda_bf16_native():
+            return torch.bfloat16
+        # Emulated bf16 (before Ampere) is several times slower; fp16 is fast but can overflow in
+        # these models (a black or noisy image): bf16 stays one choice away in Preferences.
+        log.warning("this GPU has no native bf16: using fp16; choose bf16 in Preferences if images come out black")
+        return torch.float16
     try:  # MPS has bf16 from macOS 14 on
         check_bf16(device)
         return torch.bfloat16
@@ -499,7 +506,7 @@ def load_family_engine(
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
         raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-    weights = _weights_bytes(folder, family, single, encoders, dtype.itemsize)
+    weights = _weights_bytes(folder, family, single, encoders, dtype.itemsize, index)
     offloaded = wants_offload(dev, weights, offload)
     if offloaded:
         log.info("model CPU offload for %s (%.1f GB of weights on %s)", folder.name, weights / 1e9, dev)
@@ -539,11 +546,17 @@ def family_parameters(family: Family, guidance: str, scheduler_config: Any,
 
 
 def _weights_bytes(folder: Path, family: Family, single: Path | None,
-                   encoders: "tuple[TextEncoderGguf, ...]" = (), itemsize: int = 4) -> int:
-    """The weights' bytes in memory: a GGUF transformer stays quantized; a GGUF text encoder is dequantized."""
+                   encoders: "tuple[TextEncoderGguf, ...]" = (), itemsize: int = 4,
+                   index: dict[str, Any] | None = None) -> int:
+    """The weights' bytes in memory at ``itemsize`` bytes a weight: a GGUF transformer stays quantized; a
+    GGUF text encoder is dequantized; a folder's float weights count at the dtype they load in (an fp32
+    folder loaded in bf16 takes half its files' size). ``index``: the optional parts it lists count too."""
+    from heyim_desktop.core.model_files import read_safetensors_header
+
     replaced = {e.part: e for e in encoders}
+    listed = family.listed_parts(index) if index is not None else family.weighted_parts
     total = 0
-    for part in (*family.weighted_parts, *(p for p in replaced if p not in family.weighted_parts)):
+    for part in (*listed, *(p for p in replaced if p not in listed)):
         if part == "transformer" and single is not None:
             total += single.stat().st_size
             continue
@@ -551,8 +564,26 @@ def _weights_bytes(folder: Path, family: Family, single: Path | None,
             total += replaced[part].parameters * itemsize
             continue
         for file in (folder / part).glob("*.safetensors"):
-            total += file.stat().st_size
+            try:
+                header = read_safetensors_header(file)
+            except ModelError:
+                total += file.stat().st_size
+                continue
+            total += sum(_tensor_bytes(info, itemsize) for info in header.tensors.values())
     return total
+
+
+#: Bytes an element of a non-float safetensors dtype takes (floats load in the model's dtype).
+_STORED_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "I32": 4,
+                 "U32": 4, "I64": 8, "U64": 8}
+
+
+def _tensor_bytes(info: Any, itemsize: int) -> int:
+    """A tensor's bytes once loaded: floats in the load dtype, anything else as stored."""
+    count = 1
+    for dim in info.shape:
+        count *= int(dim)
+    return count * _STORED_SIZES.get(info.dtype, itemsize)
 
 
 def device_memory_bytes(dev: torch.device) -> int | None:
