@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from heyim_desktop import __version__
-from heyim_desktop.core.devices import PRECISION_HELP, PRECISIONS
+from heyim_desktop.core.devices import MEMORY_HELP, MEMORY_MODES, PRECISION_HELP, PRECISIONS
 
 log = logging.getLogger("heyim_desktop.cli")
 
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", "-o", default="outputs", help="folder for the PNGs (default ./outputs)")
     gen.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu", "coreml"))
     gen.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    gen.add_argument("--memory", default="auto", choices=MEMORY_MODES, help=MEMORY_HELP)
     gen.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     from heyim_desktop.cli_styles import add_generate_arguments, add_styles_parser
 
@@ -372,8 +373,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         text_encoder = text_encoder_for(load_preferences(), str(model_path))
     engine = load_engine(str(model_path), device=args.device, precision=args.precision,  # folders and single files
-                         text_encoder=text_encoder)
-    bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}.")
+                         text_encoder=text_encoder, memory=args.memory)
+    memory = getattr(getattr(engine, "info", None), "memory", "")
+    bar.status(f"Model ready in {time.perf_counter() - t0:.1f}s on {engine.name}" + (f"; {memory}." if memory else "."))
     if args.size is None:
         w, h = engine.default_size
         request = request.replace(width=w, height=h)

@@ -71,7 +71,7 @@ def test_preferences_apply_to_the_window_and_the_store(window) -> None:
     assert window.store.keep_limit == 100
 
 
-def test_the_precision_preference_reaches_the_next_model_load(data_dir: Path, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_precision_and_memory_preferences_reach_the_next_model_load(data_dir: Path, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import heyim_desktop.core.loading as loading
     from heyim_desktop.store.preferences import save_preferences
     from heyim_desktop.ui.app import build_app
@@ -83,12 +83,16 @@ def test_the_precision_preference_reaches_the_next_model_load(data_dir: Path, qt
     assert offered == ["auto", "bf16", "fp16", "fp32"] and dialog.precision.currentData() == "auto"
     dialog.precision.setCurrentIndex(dialog.precision.findData("bf16"))
     assert dialog.result_preferences().precision == "bf16"
+    memory = [dialog.memory.itemData(i) for i in range(dialog.memory.count())]
+    assert memory == ["auto", "low", "full"] and dialog.memory.currentData() == "auto"
+    dialog.memory.setCurrentIndex(dialog.memory.findData("low"))
+    assert dialog.result_preferences().memory == "low"
 
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
     real = loading.load_engine
 
     def recording(ref: str, **kwargs):  # type: ignore[no-untyped-def]
-        asked.append(kwargs.get("precision", "auto"))
+        asked.append((kwargs.get("precision", "auto"), kwargs.get("memory", "auto")))
         return real(ref, **kwargs)
 
     monkeypatch.setattr(loading, "load_engine", recording)
@@ -97,8 +101,8 @@ def test_the_precision_preference_reaches_the_next_model_load(data_dir: Path, qt
     qtbot.addWidget(p.window)
     try:
         with qtbot.waitSignal(p.worker.model_ready, timeout=GEN_TIMEOUT_MS):
-            pass  # the saved last model preloads with the saved precision
-        assert asked == ["bf16"]
+            pass  # the saved last model preloads with the saved precision and memory setting
+        assert asked == [("bf16", "low")]
     finally:
         p.app.aboutToQuit.disconnect(p.shutdown)
         p.shutdown()

@@ -73,3 +73,20 @@ def test_a_family_model_adapts_the_window(window, qtbot) -> None:  # type: ignor
     assert window.prompt_panel.negative.isEnabled()
     window._model_ready(ModelReady("sd", "sd", "torch-cpu", 0.1, (64, 64), None, True, capabilities=Capabilities()))
     assert panel.scheduler.isEnabled() and panel.guidance.maximum() == 30.0
+
+
+def test_the_model_line_says_when_a_model_saves_memory(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from heyim_desktop.core.engine import EngineInfo
+    from heyim_desktop.core.families import ZIMAGE
+    from heyim_desktop.ui.worker import ModelReady
+
+    caps = ZIMAGE.capabilities(size_step=16)
+    note = "saving memory: text encoders and transformer load in turn"
+    info = EngineInfo("torch-mps", "z-image-turbo", (1024, 1024), caps, memory=note)
+    assert EngineInfo.from_dict(info.to_dict()) == info  # as the engine process sends it
+    window._model_ready(ModelReady("z", "z-image-turbo", "torch-mps", 2.0, (1024, 1024), None, True,
+                                   capabilities=caps, info=info))
+    assert window.model_state.text() == f"Ready: z-image-turbo on torch-mps (2.0 s); {note}"
+    window._model_ready(ModelReady("z", "z-image-turbo", "torch-mps", 2.0, (1024, 1024), None, True,
+                                   capabilities=caps, info=EngineInfo("torch-mps", "z-image-turbo", (1024, 1024), caps)))
+    assert window.model_state.text() == "Ready: z-image-turbo on torch-mps (2.0 s)"

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from heyim_desktop.api.context import ModelCatalog, ModelChoice, library_catalog
 from heyim_desktop.api.security import resolve_token
 from heyim_desktop.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer
-from heyim_desktop.core.devices import PRECISION_HELP, PRECISIONS
+from heyim_desktop.core.devices import MEMORY_HELP, MEMORY_MODES, PRECISION_HELP, PRECISIONS
 from heyim_desktop.core.errors import InvalidRequest
 from heyim_desktop.core.loading import DEMO_REF
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also accept this Host header (a name other machines use to reach this one)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    parser.add_argument("--memory", default="auto", choices=MEMORY_MODES, help=MEMORY_HELP)
 
 
 def _catalog(args: argparse.Namespace) -> tuple[ModelCatalog, str | None, str]:
@@ -75,7 +76,7 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     queue = JobQueue()
     # The model runs in an engine process: a crash or an out-of-memory kill there fails one job
     # and the server stays up; the next job starts a fresh process.
-    engines = ProcessLoader(device=args.device, precision=args.precision)
+    engines = ProcessLoader(device=args.device, precision=args.precision, memory=args.memory)
     prefs = load_preferences()
 
     def load(ref: str) -> Any:  # with the GGUF text encoder chosen for it in the window, if any

@@ -16,6 +16,11 @@ GPU_NAMES = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 PRECISION_HELP = ("auto: fp16 on a GPU (bf16 for Z-Image, FLUX.2 and SD 3.5), fp32 on the CPU; bf16 halves "
                   "the memory on the CPU too; fp32 fixes black images on some GPUs")
+#: How a Z-Image / FLUX.2 [klein] / SD 3.5 model uses memory (core.families.low_memory does "low").
+MEMORY_MODES = ("auto", "low", "full")
+MEMORY_HELP = ("for Z-Image, FLUX.2 [klein] and SD 3.5: auto: model CPU offload on a GPU the weights would crowd; "
+               "on a Mac or the CPU, text encoders released after encoding when the weights would take over 3/4 "
+               "of the memory. low: always so. full: every part stays loaded (fastest when it fits)")
 
 
 def detect_devices() -> list[str]:

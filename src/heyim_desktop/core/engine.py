@@ -39,6 +39,8 @@ class EngineInfo:
     capabilities: Capabilities = field(default_factory=Capabilities)
     #: AUTOMATIC1111's short model hash when known (first 10 hex digits of the SHA-256).
     model_hash: str | None = None
+    #: How the model saves memory, in words ("" when every part stays loaded): the window shows it.
+    memory: str = ""
 
     @property
     def fixed_size(self) -> tuple[int, int] | None:
@@ -51,6 +53,7 @@ class EngineInfo:
             "default_size": list(self.default_size),
             "capabilities": self.capabilities.to_dict(),
             "model_hash": self.model_hash,
+            "memory": self.memory,
         }
 
     @classmethod
@@ -61,6 +64,7 @@ class EngineInfo:
             default_size=(int(data["default_size"][0]), int(data["default_size"][1])),
             capabilities=Capabilities.from_dict(dict(data.get("capabilities") or {})),
             model_hash=data.get("model_hash"),
+            memory=str(data.get("memory") or ""),
         )
 
 

@@ -19,13 +19,15 @@ def load_engine(
     compute_units: str | None = None,
     on_status: Callable[[str], None] | None = None,
     text_encoder: str | None = None,
+    memory: str = "auto",
 ) -> Engine:
     """Load ``ref``: ``"demo"`` (the tiny random model), a diffusers model folder (also a Hugging
     Face cache snapshot), a single-file ``.safetensors`` checkpoint (recognised by content), or a
     Core ML resources folder (macOS; ``device`` "auto" or "coreml"; ``compute_units`` or
     "coreml:UNITS" picks CPU_AND_NE, ALL, CPU_AND_GPU, CPU_ONLY or AUTO; ``on_status`` hears
     Core ML's load steps). ``text_encoder``: a GGUF text encoder file used instead of a Z-Image,
-    FLUX.2 [klein] or SD 3.5 model's own (core.families.text_encoder_gguf)."""
+    FLUX.2 [klein] or SD 3.5 model's own (core.families.text_encoder_gguf). ``memory``: how those
+    models use memory (core.devices.MEMORY_MODES; other models take "auto" and ignore it)."""
     from heyim_desktop.core import paths
     from heyim_desktop.core.devices import require_device
     from heyim_desktop.core.thirdparty import quiet_third_party
@@ -33,7 +35,10 @@ def load_engine(
     require_device(device)  # a GPU the computer lacks fails before anything heavy is imported
     quiet_third_party()
     encoder = Path(text_encoder).expanduser() if text_encoder else None
-    engine = _load(ref, device, precision, compute_units, on_status, encoder)
+    from heyim_desktop.core.families.low_memory import check_memory_mode
+
+    check_memory_mode(memory)
+    engine = _load(ref, device, precision, compute_units, on_status, encoder, memory)
     attach_model_hash(engine, paths.ensure_demo_model() if ref == DEMO_REF else Path(ref).expanduser())
     return engine
 
@@ -58,7 +63,7 @@ def attach_model_hash(engine: Engine, source: Path) -> None:
 
 def _load(
     ref: str, device: str, precision: str, compute_units: str | None, on_status: Callable[[str], None] | None,
-    text_encoder: Path | None = None,
+    text_encoder: Path | None = None, memory: str = "auto",
 ) -> Engine:
     from heyim_desktop.core import paths
 
@@ -72,7 +77,8 @@ def _load(
             if _is_family_transformer(folder):  # GGUF / single-file Z-Image, FLUX.2 [klein], SD 3.5
                 from heyim_desktop.core.families.engine import load_family_file_engine
 
-                return load_family_file_engine(folder, device=device, precision=precision, text_encoder_file=text_encoder)
+                return load_family_file_engine(folder, device=device, precision=precision, text_encoder_file=text_encoder,
+                                               memory=memory)
             if text_encoder is not None:
                 raise ModelError(family_only)
             from heyim_desktop.core.single_file import load_single_file_engine
@@ -91,7 +97,7 @@ def _load(
             from heyim_desktop.core.families.engine import load_family_engine
 
             return load_family_engine(folder, found[1], device=device, precision=precision,
-                                      text_encoder_file=text_encoder)
+                                      text_encoder_file=text_encoder, memory=memory)
     if text_encoder is not None:
         raise ModelError(family_only)
     from heyim_desktop.core.torch_engine import load_torch_engine

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 _TORCH_FILES = (
     "model_index.json",
@@ -124,6 +125,8 @@ class CatalogueEntry:
     quantization: str = ""
     #: The model's folder name ("" : the repository's name). Variants of one repository need their own.
     folder: str = ""
+    #: A quantized variant's transformer file size (GB, published listings), for what fits; 0: from the format.
+    transformer_gb: float = 0.0
 
     @property
     def folder_name(self) -> str:
@@ -165,7 +168,7 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
                    "diffusers", "Z-Image", 13_200_000_000, _DIT_FILES, exclude=_DIT_GGUF_EXCLUDE,
                    extra_sources=(ExtraSource("unsloth/Z-Image-Turbo-GGUF", "*-Q4_K_M.gguf",
                                               "transformer/z-image-turbo-Q4_K_M.gguf"),),
-                   quantization="Q4_K_M", folder="Z-Image-Turbo-GGUF-Q4_K_M", licence="Apache-2.0",
+                   quantization="Q4_K_M", folder="Z-Image-Turbo-GGUF-Q4_K_M", licence="Apache-2.0", transformer_gb=5.0,
                    note="Apache-2.0 (the model's; unsloth's GGUF conversion keeps it). The transformer quantized "
                         "to 4 bits (about 5 GB instead of 12), the text encoder and VAE from Tongyi-MAI's folder. "
                         "About 13 GB in all (estimated). 9 steps, guidance 0, 1024x1024."),
@@ -179,7 +182,7 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
                    exclude=_DIT_GGUF_EXCLUDE,
                    extra_sources=(ExtraSource("unsloth/FLUX.2-klein-4B-GGUF", "*-Q4_K_M.gguf",
                                               "transformer/flux-2-klein-4b-Q4_K_M.gguf"),),
-                   quantization="Q4_K_M", folder="FLUX.2-klein-4B-GGUF-Q4_K_M", licence="Apache-2.0",
+                   quantization="Q4_K_M", folder="FLUX.2-klein-4B-GGUF-Q4_K_M", licence="Apache-2.0", transformer_gb=2.6,
                    note="Apache-2.0 (the model's; unsloth's GGUF conversion keeps it). The transformer quantized "
                         "to 4 bits (about 2.6 GB instead of 7.8), the text encoder and VAE from Black Forest Labs' "
                         "folder. About 11 GB in all (estimated). 4 steps, 1024x1024, no negative prompt."),
@@ -236,4 +239,29 @@ def describe(entry: CatalogueEntry) -> str:
         parts.append(f"GGUF {entry.quantization}")
     if entry.licence:
         parts.append(entry.licence + (" (accept it on the hub first)" if entry.licence_terms else ""))
+    fits = memory_line(entry)
+    if fits:
+        parts.append(fits)
     return " · ".join(parts)
+
+
+def memory_line(entry: CatalogueEntry) -> str:
+    """What memory a Z-Image / FLUX.2 [klein] / SD 3.5 entry needs (core.families.fit); "" for the others."""
+    from heyim_desktop.core.families.fit import FAMILY_OF_BASE, fit_line
+
+    family = FAMILY_OF_BASE.get(entry.base)
+    if family is None:
+        return ""
+    return fit_line(family, entry.quantization or "bf16", transformer_gb=entry.transformer_gb or None)
+
+
+def library_memory_line(model: Any) -> str:
+    """What memory a model in the library needs (a Z-Image / FLUX.2 [klein] / SD 3.5 folder or GGUF file)."""
+    from heyim_desktop.core.families.fit import FAMILY_OF_BASE, fit_line
+
+    family = FAMILY_OF_BASE.get(str(getattr(model, "base", "")))
+    if family is None:
+        return ""
+    size = int(getattr(model, "size_bytes", 0) or 0)
+    single = getattr(model, "kind", "") in ("gguf", "safetensors") and size > 0
+    return fit_line(family, getattr(model, "quantization", "") or "bf16", transformer_gb=size / 1e9 if single else None)

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from heyim_desktop.core.devices import PRECISION_HELP, PRECISIONS
+from heyim_desktop.core.devices import MEMORY_HELP, MEMORY_MODES, PRECISION_HELP, PRECISIONS
 
 QUEUE_ENV = "HEYIM_QUEUE"
 EXIT_OK, EXIT_USAGE, EXIT_RUNTIME = 0, 2, 4
@@ -35,6 +35,7 @@ def add_parsers(sub: Any) -> None:
     src.add_argument("--demo", action="store_true", help="serve the built-in tiny random model")
     worker.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     worker.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    worker.add_argument("--memory", default="auto", choices=MEMORY_MODES, help=MEMORY_HELP)
     worker.add_argument("--dead-after", type=float, default=DEFAULT_DEAD_AFTER_S, metavar="SECONDS",
                         help=f"retry a job whose worker has been silent this long (default {DEFAULT_DEAD_AFTER_S:g})")
     worker.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT_S, metavar="SECONDS",
@@ -96,7 +97,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise InvalidRequest(name.replace("_", "-"), "must be more than 0 seconds")
     logging.getLogger("heyim_desktop.scale").setLevel(logging.INFO)
     config = WorkerConfig(url=url, model="demo" if args.demo else args.model, device=args.device,
-                          precision=args.precision, dead_after_s=args.dead_after, job_timeout_s=args.job_timeout,
+                          precision=args.precision, memory=args.memory, dead_after_s=args.dead_after,
+                          job_timeout_s=args.job_timeout,
                           worker_id=args.id)
     run_worker(config)
     return EXIT_OK

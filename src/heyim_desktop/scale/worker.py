@@ -51,6 +51,8 @@ class WorkerConfig:
     model: str
     device: str = "auto"
     precision: str = "auto"
+    #: how Z-Image / FLUX.2 [klein] / SD 3.5 models use memory (core.devices.MEMORY_MODES)
+    memory: str = "auto"
     dead_after_s: float = qb.DEFAULT_DEAD_AFTER_S
     job_timeout_s: float = qb.DEFAULT_JOB_TIMEOUT_S
     #: How often an idle worker polls the queue (ms): the latency between jobs.
@@ -81,7 +83,7 @@ class QueueWorker:
         self.records = Records(open_redis(config.url))
 
         # The model runs in an engine process, so a crash there costs one attempt, not the worker.
-        engines = ProcessLoader(device=config.device, precision=config.precision)
+        engines = ProcessLoader(device=config.device, precision=config.precision, memory=config.memory)
         self.host = EngineHost(engines, default_model=config.model, upscalers=engines.upscaler)
         self._stop = threading.Event()
         self._cancel: CancelToken | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from heyim_desktop.core import paths
-from heyim_desktop.core.devices import PRECISIONS
+from heyim_desktop.core.devices import MEMORY_MODES, PRECISIONS
 from heyim_desktop.core.storage import atomic_write_bytes, writing
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class Preferences:
     device: str = "auto"
     #: Number format of PyTorch models (core.devices.PRECISIONS); applies at the next model load.
     precision: str = "auto"
+    #: How Z-Image / FLUX.2 [klein] / SD 3.5 models use memory (core.devices.MEMORY_MODES); next load.
+    memory: str = "auto"
     #: Core ML compute units ("" = the model's own default; AUTO measures once per model and Mac).
     coreml_compute_units: str = ""
     #: Per-component Core ML units over that, "VAEDecoder=CPU_AND_GPU, TextEncoder=CPU_ONLY" ("" = none).
@@ -123,6 +125,8 @@ def load_preferences(root: Path | None = None) -> Preferences:
         prefs = prefs.replace(device="auto")
     if prefs.precision not in PRECISIONS:
         prefs = prefs.replace(precision="auto")
+    if prefs.memory not in MEMORY_MODES:
+        prefs = prefs.replace(memory="auto")
     if prefs.idle_unload_minutes < 0:
         prefs = prefs.replace(idle_unload_minutes=0)
     return prefs

@@ -111,7 +111,8 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
 
         units = compose_units(current.coreml_compute_units, current.coreml_component_units, current.coreml_memory)
         return default_loader(current.device, units, status, engines, in_process=in_process_engine,
-                              precision=current.precision, text_encoders=current.text_encoders)(ref)
+                              precision=current.precision, text_encoders=current.text_encoders,
+                              memory=current.memory)(ref)
 
     # The last model preloads as soon as the worker runs: its engine process starts at launch.
     def preferred_upscaler() -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from heyim_desktop.core.cancel import Cancelled, CancelToken
 from heyim_desktop.core.errors import UserFacingError
-from heyim_desktop.models.catalogue import CatalogueEntry, catalogue, describe
+from heyim_desktop.models.catalogue import CatalogueEntry, catalogue, describe, library_memory_line, memory_line
 from heyim_desktop.models.library import ModelLibrary
 from heyim_desktop.models.types import ModelInfo, human_size
 from heyim_desktop.ui.qt import (
@@ -133,7 +133,7 @@ class ModelsWindow(QDialog):
         self._entries: list[CatalogueEntry] = catalogue()
         for e in self._entries:
             self.catalogue_box.addItem(f"{e.title} — {describe(e)}", e.name)
-            tip = "\n".join(x for x in (e.note, "From " + " + ".join(e.repos)) if x)
+            tip = "\n".join(x for x in (e.note, memory_line(e), "From " + " + ".join(e.repos)) if x)
             self.catalogue_box.setItemData(self.catalogue_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.download_button = QPushButton("Download")
         self.cancel_button = QPushButton("Cancel")
@@ -173,6 +173,9 @@ class ModelsWindow(QDialog):
             item.setData(0, Qt.ItemDataRole.UserRole, m.ref)
             item.setToolTip(0, m.ref)
             item.setToolTip(4, m.problem or "Ready to use")
+            fits = library_memory_line(m)
+            if fits:
+                item.setToolTip(3, fits)
             self.tree.addTopLevelItem(item)
             if selected is not None and m.ref == selected.ref:
                 item.setSelected(True)

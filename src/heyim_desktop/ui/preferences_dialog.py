@@ -40,6 +40,12 @@ PRECISION_LABELS = {
     "fp32": "fp32 (full precision)",
 }
 
+MEMORY_LABELS = {
+    "auto": "Automatic (save memory when the model would crowd it)",
+    "low": "Save memory: text encoders only while encoding (GPU: part by part)",
+    "full": "Keep every part loaded (fastest)",
+}
+
 
 def available_devices() -> list[str]:
     """What can be offered before detection ran: the choices every install has."""
@@ -104,6 +110,16 @@ class PreferencesDialog(QDialog):
                                   "is fast where the processor has bf16 instructions. fp32 fixes black images some "
                                   "GPUs give in fp16. Core ML models keep their own precision.")
         self.device.currentIndexChanged.connect(lambda _i: self._mark_precisions())
+        self.memory = QComboBox()
+        for value, label in MEMORY_LABELS.items():
+            self.memory.addItem(label, value)
+        self.memory.setCurrentIndex(max(0, self.memory.findData(prefs.memory)))
+        self.memory.setToolTip("For Z-Image, FLUX.2 [klein] and SD 3.5. Saving memory loads the text encoders "
+                               "(Qwen3, or SD 3.5's CLIP and T5: 4 to 10 GB) only to encode a new prompt and "
+                               "drops them before the first step; the same prompt again loads nothing. On an "
+                               "NVIDIA GPU it moves each part to the GPU only while it runs. Automatic does this "
+                               "when the weights would take over 3/4 of the memory.")
+        self.memory.setAccessibleName("Memory for the new model families")
         from heyim_desktop.core.coreml import CHOICES, LABELS
 
         self.compute_units = QComboBox()
@@ -160,6 +176,7 @@ class PreferencesDialog(QDialog):
         form.addRow("Compute device", self.device)
         form.addRow("", self.device_note)
         form.addRow("Precision", self.precision)
+        form.addRow("Memory (new families)", self.memory)
         form.addRow("Core ML runs on", self.compute_units)
         form.addRow("Core ML units per part", self.component_units)
         form.addRow("Core ML memory", self.coreml_memory)
@@ -200,7 +217,7 @@ class PreferencesDialog(QDialog):
     def _devices_detected(self, devices: list[str]) -> None:
         self.detected = list(devices)
         self.set_devices(self.detected)
-        self.device_note.setText("A device or precision change applies the next time a model loads.")
+        self.device_note.setText("A device, precision or memory change applies the next time a model loads.")
         self._mark_precisions()
 
     def _mark_precisions(self) -> None:
@@ -260,6 +277,7 @@ class PreferencesDialog(QDialog):
             default_guidance=round(self.guidance.value(), 4),
             device=str(self.device.currentData()),
             precision=str(self.precision.currentData() or "auto"),
+            memory=str(self.memory.currentData() or "auto"),
             coreml_compute_units=str(self.compute_units.currentData() or ""),
             coreml_component_units=self.component_units.text().strip(),
             coreml_memory=str(self.coreml_memory.currentData() or ""),

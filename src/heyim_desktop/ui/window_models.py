@@ -152,7 +152,9 @@ class ModelsSection(WindowParts):
         from heyim_desktop.ui.worker import model_capabilities
 
         self._stop_load_clock()
-        self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)")
+        memory = getattr(getattr(info, "info", None), "memory", "")
+        self.model_state.setText(f"Ready: {info.model_name} on {info.engine_name} ({info.seconds:.1f} s)"
+                                 + (f"; {memory}" if memory else ""))
         self.model_state.setToolTip(self.model_state.text())
         self.prompt_panel.set_counter(info.count_tokens, info.capabilities)
         caps = model_capabilities(info)

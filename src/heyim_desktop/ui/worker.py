@@ -68,10 +68,12 @@ def rgb_array_to_qimage(arr: "np.ndarray[Any, Any]") -> QImage:
 def default_loader(device: str = "auto", compute_units: str | None = None,
                    on_status: Callable[[str], None] | None = None,
                    engines: ProcessLoader | None = None, *, in_process: bool = False,
-                   precision: str = "auto", text_encoders: dict[str, str] | None = None) -> EngineLoader:
+                   precision: str = "auto", text_encoders: dict[str, str] | None = None,
+                   memory: str = "auto") -> EngineLoader:
     """Load models in an engine process (``engines`` keeps the crash counts between loads);
     ``in_process``: in this process instead (window tests, which must not start a child per test);
-    ``text_encoders``: model ref -> the GGUF text encoder file chosen for it (Preferences.text_encoders)."""
+    ``text_encoders``: model ref -> the GGUF text encoder file chosen for it (Preferences.text_encoders);
+    ``memory``: how Z-Image / FLUX.2 [klein] / SD 3.5 models use memory (Preferences.memory)."""
     from heyim_desktop.store.preferences import Preferences, text_encoder_for
 
     prefs = Preferences(text_encoders=dict(text_encoders or {}))
@@ -80,12 +82,12 @@ def default_loader(device: str = "auto", compute_units: str | None = None,
 
         return lambda ref: load_engine(ref, device=torch_device(device), compute_units=compute_units,
                                        on_status=on_status, precision=precision,
-                                       text_encoder=text_encoder_for(prefs, ref))
+                                       text_encoder=text_encoder_for(prefs, ref), memory=memory)
     from heyim_desktop.core.process.remote import ProcessLoader
 
     loader = engines or ProcessLoader()
     return lambda ref: loader.load(ref, device=torch_device(device), compute_units=compute_units, on_status=on_status,
-                                   precision=precision, text_encoder=text_encoder_for(prefs, ref))
+                                   precision=precision, text_encoder=text_encoder_for(prefs, ref), memory=memory)
 
 
 def torch_device(device: str) -> str:

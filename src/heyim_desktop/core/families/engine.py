@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from heyim_desktop.core.families.low_memory import LowMemoryParts
     from heyim_desktop.core.families.text_encoder_gguf import TextEncoderGguf
     from heyim_desktop.core.lora import LoraUse
 
@@ -101,13 +102,27 @@ def flux2_text_layers(num_layers: int) -> tuple[int, ...]:
     return inside if len(inside) == len(_FLUX2_TEXT_LAYERS) else (max(1, num_layers - 1),)
 
 
+def _encoder_layers(pipe: Any) -> int | None:
+    encoder = getattr(pipe, "text_encoder", None)
+    layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+    return int(layers) if layers is not None else None
+
+
 class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
     def __init__(self, pipe: Any, family: Family, *, name: str, model_name: str, model_hash: str | None = None,
                  offloaded: bool = False, transformer_file: Path | None = None,
-                 text_encoders: "tuple[TextEncoderGguf, ...]" = ()) -> None:
+                 text_encoders: "tuple[TextEncoderGguf, ...]" = (),
+                 low: "LowMemoryParts | None" = None, text_layers: int | None = None) -> None:
         self.pipe: Any = pipe
+        #: The low-memory mode (core.families.low_memory): text encoders and transformer loaded in turn.
+        self.low = low
+        if low is not None:
+            low.attach(pipe)
+            low.on_transformer = lambda _t: self._adapters.clear()  # a fresh transformer: its LoRAs go back on
+        #: the Qwen3 text encoder's depth (FLUX.2 [klein] reads features from three of its layers)
+        self.text_layers = text_layers if text_layers is not None else _encoder_layers(pipe)
         #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
         #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
         self.offloaded = offloaded
@@ -124,7 +139,8 @@ class FamilyEngine:
         self.size_step = max(8, int(pipe.vae_scale_factor) * 2)
         distilled = bool(getattr(pipe.config, "is_distilled", False))
         caps = family.capabilities(size_step=self.size_step, guidance="none" if distilled else None)
-        if family.key == "sd3" and int(pipe.transformer.config.in_channels) not in (16, 33):
+        transformer_config = (low.transformer_config if low is not None else pipe.transformer.config)
+        if family.key == "sd3" and int(transformer_config.in_channels) not in (16, 33):
             # diffusers' SD3 inpainting takes SD 3's 16 latent channels (or 33 for an inpainting model)
             caps = replace(caps, inpaint="none")
         self._capabilities: Capabilities = caps
@@ -139,7 +155,16 @@ class FamilyEngine:
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo(self.name, self.model_name, self.default_size, self._capabilities, self.model_hash)
+        return EngineInfo(self.name, self.model_name, self.default_size, self._capabilities, self.model_hash,
+                          memory=self.memory_note)
+
+    @property
+    def memory_note(self) -> str:
+        if self.low is not None:
+            return "saving memory: text encoders and transformer load in turn"
+        if self.offloaded:
+            return "saving memory: each part moves to the GPU only while it runs"
+        return ""
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -195,6 +220,8 @@ class FamilyEngine:
 
             pipe = getattr(diffusers, class_name).from_pipe(self.pipe)
             pipe.set_progress_bar_config(disable=True)
+            if self.low is not None:
+                self.low.attach(pipe)
             self._edit_pipes[class_name] = pipe
         return pipe
 
@@ -295,7 +322,7 @@ class FamilyEngine:
         if self.family.negative_prompt:
             kwargs["negative_prompt"] = strip_lora_tags(request.negative_prompt)[0] or None
         if self.family.key == "flux2":
-            kwargs["text_encoder_out_layers"] = flux2_text_layers(self.pipe.text_encoder.config.num_hidden_layers)
+            kwargs["text_encoder_out_layers"] = flux2_text_layers(self.text_layers or 0)
         return kwargs
 
     def render(
@@ -323,10 +350,13 @@ class FamilyEngine:
         if request.embeddings:
             words = ", ".join(e.word for e in request.embeddings)
             warnings.append(f"Textual-inversion embeddings are for SD models; {words} stayed plain words.")
-        self.apply_loras(request.loras)
         # Inpainting and outpainting: the mask fitted and prepared, the canvas grown, the paste-back after.
         plan = plan_edit(request)
         self._check_size(plan.request)
+        if self.low is not None:  # a new prompt: encoded with only the text encoders loaded
+            pipe, kwargs = self._pipe_and_kwargs(plan.request)
+            self.low.prepare(pipe, lambda: pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0)))
+        self.apply_loras(request.loras)
         if self._set_tiling(plan.request):
             warnings.append(f"The VAE decoded this {plan.request.width}x{plan.request.height} image in tiles to save memory.")
         started = time.perf_counter()
@@ -359,6 +389,9 @@ class FamilyEngine:
                     f"x{request.count}. Try a smaller size or fewer images."
                 ) from exc
             raise
+        finally:
+            if self.low is not None:  # released before the first step already, unless encoding failed
+                self.low.release_encoders()
         import numpy as np
 
         images = plan.finish(np.concatenate(arrays, axis=0).astype(np.float32)).astype(np.float32)
@@ -436,6 +469,8 @@ class FamilyEngine:
         return lat.numpy()
 
     def close(self) -> None:
+        if self.low is not None:
+            self.low.close()
         self._edit_pipes.clear()
         self._adapters.clear()
         if self.pipe is not None:
@@ -455,6 +490,7 @@ def state_steps(request: GenerationRequest) -> int:
 def load_family_engine(
     folder: Path, index: dict[str, Any], *, device: str = "auto", precision: str = "auto", name: str | None = None,
     transformer_file: Path | None = None, offload: bool | None = None, text_encoder_file: Path | None = None,
+    memory: str = "auto",
 ) -> FamilyEngine:
     """Load a diffusers-format folder of a family (local files only, safetensors only).
 
@@ -465,10 +501,13 @@ def load_family_engine(
     (a GGUF anywhere, chosen explicitly) does the same from outside the folder. ``offload``
     (None: when the weights would take more than :data:`OFFLOAD_SHARE` of the device's memory; also
     the ``HEYIM_OFFLOAD`` environment variable, ``on``/``off``) keeps the parts on the CPU and moves
-    each to the device only while it runs (accelerate's hooks, through diffusers).
+    each to the device only while it runs (accelerate's hooks, through diffusers). ``memory``
+    (:data:`~heyim_desktop.core.devices.MEMORY_MODES`, :func:`memory_plan`) may instead load the text
+    encoders only while a prompt is encoded (:mod:`.low_memory`).
     """
     import diffusers
 
+    from heyim_desktop.core.families.low_memory import check_memory_mode
     from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
     from heyim_desktop.core.families.text_encoder_gguf import (
         GGUF_TEXT_PARTS,
@@ -478,6 +517,7 @@ def load_family_engine(
     )
     from heyim_desktop.core.torch_engine import pick_device
 
+    check_memory_mode(memory)
     found = read_family_index(folder)
     chosen = None
     if text_encoder_file is not None:
@@ -496,18 +536,26 @@ def load_family_engine(
     encoders = text_encoder_ggufs(folder, family, index, skip=GGUF_TEXT_PARTS[family.key] if chosen else ())
     if chosen is not None:
         encoders = (chosen, *encoders)
+    weights = _weights_bytes(folder, family, single, encoders, dtype.itemsize, index)
+    offloaded, low = memory_plan(dev, weights, memory, offload)
+    low_parts = None
+    text_layers = _config_layers(folder / "text_encoder")
     try:
-        if single is not None:
+        if low:  # nothing big is loaded now: the first job loads each part when it runs
+            low_parts = _low_memory_parts(folder, family, index, encoders, single, dtype, dev)
+            parts.update({part: None for part in (*low_parts.text_loaders, "transformer")})
+        elif single is not None:
             parts["transformer"] = load_transformer(single, folder, index, dtype)
-        for encoder in encoders:
+        for encoder in encoders if not low else ():
             parts[encoder.part] = load_text_encoder(encoder, folder, dtype)
         pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **parts)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
         raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
-    weights = _weights_bytes(folder, family, single, encoders, dtype.itemsize, index)
-    offloaded = wants_offload(dev, weights, offload)
+    if low:
+        log.info("low memory for %s (%.1f GB of weights on %s): text encoders and transformer load in turn",
+                 folder.name, weights / 1e9, dev)
     if offloaded:
         log.info("model CPU offload for %s (%.1f GB of weights on %s)", folder.name, weights / 1e9, dev)
         pipe.enable_model_cpu_offload(device=dev)
@@ -518,7 +566,81 @@ def load_family_engine(
     if single is not None and name is None:
         model_name = single.stem
     return FamilyEngine(pipe, family, name=f"torch-{dev.type}", model_name=model_name, offloaded=offloaded,
-                        transformer_file=single, text_encoders=encoders)
+                        transformer_file=single, text_encoders=encoders, low=low_parts,
+                        text_layers=text_layers)
+
+
+def _config_layers(part: Path) -> int | None:
+    """A text encoder's layer count from its config.json (None when it has none)."""
+    import json
+
+    try:
+        config = json.loads((part / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    layers = config.get("num_hidden_layers", config.get("num_layers")) if isinstance(config, dict) else None
+    return int(layers) if isinstance(layers, int) else None
+
+
+def _low_memory_parts(folder: Path, family: Family, index: dict[str, Any], encoders: "tuple[TextEncoderGguf, ...]",
+                      single: Path | None, dtype: torch.dtype, dev: torch.device) -> "LowMemoryParts":
+    """Loaders for each text encoder the folder lists (its GGUF file where one replaces it) and for the
+    transformer (its single file, if any), and the transformer's weightless stand-in."""
+    import diffusers
+    import transformers
+
+    from heyim_desktop.core.families.low_memory import LowMemoryParts
+    from heyim_desktop.core.families.single_file import load_transformer
+    from heyim_desktop.core.families.text_encoder_gguf import load_text_encoder
+
+    ggufs = {e.part: e for e in encoders}
+    loaders: dict[str, Any] = {}
+    for part in family.listed_parts(index):
+        if not part.startswith("text_encoder"):
+            continue
+        if part in ggufs:
+            loaders[part] = lambda found=ggufs[part]: load_text_encoder(found, folder, dtype)
+            continue
+        encoder_cls: Any = getattr(transformers, str(index[part][1]))
+        loaders[part] = lambda cls=encoder_cls, part=part: cls.from_pretrained(
+            folder / part, local_files_only=True, use_safetensors=True, dtype=dtype)
+    transformer_cls: Any = getattr(diffusers, str(index["transformer"][1]))
+
+    def transformer() -> Any:
+        if single is not None:
+            model = load_transformer(single, folder, index, dtype)
+        else:
+            model = transformer_cls.from_pretrained(folder / "transformer", local_files_only=True,
+                                                    use_safetensors=True, torch_dtype=dtype)
+        return model.to(dev).eval()
+
+    with torch.device("meta"):
+        stand_in = transformer_cls.from_config(transformer_cls.load_config(folder / "transformer")).to(dtype)
+    return LowMemoryParts(loaders, transformer, stand_in, dev)
+
+
+def memory_plan(dev: torch.device, weights_bytes: int, memory: str = "auto",
+                offload: bool | None = None) -> tuple[bool, bool]:
+    """(model CPU offload, text encoders on demand) for ``memory`` (:data:`~heyim_desktop.core.devices.MEMORY_MODES`).
+
+    On a CUDA GPU "low" is model CPU offload (each part on the GPU only while it runs), which already
+    takes the text encoders off the GPU after encoding. On a Mac or the CPU, whose memory the parts
+    share with each other and the system, offload saves nothing: "low" loads the text encoders and
+    the transformer in turn (:mod:`.low_memory`). "auto" chooses either when the weights would take more than
+    :data:`OFFLOAD_SHARE` of the memory; "full" neither. An explicit ``offload`` (or HEYIM_OFFLOAD) wins.
+    """
+    from heyim_desktop.core.families.low_memory import system_memory_bytes
+
+    if offload is None and memory == "low" and dev.type == "cuda":
+        offload = True
+    if offload is None and memory == "full":
+        offload = False
+    if wants_offload(dev, weights_bytes, offload):
+        return True, False
+    if memory != "auto" or dev.type == "cuda":
+        return False, memory == "low"
+    total = system_memory_bytes()
+    return False, total is not None and weights_bytes > OFFLOAD_SHARE * total
 
 
 def family_parameters(family: Family, guidance: str, scheduler_config: Any,
@@ -612,12 +734,14 @@ def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = 
             offload = False
     if offload is not None:
         return offload
-    total = device_memory_bytes(dev) if dev.type != "cpu" else None
+    # Automatic only on a CUDA GPU: a Mac's memory is shared, so parking parts in "CPU" memory frees nothing
+    # (memory_plan releases its text encoders instead).
+    total = device_memory_bytes(dev) if dev.type == "cuda" else None
     return total is not None and weights_bytes > OFFLOAD_SHARE * total
 
 
 def load_family_file_engine(path: Path, *, device: str = "auto", precision: str = "auto",
-                            text_encoder_file: Path | None = None) -> FamilyEngine:
+                            text_encoder_file: Path | None = None, memory: str = "auto") -> FamilyEngine:
     """A single-file transformer (GGUF or ``.safetensors``) with its family folder's other parts."""
     from heyim_desktop.core.families.single_file import find_base_folder, no_base_message, transformer_file_family
 
@@ -629,7 +753,7 @@ def load_family_file_engine(path: Path, *, device: str = "auto", precision: str 
     if base is None or found is None:
         raise ModelError(no_base_message(path, family))
     return load_family_engine(base, found[1], device=device, precision=precision, transformer_file=path,
-                              text_encoder_file=text_encoder_file)
+                              text_encoder_file=text_encoder_file, memory=memory)
 
 
-__all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine", "load_family_file_engine"]
+__all__ = ["FAMILIES", "FamilyEngine", "family_dtype", "load_family_engine", "load_family_file_engine", "memory_plan"]

@@ -134,7 +134,9 @@ class EngineChild:
                 return
             if msg.kind == "load":
                 encoder = msg.data.get("text_encoder")
-                self._load(str(msg.data.get("ref")), encoder if isinstance(encoder, str) and encoder else None)
+                memory = msg.data.get("memory")
+                self._load(str(msg.data.get("ref")), encoder if isinstance(encoder, str) and encoder else None,
+                           memory if isinstance(memory, str) and memory else "auto")
             elif msg.kind == "upscale":
                 self._upscale(msg)
             else:
@@ -142,7 +144,7 @@ class EngineChild:
             if self._log_lines is not None:
                 self._log_lines.flush()  # the job's last message is out: now its log lines
 
-    def _load(self, ref: str, text_encoder: str | None = None) -> None:
+    def _load(self, ref: str, text_encoder: str | None = None, memory: str = "auto") -> None:
         from heyim_desktop.core.loading import load_engine
 
         self._close_engine()
@@ -150,7 +152,7 @@ class EngineChild:
         try:
             real_ref, hang = split_test_hook(ref)
             engine = load_engine(real_ref, device=self.device, precision=self.precision,
-                                 compute_units=self.compute_units, text_encoder=text_encoder,
+                                 compute_units=self.compute_units, text_encoder=text_encoder, memory=memory,
                                  on_status=lambda text: self.writer.send({"ev": "status", "text": str(text)}))
             if hang:
                 _make_unet_hang(engine)

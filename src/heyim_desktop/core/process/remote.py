@@ -509,8 +509,10 @@ class ProcessLoader:
 
     def __init__(self, device: str = "auto", precision: str = "auto", compute_units: str | None = None, *,
                  on_status: Callable[[str], None] | None = None, cancel_grace_s: float = CANCEL_GRACE_S,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, memory: str = "auto") -> None:
         self.device, self.precision, self.compute_units = device, precision, compute_units
+        #: how Z-Image / FLUX.2 [klein] / SD 3.5 models use memory (core.devices.MEMORY_MODES)
+        self.memory = memory
         self.on_status = on_status
         self.cancel_grace_s = cancel_grace_s
         self.env = env
@@ -535,9 +537,9 @@ class ProcessLoader:
 
     def load(self, ref: str, *, device: str | None = None, precision: str | None = None,
              compute_units: str | None = None, on_status: Callable[[str], None] | None = None,
-             text_encoder: str | None = None) -> RemoteEngine:
+             text_encoder: str | None = None, memory: str | None = None) -> RemoteEngine:
         """``ref`` loaded in a new engine process; ``text_encoder``: a GGUF text encoder file used instead
-        of a family model's own (core.families.text_encoder_gguf)."""
+        of a family model's own (core.families.text_encoder_gguf); ``memory``: over the loader's own."""
         if self.crashes(ref) >= MAX_CRASHES_IN_A_ROW:
             raise ModelError(self._gave_up(ref))
         from heyim_desktop.core.loading import DEMO_REF, require_model_path
@@ -552,7 +554,8 @@ class ProcessLoader:
             self._loading = process
         try:
             process.start()
-            process.send({"op": "load", "ref": ref, **({"text_encoder": text_encoder} if text_encoder else {})})
+            process.send({"op": "load", "ref": ref, "memory": memory or self.memory,
+                          **({"text_encoder": text_encoder} if text_encoder else {})})
             status = on_status or self.on_status
             while True:
                 msg = process.next_message(None)

@@ -1,0 +1,223 @@
+"""The low-memory mode of the family engines: each big part is loaded only while it runs.
+
+Z-Image's and FLUX.2 [klein]'s Qwen3-4B (8 GB in bf16, also when read from a GGUF file: transformers
+dequantizes it) and SD 3.5's T5-XXL (9.5 GB) are needed for a moment per prompt, then sit idle beside
+the transformer for every step. In this mode a new prompt is encoded with only the text encoders
+loaded: the transformer is dropped first, the pipeline runs up to its first step with a weightless
+stand-in in the transformer's place (so it encodes exactly as it always does), the encoders are
+dropped, and the transformer is loaded back for the steps. The features of the last prompts are
+kept, so generating again with the same prompt (a new seed, more images) loads nothing. The peak is
+the larger of the text encoders and transformer + VAE + one image's working set, instead of their sum
+(core.families.fit); the cost is loading the transformer again for each new prompt (seconds). This is
+the Mac's way to save memory: its memory is shared, so diffusers' model CPU offload (parts parked in
+CPU memory) saves nothing there; Apple's Core ML pipeline does the same on 8 GB Macs.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any, Callable, Hashable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+def check_memory_mode(mode: str) -> str:
+    """``mode`` when it is one of :data:`~heyim_desktop.core.devices.MEMORY_MODES`; a ModelError if not."""
+    from heyim_desktop.core.devices import MEMORY_MODES
+    from heyim_desktop.core.errors import ModelError
+
+    if mode not in MEMORY_MODES:
+        raise ModelError(f"Unknown memory setting {mode!r}; choose one of {', '.join(MEMORY_MODES)}.")
+    return mode
+
+
+def _plain(value: Any) -> Hashable | None:
+    """``value`` as a hashable key part, or None for anything that is not plain data (a tensor)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return (type(value).__name__, value)
+    if isinstance(value, torch.device):
+        return ("device", str(value))
+    if isinstance(value, torch.dtype):
+        return ("dtype", str(value))
+    if isinstance(value, (list, tuple)):
+        parts = [_plain(v) for v in value]
+        return None if any(p is None for p in parts) else ("seq", tuple(parts))
+    return None
+
+
+def _copy_containers(value: Any) -> Any:
+    """Fresh lists and tuples around the same tensors: a pipeline may change the lists it is given."""
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_containers(v) for v in value)
+    return value
+
+
+#: Prompt features kept (the prompt and the negative prompt of the last two jobs): a few MB.
+KEEP_FEATURES = 4
+
+
+class _Encoded(Exception):
+    """Raised by the stand-in transformer: the pipeline has encoded its prompts and is about to step."""
+
+
+class _StandIn:
+    """Takes the transformer's place while prompts are encoded: answers for it from a weightless
+    (meta-device) copy, and stops the pipeline when it is first called."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _Encoded()
+
+
+class LowMemoryParts:
+    """The text encoders, loaded only to encode new prompts, and the transformer, dropped meanwhile.
+
+    ``text_loaders`` maps each text-encoder component to a function that loads it; ``load_transformer``
+    loads the transformer (on the device); ``stand_in`` is a weightless copy of it (meta device).
+    :meth:`attach` routes a pipeline's ``encode_prompt`` through here; :meth:`prepare` makes sure a call's
+    prompt features are known before it runs (the engine calls it once per job).
+    """
+
+    def __init__(self, text_loaders: dict[str, Callable[[], Any]], load_transformer: Callable[[], Any],
+                 stand_in: Any, device: torch.device) -> None:
+        self.text_loaders = text_loaders
+        self.load_transformer = load_transformer
+        self.device = device
+        #: how often the text encoders and the transformer were loaded (the log and the tests read them)
+        self.text_loads = 0
+        self.transformer_loads = 0
+        #: called with the transformer after it was loaded again (the engine puts its LoRAs back on)
+        self.on_transformer: Callable[[Any], None] | None = None
+        self.transformer: Any = None
+        self._stand_in = _StandIn(stand_in)
+        self._features: dict[Hashable, Any] = {}
+        self._encoders: dict[str, Any] = {}
+        self._pipes: list[Any] = []
+
+    def attach(self, pipe: Any) -> None:
+        """Encode ``pipe``'s prompts through this object; its transformer is this object's to give."""
+        pipe.register_modules(**{part: None for part in self.text_loaders})
+        pipe.register_modules(transformer=self.transformer)
+        original = type(pipe).encode_prompt.__get__(pipe)
+        # One key for all of a model's pipelines: diffusers' edit pipelines copy the text-to-image
+        # pipeline's encode_prompt, with the same text encoders (the equality tests check it)
+        name = "encode_prompt"
+
+        def encode_prompt(*args: Any, **kwargs: Any) -> Any:
+            return self._encode(pipe, name, original, args, kwargs)
+
+        pipe.encode_prompt = encode_prompt
+        self._pipes.append(pipe)
+
+    @property
+    def transformer_config(self) -> Any:
+        """The transformer's config (from its stand-in: known while the transformer is not loaded)."""
+        return self._stand_in.config
+
+    @property
+    def text_encoders_loaded(self) -> bool:
+        return bool(self._encoders)
+
+    def prepare(self, pipe: Any, call: Callable[[], Any]) -> None:
+        """Run ``call`` (``pipe`` with a job's arguments) up to its first step with the stand-in, so every
+        prompt it encodes is known; then make sure the transformer is loaded for the real run."""
+        self._set_transformer(self._stand_in)
+        try:
+            with torch.no_grad():
+                call()
+        except _Encoded:
+            pass
+        finally:
+            self.release_encoders()
+            self._set_transformer(self.transformer)
+        if self.transformer is None:
+            self.transformer = self.load_transformer()
+            self.transformer_loads += 1
+            self._set_transformer(self.transformer)
+            log.info("transformer loaded for the steps")
+            if self.on_transformer is not None:
+                self.on_transformer(self.transformer)
+
+    def _set_transformer(self, module: Any) -> None:
+        for pipe in self._pipes:
+            pipe.register_modules(transformer=module)
+
+    def _encode(self, pipe: Any, name: str, original: Callable[..., Any], args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
+        key = _plain((name, args, tuple(sorted(kwargs.items()))))
+        if key is not None and key in self._features:
+            log.debug("prompt features reused; the text encoders stay unloaded")
+            return _copy_containers(self._features[key])
+        probing = pipe.transformer is self._stand_in
+        try:
+            if not self._encoders:
+                if probing and self.transformer is not None:  # room for the encoders: drop the transformer
+                    self.transformer = None
+                    gc.collect()
+                    _empty_cache(self.device)
+                for part, load in self.text_loaders.items():
+                    self._encoders[part] = load().to(self.device).eval()
+                self.text_loads += 1
+                log.info("loaded %s to encode a new prompt", ", ".join(self.text_loaders))
+            pipe.register_modules(**self._encoders)
+            with torch.no_grad():
+                out = original(*args, **kwargs)
+        except BaseException:
+            self.release_encoders()
+            raise
+        finally:
+            if not probing:  # an encode outside prepare (not expected): release at once
+                self.release_encoders()
+        if key is not None:
+            self._features[key] = out
+            while len(self._features) > KEEP_FEATURES:
+                self._features.pop(next(iter(self._features)))
+        return _copy_containers(out)
+
+    def release_encoders(self) -> None:
+        if not self._encoders:
+            return
+        for pipe in self._pipes:
+            pipe.register_modules(**{part: None for part in self.text_loaders})
+        self._encoders.clear()
+        gc.collect()
+        _empty_cache(self.device)
+        log.debug("text encoders released")
+
+    def close(self) -> None:
+        self.release_encoders()
+        self._pipes.clear()
+        self.transformer = None
+        self.on_transformer = None
+
+
+def _empty_cache(device: torch.device) -> None:
+    try:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        elif device.type == "mps":
+            torch.mps.empty_cache()
+    except (RuntimeError, AttributeError) as exc:  # pragma: no cover - a backend without a cache
+        log.debug("no device cache to empty: %s", exc)
+
+
+def system_memory_bytes() -> int | None:
+    """The computer's physical memory (Linux, macOS), or None where it cannot be read."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+__all__ = ["LowMemoryParts", "check_memory_mode", "system_memory_bytes"]
