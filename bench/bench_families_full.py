@@ -27,7 +27,9 @@ a two-layer model of full width (the transformer keeps one layer's activations a
 working set is the full model's; the VAE and the text encoders' widths are the real ones), for the
 "what fits" table: bench/family_memory_table.py --measured.
 
-The machine must be otherwise idle: the Z-Image processes take about 21 GB. Linux only (/proc).
+``--device cuda`` runs both on a GPU (``--size 1024 --steps 0``: the recommended steps) and adds the GPU's
+memory (weights, and what one image adds at its peak, from torch.cuda's counters). The machine must
+be otherwise idle: on the CPU the Z-Image processes take about 21 GB. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ FAMILIES = ("sd3", "flux2", "zimage")
 DISK_GB = {"zimage": 20.6, "flux2": 16.0, "sd3": 16.3}
 
 
-def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup: bool) -> None:
+def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup: bool, device: str = "cpu") -> None:
     import torch
 
     torch.set_num_threads(threads)
+    cuda = device.startswith("cuda")
     import diffusers  # noqa: F401  (imported before the base reading, as the engine process has it)
 
     from heyim_desktop.core.families import read_family_index
@@ -65,6 +68,7 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup
     found = read_family_index(folder)
     assert found is not None
     family = found[0]
+    steps = steps or family.recommended_steps
     base = _status_kb("VmRSS")
     t0 = time.perf_counter()
     if config == "bare":
@@ -76,6 +80,7 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup
         pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=torch.bfloat16,
                                    **parts)
         pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)
         kwargs: dict[str, Any] = dict(prompt="a red fox in the forest", height=size, width=size,
                                       num_inference_steps=steps, guidance_scale=family.recommended_guidance,
                                       output_type="np")
@@ -92,7 +97,7 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup
 
         pipe: Any = None
         memory = "low" if config == "ours+low" else "full"  # "full": the bare pipeline's configuration
-        engine: Any = load_engine(str(folder), device="cpu", precision="bf16", memory=memory)
+        engine: Any = load_engine(str(folder), device=device, precision="bf16", memory=memory)
         request = GenerationRequest("a red fox in the forest", steps=steps, guidance=family.recommended_guidance,
                                     seed=1, width=size, height=size, scheduler=family.sampler)
 
@@ -102,16 +107,20 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup
         def new_prompt() -> None:
             engine.generate(request.replace(prompt="a photo of a cat in the city"), progress=lambda p: None)
     load_s = time.perf_counter() - t0
-    if config != "ours+low":  # page the weights in, outside the timing (low memory has none loaded yet)
+    if config != "ours+low" and not cuda:  # page the weights in, outside the timing (low memory: none loaded yet)
         _touch((engine.pipe if config != "bare" else pipe).components)
     if warmup:
         run()
     hwm = _status_kb("VmHWM")  # the load's and the warm-up's peak
     before = _status_kb("VmRSS")
+    gpu_before = torch.cuda.memory_allocated() if cuda else 0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     _reset_peak()
     t0 = time.perf_counter()
     run()
     gen_s = time.perf_counter() - t0
+    gpu = {"gpu_peak_gen": torch.cuda.max_memory_allocated() - gpu_before, "gpu_weights": gpu_before} if cuda else {}
     gen_hwm = _status_kb("VmHWM")
     resident = _status_kb("VmRSS") - base
     new_s = 0.0
@@ -121,7 +130,7 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup
         new_s = time.perf_counter() - t0
     # ru_maxrss is no use here: a child starts with its parent's
     print(json.dumps({"load_s": load_s, "gen_s": gen_s, "resident": resident, "gen": gen_hwm - before,
-                      "peak": max(hwm, gen_hwm, _status_kb("VmHWM")), "new_s": new_s}))
+                      "peak": max(hwm, gen_hwm, _status_kb("VmHWM")), "new_s": new_s, **gpu}))
 
 
 def _touch(components: dict[str, Any]) -> None:
@@ -137,7 +146,7 @@ def _touch(components: dict[str, Any]) -> None:
 
 def _run_child(config: str, folder: Path, args: argparse.Namespace, size: int, warmup: bool) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HEYIM_OFFLOAD="off", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, __file__, "--cache", str(args.cache), "--steps", str(args.steps),
+    cmd = [sys.executable, __file__, "--cache", str(args.cache), "--steps", str(args.steps), "--device", args.device,
            "--threads", str(args.threads), "--child", config, str(folder), str(size), str(int(warmup))]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -170,7 +179,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--size", type=int, default=0, help="default 256; 1024 with --working-set")
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2, help="0: each family's recommended (9, 4, 40)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (on a GPU: --size 1024 --steps 0)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--depth", type=int, default=0, help="cut each layered part to N layers (0: full)")
@@ -181,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         config, folder, size, warmup = args.child
-        child(config, Path(folder), int(size), args.steps, args.threads, warmup == "1")
+        child(config, Path(folder), int(size), args.steps, args.threads, warmup == "1", args.device)
         return
 
     import family_arch
@@ -192,7 +202,7 @@ def main() -> None:
         args.steps = 1
     size = args.size or (1024 if args.working_set else 256)
     _preflight(args, families)
-    print(f"threads {args.threads}, {size}x{size}, {args.steps} steps, bf16, "
+    print(f"{args.device}, threads {args.threads}, {size}x{size}, {args.steps or 'recommended'} steps, bf16, "
           f"{'depth ' + str(args.depth) if args.depth else 'full depth'}")
     print(f"{'family':18} {'config':8} {'load s':>7} {'s/img':>8} {'resident GB':>11} {'gen GB':>7} {'peak GB':>8}")
     summary: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -213,6 +223,8 @@ def main() -> None:
                     continue
                 runs[config].append(r)
                 extra = f"  new prompt {r['new_s']:.2f} s" if r.get("new_s") else ""
+                if "gpu_peak_gen" in r:
+                    extra += f"  GPU weights {r['gpu_weights'] / 1e9:.2f} GB, image +{r['gpu_peak_gen'] / 1e9:.2f} GB"
                 print(f"{family_arch.LABELS[family]:18} {config:8} {r['load_s']:7.1f} {r['gen_s']:8.2f}"
                       f" {r['resident'] / 1e6:11.2f} {r['gen'] / 1e6:7.2f} {r['peak'] / 1e6:8.2f}{extra}", flush=True)
         summary[family] = runs

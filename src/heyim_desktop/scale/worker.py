@@ -275,12 +275,12 @@ def progress_reporter(records: ProgressRecords, job_id: str,
     (every image; image-to-image only ``strength`` of them), so they go to Redis unchanged, as
     the window shows them.
     """
-    last = 0.0
+    last: float | None = None  # the first step always lands (monotonic time may start near 0 after a boot)
 
     def on_progress(p: Progress) -> None:
         nonlocal last
         now = time.monotonic()
-        if now - last >= every_s or p.step >= p.total:
+        if last is None or now - last >= every_s or p.step >= p.total:
             last = now
             try:
                 records.progress(job_id, p.step, p.total)

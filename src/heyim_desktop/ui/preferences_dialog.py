@@ -42,7 +42,7 @@ PRECISION_LABELS = {
 
 MEMORY_LABELS = {
     "auto": "Automatic (save memory when the model would crowd it)",
-    "low": "Save memory: text encoders only while encoding (GPU: part by part)",
+    "low": "Save memory: text encoders and transformer loaded in turn",
     "full": "Keep every part loaded (fastest)",
 }
 
@@ -114,11 +114,12 @@ class PreferencesDialog(QDialog):
         for value, label in MEMORY_LABELS.items():
             self.memory.addItem(label, value)
         self.memory.setCurrentIndex(max(0, self.memory.findData(prefs.memory)))
-        self.memory.setToolTip("For Z-Image, FLUX.2 [klein] and SD 3.5. Saving memory loads the text encoders "
-                               "(Qwen3, or SD 3.5's CLIP and T5: 4 to 10 GB) only to encode a new prompt and "
-                               "drops them before the first step; the same prompt again loads nothing. On an "
-                               "NVIDIA GPU it moves each part to the GPU only while it runs. Automatic does this "
-                               "when the weights would take over 3/4 of the memory.")
+        self.memory.setToolTip("For Z-Image, FLUX.2 [klein] and SD 3.5. Save memory loads the text encoders "
+                               "(Qwen3-4B, or SD 3.5's CLIP and T5: 8 to 11 GB) only to encode a new prompt, "
+                               "without the transformer, then the transformer for the steps: a 16 GB Mac runs "
+                               "them. The same prompt again loads nothing; a new prompt reloads both (seconds). "
+                               "On an NVIDIA GPU it moves each part to the GPU only while it runs. Automatic "
+                               "does this when the weights would take over 3/4 of the memory.")
         self.memory.setAccessibleName("Memory for the new model families")
         from heyim_desktop.core.coreml import CHOICES, LABELS
 
