@@ -4,7 +4,7 @@
 
 Prints the table HeyIm's catalogue and model library say in words (core.families.fit): the parts'
 sizes measured from the released architectures saved in bf16 and the working set of one 1024x1024
-image measured at full width (both by bench/bench_families_full.py: the figures are in
+image measured at full width (both by bench/bench_families.py: the figures are in
 core/families/fit.py with the commands that produced them). A GGUF transformer takes its
 quantization's bytes per weight (for the catalogue's Q4_K_M files, the published file sizes); a GGUF
 text encoder is dequantized on load (transformers does), so it saves download and disk, not memory.

@@ -728,7 +728,7 @@ def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = 
     if offload is None and env in ("on", "1", "yes", "off", "0", "no"):
         offload = env in ("on", "1", "yes")
         if offload and dev.type == "cpu":
-            # Measured (bench/bench_families.py): on the CPU the hooks copy the memory-mapped weights
+            # Measured (bench/bench_family_memory.py): on the CPU the hooks copy the memory-mapped weights
             # into process memory, raising the peak by 1.25-1.7x and the time by 1.2-1.4x.
             log.info("HEYIM_OFFLOAD=on is ignored on the CPU: the weights already are in its memory")
             offload = False

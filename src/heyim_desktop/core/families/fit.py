@@ -1,7 +1,7 @@
 """What fits in 8, 16 and 32 GB: Z-Image Turbo, FLUX.2 [klein] 4B and SD 3.5 Medium, per weight format.
 
 No torch: the model library and the catalogue ask before anything loads. The figures are measured
-(``bench/bench_families_full.py``): the parts' sizes are those of the released architectures saved
+(``bench/bench_families.py``): the parts' sizes are those of the released architectures saved
 in bf16, the working set what one 1024x1024 image costs on top of the weights (activations, the VAE
 decode; measured with full-width models). A GGUF transformer takes its quantization's bytes per
 weight; a GGUF text encoder is dequantized when it loads (transformers does), so it counts in bf16.
@@ -33,7 +33,7 @@ PARTS_GB: dict[str, dict[str, float]] = {
 #: What one 1024x1024 image takes beyond the weights (GB): the peak while generating less the resident
 #: memory before, measured on the CPU in bf16 with two-layer models of full width (activations live one
 #: layer at a time), the real VAE decoding the whole image and the real-width text encoders:
-#: ``bench/bench_families_full.py --cache DIR --working-set`` (2026-12-02, 1 step).
+#: ``bench/bench_families.py --cache DIR --working-set`` (2026-12-02, 1 step).
 WORKING_SET_GB: dict[str, float] = {"zimage": 3.36, "flux2": 2.98, "sd3": 3.07}
 #: Bytes per weight of each format, relative to bf16's 2 (GGUF: ggml's block sizes; K-quants mix types,
 #: Q4_K_M averages about 4.85 bits a weight).
