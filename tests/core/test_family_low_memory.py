@@ -281,3 +281,32 @@ def test_low_memory_edits_equal_the_full_engine(models: dict[str, Path], family:
     finally:
         full.close()
         low.close()
+
+
+@pytest.mark.parametrize("family", ["zimage", "flux2", "sd3"])
+def test_every_engine_keeps_the_last_prompts_features(models: dict[str, Path], family: str) -> None:
+    """A job's images (one pipeline call per seed) and the same prompt again encode once; the images
+    still equal diffusers', which encodes every time."""
+    from heyim_desktop.core.loading import load_engine
+
+    engine: Any = load_engine(str(models[family]), device="cpu", memory="full")
+    try:
+        negative = "blurry" if family == "sd3" else ""
+        # one encode_prompt call a pipeline call; FLUX.2 [klein] with true CFG makes a second, for its negative
+        per = 2 if family == "flux2" else 1
+        request = GenerationRequest("a red fox in the forest", negative_prompt=negative, steps=2, guidance=3.0,
+                                    seed=5, width=64, height=64, count=2)
+        out = engine.render(request)
+        assert (engine.features.encoded, engine.features.reused) == (per, per)  # two images, one encoding
+        for i, seed in enumerate(out.seeds):
+            reference = _diffusers(models[family], "a red fox in the forest", negative or None, seed)
+            assert float(np.abs(out.images[i] - reference).max()) <= 1e-4
+        engine.render(request.replace(count=1, seed=9))
+        assert engine.features.encoded == per
+        other = engine.render(request.replace(count=1, prompt="a photo of a cat"))
+        expected = per + 1 if family == "flux2" else per * 2  # FLUX.2's empty negative prompt is kept
+        assert engine.features.encoded == expected
+        assert float(np.abs(other.images[0] - _diffusers(models[family], "a photo of a cat", negative or None,
+                                                         other.seeds[0])).max()) <= 1e-4
+    finally:
+        engine.close()

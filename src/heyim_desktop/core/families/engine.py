@@ -21,6 +21,7 @@ from heyim_desktop.core.conditioning import TokenCount
 from heyim_desktop.core.engine import EngineInfo, _empty_device_cache, _is_oom, check_finite, floats_to_pil
 from heyim_desktop.core.errors import InvalidRequest, ModelError, OutOfMemory
 from heyim_desktop.core.families import FAMILIES, Family, check_family_folder, read_family_index
+from heyim_desktop.core.families.low_memory import PromptFeatures
 from heyim_desktop.core.loop import PREVIEW_INTERVAL_S
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress, ProgressCallback
@@ -121,6 +122,10 @@ class FamilyEngine:
         if low is not None:
             low.attach(pipe)
             low.on_transformer = lambda _t: self._adapters.clear()  # a fresh transformer: its LoRAs go back on
+        #: the last prompts' text-encoder output: the same prompt again (a job's next image) skips encoding
+        self.features: PromptFeatures = low.features if low is not None else PromptFeatures()
+        if low is None:
+            self.features.wrap(pipe)
         #: the Qwen3 text encoder's depth (FLUX.2 [klein] reads features from three of its layers)
         self.text_layers = text_layers if text_layers is not None else _encoder_layers(pipe)
         #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
@@ -222,6 +227,8 @@ class FamilyEngine:
             pipe.set_progress_bar_config(disable=True)
             if self.low is not None:
                 self.low.attach(pipe)
+            else:
+                self.features.wrap(pipe)
             self._edit_pipes[class_name] = pipe
         return pipe
 
@@ -471,6 +478,7 @@ class FamilyEngine:
     def close(self) -> None:
         if self.low is not None:
             self.low.close()
+        self.features.clear()
         self._edit_pipes.clear()
         self._adapters.clear()
         if self.pipe is not None:

@@ -60,6 +60,55 @@ def _copy_containers(value: Any) -> Any:
 KEEP_FEATURES = 4
 
 
+class PromptFeatures:
+    """The text encoders' output for the last prompts, keyed by the exact arguments of ``encode_prompt``.
+
+    Every family engine keeps them: the images of a job run one pipeline call each (one seed each), and
+    the same prompt again needs no text encoder (SD 3.5's T5-XXL takes seconds per prompt on a CPU).
+    Only plain arguments make a key (a call given tensors is not kept); the lists and tuples handed
+    out are fresh, around the same tensors, which the pipelines only read.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, Any] = {}
+        #: how often a prompt was encoded, and how often features were reused (the tests read them)
+        self.encoded = 0
+        self.reused = 0
+
+    @staticmethod
+    def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable | None:
+        return _plain(("encode_prompt", args, tuple(sorted(kwargs.items()))))
+
+    def get(self, key: Hashable | None) -> Any:
+        """The kept features for ``key`` (fresh containers), or None."""
+        if key is None or key not in self._kept:
+            return None
+        self.reused += 1
+        return _copy_containers(self._kept[key])
+
+    def keep(self, key: Hashable | None, out: Any) -> Any:
+        self.encoded += 1
+        if key is not None:
+            self._kept[key] = out
+            while len(self._kept) > KEEP_FEATURES:
+                self._kept.pop(next(iter(self._kept)))
+        return _copy_containers(out)
+
+    def wrap(self, pipe: Any) -> None:
+        """Route ``pipe``'s ``encode_prompt`` through the kept features (its text encoders stay loaded)."""
+        original = type(pipe).encode_prompt.__get__(pipe)
+
+        def encode_prompt(*args: Any, **kwargs: Any) -> Any:
+            key = self.key(args, kwargs)
+            found = self.get(key)
+            return found if found is not None else self.keep(key, original(*args, **kwargs))
+
+        pipe.encode_prompt = encode_prompt
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+
 class _Encoded(Exception):
     """Raised by the stand-in transformer: the pipeline has encoded its prompts and is about to step."""
 
@@ -99,7 +148,7 @@ class LowMemoryParts:
         self.on_transformer: Callable[[Any], None] | None = None
         self.transformer: Any = None
         self._stand_in = _StandIn(stand_in)
-        self._features: dict[Hashable, Any] = {}
+        self.features = PromptFeatures()
         self._encoders: dict[str, Any] = {}
         self._pipes: list[Any] = []
 
@@ -108,12 +157,9 @@ class LowMemoryParts:
         pipe.register_modules(**{part: None for part in self.text_loaders})
         pipe.register_modules(transformer=self.transformer)
         original = type(pipe).encode_prompt.__get__(pipe)
-        # One key for all of a model's pipelines: diffusers' edit pipelines copy the text-to-image
-        # pipeline's encode_prompt, with the same text encoders (the equality tests check it)
-        name = "encode_prompt"
 
         def encode_prompt(*args: Any, **kwargs: Any) -> Any:
-            return self._encode(pipe, name, original, args, kwargs)
+            return self._encode(pipe, original, args, kwargs)
 
         pipe.encode_prompt = encode_prompt
         self._pipes.append(pipe)
@@ -151,12 +197,12 @@ class LowMemoryParts:
         for pipe in self._pipes:
             pipe.register_modules(transformer=module)
 
-    def _encode(self, pipe: Any, name: str, original: Callable[..., Any], args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> Any:
-        key = _plain((name, args, tuple(sorted(kwargs.items()))))
-        if key is not None and key in self._features:
+    def _encode(self, pipe: Any, original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = self.features.key(args, kwargs)
+        found = self.features.get(key)
+        if found is not None:
             log.debug("prompt features reused; the text encoders stay unloaded")
-            return _copy_containers(self._features[key])
+            return found
         probing = pipe.transformer is self._stand_in
         try:
             if not self._encoders:
@@ -177,11 +223,7 @@ class LowMemoryParts:
         finally:
             if not probing:  # an encode outside prepare (not expected): release at once
                 self.release_encoders()
-        if key is not None:
-            self._features[key] = out
-            while len(self._features) > KEEP_FEATURES:
-                self._features.pop(next(iter(self._features)))
-        return _copy_containers(out)
+        return self.features.keep(key, out)
 
     def release_encoders(self) -> None:
         if not self._encoders:
@@ -220,4 +262,4 @@ def system_memory_bytes() -> int | None:
         return None
 
 
-__all__ = ["LowMemoryParts", "check_memory_mode", "system_memory_bytes"]
+__all__ = ["LowMemoryParts", "PromptFeatures", "check_memory_mode", "system_memory_bytes"]
