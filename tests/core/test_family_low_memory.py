@@ -100,6 +100,8 @@ def test_low_memory_image_to_image_shares_the_released_encoders(models: dict[str
         request = GenerationRequest("a red fox in the forest", steps=4, guidance=3.0, seed=3, width=64, height=64,
                                     init_image=start, strength=0.5)
         out = engine.render(request)
+        engine.render(request.replace(seed=4))  # the same prompt: no probe, no VAE encoding for it
+        assert engine.low.probes == 1
         edit = engine._edit_pipes["ZImageImg2ImgPipeline"]
         assert edit.text_encoder is None and engine.pipe.text_encoder is None and engine.low.text_loads == 1
         assert edit.transformer is engine.pipe.transformer is engine.low.transformer is not None

@@ -362,7 +362,8 @@ class FamilyEngine:
         self._check_size(plan.request)
         if self.low is not None:  # a new prompt: encoded with only the text encoders loaded
             pipe, kwargs = self._pipe_and_kwargs(plan.request)
-            self.low.prepare(pipe, lambda: pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0)))
+            text_side = {k: v for k, v in kwargs.items() if k not in ("image", "mask_image", "strength")}
+            self.low.prepare(pipe, lambda: pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0)), text_side)
         self.apply_loras(request.loras)
         if self._set_tiling(plan.request):
             warnings.append(f"The VAE decoded this {plan.request.width}x{plan.request.height} image in tiles to save memory.")

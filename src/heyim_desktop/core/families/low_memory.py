@@ -144,6 +144,8 @@ class LowMemoryParts:
         #: how often the text encoders and the transformer were loaded (the log and the tests read them)
         self.text_loads = 0
         self.transformer_loads = 0
+        #: how often a job's call ran up to its first step to learn its prompts
+        self.probes = 0
         #: called with the transformer after it was loaded again (the engine puts its LoRAs back on)
         self.on_transformer: Callable[[Any], None] | None = None
         self.transformer: Any = None
@@ -151,6 +153,7 @@ class LowMemoryParts:
         self.features = PromptFeatures()
         self._encoders: dict[str, Any] = {}
         self._pipes: list[Any] = []
+        self._prepared: Hashable | None = None
 
     def attach(self, pipe: Any) -> None:
         """Encode ``pipe``'s prompts through this object; its transformer is this object's to give."""
@@ -173,9 +176,18 @@ class LowMemoryParts:
     def text_encoders_loaded(self) -> bool:
         return bool(self._encoders)
 
-    def prepare(self, pipe: Any, call: Callable[[], Any]) -> None:
+    def prepare(self, pipe: Any, call: Callable[[], Any], arguments: dict[str, Any] | None = None) -> None:
         """Run ``call`` (``pipe`` with a job's arguments) up to its first step with the stand-in, so every
-        prompt it encodes is known; then make sure the transformer is loaded for the real run."""
+        prompt it encodes is known; then make sure the transformer is loaded for the real run.
+
+        ``arguments``: the call's text-side arguments (prompts, guidance...); when they are the last
+        prepared call's and the transformer is loaded, nothing needs to run (an image-to-image job would
+        otherwise encode its image with the VAE once more for nothing)."""
+        key = _plain((type(pipe).__name__, tuple(sorted((arguments or {}).items())))) if arguments is not None else None
+        if key is not None and key == self._prepared and self.transformer is not None:
+            return
+        self._prepared = None
+        self.probes += 1
         self._set_transformer(self._stand_in)
         try:
             with torch.no_grad():
@@ -192,6 +204,7 @@ class LowMemoryParts:
             log.info("transformer loaded for the steps")
             if self.on_transformer is not None:
                 self.on_transformer(self.transformer)
+        self._prepared = key
 
     def _set_transformer(self, module: Any) -> None:
         for pipe in self._pipes:
