@@ -200,3 +200,26 @@ def test_a_dropped_model_file_goes_to_the_models_window(window, qtbot, tmp_path:
     qtbot.waitUntil(lambda: models._thread is None, timeout=30_000)  # the import task finished
     assert models.status.text()  # it says what happened to the file
     models.close()
+
+
+def test_a_family_model_generates_in_the_window_with_save_memory(parts, qtbot, tiny_flux2: Path) -> None:  # type: ignore[no-untyped-def]
+    """Preferences > Memory "Save memory", a FLUX.2 [klein] folder picked in the window: the model line
+    says so, and the image arrives in history with its family's metadata."""
+    window = parts.window
+    window.prefs = window.prefs.replace(memory="low", device="cpu")  # what OK in Preferences leaves
+    panel = window.settings_panel
+    panel.model.addItem("tiny klein", str(tiny_flux2))
+    index = panel.model.findData(str(tiny_flux2))
+    with qtbot.waitSignal(window.worker.model_ready, timeout=GEN_TIMEOUT_MS):
+        panel.model.setCurrentIndex(index)
+        panel.model.activated.emit(index)  # what a click in the picker sends
+    assert "saving memory: text encoders and transformer load in turn" in window.model_state.text()
+    panel.set_size(64, 64)
+    panel.steps.setValue(2)
+    panel.count.setValue(1)
+    window.prompt_panel.set_prompt("a red fox")
+    with qtbot.waitSignal(window.job_shown, timeout=GEN_TIMEOUT_MS) as blocker:
+        window.generate()
+    assert blocker.args[0].state is JobState.DONE
+    entry = window.store.page(0, 1)[0]
+    assert "Model family: FLUX.2 [klein]" in entry.parameters and entry.path.is_file()
