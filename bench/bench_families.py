@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_family_memory import _reset_peak, _status_kb  # noqa: E402
+from bench_family_memory import _bare_pipeline, _reset_peak, _status_kb, bare_kwargs  # noqa: E402
 
 FAMILIES = ("sd3", "flux2", "zimage")
 #: Disk (GB) each full model takes; the cache needs their sum.
@@ -72,22 +72,9 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int, warmup
     base = _status_kb("VmRSS")
     t0 = time.perf_counter()
     if config == "bare":
-        from heyim_desktop.core.families.engine import flux2_text_layers
-
-        cls = getattr(diffusers, family.pipeline)
-        expected, _optional = cls._get_signature_keys(cls)
-        parts = {k: None for k in expected if found[1].get(k) in (None, [None, None])}
-        pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=torch.bfloat16,
-                                   **parts)
-        pipe.set_progress_bar_config(disable=True)
+        pipe, _family = _bare_pipeline(folder, torch_dtype=torch.bfloat16)
         pipe.to(device)
-        kwargs: dict[str, Any] = dict(prompt="a red fox in the forest", height=size, width=size,
-                                      num_inference_steps=steps, guidance_scale=family.recommended_guidance,
-                                      output_type="np")
-        if family.negative_prompt:
-            kwargs["negative_prompt"] = None
-        if family.key == "flux2":
-            kwargs["text_encoder_out_layers"] = flux2_text_layers(pipe.text_encoder.config.num_hidden_layers)
+        kwargs = bare_kwargs(pipe, family, size, steps, family.recommended_guidance)
 
         def run() -> None:
             pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(1))

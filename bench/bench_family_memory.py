@@ -53,8 +53,9 @@ def _reset_peak() -> None:
         fh.write("5")  # resets VmHWM to the current resident set (Linux 4.0+)
 
 
-def _bare_pipeline(folder: Path) -> tuple[Any, Any]:
-    """diffusers' own pipeline for a tiny family folder, loaded as the engine loads it."""
+def _bare_pipeline(folder: Path, **load: Any) -> tuple[Any, Any]:
+    """diffusers' own pipeline for a family folder, loaded as the engine loads it (``load``: more
+    ``from_pretrained`` arguments, such as ``torch_dtype``)."""
     import diffusers
 
     from heyim_desktop.core.families import read_family_index
@@ -65,9 +66,22 @@ def _bare_pipeline(folder: Path) -> tuple[Any, Any]:
     cls = getattr(diffusers, family.pipeline)
     expected, _optional = cls._get_signature_keys(cls)
     parts = {k: None for k in expected if index.get(k) in (None, [None, None])}
-    pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, **parts)
+    pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, **parts, **load)
     pipe.set_progress_bar_config(disable=True)
     return pipe, family
+
+
+def bare_kwargs(pipe: Any, family: Any, size: int, steps: int, guidance: float) -> dict[str, Any]:
+    """The arguments of a bare pipeline call that match the engine's request (output as floats)."""
+    from heyim_desktop.core.families.engine import flux2_text_layers
+
+    kwargs: dict[str, Any] = dict(prompt="a red fox in the forest", height=size, width=size,
+                                  num_inference_steps=steps, guidance_scale=guidance, output_type="np")
+    if family.negative_prompt:
+        kwargs["negative_prompt"] = None
+    if family.key == "flux2":
+        kwargs["text_encoder_out_layers"] = flux2_text_layers(pipe.text_encoder.config.num_hidden_layers)
+    return kwargs
 
 
 def child(config: str, folder: Path, size: int, steps: int, threads: int) -> None:
@@ -82,17 +96,10 @@ def child(config: str, folder: Path, size: int, steps: int, threads: int) -> Non
     base = _status_kb("VmRSS")
     _reset_peak()
     if config.startswith("bare"):
-        from heyim_desktop.core.families.engine import flux2_text_layers
-
         pipe, family = _bare_pipeline(folder)
         if config == "bare+tiling":
             pipe.vae.enable_tiling()
-        kwargs: dict[str, Any] = dict(prompt="a red fox in the forest", height=size, width=size,
-                                      num_inference_steps=steps, guidance_scale=3.0, output_type="np")
-        if family.negative_prompt:
-            kwargs["negative_prompt"] = None
-        if family.key == "flux2":
-            kwargs["text_encoder_out_layers"] = flux2_text_layers(pipe.text_encoder.config.num_hidden_layers)
+        kwargs = bare_kwargs(pipe, family, size, steps, 3.0)
 
         def run() -> None:
             pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(1))
