@@ -60,15 +60,17 @@ def test_killing_the_engine_mid_request_fails_that_request_and_the_next_one_work
         assert ok.status == 200, ok.body
         assert isinstance(host.engine, RemoteEngine) and host.engine.pid != pids[0]
 
-        # An upscale runs in the engine process too: killed at its first tile, it fails alone.
+        # An upscale runs in the engine process too: killed at its first tile, it fails alone. The image
+        # is wider than the largest tile (2048), so a second tile is still to run when the kill lands
+        # (a one-tile upscale could send its result first).
         pids.clear()
-        extra = {"image": png_b64((40, 30)), "upscaling_resize": 2, "upscaler_1": esrgan.stem}
+        extra = {"image": png_b64((2100, 64)), "upscaling_resize": 2, "upscaler_1": esrgan.stem}
         failed = call(server.port, "POST", "/sdapi/v1/extra-single-image", body=extra)
         assert pids and failed.status >= 500 and KILLED in failed.body.decode()
         assert call(server.port, "GET", "/api/status").status == 200
         upscaled = call(server.port, "POST", "/sdapi/v1/extra-single-image", body=extra)
         assert upscaled.status == 200, upscaled.body
-        assert decode_png(upscaled.json["image"]).size == (80, 60)
+        assert decode_png(upscaled.json["image"]).size == (4200, 128)
     finally:
         stop.set()
         thread.join(60)
