@@ -368,7 +368,8 @@ def test_model_cpu_offload_gives_the_same_images(tiny_zimage: Path, zimage_engin
     import torch
 
     from heyim_desktop.core.families import read_family_index
-    from heyim_desktop.core.families.engine import load_family_engine, wants_offload
+    from heyim_desktop.core.families.engine import load_family_engine
+    from heyim_desktop.core.families.memory import wants_offload
 
     cpu = torch.device("cpu")
     assert not wants_offload(cpu, 10**12) and wants_offload(cpu, 1, True)
@@ -389,7 +390,7 @@ def test_the_offload_estimate_weighs_sd35s_t5_and_counts_weights_at_the_load_dty
     import json
 
     from heyim_desktop.core.families import FAMILIES
-    from heyim_desktop.core.families.engine import _weights_bytes
+    from heyim_desktop.core.families.memory import weights_bytes
     from heyim_desktop.core.families.tiny import build_tiny_model
 
     folder = build_tiny_model("sd3", tmp_path / "sd3", t5=True)
@@ -400,10 +401,10 @@ def test_the_offload_estimate_weighs_sd35s_t5_and_counts_weights_at_the_load_dty
         return sum(f.stat().st_size for p in parts for f in (folder / p).glob("*.safetensors"))
 
     base = ("transformer", "vae", "text_encoder", "text_encoder_2")
-    with_t5 = _weights_bytes(folder, sd3, None, (), 4, index)
-    assert _weights_bytes(folder, sd3, None, (), 4) < with_t5  # without the index: the T5 was left out
+    with_t5 = weights_bytes(folder, sd3, None, (), 4, index)
+    assert weights_bytes(folder, sd3, None, (), 4) < with_t5  # without the index: the T5 was left out
     # fp32 at 4 bytes a weight is the files' size less their headers (a few KB)
     assert 0 <= files(*base, "text_encoder_3") - with_t5 < 64 * 1024
-    assert abs(_weights_bytes(folder, sd3, None, (), 2, index) * 2 - with_t5) <= 8  # bf16: half
+    assert abs(weights_bytes(folder, sd3, None, (), 2, index) * 2 - with_t5) <= 8  # bf16: half
     del index["text_encoder_3"]  # a folder run without T5
-    assert 0 <= files(*base) - _weights_bytes(folder, sd3, None, (), 4, index) < 64 * 1024
+    assert 0 <= files(*base) - weights_bytes(folder, sd3, None, (), 4, index) < 64 * 1024

@@ -138,13 +138,13 @@ def test_a_gguf_text_encoder_is_loaded_on_demand_too(models: dict[str, Path], tm
 def test_the_memory_plan_per_device_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from heyim_desktop.core.families import engine as family_engine
     from heyim_desktop.core.families import low_memory
-    from heyim_desktop.core.families.engine import memory_plan
+    from heyim_desktop.core.families import memory as family_memory
+    from heyim_desktop.core.families.memory import memory_plan
 
     monkeypatch.delenv("HEYIM_OFFLOAD", raising=False)
     monkeypatch.setattr(low_memory, "system_memory_bytes", lambda: 16 * 10**9)
-    monkeypatch.setattr(family_engine, "device_memory_bytes", lambda dev: 24 * 10**9)
+    monkeypatch.setattr(family_memory, "device_memory_bytes", lambda dev: 24 * 10**9)
     cpu, mps, cuda = torch.device("cpu"), torch.device("mps"), torch.device("cuda")
     gb = 10**9
     assert memory_plan(cpu, 8 * gb) == (False, False)  # fits in 3/4 of 16 GB: everything stays
