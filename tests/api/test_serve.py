@@ -63,6 +63,21 @@ def test_serve_demo_saves_api_images_in_the_history(data_dir: Path, capsys: pyte
         store.close()
 
 
+def test_cmd_flags_say_how_serve_loads_models(data_dir: Path) -> None:
+    """AUTOMATIC1111's /sdapi/v1/cmd-flags report serve's --device, --precision and --memory in its names."""
+    server, stop, thread, _codes = _serve_in_thread(["--demo", "--port", "0", "--token", TOKEN, "--device", "cpu",
+                                                     "--precision", "fp32", "--memory", "low"])
+    try:
+        flags = call(server.port, "GET", "/sdapi/v1/cmd-flags").json
+        assert (flags["precision"], flags["no_half"], flags["lowvram"], flags["use_cpu"]) == ("full", True, True, ["all"])
+        server.context.engine_settings = lambda: {"device": "auto", "precision": "bf16", "memory": "full"}
+        flags = call(server.port, "GET", "/sdapi/v1/cmd-flags").json  # the window's Preferences, read per call
+        assert (flags["precision"], flags["no_half"], flags["lowvram"], flags["use_cpu"]) == ("autocast", False, False, [])
+    finally:
+        stop.set()
+        thread.join(60)
+
+
 def test_serve_without_a_token_uses_the_private_per_install_token(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEYIM_API_TOKEN", raising=False)
     server, stop, thread, _ = _serve_in_thread(["--demo", "--port", "0"])

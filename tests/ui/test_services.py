@@ -39,6 +39,10 @@ def test_api_switch_serves_from_the_app_queue_into_history(parts, qtbot) -> None
     assert _call(port, "GET", "/health") == (200, b"OK")
     token = (paths.data_dir() / "api-token").read_text().strip()
     assert _call(port, "GET", "/api/status")[0] == 401  # the token is required
+    window.prefs = window.prefs.replace(memory="low")  # cmd-flags read the Preferences as they are now
+    flags = json.loads(_call(port, "GET", "/sdapi/v1/cmd-flags", token)[1])
+    assert flags["lowvram"] is True and flags["precision"] == "autocast"
+    window.prefs = window.prefs.replace(memory="auto")
     with qtbot.waitSignal(window.job_shown, timeout=GEN_TIMEOUT_MS):
         # The window's selected model (the demo) is the API's default; the app's worker runs the job.
         from threading import Thread

@@ -99,12 +99,15 @@ def cmd_flags(ctx: ApiContext) -> dict[str, Any]:
     """``GET /sdapi/v1/cmd-flags``: AUTOMATIC1111's flag names, with what is true of this server."""
     from heyim_desktop.core.paths import data_dir
 
+    settings = ctx.engine_settings()
+    full = settings.get("precision") == "fp32"
     return {
         "api": True, "nowebui": True, "listen": False, "port": None, "api_auth": None, "api_log": False,
         "data_dir": str(data_dir()), "ckpt": None, "ckpt_dir": None, "vae_dir": None, "lora_dir": None,
         "embeddings_dir": None, "hypernetwork_dir": None, "styles_file": [str(ctx.styles.path)],
-        "no_half": False, "no_half_vae": False, "precision": "autocast", "lowvram": False, "medvram": False,
-        "xformers": False, "opt_sdp_attention": True, "use_cpu": [], "device_id": None, "skip_torch_cuda_test": False,
+        "no_half": full, "no_half_vae": full, "precision": "full" if full else "autocast",
+        "lowvram": settings.get("memory") == "low", "medvram": False,
+        "xformers": False, "opt_sdp_attention": True, "use_cpu": ["all"] if settings.get("device") == "cpu" else [], "device_id": None, "skip_torch_cuda_test": False,
         "disable_safe_unpickle": False, "enable_insecure_extension_access": False, "api_server_stop": False,
         "timeout_keep_alive": 30, "version": __version__,
     }

@@ -74,6 +74,9 @@ class ApiContext:
         self._hashes = hashes
         #: CLIP_stop_at_last_layers set through POST /sdapi/v1/options: the clip skip of later jobs.
         self.clip_skip = 1
+        #: The device, precision and memory settings models load with ("device", "precision", "memory":
+        #: serve's flags, the window's Preferences), for /sdapi/v1/cmd-flags; {} when unknown.
+        self.engine_settings: Callable[[], dict[str, str]] = dict
         # The AUTOMATIC1111 lists that other features fill (see a1111_lists).
         self.upscalers: Callable[[], list[dict[str, Any]]] = a1111_lists.upscalers
         self.latent_upscale_modes: Callable[[], list[dict[str, Any]]] = a1111_lists.latent_upscale_modes

@@ -96,6 +96,7 @@ def run_serve(args: argparse.Namespace, *, on_ready: Callable[[ApiServer], None]
     server = ApiServer(queue, token=token, models=catalog, default_model=default_ref,
                        engine_host=host, host=args.host or DEFAULT_HOST, port=args.port, extra_hosts=args.allow_host,
                        networks=NetworkLibrary(ModelLibrary()).finder())
+    server.context.engine_settings = lambda: {"device": args.device, "precision": args.precision, "memory": args.memory}
     stop = stop or threading.Event()
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():

@@ -135,7 +135,10 @@ def build_app(argv: Sequence[str] | None = None, *, loader: Any = None, show: bo
     services = WindowServices(
         api=LocalApiService(queue, worker, model_folders=lambda: current_prefs().model_folders,
                             default_model=lambda: holder["window"].settings_panel.model_ref() or None
-                            if "window" in holder else None),
+                            if "window" in holder else None,
+                            engine_settings=lambda: {"device": current_prefs().device,
+                                                     "precision": current_prefs().precision,
+                                                     "memory": current_prefs().memory}),
         remote=RemoteQueueService(store),
     )
     window = MainWindow(queue=queue, store=store, prefs=prefs, worker=worker, settings=settings,

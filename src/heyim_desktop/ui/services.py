@@ -36,9 +36,12 @@ class LocalApiService(QObject):
     url_changed = Signal(object)
 
     def __init__(self, queue: Any, worker: Any, model_folders: Callable[[], Sequence[str]],
-                 default_model: Callable[[], str | None], parent: QObject | None = None) -> None:
+                 default_model: Callable[[], str | None], parent: QObject | None = None,
+                 engine_settings: Callable[[], dict[str, str]] = dict) -> None:
         super().__init__(parent)
         self.queue, self.worker = queue, worker
+        #: The device, precision and memory Preferences now (the API's cmd-flags report them).
+        self.engine_settings = engine_settings
         self.model_folders, self.default_model = model_folders, default_model
         self.server: Any = None
         self.url: str | None = None
@@ -69,6 +72,7 @@ class LocalApiService(QObject):
             engine_host=getattr(self.worker, "host", None),
             networks=NetworkLibrary(ModelLibrary(tuple(self.model_folders()))).finder(),
         )
+        server.context.engine_settings = self.engine_settings
         server.start()
         self.server = server
         return f"Local API on {server.url} (token in {where})"
