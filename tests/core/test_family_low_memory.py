@@ -138,12 +138,11 @@ def test_a_gguf_text_encoder_is_loaded_on_demand_too(models: dict[str, Path], tm
 def test_the_memory_plan_per_device_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from heyim_desktop.core.families import low_memory
     from heyim_desktop.core.families import memory as family_memory
     from heyim_desktop.core.families.memory import memory_plan
 
     monkeypatch.delenv("HEYIM_OFFLOAD", raising=False)
-    monkeypatch.setattr(low_memory, "system_memory_bytes", lambda: 16 * 10**9)
+    monkeypatch.setattr(family_memory, "system_memory_bytes", lambda: 16 * 10**9)
     monkeypatch.setattr(family_memory, "device_memory_bytes", lambda dev: 24 * 10**9)
     cpu, mps, cuda = torch.device("cpu"), torch.device("mps"), torch.device("cuda")
     gb = 10**9
@@ -310,5 +309,30 @@ def test_every_engine_keeps_the_last_prompts_features(models: dict[str, Path], f
         assert engine.features.encoded == expected
         assert float(np.abs(other.images[0] - _diffusers(models[family], "a photo of a cat", negative or None,
                                                          other.seeds[0])).max()) <= 1e-4
+    finally:
+        engine.close()
+
+
+def test_a_text_encoder_damaged_after_loading_is_a_clear_error_and_the_engine_goes_on(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    """Save memory reads the text encoders at the first job: a file damaged since the load says so."""
+    import shutil
+
+    from heyim_desktop.core.loading import load_engine
+
+    folder = tmp_path / "z"
+    shutil.copytree(models["zimage"], folder)
+    weights = next((folder / "text_encoder").glob("*.safetensors"))
+    engine: Any = load_engine(str(folder), device="cpu", memory="low")
+    try:
+        intact = weights.read_bytes()
+        weights.write_bytes(intact[: len(intact) // 2])
+        request = GenerationRequest("a red fox", steps=2, guidance=3.0, seed=1, width=64, height=64)
+        with pytest.raises(ModelError, match=r"^z/text_encoder could not be loaded: "):
+            engine.render(request)
+        assert not engine.low.text_encoders_loaded
+        weights.write_bytes(intact)  # put back: the next job loads it and runs
+        out = engine.render(request)
+        assert float(np.abs(out.images[0] - _diffusers(folder, "a red fox", None, 1)).max()) <= 1e-4
     finally:
         engine.close()

@@ -107,7 +107,8 @@ def cmd_flags(ctx: ApiContext) -> dict[str, Any]:
         "embeddings_dir": None, "hypernetwork_dir": None, "styles_file": [str(ctx.styles.path)],
         "no_half": full, "no_half_vae": full, "precision": "full" if full else "autocast",
         "lowvram": settings.get("memory") == "low", "medvram": False,
-        "xformers": False, "opt_sdp_attention": True, "use_cpu": ["all"] if settings.get("device") == "cpu" else [], "device_id": None, "skip_torch_cuda_test": False,
+        "xformers": False, "opt_sdp_attention": True, "use_cpu": ["all"] if settings.get("device") == "cpu" else [],
+        "device_id": None, "skip_torch_cuda_test": False,
         "disable_safe_unpickle": False, "enable_insecure_extension_access": False, "api_server_stop": False,
         "timeout_keep_alive": 30, "version": __version__,
     }

@@ -18,9 +18,18 @@ PRECISION_HELP = ("auto: fp16 on a GPU (bf16 for Z-Image, FLUX.2 and SD 3.5), fp
                   "the memory on the CPU too; fp32 fixes black images on some GPUs")
 #: How a Z-Image / FLUX.2 [klein] / SD 3.5 model uses memory (core.families.low_memory does "low").
 MEMORY_MODES = ("auto", "low", "full")
-MEMORY_HELP = ("for Z-Image, FLUX.2 [klein] and SD 3.5: auto: model CPU offload on a GPU the weights would crowd; "
-               "on a Mac or the CPU, text encoders released after encoding when the weights would take over 3/4 "
-               "of the memory. low: always so. full: every part stays loaded (fastest when it fits)")
+MEMORY_HELP = ("for Z-Image, FLUX.2 [klein] and SD 3.5: low: on a Mac or the CPU the text encoders and the transformer "
+               "load in turn (a new prompt reloads them), on an NVIDIA GPU model CPU offload; auto: so when the "
+               "weights would take over 3/4 of the memory; full: every part stays loaded (fastest when it fits)")
+
+
+def check_memory_mode(mode: str) -> str:
+    """``mode`` when it is one of :data:`MEMORY_MODES`; a plain-words ModelError if not."""
+    from heyim_desktop.core.errors import ModelError
+
+    if mode not in MEMORY_MODES:
+        raise ModelError(f"Unknown memory setting {mode!r}; choose one of {', '.join(MEMORY_MODES)}.")
+    return mode
 
 
 def detect_devices() -> list[str]:

@@ -35,7 +35,7 @@ def load_engine(
     require_device(device)  # a GPU the computer lacks fails before anything heavy is imported
     quiet_third_party()
     encoder = Path(text_encoder).expanduser() if text_encoder else None
-    from heyim_desktop.core.families.low_memory import check_memory_mode
+    from heyim_desktop.core.devices import check_memory_mode
 
     check_memory_mode(memory)
     engine = _load(ref, device, precision, compute_units, on_status, encoder, memory)

@@ -22,7 +22,7 @@ from heyim_desktop.core.engine import EngineInfo, _empty_device_cache, _is_oom, 
 from heyim_desktop.core.errors import InvalidRequest, ModelError, OutOfMemory
 from heyim_desktop.core.families import FAMILIES, Family, check_family_folder, read_family_index
 from heyim_desktop.core.families.low_memory import PromptFeatures
-from heyim_desktop.core.families.memory import low_memory_parts, memory_plan, weights_bytes
+from heyim_desktop.core.families.memory import loading_errors, low_memory_parts, memory_plan, weights_bytes
 from heyim_desktop.core.loop import PREVIEW_INTERVAL_S
 from heyim_desktop.core.request import GenerationRequest
 from heyim_desktop.core.result import GeneratedImage, GenerationResult, Progress, ProgressCallback
@@ -102,12 +102,6 @@ def flux2_text_layers(num_layers: int) -> tuple[int, ...]:
     return inside if len(inside) == len(_FLUX2_TEXT_LAYERS) else (max(1, num_layers - 1),)
 
 
-def _encoder_layers(pipe: Any) -> int | None:
-    encoder = getattr(pipe, "text_encoder", None)
-    layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
-    return int(layers) if layers is not None else None
-
-
 class FamilyEngine:
     """A loaded Z-Image / FLUX.2 [klein] / SD 3.5 pipeline."""
 
@@ -125,8 +119,8 @@ class FamilyEngine:
         self.features: PromptFeatures = low.features if low is not None else PromptFeatures()
         if low is None:
             self.features.wrap(pipe)
-        #: the Qwen3 text encoder's depth (FLUX.2 [klein] reads features from three of its layers)
-        self.text_layers = text_layers if text_layers is not None else _encoder_layers(pipe)
+        #: the Qwen3 text encoder's depth (FLUX.2 [klein] reads features from three of its layers), from its config
+        self.text_layers = text_layers
         #: Components live on the CPU and move to the device one at a time (diffusers' model CPU offload):
         #: the text encoder leaves the device once the prompt is encoded, the transformer after the steps.
         self.offloaded = offloaded
@@ -359,11 +353,6 @@ class FamilyEngine:
         # Inpainting and outpainting: the mask fitted and prepared, the canvas grown, the paste-back after.
         plan = plan_edit(request)
         self._check_size(plan.request)
-        if self.low is not None:  # a new prompt: encoded with only the text encoders loaded
-            pipe, kwargs = self._pipe_and_kwargs(plan.request)
-            text_side = {k: v for k, v in kwargs.items() if k not in ("image", "mask_image", "strength")}
-            self.low.prepare(pipe, lambda: pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0)), text_side)
-        self.apply_loras(request.loras)
         if self._set_tiling(plan.request):
             warnings.append(f"The VAE decoded this {plan.request.width}x{plan.request.height} image in tiles to save memory.")
         started = time.perf_counter()
@@ -372,6 +361,12 @@ class FamilyEngine:
         seeds: list[int] = []
         interrupted = False
         try:
+            if self.low is not None:  # a new prompt: encoded with only the text encoders loaded
+                pipe, kwargs = self._pipe_and_kwargs(plan.request)
+                text_side = {k: v for k, v in kwargs.items() if k not in ("image", "mask_image", "strength")}
+                self.low.prepare(pipe, lambda: pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0)),
+                                 text_side)
+            self.apply_loras(request.loras)  # after prepare: a transformer loaded anew gets its LoRAs back
             for index, seed in enumerate(plan.request.image_seeds()):
                 if cancel is not None and cancel.cancelled:
                     if not cancel.interrupted:
@@ -515,7 +510,7 @@ def load_family_engine(
     """
     import diffusers
 
-    from heyim_desktop.core.families.low_memory import check_memory_mode
+    from heyim_desktop.core.devices import check_memory_mode
     from heyim_desktop.core.families.single_file import folder_transformer_file, load_transformer
     from heyim_desktop.core.families.text_encoder_gguf import (
         GGUF_TEXT_PARTS,
@@ -548,7 +543,7 @@ def load_family_engine(
     offloaded, low = memory_plan(dev, weights, memory, offload)
     low_parts = None
     text_layers = _config_layers(folder / "text_encoder")
-    try:
+    with loading_errors(folder.name, dev):
         if low:  # nothing big is loaded now: the first job loads each part when it runs
             low_parts = low_memory_parts(folder, family, index, encoders, single, dtype, dev)
             parts.update({part: None for part in (*low_parts.text_loaders, "transformer")})
@@ -557,10 +552,6 @@ def load_family_engine(
         for encoder in encoders if not low else ():
             parts[encoder.part] = load_text_encoder(encoder, folder, dtype)
         pipe = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype, **parts)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        if "out of memory" in str(exc).lower():
-            raise OutOfMemory(f"{folder.name} does not fit in {dev.type} memory.") from exc
-        raise ModelError(f"{folder.name} could not be loaded: {exc}") from exc
     if low:
         log.info("low memory for %s (%.1f GB of weights on %s): text encoders and transformer load in turn",
                  folder.name, weights / 1e9, dev)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GB = 1e9
 #: A model fits when its peak takes at most this share of the memory.
 USABLE_SHARE = 0.75
 MEMORY_SIZES_GB = (8, 16, 32)
@@ -65,7 +64,7 @@ class Fit:
     low_gb: float
 
     def verdict(self, memory_gb: float) -> str:
-        """"whole" (fits as it is), "low" (fits with the low-memory mode) or "no"."""
+        """``whole`` (fits as it is), ``low`` (fits with Save memory) or ``no``."""
         usable = memory_gb * USABLE_SHARE
         if self.whole_gb <= usable:
             return "whole"

@@ -23,15 +23,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-def check_memory_mode(mode: str) -> str:
-    """``mode`` when it is one of :data:`~heyim_desktop.core.devices.MEMORY_MODES`; a ModelError if not."""
-    from heyim_desktop.core.devices import MEMORY_MODES
-    from heyim_desktop.core.errors import ModelError
-
-    if mode not in MEMORY_MODES:
-        raise ModelError(f"Unknown memory setting {mode!r}; choose one of {', '.join(MEMORY_MODES)}.")
-    return mode
-
 
 def _plain(value: Any) -> Hashable | None:
     """``value`` as a hashable key part, or None for anything that is not plain data (a tensor)."""
@@ -265,14 +256,4 @@ def _empty_cache(device: torch.device) -> None:
         log.debug("no device cache to empty: %s", exc)
 
 
-def system_memory_bytes() -> int | None:
-    """The computer's physical memory (Linux, macOS), or None where it cannot be read."""
-    import os
-
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-__all__ = ["LowMemoryParts", "PromptFeatures", "check_memory_mode", "system_memory_bytes"]
+__all__ = ["LowMemoryParts", "PromptFeatures"]

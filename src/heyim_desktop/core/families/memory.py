@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from heyim_desktop.core.errors import ModelError
+from heyim_desktop.core.errors import ModelError, OutOfMemory
 from heyim_desktop.core.families import Family
 
 if TYPE_CHECKING:
@@ -76,7 +77,29 @@ def device_memory_bytes(dev: torch.device) -> int | None:
     return None
 
 
-def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = None) -> bool:
+@contextmanager
+def loading_errors(name: str, dev: torch.device) -> Iterator[None]:
+    """What a part's loading raises, said in plain words: OutOfMemory, or a ModelError naming ``name``
+    (a safetensors file damaged since it was checked, too)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
+        if "out of memory" in str(exc).lower():
+            raise OutOfMemory(f"{name} does not fit in {dev.type} memory.") from exc
+        raise ModelError(f"{name} could not be loaded: {exc}") from exc
+
+
+def system_memory_bytes() -> int | None:
+    """The computer's physical memory (Linux, macOS), or None where it cannot be read."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def wants_offload(dev: torch.device, weights: int, offload: bool | None = None) -> bool:
     """Whether to run with model CPU offload: asked for, or the weights would crowd the device."""
     env = os.environ.get("HEYIM_OFFLOAD", "").strip().lower()
     if offload is None and env in ("on", "1", "yes", "off", "0", "no"):
@@ -91,12 +114,13 @@ def wants_offload(dev: torch.device, weights_bytes: int, offload: bool | None = 
     # Automatic only on a CUDA GPU: a Mac's memory is shared, so parking parts in "CPU" memory frees nothing
     # (memory_plan releases its text encoders instead).
     total = device_memory_bytes(dev) if dev.type == "cuda" else None
-    return total is not None and weights_bytes > OFFLOAD_SHARE * total
+    return total is not None and weights > OFFLOAD_SHARE * total
 
 
-def memory_plan(dev: torch.device, weights_bytes: int, memory: str = "auto",
+def memory_plan(dev: torch.device, weights: int, memory: str = "auto",
                 offload: bool | None = None) -> tuple[bool, bool]:
-    """(model CPU offload, text encoders on demand) for ``memory`` (:data:`~heyim_desktop.core.devices.MEMORY_MODES`).
+    """(model CPU offload, parts loaded in turn) for ``memory`` (:data:`~heyim_desktop.core.devices.MEMORY_MODES`)
+    and ``weights`` bytes of weights.
 
     On a CUDA GPU "low" is model CPU offload (each part on the GPU only while it runs), which already
     takes the text encoders off the GPU after encoding. On a Mac or the CPU, whose memory the parts
@@ -104,18 +128,16 @@ def memory_plan(dev: torch.device, weights_bytes: int, memory: str = "auto",
     the transformer in turn (:mod:`.low_memory`). "auto" chooses either when the weights would take more than
     :data:`OFFLOAD_SHARE` of the memory; "full" neither. An explicit ``offload`` (or HEYIM_OFFLOAD) wins.
     """
-    from heyim_desktop.core.families.low_memory import system_memory_bytes
-
     if offload is None and memory == "low" and dev.type == "cuda":
         offload = True
     if offload is None and memory == "full":
         offload = False
-    if wants_offload(dev, weights_bytes, offload):
+    if wants_offload(dev, weights, offload):
         return True, False
     if memory != "auto" or dev.type == "cuda":
         return False, memory == "low"
     total = system_memory_bytes()
-    return False, total is not None and weights_bytes > OFFLOAD_SHARE * total
+    return False, total is not None and weights > OFFLOAD_SHARE * total
 
 
 def low_memory_parts(folder: Path, family: Family, index: dict[str, Any], encoders: "tuple[TextEncoderGguf, ...]",
@@ -123,36 +145,46 @@ def low_memory_parts(folder: Path, family: Family, index: dict[str, Any], encode
     """Loaders for each text encoder the folder lists (its GGUF file where one replaces it) and for the
     transformer (its single file, if any), and the transformer's weightless stand-in."""
     import diffusers
-    import transformers
 
     from heyim_desktop.core.families.low_memory import LowMemoryParts
     from heyim_desktop.core.families.single_file import load_transformer
-    from heyim_desktop.core.families.text_encoder_gguf import load_text_encoder
 
     ggufs = {e.part: e for e in encoders}
     loaders: dict[str, Any] = {}
     for part in family.listed_parts(index):
         if not part.startswith("text_encoder"):
             continue
-        if part in ggufs:
-            loaders[part] = lambda found=ggufs[part]: load_text_encoder(found, folder, dtype)
-            continue
-        encoder_cls: Any = getattr(transformers, str(index[part][1]))
-        loaders[part] = lambda cls=encoder_cls, part=part: cls.from_pretrained(
-            folder / part, local_files_only=True, use_safetensors=True, dtype=dtype)
+        loaders[part] = lambda part=part: _text_encoder(folder, part, index, ggufs.get(part), dtype, dev)
     transformer_cls: Any = getattr(diffusers, str(index["transformer"][1]))
 
     def transformer() -> Any:
-        if single is not None:
-            model = load_transformer(single, folder, index, dtype)
-        else:
-            model = transformer_cls.from_pretrained(folder / "transformer", local_files_only=True,
-                                                    use_safetensors=True, torch_dtype=dtype)
-        return model.to(dev).eval()
+        with loading_errors(f"{folder.name}'s transformer", dev):
+            if single is not None:
+                model = load_transformer(single, folder, index, dtype)
+            else:
+                model = transformer_cls.from_pretrained(folder / "transformer", local_files_only=True,
+                                                        use_safetensors=True, torch_dtype=dtype)
+            return model.to(dev).eval()
 
     with torch.device("meta"):
         stand_in = transformer_cls.from_config(transformer_cls.load_config(folder / "transformer")).to(dtype)
     return LowMemoryParts(loaders, transformer, stand_in, dev)
 
 
-__all__ = ["OFFLOAD_SHARE", "device_memory_bytes", "low_memory_parts", "memory_plan", "wants_offload", "weights_bytes"]
+def _text_encoder(folder: Path, part: str, index: dict[str, Any], gguf: "TextEncoderGguf | None",
+                  dtype: torch.dtype, dev: torch.device) -> Any:
+    """One text encoder of ``folder`` (from its GGUF file where one replaces it), on ``dev``."""
+    import transformers
+
+    from heyim_desktop.core.families.text_encoder_gguf import load_text_encoder
+
+    with loading_errors(f"{folder.name}/{part}", dev):
+        if gguf is not None:
+            model = load_text_encoder(gguf, folder, dtype)
+        else:
+            cls: Any = getattr(transformers, str(index[part][1]))
+            model = cls.from_pretrained(folder / part, local_files_only=True, use_safetensors=True, dtype=dtype)
+        return model.to(dev).eval()
+
+
+__all__ = ["OFFLOAD_SHARE", "loading_errors", "system_memory_bytes", "device_memory_bytes", "low_memory_parts", "memory_plan", "wants_offload", "weights_bytes"]
