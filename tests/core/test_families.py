@@ -408,3 +408,10 @@ def test_the_offload_estimate_weighs_sd35s_t5_and_counts_weights_at_the_load_dty
     assert abs(weights_bytes(folder, sd3, None, (), 2, index) * 2 - with_t5) <= 8  # bf16: half
     del index["text_encoder_3"]  # a folder run without T5
     assert 0 <= files(*base) - weights_bytes(folder, sd3, None, (), 4, index) < 64 * 1024
+
+
+def test_the_token_counter_shows_the_familys_window_not_clips(zimage_engine: Any) -> None:
+    """The window shows ``N/<window>``: 512 for these models' text encoders, not CLIP's 77."""
+    count = zimage_engine.count_tokens("a red fox in the forest")
+    assert count.exact and count.tokens > 0
+    assert (count.limit, count.window, count.cut_at) == (512, 512, None)

@@ -182,7 +182,7 @@ class FamilyEngine:
         tokenizer = self.pipe.tokenizer
         n = len(tokenizer(text, add_special_tokens=False).input_ids)
         window = self._capabilities.token_window
-        return TokenCount(tokens=n, limit=window, cut_at=window if n > window else None)
+        return TokenCount(tokens=n, limit=window, cut_at=window if n > window else None, window=window)
 
     def _check(self, request: GenerationRequest) -> None:
         label = self.family.label
